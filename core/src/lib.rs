@@ -1,0 +1,20 @@
+//! `segue-core`: the contracts every Segue role shares on the wire and on disk.
+//! Nothing here is specific to one role; anything two roles must agree on lives here once.
+
+#![forbid(unsafe_code)]
+
+pub mod conditional;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod key;
+pub mod range;
+pub mod seek_table;
+pub mod store;
+pub mod tier;
+pub mod token;
+
+pub use error::{Error, Result};
+pub use ids::{ContentId, TrackId};
+pub use key::{ObjectKey, ObjectPath};
+pub use tier::Tier;
