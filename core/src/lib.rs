@@ -8,9 +8,12 @@ pub mod config;
 pub mod error;
 pub mod ids;
 pub mod key;
+pub mod manifest;
 pub mod range;
 pub mod seek_table;
+pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tier;
 pub mod token;
 

@@ -31,8 +31,10 @@ pub struct SeekTable {
 /// One seek point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeekEntry {
-    /// The absolute sample position (per channel) of the first sample a decoder started
-    /// at `offset` can output.
+    /// Samples per channel completed by the pages before `offset` (the previous page's
+    /// granule position). A Vorbis decoder started at `offset` needs one packet of overlap
+    /// before it outputs audio, so a seek to sample `s` should start from an entry at least
+    /// one block (2048 samples) before `s`, then decode and discard up to `s`.
     pub granule: u64,
     /// Byte offset of an Ogg page start ("OggS" capture pattern).
     pub offset: u64,

@@ -207,6 +207,44 @@ fn parse_query(query: &str) -> Result<Parsed<'_>, TokenError> {
     Ok(Parsed { kid, sig, claims: Claims { exp, nbf, country } })
 }
 
+/// The `[tokens]` table of a serving role's config.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// Refuse requests without a valid token (403).
+    pub required: bool,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub skew_secs: u64,
+    /// Request header carrying the client's country (set by a geo-IP front or trusted LB).
+    pub country_header: String,
+    /// Key id -> secret (hex, at least 16 bytes). Several keys allow rotation.
+    pub keys: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings { required: false, skew_secs: 30, country_header: "x-client-country".into(), keys: Default::default() }
+    }
+}
+
+impl TokenSettings {
+    /// Build the verifier, or name the bad field.
+    pub fn verifier(&self) -> Result<Verifier, crate::config::FieldError> {
+        let mut keys = Vec::new();
+        for (id, secret) in &self.keys {
+            keys.push(Key::from_hex(id.clone(), secret).map_err(|m| crate::config::FieldError::new(format!("tokens.keys.{id}"), m))?);
+        }
+        crate::config::ensure(!self.required || !keys.is_empty(), "tokens.keys", "tokens.required is true but no key is configured")?;
+        crate::config::ensure(self.skew_secs <= 600, "tokens.skew_secs", "must be at most 600")?;
+        crate::config::ensure(
+            http::HeaderName::from_bytes(self.country_header.as_bytes()).is_ok(),
+            "tokens.country_header",
+            "is not a valid header name",
+        )?;
+        Ok(Verifier::new(keys, self.skew_secs))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,123 @@
+//! The Segue origin: serves packaged audio objects (`/a/`, `/seek/`, `/m/`, `/enc/`) from
+//! an object store with full RFC 9110 range and conditional semantics.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod error;
+pub mod demo;
+mod object;
+pub mod ogg;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderName, HeaderValue, Method, Request, Response};
+use hyper::body::Incoming;
+use segue_core::key::{ObjectPath, PathError};
+use segue_core::server::{self, Body, ServerOptions};
+use segue_core::store::{self, ObjectStore};
+use segue_core::token::Verifier;
+
+pub use config::Config;
+pub use error::Error;
+
+/// What every request handler shares.
+pub struct State {
+    pub store: Arc<dyn ObjectStore>,
+    verifier: Verifier,
+    token_required: bool,
+    country_header: HeaderName,
+    cache_control: HeaderValue,
+    surrogate_keys: bool,
+}
+
+impl State {
+    pub async fn new(config: &Config) -> segue_core::Result<Self> {
+        let store = store::open_store(&config.data_dir, &config.s3).await?;
+        Self::with_store(config, store)
+    }
+
+    pub fn with_store(config: &Config, store: Arc<dyn ObjectStore>) -> segue_core::Result<Self> {
+        let invalid = |field: String, message: String| segue_core::Error::Config { file: "origin config".into(), field, message };
+        let verifier = config.tokens.verifier().map_err(|e| invalid(e.field, e.message))?;
+        Ok(State {
+            store,
+            verifier,
+            token_required: config.tokens.required,
+            country_header: HeaderName::from_bytes(config.tokens.country_header.as_bytes())
+                .map_err(|e| invalid("tokens.country_header".into(), e.to_string()))?,
+            cache_control: HeaderValue::from_str(&config.cache_control)
+                .map_err(|e| invalid("cache_control".into(), e.to_string()))?,
+            surrogate_keys: config.surrogate_keys,
+        })
+    }
+}
+
+pub fn server_options(config: &Config) -> ServerOptions {
+    ServerOptions {
+        max_header_bytes: config.max_header_bytes,
+        header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+        shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+    }
+}
+
+/// Run the origin until `shutdown` resolves: bind, print `listening on ADDR`, serve, drain.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> segue_core::Result<()> {
+    let state = Arc::new(State::new(&config).await?);
+    if let Some(fs) = fs_root(&config) {
+        // Temp files older than a day are leftovers of a crash mid-write.
+        match store::FsStore::new(fs).and_then(|s| s.sweep_temp_files(Duration::from_secs(86_400))) {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "removed stale temp files"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not sweep temp files"),
+        }
+    }
+    let listener = server::bind(config.listen).await.map_err(|e| segue_core::Error::Io { path: config.listen.to_string(), source: e })?;
+    tracing::info!(store = %state.store.describe(), "origin ready");
+    serve(listener, state, server_options(&config), shutdown).await;
+    Ok(())
+}
+
+fn fs_root(config: &Config) -> Option<&str> {
+    (!config.data_dir.starts_with("s3://")).then_some(config.data_dir.as_str())
+}
+
+/// Serve on an already bound listener (tests bind port 0 themselves).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    opts: ServerOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    server::serve(listener, opts, move |req, peer| handle(state.clone(), req, peer), shutdown).await;
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => server::health_response(),
+        (&Method::GET, "/metrics") => server::metrics_response(),
+        _ => match ObjectPath::parse(&path) {
+            Ok(p) => object::serve(&state, &req, p).await.unwrap_or_else(Error::into_response),
+            Err(PathError::Unsafe(why)) => Error::BadPath(why).into_response(),
+            Err(PathError::NoSuchObject) => Error::NotFound(path.clone()).into_response(),
+        },
+    };
+    let status = resp.status().as_u16();
+    metrics::counter!("origin_requests_total", "method" => method_label(&method), "status" => status.to_string()).increment(1);
+    metrics::histogram!("origin_response_head_seconds").record(started.elapsed().as_secs_f64());
+    tracing::debug!(%peer, %method, %path, status, "request");
+    resp
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    }
+}

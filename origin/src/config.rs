@@ -1,0 +1,80 @@
+//! `origin.toml`: every key optional, defaults below. See docs/OPERATING.md.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use segue_core::config::{ensure, FieldError, Validate};
+use segue_core::store::S3Settings;
+use segue_core::token::TokenSettings;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP listener. Default `127.0.0.1:7070`.
+    pub listen: SocketAddr,
+    /// Object store: a directory (key K at DIR/K) or `s3://bucket/prefix`. Default `./data/origin`.
+    pub data_dir: String,
+    /// S3 connection settings, used when `data_dir` is an `s3://` URL.
+    pub s3: S3Settings,
+    /// Largest request head accepted (bytes); larger gets 431. Default 16384.
+    pub max_header_bytes: usize,
+    /// Seconds a client has to send its request head. Default 10.
+    pub header_read_timeout_secs: u64,
+    /// Seconds in-flight requests may run after SIGTERM. Default 30.
+    pub shutdown_grace_secs: u64,
+    /// `Cache-Control` for content-addressed objects. Default `public, max-age=31536000, immutable`.
+    pub cache_control: String,
+    /// Send `Surrogate-Key: {content_id} {content_id}/{tier}` so edges can purge by tag. Default true.
+    pub surrogate_keys: bool,
+    /// Signed-URL checks (off by default: the origin usually sits behind edges).
+    pub tokens: TokenSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: "./data/origin".into(),
+            s3: S3Settings::default(),
+            max_header_bytes: 16 * 1024,
+            header_read_timeout_secs: 10,
+            shutdown_grace_secs: 30,
+            cache_control: "public, max-age=31536000, immutable".into(),
+            surrogate_keys: true,
+            tokens: TokenSettings::default(),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), FieldError> {
+        ensure(!self.data_dir.is_empty(), "data_dir", "must not be empty")?;
+        ensure(
+            (8 * 1024..=1024 * 1024).contains(&self.max_header_bytes),
+            "max_header_bytes",
+            "must be 8192-1048576",
+        )?;
+        ensure((1..=300).contains(&self.header_read_timeout_secs), "header_read_timeout_secs", "must be 1-300")?;
+        ensure(self.shutdown_grace_secs <= 3600, "shutdown_grace_secs", "must be at most 3600")?;
+        ensure(
+            http::HeaderValue::from_str(&self.cache_control).is_ok(),
+            "cache_control",
+            "is not a valid header value",
+        )?;
+        if self.data_dir.starts_with("s3://") {
+            self.s3.validate()?;
+        }
+        self.tokens.verifier().map(|_| ())
+    }
+}
+
+impl Config {
+    /// Load `path` (or defaults when `None`) without validating: flags may still override.
+    pub fn load(path: Option<&Path>) -> segue_core::Result<Self> {
+        match path {
+            Some(p) => segue_core::config::load(p),
+            None => Ok(Config::default()),
+        }
+    }
+}

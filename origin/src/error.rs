@@ -1,0 +1,45 @@
+//! The origin's one error type and its one mapping to HTTP responses.
+
+use http::StatusCode;
+use segue_core::server::{json_error, Body};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadPath(&'static str),
+    #[error("no object at {0}")]
+    NotFound(String),
+    #[error("{0} is not allowed here; use GET or HEAD")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Forbidden(#[from] segue_core::token::TokenError),
+    #[error(transparent)]
+    Store(#[from] segue_core::Error),
+}
+
+impl Error {
+    pub fn into_response(self) -> http::Response<Body> {
+        let (status, code) = match &self {
+            Error::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::Store(segue_core::Error::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
+            // The object was replaced mid-request; a retry will see one consistent version.
+            Error::Store(segue_core::Error::Changed(_)) => (StatusCode::SERVICE_UNAVAILABLE, "object_changed"),
+            Error::Store(e) if e.is_retryable() => (StatusCode::BAD_GATEWAY, "store_unavailable"),
+            Error::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let mut resp = json_error(status, code, &self.to_string());
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
