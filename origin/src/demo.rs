@@ -131,8 +131,9 @@ fn encode_tier(cut: Cut, tier: Tier) -> Result<Vec<u8>, vorbis_rs::VorbisError> 
     let [l, r] = synthesize(cut, rate, channels);
     let mono = channels == 1;
     let bitrate = tier.kbps() * 1000;
-    // Pages of at most ~half a second keep seek points well under a second apart.
-    let page_bytes = (bitrate / 8 / 2).clamp(512, 4096) as u16;
+    // Pages of about 1/8 s at the nominal rate keep seek points well under a second
+    // apart even when easy material encodes far below nominal.
+    let page_bytes = (bitrate / 8 / 8).clamp(256, 4096) as u16;
     let serial = (u64::from(tier.kbps()) ^ cut.piece.rotate_left(16) ^ u64::from(cut.start_sec)) as i32;
     let mut builder = VorbisEncoderBuilder::new_with_serial(
         NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN),

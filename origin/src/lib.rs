@@ -41,6 +41,8 @@ impl State {
 
     pub fn with_store(config: &Config, store: Arc<dyn ObjectStore>) -> segue_core::Result<Self> {
         let invalid = |field: String, message: String| segue_core::Error::Config { file: "origin config".into(), field, message };
+        // Install the recorder before the first request records anything.
+        segue_core::telemetry::metrics();
         let verifier = config.tokens.verifier().map_err(|e| invalid(e.field, e.message))?;
         Ok(State {
             store,

@@ -1,0 +1,128 @@
+//! The `segue` binary as operators run it: real processes on 127.0.0.1.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn segue() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_segue"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+/// Start a server and wait for its `listening on ADDR` line.
+fn spawn_server(mut cmd: Command) -> (Child, SocketAddr) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn segue");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(120)).expect("server did not print `listening on`");
+    (child, addr)
+}
+
+fn get(url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+    let out = Command::new("curl").args(["-sS", "-o", "-", "-w", "\n%{http_code}"]).args(extra).arg(url).output().expect("curl");
+    let mut body = out.stdout;
+    let pos = body.iter().rposition(|&b| b == b'\n').unwrap();
+    let code = String::from_utf8_lossy(&body[pos + 1..]).parse().unwrap();
+    body.truncate(pos);
+    (code, body)
+}
+
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    panic!("segue did not exit within 10 s of SIGTERM");
+}
+
+#[test]
+fn origin_starts_from_flags_serves_health_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = segue();
+    cmd.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path());
+    let (child, addr) = spawn_server(cmd);
+    assert_eq!(get(&format!("http://{addr}/healthz"), &[]), (200, b"ok\n".to_vec()));
+    let (code, body) = get(&format!("http://{addr}/a/{}/high.ogg", "ab".repeat(32)), &[]);
+    assert_eq!(code, 404);
+    assert!(String::from_utf8_lossy(&body).contains("\"error\":\"not_found\""));
+    assert!(terminate(child).success());
+}
+
+#[test]
+fn bad_config_and_flags_exit_2_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("origin.toml");
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\nmax_header_bytes = 12\n").unwrap();
+    let out = segue().args(["origin", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("origin.toml") && err.contains("max_header_bytes"), "{err}");
+
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\nlsiten = 1\n").unwrap();
+    let out = segue().args(["origin", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("origin.toml") && err.contains("line 2") && err.contains("lsiten"), "{err}");
+
+    let out = segue().args(["origin", "--listen", "not-an-address"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = segue().args(["origin", "--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = segue().args(["origin", "--config", "/nonexistent/origin.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/origin.toml"));
+}
+
+#[test]
+fn up_creates_the_demo_catalog_once_and_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut cmd = segue();
+        cmd.args(["up", "--origin-listen", "127.0.0.1:0", "--demo-track-secs", "3", "--data-dir"]).arg(dir.path());
+        spawn_server(cmd)
+    };
+    let (child, addr) = start();
+    let manifests: Vec<_> = std::fs::read_dir(dir.path().join("origin/manifest")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(manifests.len(), 5, "four gapless cuts and one single");
+    let cid = manifests[0].file_stem().unwrap().to_string_lossy().to_string();
+
+    let (code, body) = get(&format!("http://{addr}/m/{cid}.json"), &[]);
+    assert_eq!(code, 200);
+    let manifest: segue_core::manifest::Manifest = serde_json::from_slice(&body).unwrap();
+    assert_eq!(manifest.tiers.len(), 5);
+    assert_eq!(manifest.source.samples, 3 * 44_100);
+
+    for (tier, info) in &manifest.tiers {
+        let (code, seek) = get(&format!("http://{addr}/seek/{cid}/{tier}.json"), &[]);
+        assert_eq!(code, 200);
+        let table = segue_core::seek_table::SeekTable::from_json(&seek).expect("valid seek table");
+        assert_eq!(table.total_bytes, info.bytes);
+        assert_eq!(table.total_samples, info.samples);
+        // Every entry points at an Ogg page start.
+        for e in &table.entries {
+            let (code, head) = get(&format!("http://{addr}/a/{cid}/{tier}.ogg"), &["-r", &format!("{}-{}", e.offset, e.offset + 3)]);
+            assert_eq!((code, head.as_slice()), (206, b"OggS".as_slice()));
+        }
+    }
+    assert!(terminate(child).success());
+
+    // A second start packages nothing and serves the same catalog.
+    let before = std::fs::metadata(&manifests[0]).unwrap().modified().unwrap();
+    let (child, addr) = start();
+    assert_eq!(std::fs::metadata(&manifests[0]).unwrap().modified().unwrap(), before);
+    assert_eq!(get(&format!("http://{addr}/m/{cid}.json"), &[]).0, 200);
+    assert!(terminate(child).success());
+}
