@@ -126,3 +126,14 @@ fn up_creates_the_demo_catalog_once_and_serves_it() {
     assert_eq!(get(&format!("http://{addr}/m/{cid}.json"), &[]).0, 200);
     assert!(terminate(child).success());
 }
+
+#[test]
+fn example_origin_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/origin.toml");
+    let mut cmd = segue();
+    cmd.args(["origin", "--config", cfg, "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path());
+    let (child, addr) = spawn_server(cmd);
+    assert_eq!(get(&format!("http://{addr}/healthz"), &[]).0, 200);
+    assert!(terminate(child).success());
+}
