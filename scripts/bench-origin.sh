@@ -31,6 +31,8 @@ for i in $(seq 1 $FILES); do
   head -c $SIZE /dev/urandom >"$WORK/data/audio/$cid/high.ogg"
   paths+=("\"/a/$cid/high.ogg\"")
 done
+# nginx workers run as an unprivileged user.
+chmod -R a+rX "$WORK"
 # Warm the page cache so both servers read from memory.
 cat "$WORK"/data/audio/*/high.ogg >/dev/null
 
@@ -74,6 +76,7 @@ LUA
 run() { # name port script conns
   local out
   out=$(taskset -c 1 wrk -t1 -c"$4" -d"${DUR}s" --latency -s "$WORK/$3" "http://127.0.0.1:$2" 2>&1)
+  if grep -q "Non-2xx" <<<"$out"; then echo "bench: $1 answered errors:" >&2; echo "$out" >&2; exit 1; fi
   local rps mbs p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   mbs=$(awk '/Transfer\/sec/ {v=$2; if (v ~ /GB/) {sub("GB","",v); v=v*1024} else {sub("MB","",v)}; print v}' <<<"$out")
