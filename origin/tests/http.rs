@@ -331,3 +331,39 @@ async fn curl_range_forms_are_byte_exact() {
     let parts = multipart(&r);
     assert_eq!(parts.iter().map(|p| p.1.clone()).collect::<Vec<_>>(), vec![d[0..10].to_vec(), d[20..30].to_vec()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_serves_ranges_from_s3() {
+    use segue_core::store::{S3Settings, S3Store};
+    let endpoint = std::env::var("SEGUE_TEST_S3_ENDPOINT")
+        .expect("SEGUE_TEST_S3_ENDPOINT is not set: run the suite with scripts/test.sh (it starts an S3 server)");
+    let settings = S3Settings {
+        endpoint,
+        access_key_id: "segue-test".into(),
+        secret_access_key: "segue-test-secret".into(),
+        ..S3Settings::default()
+    };
+    let bucket = format!("segue-origin-{}", std::process::id());
+    let s3 = S3Store::new(&bucket, "prod", &settings).unwrap();
+    s3.client().create_bucket().bucket(&bucket).send().await.unwrap();
+    let cid = ContentId::digest(b"s3-origin");
+    let data = pattern(600_000);
+    store::put_bytes(&s3, &ObjectKey::audio(&cid, Tier::Low), data.clone()).await.unwrap();
+
+    let state = Arc::new(State::with_store(&Config::default(), Arc::new(s3)).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(segue_origin::serve(listener, state, Default::default(), std::future::pending()));
+    let path = format!("/a/{cid}/low.ogg");
+    let r = raw(addr, "GET", &path, &[("Range", "bytes=100-199,-50")]).await;
+    assert_eq!(r.status, 206);
+    let parts = multipart(&r);
+    assert_eq!(parts[0].1, &data[100..200]);
+    assert_eq!(parts[1].1, &data[599_950..]);
+    let full = raw(addr, "GET", &path, &[]).await;
+    assert_eq!((full.status, full.body.len()), (200, 600_000));
+    assert_eq!(full.body, data);
+    let etag = full.h("etag").to_string();
+    assert_eq!(raw(addr, "GET", &path, &[("If-None-Match", &etag)]).await.status, 304);
+    assert_eq!(raw(addr, "GET", &format!("/a/{cid}/high.ogg"), &[]).await.status, 404);
+}

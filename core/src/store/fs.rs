@@ -4,16 +4,15 @@
 //! object or the new one, plus at worst a temp file that `list` ignores.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -71,7 +70,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 }
 
 struct FsReader {
-    file: Arc<File>,
+    file: Arc<Mutex<File>>,
     path: PathBuf,
     meta: ObjectMeta,
 }
@@ -83,28 +82,22 @@ impl ObjectReader for FsReader {
     }
 
     async fn read(&self, range: Range<u64>) -> Result<ByteStream> {
-        if range.start > range.end || range.end > self.meta.len {
-            return Err(Error::invalid("range", format!("{range:?} is outside 0..{}", self.meta.len)));
-        }
+        super::check_range(&self.meta, &range)?;
         let (file, path) = (self.file.clone(), self.path.clone());
-        // One blocking task per range reads ahead into a small channel: the file is read
-        // with pread (no shared cursor) and a slow client applies back-pressure.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(4);
+        if range.end - range.start <= READ_CHUNK as u64 {
+            // The common case (a slice or a small range): one hop to the blocking pool.
+            let chunk = blocking(move || read_chunk(&file, &path, range.start, (range.end - range.start) as usize)).await?;
+            return Ok(Box::pin(futures_util::stream::once(async move { Ok(chunk) })));
+        }
+        // Larger ranges: one blocking task reads ahead into a small channel, so a slow
+        // client applies back-pressure instead of the whole range piling up in memory.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes>>(2);
         tokio::task::spawn_blocking(move || {
             let mut pos = range.start;
             while pos < range.end {
                 let want = ((range.end - pos) as usize).min(READ_CHUNK);
-                let mut buf = BytesMut::zeroed(want);
-                let item = match file.read_at(&mut buf, pos) {
-                    Ok(0) => Err(Error::Changed(path.display().to_string())),
-                    Ok(n) => {
-                        buf.truncate(n);
-                        pos += n as u64;
-                        Ok(buf.freeze())
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => Err(Error::io(path.display(), e)),
-                };
+                let item = read_chunk(&file, &path, pos, want);
+                pos += want as u64;
                 let failed = item.is_err();
                 if tx.blocking_send(item).is_err() || failed {
                     return; // reader gone, or error delivered
@@ -113,6 +106,20 @@ impl ObjectReader for FsReader {
         });
         Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) })))
     }
+}
+
+/// Read exactly `len` bytes at `pos`. Seek + `read_to_end` on a `Take` fills a fresh
+/// buffer without zeroing it first, which `pread` into a slice would need; the mutex keeps
+/// the shared cursor consistent. A short read means the file shrank under us.
+fn read_chunk(file: &Mutex<File>, path: &Path, pos: u64, len: usize) -> Result<Bytes> {
+    let mut buf = Vec::with_capacity(len);
+    let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+    f.seek(SeekFrom::Start(pos)).map_err(|e| Error::io(path.display(), e))?;
+    (&mut *f).take(len as u64).read_to_end(&mut buf).map_err(|e| Error::io(path.display(), e))?;
+    if buf.len() != len {
+        return Err(Error::Changed(path.display().to_string()));
+    }
+    Ok(Bytes::from(buf))
 }
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -129,7 +136,7 @@ impl ObjectStore for FsStore {
                 return Err(Error::NotFound(key.to_string()));
             }
             let meta = meta_of(&key, &md);
-            Ok(Box::new(FsReader { file: Arc::new(file), path, meta }) as Box<dyn ObjectReader>)
+            Ok(Box::new(FsReader { file: Arc::new(Mutex::new(file)), path, meta }) as Box<dyn ObjectReader>)
         })
         .await
     }

@@ -66,6 +66,14 @@ pub trait ObjectReader: Send + Sync {
     async fn read(&self, range: Range<u64>) -> Result<ByteStream>;
 }
 
+/// Readers refuse ranges outside the opened object rather than return short bodies.
+fn check_range(meta: &ObjectMeta, range: &Range<u64>) -> Result<()> {
+    if range.start > range.end || range.end > meta.len {
+        return Err(Error::invalid("range", format!("{range:?} is outside 0..{}", meta.len)));
+    }
+    Ok(())
+}
+
 /// Convenience wrappers over [`ObjectStore::put`] for callers holding bytes or a file.
 pub async fn put_bytes(store: &dyn ObjectStore, key: &ObjectKey, data: Bytes) -> Result<ObjectMeta> {
     store.put(key, Box::pin(futures_util::stream::once(async move { Ok(data) }))).await

@@ -232,9 +232,7 @@ impl ObjectReader for S3Reader {
     }
 
     async fn read(&self, range: Range<u64>) -> Result<ByteStream> {
-        if range.start > range.end || range.end > self.meta.len {
-            return Err(Error::invalid("range", format!("{range:?} is outside 0..{}", self.meta.len)));
-        }
+        super::check_range(&self.meta, &range)?;
         if range.is_empty() {
             return Ok(Box::pin(futures_util::stream::empty()));
         }
