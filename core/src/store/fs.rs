@@ -194,21 +194,52 @@ mod pool {
     }
 }
 
+fn reader(key: ObjectKey, file: File, path: PathBuf) -> Result<Box<dyn ObjectReader>> {
+    // fstat on an open descriptor: the inode is in memory, this never waits on the disk.
+    let md = file.metadata().map_err(|e| Error::io(path.display(), e))?;
+    if !md.is_file() {
+        return Err(Error::NotFound(key.to_string()));
+    }
+    let meta = meta_of(&key, &md);
+    Ok(Box::new(FsReader { file: Arc::new(file), path: Arc::new(path), meta }))
+}
+
+static CACHED_OPEN_WORKS: AtomicBool = AtomicBool::new(true);
+
+/// `openat2(RESOLVE_CACHED)` (Linux 5.12+): `None` when the answer is not in the dentry
+/// cache (or the kernel lacks the call), so the caller opens on the blocking pool.
+fn open_cached(path: &Path) -> Option<io::Result<File>> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+    if !CACHED_OPEN_WORKS.load(Ordering::Relaxed) {
+        return None;
+    }
+    match rustix::fs::openat2(CWD, path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::CACHED) {
+        Ok(fd) => Some(Ok(File::from(fd))),
+        Err(rustix::io::Errno::AGAIN) => None,
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL | rustix::io::Errno::PERM) => {
+            CACHED_OPEN_WORKS.store(false, Ordering::Relaxed);
+            None
+        }
+        Err(e) => Some(Err(e.into())),
+    }
+}
+
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 #[async_trait]
 impl ObjectStore for FsStore {
     async fn open(&self, key: &ObjectKey) -> Result<Box<dyn ObjectReader>> {
         let path = self.path_of(key);
+        // Like reads: an open that the dentry cache can answer runs inline; one that would
+        // wait on the disk goes to the blocking pool.
+        if let Some(file) = open_cached(&path) {
+            let file = file.map_err(|e| not_found_or_io(key, &path, e))?;
+            return reader(key.clone(), file, path);
+        }
         let key = key.clone();
         blocking(move || {
             let file = File::open(&path).map_err(|e| not_found_or_io(&key, &path, e))?;
-            let md = file.metadata().map_err(|e| Error::io(path.display(), e))?;
-            if !md.is_file() {
-                return Err(Error::NotFound(key.to_string()));
-            }
-            let meta = meta_of(&key, &md);
-            Ok(Box::new(FsReader { file: Arc::new(file), path: Arc::new(path), meta }) as Box<dyn ObjectReader>)
+            reader(key, file, path)
         })
         .await
     }
@@ -332,7 +363,8 @@ mod tests {
         chunks.concat()
     }
 
-    // Uncached data (evicted pages) and kernels without RWF_NOWAIT take the blocking path;
+    // Uncached data (evicted pages) and kernels without RWF_NOWAIT or RESOLVE_CACHED take
+    // the blocking path;
     // both must return the same bytes as the inline path. (nextest runs each test in its
     // own process, so flipping the global here affects no other test.)
     #[tokio::test]
@@ -349,8 +381,11 @@ mod tests {
             assert_eq!(read_all(&store, &key, r.clone()).await, &data[r.start as usize..r.end as usize]);
         }
         NOWAIT_WORKS.store(false, Ordering::Relaxed);
+        CACHED_OPEN_WORKS.store(false, Ordering::Relaxed);
         for r in ranges {
             assert_eq!(read_all(&store, &key, r.clone()).await, &data[r.start as usize..r.end as usize]);
         }
+        let missing = ObjectKey::new("audio/y/high.ogg").unwrap();
+        assert!(matches!(store.open(&missing).await.err(), Some(Error::NotFound(_))));
     }
 }
