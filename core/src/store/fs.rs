@@ -336,11 +336,9 @@ impl FsStore {
                 let name = name.to_string_lossy();
                 if ft.is_dir() {
                     sweep(&entry.path(), cutoff, n)?;
-                } else if name.starts_with('.') && name.contains(".tmp.") {
-                    if entry.metadata()?.modified()? < cutoff {
-                        std::fs::remove_file(entry.path())?;
-                        *n += 1;
-                    }
+                } else if name.starts_with('.') && name.contains(".tmp.") && entry.metadata()?.modified()? < cutoff {
+                    std::fs::remove_file(entry.path())?;
+                    *n += 1;
                 }
             }
             Ok(())
