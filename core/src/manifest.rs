@@ -17,6 +17,7 @@ pub struct Manifest {
     pub content_id: ContentId,
     /// The decoded master the tiers were made from.
     pub source: SourceInfo,
+    pub loudness: Loudness,
     pub tiers: BTreeMap<Tier, TierInfo>,
 }
 
@@ -26,6 +27,15 @@ pub struct SourceInfo {
     pub channels: u16,
     /// Samples per channel.
     pub samples: u64,
+}
+
+/// EBU R128 measurements of the master, for loudness normalisation in players.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Loudness {
+    /// Integrated loudness, LUFS (-200 for digital silence).
+    pub integrated_lufs: f64,
+    /// Highest true peak over all channels, dBTP (-200 for digital silence).
+    pub true_peak_dbtp: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,7 +49,7 @@ pub struct TierInfo {
     pub channels: u16,
     /// Object key of the seek table.
     pub seek_key: String,
-    /// Measured average bitrate, kbit/s.
+    /// Measured average bitrate of the audio pages (headers excluded), kbit/s.
     pub kbps: f64,
 }
 

@@ -55,10 +55,11 @@ impl Tier {
         }
     }
 
-    /// The output sample rate for a master at `source_rate` Hz.
+    /// The output sample rate for a master at `source_rate` Hz: the low tier is 22.05 kHz
+    /// (never upsampled), every other tier keeps the source rate.
     pub fn sample_rate(self, source_rate: u32) -> u32 {
         if self == Tier::Low {
-            22_050
+            source_rate.min(22_050)
         } else {
             source_rate
         }
@@ -94,5 +95,6 @@ mod tests {
         assert!("VeryHigh".parse::<Tier>().is_err());
         assert_eq!(Tier::Low.sample_rate(48_000), 22_050);
         assert_eq!(Tier::High.sample_rate(48_000), 48_000);
+        assert_eq!(Tier::Low.sample_rate(8_000), 8_000);
     }
 }

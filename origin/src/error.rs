@@ -13,6 +13,12 @@ pub enum Error {
     MethodNotAllowed(String),
     #[error("{0}")]
     Forbidden(#[from] segue_core::token::TokenError),
+    /// A master that cannot be packaged: the file and what is wrong with it.
+    #[error("{file}: {problem}")]
+    Master { file: String, problem: String },
+    /// Encoding failed on valid input: a bug or resource problem on our side.
+    #[error("packaging failed: {0}")]
+    Encode(String),
     #[error(transparent)]
     Store(#[from] segue_core::Error),
 }
@@ -24,6 +30,8 @@ impl Error {
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::Master { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_master"),
+            Error::Encode(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encode_failed"),
             Error::Store(segue_core::Error::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             // The object was replaced mid-request; a retry will see one consistent version.
             Error::Store(segue_core::Error::Changed(_)) => (StatusCode::SERVICE_UNAVAILABLE, "object_changed"),

@@ -6,8 +6,10 @@
 pub mod config;
 mod error;
 pub mod demo;
+pub mod master;
 mod object;
 pub mod ogg;
+pub mod package;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
