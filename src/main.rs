@@ -32,6 +32,30 @@ enum Command {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=600))]
         demo_track_secs: u32,
     },
+    /// Package masters (WAV or FLAC files, or folders of them) into the origin's store.
+    ///
+    /// Each master is decoded, encoded into the five Ogg Vorbis tiers with seek tables,
+    /// and stored under its content id; audio that is already stored is skipped. Masters
+    /// are processed in parallel with a progress bar on stderr and a summary at the end.
+    /// Exits 1 if any master failed.
+    Ingest {
+        /// Object store: a directory, or s3://bucket/prefix.
+        #[arg(long, value_name = "DIR|URL")]
+        data_dir: String,
+        /// Origin config file, for the [s3] settings of an s3:// store.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print one JSON object per master on stdout (content_id, and per tier: key,
+        /// bytes, samples, sample_rate, seek_key).
+        #[arg(long)]
+        json: bool,
+        /// Masters at once (each already encodes its five tiers in parallel).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
+        /// Master files or folders.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Serve packaged audio by byte range from an object store (filesystem or S3).
     Origin {
         /// TOML config file (see config/origin.toml); flags below override it.
@@ -90,6 +114,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             segue_origin::run(cfg, segue_core::server::shutdown_signal()).await.map_err(|e| Failure::Runtime(e.to_string()))
         }
         Command::Up { data_dir, origin_listen, demo_track_secs } => up(data_dir, origin_listen, demo_track_secs).await,
+        Command::Ingest { data_dir, config, json, jobs, paths } => ingest(data_dir, config, json, jobs, paths).await,
     }
 }
 
@@ -112,4 +137,66 @@ async fn up(data_dir: PathBuf, origin_listen: SocketAddr, secs: u32) -> Result<(
     }
     eprintln!("  manifests: {base}/m/<content_id>.json   seek tables: {base}/seek/<content_id>/<tier>.json");
     segue_origin::run(cfg, segue_core::server::shutdown_signal()).await.map_err(|e| Failure::Runtime(e.to_string()))
+}
+
+async fn ingest(data_dir: String, config: Option<PathBuf>, json: bool, jobs: u16, paths: Vec<PathBuf>) -> Result<(), Failure> {
+    use futures_util::StreamExt;
+    use segue_origin::ingest;
+
+    let cfg = segue_origin::Config::load(config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+    let store = segue_core::store::open_store(&data_dir, &cfg.s3).await.map_err(|e| Failure::Usage(format!("--data-dir: {e}")))?;
+    let files = ingest::collect(&paths).map_err(|e| Failure::Usage(e.to_string()))?;
+    if files.is_empty() {
+        return Err(Failure::Usage("no WAV or FLAC masters found in the given paths".into()));
+    }
+
+    let bar = indicatif::ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} masters  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let store = store.as_ref();
+    let mut results = futures_util::stream::iter(files.iter())
+        .map(|f| async move { (f, ingest::ingest_file(store, f).await) })
+        .buffer_unordered(usize::from(jobs));
+    // indicatif draws nothing when stderr is not a terminal; per-master lines still must.
+    let say = |line: String| if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) };
+    let (mut created, mut existing, mut failed) = (0usize, 0usize, Vec::new());
+    while let Some((file, result)) = results.next().await {
+        match result {
+            Ok(report) => {
+                if report.created {
+                    created += 1;
+                } else {
+                    existing += 1;
+                }
+                if json {
+                    bar.suspend(|| println!("{}", serde_json::to_string(&report).unwrap_or_default()));
+                } else {
+                    let what = if report.created { "packaged" } else { "already stored" };
+                    say(format!("{what:>14}  {}  {:.1} s  {}", report.content_id, report.duration_secs, file.display()));
+                }
+            }
+            Err(e) => {
+                say(format!("{:>14}  {e}", "failed"));
+                failed.push(e.to_string());
+            }
+        }
+        bar.inc(1);
+        bar.set_message(file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "segue ingest: {created} packaged, {existing} already stored, {} failed, in {:.1} s ({})",
+        failed.len(),
+        started.elapsed().as_secs_f64(),
+        store.describe()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Runtime(format!("{} of {} masters failed:\n  {}", failed.len(), files.len(), failed.join("\n  "))))
+    }
 }

@@ -6,6 +6,7 @@
 pub mod config;
 mod error;
 pub mod demo;
+pub mod ingest;
 pub mod master;
 mod object;
 pub mod ogg;

@@ -39,6 +39,37 @@ pub struct EncodedTier {
 /// Package `master` into `store`, unless its content is already there.
 pub async fn package(store: &dyn ObjectStore, master: Master) -> Result<Packaged, Error> {
     let cid = master.content_id;
+    // One packaging per content id at a time in this process: the same audio arriving
+    // twice at once (WAV and FLAC of one master in one `segue ingest`) is encoded once,
+    // and the second caller finds the manifest.
+    let lock = inflight_lock(cid);
+    let _held = lock.lock().await;
+    let result = package_locked(store, master).await;
+    drop(_held);
+    release_inflight(cid, lock);
+    result
+}
+
+type InflightMap = std::collections::HashMap<segue_core::ContentId, std::sync::Arc<tokio::sync::Mutex<()>>>;
+static INFLIGHT: std::sync::Mutex<Option<InflightMap>> = std::sync::Mutex::new(None);
+
+fn inflight_lock(cid: segue_core::ContentId) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    let mut map = INFLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    map.get_or_insert_with(Default::default).entry(cid).or_default().clone()
+}
+
+fn release_inflight(cid: segue_core::ContentId, lock: std::sync::Arc<tokio::sync::Mutex<()>>) {
+    let mut map = INFLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    // Two references: the map's and ours. More means another caller still waits on it.
+    if std::sync::Arc::strong_count(&lock) == 2 {
+        if let Some(m) = map.as_mut() {
+            m.remove(&cid);
+        }
+    }
+}
+
+async fn package_locked(store: &dyn ObjectStore, master: Master) -> Result<Packaged, Error> {
+    let cid = master.content_id;
     if let Some(existing) = read_manifest(store, &cid).await? {
         return Ok(Packaged { manifest: existing, created: false });
     }
