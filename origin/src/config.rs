@@ -29,6 +29,28 @@ pub struct Config {
     pub surrogate_keys: bool,
     /// Signed-URL checks (off by default: the origin usually sits behind edges).
     pub tokens: TokenSettings,
+    /// Master uploads (`POST /v1/masters`).
+    pub ingest: IngestSettings,
+}
+
+/// The `[ingest]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// Bearer tokens allowed to upload masters. Empty (the default) disables uploads.
+    pub tokens: Vec<String>,
+    /// Largest master accepted, MiB. Default 2048.
+    pub max_master_mb: u64,
+    /// Where uploads are spooled before packaging. Empty: the system temp directory.
+    pub upload_dir: String,
+    /// Masters packaged at once; each uses one core per tier. Default 1.
+    pub max_concurrent: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings { tokens: Vec::new(), max_master_mb: 2048, upload_dir: String::new(), max_concurrent: 1 }
+    }
 }
 
 impl Default for Config {
@@ -43,6 +65,7 @@ impl Default for Config {
             cache_control: "public, max-age=31536000, immutable".into(),
             surrogate_keys: true,
             tokens: TokenSettings::default(),
+            ingest: IngestSettings::default(),
         }
     }
 }
@@ -64,6 +87,11 @@ impl Validate for Config {
         )?;
         if self.data_dir.starts_with("s3://") {
             self.s3.validate()?;
+        }
+        ensure((1..=1024 * 1024).contains(&self.ingest.max_master_mb), "ingest.max_master_mb", "must be 1-1048576")?;
+        ensure((1..=64).contains(&self.ingest.max_concurrent), "ingest.max_concurrent", "must be 1-64")?;
+        for (i, t) in self.ingest.tokens.iter().enumerate() {
+            ensure(t.len() >= 16, &format!("ingest.tokens[{i}]"), "must be at least 16 characters")?;
         }
         self.tokens.verifier().map(|_| ())
     }

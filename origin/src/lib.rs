@@ -11,6 +11,7 @@ pub mod master;
 mod object;
 pub mod ogg;
 pub mod package;
+mod upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,9 @@ pub struct State {
     country_header: HeaderName,
     cache_control: HeaderValue,
     surrogate_keys: bool,
+    ingest: config::IngestSettings,
+    /// Packaging is CPU-bound: uploads take turns.
+    ingest_slots: tokio::sync::Semaphore,
 }
 
 impl State {
@@ -56,6 +60,8 @@ impl State {
             cache_control: HeaderValue::from_str(&config.cache_control)
                 .map_err(|e| invalid("cache_control".into(), e.to_string()))?,
             surrogate_keys: config.surrogate_keys,
+            ingest: config.ingest.clone(),
+            ingest_slots: tokio::sync::Semaphore::new(config.ingest.max_concurrent.max(1)),
         })
     }
 }
@@ -106,6 +112,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
     let resp = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => server::health_response(),
         (&Method::GET, "/metrics") => server::metrics_response(),
+        (&Method::POST, "/v1/masters") => upload::post_master(&state, req).await,
+        (_, "/v1/masters") => server::json_error(http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"),
         _ => match ObjectPath::parse(&path) {
             Ok(p) => object::serve(&state, &req, p).await.unwrap_or_else(Error::into_response),
             Err(PathError::Unsafe(why)) => Error::BadPath(why).into_response(),

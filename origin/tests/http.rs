@@ -367,3 +367,79 @@ async fn origin_serves_ranges_from_s3() {
     assert_eq!(raw(addr, "GET", &path, &[("If-None-Match", &etag)]).await.status, 304);
     assert_eq!(raw(addr, "GET", &format!("/a/{cid}/high.ogg"), &[]).await.status, 404);
 }
+
+/// POST a body with raw headers; returns the parsed response.
+async fn post(addr: SocketAddr, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut req = format!("POST {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    // The server may answer (413, 401) before reading the whole body; ignore write errors.
+    let _ = s.write_all(body).await;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    parse(&buf)
+}
+
+fn wav_bytes(secs: u32) -> Vec<u8> {
+    let mut cur = std::io::Cursor::new(Vec::new());
+    let spec = hound::WavSpec { channels: 2, sample_rate: 44_100, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
+    let [l, r] = segue_origin::demo::music(2, 0, secs);
+    for (a, b) in l.iter().zip(&r) {
+        w.write_sample((a * 32_767.0) as i16).unwrap();
+        w.write_sample((b * 32_767.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    cur.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masters_upload_with_a_bearer_token() {
+    let token = "release-manager-token-0001";
+    let mut config = Config::default();
+    config.ingest.tokens = vec![token.into()];
+    config.ingest.max_master_mb = 1;
+    let o = start(config).await;
+    let wav = wav_bytes(2);
+    let auth = format!("Bearer {token}");
+
+    let r = post(o.addr, "/v1/masters", &[], &wav).await;
+    assert_eq!((r.status, r.h("www-authenticate")), (401, "Bearer realm=\"segue-origin\""));
+    let r = post(o.addr, "/v1/masters", &[("Authorization", "Bearer wrong-token-xxxxxxxx")], &wav).await;
+    assert_eq!(r.status, 401);
+
+    let r = post(o.addr, "/v1/masters", &[("Authorization", &auth), ("X-Filename", "track01.wav")], &wav).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let report = r.json();
+    let cid = report["content_id"].as_str().unwrap().to_string();
+    assert_eq!(r.h("location"), format!("/m/{cid}.json"));
+    assert_eq!(report["tiers"].as_array().unwrap().len(), 5);
+    let m = raw(o.addr, "GET", &format!("/m/{cid}.json"), &[]).await;
+    assert_eq!(m.status, 200);
+    let seg = raw(o.addr, "GET", &format!("/a/{cid}/low.ogg"), &[("Range", "bytes=0-3")]).await;
+    assert_eq!((seg.status, seg.body.as_slice()), (206, b"OggS".as_slice()));
+
+    let again = post(o.addr, "/v1/masters", &[("Authorization", &auth)], &wav).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["created"], false);
+
+    let junk = post(o.addr, "/v1/masters", &[("Authorization", &auth), ("X-Filename", "notes.txt")], b"hello").await;
+    assert_eq!(junk.status, 422);
+    assert_eq!(junk.json()["error"], "bad_master");
+    assert!(junk.json()["detail"].as_str().unwrap().contains("notes.txt"));
+    let big = vec![0u8; (1 << 20) + 1];
+    assert_eq!(post(o.addr, "/v1/masters", &[("Authorization", &auth)], &big).await.status, 413);
+    assert_eq!(raw(o.addr, "GET", "/v1/masters", &[]).await.status, 405);
+}
+
+#[tokio::test]
+async fn uploads_are_off_without_tokens() {
+    let o = start(Config::default()).await;
+    let r = post(o.addr, "/v1/masters", &[("Authorization", "Bearer anything-at-all-123")], b"RIFF").await;
+    assert_eq!(r.status, 404);
+    assert!(r.json()["detail"].as_str().unwrap().contains("disabled"));
+}
