@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Packaging a 3.5-minute stereo 44.1 kHz master into the five tiers: `segue ingest`
+# (tiers in parallel, plus decode, content hash, loudness, resampling, seek tables,
+# fsynced writes) side by side with `oggenc` producing the same five tiers one after the
+# other (libvorbis ABR, --managed, like segue's). Best of RUNS for each. Prints a table.
+#
+#   scripts/bench-package.sh [RUNS]     default 3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS="${1:-3}"
+command -v oggenc >/dev/null && command -v ffmpeg >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq vorbis-tools ffmpeg
+}
+cargo build --release --bin segue >&2
+BIN="${CARGO_TARGET_DIR:-target}/release/segue"
+WORK=$(mktemp -d /tmp/segue-pkg-bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+# Music-like master: tones with vibrato and tremolo over decorrelated pink noise.
+ffmpeg -v error -filter_complex "
+  anoisesrc=c=pink:a=0.18:d=210:r=44100:seed=1[nl];
+  anoisesrc=c=pink:a=0.18:d=210:r=44100:seed=2[nr];
+  [nl][nr]amerge=inputs=2[noise];
+  aevalsrc='0.25*sin(2*PI*220*t+2*sin(2*PI*5*t))*(1+0.5*sin(2*PI*0.5*t))+0.15*sin(2*PI*660*t)|0.25*sin(2*PI*277*t+2*sin(2*PI*4*t))+0.15*sin(2*PI*880*t)*(1+0.5*sin(2*PI*2*t))':s=44100:d=210[tones];
+  [noise][tones]amix=inputs=2:normalize=0[out]" -map "[out]" -c:a pcm_s16le "$WORK/master.wav"
+
+TIMEFORMAT='%R %U %S'
+measure() { # prints "wall cpu" of the best (lowest wall) run
+  local best=""
+  for _ in $(seq 1 "$RUNS"); do
+    local t
+    t=$( { time "$@" >/dev/null 2>&1; } 2>&1 | tail -1)
+    read -r wall user sys <<<"$t"
+    local cpu; cpu=$(awk "BEGIN{print $user+$sys}")
+    if [ -z "$best" ] || awk "BEGIN{exit !($wall < ${best%% *})}"; then best="$wall $cpu"; fi
+  done
+  echo "$best"
+}
+
+segue_run() { rm -rf "$WORK/store"; "$BIN" ingest --data-dir "$WORK/store" "$WORK/master.wav"; }
+oggenc_run() {
+  oggenc -Q --managed -b 24 --downmix --resample 22050 -o "$WORK/low.ogg" "$WORK/master.wav"
+  for b in 96 128 160 320; do oggenc -Q --managed -b "$b" -o "$WORK/$b.ogg" "$WORK/master.wav"; done
+}
+export -f segue_run oggenc_run
+export BIN WORK
+
+read -r sw sc <<<"$(measure bash -c segue_run)"
+read -r ow oc <<<"$(measure bash -c oggenc_run)"
+echo "| tool | wall s | CPU s |"
+echo "|---|---|---|"
+echo "| segue ingest (5 tiers in parallel, + decode, hash, loudness, seek tables) | $sw | $sc |"
+echo "| oggenc, 5 tiers one after the other | $ow | $oc |"
+echo "| **ratio segue/oggenc** | **$(awk "BEGIN{printf \"%.2f\", $sw/$ow}")×** | **$(awk "BEGIN{printf \"%.2f\", $sc/$oc}")×** |"
