@@ -51,20 +51,17 @@ pub async fn package(store: &dyn ObjectStore, master: Master) -> Result<Packaged
 }
 
 type InflightMap = std::collections::HashMap<segue_core::ContentId, std::sync::Arc<tokio::sync::Mutex<()>>>;
-static INFLIGHT: std::sync::Mutex<Option<InflightMap>> = std::sync::Mutex::new(None);
+static INFLIGHT: std::sync::LazyLock<std::sync::Mutex<InflightMap>> = std::sync::LazyLock::new(Default::default);
 
 fn inflight_lock(cid: segue_core::ContentId) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-    let mut map = INFLIGHT.lock().unwrap_or_else(|p| p.into_inner());
-    map.get_or_insert_with(Default::default).entry(cid).or_default().clone()
+    INFLIGHT.lock().unwrap_or_else(|p| p.into_inner()).entry(cid).or_default().clone()
 }
 
 fn release_inflight(cid: segue_core::ContentId, lock: std::sync::Arc<tokio::sync::Mutex<()>>) {
     let mut map = INFLIGHT.lock().unwrap_or_else(|p| p.into_inner());
     // Two references: the map's and ours. More means another caller still waits on it.
     if std::sync::Arc::strong_count(&lock) == 2 {
-        if let Some(m) = map.as_mut() {
-            m.remove(&cid);
-        }
+        map.remove(&cid);
     }
 }
 

@@ -2,14 +2,13 @@
 //! by a bearer token. The body is spooled to a temp file as it arrives (never held in
 //! memory), then decoded and packaged like `segue ingest`.
 
-use std::io::Write;
-
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use segue_core::server::{full, json_error, Body};
 use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt;
 
 use crate::error::Error;
 use crate::ingest;
@@ -52,9 +51,13 @@ pub async fn post_master(state: &State, req: Request<Incoming>) -> Response<Body
         d if d.is_empty() => tempfile::NamedTempFile::new(),
         d => tempfile::NamedTempFile::new_in(d),
     };
-    let mut spool = match spool {
+    let spool = match spool {
         Ok(f) => f,
         Err(e) => return Error::Encode(format!("cannot create an upload spool file: {e}")).into_response(),
+    };
+    let mut out = match spool.as_file().try_clone() {
+        Ok(f) => tokio::fs::File::from_std(f),
+        Err(e) => return Error::Encode(format!("cannot open the upload spool file: {e}")).into_response(),
     };
     let mut body = req.into_body();
     let mut received = 0u64;
@@ -68,13 +71,16 @@ pub async fn post_master(state: &State, req: Request<Incoming>) -> Response<Body
             if received > limit {
                 return too_large(s.max_master_mb);
             }
-            // Small synchronous writes into the page cache; the spool is fsynced by no one
-            // because a crash loses an unacknowledged upload anyway.
-            if let Err(e) = spool.write_all(&data) {
+            // Not fsynced: a crash loses an upload that was never acknowledged anyway.
+            if let Err(e) = out.write_all(&data).await {
                 return Error::Encode(format!("cannot spool the upload: {e}")).into_response();
             }
         }
     }
+    if let Err(e) = out.flush().await {
+        return Error::Encode(format!("cannot spool the upload: {e}")).into_response();
+    }
+    drop(out);
     if received == 0 {
         return json_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_master", &format!("{name}: the request body is empty"));
     }
