@@ -10,6 +10,7 @@ pub mod ids;
 pub mod key;
 pub mod manifest;
 pub mod range;
+pub mod respond;
 pub mod seek_table;
 pub mod server;
 pub mod store;
