@@ -56,6 +56,24 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Run a POP: serve byte ranges from a memory slice cache in front of upstreams.
+    ///
+    /// Missing slices are fetched once from the first healthy upstream (parent POPs, then
+    /// origins) and streamed to every waiting client as they arrive.
+    Edge {
+        /// TOML config file (see config/edge.toml); flags below override it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Listen address, e.g. 127.0.0.1:8080.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Upstream base URL (repeat, in order of preference), e.g. http://127.0.0.1:7070.
+        #[arg(long = "upstream", value_name = "URL")]
+        upstreams: Vec<String>,
+        /// Memory cache size in MiB.
+        #[arg(long, value_name = "N")]
+        mem_cache_mb: Option<u64>,
+    },
     /// Serve packaged audio by byte range from an object store (filesystem or S3).
     Origin {
         /// TOML config file (see config/origin.toml); flags below override it.
@@ -114,6 +132,21 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             segue_origin::run(cfg, segue_core::server::shutdown_signal()).await.map_err(|e| Failure::Runtime(e.to_string()))
         }
         Command::Up { data_dir, origin_listen, demo_track_secs } => up(data_dir, origin_listen, demo_track_secs).await,
+        Command::Edge { config, listen, upstreams, mem_cache_mb } => {
+            let mut cfg = segue_edge::Config::load(config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if !upstreams.is_empty() {
+                cfg.upstreams = upstreams;
+            }
+            if let Some(m) = mem_cache_mb {
+                cfg.mem_cache_mb = m;
+            }
+            let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
+            let cfg = validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))?;
+            segue_edge::run(cfg, segue_core::server::shutdown_signal()).await.map_err(|e| Failure::Runtime(e.to_string()))
+        }
         Command::Ingest { data_dir, config, json, jobs, paths } => ingest(data_dir, config, json, jobs, paths).await,
     }
 }

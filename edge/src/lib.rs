@@ -1,3 +1,229 @@
-//! The Segue edge (POP daemon): byte-range caching reverse proxy with a tiered memory +
-//! SSD cache, request coalescing, parent/origin fallback and signed-URL checks.
-//! Built by the "Edge POP" issues; nothing here is wired to the CLI yet.
+//! The Segue edge: a POP daemon serving byte ranges from a memory slice cache, with one
+//! upstream fetch per missing slice however many clients wait for it (bytes streamed to
+//! every waiter as they arrive), ordered upstreams with failover, and signed-URL checks.
+//! Responses are built by `segue_core::respond`, the same code the origin uses.
+
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod coalesce;
+pub mod config;
+mod error;
+mod fetch;
+mod reader;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use segue_core::range::{self, RangeOutcome};
+use segue_core::server::{self, Body, ServerOptions};
+use segue_core::token::Verifier;
+
+pub use config::Config;
+pub use error::Error;
+
+use cache::{Cache, ObjectInfo, SliceKey};
+use coalesce::{Coalescer, Joined};
+use upstream::Upstreams;
+
+pub struct State {
+    pub cache: Cache,
+    pub coalescer: Coalescer,
+    pub upstreams: Upstreams,
+    verifier: Verifier,
+    tokens_required: bool,
+    token_prefixes: Vec<String>,
+    country_header: http::HeaderName,
+    reader_timeout: Duration,
+    writer_max_age: Duration,
+    via: HeaderValue,
+}
+
+impl State {
+    pub fn new(config: &Config) -> segue_core::Result<Self> {
+        segue_core::telemetry::metrics();
+        let invalid = |field: &str, message: String| segue_core::Error::Config { file: "edge config".into(), field: field.into(), message };
+        let verifier = config.tokens.verifier().map_err(|e| invalid(&e.field, e.message))?;
+        let via = format!("1.1 {}", config.name);
+        Ok(State {
+            cache: Cache::new(config.mem_cache_mb << 20, config.slice_kib << 10),
+            coalescer: Coalescer::default(),
+            upstreams: Upstreams::new(
+                &config.upstreams,
+                Duration::from_secs(config.upstream_connect_timeout_secs),
+                config.upstream_failures_to_open,
+                Duration::from_secs(config.upstream_open_secs),
+                via.clone(),
+            ),
+            verifier,
+            tokens_required: config.tokens.required,
+            token_prefixes: config.token_prefixes.clone(),
+            country_header: http::HeaderName::from_bytes(config.tokens.country_header.as_bytes())
+                .map_err(|e| invalid("tokens.country_header", e.to_string()))?,
+            reader_timeout: Duration::from_secs(config.reader_timeout_secs),
+            writer_max_age: Duration::from_secs(config.writer_max_age_secs),
+            via: HeaderValue::from_str(&via).map_err(|e| invalid("name", e.to_string()))?,
+        })
+    }
+}
+
+pub fn server_options(config: &Config) -> ServerOptions {
+    ServerOptions {
+        max_header_bytes: config.max_header_bytes,
+        header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+        shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
+    }
+}
+
+/// Run the edge until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> segue_core::Result<()> {
+    let state = Arc::new(State::new(&config)?);
+    let listener =
+        server::bind(config.listen).await.map_err(|e| segue_core::Error::Io { path: config.listen.to_string(), source: e })?;
+    tracing::info!(upstreams = ?config.upstreams, mem_cache_mb = config.mem_cache_mb, slice_kib = config.slice_kib, "edge ready");
+    serve(listener, state, server_options(&config), shutdown).await;
+    Ok(())
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    opts: ServerOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    server::serve(listener, opts, move |req, peer| handle(state.clone(), req, peer), shutdown).await;
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = Instant::now();
+    let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => server::health_response(),
+        (&Method::GET, "/metrics") => {
+            metrics::gauge!("edge_cache_bytes").set(state.cache.weighted_size() as f64);
+            metrics::gauge!("edge_cache_slices").set(state.cache.slice_count() as f64);
+            metrics::gauge!("edge_fills_inflight").set(state.coalescer.len() as f64);
+            server::metrics_response()
+        }
+        _ => serve_object(&state, &req).await.unwrap_or_else(Error::into_response),
+    };
+    let status = resp.status().as_u16();
+    metrics::counter!("edge_requests_total", "status" => status.to_string()).increment(1);
+    metrics::histogram!("edge_response_head_seconds").record(started.elapsed().as_secs_f64());
+    tracing::debug!(%peer, method = %req.method(), path = %req.uri().path(), status, "request");
+    resp
+}
+
+/// The cache key: the path plus the query without token parameters, so every client's
+/// differently signed URL for one object shares one cache entry.
+fn cache_key(path: &str, query: Option<&str>) -> String {
+    let kept: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| !matches!(p.split('=').next(), Some("exp" | "kid" | "sig" | "nbf" | "country")))
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+async fn serve_object(state: &Arc<State>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+    let method = req.method();
+    if method != Method::GET && method != Method::HEAD {
+        return Err(Error::MethodNotAllowed(method.to_string()));
+    }
+    let path = req.uri().path();
+    if let Err(segue_core::key::PathError::Unsafe(why)) = segue_core::key::check_path_safety(path) {
+        return Err(Error::BadPath(why));
+    }
+    if state.tokens_required && state.token_prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+        let country = req.headers().get(&state.country_header).and_then(|v| v.to_str().ok());
+        state.verifier.verify(method.as_str(), path, req.uri().query(), fetch::unix_now(), country)?;
+    }
+    let key: Arc<str> = cache_key(path, req.uri().query()).into();
+
+    // The object's identity: cached, or learned from the fill of its first slice.
+    let (info, mut x_cache) = match state.cache.object(&key) {
+        Some(info) => (info, "HIT"),
+        None => {
+            let (fill, how) = match state.coalescer.join(&key, 0, state.writer_max_age) {
+                Joined::Started(f) => {
+                    tokio::spawn(fetch::run_fill(state.clone(), f.clone(), key.clone(), 0, None));
+                    (f, "MISS")
+                }
+                Joined::Joined(f) => (f, "COALESCED"),
+            };
+            match fill.head(state.reader_timeout, &key).await {
+                Ok(info) => (info, how),
+                // A fill that raced with a completed discovery: the info is cached now.
+                Err(e) => match state.cache.object(&key) {
+                    Some(info) => (info, how),
+                    None => return Err(e),
+                },
+            }
+        }
+    };
+    if x_cache == "HIT" && method == Method::GET {
+        x_cache = classify(state, &info, req.headers());
+    }
+    let counter_name = match x_cache {
+        "HIT" => "hit",
+        "MISS" => "miss",
+        _ => "coalesced",
+    };
+    metrics::counter!("edge_cache_results_total", "result" => counter_name).increment(1);
+
+    let mut headers = HeaderMap::new();
+    if let Some(v) = &info.cache_control {
+        headers.insert(header::CACHE_CONTROL, v.clone());
+    }
+    if let Some(v) = &info.surrogate_key {
+        headers.insert("surrogate-key", v.clone());
+    }
+    headers.insert("x-cache", HeaderValue::from_static(x_cache));
+    headers.insert(header::AGE, HeaderValue::from(info.fetched_at.elapsed().as_secs()));
+    headers.insert(header::VIA, state.via.clone());
+    let content_type =
+        info.content_type.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream").to_owned();
+    let reader = Arc::new(reader::EdgeReader::new(state.clone(), info));
+    let counter = metrics::counter!("edge_body_bytes_total");
+    segue_core::respond::object_response(method == Method::HEAD, req.headers(), reader, &content_type, headers, counter)
+        .await
+        .map_err(|e| Error::UpstreamUnavailable { path: key.to_string(), detail: e.to_string() })
+}
+
+/// HIT if every slice the response needs is cached, COALESCED if the missing ones are all
+/// being fetched already, MISS if this request will start a fetch.
+fn classify(state: &State, info: &Arc<ObjectInfo>, req: &HeaderMap) -> &'static str {
+    let size = state.cache.slice_size;
+    if info.len == 0 {
+        return "HIT";
+    }
+    let ranges: Vec<(u64, u64)> = match req.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|r| range::resolve(r, info.len)) {
+        Some(RangeOutcome::Partial(rs)) => rs.iter().map(|r| (r.first, r.last)).collect(),
+        Some(RangeOutcome::Unsatisfiable) => return "HIT",
+        _ => vec![(0, info.len - 1)],
+    };
+    let mut result = "HIT";
+    for (first, last) in ranges {
+        for index in first / size..=last / size {
+            let key = SliceKey { object: info.key.clone(), generation: info.generation, index };
+            if state.cache.contains_slice(&key) {
+                continue;
+            }
+            if state.coalescer.is_inflight(&info.key, index) {
+                result = "COALESCED";
+            } else {
+                return "MISS";
+            }
+        }
+    }
+    result
+}

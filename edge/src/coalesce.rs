@@ -1,0 +1,169 @@
+//! Request coalescing with read-while-writer: the first request for a missing slice starts
+//! one upstream fetch (a *fill*) in its own task; every request for that slice, first or
+//! later, reads the fill's chunks as they arrive. A client that goes away only stops
+//! reading; the fill runs on for the others and lands in the cache. A failed fill fails
+//! every reader visibly and leaves no entry behind, so the next request fetches afresh.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::cache::ObjectInfo;
+use crate::error::Error;
+
+#[derive(Default)]
+struct FillState {
+    /// Object info learned from the response head (for fills that discover the object).
+    head: Option<Result<Arc<ObjectInfo>, Error>>,
+    chunks: Vec<Bytes>,
+    done: Option<Result<(), Error>>,
+}
+
+pub struct Fill {
+    pub started: Instant,
+    state: Mutex<FillState>,
+    notify: Notify,
+}
+
+impl Fill {
+    fn new() -> Self {
+        Fill { started: Instant::now(), state: Mutex::new(FillState::default()), notify: Notify::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FillState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_head(&self, head: Result<Arc<ObjectInfo>, Error>) {
+        self.lock().head = Some(head);
+        self.notify.notify_waiters();
+    }
+
+    pub fn push(&self, chunk: Bytes) {
+        self.lock().chunks.push(chunk);
+        self.notify.notify_waiters();
+    }
+
+    pub fn finish(&self, result: Result<(), Error>) {
+        let mut s = self.lock();
+        if s.head.is_none() {
+            if let Err(e) = &result {
+                s.head = Some(Err(e.clone()));
+            }
+        }
+        s.done = Some(result);
+        drop(s);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.lock().done.is_some()
+    }
+
+    /// All chunks received so far (the writer calls this once it has them all).
+    pub fn completed_bytes_now(&self) -> Option<Vec<Bytes>> {
+        let s = self.lock();
+        (s.done.is_none()).then(|| s.chunks.clone())
+    }
+
+    /// Wait until something is known, checking `probe` under the lock each time.
+    async fn wait<T>(&self, timeout: Duration, what: &str, mut probe: impl FnMut(&FillState) -> Option<T>) -> Result<T, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Register for the wake-up before looking, so a push between the look and the
+            // wait is not missed.
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(v) = probe(&self.lock()) {
+                return Ok(v);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(Error::UpstreamTimeout(format!("{what}: no bytes for {timeout:?}")));
+            }
+        }
+    }
+
+    /// The object info, once the response head arrived.
+    pub async fn head(&self, timeout: Duration, what: &str) -> Result<Arc<ObjectInfo>, Error> {
+        self.wait(timeout, what, |s| s.head.clone()).await?
+    }
+
+    /// Chunk `i`: `Ok(Some)` when it arrived, `Ok(None)` when the fill ended before it,
+    /// `Err` when the fill failed or went quiet for `timeout`.
+    pub async fn chunk(&self, i: usize, timeout: Duration, what: &str) -> Result<Option<Bytes>, Error> {
+        self.wait(timeout, what, |s| {
+            if let Some(c) = s.chunks.get(i) {
+                return Some(Ok(Some(c.clone())));
+            }
+            match &s.done {
+                Some(Ok(())) => Some(Ok(None)),
+                Some(Err(e)) => Some(Err(e.clone())),
+                None => None,
+            }
+        })
+        .await?
+    }
+}
+
+/// Fills in flight, by (object key, slice index).
+type Inflight = HashMap<(Arc<str>, u64), Arc<Fill>>;
+
+#[derive(Default)]
+pub struct Coalescer {
+    inflight: Mutex<Inflight>,
+}
+
+pub enum Joined {
+    /// This caller created the fill and must start its fetch.
+    Started(Arc<Fill>),
+    /// A fill was already running.
+    Joined(Arc<Fill>),
+}
+
+impl Coalescer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inflight> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Join the fill for a slice, or create it. A fill older than `max_age` and still
+    /// running is replaced: exactly one caller (the one holding the lock) takes over.
+    pub fn join(&self, object: &Arc<str>, index: u64, max_age: Duration) -> Joined {
+        let mut map = self.lock();
+        let key = (object.clone(), index);
+        if let Some(f) = map.get(&key) {
+            if f.started.elapsed() < max_age || f.is_done() {
+                return Joined::Joined(f.clone());
+            }
+            tracing::warn!(object = %object, index, age = ?f.started.elapsed(), "fill too old; taking over");
+            metrics::counter!("edge_fill_takeovers_total").increment(1);
+        }
+        let f = Arc::new(Fill::new());
+        map.insert(key, f.clone());
+        Joined::Started(f)
+    }
+
+    pub fn is_inflight(&self, object: &Arc<str>, index: u64) -> bool {
+        self.lock().contains_key(&(object.clone(), index))
+    }
+
+    /// Remove `fill` if it is still the registered one.
+    pub fn remove(&self, object: &Arc<str>, index: u64, fill: &Arc<Fill>) {
+        let mut map = self.lock();
+        let key = (object.clone(), index);
+        if map.get(&key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+            map.remove(&key);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,107 @@
+//! `edge.toml`: every key optional, defaults below. See docs/OPERATING.md.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use segue_core::config::{ensure, FieldError, Validate};
+use segue_core::token::TokenSettings;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP listener. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Upstreams in order of preference (parent POPs, then origins), as `http://host:port`.
+    pub upstreams: Vec<String>,
+    /// Memory cache size, MiB. Default 1024.
+    pub mem_cache_mb: u64,
+    /// Slice size, KiB: objects are fetched and cached in aligned slices of this size.
+    /// Default 1024 (see docs/BENCHMARKS.md for the measurement behind it).
+    pub slice_kib: u64,
+    /// Seconds to wait for an upstream's response head. Default 5.
+    pub upstream_connect_timeout_secs: u64,
+    /// Seconds a waiting reader tolerates without new bytes from a fill. Default 10.
+    pub reader_timeout_secs: u64,
+    /// Seconds after which an unfinished fill is too old and the next request takes over
+    /// with a fresh fetch. Default 30.
+    pub writer_max_age_secs: u64,
+    /// Consecutive failures that open an upstream's circuit. Default 3.
+    pub upstream_failures_to_open: u32,
+    /// Seconds an open circuit keeps an upstream out of rotation. Default 5.
+    pub upstream_open_secs: u64,
+    /// Largest request head accepted (bytes). Default 16384.
+    pub max_header_bytes: usize,
+    /// Seconds a client has to send its request head. Default 10.
+    pub header_read_timeout_secs: u64,
+    /// Seconds in-flight requests may run after SIGTERM. Default 30.
+    pub shutdown_grace_secs: u64,
+    /// This POP's name in `Via` headers. Default `segue-edge`.
+    pub name: String,
+    /// Signed-URL checks.
+    pub tokens: TokenSettings,
+    /// Path prefixes whose requests must carry a valid token when `tokens.required`.
+    /// Default `["/a/", "/enc/"]` (audio; seek tables and manifests stay open).
+    pub token_prefixes: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            upstreams: Vec::new(),
+            mem_cache_mb: 1024,
+            slice_kib: 1024,
+            upstream_connect_timeout_secs: 5,
+            reader_timeout_secs: 10,
+            writer_max_age_secs: 30,
+            upstream_failures_to_open: 3,
+            upstream_open_secs: 5,
+            max_header_bytes: 16 * 1024,
+            header_read_timeout_secs: 10,
+            shutdown_grace_secs: 30,
+            name: "segue-edge".into(),
+            tokens: TokenSettings::default(),
+            token_prefixes: vec!["/a/".into(), "/enc/".into()],
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), FieldError> {
+        ensure(!self.upstreams.is_empty(), "upstreams", "at least one upstream (http://host:port) is required")?;
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let ok = u
+                .parse::<http::Uri>()
+                .ok()
+                .is_some_and(|uri| uri.scheme_str() == Some("http") && uri.authority().is_some() && matches!(uri.path(), "" | "/"));
+            ensure(ok, &format!("upstreams[{i}]"), format!("{u:?} is not an http://host:port URL"))?;
+        }
+        ensure((1..=1024 * 1024).contains(&self.mem_cache_mb), "mem_cache_mb", "must be 1-1048576")?;
+        ensure((16..=64 * 1024).contains(&self.slice_kib), "slice_kib", "must be 16-65536")?;
+        ensure((1..=300).contains(&self.upstream_connect_timeout_secs), "upstream_connect_timeout_secs", "must be 1-300")?;
+        ensure((1..=600).contains(&self.reader_timeout_secs), "reader_timeout_secs", "must be 1-600")?;
+        ensure((1..=3600).contains(&self.writer_max_age_secs), "writer_max_age_secs", "must be 1-3600")?;
+        ensure(self.upstream_failures_to_open >= 1, "upstream_failures_to_open", "must be at least 1")?;
+        ensure((8 * 1024..=1024 * 1024).contains(&self.max_header_bytes), "max_header_bytes", "must be 8192-1048576")?;
+        ensure((1..=300).contains(&self.header_read_timeout_secs), "header_read_timeout_secs", "must be 1-300")?;
+        ensure(
+            !self.name.is_empty() && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
+            "name",
+            "must be letters, digits, '-' or '.'",
+        )?;
+        for (i, p) in self.token_prefixes.iter().enumerate() {
+            ensure(p.starts_with('/'), &format!("token_prefixes[{i}]"), "must start with '/'")?;
+        }
+        self.tokens.verifier().map(|_| ())
+    }
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> segue_core::Result<Self> {
+        match path {
+            Some(p) => segue_core::config::load(p),
+            None => Ok(Config::default()),
+        }
+    }
+}

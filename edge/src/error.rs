@@ -1,0 +1,77 @@
+//! The edge's one error type, and its one mapping to HTTP.
+
+use http::StatusCode;
+use segue_core::server::{json_error, Body};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadPath(&'static str),
+    #[error("{0} is not cached here; use GET or HEAD")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Forbidden(#[from] segue_core::token::TokenError),
+    /// The upstream answered with a final status we pass on (404, 403, ...).
+    #[error("upstream answered {status} for {path}")]
+    UpstreamStatus { status: u16, path: String },
+    /// No upstream could be reached, or all failed: retrying later may help.
+    #[error("no upstream could serve {path}: {detail}")]
+    UpstreamUnavailable { path: String, detail: String },
+    /// An upstream took too long.
+    #[error("upstream timed out for {0}")]
+    UpstreamTimeout(String),
+    /// The object changed upstream mid-response (validator or length mismatch).
+    #[error("{0} changed upstream; retry")]
+    Changed(String),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadPath(_) => StatusCode::BAD_REQUEST,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::UpstreamStatus { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+            Error::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Changed(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn into_response(self) -> http::Response<Body> {
+        let status = self.status();
+        let code = match &self {
+            Error::BadPath(_) => "bad_path",
+            Error::MethodNotAllowed(_) => "method_not_allowed",
+            Error::Forbidden(_) => "forbidden",
+            Error::UpstreamStatus { status: 404, .. } => "not_found",
+            Error::UpstreamStatus { .. } => "upstream_status",
+            Error::UpstreamUnavailable { .. } => "upstream_unavailable",
+            Error::UpstreamTimeout(_) => "upstream_timeout",
+            Error::Changed(_) => "object_changed",
+        };
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let mut r = json_error(status, code, &self.to_string());
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        r
+    }
+}
+
+impl From<Error> for segue_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Changed(p) => segue_core::Error::Changed(p),
+            e => segue_core::Error::Store { message: e.to_string(), retryable: true },
+        }
+    }
+}

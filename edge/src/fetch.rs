@@ -1,0 +1,169 @@
+//! Filling one slice from upstream: a ranged GET, the object's identity learned or checked
+//! from the response head, body chunks handed to the fill as they arrive, the finished
+//! slice stored in the cache.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::cache::{ObjectInfo, SliceKey};
+use crate::coalesce::Fill;
+use crate::error::Error;
+use crate::State;
+
+/// Run the fill for slice `index` of the object at `key` (path and query).
+/// `known` is the object's info when already known; its validator is checked.
+pub async fn run_fill(state: Arc<State>, fill: Arc<Fill>, key: Arc<str>, index: u64, known: Option<Arc<ObjectInfo>>) {
+    let result = fill_slice(&state, &fill, &key, index, known).await;
+    if let Err(e) = &result {
+        tracing::debug!(object = %key, index, error = %e, "fill failed");
+    }
+    fill.finish(result.map(|_| ()));
+    state.coalescer.remove(&key, index, &fill);
+}
+
+async fn fill_slice(state: &State, fill: &Fill, key: &Arc<str>, index: u64, known: Option<Arc<ObjectInfo>>) -> Result<(), Error> {
+    let size = state.cache.slice_size;
+    let first = index * size;
+    let last = match &known {
+        Some(info) if info.len == 0 => return Ok(()),
+        Some(info) => (first + size).min(info.len) - 1,
+        None => first + size - 1,
+    };
+    let started = Instant::now();
+    let fetched = state.upstreams.get(key, Some((first, last))).await?;
+    let upstream = fetched.upstream;
+    metrics::histogram!("edge_upstream_head_seconds").record(started.elapsed().as_secs_f64());
+
+    // What the response says about the object, and which bytes of the body are ours.
+    let (total, body_offset) = match fetched.status {
+        StatusCode::PARTIAL_CONTENT => {
+            let (start, total) = content_range(&fetched.headers).ok_or_else(|| Error::UpstreamUnavailable {
+                path: key.to_string(),
+                detail: "206 without a usable Content-Range".into(),
+            })?;
+            if start != first {
+                return Err(Error::UpstreamUnavailable { path: key.to_string(), detail: format!("asked for byte {first}, got {start}") });
+            }
+            (total, 0)
+        }
+        // An upstream that ignores Range sends everything; keep our slice of it.
+        StatusCode::OK => (content_length(&fetched.headers).unwrap_or(0), first),
+        StatusCode::RANGE_NOT_SATISFIABLE if unsatisfied_len(&fetched.headers) == Some(0) => (0, 0),
+        status => return Err(Error::UpstreamStatus { status: status.as_u16(), path: key.to_string() }),
+    };
+    let info = ObjectInfo {
+        key: key.clone(),
+        len: total,
+        etag: fetched
+            .headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|e| e.trim_start_matches("W/").trim_matches('"').to_owned())
+            .unwrap_or_default(),
+        last_modified: fetched
+            .headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .unwrap_or_else(SystemTime::now),
+        content_type: fetched.headers.get(header::CONTENT_TYPE).cloned(),
+        cache_control: fetched.headers.get(header::CACHE_CONTROL).cloned(),
+        surrogate_key: fetched.headers.get("surrogate-key").cloned(),
+        generation: 0,
+        fetched_at: Instant::now(),
+    };
+    let info = match known {
+        Some(k) if k.len != info.len || k.etag != info.etag => {
+            // The object changed upstream: forget every slice of the old version and let
+            // the next request start over. This request fails visibly.
+            state.cache.drop_object(key);
+            metrics::counter!("edge_object_changed_total").increment(1);
+            return Err(Error::Changed(key.to_string()));
+        }
+        Some(k) => k,
+        None => {
+            let info = state.cache.put_object(info);
+            fill.set_head(Ok(info.clone()));
+            info
+        }
+    };
+    if info.len == 0 {
+        return Ok(());
+    }
+    let last = (first + size).min(info.len) - 1;
+    let want = last - first + 1;
+
+    // Stream the body into the fill, trimming to our slice when the upstream sent more.
+    let mut body = fetched.body;
+    let (mut seen, mut got) = (0u64, 0u64);
+    while got < want {
+        let frame = match body.frame().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                state.upstreams.record_failure(upstream);
+                return Err(Error::UpstreamUnavailable { path: key.to_string(), detail: format!("body failed after {got} bytes: {e}") });
+            }
+            None => break,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        let (lo, hi) = (seen, seen + data.len() as u64);
+        seen = hi;
+        let from = body_offset + got;
+        if hi <= from {
+            continue;
+        }
+        let start = (from.max(lo) - lo) as usize;
+        let end = ((body_offset + want).min(hi) - lo) as usize;
+        if start < end {
+            let piece = data.slice(start..end);
+            got += piece.len() as u64;
+            metrics::counter!("edge_upstream_bytes_total").increment(piece.len() as u64);
+            fill.push(piece);
+        }
+    }
+    if got != want {
+        state.upstreams.record_failure(upstream);
+        return Err(Error::UpstreamUnavailable { path: key.to_string(), detail: format!("body ended after {got} of {want} bytes") });
+    }
+    if let Some(chunks) = fill.completed_bytes_now() {
+        state.cache.put_slice(SliceKey { object: key.clone(), generation: info.generation, index }, join(chunks));
+    }
+    Ok(())
+}
+
+fn join(chunks: Vec<Bytes>) -> Bytes {
+    if chunks.len() == 1 {
+        return chunks.into_iter().next().unwrap_or_default();
+    }
+    let mut out = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for c in chunks {
+        out.extend_from_slice(&c);
+    }
+    out.into()
+}
+
+/// `Content-Range: bytes START-END/TOTAL` -> (START, TOTAL).
+fn content_range(h: &HeaderMap) -> Option<(u64, u64)> {
+    let v = h.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let rest = v.strip_prefix("bytes ")?;
+    let (span, total) = rest.split_once('/')?;
+    let (start, _) = span.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()?))
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// `Content-Range: bytes */LEN` of a 416.
+fn unsatisfied_len(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_RANGE)?.to_str().ok()?.strip_prefix("bytes */")?.parse().ok()
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

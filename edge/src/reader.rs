@@ -1,0 +1,132 @@
+//! An `ObjectReader` over the slice cache: a byte range is served slice by slice, from
+//! memory when the slice is cached, otherwise from the slice's fill as its bytes arrive
+//! (starting the fill if nobody has). This is what lets the edge answer through the same
+//! response code as the origin (`segue_core::respond`).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use segue_core::conditional::Validators;
+use segue_core::store::{ByteStream, ObjectMeta, ObjectReader};
+use segue_core::ObjectKey;
+
+use crate::cache::{ObjectInfo, SliceKey};
+use crate::coalesce::{Fill, Joined};
+use crate::error::Error;
+use crate::{fetch, State};
+
+pub struct EdgeReader {
+    state: Arc<State>,
+    info: Arc<ObjectInfo>,
+    meta: ObjectMeta,
+}
+
+impl EdgeReader {
+    pub fn new(state: Arc<State>, info: Arc<ObjectInfo>) -> Self {
+        // ObjectMeta carries a store key; edge paths are arbitrary, so a path that is not a
+        // valid key gets a neutral one (it only appears in messages).
+        let key = ObjectKey::new(info.key.trim_start_matches('/').split('?').next().unwrap_or(""))
+            .or_else(|_| ObjectKey::new("edge-object"))
+            .unwrap_or_else(|_| ObjectKey::manifest(&segue_core::ContentId::from_bytes([0; 32])));
+        let meta = ObjectMeta {
+            key,
+            len: info.len,
+            validators: Validators { etag: info.etag.clone(), last_modified: info.last_modified },
+        };
+        EdgeReader { state, info, meta }
+    }
+}
+
+struct Cursor {
+    state: Arc<State>,
+    info: Arc<ObjectInfo>,
+    pos: u64,
+    end: u64,
+    fill: Option<FillCursor>,
+}
+
+struct FillCursor {
+    fill: Arc<Fill>,
+    slice_start: u64,
+    next_chunk: usize,
+    /// Bytes of the slice delivered by the chunks read so far.
+    filled: u64,
+}
+
+impl Cursor {
+    async fn next(&mut self) -> Option<Result<Bytes, segue_core::Error>> {
+        let size = self.state.cache.slice_size;
+        loop {
+            if self.pos >= self.end {
+                return None;
+            }
+            let index = self.pos / size;
+            let slice_start = index * size;
+            let slice_end = (slice_start + size).min(self.info.len);
+            if self.fill.is_none() {
+                let key = SliceKey { object: self.info.key.clone(), generation: self.info.generation, index };
+                if let Some(b) = self.state.cache.slice(&key) {
+                    let from = (self.pos - slice_start) as usize;
+                    let to = ((self.end.min(slice_end)) - slice_start) as usize;
+                    if to > b.len() || from >= to {
+                        return Some(Err(Error::Changed(self.info.key.to_string()).into()));
+                    }
+                    self.pos = slice_start + to as u64;
+                    return Some(Ok(b.slice(from..to)));
+                }
+                let max_age = self.state.writer_max_age;
+                let fill = match self.state.coalescer.join(&self.info.key, index, max_age) {
+                    Joined::Started(f) => {
+                        tokio::spawn(fetch::run_fill(self.state.clone(), f.clone(), self.info.key.clone(), index, Some(self.info.clone())));
+                        f
+                    }
+                    Joined::Joined(f) => f,
+                };
+                self.fill = Some(FillCursor { fill, slice_start, next_chunk: 0, filled: 0 });
+            }
+            let Some(fc) = self.fill.as_mut() else { continue };
+            let what = self.info.key.to_string();
+            match fc.fill.chunk(fc.next_chunk, self.state.reader_timeout, &what).await {
+                Ok(Some(c)) => {
+                    fc.next_chunk += 1;
+                    let c_start = fc.slice_start + fc.filled;
+                    fc.filled += c.len() as u64;
+                    let c_end = c_start + c.len() as u64;
+                    if fc.slice_start + fc.filled >= slice_end {
+                        self.fill = None;
+                    }
+                    if c_end <= self.pos {
+                        continue;
+                    }
+                    let from = (self.pos.max(c_start) - c_start) as usize;
+                    let to = (self.end.min(c_end) - c_start) as usize;
+                    self.pos = c_start + to as u64;
+                    if self.pos >= self.end || c_end >= slice_end {
+                        self.fill = None;
+                    }
+                    return Some(Ok(c.slice(from..to)));
+                }
+                // The fill ended before the bytes we need: never end a body early.
+                Ok(None) => return Some(Err(Error::Changed(self.info.key.to_string()).into())),
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectReader for EdgeReader {
+    fn meta(&self) -> &ObjectMeta {
+        &self.meta
+    }
+
+    async fn read(&self, range: Range<u64>) -> segue_core::Result<ByteStream> {
+        if range.start > range.end || range.end > self.info.len {
+            return Err(segue_core::Error::Invalid { what: "range", detail: format!("{range:?} outside 0..{}", self.info.len) });
+        }
+        let cursor = Cursor { state: self.state.clone(), info: self.info.clone(), pos: range.start, end: range.end, fill: None };
+        Ok(Box::pin(futures_util::stream::unfold(cursor, |mut c| async move { c.next().await.map(|item| (item, c)) })))
+    }
+}

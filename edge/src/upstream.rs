@@ -1,0 +1,143 @@
+//! Upstreams: an ordered list (parent POPs, then origins) behind one pooled HTTP client.
+//! A request goes to the first upstream whose circuit is closed; connection errors,
+//! timeouts and 5xx answers count against that upstream and move the request to the
+//! next one, within a retry budget so an outage does not multiply upstream load.
+
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode, Uri};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use crate::error::Error;
+
+struct Upstream {
+    base: String,
+    failures: AtomicU32,
+    /// Unix millis until which the circuit is open.
+    open_until: AtomicU64,
+}
+
+pub struct Upstreams {
+    list: Vec<Upstream>,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    head_timeout: Duration,
+    failures_to_open: u32,
+    open_for: Duration,
+    /// Retry budget in tenths of a retry: each request deposits 2 (capped), each retry
+    /// withdraws 10, so retries stay under ~20% of requests during an outage.
+    budget: AtomicI64,
+    via: String,
+}
+
+/// An upstream's answer: status, headers, and the body still streaming.
+pub struct Fetched {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Incoming,
+    pub upstream: usize,
+}
+
+const BUDGET_CAP: i64 = 1_000;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Upstreams {
+    pub fn new(bases: &[String], head_timeout: Duration, failures_to_open: u32, open_for: Duration, via: String) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(head_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Upstreams {
+            list: bases
+                .iter()
+                .map(|b| Upstream { base: b.trim_end_matches('/').to_owned(), failures: AtomicU32::new(0), open_until: AtomicU64::new(0) })
+                .collect(),
+            client,
+            head_timeout,
+            failures_to_open,
+            open_for,
+            budget: AtomicI64::new(BUDGET_CAP),
+            via,
+        }
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        self.list.get(i).map(|u| u.base.as_str()).unwrap_or("?")
+    }
+
+    /// GET `path` (with query) with an optional byte range, failing over in order.
+    pub async fn get(&self, path: &str, range: Option<(u64, u64)>) -> Result<Fetched, Error> {
+        let _ = self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some((b + 2).min(BUDGET_CAP)));
+        let now = now_ms();
+        // Closed circuits first, in configured order; if every circuit is open, try them
+        // all anyway (an open circuit is a guess, a request is a probe).
+        let mut order: Vec<usize> = (0..self.list.len()).filter(|&i| self.list[i].open_until.load(Ordering::Relaxed) <= now).collect();
+        if order.is_empty() {
+            order = (0..self.list.len()).collect();
+        }
+        let mut last = String::from("no upstream configured");
+        let mut timed_out = false;
+        for (attempt, &i) in order.iter().enumerate() {
+            if attempt > 0 && self.budget.fetch_sub(10, Ordering::Relaxed) < 10 {
+                self.budget.fetch_add(10, Ordering::Relaxed);
+                last = format!("{last}; retry budget exhausted");
+                break;
+            }
+            let up = &self.list[i];
+            let uri: Uri = match format!("{}{path}", up.base).parse() {
+                Ok(u) => u,
+                Err(e) => return Err(Error::UpstreamUnavailable { path: path.to_owned(), detail: format!("bad upstream URL: {e}") }),
+            };
+            let mut req = Request::get(uri).header(http::header::VIA, &self.via);
+            if let Some((first, last)) = range {
+                req = req.header(http::header::RANGE, format!("bytes={first}-{last}"));
+            }
+            let req = match req.body(Empty::new()) {
+                Ok(r) => r,
+                Err(e) => return Err(Error::UpstreamUnavailable { path: path.to_owned(), detail: e.to_string() }),
+            };
+            metrics::counter!("edge_upstream_requests_total", "upstream" => up.base.clone()).increment(1);
+            match tokio::time::timeout(self.head_timeout, self.client.request(req)).await {
+                Ok(Ok(resp)) if !resp.status().is_server_error() => {
+                    up.failures.store(0, Ordering::Relaxed);
+                    let (parts, body) = resp.into_parts();
+                    return Ok(Fetched { status: parts.status, headers: parts.headers, body, upstream: i });
+                }
+                Ok(Ok(resp)) => last = format!("{} answered {}", up.base, resp.status()),
+                Ok(Err(e)) => last = format!("{}: {e}", up.base),
+                Err(_) => {
+                    timed_out = true;
+                    last = format!("{}: no response head within {:?}", up.base, self.head_timeout);
+                }
+            }
+            self.record_failure(i);
+        }
+        if timed_out {
+            Err(Error::UpstreamTimeout(format!("{path} ({last})")))
+        } else {
+            Err(Error::UpstreamUnavailable { path: path.to_owned(), detail: last })
+        }
+    }
+
+    /// Count a failure against upstream `i` (also for failures mid-body).
+    pub fn record_failure(&self, i: usize) {
+        let Some(up) = self.list.get(i) else { return };
+        metrics::counter!("edge_upstream_errors_total", "upstream" => up.base.clone()).increment(1);
+        let n = up.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.failures_to_open {
+            up.open_until.store(now_ms() + self.open_for.as_millis() as u64, Ordering::Relaxed);
+            up.failures.store(0, Ordering::Relaxed);
+            tracing::warn!(upstream = %up.base, "circuit opened after {n} consecutive failures");
+        }
+    }
+}

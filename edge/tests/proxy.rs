@@ -1,0 +1,354 @@
+//! The edge over real sockets on 127.0.0.1, in front of a real origin and in front of a
+//! scripted upstream (a real HTTP server that counts requests and can stall or die
+//! mid-body), checking byte-exact ranges, coalescing and failure visibility.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use segue_core::server::{Body, BoxError};
+use segue_core::store::{self, FsStore, ObjectStore};
+use segue_core::{ContentId, ObjectKey, Tier};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+const SLICE: u64 = 256 * 1024;
+
+fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8 ^ seed).collect()
+}
+
+async fn start_edge(upstreams: Vec<String>, tweak: impl FnOnce(&mut segue_edge::Config)) -> SocketAddr {
+    let mut config = segue_edge::Config { upstreams, slice_kib: SLICE / 1024, mem_cache_mb: 64, ..Default::default() };
+    config.reader_timeout_secs = 5;
+    tweak(&mut config);
+    let state = Arc::new(segue_edge::State::new(&config).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(segue_edge::serve(listener, state, segue_edge::server_options(&config), std::future::pending()));
+    addr
+}
+
+async fn start_origin(objects: &[(ObjectKey, Bytes)]) -> (SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn ObjectStore> = Arc::new(FsStore::new(dir.path()).unwrap());
+    for (k, d) in objects {
+        store::put_bytes(fs.as_ref(), k, d.clone()).await.unwrap();
+    }
+    let config = segue_origin::Config::default();
+    let state = Arc::new(segue_origin::State::with_store(&config, fs).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(segue_origin::serve(listener, state, Default::default(), std::future::pending()));
+    (addr, dir)
+}
+
+/// How the scripted upstream misbehaves on the next requests.
+#[derive(Default)]
+struct Script {
+    /// Send this many bytes of each body, then wait for the notify.
+    stall_after: Option<(usize, Arc<Notify>)>,
+    /// Send this many bytes of each body, then abort the connection.
+    die_after: Option<usize>,
+}
+
+struct Scripted {
+    addr: SocketAddr,
+    requests: Arc<Mutex<HashMap<String, usize>>>,
+    script: Arc<Mutex<Script>>,
+}
+
+impl Scripted {
+    fn count(&self) -> usize {
+        self.requests.lock().unwrap().values().sum()
+    }
+    fn max_per_range(&self) -> usize {
+        self.requests.lock().unwrap().values().copied().max().unwrap_or(0)
+    }
+}
+
+async fn start_scripted(data: Bytes) -> Scripted {
+    let requests: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let script: Arc<Mutex<Script>> = Arc::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (rq, sc) = (requests.clone(), script.clone());
+    tokio::spawn(segue_core::server::serve(
+        listener,
+        Default::default(),
+        move |req, _| {
+            let (rq, sc, data) = (rq.clone(), sc.clone(), data.clone());
+            async move {
+                let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                *rq.lock().unwrap().entry(range.clone()).or_default() += 1;
+                let len = data.len() as u64;
+                let (first, last) = range
+                    .strip_prefix("bytes=")
+                    .and_then(|r| r.split_once('-'))
+                    .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap().min(len - 1)))
+                    .unwrap_or((0, len - 1));
+                let body = data.slice(first as usize..=last as usize);
+                let (stall, die) = {
+                    let s = sc.lock().unwrap();
+                    (s.stall_after.clone(), s.die_after)
+                };
+                let chunks: Vec<Bytes> = (0..body.len()).step_by(16 * 1024).map(|i| body.slice(i..(i + 16 * 1024).min(body.len()))).collect();
+                let stream = futures_util::stream::iter(chunks).enumerate().then(move |(i, c)| {
+                    let stall = stall.clone();
+                    async move {
+                        let sent = i * 16 * 1024;
+                        if let Some(limit) = die {
+                            if sent >= limit {
+                                return Err::<Frame<Bytes>, BoxError>("scripted upstream death".into());
+                            }
+                        }
+                        if let Some((limit, n)) = stall {
+                            if sent >= limit && sent < limit + 16 * 1024 {
+                                n.notified().await;
+                            }
+                        }
+                        Ok(Frame::data(c))
+                    }
+                });
+                let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)) as Body);
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let h = r.headers_mut();
+                h.insert(header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}").parse().unwrap());
+                h.insert(header::CONTENT_LENGTH, (last - first + 1).into());
+                h.insert(header::ETAG, "\"v1\"".parse().unwrap());
+                h.insert(header::CONTENT_TYPE, "audio/ogg".parse().unwrap());
+                r
+            }
+        },
+        std::future::pending(),
+    ));
+    Scripted { addr, requests, script }
+}
+
+struct Resp {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn h(&self, n: &str) -> &str {
+        self.headers.get(n).map(String::as_str).unwrap_or("")
+    }
+}
+
+async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut req = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await; // an aborted body ends in a reset
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    Resp { status, headers, body: buf[split + 4..].to_vec() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_through_the_edge_are_byte_exact_cold_and_warm() {
+    let cid = ContentId::digest(b"edge");
+    let data = pattern(1_300_000, 1);
+    let (origin, _dir) = start_origin(&[(ObjectKey::audio(&cid, Tier::High), data.clone())]).await;
+    let edge = start_edge(vec![format!("http://{origin}")], |_| {}).await;
+    let path = format!("/a/{cid}/high.ogg");
+    let d = &data;
+
+    let r = get(edge, &path, &[("Range", "bytes=300000-300099")]).await;
+    assert_eq!((r.status, r.h("x-cache")), (206, "MISS"));
+    assert_eq!(r.body, &d[300_000..300_100]);
+    assert_eq!(r.h("content-range"), "bytes 300000-300099/1300000");
+    assert!(r.h("via").contains("segue-edge"));
+    assert_eq!(r.h("cache-control"), "public, max-age=31536000, immutable");
+    assert_eq!(r.h("surrogate-key"), format!("{cid} {cid}/high"));
+    assert_eq!(r.h("content-type"), "audio/ogg");
+
+    for _round in 0..2 {
+        for (spec, first, last) in [
+            ("bytes=0-99", 0usize, 99usize),
+            ("bytes=262100-262200", 262_100, 262_200),
+            ("bytes=1299000-", 1_299_000, 1_299_999),
+            ("bytes=-777", 1_299_223, 1_299_999),
+            ("bytes=0-", 0, 1_299_999),
+        ] {
+            let r = get(edge, &path, &[("Range", spec)]).await;
+            assert_eq!(r.status, 206, "{spec}");
+            assert_eq!(r.body, &d[first..=last], "{spec}");
+        }
+        let full = get(edge, &path, &[]).await;
+        assert_eq!((full.status, full.body.len()), (200, 1_300_000));
+        assert_eq!(full.body, d.as_ref());
+        let multi = get(edge, &path, &[("Range", "bytes=10-19,600000-600009")]).await;
+        assert_eq!(multi.status, 206);
+        assert!(multi.h("content-type").starts_with("multipart/byteranges"));
+        let s = String::from_utf8_lossy(&multi.body);
+        assert!(s.contains("Content-Range: bytes 10-19/1300000") && s.contains("Content-Range: bytes 600000-600009/1300000"));
+        assert_eq!(get(edge, &path, &[("Range", "bytes=1300000-")]).await.status, 416);
+    }
+    let warm = get(edge, &path, &[("Range", "bytes=0-1299999")]).await;
+    assert_eq!(warm.h("x-cache"), "HIT");
+    let etag = warm.h("etag").to_string();
+    assert_eq!(get(edge, &path, &[("If-None-Match", &etag)]).await.status, 304);
+    let stale = get(edge, &path, &[("Range", "bytes=0-9"), ("If-Range", "\"old\"")]).await;
+    assert_eq!((stale.status, stale.body.len()), (200, 1_300_000));
+    let missing = get(edge, &format!("/a/{}/high.ogg", ContentId::digest(b"none")), &[]).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(get(edge, "/a/../etc/passwd", &[]).await.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_storm_makes_one_upstream_fetch_per_slice() {
+    // 1,000 clients and the edge's side of each connection live in this process.
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, rustix::process::Rlimit { current: lim.maximum, maximum: lim.maximum });
+    let data = pattern(1_000_000, 2); // 4 slices of 256 KiB
+    let up = start_scripted(data.clone()).await;
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |_| {}).await;
+    let clients: Vec<_> = (0..1000).map(|_| tokio::spawn(async move { get(edge, "/storm.ogg", &[]).await })).collect();
+    for c in clients {
+        let r = c.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, data.as_ref());
+    }
+    assert_eq!(up.max_per_range(), 1, "one upstream fetch per slice: {:?}", up.requests.lock().unwrap());
+    assert_eq!(up.count(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_get_bytes_while_the_slice_is_still_arriving() {
+    let data = pattern(SLICE as usize, 3);
+    let up = start_scripted(data.clone()).await;
+    let release = Arc::new(Notify::new());
+    up.script.lock().unwrap().stall_after = Some((64 * 1024, release.clone()));
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |_| {}).await;
+
+    // Two clients: both must receive the first 64 KiB while the upstream is stalled.
+    let mut socks = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(edge).await.unwrap();
+        s.write_all(b"GET /slow.ogg HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.unwrap();
+        socks.push(s);
+    }
+    for s in &mut socks {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while got.len() < 1024 {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("bytes before the slice completes").unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    release.notify_waiters();
+    for mut s in socks {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+    }
+    assert_eq!(up.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_dying_mid_slice_fails_every_waiter_visibly() {
+    let data = pattern(SLICE as usize, 4);
+    let up = start_scripted(data.clone()).await;
+    up.script.lock().unwrap().die_after = Some(100 * 1024);
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |_| {}).await;
+    let clients: Vec<_> = (0..5).map(|_| tokio::spawn(async move { get(edge, "/dies.ogg", &[]).await })).collect();
+    for c in clients {
+        let r = c.await.unwrap();
+        // Either the head already went out and the body is cut short of Content-Length,
+        // or the failure came first and the answer is an error status: never a clean,
+        // short 200.
+        if r.status == 200 {
+            let promised: usize = r.h("content-length").parse().unwrap();
+            assert!(r.body.len() < promised, "a failed body must not look complete");
+        } else {
+            assert!(r.status >= 500, "{}", r.status);
+        }
+    }
+    // The failed fill left nothing behind: once the upstream heals, a request succeeds.
+    up.script.lock().unwrap().die_after = None;
+    let r = get(edge, "/dies.ogg", &[]).await;
+    assert_eq!((r.status, r.body.len()), (200, SLICE as usize));
+    assert_eq!(r.body, data.as_ref());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_does_not_cancel_the_fetch() {
+    let data = pattern(600_000, 5);
+    let up = start_scripted(data.clone()).await;
+    let release = Arc::new(Notify::new());
+    up.script.lock().unwrap().stall_after = Some((32 * 1024, release.clone()));
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |_| {}).await;
+    {
+        let mut s = TcpStream::connect(edge).await.unwrap();
+        s.write_all(b"GET /leave.ogg HTTP/1.1\r\nHost: t\r\nRange: bytes=0-1000\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf).await.unwrap();
+    } // dropped: the client is gone
+    let stayer = tokio::spawn(async move { get(edge, "/leave.ogg", &[("Range", "bytes=0-262143")]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release.notify_waiters();
+    let r = stayer.await.unwrap();
+    assert_eq!(r.body, &data[..262_144]);
+    assert_eq!(up.requests.lock().unwrap().get("bytes=0-262143").copied(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_first_upstream_fails_over_to_the_next() {
+    let data = pattern(300_000, 6);
+    let up = start_scripted(data.clone()).await;
+    // A port nobody listens on.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let edge = start_edge(vec![format!("http://{dead}"), format!("http://{}", up.addr)], |_| {}).await;
+    let r = get(edge, "/failover.ogg", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, data.as_ref());
+
+    let nowhere = start_edge(vec![format!("http://{dead}")], |_| {}).await;
+    let r = get(nowhere, "/x.ogg", &[]).await;
+    assert_eq!(r.status, 502);
+    assert!(String::from_utf8_lossy(&r.body).contains("upstream_unavailable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_urls_are_checked_per_prefix() {
+    let data = pattern(100_000, 7);
+    let up = start_scripted(data.clone()).await;
+    let secret = "00112233445566778899aabbccddeeff";
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |c| {
+        c.tokens.required = true;
+        c.tokens.keys.insert("k1".into(), secret.into());
+    })
+    .await;
+    let key = segue_core::token::Key::from_hex("k1", secret).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let path = "/a/x/high.ogg";
+    assert_eq!(get(edge, path, &[]).await.status, 403);
+    let q = key.sign("GET", path, &segue_core::token::Claims { exp: now + 60, ..Default::default() });
+    let r = get(edge, &format!("{path}?{q}"), &[]).await;
+    assert_eq!((r.status, r.body.as_slice()), (200, data.as_ref()));
+    // A second client's differently signed URL shares the cache entry.
+    let q2 = key.sign("GET", path, &segue_core::token::Claims { exp: now + 120, ..Default::default() });
+    let r = get(edge, &format!("{path}?{q2}"), &[]).await;
+    assert_eq!(r.h("x-cache"), "HIT");
+    assert_eq!(up.count(), 1);
+    // Seek tables are outside the token prefixes.
+    assert_eq!(get(edge, "/seek/x/high.json", &[]).await.status, 200);
+}
