@@ -20,7 +20,8 @@ enum Command {
     /// Run the whole stack on this machine with embedded defaults and a demo catalog.
     ///
     /// Creates the demo catalog (synthetic music packaged into five Ogg Vorbis tiers) in
-    /// DATA_DIR/origin on first start, then serves it. Stop with Ctrl-C or SIGTERM.
+    /// DATA_DIR/origin on first start, then runs the origin and an edge (POP) in front of
+    /// it. Stop with Ctrl-C or SIGTERM.
     Up {
         /// Where all state lives.
         #[arg(long, default_value = "./data", value_name = "DIR")]
@@ -28,6 +29,9 @@ enum Command {
         /// Address of the origin listener.
         #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
         origin_listen: SocketAddr,
+        /// Address of the edge (POP) listener clients fetch audio from.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        edge_listen: SocketAddr,
         /// Length of each demo track in seconds.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=600))]
         demo_track_secs: u32,
@@ -131,7 +135,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let cfg = validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))?;
             segue_origin::run(cfg, segue_core::server::shutdown_signal()).await.map_err(|e| Failure::Runtime(e.to_string()))
         }
-        Command::Up { data_dir, origin_listen, demo_track_secs } => up(data_dir, origin_listen, demo_track_secs).await,
+        Command::Up { data_dir, origin_listen, edge_listen, demo_track_secs } => {
+            up(data_dir, origin_listen, edge_listen, demo_track_secs).await
+        }
         Command::Edge { config, listen, upstreams, mem_cache_mb } => {
             let mut cfg = segue_edge::Config::load(config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
             if let Some(l) = listen {
@@ -151,25 +157,57 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
     }
 }
 
-async fn up(data_dir: PathBuf, origin_listen: SocketAddr, secs: u32) -> Result<(), Failure> {
+async fn up(data_dir: PathBuf, origin_listen: SocketAddr, edge_listen: SocketAddr, secs: u32) -> Result<(), Failure> {
+    use std::sync::Arc;
+    use segue_core::server;
+
     let origin_dir = data_dir.join("origin");
-    let cfg = segue_origin::Config {
+    let origin_cfg = segue_origin::Config {
         listen: origin_listen,
         data_dir: origin_dir.to_string_lossy().into_owned(),
         ..Default::default()
     };
-    let cfg = validated(&PathBuf::from("(segue up)"), cfg).map_err(|e| Failure::Usage(e.to_string()))?;
+    let origin_cfg = validated(&PathBuf::from("(segue up)"), origin_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
     let store = segue_core::store::FsStore::new(&origin_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
     eprintln!("segue up: preparing the demo catalog in {}", origin_dir.display());
     let tracks = segue_origin::demo::ensure(&store, secs).await.map_err(|e| Failure::Runtime(format!("demo catalog: {e}")))?;
     let made = tracks.iter().filter(|t| t.created).count();
     eprintln!("segue up: demo catalog ready ({} tracks, {made} packaged now)", tracks.len());
-    let base = format!("http://{origin_listen}");
+
+    // Bind both listeners first: the edge needs the origin's real address (port 0 works).
+    let io = |what: &str, e: std::io::Error| Failure::Runtime(format!("cannot listen for the {what}: {e}"));
+    let origin_listener = server::bind(origin_cfg.listen).await.map_err(|e| io("origin", e))?;
+    let origin_addr = origin_listener.local_addr().map_err(|e| io("origin", e))?;
+    let edge_cfg = segue_edge::Config { listen: edge_listen, upstreams: vec![format!("http://{origin_addr}")], ..Default::default() };
+    let edge_cfg = validated(&PathBuf::from("(segue up)"), edge_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
+    let edge_listener = server::bind(edge_cfg.listen).await.map_err(|e| io("edge", e))?;
+    let edge_addr = edge_listener.local_addr().map_err(|e| io("edge", e))?;
+
+    let base = format!("http://{edge_addr}");
+    eprintln!("segue up: origin on http://{origin_addr}, edge (POP) on {base}");
     for t in &tracks {
         eprintln!("  {:<24} {:<22} {base}/a/{}/high.ogg", t.title, t.album, t.content_id);
     }
     eprintln!("  manifests: {base}/m/<content_id>.json   seek tables: {base}/seek/<content_id>/<tier>.json");
-    segue_origin::run(cfg, segue_core::server::shutdown_signal()).await.map_err(|e| Failure::Runtime(e.to_string()))
+
+    let origin_state = Arc::new(segue_origin::State::new(&origin_cfg).await.map_err(|e| Failure::Runtime(e.to_string()))?);
+    let edge_state = Arc::new(segue_edge::State::new(&edge_cfg).map_err(|e| Failure::Runtime(e.to_string()))?);
+    // One signal stops both roles; each drains its own connections.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let origin = tokio::spawn(segue_origin::serve(
+        origin_listener,
+        origin_state,
+        segue_origin::server_options(&origin_cfg),
+        stopped(stop_rx.clone()),
+    ));
+    let edge = tokio::spawn(segue_edge::serve(edge_listener, edge_state, segue_edge::server_options(&edge_cfg), stopped(stop_rx)));
+    server::shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(origin, edge);
+    Ok(())
 }
 
 async fn ingest(data_dir: String, config: Option<PathBuf>, json: bool, jobs: u16, paths: Vec<PathBuf>) -> Result<(), Failure> {

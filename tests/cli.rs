@@ -12,7 +12,13 @@ fn segue() -> Command {
 }
 
 /// Start a server and wait for its `listening on ADDR` line.
-fn spawn_server(mut cmd: Command) -> (Child, SocketAddr) {
+fn spawn_server(cmd: Command) -> (Child, SocketAddr) {
+    let (child, addrs) = spawn_servers(cmd, 1);
+    (child, addrs[0])
+}
+
+/// Start a process that prints `n` `listening on ADDR` lines and collect them in order.
+fn spawn_servers(mut cmd: Command, n: usize) -> (Child, Vec<SocketAddr>) {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn segue");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -23,8 +29,8 @@ fn spawn_server(mut cmd: Command) -> (Child, SocketAddr) {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(120)).expect("server did not print `listening on`");
-    (child, addr)
+    let addrs = (0..n).map(|_| rx.recv_timeout(Duration::from_secs(120)).expect("server did not print `listening on`")).collect();
+    (child, addrs)
 }
 
 fn get(url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
@@ -91,8 +97,9 @@ fn up_creates_the_demo_catalog_once_and_serves_it() {
     let dir = tempfile::tempdir().unwrap();
     let start = || {
         let mut cmd = segue();
-        cmd.args(["up", "--origin-listen", "127.0.0.1:0", "--demo-track-secs", "3", "--data-dir"]).arg(dir.path());
-        spawn_server(cmd)
+        cmd.args(["up", "--origin-listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0", "--demo-track-secs", "3", "--data-dir"]).arg(dir.path());
+        let (child, addrs) = spawn_servers(cmd, 2);
+        (child, addrs[1]) // clients go through the edge
     };
     let (child, addr) = start();
     let manifests: Vec<_> = std::fs::read_dir(dir.path().join("origin/manifest")).unwrap().map(|e| e.unwrap().path()).collect();
@@ -111,11 +118,13 @@ fn up_creates_the_demo_catalog_once_and_serves_it() {
         let table = segue_core::seek_table::SeekTable::from_json(&seek).expect("valid seek table");
         assert_eq!(table.total_bytes, info.bytes);
         assert_eq!(table.total_samples, info.samples);
-        // Every entry points at an Ogg page start.
+        // Every entry points at an Ogg page start (fetched through the edge).
         for e in &table.entries {
             let (code, head) = get(&format!("http://{addr}/a/{cid}/{tier}.ogg"), &["-r", &format!("{}-{}", e.offset, e.offset + 3)]);
             assert_eq!((code, head.as_slice()), (206, b"OggS".as_slice()));
         }
+        let (code, whole) = get(&format!("http://{addr}/a/{cid}/{tier}.ogg"), &[]);
+        assert_eq!((code, whole.len() as u64), (200, info.bytes));
     }
     assert!(terminate(child).success());
 
@@ -133,6 +142,47 @@ fn example_origin_config_is_valid() {
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/origin.toml");
     let mut cmd = segue();
     cmd.args(["origin", "--config", cfg, "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path());
+    let (child, addr) = spawn_server(cmd);
+    assert_eq!(get(&format!("http://{addr}/healthz"), &[]).0, 200);
+    assert!(terminate(child).success());
+}
+
+#[test]
+fn edge_binary_in_front_of_origin_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let obj = dir.path().join("store/audio").join("ab".repeat(32));
+    std::fs::create_dir_all(&obj).unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(obj.join("high.ogg"), &data).unwrap();
+    let mut o = segue();
+    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
+    let (origin, origin_addr) = spawn_server(o);
+    let mut e = segue();
+    e.args(["edge", "--listen", "127.0.0.1:0", "--mem-cache-mb", "16", "--upstream", &format!("http://{origin_addr}")]);
+    let (edge, edge_addr) = spawn_server(e);
+
+    let url = format!("http://{edge_addr}/a/{}/high.ogg", "ab".repeat(32));
+    let (code, body) = get(&url, &["-r", "1000000-1000999"]);
+    assert_eq!((code, body.as_slice()), (206, &data[1_000_000..1_001_000]));
+    let (code, body) = get(&url, &[]);
+    assert_eq!((code, body.len()), (200, data.len()));
+    assert_eq!(body, data);
+    let (_, metrics) = get(&format!("http://{edge_addr}/metrics"), &[]);
+    let text = String::from_utf8_lossy(&metrics);
+    assert!(text.contains("edge_cache_results_total") && text.contains("edge_upstream_requests_total"), "{text}");
+    // Bad flags exit 2 naming the problem.
+    let out = segue().args(["edge", "--listen", "127.0.0.1:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("upstreams"));
+    assert!(terminate(edge).success());
+    assert!(terminate(origin).success());
+}
+
+#[test]
+fn example_edge_config_is_valid() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/edge.toml");
+    let mut cmd = segue();
+    cmd.args(["edge", "--config", cfg, "--listen", "127.0.0.1:0"]);
     let (child, addr) = spawn_server(cmd);
     assert_eq!(get(&format!("http://{addr}/healthz"), &[]).0, 200);
     assert!(terminate(child).success());
