@@ -78,6 +78,47 @@ enum Command {
         #[arg(long, value_name = "N")]
         mem_cache_mb: Option<u64>,
     },
+    /// Generate HTTP/1.1 load against an edge or origin and report throughput and exact
+    /// latency percentiles.
+    ///
+    /// Paths come from --path (repeatable) and/or --paths-file (one per line), most
+    /// popular first; each request picks one by Zipf popularity. Sizes are learned with a
+    /// HEAD per path before the run.
+    Loadtest {
+        /// Target, e.g. http://127.0.0.1:8080.
+        #[arg(long, value_name = "URL")]
+        target: String,
+        /// A path to request (repeat).
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<String>,
+        /// A file with one path per line.
+        #[arg(long, value_name = "FILE")]
+        paths_file: Option<PathBuf>,
+        /// Request random aligned ranges of this many KiB (0: whole objects).
+        #[arg(long, default_value_t = 256, value_name = "KIB")]
+        range_kib: u64,
+        /// Zipf exponent of path popularity (0: uniform).
+        #[arg(long, default_value_t = 0.9)]
+        zipf: f64,
+        /// Keep-alive connections.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        connections: u32,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+        /// Stop after this many requests instead of after a duration.
+        #[arg(long)]
+        requests: Option<u64>,
+        /// Storm: open every connection, then send one request on each at the same moment.
+        #[arg(long)]
+        storm: bool,
+        /// Random seed (the same seed gives the same request sequence).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve packaged audio by byte range from an object store (filesystem or S3).
     Origin {
         /// TOML config file (see config/origin.toml); flags below override it.
@@ -152,6 +193,35 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
             let cfg = validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))?;
             segue_edge::run(cfg, segue_core::server::shutdown_signal()).await.map_err(|e| Failure::Runtime(e.to_string()))
+        }
+        Command::Loadtest { target, paths, paths_file, range_kib, zipf, connections, duration_secs, requests, storm, seed, json } => {
+            let mut paths = paths;
+            if let Some(f) = &paths_file {
+                let text = std::fs::read_to_string(f).map_err(|e| Failure::Usage(format!("{}: {e}", f.display())))?;
+                paths.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+            }
+            if !(0.0..=5.0).contains(&zipf) {
+                return Err(Failure::Usage("--zipf must be between 0 and 5".into()));
+            }
+            let opts = segue_loadtest::Options {
+                target: segue_loadtest::parse_target(&target).map_err(|e| Failure::Usage(e.to_string()))?,
+                paths,
+                mix: if range_kib == 0 { segue_loadtest::Mix::Whole } else { segue_loadtest::Mix::Ranges },
+                range_bytes: range_kib * 1024,
+                zipf,
+                connections: connections as usize,
+                duration: std::time::Duration::from_secs(duration_secs),
+                requests,
+                storm,
+                seed,
+            };
+            let report = segue_loadtest::run(opts).await.map_err(|e| Failure::Runtime(e.to_string()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                println!("{}", report.table());
+            }
+            Ok(())
         }
         Command::Ingest { data_dir, config, json, jobs, paths } => ingest(data_dir, config, json, jobs, paths).await,
     }

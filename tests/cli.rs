@@ -170,6 +170,29 @@ fn edge_binary_in_front_of_origin_binary() {
     let (_, metrics) = get(&format!("http://{edge_addr}/metrics"), &[]);
     let text = String::from_utf8_lossy(&metrics);
     assert!(text.contains("edge_cache_results_total") && text.contains("edge_upstream_requests_total"), "{text}");
+    // The load generator against the edge: every response complete, exact counts.
+    let target = format!("http://{edge_addr}");
+    let path = format!("/a/{}/high.ogg", "ab".repeat(32));
+    let out = segue()
+        .args(["loadtest", "--target", &target, "--path", &path, "--requests", "300", "--connections", "8", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["requests"].as_u64(), report["errors"].as_u64()), (Some(300), Some(0)), "{report}");
+    assert_eq!(report["statuses"]["206"].as_u64(), Some(300));
+    assert!(report["latency_ms"]["p99"].as_f64().unwrap() >= report["latency_ms"]["p50"].as_f64().unwrap());
+    let out = segue()
+        .args(["loadtest", "--target", &target, "--path", &path, "--range-kib", "0", "--storm", "--connections", "100", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["requests"].as_u64(), report["errors"].as_u64()), (Some(100), Some(0)), "{report}");
+    assert_eq!(report["bytes"].as_u64(), Some(100 * data.len() as u64));
+    let out = segue().args(["loadtest", "--target", "ftp://x", "--path", "/"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
     // Bad flags exit 2 naming the problem.
     let out = segue().args(["edge", "--listen", "127.0.0.1:0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -177,6 +200,7 @@ fn edge_binary_in_front_of_origin_binary() {
     assert!(terminate(edge).success());
     assert!(terminate(origin).success());
 }
+
 
 #[test]
 fn example_edge_config_is_valid() {
