@@ -15,6 +15,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# Formatting is part of the suite (cheap, and keeps diffs about behaviour).
+cargo fmt --all --check
+
 env_file=$(scripts/services.sh start)
 # shellcheck disable=SC1090
 source "$env_file"

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use segue_core::config::validated;
 
 #[derive(Parser)]
-#[command(name = "segue", version, about = "Segue: music-streaming delivery stack (origin, edge, control plane, app API)")]
+#[command(
+    name = "segue",
+    version,
+    about = "Segue: music-streaming delivery stack (origin, edge, control plane, app API)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -174,7 +178,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             }
             let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
             let cfg = validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))?;
-            segue_origin::run(cfg, segue_core::server::shutdown_signal()).await.map_err(|e| Failure::Runtime(e.to_string()))
+            segue_origin::run(cfg, segue_core::server::shutdown_signal())
+                .await
+                .map_err(|e| Failure::Runtime(e.to_string()))
         }
         Command::Up { data_dir, origin_listen, edge_listen, demo_track_secs } => {
             up(data_dir, origin_listen, edge_listen, demo_track_secs).await
@@ -192,13 +198,29 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             }
             let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
             let cfg = validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))?;
-            segue_edge::run(cfg, segue_core::server::shutdown_signal()).await.map_err(|e| Failure::Runtime(e.to_string()))
+            segue_edge::run(cfg, segue_core::server::shutdown_signal())
+                .await
+                .map_err(|e| Failure::Runtime(e.to_string()))
         }
-        Command::Loadtest { target, paths, paths_file, range_kib, zipf, connections, duration_secs, requests, storm, seed, json } => {
+        Command::Loadtest {
+            target,
+            paths,
+            paths_file,
+            range_kib,
+            zipf,
+            connections,
+            duration_secs,
+            requests,
+            storm,
+            seed,
+            json,
+        } => {
             let mut paths = paths;
             if let Some(f) = &paths_file {
                 let text = std::fs::read_to_string(f).map_err(|e| Failure::Usage(format!("{}: {e}", f.display())))?;
-                paths.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned));
+                paths.extend(
+                    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned),
+                );
             }
             if !(0.0..=5.0).contains(&zipf) {
                 return Err(Failure::Usage("--zipf must be between 0 and 5".into()));
@@ -228,8 +250,8 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
 }
 
 async fn up(data_dir: PathBuf, origin_listen: SocketAddr, edge_listen: SocketAddr, secs: u32) -> Result<(), Failure> {
-    use std::sync::Arc;
     use segue_core::server;
+    use std::sync::Arc;
 
     let origin_dir = data_dir.join("origin");
     let origin_cfg = segue_origin::Config {
@@ -240,7 +262,8 @@ async fn up(data_dir: PathBuf, origin_listen: SocketAddr, edge_listen: SocketAdd
     let origin_cfg = validated(&PathBuf::from("(segue up)"), origin_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
     let store = segue_core::store::FsStore::new(&origin_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
     eprintln!("segue up: preparing the demo catalog in {}", origin_dir.display());
-    let tracks = segue_origin::demo::ensure(&store, secs).await.map_err(|e| Failure::Runtime(format!("demo catalog: {e}")))?;
+    let tracks =
+        segue_origin::demo::ensure(&store, secs).await.map_err(|e| Failure::Runtime(format!("demo catalog: {e}")))?;
     let made = tracks.iter().filter(|t| t.created).count();
     eprintln!("segue up: demo catalog ready ({} tracks, {made} packaged now)", tracks.len());
 
@@ -248,7 +271,11 @@ async fn up(data_dir: PathBuf, origin_listen: SocketAddr, edge_listen: SocketAdd
     let io = |what: &str, e: std::io::Error| Failure::Runtime(format!("cannot listen for the {what}: {e}"));
     let origin_listener = server::bind(origin_cfg.listen).await.map_err(|e| io("origin", e))?;
     let origin_addr = origin_listener.local_addr().map_err(|e| io("origin", e))?;
-    let edge_cfg = segue_edge::Config { listen: edge_listen, upstreams: vec![format!("http://{origin_addr}")], ..Default::default() };
+    let edge_cfg = segue_edge::Config {
+        listen: edge_listen,
+        upstreams: vec![format!("http://{origin_addr}")],
+        ..Default::default()
+    };
     let edge_cfg = validated(&PathBuf::from("(segue up)"), edge_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
     let edge_listener = server::bind(edge_cfg.listen).await.map_err(|e| io("edge", e))?;
     let edge_addr = edge_listener.local_addr().map_err(|e| io("edge", e))?;
@@ -260,7 +287,8 @@ async fn up(data_dir: PathBuf, origin_listen: SocketAddr, edge_listen: SocketAdd
     }
     eprintln!("  manifests: {base}/m/<content_id>.json   seek tables: {base}/seek/<content_id>/<tier>.json");
 
-    let origin_state = Arc::new(segue_origin::State::new(&origin_cfg).await.map_err(|e| Failure::Runtime(e.to_string()))?);
+    let origin_state =
+        Arc::new(segue_origin::State::new(&origin_cfg).await.map_err(|e| Failure::Runtime(e.to_string()))?);
     let edge_state = Arc::new(segue_edge::State::new(&edge_cfg).map_err(|e| Failure::Runtime(e.to_string()))?);
     // One signal stops both roles; each drains its own connections.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -273,19 +301,32 @@ async fn up(data_dir: PathBuf, origin_listen: SocketAddr, edge_listen: SocketAdd
         segue_origin::server_options(&origin_cfg),
         stopped(stop_rx.clone()),
     ));
-    let edge = tokio::spawn(segue_edge::serve(edge_listener, edge_state, segue_edge::server_options(&edge_cfg), stopped(stop_rx)));
+    let edge = tokio::spawn(segue_edge::serve(
+        edge_listener,
+        edge_state,
+        segue_edge::server_options(&edge_cfg),
+        stopped(stop_rx),
+    ));
     server::shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = tokio::join!(origin, edge);
     Ok(())
 }
 
-async fn ingest(data_dir: String, config: Option<PathBuf>, json: bool, jobs: u16, paths: Vec<PathBuf>) -> Result<(), Failure> {
+async fn ingest(
+    data_dir: String,
+    config: Option<PathBuf>,
+    json: bool,
+    jobs: u16,
+    paths: Vec<PathBuf>,
+) -> Result<(), Failure> {
     use futures_util::StreamExt;
     use segue_origin::ingest;
 
     let cfg = segue_origin::Config::load(config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
-    let store = segue_core::store::open_store(&data_dir, &cfg.s3).await.map_err(|e| Failure::Usage(format!("--data-dir: {e}")))?;
+    let store = segue_core::store::open_store(&data_dir, &cfg.s3)
+        .await
+        .map_err(|e| Failure::Usage(format!("--data-dir: {e}")))?;
     let files = ingest::collect(&paths).map_err(|e| Failure::Usage(e.to_string()))?;
     if files.is_empty() {
         return Err(Failure::Usage("no WAV or FLAC masters found in the given paths".into()));
@@ -317,7 +358,12 @@ async fn ingest(data_dir: String, config: Option<PathBuf>, json: bool, jobs: u16
                     bar.suspend(|| println!("{}", serde_json::to_string(&report).unwrap_or_default()));
                 } else {
                     let what = if report.created { "packaged" } else { "already stored" };
-                    say(format!("{what:>14}  {}  {:.1} s  {}", report.content_id, report.duration_secs, file.display()));
+                    say(format!(
+                        "{what:>14}  {}  {:.1} s  {}",
+                        report.content_id,
+                        report.duration_secs,
+                        file.display()
+                    ));
                 }
             }
             Err(e) => {

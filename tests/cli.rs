@@ -29,12 +29,19 @@ fn spawn_servers(mut cmd: Command, n: usize) -> (Child, Vec<SocketAddr>) {
             }
         }
     });
-    let addrs = (0..n).map(|_| rx.recv_timeout(Duration::from_secs(120)).expect("server did not print `listening on`")).collect();
+    let addrs = (0..n)
+        .map(|_| rx.recv_timeout(Duration::from_secs(120)).expect("server did not print `listening on`"))
+        .collect();
     (child, addrs)
 }
 
 fn get(url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
-    let out = Command::new("curl").args(["-sS", "-o", "-", "-w", "\n%{http_code}"]).args(extra).arg(url).output().expect("curl");
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl");
     let mut body = out.stdout;
     let pos = body.iter().rposition(|&b| b == b'\n').unwrap();
     let code = String::from_utf8_lossy(&body[pos + 1..]).parse().unwrap();
@@ -97,12 +104,23 @@ fn up_creates_the_demo_catalog_once_and_serves_it() {
     let dir = tempfile::tempdir().unwrap();
     let start = || {
         let mut cmd = segue();
-        cmd.args(["up", "--origin-listen", "127.0.0.1:0", "--edge-listen", "127.0.0.1:0", "--demo-track-secs", "3", "--data-dir"]).arg(dir.path());
+        cmd.args([
+            "up",
+            "--origin-listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
+            "--demo-track-secs",
+            "3",
+            "--data-dir",
+        ])
+        .arg(dir.path());
         let (child, addrs) = spawn_servers(cmd, 2);
         (child, addrs[1]) // clients go through the edge
     };
     let (child, addr) = start();
-    let manifests: Vec<_> = std::fs::read_dir(dir.path().join("origin/manifest")).unwrap().map(|e| e.unwrap().path()).collect();
+    let manifests: Vec<_> =
+        std::fs::read_dir(dir.path().join("origin/manifest")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(manifests.len(), 5, "four gapless cuts and one single");
     let cid = manifests[0].file_stem().unwrap().to_string_lossy().to_string();
 
@@ -120,7 +138,8 @@ fn up_creates_the_demo_catalog_once_and_serves_it() {
         assert_eq!(table.total_samples, info.samples);
         // Every entry points at an Ogg page start (fetched through the edge).
         for e in &table.entries {
-            let (code, head) = get(&format!("http://{addr}/a/{cid}/{tier}.ogg"), &["-r", &format!("{}-{}", e.offset, e.offset + 3)]);
+            let (code, head) =
+                get(&format!("http://{addr}/a/{cid}/{tier}.ogg"), &["-r", &format!("{}-{}", e.offset, e.offset + 3)]);
             assert_eq!((code, head.as_slice()), (206, b"OggS".as_slice()));
         }
         let (code, whole) = get(&format!("http://{addr}/a/{cid}/{tier}.ogg"), &[]);
@@ -183,7 +202,19 @@ fn edge_binary_in_front_of_origin_binary() {
     assert_eq!(report["statuses"]["206"].as_u64(), Some(300));
     assert!(report["latency_ms"]["p99"].as_f64().unwrap() >= report["latency_ms"]["p50"].as_f64().unwrap());
     let out = segue()
-        .args(["loadtest", "--target", &target, "--path", &path, "--range-kib", "0", "--storm", "--connections", "100", "--json"])
+        .args([
+            "loadtest",
+            "--target",
+            &target,
+            "--path",
+            &path,
+            "--range-kib",
+            "0",
+            "--storm",
+            "--connections",
+            "100",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -200,7 +231,6 @@ fn edge_binary_in_front_of_origin_binary() {
     assert!(terminate(edge).success());
     assert!(terminate(origin).success());
 }
-
 
 #[test]
 fn example_edge_config_is_valid() {

@@ -15,7 +15,12 @@ fn segue() -> Command {
 
 /// A stereo 16-bit WAV of `secs` seconds of broadband, music-like noise and tones.
 fn write_master(path: &Path, secs: u32, seed: u32) {
-    let spec = hound::WavSpec { channels: 2, sample_rate: 44_100, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(path, spec).unwrap();
     let mut x = 0x1234_5678u32 ^ seed;
     for i in 0..secs * 44_100 {
@@ -88,7 +93,13 @@ fn ingest_reports_json_skips_repeats_and_names_bad_files() {
     std::fs::create_dir_all(masters.join("disc2")).unwrap();
     write_master(&masters.join("01.wav"), 3, 1);
     let flac = masters.join("disc2/01-again.flac");
-    let out = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(masters.join("01.wav")).args(["-c:a", "flac"]).arg(&flac).output().unwrap();
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(masters.join("01.wav"))
+        .args(["-c:a", "flac"])
+        .arg(&flac)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
     write_master(&masters.join("02.wav"), 2, 2);
     std::fs::write(masters.join("disc2/broken.wav"), b"RIFF....WAVEfmt garbage").unwrap();
@@ -99,8 +110,10 @@ fn ingest_reports_json_skips_repeats_and_names_bad_files() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("broken.wav") && stderr.contains("bad WAV"), "{stderr}");
     assert!(stderr.contains("2 packaged, 1 already stored, 1 failed"), "{stderr}");
-    let reports: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    let reports: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
     assert_eq!(reports.len(), 3);
     for r in &reports {
         let tiers = r["tiers"].as_array().unwrap();

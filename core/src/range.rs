@@ -194,7 +194,8 @@ mod tests {
         assert_eq!(resolve("bytes=5-1", 1000), RangeOutcome::Full);
         assert_eq!(resolve("bytes=abc", 1000), RangeOutcome::Full);
         assert_eq!(resolve("items=0-1", 1000), RangeOutcome::Full);
-        let many = format!("bytes={}", (0..65).map(|i| format!("{}-{}", i * 10, i * 10 + 1)).collect::<Vec<_>>().join(","));
+        let many =
+            format!("bytes={}", (0..65).map(|i| format!("{}-{}", i * 10, i * 10 + 1)).collect::<Vec<_>>().join(","));
         assert_eq!(resolve(&many, 10_000), RangeOutcome::Full);
     }
 
@@ -209,7 +210,8 @@ mod tests {
     fn multipart_length_is_exact() {
         let m = Multipart::new(7, "audio/ogg", 1000);
         let ranges = [r(0, 9), r(100, 199)];
-        let body: String = ranges.iter().map(|x| m.part_header(x) + &"x".repeat(x.len() as usize)).collect::<String>() + &m.trailer();
+        let body: String =
+            ranges.iter().map(|x| m.part_header(x) + &"x".repeat(x.len() as usize)).collect::<String>() + &m.trailer();
         assert_eq!(body.len() as u64, m.body_len(&ranges));
         assert!(m.content_type_header().starts_with("multipart/byteranges; boundary=segue-"));
     }

@@ -63,7 +63,10 @@ impl SeekTable {
             return bad(format!("sample_rate {} is outside 8000-192000", self.sample_rate));
         }
         if self.header_bytes == 0 || self.header_bytes > self.total_bytes {
-            return bad(format!("header_bytes {} must be in 1..=total_bytes ({})", self.header_bytes, self.total_bytes));
+            return bad(format!(
+                "header_bytes {} must be in 1..=total_bytes ({})",
+                self.header_bytes, self.total_bytes
+            ));
         }
         let max_gap = u64::from(self.sample_rate);
         let mut prev: Option<SeekEntry> = None;

@@ -134,8 +134,7 @@ pub fn json_error(status: StatusCode, error: &str, detail: &str) -> Response<Bod
 /// `GET /metrics` in Prometheus text format.
 pub fn metrics_response() -> Response<Body> {
     let mut resp = Response::new(full(crate::telemetry::metrics().render()));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
     resp
 }
 

@@ -223,7 +223,12 @@ pub struct TokenSettings {
 
 impl Default for TokenSettings {
     fn default() -> Self {
-        TokenSettings { required: false, skew_secs: 30, country_header: "x-client-country".into(), keys: Default::default() }
+        TokenSettings {
+            required: false,
+            skew_secs: 30,
+            country_header: "x-client-country".into(),
+            keys: Default::default(),
+        }
     }
 }
 
@@ -232,9 +237,16 @@ impl TokenSettings {
     pub fn verifier(&self) -> Result<Verifier, crate::config::FieldError> {
         let mut keys = Vec::new();
         for (id, secret) in &self.keys {
-            keys.push(Key::from_hex(id.clone(), secret).map_err(|m| crate::config::FieldError::new(format!("tokens.keys.{id}"), m))?);
+            keys.push(
+                Key::from_hex(id.clone(), secret)
+                    .map_err(|m| crate::config::FieldError::new(format!("tokens.keys.{id}"), m))?,
+            );
         }
-        crate::config::ensure(!self.required || !keys.is_empty(), "tokens.keys", "tokens.required is true but no key is configured")?;
+        crate::config::ensure(
+            !self.required || !keys.is_empty(),
+            "tokens.keys",
+            "tokens.required is true but no key is configured",
+        )?;
         crate::config::ensure(self.skew_secs <= 600, "tokens.skew_secs", "must be at most 600")?;
         crate::config::ensure(
             http::HeaderName::from_bytes(self.country_header.as_bytes()).is_ok(),
@@ -315,7 +327,9 @@ mod tests {
         let v = Verifier::new([key("k1")], 0);
         assert_eq!(v.verify("GET", PATH, None, 1, None), Err(TokenError::Missing));
         assert_eq!(v.verify("GET", PATH, Some("a=b"), 1, None), Err(TokenError::Missing));
-        for q in ["exp=x&kid=k1&sig=00", "exp=1&kid=k1", "exp=1&exp=2&kid=k1&sig=00", "kid=k1&sig=aa", "exp=1&kid=k1&sig=zz"] {
+        for q in
+            ["exp=x&kid=k1&sig=00", "exp=1&kid=k1", "exp=1&exp=2&kid=k1&sig=00", "kid=k1&sig=aa", "exp=1&kid=k1&sig=zz"]
+        {
             assert!(matches!(v.verify("GET", PATH, Some(q), 1, None), Err(TokenError::Malformed(_))), "{q}");
         }
         assert!(Key::new("k", vec![0; 8]).is_err());

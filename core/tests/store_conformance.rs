@@ -29,7 +29,8 @@ fn pattern(len: usize, seed: u64) -> Bytes {
 
 /// A body in uneven chunks, as a network upload would arrive.
 fn chunked(data: Bytes, chunk: usize) -> ByteStream {
-    let parts: Vec<Result<Bytes, Error>> = (0..data.len()).step_by(chunk).map(|i| Ok(data.slice(i..(i + chunk).min(data.len())))).collect();
+    let parts: Vec<Result<Bytes, Error>> =
+        (0..data.len()).step_by(chunk).map(|i| Ok(data.slice(i..(i + chunk).min(data.len())))).collect();
     Box::pin(futures_util::stream::iter(parts))
 }
 
@@ -161,7 +162,11 @@ async fn s3_store_conforms() {
         part_size_mb: 5,
         ..S3Settings::default()
     };
-    let bucket = format!("segue-conformance-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis());
+    let bucket = format!(
+        "segue-conformance-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+    );
     let s3 = S3Store::new(&bucket, "objects", &settings).unwrap();
     s3.client().create_bucket().bucket(&bucket).send().await.unwrap();
     conformance(Arc::new(s3)).await;

@@ -70,7 +70,12 @@ impl Fill {
     }
 
     /// Wait until something is known, checking `probe` under the lock each time.
-    async fn wait<T>(&self, timeout: Duration, what: &str, mut probe: impl FnMut(&FillState) -> Option<T>) -> Result<T, Error> {
+    async fn wait<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut probe: impl FnMut(&FillState) -> Option<T>,
+    ) -> Result<T, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // Register for the wake-up before looking, so a push between the look and the

@@ -71,15 +71,18 @@ impl Validate for Config {
     fn validate(&self) -> Result<(), FieldError> {
         ensure(!self.upstreams.is_empty(), "upstreams", "at least one upstream (http://host:port) is required")?;
         for (i, u) in self.upstreams.iter().enumerate() {
-            let ok = u
-                .parse::<http::Uri>()
-                .ok()
-                .is_some_and(|uri| uri.scheme_str() == Some("http") && uri.authority().is_some() && matches!(uri.path(), "" | "/"));
+            let ok = u.parse::<http::Uri>().ok().is_some_and(|uri| {
+                uri.scheme_str() == Some("http") && uri.authority().is_some() && matches!(uri.path(), "" | "/")
+            });
             ensure(ok, &format!("upstreams[{i}]"), format!("{u:?} is not an http://host:port URL"))?;
         }
         ensure((1..=1024 * 1024).contains(&self.mem_cache_mb), "mem_cache_mb", "must be 1-1048576")?;
         ensure((16..=64 * 1024).contains(&self.slice_kib), "slice_kib", "must be 16-65536")?;
-        ensure((1..=300).contains(&self.upstream_connect_timeout_secs), "upstream_connect_timeout_secs", "must be 1-300")?;
+        ensure(
+            (1..=300).contains(&self.upstream_connect_timeout_secs),
+            "upstream_connect_timeout_secs",
+            "must be 1-300",
+        )?;
         ensure((1..=600).contains(&self.reader_timeout_secs), "reader_timeout_secs", "must be 1-600")?;
         ensure((1..=3600).contains(&self.writer_max_age_secs), "writer_max_age_secs", "must be 1-3600")?;
         ensure(self.upstream_failures_to_open >= 1, "upstream_failures_to_open", "must be at least 1")?;

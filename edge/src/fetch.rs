@@ -25,7 +25,13 @@ pub async fn run_fill(state: Arc<State>, fill: Arc<Fill>, key: Arc<str>, index: 
     state.coalescer.remove(&key, index, &fill);
 }
 
-async fn fill_slice(state: &State, fill: &Fill, key: &Arc<str>, index: u64, known: Option<Arc<ObjectInfo>>) -> Result<(), Error> {
+async fn fill_slice(
+    state: &State,
+    fill: &Fill,
+    key: &Arc<str>,
+    index: u64,
+    known: Option<Arc<ObjectInfo>>,
+) -> Result<(), Error> {
     let size = state.cache.slice_size;
     let first = index * size;
     let last = match &known {
@@ -46,7 +52,10 @@ async fn fill_slice(state: &State, fill: &Fill, key: &Arc<str>, index: u64, know
                 detail: "206 without a usable Content-Range".into(),
             })?;
             if start != first {
-                return Err(Error::UpstreamUnavailable { path: key.to_string(), detail: format!("asked for byte {first}, got {start}") });
+                return Err(Error::UpstreamUnavailable {
+                    path: key.to_string(),
+                    detail: format!("asked for byte {first}, got {start}"),
+                });
             }
             (total, 0)
         }
@@ -105,7 +114,10 @@ async fn fill_slice(state: &State, fill: &Fill, key: &Arc<str>, index: u64, know
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 state.upstreams.record_failure(upstream);
-                return Err(Error::UpstreamUnavailable { path: key.to_string(), detail: format!("body failed after {got} bytes: {e}") });
+                return Err(Error::UpstreamUnavailable {
+                    path: key.to_string(),
+                    detail: format!("body failed after {got} bytes: {e}"),
+                });
             }
             None => break,
         };
@@ -127,7 +139,10 @@ async fn fill_slice(state: &State, fill: &Fill, key: &Arc<str>, index: u64, know
     }
     if got != want {
         state.upstreams.record_failure(upstream);
-        return Err(Error::UpstreamUnavailable { path: key.to_string(), detail: format!("body ended after {got} of {want} bytes") });
+        return Err(Error::UpstreamUnavailable {
+            path: key.to_string(),
+            detail: format!("body ended after {got} of {want} bytes"),
+        });
     }
     if let Some(chunks) = fill.completed_bytes_now() {
         state.cache.put_slice(SliceKey { object: key.clone(), generation: info.generation, index }, join(chunks));

@@ -47,7 +47,11 @@ pub struct State {
 impl State {
     pub fn new(config: &Config) -> segue_core::Result<Self> {
         segue_core::telemetry::metrics();
-        let invalid = |field: &str, message: String| segue_core::Error::Config { file: "edge config".into(), field: field.into(), message };
+        let invalid = |field: &str, message: String| segue_core::Error::Config {
+            file: "edge config".into(),
+            field: field.into(),
+            message,
+        };
         let verifier = config.tokens.verifier().map_err(|e| invalid(&e.field, e.message))?;
         let via = format!("1.1 {}", config.name);
         Ok(State {
@@ -83,8 +87,9 @@ pub fn server_options(config: &Config) -> ServerOptions {
 /// Run the edge until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> segue_core::Result<()> {
     let state = Arc::new(State::new(&config)?);
-    let listener =
-        server::bind(config.listen).await.map_err(|e| segue_core::Error::Io { path: config.listen.to_string(), source: e })?;
+    let listener = server::bind(config.listen)
+        .await
+        .map_err(|e| segue_core::Error::Io { path: config.listen.to_string(), source: e })?;
     tracing::info!(upstreams = ?config.upstreams, mem_cache_mb = config.mem_cache_mb, slice_kib = config.slice_kib, "edge ready");
     serve(listener, state, server_options(&config), shutdown).await;
     Ok(())
@@ -206,11 +211,12 @@ fn classify(state: &State, info: &Arc<ObjectInfo>, req: &HeaderMap) -> &'static 
     if info.len == 0 {
         return "HIT";
     }
-    let ranges: Vec<(u64, u64)> = match req.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|r| range::resolve(r, info.len)) {
-        Some(RangeOutcome::Partial(rs)) => rs.iter().map(|r| (r.first, r.last)).collect(),
-        Some(RangeOutcome::Unsatisfiable) => return "HIT",
-        _ => vec![(0, info.len - 1)],
-    };
+    let ranges: Vec<(u64, u64)> =
+        match req.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|r| range::resolve(r, info.len)) {
+            Some(RangeOutcome::Partial(rs)) => rs.iter().map(|r| (r.first, r.last)).collect(),
+            Some(RangeOutcome::Unsatisfiable) => return "HIT",
+            _ => vec![(0, info.len - 1)],
+        };
     let mut result = "HIT";
     for (first, last) in ranges {
         for index in first / size..=last / size {

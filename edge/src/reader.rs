@@ -79,7 +79,13 @@ impl Cursor {
                 let max_age = self.state.writer_max_age;
                 let fill = match self.state.coalescer.join(&self.info.key, index, max_age) {
                     Joined::Started(f) => {
-                        tokio::spawn(fetch::run_fill(self.state.clone(), f.clone(), self.info.key.clone(), index, Some(self.info.clone())));
+                        tokio::spawn(fetch::run_fill(
+                            self.state.clone(),
+                            f.clone(),
+                            self.info.key.clone(),
+                            index,
+                            Some(self.info.clone()),
+                        ));
                         f
                     }
                     Joined::Joined(f) => f,
@@ -124,9 +130,13 @@ impl ObjectReader for EdgeReader {
 
     async fn read(&self, range: Range<u64>) -> segue_core::Result<ByteStream> {
         if range.start > range.end || range.end > self.info.len {
-            return Err(segue_core::Error::Invalid { what: "range", detail: format!("{range:?} outside 0..{}", self.info.len) });
+            return Err(segue_core::Error::Invalid {
+                what: "range",
+                detail: format!("{range:?} outside 0..{}", self.info.len),
+            });
         }
-        let cursor = Cursor { state: self.state.clone(), info: self.info.clone(), pos: range.start, end: range.end, fill: None };
+        let cursor =
+            Cursor { state: self.state.clone(), info: self.info.clone(), pos: range.start, end: range.end, fill: None };
         Ok(Box::pin(futures_util::stream::unfold(cursor, |mut c| async move { c.next().await.map(|item| (item, c)) })))
     }
 }

@@ -49,7 +49,13 @@ fn now_ms() -> u64 {
 }
 
 impl Upstreams {
-    pub fn new(bases: &[String], head_timeout: Duration, failures_to_open: u32, open_for: Duration, via: String) -> Self {
+    pub fn new(
+        bases: &[String],
+        head_timeout: Duration,
+        failures_to_open: u32,
+        open_for: Duration,
+        via: String,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(head_timeout));
@@ -60,7 +66,11 @@ impl Upstreams {
         Upstreams {
             list: bases
                 .iter()
-                .map(|b| Upstream { base: b.trim_end_matches('/').to_owned(), failures: AtomicU32::new(0), open_until: AtomicU64::new(0) })
+                .map(|b| Upstream {
+                    base: b.trim_end_matches('/').to_owned(),
+                    failures: AtomicU32::new(0),
+                    open_until: AtomicU64::new(0),
+                })
                 .collect(),
             client,
             head_timeout,
@@ -81,7 +91,8 @@ impl Upstreams {
         let now = now_ms();
         // Closed circuits first, in configured order; if every circuit is open, try them
         // all anyway (an open circuit is a guess, a request is a probe).
-        let mut order: Vec<usize> = (0..self.list.len()).filter(|&i| self.list[i].open_until.load(Ordering::Relaxed) <= now).collect();
+        let mut order: Vec<usize> =
+            (0..self.list.len()).filter(|&i| self.list[i].open_until.load(Ordering::Relaxed) <= now).collect();
         if order.is_empty() {
             order = (0..self.list.len()).collect();
         }
@@ -96,7 +107,12 @@ impl Upstreams {
             let up = &self.list[i];
             let uri: Uri = match format!("{}{path}", up.base).parse() {
                 Ok(u) => u,
-                Err(e) => return Err(Error::UpstreamUnavailable { path: path.to_owned(), detail: format!("bad upstream URL: {e}") }),
+                Err(e) => {
+                    return Err(Error::UpstreamUnavailable {
+                        path: path.to_owned(),
+                        detail: format!("bad upstream URL: {e}"),
+                    })
+                }
             };
             let mut req = Request::get(uri).header(http::header::VIA, &self.via);
             if let Some((first, last)) = range {

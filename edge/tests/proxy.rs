@@ -99,7 +99,10 @@ async fn start_scripted(data: Bytes) -> Scripted {
                     let s = sc.lock().unwrap();
                     (s.stall_after.clone(), s.die_after)
                 };
-                let chunks: Vec<Bytes> = (0..body.len()).step_by(16 * 1024).map(|i| body.slice(i..(i + 16 * 1024).min(body.len()))).collect();
+                let chunks: Vec<Bytes> = (0..body.len())
+                    .step_by(16 * 1024)
+                    .map(|i| body.slice(i..(i + 16 * 1024).min(body.len())))
+                    .collect();
                 let stream = futures_util::stream::iter(chunks).enumerate().then(move |(i, c)| {
                     let stall = stall.clone();
                     async move {
@@ -158,7 +161,10 @@ async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Resp {
     let head = String::from_utf8_lossy(&buf[..split]).to_string();
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
     Resp { status, headers, body: buf[split + 4..].to_vec() }
 }
 
@@ -199,7 +205,10 @@ async fn ranges_through_the_edge_are_byte_exact_cold_and_warm() {
         assert_eq!(multi.status, 206);
         assert!(multi.h("content-type").starts_with("multipart/byteranges"));
         let s = String::from_utf8_lossy(&multi.body);
-        assert!(s.contains("Content-Range: bytes 10-19/1300000") && s.contains("Content-Range: bytes 600000-600009/1300000"));
+        assert!(
+            s.contains("Content-Range: bytes 10-19/1300000")
+                && s.contains("Content-Range: bytes 600000-600009/1300000")
+        );
         assert_eq!(get(edge, &path, &[("Range", "bytes=1300000-")]).await.status, 416);
     }
     let warm = get(edge, &path, &[("Range", "bytes=0-1299999")]).await;
@@ -217,7 +226,10 @@ async fn ranges_through_the_edge_are_byte_exact_cold_and_warm() {
 async fn a_cold_storm_makes_one_upstream_fetch_per_slice() {
     // 1,000 clients and the edge's side of each connection live in this process.
     let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, rustix::process::Rlimit { current: lim.maximum, maximum: lim.maximum });
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit { current: lim.maximum, maximum: lim.maximum },
+    );
     let data = pattern(1_000_000, 2); // 4 slices of 256 KiB
     let up = start_scripted(data.clone()).await;
     let edge = start_edge(vec![format!("http://{}", up.addr)], |_| {}).await;
@@ -250,7 +262,10 @@ async fn waiters_get_bytes_while_the_slice_is_still_arriving() {
         let mut got = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         while got.len() < 1024 {
-            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("bytes before the slice completes").unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .expect("bytes before the slice completes")
+                .unwrap();
             assert!(n > 0);
             got.extend_from_slice(&buf[..n]);
         }

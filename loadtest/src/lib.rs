@@ -108,8 +108,22 @@ impl Report {
             "requests {}  errors {}  in {:.2} s\nthroughput {:.1} req/s  {:.1} MB/s\n\
              latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
              ttfb ms     p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\nstatuses {:?}",
-            self.requests, self.errors, self.seconds, self.requests_per_sec, self.mb_per_sec,
-            l.p50, l.p90, l.p99, l.p999, l.max, t.p50, t.p90, t.p99, t.p999, t.max, self.statuses
+            self.requests,
+            self.errors,
+            self.seconds,
+            self.requests_per_sec,
+            self.mb_per_sec,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p999,
+            l.max,
+            t.p50,
+            t.p90,
+            t.p99,
+            t.p999,
+            t.max,
+            self.statuses
         )
     }
 }
@@ -156,7 +170,8 @@ async fn one(conn: &mut Conn, path: &str, range: Option<(u64, u64)>) -> Result<S
     let resp = conn.send_request(req).await.map_err(|_| ())?;
     let ttfb = start.elapsed();
     let status = resp.status();
-    let expected: Option<u64> = resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let expected: Option<u64> =
+        resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let mut body = resp.into_body();
     let mut bytes = 0u64;
     while let Some(frame) = body.frame().await {
@@ -166,7 +181,13 @@ async fn one(conn: &mut Conn, path: &str, range: Option<(u64, u64)>) -> Result<S
         }
     }
     let ok = matches!(status, StatusCode::OK | StatusCode::PARTIAL_CONTENT) && expected.is_none_or(|n| n == bytes);
-    Ok(Sample { status: status.as_u16(), ok, bytes, total_us: start.elapsed().as_micros() as u64, ttfb_us: ttfb.as_micros() as u64 })
+    Ok(Sample {
+        status: status.as_u16(),
+        ok,
+        bytes,
+        total_us: start.elapsed().as_micros() as u64,
+        ttfb_us: ttfb.as_micros() as u64,
+    })
 }
 
 /// Learn each path's size with a HEAD (ranges need it).
@@ -175,7 +196,10 @@ async fn sizes(target: SocketAddr, paths: &[String]) -> Result<Vec<u64>, Error> 
     let mut out = Vec::with_capacity(paths.len());
     for p in paths {
         let probe = |detail: String| Error::Probe { path: p.clone(), detail };
-        let req = Request::head(p.as_str()).header(header::HOST, "loadtest").body(Empty::<Bytes>::new()).map_err(|e| probe(e.to_string()))?;
+        let req = Request::head(p.as_str())
+            .header(header::HOST, "loadtest")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| probe(e.to_string()))?;
         conn.ready().await.map_err(|e| probe(e.to_string()))?;
         let resp = conn.send_request(req).await.map_err(|e| probe(e.to_string()))?;
         if !resp.status().is_success() {
@@ -195,10 +219,12 @@ async fn sizes(target: SocketAddr, paths: &[String]) -> Result<Vec<u64>, Error> 
 /// Cumulative Zipf weights over `n` ranks.
 fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
     let mut acc = 0.0;
-    let mut cdf: Vec<f64> = (1..=n).map(|k| {
-        acc += 1.0 / (k as f64).powf(s);
-        acc
-    }).collect();
+    let mut cdf: Vec<f64> = (1..=n)
+        .map(|k| {
+            acc += 1.0 / (k as f64).powf(s);
+            acc
+        })
+        .collect();
     let total = acc.max(f64::MIN_POSITIVE);
     for c in &mut cdf {
         *c /= total;
@@ -239,7 +265,14 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
         return Err(Error::NoPaths);
     }
     let sizes = sizes(opts.target, &opts.paths).await?;
-    let plan = Arc::new(Plan { target: opts.target, cdf: zipf_cdf(opts.paths.len(), opts.zipf), paths: opts.paths.clone(), sizes, mix: opts.mix, range: opts.range_bytes.max(1) });
+    let plan = Arc::new(Plan {
+        target: opts.target,
+        cdf: zipf_cdf(opts.paths.len(), opts.zipf),
+        paths: opts.paths.clone(),
+        sizes,
+        mix: opts.mix,
+        range: opts.range_bytes.max(1),
+    });
 
     // Connect everything first, so a storm's requests leave together.
     let mut conns = Vec::with_capacity(opts.connections);
@@ -259,7 +292,9 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
             let mut samples = Vec::new();
             barrier.wait().await;
             loop {
-                if stop.load(Ordering::Relaxed) || budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_err() {
+                if stop.load(Ordering::Relaxed)
+                    || budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_err()
+                {
                     break;
                 }
                 let (path, range) = plan.pick(&mut rng);

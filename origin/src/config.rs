@@ -73,11 +73,7 @@ impl Default for Config {
 impl Validate for Config {
     fn validate(&self) -> Result<(), FieldError> {
         ensure(!self.data_dir.is_empty(), "data_dir", "must not be empty")?;
-        ensure(
-            (8 * 1024..=1024 * 1024).contains(&self.max_header_bytes),
-            "max_header_bytes",
-            "must be 8192-1048576",
-        )?;
+        ensure((8 * 1024..=1024 * 1024).contains(&self.max_header_bytes), "max_header_bytes", "must be 8192-1048576")?;
         ensure((1..=300).contains(&self.header_read_timeout_secs), "header_read_timeout_secs", "must be 1-300")?;
         ensure(self.shutdown_grace_secs <= 3600, "shutdown_grace_secs", "must be at most 3600")?;
         ensure(

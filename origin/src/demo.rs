@@ -43,12 +43,21 @@ pub async fn ensure(store: &dyn ObjectStore, secs_per_track: u32) -> Result<Vec<
         let cut = Cut { piece: 1, start_sec: i * secs_per_track, secs: secs_per_track };
         plan.push((format!("Continuum, part {}", i + 1), "Continuum (gapless)".to_string(), i + 1, cut));
     }
-    plan.push(("Standalone".to_string(), "Singles".to_string(), 1, Cut { piece: 2, start_sec: 0, secs: secs_per_track }));
+    plan.push((
+        "Standalone".to_string(),
+        "Singles".to_string(),
+        1,
+        Cut { piece: 2, start_sec: 0, secs: secs_per_track },
+    ));
 
     let mut out = Vec::new();
     for (title, album, track_no, cut) in plan {
         let master = tokio::task::spawn_blocking(move || {
-            Master::from_planar(&format!("demo piece {} at {} s", cut.piece, cut.start_sec), SOURCE_RATE, music(cut.piece, cut.start_sec, cut.secs).to_vec())
+            Master::from_planar(
+                &format!("demo piece {} at {} s", cut.piece, cut.start_sec),
+                SOURCE_RATE,
+                music(cut.piece, cut.start_sec, cut.secs).to_vec(),
+            )
         })
         .await
         .map_err(|e| Error::Encode(format!("demo synthesis: {e}")))??;
@@ -77,7 +86,8 @@ pub async fn ensure(store: &dyn ObjectStore, secs_per_track: u32) -> Result<Vec<
 pub fn music(piece: u64, start_sec: u32, secs: u32) -> [Vec<f32>; 2] {
     let cut = Cut { piece, start_sec, secs };
     use std::f64::consts::TAU;
-    const CHORDS: [[f64; 3]; 4] = [[261.63, 329.63, 392.00], [220.00, 261.63, 329.63], [174.61, 220.00, 261.63], [196.00, 246.94, 293.66]];
+    const CHORDS: [[f64; 3]; 4] =
+        [[261.63, 329.63, 392.00], [220.00, 261.63, 329.63], [174.61, 220.00, 261.63], [196.00, 246.94, 293.66]];
     let rate = SOURCE_RATE;
     let n = (u64::from(cut.secs) * u64::from(rate)) as usize;
     let first = u64::from(cut.start_sec) * u64::from(rate);
@@ -93,7 +103,9 @@ pub fn music(piece: u64, start_sec: u32, secs: u32) -> [Vec<f32>; 2] {
     let (mut l, mut r) = (Vec::with_capacity(n), Vec::with_capacity(n));
     // A short decaying FIR turns white noise into a softer bed per channel. It depends
     // only on absolute sample indices (no filter state), so cuts join sample-exactly.
-    let bed = |abs: u64, stream: u64| (0..12u64).map(|k| noise(abs.wrapping_sub(k), stream) * 0.85f64.powi(k as i32)).sum::<f64>() * 0.15;
+    let bed = |abs: u64, stream: u64| {
+        (0..12u64).map(|k| noise(abs.wrapping_sub(k), stream) * 0.85f64.powi(k as i32)).sum::<f64>() * 0.15
+    };
     for i in 0..n as u64 {
         let abs = first + i;
         let t = abs as f64 / f64::from(rate);
@@ -116,7 +128,10 @@ pub fn music(piece: u64, start_sec: u32, secs: u32) -> [Vec<f32>; 2] {
         let bass_f = chord[0] * transpose / 2.0;
         let bass = ((TAU * bass_f * t).sin() + 0.5 * (TAU * bass_f * 2.0 * t).sin()) * 0.22 * env;
         let hat = noise(abs, 1) * 0.25 * (-(t * 4.0).fract() * 25.0).exp();
-        let snare = noise(abs, 2) * 0.3 * (-((t * 2.0 + 0.5).fract()) * 12.0).exp() * f64::from(u8::from(((t * 2.0) as u64) % 2 == 1));
+        let snare = noise(abs, 2)
+            * 0.3
+            * (-((t * 2.0 + 0.5).fract()) * 12.0).exp()
+            * f64::from(u8::from(((t * 2.0) as u64) % 2 == 1));
         let (bed_l, bed_r) = (bed(abs, 3), bed(abs, 4));
         let left = pad_l + bass + hat * 0.8 + snare + bed_l * 0.35 + noise(abs, 5) * 0.02;
         let right = pad_r + bass + hat + snare * 0.8 + bed_r * 0.35 + noise(abs, 6) * 0.02;

@@ -62,7 +62,10 @@ impl IngestReport {
 /// explicitly are taken whatever their name. A path that does not exist is an error.
 pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
-        let bad = |e: std::io::Error| Error::Master { file: dir.display().to_string(), problem: format!("cannot read folder: {e}") };
+        let bad = |e: std::io::Error| Error::Master {
+            file: dir.display().to_string(),
+            problem: format!("cannot read folder: {e}"),
+        };
         let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(bad)?.collect::<Result<_, _>>().map_err(bad)?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {

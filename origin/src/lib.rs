@@ -4,8 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
-mod error;
 pub mod demo;
+mod error;
 pub mod ingest;
 pub mod master;
 mod object;
@@ -47,7 +47,8 @@ impl State {
     }
 
     pub fn with_store(config: &Config, store: Arc<dyn ObjectStore>) -> segue_core::Result<Self> {
-        let invalid = |field: String, message: String| segue_core::Error::Config { file: "origin config".into(), field, message };
+        let invalid =
+            |field: String, message: String| segue_core::Error::Config { file: "origin config".into(), field, message };
         // Install the recorder before the first request records anything.
         segue_core::telemetry::metrics();
         let verifier = config.tokens.verifier().map_err(|e| invalid(e.field, e.message))?;
@@ -85,7 +86,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             Err(e) => tracing::warn!(error = %e, "could not sweep temp files"),
         }
     }
-    let listener = server::bind(config.listen).await.map_err(|e| segue_core::Error::Io { path: config.listen.to_string(), source: e })?;
+    let listener = server::bind(config.listen)
+        .await
+        .map_err(|e| segue_core::Error::Io { path: config.listen.to_string(), source: e })?;
     tracing::info!(store = %state.store.describe(), "origin ready");
     serve(listener, state, server_options(&config), shutdown).await;
     Ok(())
@@ -113,7 +116,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
         (&Method::GET, "/healthz") => server::health_response(),
         (&Method::GET, "/metrics") => server::metrics_response(),
         (&Method::POST, "/v1/masters") => upload::post_master(&state, req).await,
-        (_, "/v1/masters") => server::json_error(http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"),
+        (_, "/v1/masters") => {
+            server::json_error(http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST")
+        }
         _ => match ObjectPath::parse(&path) {
             Ok(p) => object::serve(&state, &req, p).await.unwrap_or_else(Error::into_response),
             Err(PathError::Unsafe(why)) => Error::BadPath(why).into_response(),
@@ -121,7 +126,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
         },
     };
     let status = resp.status().as_u16();
-    metrics::counter!("origin_requests_total", "method" => method_label(&method), "status" => status.to_string()).increment(1);
+    metrics::counter!("origin_requests_total", "method" => method_label(&method), "status" => status.to_string())
+        .increment(1);
     metrics::histogram!("origin_response_head_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(%peer, %method, %path, status, "request");
     resp

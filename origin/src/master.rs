@@ -158,7 +158,13 @@ fn precheck(name: &str, channels: usize, rate: u32) -> Result<(), Error> {
     Ok(())
 }
 
-fn finish(name: &str, rate: u32, planar: Vec<Vec<f32>>, hasher: ContentHasher, expected: usize) -> Result<Master, Error> {
+fn finish(
+    name: &str,
+    rate: u32,
+    planar: Vec<Vec<f32>>,
+    hasher: ContentHasher,
+    expected: usize,
+) -> Result<Master, Error> {
     let m = Master { sample_rate: rate, content_id: hasher.finish(), channels: planar };
     if expected != 0 && m.frames() != expected as u64 {
         return Err(Error::Master {

@@ -13,7 +13,11 @@ use segue_core::ObjectPath;
 use crate::error::Error;
 use crate::State;
 
-pub async fn serve(state: &State, req: &Request<hyper::body::Incoming>, path: ObjectPath) -> Result<Response<Body>, Error> {
+pub async fn serve(
+    state: &State,
+    req: &Request<hyper::body::Incoming>,
+    path: ObjectPath,
+) -> Result<Response<Body>, Error> {
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
         return Err(Error::MethodNotAllowed(method.to_string()));
@@ -41,5 +45,6 @@ pub async fn serve(state: &State, req: &Request<hyper::body::Incoming>, path: Ob
         }
     }
     let counter = metrics::counter!("origin_body_bytes_total");
-    Ok(respond::object_response(method == Method::HEAD, req.headers(), reader, path.content_type(), headers, counter).await?)
+    Ok(respond::object_response(method == Method::HEAD, req.headers(), reader, path.content_type(), headers, counter)
+        .await?)
 }

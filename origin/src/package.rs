@@ -104,7 +104,11 @@ async fn package_locked(store: &dyn ObjectStore, master: Master) -> Result<Packa
     let manifest = Manifest {
         version: MANIFEST_VERSION,
         content_id: cid,
-        source: SourceInfo { sample_rate: master.sample_rate, channels: master.channels.len() as u16, samples: master.frames() },
+        source: SourceInfo {
+            sample_rate: master.sample_rate,
+            channels: master.channels.len() as u16,
+            samples: master.frames(),
+        },
         loudness,
         tiers,
     };
@@ -211,8 +215,12 @@ fn encode_tier(tier: Tier, rate: u32, input: &[Vec<f32>]) -> Result<EncodedTier,
     let channels = NonZeroU8::new(input.len() as u8).ok_or_else(|| Error::Encode("no channels".into()))?;
     let build = |strategy| {
         // A fixed serial per tier keeps packaging deterministic (same master, same bytes).
-        let mut builder =
-            VorbisEncoderBuilder::new_with_serial(rate_nz, channels, Vec::with_capacity(frames / 4), 0x5e60_0000 | tier.kbps() as i32);
+        let mut builder = VorbisEncoderBuilder::new_with_serial(
+            rate_nz,
+            channels,
+            Vec::with_capacity(frames / 4),
+            0x5e60_0000 | tier.kbps() as i32,
+        );
         builder.bitrate_management_strategy(strategy).minimum_page_data_size(Some(page_bytes));
         builder.comment_tag("ENCODER", "segue")?;
         builder.build()

@@ -17,7 +17,11 @@ use crate::State;
 pub async fn post_master(state: &State, req: Request<Incoming>) -> Response<Body> {
     let s = &state.ingest;
     if s.tokens.is_empty() {
-        return json_error(StatusCode::NOT_FOUND, "not_found", "uploads are disabled on this origin ([ingest] tokens is empty)");
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "uploads are disabled on this origin ([ingest] tokens is empty)",
+        );
     }
     let presented = req
         .headers()
@@ -29,12 +33,17 @@ pub async fn post_master(state: &State, req: Request<Incoming>) -> Response<Body
     // token nor how much of one matched.
     let ok = s.tokens.iter().fold(0u8, |acc, t| acc | t.as_bytes().ct_eq(presented.as_bytes()).unwrap_u8());
     if presented.is_empty() || ok == 0 {
-        let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid `Authorization: Bearer` upload token is required");
+        let mut r = json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid `Authorization: Bearer` upload token is required",
+        );
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"segue-origin\""));
         return r;
     }
     let limit = s.max_master_mb << 20;
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return too_large(s.max_master_mb);
     }
@@ -82,7 +91,11 @@ pub async fn post_master(state: &State, req: Request<Incoming>) -> Response<Body
     }
     drop(out);
     if received == 0 {
-        return json_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_master", &format!("{name}: the request body is empty"));
+        return json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_master",
+            &format!("{name}: the request body is empty"),
+        );
     }
 
     let _permit = match state.ingest_slots.acquire().await {
@@ -116,5 +129,9 @@ pub async fn post_master(state: &State, req: Request<Incoming>) -> Response<Body
 }
 
 fn too_large(max_mb: u64) -> Response<Body> {
-    json_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &format!("masters are limited to {max_mb} MiB ([ingest] max_master_mb)"))
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        &format!("masters are limited to {max_mb} MiB ([ingest] max_master_mb)"),
+    )
 }

@@ -58,7 +58,8 @@ impl Resp {
         self.headers.get(name).map(String::as_str).unwrap_or("")
     }
     fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)))
     }
 }
 
@@ -176,7 +177,10 @@ async fn single_and_multiple_ranges_are_byte_exact() {
     // Overlapping ranges are coalesced, so the body is never larger than the object.
     let r = raw(o.addr, "GET", &audio_path(&o), &[("Range", "bytes=0-99,50-149,200-209")]).await;
     let parts = multipart(&r);
-    assert_eq!(parts.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["bytes 0-149/1000000", "bytes 200-209/1000000"]);
+    assert_eq!(
+        parts.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        ["bytes 0-149/1000000", "bytes 200-209/1000000"]
+    );
     assert_eq!(parts[0].1, &d[0..150]);
 }
 
@@ -237,7 +241,9 @@ async fn bad_input_gets_json_errors() {
         assert_eq!(r.status, 400, "{target}");
         assert_eq!(r.json()["error"], "bad_path", "{target}");
     }
-    for target in [format!("/a/{c}/ultra.ogg"), format!("/a/{}/high.ogg", ContentId::digest(b"nope")), "/nothing".into()] {
+    for target in
+        [format!("/a/{c}/ultra.ogg"), format!("/a/{}/high.ogg", ContentId::digest(b"nope")), "/nothing".into()]
+    {
         let r = raw(o.addr, "GET", &target, &[]).await;
         assert_eq!(r.status, 404, "{target}");
         assert_eq!(r.json()["error"], "not_found");
@@ -320,12 +326,19 @@ async fn curl_range_forms_are_byte_exact() {
     let o = start(Config::default()).await;
     let url = format!("http://{}{}", o.addr, audio_path(&o));
     let d = &o.data;
-    for (spec, expect) in [("0-99", &d[0..100]), ("999900-", &d[999_900..]), ("-300", &d[999_700..]), ("4096-8191", &d[4096..8192])] {
-        let out = tokio::process::Command::new("curl").args(["-sS", "--fail", "-r", spec, &url]).output().await.expect("curl");
+    for (spec, expect) in
+        [("0-99", &d[0..100]), ("999900-", &d[999_900..]), ("-300", &d[999_700..]), ("4096-8191", &d[4096..8192])]
+    {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--fail", "-r", spec, &url])
+            .output()
+            .await
+            .expect("curl");
         assert!(out.status.success(), "curl -r {spec}: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(out.stdout, expect, "curl -r {spec}");
     }
-    let out = tokio::process::Command::new("curl").args(["-sS", "-i", "-r", "0-9,20-29", &url]).output().await.expect("curl");
+    let out =
+        tokio::process::Command::new("curl").args(["-sS", "-i", "-r", "0-9,20-29", &url]).output().await.expect("curl");
     let r = parse(&out.stdout);
     assert_eq!(r.status, 206);
     let parts = multipart(&r);
@@ -370,7 +383,8 @@ async fn origin_serves_ranges_from_s3() {
 
 /// POST a body with raw headers; returns the parsed response.
 async fn post(addr: SocketAddr, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut req = format!("POST {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req =
+        format!("POST {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -386,7 +400,12 @@ async fn post(addr: SocketAddr, target: &str, headers: &[(&str, &str)], body: &[
 
 fn wav_bytes(secs: u32) -> Vec<u8> {
     let mut cur = std::io::Cursor::new(Vec::new());
-    let spec = hound::WavSpec { channels: 2, sample_rate: 44_100, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::new(&mut cur, spec).unwrap();
     let [l, r] = segue_origin::demo::music(2, 0, secs);
     for (a, b) in l.iter().zip(&r) {

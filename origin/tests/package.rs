@@ -25,7 +25,8 @@ fn write_wav(path: &Path, rate: u32, channels: u16, fmt: Fmt, secs: u32) -> Vec<
     // which changes the pitch but keeps the spectrum dense, which is what matters here.
     let [l, r] = demo::music(1, 0, secs * rate / 44_100 + 1);
     let n = (secs * rate) as usize;
-    let planar: Vec<Vec<f32>> = if channels == 1 { vec![l[..n].to_vec()] } else { vec![l[..n].to_vec(), r[..n].to_vec()] };
+    let planar: Vec<Vec<f32>> =
+        if channels == 1 { vec![l[..n].to_vec()] } else { vec![l[..n].to_vec(), r[..n].to_vec()] };
     let (bits, sample_format) = match fmt {
         Fmt::I16 => (16, hound::SampleFormat::Int),
         Fmt::I24 => (24, hound::SampleFormat::Int),
@@ -49,13 +50,24 @@ fn write_wav(path: &Path, rate: u32, channels: u16, fmt: Fmt, secs: u32) -> Vec<
 
 fn run(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 /// Decoded sample frames per channel, as ffmpeg counts them.
 fn ffmpeg_frames(path: &Path, channels: u16) -> u64 {
-    let out = run(Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args(["-f", "f32le", "-acodec", "pcm_f32le", "-"]));
+    let out = run(Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args([
+        "-f",
+        "f32le",
+        "-acodec",
+        "pcm_f32le",
+        "-",
+    ]));
     out.stdout.len() as u64 / (4 * u64::from(channels))
 }
 
@@ -96,17 +108,27 @@ fn check_tier(dir: &Path, ogg_bytes: &[u8], table: &SeekTable, expect_frames: u6
         // within a couple of blocks; find where, then every sample both produce must agree.
         let head = &partial[..64 * ch];
         let window = (e.granule as usize)..((e.granule as usize + 8192).min(full.len() / ch));
-        let start = window
-            .clone()
-            .find(|&k| &full[k * ch..k * ch + 64 * ch] == head)
-            .unwrap_or_else(|| panic!("{}: decode from {e:?} matches the full decode nowhere in {window:?}", table.tier));
+        let start = window.clone().find(|&k| &full[k * ch..k * ch + 64 * ch] == head).unwrap_or_else(|| {
+            panic!("{}: decode from {e:?} matches the full decode nowhere in {window:?}", table.tier)
+        });
         let common = partial.len().min(full.len() - start * ch);
         assert!(common >= partial.len().saturating_sub(8192 * ch));
-        assert_eq!(&full[start * ch..start * ch + common], &partial[..common], "{}: decode from {e:?} differs", table.tier);
+        assert_eq!(
+            &full[start * ch..start * ch + common],
+            &partial[..common],
+            "{}: decode from {e:?} differs",
+            table.tier
+        );
     }
 }
 
-async fn package_and_check(dir: &Path, master_path: &Path, rate: u32, channels: u16, frames: u64) -> segue_core::ContentId {
+async fn package_and_check(
+    dir: &Path,
+    master_path: &Path,
+    rate: u32,
+    channels: u16,
+    frames: u64,
+) -> segue_core::ContentId {
     let store = FsStore::new(dir.join("store")).unwrap();
     let master = decode_file(master_path).unwrap();
     assert_eq!((master.sample_rate, master.channels.len() as u16, master.frames()), (rate, channels, frames));
@@ -116,7 +138,9 @@ async fn package_and_check(dir: &Path, master_path: &Path, rate: u32, channels: 
     assert_eq!(m.tiers.len(), 5);
     for (tier, info) in &m.tiers {
         let data = store::read_all(&store, &ObjectKey::audio(&m.content_id, *tier)).await.unwrap();
-        let table = SeekTable::from_json(&store::read_all(&store, &ObjectKey::seek(&m.content_id, *tier)).await.unwrap()).unwrap();
+        let table =
+            SeekTable::from_json(&store::read_all(&store, &ObjectKey::seek(&m.content_id, *tier)).await.unwrap())
+                .unwrap();
         let expect = if *tier == Tier::Low { low_tier_frames(frames, rate) } else { frames };
         assert_eq!(info.samples, expect);
         assert_eq!(info.bytes, data.len() as u64);
@@ -207,8 +231,18 @@ async fn bad_masters_are_refused_naming_file_and_problem_and_write_nothing() {
     write_wav(&p("good.wav"), 44_100, 2, Fmt::I16, 1);
     let good = std::fs::read(p("good.wav")).unwrap();
     std::fs::write(p("truncated.wav"), &good[..good.len() / 2]).unwrap();
-    let spec = |channels, rate, bits| hound::WavSpec { channels, sample_rate: rate, bits_per_sample: bits, sample_format: hound::SampleFormat::Int };
-    for (name, s) in [("three.wav", spec(3, 44_100, 16)), ("slow.wav", spec(1, 4_000, 16)), ("eight.wav", spec(1, 44_100, 8)), ("silent.wav", spec(2, 44_100, 16))] {
+    let spec = |channels, rate, bits| hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: bits,
+        sample_format: hound::SampleFormat::Int,
+    };
+    for (name, s) in [
+        ("three.wav", spec(3, 44_100, 16)),
+        ("slow.wav", spec(1, 4_000, 16)),
+        ("eight.wav", spec(1, 44_100, 8)),
+        ("silent.wav", spec(2, 44_100, 16)),
+    ] {
         let mut w = hound::WavWriter::create(p(name), s).unwrap();
         if name != "silent.wav" {
             for _ in 0..s.channels as usize * 1000 {

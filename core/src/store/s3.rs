@@ -79,9 +79,13 @@ impl S3Store {
             return Err(Error::invalid("s3 location", "bucket name is empty (expected s3://bucket/prefix)"));
         }
         let env = |name: &str| std::env::var(name).unwrap_or_default();
-        let ak = if settings.access_key_id.is_empty() { env("AWS_ACCESS_KEY_ID") } else { settings.access_key_id.clone() };
-        let sk =
-            if settings.secret_access_key.is_empty() { env("AWS_SECRET_ACCESS_KEY") } else { settings.secret_access_key.clone() };
+        let ak =
+            if settings.access_key_id.is_empty() { env("AWS_ACCESS_KEY_ID") } else { settings.access_key_id.clone() };
+        let sk = if settings.secret_access_key.is_empty() {
+            env("AWS_SECRET_ACCESS_KEY")
+        } else {
+            settings.secret_access_key.clone()
+        };
         let mut cfg = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(settings.region.clone()))
@@ -134,7 +138,10 @@ impl S3Store {
             .map_err(|e| s3_error(key, e))?;
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| Error::Store { message: "CreateMultipartUpload returned no upload id".into(), retryable: true })?
+            .ok_or_else(|| Error::Store {
+                message: "CreateMultipartUpload returned no upload id".into(),
+                retryable: true,
+            })?
             .to_owned();
         let result = async {
             let mut parts = Vec::new();
@@ -168,7 +175,9 @@ impl S3Store {
                     .send()
                     .await
                     .map_err(|e| s3_error(key, e))?;
-                parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_owned)).build());
+                parts.push(
+                    CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_owned)).build(),
+                );
             }
             self.client
                 .complete_multipart_upload()
@@ -184,7 +193,14 @@ impl S3Store {
         .await;
         if result.is_err() {
             // Best effort: an abandoned upload costs storage until a lifecycle rule removes it.
-            let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(&s3_key).upload_id(&upload_id).send().await;
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&s3_key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
         }
         result
     }
@@ -269,7 +285,10 @@ impl ObjectStore for S3Store {
         let meta = ObjectMeta {
             key: key.clone(),
             len: out.content_length().unwrap_or(0).max(0) as u64,
-            validators: Validators { etag: clean_etag(out.e_tag()), last_modified: to_system_time(out.last_modified()) },
+            validators: Validators {
+                etag: clean_etag(out.e_tag()),
+                last_modified: to_system_time(out.last_modified()),
+            },
         };
         Ok(Box::new(S3Reader { client: self.client.clone(), bucket: self.bucket.clone(), s3_key, meta }))
     }
@@ -291,7 +310,13 @@ impl ObjectStore for S3Store {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<()> {
-        self.client.delete_object().bucket(&self.bucket).key(self.s3_key(key)).send().await.map_err(|e| s3_error(key, e))?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.s3_key(key))
+            .send()
+            .await
+            .map_err(|e| s3_error(key, e))?;
         Ok(())
     }
 
@@ -305,7 +330,10 @@ impl ObjectStore for S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| Error::Store { message: format!("list {prefix}: {}", DisplayErrorContext(&e)), retryable: true })?;
+            let page = page.map_err(|e| Error::Store {
+                message: format!("list {prefix}: {}", DisplayErrorContext(&e)),
+                retryable: true,
+            })?;
             for obj in page.contents() {
                 let Some(full) = obj.key() else { continue };
                 let Some(rel) = full.strip_prefix(&self.prefix) else { continue };
