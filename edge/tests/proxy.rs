@@ -2,171 +2,16 @@
 //! scripted upstream (a real HTTP server that counts requests and can stall or die
 //! mid-body), checking byte-exact ranges, coalescing and failure visibility.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
-use http::{header, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
-use segue_core::server::{Body, BoxError};
-use segue_core::store::{self, FsStore, ObjectStore};
+use common::*;
 use segue_core::{ContentId, ObjectKey, Tier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
-
-const SLICE: u64 = 256 * 1024;
-
-fn pattern(len: usize, seed: u8) -> Bytes {
-    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8 ^ seed).collect()
-}
-
-async fn start_edge(upstreams: Vec<String>, tweak: impl FnOnce(&mut segue_edge::Config)) -> SocketAddr {
-    let mut config = segue_edge::Config { upstreams, slice_kib: SLICE / 1024, mem_cache_mb: 64, ..Default::default() };
-    config.reader_timeout_secs = 5;
-    tweak(&mut config);
-    let state = Arc::new(segue_edge::State::new(&config).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(segue_edge::serve(listener, state, segue_edge::server_options(&config), std::future::pending()));
-    addr
-}
-
-async fn start_origin(objects: &[(ObjectKey, Bytes)]) -> (SocketAddr, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let fs: Arc<dyn ObjectStore> = Arc::new(FsStore::new(dir.path()).unwrap());
-    for (k, d) in objects {
-        store::put_bytes(fs.as_ref(), k, d.clone()).await.unwrap();
-    }
-    let config = segue_origin::Config::default();
-    let state = Arc::new(segue_origin::State::with_store(&config, fs).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(segue_origin::serve(listener, state, Default::default(), std::future::pending()));
-    (addr, dir)
-}
-
-/// How the scripted upstream misbehaves on the next requests.
-#[derive(Default)]
-struct Script {
-    /// Send this many bytes of each body, then wait for the notify.
-    stall_after: Option<(usize, Arc<Notify>)>,
-    /// Send this many bytes of each body, then abort the connection.
-    die_after: Option<usize>,
-}
-
-struct Scripted {
-    addr: SocketAddr,
-    requests: Arc<Mutex<HashMap<String, usize>>>,
-    script: Arc<Mutex<Script>>,
-}
-
-impl Scripted {
-    fn count(&self) -> usize {
-        self.requests.lock().unwrap().values().sum()
-    }
-    fn max_per_range(&self) -> usize {
-        self.requests.lock().unwrap().values().copied().max().unwrap_or(0)
-    }
-}
-
-async fn start_scripted(data: Bytes) -> Scripted {
-    let requests: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let script: Arc<Mutex<Script>> = Arc::default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (rq, sc) = (requests.clone(), script.clone());
-    tokio::spawn(segue_core::server::serve(
-        listener,
-        Default::default(),
-        move |req, _| {
-            let (rq, sc, data) = (rq.clone(), sc.clone(), data.clone());
-            async move {
-                let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                *rq.lock().unwrap().entry(range.clone()).or_default() += 1;
-                let len = data.len() as u64;
-                let (first, last) = range
-                    .strip_prefix("bytes=")
-                    .and_then(|r| r.split_once('-'))
-                    .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap().min(len - 1)))
-                    .unwrap_or((0, len - 1));
-                let body = data.slice(first as usize..=last as usize);
-                let (stall, die) = {
-                    let s = sc.lock().unwrap();
-                    (s.stall_after.clone(), s.die_after)
-                };
-                let chunks: Vec<Bytes> = (0..body.len())
-                    .step_by(16 * 1024)
-                    .map(|i| body.slice(i..(i + 16 * 1024).min(body.len())))
-                    .collect();
-                let stream = futures_util::stream::iter(chunks).enumerate().then(move |(i, c)| {
-                    let stall = stall.clone();
-                    async move {
-                        let sent = i * 16 * 1024;
-                        if let Some(limit) = die {
-                            if sent >= limit {
-                                return Err::<Frame<Bytes>, BoxError>("scripted upstream death".into());
-                            }
-                        }
-                        if let Some((limit, n)) = stall {
-                            if sent >= limit && sent < limit + 16 * 1024 {
-                                n.notified().await;
-                            }
-                        }
-                        Ok(Frame::data(c))
-                    }
-                });
-                let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)) as Body);
-                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-                let h = r.headers_mut();
-                h.insert(header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}").parse().unwrap());
-                h.insert(header::CONTENT_LENGTH, (last - first + 1).into());
-                h.insert(header::ETAG, "\"v1\"".parse().unwrap());
-                h.insert(header::CONTENT_TYPE, "audio/ogg".parse().unwrap());
-                r
-            }
-        },
-        std::future::pending(),
-    ));
-    Scripted { addr, requests, script }
-}
-
-struct Resp {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn h(&self, n: &str) -> &str {
-        self.headers.get(n).map(String::as_str).unwrap_or("")
-    }
-}
-
-async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Resp {
-    let mut req = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await; // an aborted body ends in a reset
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
-    let head = String::from_utf8_lossy(&buf[..split]).to_string();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Resp { status, headers, body: buf[split + 4..].to_vec() }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranges_through_the_edge_are_byte_exact_cold_and_warm() {
@@ -322,7 +167,7 @@ async fn a_client_that_leaves_does_not_cancel_the_fetch() {
     release.notify_waiters();
     let r = stayer.await.unwrap();
     assert_eq!(r.body, &data[..262_144]);
-    assert_eq!(up.requests.lock().unwrap().get("bytes=0-262143").copied(), Some(1));
+    assert_eq!(up.requests.lock().unwrap().get("/leave.ogg bytes=0-262143").copied(), Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,221 @@
+//! Shared by the edge's integration tests: an origin and an edge on loopback, a scripted
+//! upstream (a real HTTP server that counts requests and misbehaves on demand), and a raw
+//! HTTP client that shows truncated bodies as they are.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use segue_core::server::{Body, BoxError};
+use segue_core::store::{self, FsStore, ObjectStore};
+use segue_core::ObjectKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+pub const SLICE: u64 = 256 * 1024;
+
+pub fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8 ^ seed).collect()
+}
+
+pub async fn start_edge(upstreams: Vec<String>, tweak: impl FnOnce(&mut segue_edge::Config)) -> SocketAddr {
+    start_edge_with_state(upstreams, tweak).await.0
+}
+
+pub async fn start_edge_with_state(
+    upstreams: Vec<String>,
+    tweak: impl FnOnce(&mut segue_edge::Config),
+) -> (SocketAddr, Arc<segue_edge::State>) {
+    let mut config = segue_edge::Config { upstreams, slice_kib: SLICE / 1024, mem_cache_mb: 64, ..Default::default() };
+    config.reader_timeout_secs = 5;
+    tweak(&mut config);
+    let state = Arc::new(segue_edge::State::new(&config).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(segue_edge::serve(
+        listener,
+        state.clone(),
+        segue_edge::server_options(&config),
+        std::future::pending(),
+    ));
+    (addr, state)
+}
+
+pub async fn start_origin(objects: &[(ObjectKey, Bytes)]) -> (SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn ObjectStore> = Arc::new(FsStore::new(dir.path()).unwrap());
+    for (k, d) in objects {
+        store::put_bytes(fs.as_ref(), k, d.clone()).await.unwrap();
+    }
+    let config = segue_origin::Config::default();
+    let state = Arc::new(segue_origin::State::with_store(&config, fs).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(segue_origin::serve(listener, state, Default::default(), std::future::pending()));
+    (addr, dir)
+}
+
+/// How the scripted upstream misbehaves on the next requests.
+#[derive(Default)]
+pub struct Script {
+    /// Send this many bytes of each body, then wait for the notify.
+    pub stall_after: Option<(usize, Arc<Notify>)>,
+    /// Send this many bytes of each body, then abort the connection.
+    pub die_after: Option<usize>,
+    /// Random misbehaviour: (seed, chance to die mid-body, chance to stall mid-body).
+    pub chaos: Option<(u64, f64, f64)>,
+    requests_seen: u64,
+}
+
+pub struct Scripted {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<HashMap<String, usize>>>,
+    /// Responses sent whole, per Range header.
+    pub clean: Arc<Mutex<HashMap<String, usize>>>,
+    pub script: Arc<Mutex<Script>>,
+}
+
+impl Scripted {
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().values().sum()
+    }
+    pub fn max_per_range(&self) -> usize {
+        self.requests.lock().unwrap().values().copied().max().unwrap_or(0)
+    }
+}
+
+pub async fn start_scripted(data: Bytes) -> Scripted {
+    start_scripted_objects(HashMap::new(), data).await
+}
+
+/// A scripted upstream serving `objects` by path, `fallback` for any other path.
+pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: Bytes) -> Scripted {
+    let requests: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let clean: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let script: Arc<Mutex<Script>> = Arc::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (rq, cl, sc) = (requests.clone(), clean.clone(), script.clone());
+    let objects = Arc::new(objects);
+    tokio::spawn(segue_core::server::serve(
+        listener,
+        Default::default(),
+        move |req, _| {
+            let (rq, cl, sc, objects, fallback) =
+                (rq.clone(), cl.clone(), sc.clone(), objects.clone(), fallback.clone());
+            async move {
+                let data = objects.get(req.uri().path()).cloned().unwrap_or(fallback);
+                let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let tag = format!("{} {range}", req.uri().path());
+                *rq.lock().unwrap().entry(tag.clone()).or_default() += 1;
+                let len = data.len() as u64;
+                let (first, last) = range
+                    .strip_prefix("bytes=")
+                    .and_then(|r| r.split_once('-'))
+                    .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap().min(len - 1)))
+                    .unwrap_or((0, len - 1));
+                let body = data.slice(first as usize..=last as usize);
+                let (stall, mut die, chaos_stall) = {
+                    let mut s = sc.lock().unwrap();
+                    s.requests_seen += 1;
+                    let mut chaos_stall = None;
+                    let mut die = s.die_after;
+                    if let Some((seed, p_die, p_stall)) = s.chaos {
+                        use rand::{Rng, SeedableRng};
+                        let mut rng =
+                            rand::rngs::SmallRng::seed_from_u64(seed ^ s.requests_seen.wrapping_mul(0x9E37_79B9));
+                        let roll: f64 = rng.random();
+                        if roll < p_die {
+                            die = Some(rng.random_range(0..body.len()));
+                        } else if roll < p_die + p_stall {
+                            chaos_stall = Some((rng.random_range(0..body.len()), rng.random_range(20..300u64)));
+                        }
+                    }
+                    (s.stall_after.clone(), die, chaos_stall)
+                };
+                const CHUNK: usize = 16 * 1024;
+                let chunks: Vec<Bytes> =
+                    (0..body.len()).step_by(CHUNK).map(|i| body.slice(i..(i + CHUNK).min(body.len()))).collect();
+                let n = chunks.len();
+                if die.is_some_and(|d| d >= body.len()) {
+                    die = None;
+                }
+                let stream = futures_util::stream::iter(chunks).enumerate().then(move |(i, c)| {
+                    let (stall, cl, tag) = (stall.clone(), cl.clone(), tag.clone());
+                    async move {
+                        let sent = i * CHUNK;
+                        if let Some(limit) = die {
+                            if sent + c.len() > limit {
+                                return Err::<Frame<Bytes>, BoxError>("scripted upstream death".into());
+                            }
+                        }
+                        if let Some((limit, n)) = stall {
+                            if sent >= limit && sent < limit + CHUNK {
+                                n.notified().await;
+                            }
+                        }
+                        if let Some((at, ms)) = chaos_stall {
+                            if sent <= at && at < sent + CHUNK {
+                                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            }
+                        }
+                        if i + 1 == n {
+                            *cl.lock().unwrap().entry(tag).or_default() += 1;
+                        }
+                        Ok(Frame::data(c))
+                    }
+                });
+                let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)) as Body);
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let h = r.headers_mut();
+                h.insert(header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}").parse().unwrap());
+                h.insert(header::CONTENT_LENGTH, (last - first + 1).into());
+                h.insert(header::ETAG, "\"v1\"".parse().unwrap());
+                h.insert(header::CONTENT_TYPE, "audio/ogg".parse().unwrap());
+                r
+            }
+        },
+        std::future::pending(),
+    ));
+    Scripted { addr, requests, clean, script }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn h(&self, n: &str) -> &str {
+        self.headers.get(n).map(String::as_str).unwrap_or("")
+    }
+}
+
+pub async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut req = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await; // an aborted body ends in a reset
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Resp { status, headers, body: buf[split + 4..].to_vec() }
+}
