@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Edge vs nginx, side by side on this machine: segue edge, nginx proxy_cache with
+# proxy_cache_lock, and nginx with `slice 1m`, each in front of the same segue origin,
+# same files (Ogg-sized random objects), same byte cap, each server pinned to core 0 and
+# the load generator (segue loadtest, one core) to core 1.
+#
+#   scripts/bench-edge.sh            TRACKS=1000 SECS=10 by default
+#   TRACKS=300 SECS=5 scripts/bench-edge.sh
+#
+# Scenarios (issue "Edge POP core"):
+#   1. hot 256 KiB ranges, 64 connections, Zipf 0.9 over the catalog
+#   2. hot whole files, 16 connections, Zipf 0.9
+#   3. 1,000 clients at once on one cold 8.4 MB object: upstream fetches, time vs one
+#      direct fetch from the origin
+#   4. catalog 10x the byte cap, Zipf 0.9, 256 KiB ranges: byte hit ratio, peak RSS
+# Upstream traffic is read from the origin's own /metrics, the same way for every peer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRACKS="${TRACKS:-1000}"
+SECS="${SECS:-10}"
+command -v nginx >/dev/null || command -v /usr/sbin/nginx >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
+}
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+cargo build --release --bin segue >&2
+BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/segue"
+WORK=$(mktemp -d /tmp/segue-edge-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+log() { echo "bench-edge: $*" >&2; }
+
+# The catalog: TRACKS objects of 0.6-8.7 MB (deterministic sizes), plus cold storm objects.
+log "writing $TRACKS objects"
+mkdir -p "$WORK/data/audio"
+: >"$WORK/paths.txt"
+total=0
+for i in $(seq 1 "$TRACKS"); do
+  cid=$(printf '%064x' "$i")
+  size=$(( 600000 + (i * 7919 % 8100) * 1000 ))
+  mkdir -p "$WORK/data/audio/$cid"
+  head -c "$size" /dev/urandom >"$WORK/data/audio/$cid/high.ogg"
+  echo "/a/$cid/high.ogg" >>"$WORK/paths.txt"
+  total=$((total + size))
+done
+for name in cold0 cold1 cold2 cold3; do
+  cid=$(printf '%s%060x' "c0de" "$(printf '%d' "'${name: -1}")")
+  mkdir -p "$WORK/data/audio/$cid"
+  head -c 8400000 /dev/urandom >"$WORK/data/audio/$cid/high.ogg"
+  echo "/a/$cid/high.ogg" >"$WORK/$name.txt"
+done
+chmod -R a+rX "$WORK"
+log "catalog: $TRACKS objects, $((total / 1000000)) MB"
+
+# One read of the origin's counters: "requests bytes". Each read is itself one request,
+# which `origin_delta` subtracts.
+origin_counters() {
+  curl -s http://127.0.0.1:18170/metrics | awk '$1 ~ /^origin_requests_total/ {r += $2} $1 ~ /^origin_body_bytes_total/ {b += $2} END {printf "%.0f %.0f", r, b}'
+}
+origin_delta() { # before-counters -> "requests MB" since then
+  local now; now=$(origin_counters)
+  read -r r0 b0 <<<"$1"; read -r r1 b1 <<<"$now"
+  echo "$((r1 - r0 - 1)) $(((b1 - b0) / 1000000))"
+}
+rss_peak() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+lt() { taskset -c 1 "$BIN" loadtest --target "http://127.0.0.1:$1" --json "${@:2}"; }
+field() { python3 -c "import json,sys; r=json.load(sys.stdin); print($1)"; }
+
+# Origin (shared upstream), on core 1 with the load generator: it only works on misses.
+RUST_LOG=warn taskset -c 1 "$BIN" origin --listen 127.0.0.1:18170 --data-dir "$WORK/data" >"$WORK/origin.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18170/healthz >/dev/null && break; sleep 0.1; done
+
+start_peers() { # cap_mb
+  local cap=$1
+  RUST_LOG=warn taskset -c 0 "$BIN" edge --listen 127.0.0.1:18180 --upstream http://127.0.0.1:18170 --mem-cache-mb "$cap" >"$WORK/edge.log" 2>&1 &
+  EDGE_PID=$!
+  PIDS+=($EDGE_PID)
+  mkdir -p "$WORK/nc1" "$WORK/nc2"
+  cat >"$WORK/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  proxy_http_version 1.1;
+  upstream origin { server 127.0.0.1:18170; keepalive 64; }
+  proxy_cache_path $WORK/nc1 levels=1:2 keys_zone=whole:64m max_size=${cap}m inactive=1d use_temp_path=off;
+  proxy_cache_path $WORK/nc2 levels=1:2 keys_zone=sliced:64m max_size=${cap}m inactive=1d use_temp_path=off;
+  server {
+    listen 127.0.0.1:18181;
+    location / {
+      proxy_pass http://origin;
+      proxy_set_header Connection "";
+      proxy_cache whole;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 60s;
+      proxy_cache_valid 200 206 1d;
+    }
+  }
+  server {
+    listen 127.0.0.1:18182;
+    location / {
+      slice 1m;
+      proxy_pass http://origin;
+      proxy_set_header Connection "";
+      proxy_set_header Range \$slice_range;
+      proxy_cache sliced;
+      proxy_cache_key \$uri\$slice_range;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 60s;
+      proxy_cache_valid 200 206 1d;
+    }
+  }
+}
+CONF
+  rm -f "$WORK/nginx.pid"
+  taskset -c 0 "$NGINX" -c "$WORK/nginx.conf"
+  for _ in $(seq 1 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
+  NGINX_PID=$(cat "$WORK/nginx.pid")
+  for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18180/healthz >/dev/null && break; sleep 0.1; done
+}
+stop_peers() {
+  kill "$EDGE_PID" 2>/dev/null || true
+  kill -QUIT "$NGINX_PID" 2>/dev/null || true
+  # Wait until both are gone, so the next start is fresh (ports free, caches empty).
+  for _ in $(seq 1 100); do
+    kill -0 "$EDGE_PID" 2>/dev/null || kill -0 "$NGINX_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  rm -rf "$WORK/nc1" "$WORK/nc2"
+}
+
+declare -A PORT=([segue]=18180 [nginx-lock]=18181 [nginx-slice]=18182)
+PEERS=(segue nginx-lock nginx-slice)
+
+echo "## Edge vs nginx ($(date -u +%Y-%m-%d), TRACKS=$TRACKS, SECS=$SECS)"
+echo
+
+# 1 and 2: hot. Cap holds the whole catalog; warm first with the same mix.
+cap=$(( total / 1000000 + 1024 ))
+start_peers "$cap"
+echo "### 1. Hot 256 KiB ranges, 64 connections, Zipf 0.9 (cap ${cap} MB)"
+echo "| peer | req/s | MB/s | p50 ms | p99 ms | errors |"
+echo "|---|---|---|---|---|---|"
+declare -A RPS
+for p in "${PEERS[@]}"; do
+  lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs "$SECS" >/dev/null
+  r=$(lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs "$SECS")
+  RPS[$p]=$(echo "$r" | field 'r["requests_per_sec"]')
+  echo "| $p | $(echo "$r" | field '"%.0f | %.0f | %.2f | %.2f | %d" % (r["requests_per_sec"], r["mb_per_sec"], r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"])') |"
+done
+echo
+echo "Ratio segue / nginx-lock: $(awk "BEGIN{printf \"%.2f\", ${RPS[segue]}/${RPS[nginx-lock]}}")x, segue / nginx-slice: $(awk "BEGIN{printf \"%.2f\", ${RPS[segue]}/${RPS[nginx-slice]}}")x"
+echo
+echo "### 2. Hot whole files, 16 connections, Zipf 0.9"
+echo "| peer | req/s | MB/s | p50 ms | p99 ms | errors |"
+echo "|---|---|---|---|---|---|"
+declare -A MBS
+for p in "${PEERS[@]}"; do
+  lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --range-kib 0 --connections 16 --duration-secs "$SECS" >/dev/null
+  r=$(lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --range-kib 0 --connections 16 --duration-secs "$SECS")
+  MBS[$p]=$(echo "$r" | field 'r["mb_per_sec"]')
+  echo "| $p | $(echo "$r" | field '"%.0f | %.0f | %.2f | %.2f | %d" % (r["requests_per_sec"], r["mb_per_sec"], r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"])') |"
+done
+echo
+echo "Ratio segue / nginx-lock: $(awk "BEGIN{printf \"%.2f\", ${MBS[segue]}/${MBS[nginx-lock]}}")x, segue / nginx-slice: $(awk "BEGIN{printf \"%.2f\", ${MBS[segue]}/${MBS[nginx-slice]}}")x"
+echo
+
+# 3: cold storm.
+echo "### 3. 1,000 clients at once on one cold 8.4 MB object"
+direct=$(lt 18170 --paths-file "$WORK/cold0.txt" --range-kib 0 --requests 1 --connections 1 | field 'r["latency_ms"]["max"]')
+echo "One direct fetch of the whole object from the origin: ${direct} ms. Delivering 1,000"
+echo "copies cannot finish in 1.5x that on any server (8.4 GB over loopback), so the column"
+echo "that shows coalescing is the first byte: how long waiters wait for the one fetch."
+echo
+echo "| peer | first byte p50 / max (ms) | max first byte × direct fetch | all 1,000 complete (s) | origin requests | origin MB | errors |"
+echo "|---|---|---|---|---|---|---|"
+i=1
+for p in "${PEERS[@]}"; do
+  before=$(origin_counters)
+  r=$(lt "${PORT[$p]}" --paths-file "$WORK/cold$i.txt" --range-kib 0 --storm --connections 1000)
+  read -r reqs mb <<<"$(origin_delta "$before")"
+  t50=$(echo "$r" | field 'r["ttfb_ms"]["p50"]'); tmax=$(echo "$r" | field 'r["ttfb_ms"]["max"]')
+  secs=$(echo "$r" | field 'r["latency_ms"]["max"]/1000')
+  echo "| $p | $(printf '%.1f / %.1f' "$t50" "$tmax") | $(awk "BEGIN{printf \"%.2f\", $tmax/$direct}") | $(printf '%.2f' "$secs") | $reqs | $mb | $(echo "$r" | field 'r["errors"]') |"
+  i=$((i + 1))
+done
+echo
+echo "(8.4 MB is 9 slices of 1 MiB for segue and nginx-slice.)"
+echo
+stop_peers
+
+# 4: catalog 10x the cap.
+cap=$(( total / 10000000 ))
+start_peers "$cap"
+echo "### 4. Catalog ${total%??????} MB, cap ${cap} MB (10x), 256 KiB ranges, Zipf 0.9, 64 connections, $((SECS * 3)) s"
+echo "| peer | req/s | client MB | origin MB | byte hit ratio | peak RSS MB |"
+echo "|---|---|---|---|---|---|"
+for p in "${PEERS[@]}"; do
+  before=$(origin_counters)
+  r=$(lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs $((SECS * 3)))
+  read -r origin_reqs origin_mb <<<"$(origin_delta "$before")"
+  log "$p: origin requests $origin_reqs, origin MB $origin_mb"
+  client_mb=$(echo "$r" | field 'int(r["bytes"]/1e6)')
+  pid=$EDGE_PID; [ "$p" != segue ] && pid=$(pgrep -P "$NGINX_PID" | head -1)
+  echo "| $p | $(echo "$r" | field '"%.0f" % r["requests_per_sec"]') | $client_mb | $origin_mb | $(awk "BEGIN{printf \"%.3f\", 1-$origin_mb/$client_mb}") | $(( $(rss_peak "$pid") / 1024 )) |"
+done
+echo
+echo "(nginx keeps its cache on disk, so its RSS excludes the cached bytes, which sit in the page cache; segue's RSS includes its memory tier.)"
+stop_peers
