@@ -18,6 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TRACKS="${TRACKS:-1000}"
 SECS="${SECS:-10}"
+ONLY="${ONLY:-1234}"                    # which scenarios to run
+EDGE_SLICE_KIB="${EDGE_SLICE_KIB:-256}"  # edge settings under test
+EDGE_EVICTION="${EDGE_EVICTION:-tiny_lfu}"
 command -v nginx >/dev/null || command -v /usr/sbin/nginx >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
 }
@@ -73,7 +76,8 @@ for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18170/healthz >/dev/null && 
 
 start_peers() { # cap_mb
   local cap=$1
-  RUST_LOG=warn taskset -c 0 "$BIN" edge --listen 127.0.0.1:18180 --upstream http://127.0.0.1:18170 --mem-cache-mb "$cap" >"$WORK/edge.log" 2>&1 &
+  printf 'slice_kib = %s\nmem_eviction = "%s"\n' "$EDGE_SLICE_KIB" "$EDGE_EVICTION" >"$WORK/edge.toml"
+  RUST_LOG=warn taskset -c 0 "$BIN" edge --config "$WORK/edge.toml" --listen 127.0.0.1:18180 --upstream http://127.0.0.1:18170 --mem-cache-mb "$cap" >"$WORK/edge.log" 2>&1 &
   EDGE_PID=$!
   PIDS+=($EDGE_PID)
   mkdir -p "$WORK/nc1" "$WORK/nc2"
@@ -135,14 +139,17 @@ stop_peers() {
 }
 
 declare -A PORT=([segue]=18180 [nginx-lock]=18181 [nginx-slice]=18182)
-PEERS=(segue nginx-lock nginx-slice)
+read -r -a PEERS <<<"${PEERS:-segue nginx-lock nginx-slice}"
 
-echo "## Edge vs nginx ($(date -u +%Y-%m-%d), TRACKS=$TRACKS, SECS=$SECS)"
+echo "## Edge vs nginx ($(date -u +%Y-%m-%d), TRACKS=$TRACKS, SECS=$SECS, edge slice_kib=$EDGE_SLICE_KIB mem_eviction=$EDGE_EVICTION)"
 echo
 
 # 1 and 2: hot. Cap holds the whole catalog; warm first with the same mix.
 cap=$(( total / 1000000 + 1024 ))
+if [[ "$ONLY" == *1* || "$ONLY" == *2* || "$ONLY" == *3* ]]; then
 start_peers "$cap"
+fi
+if [[ "$ONLY" == *1* ]]; then
 echo "### 1. Hot 256 KiB ranges, 64 connections, Zipf 0.9 (cap ${cap} MB)"
 echo "| peer | req/s | MB/s | p50 ms | p99 ms | errors |"
 echo "|---|---|---|---|---|---|"
@@ -156,6 +163,8 @@ done
 echo
 echo "Ratio segue / nginx-lock: $(awk "BEGIN{printf \"%.2f\", ${RPS[segue]}/${RPS[nginx-lock]}}")x, segue / nginx-slice: $(awk "BEGIN{printf \"%.2f\", ${RPS[segue]}/${RPS[nginx-slice]}}")x"
 echo
+fi
+if [[ "$ONLY" == *2* ]]; then
 echo "### 2. Hot whole files, 16 connections, Zipf 0.9"
 echo "| peer | req/s | MB/s | p50 ms | p99 ms | errors |"
 echo "|---|---|---|---|---|---|"
@@ -170,7 +179,10 @@ echo
 echo "Ratio segue / nginx-lock: $(awk "BEGIN{printf \"%.2f\", ${MBS[segue]}/${MBS[nginx-lock]}}")x, segue / nginx-slice: $(awk "BEGIN{printf \"%.2f\", ${MBS[segue]}/${MBS[nginx-slice]}}")x"
 echo
 
+fi
+
 # 3: cold storm.
+if [[ "$ONLY" == *3* ]]; then
 echo "### 3. 1,000 clients at once on one cold 8.4 MB object"
 direct=$(lt 18170 --paths-file "$WORK/cold0.txt" --range-kib 0 --requests 1 --connections 1 | field 'r["latency_ms"]["max"]')
 echo "One direct fetch of the whole object from the origin: ${direct} ms. Delivering 1,000"
@@ -190,11 +202,15 @@ for p in "${PEERS[@]}"; do
   i=$((i + 1))
 done
 echo
-echo "(8.4 MB is 9 slices of 1 MiB for segue and nginx-slice.)"
+echo "(8.4 MB is $(( (8400000 + EDGE_SLICE_KIB * 1024 - 1) / (EDGE_SLICE_KIB * 1024) )) slices of ${EDGE_SLICE_KIB} KiB for segue, 9 of 1 MiB for nginx-slice.)"
 echo
+fi
+if [[ "$ONLY" == *1* || "$ONLY" == *2* || "$ONLY" == *3* ]]; then
 stop_peers
+fi
 
 # 4: catalog 10x the cap.
+if [[ "$ONLY" == *4* ]]; then
 cap=$(( total / 10000000 ))
 start_peers "$cap"
 echo "### 4. Catalog ${total%??????} MB, cap ${cap} MB (10x), 256 KiB ranges, Zipf 0.9, 64 connections, $((SECS * 3)) s"
@@ -212,3 +228,4 @@ done
 echo
 echo "(nginx keeps its cache on disk, so its RSS excludes the cached bytes, which sit in the page cache; segue's RSS includes its memory tier.)"
 stop_peers
+fi

@@ -47,10 +47,15 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub fn new(capacity_bytes: u64, slice_size: u64) -> Self {
+    pub fn new(capacity_bytes: u64, slice_size: u64, eviction: crate::config::Eviction) -> Self {
+        let policy = match eviction {
+            crate::config::Eviction::TinyLfu => moka::policy::EvictionPolicy::tiny_lfu(),
+            crate::config::Eviction::Lru => moka::policy::EvictionPolicy::lru(),
+        };
         Cache {
             slices: moka::sync::Cache::builder()
                 .max_capacity(capacity_bytes)
+                .eviction_policy(policy)
                 .weigher(|k: &SliceKey, v: &Bytes| {
                     (v.len() as u64 + k.object.len() as u64 + ENTRY_OVERHEAD).min(u64::from(u32::MAX)) as u32
                 })

@@ -92,9 +92,13 @@ impl Fill {
         }
     }
 
-    /// The object info, once the response head arrived.
+    /// The object info, once the response head arrived. A fill of an already known object
+    /// reports no head; once it is done, the caller is told to look in the cache.
     pub async fn head(&self, timeout: Duration, what: &str) -> Result<Arc<ObjectInfo>, Error> {
-        self.wait(timeout, what, |s| s.head.clone()).await?
+        self.wait(timeout, what, |s| {
+            s.head.clone().or_else(|| s.done.as_ref().map(|_| Err(Error::Changed(what.to_owned()))))
+        })
+        .await?
     }
 
     /// Chunk `i`: `Ok(Some)` when it arrived, `Ok(None)` when the fill ended before it,
@@ -127,6 +131,9 @@ pub enum Joined {
     Started(Arc<Fill>),
     /// A fill was already running.
     Joined(Arc<Fill>),
+    /// No fill was running and the data is in the cache after all (a fill finished
+    /// between the caller's cache miss and this call): read the cache again.
+    Ready,
 }
 
 impl Coalescer {
@@ -136,15 +143,21 @@ impl Coalescer {
 
     /// Join the fill for a slice, or create it. A fill older than `max_age` and still
     /// running is replaced: exactly one caller (the one holding the lock) takes over.
-    pub fn join(&self, object: &Arc<str>, index: u64, max_age: Duration) -> Joined {
+    ///
+    /// `cached` re-checks the cache under the lock before a new fill is created. A fill
+    /// stores its data before it deregisters (under this lock), so a caller whose cache
+    /// miss raced with a finishing fill sees the data here instead of fetching it again.
+    pub fn join(&self, object: &Arc<str>, index: u64, max_age: Duration, cached: impl FnOnce() -> bool) -> Joined {
         let mut map = self.lock();
         let key = (object.clone(), index);
-        if let Some(f) = map.get(&key) {
-            if f.started.elapsed() < max_age || f.is_done() {
-                return Joined::Joined(f.clone());
+        match map.get(&key) {
+            Some(f) if f.started.elapsed() < max_age || f.is_done() => return Joined::Joined(f.clone()),
+            Some(f) => {
+                tracing::warn!(object = %object, index, age = ?f.started.elapsed(), "fill too old; taking over");
+                metrics::counter!("edge_fill_takeovers_total").increment(1);
             }
-            tracing::warn!(object = %object, index, age = ?f.started.elapsed(), "fill too old; taking over");
-            metrics::counter!("edge_fill_takeovers_total").increment(1);
+            None if cached() => return Joined::Ready,
+            None => {}
         }
         let f = Arc::new(Fill::new());
         map.insert(key, f.clone());

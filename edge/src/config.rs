@@ -16,8 +16,11 @@ pub struct Config {
     pub upstreams: Vec<String>,
     /// Memory cache size, MiB. Default 1024.
     pub mem_cache_mb: u64,
+    /// Memory tier eviction: `tiny_lfu` (W-TinyLFU admission; default) or `lru`.
+    pub mem_eviction: Eviction,
     /// Slice size, KiB: objects are fetched and cached in aligned slices of this size.
-    /// Default 1024 (see docs/BENCHMARKS.md for the measurement behind it).
+    /// Default 256: players ask for 256 KiB ranges, and with 1 MiB slices every cold
+    /// range cost four times its bytes upstream (docs/BENCHMARKS.md, scenario 4).
     pub slice_kib: u64,
     /// Seconds to wait for an upstream's response head. Default 5.
     pub upstream_connect_timeout_secs: u64,
@@ -51,7 +54,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             upstreams: Vec::new(),
             mem_cache_mb: 1024,
-            slice_kib: 1024,
+            mem_eviction: Eviction::TinyLfu,
+            slice_kib: 256,
             upstream_connect_timeout_secs: 5,
             reader_timeout_secs: 10,
             writer_max_age_secs: 30,
@@ -65,6 +69,13 @@ impl Default for Config {
             token_prefixes: vec!["/a/".into(), "/enc/".into()],
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Eviction {
+    TinyLfu,
+    Lru,
 }
 
 impl Validate for Config {

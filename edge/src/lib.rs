@@ -55,7 +55,7 @@ impl State {
         let verifier = config.tokens.verifier().map_err(|e| invalid(&e.field, e.message))?;
         let via = format!("1.1 {}", config.name);
         Ok(State {
-            cache: Cache::new(config.mem_cache_mb << 20, config.slice_kib << 10),
+            cache: Cache::new(config.mem_cache_mb << 20, config.slice_kib << 10, config.mem_eviction),
             coalescer: Coalescer::default(),
             upstreams: Upstreams::new(
                 &config.upstreams,
@@ -158,16 +158,23 @@ async fn serve_object(state: &Arc<State>, req: &Request<Incoming>) -> Result<Res
     let (info, mut x_cache) = match state.cache.object(&key) {
         Some(info) => (info, "HIT"),
         None => {
-            let (fill, how) = match state.coalescer.join(&key, 0, state.writer_max_age) {
+            let known = || state.cache.object(&key).is_some();
+            let (fill, how) = match state.coalescer.join(&key, 0, state.writer_max_age, known) {
                 Joined::Started(f) => {
                     tokio::spawn(fetch::run_fill(state.clone(), f.clone(), key.clone(), 0, None));
-                    (f, "MISS")
+                    (Some(f), "MISS")
                 }
-                Joined::Joined(f) => (f, "COALESCED"),
+                Joined::Joined(f) => (Some(f), "COALESCED"),
+                Joined::Ready => (None, "HIT"),
             };
-            match fill.head(state.reader_timeout, &key).await {
+            let found = match fill {
+                Some(fill) => fill.head(state.reader_timeout, &key).await,
+                None => Err(Error::Changed(key.to_string())),
+            };
+            match found {
                 Ok(info) => (info, how),
-                // A fill that raced with a completed discovery: the info is cached now.
+                // Discovery finished elsewhere, or this request joined a fill that does not
+                // report the head (a later slice's): the info is cached by now.
                 Err(e) => match state.cache.object(&key) {
                     Some(info) => (info, how),
                     None => return Err(e),

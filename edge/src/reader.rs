@@ -77,19 +77,22 @@ impl Cursor {
                     return Some(Ok(b.slice(from..to)));
                 }
                 let max_age = self.state.writer_max_age;
-                let fill = match self.state.coalescer.join(&self.info.key, index, max_age) {
-                    Joined::Started(f) => {
-                        tokio::spawn(fetch::run_fill(
-                            self.state.clone(),
-                            f.clone(),
-                            self.info.key.clone(),
-                            index,
-                            Some(self.info.clone()),
-                        ));
-                        f
-                    }
-                    Joined::Joined(f) => f,
-                };
+                let cache = &self.state.cache;
+                let fill =
+                    match self.state.coalescer.join(&self.info.key, index, max_age, || cache.contains_slice(&key)) {
+                        Joined::Started(f) => {
+                            tokio::spawn(fetch::run_fill(
+                                self.state.clone(),
+                                f.clone(),
+                                self.info.key.clone(),
+                                index,
+                                Some(self.info.clone()),
+                            ));
+                            f
+                        }
+                        Joined::Joined(f) => f,
+                        Joined::Ready => continue,
+                    };
                 self.fill = Some(FillCursor { fill, slice_start, next_chunk: 0, filled: 0 });
             }
             let Some(fc) = self.fill.as_mut() else { continue };
