@@ -45,6 +45,15 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, Error> {
     parse(path, &text)
 }
 
+/// Load `path`, or the defaults when there is none, without validating: a role applies
+/// its command-line flags first, then validates.
+pub fn load_or_default<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, Error> {
+    match path {
+        Some(p) => load(p),
+        None => Ok(T::default()),
+    }
+}
+
 /// Parse TOML text; `path` is only used to name the source in errors.
 pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Error> {
     toml::from_str(text).map_err(|e| {

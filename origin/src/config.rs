@@ -96,9 +96,6 @@ impl Validate for Config {
 impl Config {
     /// Load `path` (or defaults when `None`) without validating: flags may still override.
     pub fn load(path: Option<&Path>) -> segue_core::Result<Self> {
-        match path {
-            Some(p) => segue_core::config::load(p),
-            None => Ok(Config::default()),
-        }
+        segue_core::config::load_or_default(path)
     }
 }
