@@ -212,3 +212,52 @@ async fn signed_urls_are_checked_per_prefix() {
     // Seek tables are outside the token prefixes.
     assert_eq!(get(edge, "/seek/x/high.json", &[]).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_upstream_drops_the_old_slices_and_heals() {
+    let v1 = pattern(3 * SLICE as usize, 8);
+    let up = start_scripted(v1.clone()).await;
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |_| {}).await;
+    // Cache slice 0 of version 1.
+    let r = get(edge, "/versioned.ogg", &[("Range", "bytes=0-99")]).await;
+    assert_eq!(r.body, &v1[..100]);
+    // The object is replaced upstream (same length, new bytes, new ETag).
+    let v2 = pattern(3 * SLICE as usize, 9);
+    up.script.lock().unwrap().replace = Some((v2.clone(), "v2".into()));
+    // A slice not cached yet reveals the change: this request fails visibly...
+    let r = get(edge, "/versioned.ogg", &[("Range", &format!("bytes={}-{}", SLICE, SLICE + 99))]).await;
+    assert!(r.status == 503 || r.body.len() < 100, "a mixed-version body must not be served: {}", r.status);
+    // ...and from then on the edge serves version 2 only, slice 0 included.
+    let r = get(edge, "/versioned.ogg", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.h("etag"), "\"v2\"");
+    assert_eq!(r.body, v2.as_ref());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_fill_is_taken_over_by_one_later_request() {
+    let data = pattern(SLICE as usize, 10);
+    let up = start_scripted(data.clone()).await;
+    let never = Arc::new(Notify::new());
+    {
+        let mut s = up.script.lock().unwrap();
+        s.stall_after = Some((16 * 1024, never.clone()));
+        s.stall_once = true;
+    }
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |c| {
+        c.writer_max_age_secs = 1;
+        c.reader_timeout_secs = 30;
+    })
+    .await;
+    // The first client's fill stalls forever.
+    let stuck = tokio::spawn(async move { get(edge, "/stuck.ogg", &[]).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Later requests at once: exactly one takes over, all of them are served.
+    let later: Vec<_> = (0..20).map(|_| tokio::spawn(async move { get(edge, "/stuck.ogg", &[]).await })).collect();
+    for c in later {
+        let r = c.await.unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, data.as_ref()));
+    }
+    assert_eq!(up.count(), 2, "one stuck fetch and one takeover: {:?}", up.requests.lock().unwrap());
+    stuck.abort();
+}

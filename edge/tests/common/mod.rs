@@ -71,6 +71,10 @@ pub struct Script {
     pub die_after: Option<usize>,
     /// Random misbehaviour: (seed, chance to die mid-body, chance to stall mid-body).
     pub chaos: Option<(u64, f64, f64)>,
+    /// Stall only the next request (with `stall_after`), not every one.
+    pub stall_once: bool,
+    /// Serve these bytes with this ETag instead of the object (a new version upstream).
+    pub replace: Option<(Bytes, String)>,
     requests_seen: u64,
 }
 
@@ -111,7 +115,11 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
             let (rq, cl, sc, objects, fallback) =
                 (rq.clone(), cl.clone(), sc.clone(), objects.clone(), fallback.clone());
             async move {
-                let data = objects.get(req.uri().path()).cloned().unwrap_or(fallback);
+                let replaced = sc.lock().unwrap().replace.clone();
+                let (data, etag) = match replaced {
+                    Some((d, e)) => (d, e),
+                    None => (objects.get(req.uri().path()).cloned().unwrap_or(fallback), "v1".to_string()),
+                };
                 let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 let tag = format!("{} {range}", req.uri().path());
                 *rq.lock().unwrap().entry(tag.clone()).or_default() += 1;
@@ -138,7 +146,11 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
                             chaos_stall = Some((rng.random_range(0..body.len()), rng.random_range(20..300u64)));
                         }
                     }
-                    (s.stall_after.clone(), die, chaos_stall)
+                    let stall = s.stall_after.clone();
+                    if s.stall_once {
+                        s.stall_after = None;
+                    }
+                    (stall, die, chaos_stall)
                 };
                 const CHUNK: usize = 16 * 1024;
                 let chunks: Vec<Bytes> =
@@ -177,7 +189,7 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
                 let h = r.headers_mut();
                 h.insert(header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}").parse().unwrap());
                 h.insert(header::CONTENT_LENGTH, (last - first + 1).into());
-                h.insert(header::ETAG, "\"v1\"".parse().unwrap());
+                h.insert(header::ETAG, format!("\"{etag}\"").parse().unwrap());
                 h.insert(header::CONTENT_TYPE, "audio/ogg".parse().unwrap());
                 r
             }
