@@ -186,19 +186,24 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             up(data_dir, origin_listen, edge_listen, demo_track_secs).await
         }
         Command::Edge { config, listen, upstreams, mem_cache_mb } => {
-            let mut cfg = segue_edge::Config::load(config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
-            if let Some(l) = listen {
-                cfg.listen = l;
-            }
-            if !upstreams.is_empty() {
-                cfg.upstreams = upstreams;
-            }
-            if let Some(m) = mem_cache_mb {
-                cfg.mem_cache_mb = m;
-            }
-            let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
-            let cfg = validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))?;
-            segue_edge::run(cfg, segue_core::server::shutdown_signal())
+            // The same steps at start and on every SIGHUP: read the file, apply the flags,
+            // validate.
+            let load = move || -> Result<segue_edge::Config, String> {
+                let mut cfg = segue_edge::Config::load(config.as_deref()).map_err(|e| e.to_string())?;
+                if let Some(l) = listen {
+                    cfg.listen = l;
+                }
+                if !upstreams.is_empty() {
+                    cfg.upstreams = upstreams.clone();
+                }
+                if let Some(m) = mem_cache_mb {
+                    cfg.mem_cache_mb = m;
+                }
+                let source = config.clone().unwrap_or_else(|| PathBuf::from("(flags)"));
+                validated(&source, cfg).map_err(|e| e.to_string())
+            };
+            let cfg = load().map_err(Failure::Usage)?;
+            segue_edge::run(cfg, load, segue_core::server::shutdown_signal())
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }

@@ -241,3 +241,81 @@ fn example_edge_config_is_valid() {
     assert_eq!(get(&format!("http://{addr}/healthz"), &[]).0, 200);
     assert!(terminate(child).success());
 }
+
+/// One request on an open keep-alive connection; returns the status.
+fn keepalive_get(stream: &mut std::net::TcpStream, target: &str) -> u16 {
+    use std::io::{Read, Write};
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("connection still open");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).unwrap();
+    head.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn edge_reloads_keys_on_sighup_without_dropping_connections() {
+    use segue_core::token::{Claims, Key};
+    let dir = tempfile::tempdir().unwrap();
+    let obj = dir.path().join("store/audio").join("cd".repeat(32));
+    std::fs::create_dir_all(&obj).unwrap();
+    std::fs::write(obj.join("high.ogg"), vec![7u8; 50_000]).unwrap();
+    let mut o = segue();
+    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
+    let (origin, origin_addr) = spawn_server(o);
+
+    let (s1, s2) = ("11".repeat(16), "22".repeat(16));
+    let cfg = dir.path().join("edge.toml");
+    let write_cfg = |keys: &str| {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nupstreams = [\"http://{origin_addr}\"]\n[tokens]\nrequired = true\n[tokens.keys]\n{keys}\n"
+        );
+        std::fs::write(&cfg, text).unwrap();
+    };
+    write_cfg(&format!("k1 = \"{s1}\""));
+    let mut e = segue();
+    e.args(["edge", "--config"]).arg(&cfg);
+    let (edge, edge_addr) = spawn_server(e);
+
+    let path = format!("/a/{}/high.ogg", "cd".repeat(32));
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let signed = |id: &str, secret: &str| {
+        let q = Key::from_hex(id, secret).unwrap().sign("GET", &path, &Claims { exp, ..Default::default() });
+        format!("{path}?{q}")
+    };
+    let mut conn = std::net::TcpStream::connect(edge_addr).unwrap();
+    assert_eq!(keepalive_get(&mut conn, &signed("k1", &s1)), 200);
+    assert_eq!(keepalive_get(&mut conn, &signed("k2", &s2)), 403);
+
+    // Rotate: k2 replaces k1; SIGHUP; the same connection sees the new keys.
+    write_cfg(&format!("k2 = \"{s2}\""));
+    let hup = || assert!(Command::new("kill").args(["-HUP", &edge.id().to_string()]).status().unwrap().success());
+    hup();
+    let mut rotated = false;
+    for _ in 0..100 {
+        if keepalive_get(&mut conn, &signed("k2", &s2)) == 200 {
+            rotated = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(rotated, "the new key never took effect");
+    assert_eq!(keepalive_get(&mut conn, &signed("k1", &s1)), 403);
+
+    // A broken config is refused and the running one stays.
+    write_cfg("k3 = \"not-hex\"");
+    hup();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(keepalive_get(&mut conn, &signed("k2", &s2)), 200);
+    assert!(terminate(edge).success());
+    assert!(terminate(origin).success());
+}

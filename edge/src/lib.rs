@@ -35,10 +35,8 @@ pub struct State {
     pub cache: Cache,
     pub coalescer: Coalescer,
     pub upstreams: Upstreams,
-    verifier: Verifier,
-    tokens_required: bool,
-    token_prefixes: Vec<String>,
-    country_header: http::HeaderName,
+    /// Signed-URL policy; replaced whole on SIGHUP, read per request.
+    tokens: std::sync::RwLock<Arc<TokenPolicy>>,
     reader_timeout: Duration,
     writer_max_age: Duration,
     via: HeaderValue,
@@ -52,7 +50,6 @@ impl State {
             field: field.into(),
             message,
         };
-        let verifier = config.tokens.verifier().map_err(|e| invalid(&e.field, e.message))?;
         let via = format!("1.1 {}", config.name);
         Ok(State {
             cache: Cache::new(config.mem_cache_mb << 20, config.slice_kib << 10, config.mem_eviction),
@@ -64,15 +61,68 @@ impl State {
                 Duration::from_secs(config.upstream_open_secs),
                 via.clone(),
             ),
-            verifier,
-            tokens_required: config.tokens.required,
-            token_prefixes: config.token_prefixes.clone(),
-            country_header: http::HeaderName::from_bytes(config.tokens.country_header.as_bytes())
-                .map_err(|e| invalid("tokens.country_header", e.to_string()))?,
+            tokens: std::sync::RwLock::new(Arc::new(
+                TokenPolicy::new(config).map_err(|e| invalid(&e.field, e.message))?,
+            )),
             reader_timeout: Duration::from_secs(config.reader_timeout_secs),
             writer_max_age: Duration::from_secs(config.writer_max_age_secs),
             via: HeaderValue::from_str(&via).map_err(|e| invalid("name", e.to_string()))?,
         })
+    }
+}
+
+/// What signed-URL checking needs, built from the config as one unit so a reload swaps
+/// keys, prefixes and the country header together.
+pub struct TokenPolicy {
+    verifier: Verifier,
+    required: bool,
+    prefixes: Vec<String>,
+    country_header: http::HeaderName,
+}
+
+impl TokenPolicy {
+    fn new(config: &Config) -> Result<Self, segue_core::config::FieldError> {
+        Ok(TokenPolicy {
+            verifier: config.tokens.verifier()?,
+            required: config.tokens.required,
+            prefixes: config.token_prefixes.clone(),
+            country_header: http::HeaderName::from_bytes(config.tokens.country_header.as_bytes())
+                .map_err(|e| segue_core::config::FieldError::new("tokens.country_header", e.to_string()))?,
+        })
+    }
+}
+
+impl State {
+    fn token_policy(&self) -> Arc<TokenPolicy> {
+        self.tokens.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Apply a reloaded config. Signed-URL settings take effect at once, for new requests
+    /// on existing connections too; settings that size or wire the running edge (listen,
+    /// upstreams, cache, slices, timeouts) need a restart and are reported as such.
+    pub fn reload(&self, old: &Config, new: &Config) -> Result<Vec<&'static str>, segue_core::config::FieldError> {
+        let policy = TokenPolicy::new(new)?;
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        let mut needs_restart = Vec::new();
+        let checks: [(&'static str, bool); 7] = [
+            ("listen", old.listen != new.listen),
+            ("upstreams", old.upstreams != new.upstreams),
+            ("mem_cache_mb", old.mem_cache_mb != new.mem_cache_mb),
+            ("mem_eviction", old.mem_eviction != new.mem_eviction),
+            ("slice_kib", old.slice_kib != new.slice_kib),
+            ("name", old.name != new.name),
+            (
+                "timeouts",
+                (old.reader_timeout_secs, old.writer_max_age_secs, old.upstream_connect_timeout_secs)
+                    != (new.reader_timeout_secs, new.writer_max_age_secs, new.upstream_connect_timeout_secs),
+            ),
+        ];
+        for (field, changed) in checks {
+            if changed {
+                needs_restart.push(field);
+            }
+        }
+        Ok(needs_restart)
     }
 }
 
@@ -84,9 +134,32 @@ pub fn server_options(config: &Config) -> ServerOptions {
     }
 }
 
-/// Run the edge until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> segue_core::Result<()> {
+/// Run the edge until `shutdown` resolves. On SIGHUP, `reload` is called for a fresh
+/// config (the file re-read, flags re-applied, validated); signed-URL settings are applied
+/// without touching connections, and a config that fails to load changes nothing.
+pub async fn run(
+    config: Config,
+    reload: impl Fn() -> Result<Config, String> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> segue_core::Result<()> {
     let state = Arc::new(State::new(&config)?);
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        let state = state.clone();
+        let mut current = config.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match reload().map_err(|e| e.to_string()).and_then(|new| {
+                    state.reload(&current, &new).map(|r| (new, r)).map_err(|e| format!("{}: {}", e.field, e.message))
+                }) {
+                    Ok((new, needs_restart)) => {
+                        tracing::info!(?needs_restart, "config reloaded; signed-URL settings applied");
+                        current = new;
+                    }
+                    Err(e) => tracing::error!(error = %e, "config reload refused; keeping the running config"),
+                }
+            }
+        });
+    }
     let listener = server::bind(config.listen)
         .await
         .map_err(|e| segue_core::Error::Io { path: config.listen.to_string(), source: e })?;
@@ -148,9 +221,10 @@ async fn serve_object(state: &Arc<State>, req: &Request<Incoming>) -> Result<Res
     if let Err(segue_core::key::PathError::Unsafe(why)) = segue_core::key::check_path_safety(path) {
         return Err(Error::BadPath(why));
     }
-    if state.tokens_required && state.token_prefixes.iter().any(|p| path.starts_with(p.as_str())) {
-        let country = req.headers().get(&state.country_header).and_then(|v| v.to_str().ok());
-        state.verifier.verify(method.as_str(), path, req.uri().query(), fetch::unix_now(), country)?;
+    let tokens = state.token_policy();
+    if tokens.required && tokens.prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+        let country = req.headers().get(&tokens.country_header).and_then(|v| v.to_str().ok());
+        tokens.verifier.verify(method.as_str(), path, req.uri().query(), fetch::unix_now(), country)?;
     }
     let key: Arc<str> = cache_key(path, req.uri().query()).into();
 
