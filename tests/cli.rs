@@ -189,6 +189,8 @@ fn edge_binary_in_front_of_origin_binary() {
     let (_, metrics) = get(&format!("http://{edge_addr}/metrics"), &[]);
     let text = String::from_utf8_lossy(&metrics);
     assert!(text.contains("edge_cache_results_total") && text.contains("edge_upstream_requests_total"), "{text}");
+    let per_upstream = format!("edge_upstream_bytes_total{{upstream=\"http://{origin_addr}\"}} {}", data.len());
+    assert!(text.contains(&per_upstream), "{per_upstream} missing from {text}");
     // The load generator against the edge: every response complete, exact counts.
     let target = format!("http://{edge_addr}");
     let path = format!("/a/{}/high.ogg", "ab".repeat(32));

@@ -133,10 +133,12 @@ async fn fill_slice(
         if start < end {
             let piece = data.slice(start..end);
             got += piece.len() as u64;
-            metrics::counter!("edge_upstream_bytes_total").increment(piece.len() as u64);
             fill.push(piece);
         }
     }
+    // Counted once per fill, not per chunk: the label is a string.
+    metrics::counter!("edge_upstream_bytes_total", "upstream" => state.upstreams.name(upstream).to_owned())
+        .increment(got);
     if got != want {
         state.upstreams.record_failure(upstream);
         return Err(Error::UpstreamUnavailable {
