@@ -152,10 +152,10 @@ async fn fill_slice(
     Ok(())
 }
 
+/// One exactly-sized copy of the slice. Even a single chunk is copied: it is a view into
+/// hyper's read buffer, and caching the view would keep that whole (larger) buffer alive
+/// while the cache's weigher counts only the view's length.
 fn join(chunks: Vec<Bytes>) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks.into_iter().next().unwrap_or_default();
-    }
     let mut out = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
     for c in chunks {
         out.extend_from_slice(&c);
