@@ -16,6 +16,9 @@ use http::HeaderValue;
 pub struct ObjectInfo {
     /// The cache key: path and query (token parameters removed).
     pub key: Arc<str>,
+    /// The key shown in store-level messages (`ObjectMeta`): the path when it is a valid
+    /// object key, else a neutral name. Computed once per version, not per request.
+    pub store_key: segue_core::ObjectKey,
     pub len: u64,
     /// Strong validator without quotes; empty if the upstream sent none.
     pub etag: String,

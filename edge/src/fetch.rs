@@ -66,6 +66,7 @@ async fn fill_slice(
     };
     let info = ObjectInfo {
         key: key.clone(),
+        store_key: store_key(key),
         len: total,
         etag: fetched
             .headers
@@ -161,6 +162,13 @@ fn join(chunks: Vec<Bytes>) -> Bytes {
         out.extend_from_slice(&c);
     }
     out.into()
+}
+
+/// Edge paths are arbitrary; one that is not a valid object key gets a neutral name.
+fn store_key(key: &str) -> segue_core::ObjectKey {
+    let path = key.trim_start_matches('/').split('?').next().unwrap_or("");
+    segue_core::ObjectKey::new(path)
+        .unwrap_or_else(|_| segue_core::ObjectKey::manifest(&segue_core::ContentId::from_bytes([0; 32])))
 }
 
 /// `Content-Range: bytes START-END/TOTAL` -> (START, TOTAL).

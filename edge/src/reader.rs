@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use segue_core::conditional::Validators;
 use segue_core::store::{ByteStream, ObjectMeta, ObjectReader};
-use segue_core::ObjectKey;
 
 use crate::cache::{ObjectInfo, SliceKey};
 use crate::coalesce::{Fill, Joined};
@@ -25,13 +24,8 @@ pub struct EdgeReader {
 
 impl EdgeReader {
     pub fn new(state: Arc<State>, info: Arc<ObjectInfo>) -> Self {
-        // ObjectMeta carries a store key; edge paths are arbitrary, so a path that is not a
-        // valid key gets a neutral one (it only appears in messages).
-        let key = ObjectKey::new(info.key.trim_start_matches('/').split('?').next().unwrap_or(""))
-            .or_else(|_| ObjectKey::new("edge-object"))
-            .unwrap_or_else(|_| ObjectKey::manifest(&segue_core::ContentId::from_bytes([0; 32])));
         let meta = ObjectMeta {
-            key,
+            key: info.store_key.clone(),
             len: info.len,
             validators: Validators { etag: info.etag.clone(), last_modified: info.last_modified },
         };
