@@ -168,6 +168,7 @@ fn join(chunks: Vec<Bytes>) -> Bytes {
 fn store_key(key: &str) -> segue_core::ObjectKey {
     let path = key.trim_start_matches('/').split('?').next().unwrap_or("");
     segue_core::ObjectKey::new(path)
+        .or_else(|_| segue_core::ObjectKey::new("edge-object"))
         .unwrap_or_else(|_| segue_core::ObjectKey::manifest(&segue_core::ContentId::from_bytes([0; 32])))
 }
 
