@@ -155,6 +155,8 @@ echo "| peer | req/s | MB/s | p50 ms | p99 ms | errors |"
 echo "|---|---|---|---|---|---|"
 declare -A RPS
 for p in "${PEERS[@]}"; do
+  # Hot means every byte cached: fetch every object whole once, then the mix once.
+  sed "s|^|http://127.0.0.1:${PORT[$p]}|" "$WORK/paths.txt" | xargs -P 8 -I{} curl -sf -o /dev/null {}
   lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs "$SECS" >/dev/null
   r=$(lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs "$SECS")
   RPS[$p]=$(echo "$r" | field 'r["requests_per_sec"]')
@@ -214,18 +216,40 @@ if [[ "$ONLY" == *4* ]]; then
 cap=$(( total / 10000000 ))
 start_peers "$cap"
 echo "### 4. Catalog ${total%??????} MB, cap ${cap} MB (10x), 256 KiB ranges, Zipf 0.9, 64 connections, $((SECS * 3)) s"
-echo "| peer | req/s | client MB | origin MB | byte hit ratio | peak RSS MB |"
-echo "|---|---|---|---|---|---|"
-for p in "${PEERS[@]}"; do
+echo "| peer | cap MB | req/s | client MB | origin MB | byte hit ratio | peak RSS MB | peak cache MB held |"
+echo "|---|---|---|---|---|---|---|---|"
+declare -A HELD=([segue]=0 [nginx-lock]=0 [nginx-slice]=0)
+held_now() { # MB the peer holds right now: segue's cache gauge, nginx's cache directory
+  case $1 in
+    segue) curl -s http://127.0.0.1:18180/metrics | awk '$1 == "edge_cache_bytes" {printf "%.0f", $2 / 1048576}' ;;
+    nginx-lock) du -sm "$WORK/nc1" | cut -f1 ;;
+    nginx-slice) du -sm "$WORK/nc2" | cut -f1 ;;
+  esac
+}
+run4() { # peer cap_mb
+  local p=$1 before r origin_reqs origin_mb client_mb pid peak=0 sampler
   before=$(origin_counters)
+  # nginx enforces max_size lazily (its cache manager), so sample what it really holds.
+  ( m=0; while sleep 1; do h=$(held_now "$p"); [ "${h:-0}" -gt "$m" ] && m=$h && echo "$m" >"$WORK/held"; done ) &
+  sampler=$!
+  echo 0 >"$WORK/held"
   r=$(lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs $((SECS * 3)))
+  kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+  peak=$(cat "$WORK/held"); HELD[$p]=$peak
   read -r origin_reqs origin_mb <<<"$(origin_delta "$before")"
   log "$p: origin requests $origin_reqs, origin MB $origin_mb"
   client_mb=$(echo "$r" | field 'int(r["bytes"]/1e6)')
   pid=$EDGE_PID; [ "$p" != segue ] && pid=$(pgrep -P "$NGINX_PID" | head -1)
-  echo "| $p | $(echo "$r" | field '"%.0f" % r["requests_per_sec"]') | $client_mb | $origin_mb | $(awk "BEGIN{printf \"%.3f\", 1-$origin_mb/$client_mb}") | $(( $(rss_peak "$pid") / 1024 )) |"
-done
-echo
-echo "(nginx keeps its cache on disk, so its RSS excludes the cached bytes, which sit in the page cache; segue's RSS includes its memory tier.)"
+  echo "| $p | $2 | $(echo "$r" | field '"%.0f" % r["requests_per_sec"]') | $client_mb | $origin_mb | $(awk "BEGIN{printf \"%.3f\", 1-$origin_mb/$client_mb}") | $(( $(rss_peak "$pid") / 1024 )) | $peak |"
+}
+for p in "${PEERS[@]}"; do run4 "$p" "$cap"; done
 stop_peers
+# The edge again, capped at the most bytes nginx-lock really held, for a like-for-like row.
+if [[ " ${PEERS[*]} " == *" segue "* && ${HELD[nginx-lock]} -gt $cap ]]; then
+  start_peers "${HELD[nginx-lock]}"
+  run4 segue "${HELD[nginx-lock]}"
+  stop_peers
+fi
+echo
+echo "(nginx keeps its cache on disk, so its RSS excludes the cached bytes, which sit in the page cache; segue's RSS includes its memory tier. \"Peak cache MB held\": segue's cache gauge, nginx's cache directory, sampled each second.)"
 fi

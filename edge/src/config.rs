@@ -24,6 +24,10 @@ pub struct Config {
     pub slice_kib: u64,
     /// Seconds to wait for an upstream's response head. Default 5.
     pub upstream_connect_timeout_secs: u64,
+    /// Idle upstream connections kept for reuse, per upstream. Default 64: enough for
+    /// the fills of 64 busy client connections; each idle one holds a read buffer, so
+    /// more costs memory outside the cache cap (docs/OPERATING.md, memory).
+    pub upstream_idle_connections: usize,
     /// Seconds a waiting reader tolerates without new bytes from a fill. Default 10.
     pub reader_timeout_secs: u64,
     /// Seconds after which an unfinished fill is too old and the next request takes over
@@ -57,6 +61,7 @@ impl Default for Config {
             mem_eviction: Eviction::TinyLfu,
             slice_kib: 256,
             upstream_connect_timeout_secs: 5,
+            upstream_idle_connections: 64,
             reader_timeout_secs: 10,
             writer_max_age_secs: 30,
             upstream_failures_to_open: 3,
@@ -94,6 +99,7 @@ impl Validate for Config {
             "upstream_connect_timeout_secs",
             "must be 1-300",
         )?;
+        ensure((1..=4096).contains(&self.upstream_idle_connections), "upstream_idle_connections", "must be 1-4096")?;
         ensure((1..=600).contains(&self.reader_timeout_secs), "reader_timeout_secs", "must be 1-600")?;
         ensure((1..=3600).contains(&self.writer_max_age_secs), "writer_max_age_secs", "must be 1-3600")?;
         ensure(self.upstream_failures_to_open >= 1, "upstream_failures_to_open", "must be at least 1")?;

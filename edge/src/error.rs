@@ -7,8 +7,6 @@ use segue_core::server::{json_error, Body};
 pub enum Error {
     #[error("{0}")]
     BadPath(&'static str),
-    #[error("{0} is not cached here; use GET or HEAD")]
-    MethodNotAllowed(String),
     #[error("{0}")]
     Forbidden(#[from] segue_core::token::TokenError),
     /// The upstream answered with a final status we pass on (404, 403, ...).
@@ -29,7 +27,6 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::BadPath(_) => StatusCode::BAD_REQUEST,
-            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::UpstreamStatus { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             Error::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
@@ -42,7 +39,6 @@ impl Error {
         let status = self.status();
         let code = match &self {
             Error::BadPath(_) => "bad_path",
-            Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::Forbidden(_) => "forbidden",
             Error::UpstreamStatus { status: 404, .. } => "not_found",
             Error::UpstreamStatus { .. } => "upstream_status",
@@ -55,9 +51,6 @@ impl Error {
         }
         let mut r = json_error(status, code, &self.to_string());
         match status {
-            StatusCode::METHOD_NOT_ALLOWED => {
-                r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
-            }
             StatusCode::SERVICE_UNAVAILABLE => {
                 r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
             }

@@ -59,6 +59,7 @@ impl State {
                 Duration::from_secs(config.upstream_connect_timeout_secs),
                 config.upstream_failures_to_open,
                 Duration::from_secs(config.upstream_open_secs),
+                config.upstream_idle_connections,
                 via.clone(),
             ),
             tokens: std::sync::RwLock::new(Arc::new(
@@ -187,13 +188,52 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
             metrics::gauge!("edge_fills_inflight").set(state.coalescer.len() as f64);
             server::metrics_response()
         }
+        (m, _) if m != Method::GET && m != Method::HEAD => {
+            let method = m.clone();
+            let path = req.uri().path().to_owned();
+            let resp = forward(&state, req).await.unwrap_or_else(Error::into_response);
+            finish(started, &resp, peer, &method, &path);
+            return resp;
+        }
         _ => serve_object(&state, &req).await.unwrap_or_else(Error::into_response),
     };
+    finish(started, &resp, peer, req.method(), req.uri().path());
+    resp
+}
+
+/// Per-request metrics and the debug log line.
+fn finish(started: Instant, resp: &Response<Body>, peer: SocketAddr, method: &Method, path: &str) {
     let status = resp.status().as_u16();
     metrics::counter!("edge_requests_total", "status" => status.to_string()).increment(1);
     metrics::histogram!("edge_response_head_seconds").record(started.elapsed().as_secs_f64());
-    tracing::debug!(%peer, method = %req.method(), path = %req.uri().path(), status, "request");
-    resp
+    tracing::debug!(%peer, %method, path, status, "request");
+}
+
+/// Methods the cache does not handle go upstream uncached (DESIGN: "forwards other methods
+/// uncached"), still behind the signed-URL check, marked `X-Cache: PASS`.
+async fn forward(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    check_request(state, &req)?;
+    let resp = state.upstreams.forward(req).await?;
+    metrics::counter!("edge_cache_results_total", "result" => "pass").increment(1);
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.insert("x-cache", HeaderValue::from_static("PASS"));
+    parts.headers.append(header::VIA, state.via.clone());
+    let body = http_body_util::BodyExt::map_err(body, |e| -> server::BoxError { Box::new(e) });
+    Ok(Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body)))
+}
+
+/// Path safety and the signed-URL check, for every request that reaches an upstream.
+fn check_request(state: &State, req: &Request<Incoming>) -> Result<(), Error> {
+    let path = req.uri().path();
+    if let Err(segue_core::key::PathError::Unsafe(why)) = segue_core::key::check_path_safety(path) {
+        return Err(Error::BadPath(why));
+    }
+    let tokens = state.token_policy();
+    if tokens.required && tokens.prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+        let country = req.headers().get(&tokens.country_header).and_then(|v| v.to_str().ok());
+        tokens.verifier.verify(req.method().as_str(), path, req.uri().query(), fetch::unix_now(), country)?;
+    }
+    Ok(())
 }
 
 /// The cache key: the path plus the query without token parameters, so every client's
@@ -214,18 +254,8 @@ fn cache_key(path: &str, query: Option<&str>) -> String {
 
 async fn serve_object(state: &Arc<State>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
     let method = req.method();
-    if method != Method::GET && method != Method::HEAD {
-        return Err(Error::MethodNotAllowed(method.to_string()));
-    }
+    check_request(state, req)?;
     let path = req.uri().path();
-    if let Err(segue_core::key::PathError::Unsafe(why)) = segue_core::key::check_path_safety(path) {
-        return Err(Error::BadPath(why));
-    }
-    let tokens = state.token_policy();
-    if tokens.required && tokens.prefixes.iter().any(|p| path.starts_with(p.as_str())) {
-        let country = req.headers().get(&tokens.country_header).and_then(|v| v.to_str().ok());
-        tokens.verifier.verify(method.as_str(), path, req.uri().query(), fetch::unix_now(), country)?;
-    }
     let key: Arc<str> = cache_key(path, req.uri().query()).into();
 
     // The object's identity: cached, or learned from the fill of its first slice.

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Uri};
-use http_body_util::Empty;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -24,7 +25,7 @@ struct Upstream {
 
 pub struct Upstreams {
     list: Vec<Upstream>,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, UpstreamBody>,
     head_timeout: Duration,
     failures_to_open: u32,
     open_for: Duration,
@@ -33,6 +34,13 @@ pub struct Upstreams {
     budget: AtomicI64,
     via: String,
 }
+
+/// Request bodies sent upstream: empty for slice fetches, the client's for forwarded methods.
+type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded.
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"];
 
 /// An upstream's answer: status, headers, and the body still streaming.
 pub struct Fetched {
@@ -54,6 +62,7 @@ impl Upstreams {
         head_timeout: Duration,
         failures_to_open: u32,
         open_for: Duration,
+        idle_connections: usize,
         via: String,
     ) -> Self {
         let mut connector = HttpConnector::new();
@@ -61,7 +70,11 @@ impl Upstreams {
         connector.set_connect_timeout(Some(head_timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
+            .pool_max_idle_per_host(idle_connections)
+            // Fixed 64 KiB reads. hyper's adaptive reads grow each connection's buffer to
+            // ~400 KiB, and body chunks handed to fills pin those buffers: with pooled
+            // connections that was ~200 MB of RSS outside the cache cap (BENCHMARKS.md).
+            .http1_read_buf_exact_size(64 << 10)
             .build(connector);
         Upstreams {
             list: bases
@@ -118,7 +131,7 @@ impl Upstreams {
             if let Some((first, last)) = range {
                 req = req.header(http::header::RANGE, format!("bytes={first}-{last}"));
             }
-            let req = match req.body(Empty::new()) {
+            let req = match req.body(Empty::new().map_err(|never| match never {}).boxed_unsync()) {
                 Ok(r) => r,
                 Err(e) => return Err(Error::UpstreamUnavailable { path: path.to_owned(), detail: e.to_string() }),
             };
@@ -145,6 +158,46 @@ impl Upstreams {
         }
     }
 
+    /// Forward a request the cache does not handle (methods other than GET and HEAD) to
+    /// the first upstream whose circuit is closed, body streamed both ways. One attempt:
+    /// the body can be sent only once, and the method may not be idempotent.
+    pub async fn forward(&self, req: Request<Incoming>) -> Result<http::Response<Incoming>, Error> {
+        let now = now_ms();
+        let i = (0..self.list.len()).find(|&i| self.list[i].open_until.load(Ordering::Relaxed) <= now).unwrap_or(0);
+        let path = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        let Some(up) = self.list.get(i) else {
+            return Err(Error::UpstreamUnavailable { path, detail: "no upstream configured".into() });
+        };
+        let uri: Uri = format!("{}{path}", up.base)
+            .parse()
+            .map_err(|e| Error::UpstreamUnavailable { path: path.clone(), detail: format!("bad upstream URL: {e}") })?;
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        strip_hop_by_hop(&mut parts.headers);
+        if let Ok(v) = http::HeaderValue::from_str(&self.via) {
+            parts.headers.append(http::header::VIA, v);
+        }
+        let req = Request::from_parts(parts, body.boxed_unsync());
+        metrics::counter!("edge_upstream_requests_total", "upstream" => up.base.clone()).increment(1);
+        match tokio::time::timeout(self.head_timeout, self.client.request(req)).await {
+            Ok(Ok(mut resp)) => {
+                strip_hop_by_hop(resp.headers_mut());
+                Ok(resp)
+            }
+            Ok(Err(e)) => {
+                self.record_failure(i);
+                Err(Error::UpstreamUnavailable { path, detail: format!("{}: {e}", up.base) })
+            }
+            Err(_) => {
+                self.record_failure(i);
+                Err(Error::UpstreamTimeout(format!(
+                    "{path} ({}: no response head within {:?})",
+                    up.base, self.head_timeout
+                )))
+            }
+        }
+    }
+
     /// Count a failure against upstream `i` (also for failures mid-body).
     pub fn record_failure(&self, i: usize) {
         let Some(up) = self.list.get(i) else { return };
@@ -155,5 +208,19 @@ impl Upstreams {
             up.failures.store(0, Ordering::Relaxed);
             tracing::warn!(upstream = %up.base, "circuit opened after {n} consecutive failures");
         }
+    }
+}
+
+/// Remove hop-by-hop headers, including any named by `Connection`.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<String> = h
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()))
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
+        h.remove(name);
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -260,4 +260,65 @@ async fn a_stuck_fill_is_taken_over_by_one_later_request() {
     }
     assert_eq!(up.count(), 2, "one stuck fetch and one takeover: {:?}", up.requests.lock().unwrap());
     stuck.abort();
+}
+
+/// Methods other than GET and HEAD go upstream uncached: method, body and end-to-end
+/// headers arrive, hop-by-hop ones do not, the answer comes back with `X-Cache: PASS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_methods_are_forwarded_uncached() {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(segue_core::server::serve(
+        listener,
+        Default::default(),
+        move |req: http::Request<hyper::body::Incoming>, _| {
+            let log = log.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes();
+                log.lock().unwrap().push(format!(
+                    "{} {} via={} keep={} custom={}",
+                    parts.method,
+                    parts.uri,
+                    parts.headers.get("via").is_some(),
+                    parts.headers.get("keep-alive").is_some(),
+                    parts.headers.get("x-custom").and_then(|v| v.to_str().ok()).unwrap_or("")
+                ));
+                let mut r = http::Response::new(segue_core::server::full(format!("got {} bytes", body.len())));
+                *r.status_mut() = http::StatusCode::CREATED;
+                r.headers_mut().insert("x-upstream", http::HeaderValue::from_static("yes"));
+                r
+            }
+        },
+        std::future::pending(),
+    ));
+    let edge = start_edge(vec![format!("http://{up}")], |_| {}).await;
+
+    let body = vec![7u8; 100_000];
+    let r = request(edge, "POST", "/v1/plays?x=1", &[("x-custom", "a"), ("keep-alive", "timeout=5")], &body).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.body, b"got 100000 bytes");
+    assert_eq!(r.h("x-cache"), "PASS");
+    assert_eq!(r.h("x-upstream"), "yes");
+    assert!(r.h("via").contains("segue-edge"), "{:?}", r.headers);
+    let r = request(edge, "DELETE", "/a/x/high.ogg", &[], b"").await;
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            "POST /v1/plays?x=1 via=true keep=false custom=a".to_string(),
+            "DELETE /a/x/high.ogg via=true keep=false custom=".into()
+        ]
+    );
+    // Nothing was cached: the same POST goes upstream again.
+    request(edge, "POST", "/v1/plays?x=1", &[], b"again").await;
+    assert_eq!(seen.lock().unwrap().len(), 3);
+
+    // With no upstream reachable: 502 JSON, quickly.
+    let dead = start_edge(vec!["http://127.0.0.1:1".into()], |_| {}).await;
+    let r = request(dead, "POST", "/v1/plays", &[], b"x").await;
+    assert_eq!(r.status, 502);
+    assert!(String::from_utf8_lossy(&r.body).contains("upstream_unavailable"));
 }

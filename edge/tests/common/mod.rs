@@ -212,13 +212,22 @@ impl Resp {
 }
 
 pub async fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Resp {
-    let mut req = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    request(addr, "GET", target, headers, b"").await
+}
+
+/// One request on a fresh connection; a non-empty `body` is sent with its Content-Length.
+pub async fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await; // an aborted body ends in a reset
     let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
