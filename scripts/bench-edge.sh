@@ -221,7 +221,7 @@ echo "|---|---|---|---|---|---|---|---|"
 declare -A HELD=([segue]=0 [nginx-lock]=0 [nginx-slice]=0)
 held_now() { # MB the peer holds right now: segue's cache gauge, nginx's cache directory
   case $1 in
-    segue) curl -s http://127.0.0.1:18180/metrics | awk '$1 == "edge_cache_bytes" {printf "%.0f", $2 / 1048576}' ;;
+    segue) curl -s http://127.0.0.1:18180/metrics | awk '$1 == "edge_cache_bytes{tier=\"mem\"}" {printf "%.0f", $2 / 1048576}' ;;
     nginx-lock) du -sm "$WORK/nc1" | cut -f1 ;;
     nginx-slice) du -sm "$WORK/nc2" | cut -f1 ;;
   esac

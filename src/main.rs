@@ -64,7 +64,8 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
-    /// Run a POP: serve byte ranges from a memory slice cache in front of upstreams.
+    /// Run a POP: serve byte ranges from a memory slice cache (and an SSD tier) in front of
+    /// upstreams.
     ///
     /// Missing slices are fetched once from the first healthy upstream (parent POPs, then
     /// origins) and streamed to every waiting client as they arrive.
@@ -81,6 +82,12 @@ enum Command {
         /// Memory cache size in MiB.
         #[arg(long, value_name = "N")]
         mem_cache_mb: Option<u64>,
+        /// Directory of the SSD tier (recovered at start: a restarted POP stays warm).
+        #[arg(long, value_name = "DIR")]
+        ssd_cache_dir: Option<PathBuf>,
+        /// SSD tier size in MiB.
+        #[arg(long, value_name = "N")]
+        ssd_cache_mb: Option<u64>,
     },
     /// Generate HTTP/1.1 load against an edge or origin and report throughput and exact
     /// latency percentiles.
@@ -185,7 +192,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Up { data_dir, origin_listen, edge_listen, demo_track_secs } => {
             up(data_dir, origin_listen, edge_listen, demo_track_secs).await
         }
-        Command::Edge { config, listen, upstreams, mem_cache_mb } => {
+        Command::Edge { config, listen, upstreams, mem_cache_mb, ssd_cache_dir, ssd_cache_mb } => {
             // The same steps at start and on every SIGHUP: read the file, apply the flags,
             // validate.
             let load = move || -> Result<segue_edge::Config, String> {
@@ -198,6 +205,12 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 }
                 if let Some(m) = mem_cache_mb {
                     cfg.mem_cache_mb = m;
+                }
+                if let Some(d) = &ssd_cache_dir {
+                    cfg.ssd_cache_dir = d.to_string_lossy().into_owned();
+                }
+                if let Some(m) = ssd_cache_mb {
+                    cfg.ssd_cache_mb = m;
                 }
                 let source = config.clone().unwrap_or_else(|| PathBuf::from("(flags)"));
                 validated(&source, cfg).map_err(|e| e.to_string())
@@ -279,6 +292,9 @@ async fn up(data_dir: PathBuf, origin_listen: SocketAddr, edge_listen: SocketAdd
     let edge_cfg = segue_edge::Config {
         listen: edge_listen,
         upstreams: vec![format!("http://{origin_addr}")],
+        mem_cache_mb: 256,
+        ssd_cache_dir: data_dir.join("edge-cache").to_string_lossy().into_owned(),
+        ssd_cache_mb: 1024,
         ..Default::default()
     };
     let edge_cfg = validated(&PathBuf::from("(segue up)"), edge_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
@@ -294,7 +310,7 @@ async fn up(data_dir: PathBuf, origin_listen: SocketAddr, edge_listen: SocketAdd
 
     let origin_state =
         Arc::new(segue_origin::State::new(&origin_cfg).await.map_err(|e| Failure::Runtime(e.to_string()))?);
-    let edge_state = Arc::new(segue_edge::State::new(&edge_cfg).map_err(|e| Failure::Runtime(e.to_string()))?);
+    let edge_state = Arc::new(segue_edge::State::new(&edge_cfg).await.map_err(|e| Failure::Runtime(e.to_string()))?);
     // One signal stops both roles; each drains its own connections.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -308,13 +324,15 @@ async fn up(data_dir: PathBuf, origin_listen: SocketAddr, edge_listen: SocketAdd
     ));
     let edge = tokio::spawn(segue_edge::serve(
         edge_listener,
-        edge_state,
+        edge_state.clone(),
         segue_edge::server_options(&edge_cfg),
         stopped(stop_rx),
     ));
     server::shutdown_signal().await;
     let _ = stop_tx.send(true);
     let _ = tokio::join!(origin, edge);
+    // Flush the edge's memory tier to its SSD so the next `segue up` starts warm.
+    edge_state.cache.close().await;
     Ok(())
 }
 

@@ -321,3 +321,109 @@ fn edge_reloads_keys_on_sighup_without_dropping_connections() {
     assert!(terminate(edge).success());
     assert!(terminate(origin).success());
 }
+
+/// GET with curl, returning status, lowercased headers and body.
+fn get_with_headers(url: &str) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
+    let out = Command::new("curl").args(["-sS", "-D", "-", "-o", "-", url]).output().expect("curl");
+    let split = out.stdout.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
+    let head = String::from_utf8_lossy(&out.stdout[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().into()))
+        .collect();
+    (status, headers, out.stdout[split + 4..].to_vec())
+}
+
+/// Sum of a metric's samples in a Prometheus text page (0 when absent).
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, page) = get(&format!("http://{addr}/metrics"), &[]);
+    String::from_utf8_lossy(&page)
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn edge_restarts_warm_from_its_ssd_and_never_serves_corrupt_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let cid = "cd".repeat(32);
+    let obj = dir.path().join("store/audio").join(&cid);
+    std::fs::create_dir_all(&obj).unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(obj.join("high.ogg"), &data).unwrap();
+    let mut o = segue();
+    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
+    let (origin, origin_addr) = spawn_server(o);
+    let ssd = dir.path().join("ssd");
+    let start_edge = || {
+        let mut e = segue();
+        e.args(["edge", "--listen", "127.0.0.1:0", "--mem-cache-mb", "16", "--ssd-cache-mb", "64"])
+            .args(["--upstream", &format!("http://{origin_addr}"), "--ssd-cache-dir"])
+            .arg(&ssd);
+        spawn_server(e)
+    };
+    let path = format!("/a/{cid}/high.ogg");
+
+    // First life: asked for twice, so every slice is admitted to the SSD.
+    let (edge, addr) = start_edge();
+    for want in ["MISS", "HIT-MEM"] {
+        let (code, h, body) = get_with_headers(&format!("http://{addr}{path}"));
+        assert_eq!((code, h["x-cache"].as_str()), (200, want));
+        assert!(body == data);
+    }
+    let mut written = 0.0;
+    for _ in 0..200 {
+        written = metric(addr, "edge_ssd_written_bytes");
+        if written >= data.len() as f64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(written >= data.len() as f64, "only {written} bytes reached the SSD");
+
+    // kill -9, then restart: every byte from the SSD, nothing from upstream.
+    let mut edge = edge;
+    edge.kill().unwrap();
+    edge.wait().unwrap();
+    let (edge, addr) = start_edge();
+    let (code, h, body) = get_with_headers(&format!("http://{addr}{path}"));
+    assert_eq!((code, h["x-cache"].as_str()), (200, "HIT-SSD"));
+    assert!(body == data, "body after kill -9 differs");
+    let (code, ranged) = get(&format!("http://{addr}{path}"), &["-r", "2000000-2099999"]);
+    assert_eq!((code, ranged.as_slice()), (206, &data[2_000_000..2_100_000]));
+    assert_eq!(metric(addr, "edge_upstream_requests_total"), 0.0);
+
+    // A graceful restart is warm too.
+    assert!(terminate(edge).success());
+    let (edge, addr) = start_edge();
+    let (code, h, body) = get_with_headers(&format!("http://{addr}{path}"));
+    assert_eq!(code, 200);
+    assert!(h["x-cache"].starts_with("HIT-"), "{h:?}");
+    assert!(body == data);
+    assert_eq!(metric(addr, "edge_upstream_requests_total"), 0.0);
+    assert!(terminate(edge).success());
+
+    // Corrupt the SSD files behind the edge's back: what fails its checksum is dropped
+    // and fetched again, never served.
+    for f in std::fs::read_dir(&ssd).unwrap() {
+        let p = f.unwrap().path();
+        if !p.file_name().unwrap().to_string_lossy().starts_with("foyer") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&p).unwrap();
+        for i in (4096..bytes.len()).step_by(997) {
+            bytes[i] ^= 0x5a;
+        }
+        std::fs::write(&p, bytes).unwrap();
+    }
+    let (edge, addr) = start_edge();
+    let (code, _, body) = get_with_headers(&format!("http://{addr}{path}"));
+    assert_eq!(code, 200);
+    assert!(body == data, "a corrupt slice was served");
+    assert!(metric(addr, "edge_upstream_requests_total") > 0.0);
+    assert!(terminate(edge).success());
+    assert!(terminate(origin).success());
+}

@@ -1,15 +1,30 @@
-//! The memory tier: aligned slices of objects, weighed in bytes, plus what the edge knows
-//! about each object (length, validators, caching headers) learned from its first fetch.
+//! The slice cache: aligned slices of objects in a memory tier, optionally above an SSD
+//! tier (foyer's hybrid cache: memory weighed in bytes, a block engine in a local
+//! directory below it), plus what the edge knows about each object (length, validators,
+//! caching headers) learned from its first fetch.
 //!
-//! moka's W-TinyLFU admission keeps one-hit wonders from flushing popular slices, which
-//! is what Zipf-distributed track popularity needs (docs/BENCHMARKS.md compares it).
+//! Slices are written to the SSD when they are inserted (so a `kill -9` loses at most the
+//! write buffer), but only once they have been asked for `ssd_admit_after` times: one-hit
+//! wonders stay in memory and never churn the disk. Object records live in a journal next
+//! to the SSD files, so a restarted edge serves what its SSD holds without asking
+//! upstream (warm restart).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::hash::BuildHasher;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use foyer::{
+    BlockEngineConfig, Code, DeviceBuilder, EvictionConfig, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCachePolicy, HybridCacheProperties, LfuConfig, Location, LruConfig, RecoverMode, S3FifoConfig, Source,
+};
 use http::HeaderValue;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Eviction;
 
 /// What the edge knows about one object version.
 #[derive(Debug, Clone)]
@@ -29,7 +44,8 @@ pub struct ObjectInfo {
     /// Slices of this version are cached under this generation; a new version of the
     /// object gets a new one, so stale slices are never mixed in.
     pub generation: u64,
-    pub fetched_at: Instant,
+    /// When the object was first fetched (for `Age`).
+    pub fetched_at: SystemTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,35 +55,173 @@ pub struct SliceKey {
     pub index: u64,
 }
 
-/// Per-entry bookkeeping moka and the maps cost beyond the bytes themselves.
-const ENTRY_OVERHEAD: u64 = 160;
+/// Which tier answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Mem,
+    Ssd,
+}
+
+/// Per-entry bookkeeping the cache costs beyond the bytes themselves.
+const ENTRY_OVERHEAD: usize = 160;
+/// Longest slice value accepted when decoding from disk (slices are at most 64 MiB).
+const MAX_SLICE: u64 = 64 << 20;
+
+/// A cached slice's bytes, as stored in both tiers.
+#[derive(Debug, Clone)]
+pub struct Slice(pub Bytes);
+
+impl Code for Slice {
+    fn encode(&self, w: &mut impl Write) -> foyer::Result<()> {
+        w.write_all(&(self.0.len() as u64).to_le_bytes()).map_err(foyer::Error::io_error)?;
+        w.write_all(&self.0).map_err(foyer::Error::io_error)
+    }
+
+    fn decode(r: &mut impl std::io::Read) -> foyer::Result<Self> {
+        let len = read_u64(r)?;
+        if len > MAX_SLICE {
+            return Err(foyer::Error::new(foyer::ErrorKind::Parse, "slice longer than any slice size"));
+        }
+        let mut v = vec![0u8; len as usize];
+        r.read_exact(&mut v).map_err(foyer::Error::io_error)?;
+        Ok(Slice(v.into()))
+    }
+
+    fn estimated_size(&self) -> usize {
+        8 + self.0.len()
+    }
+}
+
+impl Code for SliceKey {
+    fn encode(&self, w: &mut impl Write) -> foyer::Result<()> {
+        w.write_all(&(self.object.len() as u64).to_le_bytes()).map_err(foyer::Error::io_error)?;
+        w.write_all(self.object.as_bytes()).map_err(foyer::Error::io_error)?;
+        w.write_all(&self.generation.to_le_bytes()).map_err(foyer::Error::io_error)?;
+        w.write_all(&self.index.to_le_bytes()).map_err(foyer::Error::io_error)
+    }
+
+    fn decode(r: &mut impl std::io::Read) -> foyer::Result<Self> {
+        let len = read_u64(r)?;
+        if len > 64 * 1024 {
+            return Err(foyer::Error::new(foyer::ErrorKind::Parse, "slice key longer than any request target"));
+        }
+        let mut v = vec![0u8; len as usize];
+        r.read_exact(&mut v).map_err(foyer::Error::io_error)?;
+        let object = String::from_utf8(v)
+            .map_err(|_| foyer::Error::new(foyer::ErrorKind::Parse, "slice key is not UTF-8"))?
+            .into();
+        Ok(SliceKey { object, generation: read_u64(r)?, index: read_u64(r)? })
+    }
+
+    fn estimated_size(&self) -> usize {
+        24 + self.object.len()
+    }
+}
+
+fn read_u64(r: &mut impl std::io::Read) -> foyer::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b).map_err(foyer::Error::io_error)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Where the SSD tier lives and how big it may grow.
+#[derive(Debug, Clone)]
+pub struct SsdOptions {
+    pub dir: PathBuf,
+    pub bytes: u64,
+    /// Requests a slice must have had before it is written to the SSD.
+    pub admit_after: u8,
+}
 
 pub struct Cache {
-    slices: moka::sync::Cache<SliceKey, Bytes>,
+    slices: HybridCache<SliceKey, Slice>,
     objects: moka::sync::Cache<Arc<str>, Arc<ObjectInfo>>,
+    journal: Option<Journal>,
     pub slice_size: u64,
     next_generation: AtomicU64,
+    /// Requests per slice (approximate, decaying), for SSD admission.
+    demand: Demand,
+    admit_after: u8,
+    ssd: bool,
 }
 
 impl Cache {
-    pub fn new(capacity_bytes: u64, slice_size: u64, eviction: crate::config::Eviction) -> Self {
-        let policy = match eviction {
-            crate::config::Eviction::TinyLfu => moka::policy::EvictionPolicy::tiny_lfu(),
-            crate::config::Eviction::Lru => moka::policy::EvictionPolicy::lru(),
+    /// Build the tiers. With `ssd`, the SSD index and the object journal are recovered
+    /// from its directory; if the directory cannot be used the edge runs memory-only and
+    /// says so in the log (a POP keeps serving with a dead disk).
+    pub async fn new(
+        capacity_bytes: u64,
+        slice_size: u64,
+        eviction: Eviction,
+        ssd: Option<SsdOptions>,
+    ) -> segue_core::Result<Self> {
+        let eviction: EvictionConfig = match eviction {
+            Eviction::TinyLfu => LfuConfig::default().into(),
+            Eviction::Lru => LruConfig::default().into(),
+            Eviction::S3Fifo => S3FifoConfig::default().into(),
         };
-        Cache {
-            slices: moka::sync::Cache::builder()
-                .max_capacity(capacity_bytes)
-                .eviction_policy(policy)
-                .weigher(|k: &SliceKey, v: &Bytes| {
-                    (v.len() as u64 + k.object.len() as u64 + ENTRY_OVERHEAD).min(u64::from(u32::MAX)) as u32
-                })
-                .build(),
-            // Metadata is small; bounded by count.
-            objects: moka::sync::Cache::new(200_000),
-            slice_size,
-            next_generation: AtomicU64::new(1),
+        let build = || {
+            HybridCacheBuilder::new()
+                .with_name("edge")
+                .with_policy(HybridCachePolicy::WriteOnInsertion)
+                .with_flush_on_close(true)
+                .memory(capacity_bytes as usize)
+                .with_shards(8)
+                .with_eviction_config(eviction.clone())
+                .with_weighter(|k: &SliceKey, v: &Slice| v.0.len() + k.object.len() + ENTRY_OVERHEAD)
+                .storage()
+        };
+        let mut admit_after = 1;
+        let (slices, journal) = match &ssd {
+            None => (build().build().await.map_err(foyer_error)?, None),
+            Some(opts) => {
+                admit_after = opts.admit_after.max(1);
+                let started = std::time::Instant::now();
+                let built = async {
+                    std::fs::create_dir_all(&opts.dir).map_err(foyer::Error::io_error)?;
+                    let device = FsDeviceBuilder::new(&opts.dir).with_capacity(opts.bytes as usize).build()?;
+                    let block = (16usize << 20).min(opts.bytes as usize / 4).max(slice_size as usize * 2);
+                    build()
+                        .with_engine_config(BlockEngineConfig::new(device).with_block_size(block))
+                        .with_recover_mode(RecoverMode::Quiet)
+                        .build()
+                        .await
+                }
+                .await;
+                match built.and_then(|c| Journal::open(&opts.dir.join("objects.journal")).map(|j| (c, j))) {
+                    Ok((cache, journal)) => {
+                        tracing::info!(dir = %opts.dir.display(), objects = journal.recovered.len(),
+                            took_ms = started.elapsed().as_millis() as u64, "SSD tier recovered");
+                        (cache, Some(journal))
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %opts.dir.display(), error = %e,
+                            "SSD tier unusable; serving from memory only");
+                        metrics::counter!("edge_ssd_errors_total").increment(1);
+                        (build().build().await.map_err(foyer_error)?, None)
+                    }
+                }
+            }
+        };
+        let objects = moka::sync::Cache::new(200_000);
+        let mut max_generation = 0;
+        if let Some(j) = &journal {
+            for info in j.recovered.iter() {
+                max_generation = max_generation.max(info.generation);
+                objects.insert(info.key.clone(), Arc::new(info.clone()));
+            }
         }
+        let ssd = journal.is_some();
+        Ok(Cache {
+            slices,
+            objects,
+            journal,
+            slice_size,
+            next_generation: AtomicU64::new(max_generation + 1),
+            demand: Demand::new(),
+            admit_after,
+            ssd,
+        })
     }
 
     pub fn object(&self, key: &str) -> Option<Arc<ObjectInfo>> {
@@ -77,6 +231,9 @@ impl Cache {
     /// Record a (new) object version; returns it with its generation.
     pub fn put_object(&self, mut info: ObjectInfo) -> Arc<ObjectInfo> {
         info.generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        if let Some(j) = &self.journal {
+            j.append(&Record::from(&info));
+        }
         let info = Arc::new(info);
         self.objects.insert(info.key.clone(), info.clone());
         info
@@ -84,28 +241,277 @@ impl Cache {
 
     /// Forget an object version (its slices become unreachable and age out).
     pub fn drop_object(&self, key: &str) {
+        if let Some(j) = &self.journal {
+            j.append(&Record::dropped(key));
+        }
         self.objects.invalidate(key);
     }
 
-    pub fn slice(&self, key: &SliceKey) -> Option<Bytes> {
-        self.slices.get(key)
+    /// Count one request for a slice (SSD admission looks at these).
+    pub fn note_request(&self, key: &SliceKey) {
+        if self.ssd {
+            self.demand.note(foyer::DefaultHasher::default().hash_one(key));
+        }
     }
 
-    pub fn contains_slice(&self, key: &SliceKey) -> bool {
-        self.slices.contains_key(key)
+    /// The slice, from memory or else the SSD, and which tier had it.
+    pub async fn slice(&self, key: &SliceKey) -> Option<(Bytes, Tier)> {
+        if let Some(e) = self.slices.memory().get(key) {
+            self.promote(key, &e);
+            return Some((e.value().0.clone(), Tier::Mem));
+        }
+        if !self.ssd {
+            return None;
+        }
+        match self.slices.get(key).await {
+            Ok(Some(e)) => {
+                let tier = if e.source() == Source::Disk { Tier::Ssd } else { Tier::Mem };
+                Some((e.value().0.clone(), tier))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                metrics::counter!("edge_ssd_errors_total").increment(1);
+                tracing::warn!(object = %key.object, index = key.index, error = %e, "SSD read failed; treating as a miss");
+                None
+            }
+        }
+    }
+
+    /// Whether the slice is in memory now (exact; fills insert into memory).
+    pub fn in_memory(&self, key: &SliceKey) -> bool {
+        self.slices.memory().contains(key)
+    }
+
+    /// Which tier would answer, without reading: memory (exact) or the SSD index (may
+    /// rarely be a false positive, on a hash collision).
+    pub fn tier_of(&self, key: &SliceKey) -> Option<Tier> {
+        if self.slices.memory().contains(key) {
+            Some(Tier::Mem)
+        } else if self.ssd && self.slices.contains(key) {
+            Some(Tier::Ssd)
+        } else {
+            None
+        }
     }
 
     pub fn put_slice(&self, key: SliceKey, data: Bytes) {
-        self.slices.insert(key, data);
+        let location = if self.admitted(&key) { Location::Default } else { Location::InMem };
+        self.slices.insert_with_properties(key, Slice(data), HybridCacheProperties::default().with_location(location));
     }
 
-    /// Bytes held (moka's weighted size, after pending maintenance).
-    pub fn weighted_size(&self) -> u64 {
-        self.slices.run_pending_tasks();
-        self.slices.weighted_size()
+    fn admitted(&self, key: &SliceKey) -> bool {
+        self.ssd && self.demand.count(foyer::DefaultHasher::default().hash_one(key)) >= self.admit_after
     }
 
-    pub fn slice_count(&self) -> u64 {
-        self.slices.entry_count()
+    /// A memory-only slice that has become popular enough is written to the SSD now.
+    fn promote(
+        &self,
+        key: &SliceKey,
+        e: &foyer::CacheEntry<SliceKey, Slice, foyer::DefaultHasher, HybridCacheProperties>,
+    ) {
+        if self.ssd && e.properties().location() == Location::InMem && self.admitted(key) {
+            let props = HybridCacheProperties::default().with_location(Location::Default);
+            self.slices.insert_with_properties(key.clone(), e.value().clone(), props);
+        }
+    }
+
+    /// Bytes held in memory.
+    pub fn memory_bytes(&self) -> u64 {
+        self.slices.memory().usage() as u64
+    }
+
+    /// Bytes written to and read from the SSD since start.
+    pub fn ssd_io(&self) -> (u64, u64) {
+        let s = self.slices.statistics();
+        (s.disk_write_bytes() as u64, s.disk_read_bytes() as u64)
+    }
+
+    pub fn has_ssd(&self) -> bool {
+        self.ssd
+    }
+
+    /// Flush memory to the SSD and close it (graceful shutdown).
+    pub async fn close(&self) {
+        if let Err(e) = self.slices.close().await {
+            tracing::warn!(error = %e, "closing the cache failed");
+        }
+        if let Some(j) = &self.journal {
+            j.sync();
+        }
+    }
+}
+
+fn foyer_error(e: foyer::Error) -> segue_core::Error {
+    segue_core::Error::Store { message: format!("cache: {e}"), retryable: false }
+}
+
+/// Approximate request counts per slice hash: a count-min sketch of 4 rows of 4-bit-ish
+/// (u8, saturating) counters, halved every `RESET` notes so popularity decays.
+struct Demand {
+    rows: Vec<Vec<AtomicU8>>,
+    notes: AtomicU64,
+}
+
+const DEMAND_WIDTH: usize = 1 << 16;
+const RESET: u64 = 10 * DEMAND_WIDTH as u64;
+
+impl Demand {
+    fn new() -> Self {
+        Demand {
+            rows: (0..4).map(|_| (0..DEMAND_WIDTH).map(|_| AtomicU8::new(0)).collect()).collect(),
+            notes: AtomicU64::new(0),
+        }
+    }
+
+    fn slot(hash: u64, row: usize) -> usize {
+        (hash.rotate_left(16 * row as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize % DEMAND_WIDTH
+    }
+
+    fn note(&self, hash: u64) {
+        for (r, row) in self.rows.iter().enumerate() {
+            let c = &row[Self::slot(hash, r)];
+            let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_add(1));
+        }
+        if self.notes.fetch_add(1, Ordering::Relaxed) % RESET == RESET - 1 {
+            for row in &self.rows {
+                for c in row {
+                    let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v / 2));
+                }
+            }
+        }
+    }
+
+    fn count(&self, hash: u64) -> u8 {
+        self.rows.iter().enumerate().map(|(r, row)| row[Self::slot(hash, r)].load(Ordering::Relaxed)).min().unwrap_or(0)
+    }
+}
+
+/// One line of the object journal: an object version, or its removal.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    object: Option<RecordObject>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordObject {
+    len: u64,
+    etag: String,
+    last_modified: u64,
+    content_type: Option<String>,
+    cache_control: Option<String>,
+    surrogate_key: Option<String>,
+    generation: u64,
+    fetched_at: u64,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn header(v: &Option<HeaderValue>) -> Option<String> {
+    v.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+impl From<&ObjectInfo> for Record {
+    fn from(i: &ObjectInfo) -> Self {
+        Record {
+            key: i.key.to_string(),
+            object: Some(RecordObject {
+                len: i.len,
+                etag: i.etag.clone(),
+                last_modified: unix(i.last_modified),
+                content_type: header(&i.content_type),
+                cache_control: header(&i.cache_control),
+                surrogate_key: header(&i.surrogate_key),
+                generation: i.generation,
+                fetched_at: unix(i.fetched_at),
+            }),
+        }
+    }
+}
+
+impl Record {
+    fn dropped(key: &str) -> Self {
+        Record { key: key.to_owned(), object: None }
+    }
+
+    fn into_info(self) -> Option<ObjectInfo> {
+        let o = self.object?;
+        let hv = |s: Option<String>| s.and_then(|s| HeaderValue::from_str(&s).ok());
+        Some(ObjectInfo {
+            store_key: crate::fetch::store_key(&self.key),
+            key: self.key.into(),
+            len: o.len,
+            etag: o.etag,
+            last_modified: UNIX_EPOCH + Duration::from_secs(o.last_modified),
+            content_type: hv(o.content_type),
+            cache_control: hv(o.cache_control),
+            surrogate_key: hv(o.surrogate_key),
+            generation: o.generation,
+            fetched_at: UNIX_EPOCH + Duration::from_secs(o.fetched_at),
+        })
+    }
+}
+
+/// Object records, one JSON line each, appended as objects are learned or dropped.
+/// At start the journal is read (a torn last line from a crash is skipped), the newest
+/// record per key kept, and the compacted journal written atomically (temp + rename).
+struct Journal {
+    file: Mutex<std::fs::File>,
+    recovered: Vec<ObjectInfo>,
+}
+
+impl Journal {
+    fn open(path: &Path) -> foyer::Result<Self> {
+        let mut latest: std::collections::HashMap<String, Option<ObjectInfo>> = Default::default();
+        match std::fs::File::open(path) {
+            Ok(f) => {
+                for line in std::io::BufReader::new(f).lines() {
+                    let Ok(line) = line else { break };
+                    match serde_json::from_str::<Record>(&line) {
+                        Ok(r) => {
+                            let key = r.key.clone();
+                            latest.insert(key, r.into_info());
+                        }
+                        Err(_) => tracing::warn!(path = %path.display(), "skipping a torn object journal line"),
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(foyer::Error::io_error(e)),
+        }
+        let recovered: Vec<ObjectInfo> = latest.into_values().flatten().collect();
+        let tmp = path.with_extension("journal.tmp");
+        {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(foyer::Error::io_error)?);
+            for info in &recovered {
+                let line = serde_json::to_string(&Record::from(info)).unwrap_or_default();
+                writeln!(out, "{line}").map_err(foyer::Error::io_error)?;
+            }
+            let f = out.into_inner().map_err(|e| foyer::Error::io_error(e.into_error()))?;
+            f.sync_all().map_err(foyer::Error::io_error)?;
+        }
+        std::fs::rename(&tmp, path).map_err(foyer::Error::io_error)?;
+        let file = std::fs::OpenOptions::new().append(true).open(path).map_err(foyer::Error::io_error)?;
+        Ok(Journal { file: Mutex::new(file), recovered })
+    }
+
+    /// One `write` per record (O_APPEND), so a crash tears at most the last line.
+    fn append(&self, r: &Record) {
+        let Ok(mut line) = serde_json::to_vec(r) else { return };
+        line.push(b'\n');
+        let Ok(mut f) = self.file.lock() else { return };
+        if let Err(e) = f.write_all(&line) {
+            metrics::counter!("edge_ssd_errors_total").increment(1);
+            tracing::warn!(error = %e, "object journal write failed; this object will be refetched after a restart");
+        }
+    }
+
+    fn sync(&self) {
+        if let Ok(f) = self.file.lock() {
+            let _ = f.sync_all();
+        }
     }
 }

@@ -16,8 +16,15 @@ pub struct Config {
     pub upstreams: Vec<String>,
     /// Memory cache size, MiB. Default 1024.
     pub mem_cache_mb: u64,
-    /// Memory tier eviction: `tiny_lfu` (W-TinyLFU admission; default) or `lru`.
+    /// Memory tier eviction: `tiny_lfu` (W-TinyLFU; default), `s3_fifo` or `lru`.
     pub mem_eviction: Eviction,
+    /// Directory of the SSD tier. Empty (the default): memory only.
+    pub ssd_cache_dir: String,
+    /// SSD tier size, MiB. Default 10240.
+    pub ssd_cache_mb: u64,
+    /// Requests a slice must have had before it is written to the SSD, so one-hit
+    /// wonders never churn the disk. Default 2; 1 writes every slice.
+    pub ssd_admit_after: u8,
     /// Slice size, KiB: objects are fetched and cached in aligned slices of this size.
     /// Default 256: players ask for 256 KiB ranges, and with 1 MiB slices every cold
     /// range cost four times its bytes upstream (docs/BENCHMARKS.md, scenario 4).
@@ -59,6 +66,9 @@ impl Default for Config {
             upstreams: Vec::new(),
             mem_cache_mb: 1024,
             mem_eviction: Eviction::TinyLfu,
+            ssd_cache_dir: String::new(),
+            ssd_cache_mb: 10240,
+            ssd_admit_after: 2,
             slice_kib: 256,
             upstream_connect_timeout_secs: 5,
             upstream_idle_connections: 64,
@@ -80,6 +90,7 @@ impl Default for Config {
 #[serde(rename_all = "snake_case")]
 pub enum Eviction {
     TinyLfu,
+    S3Fifo,
     Lru,
 }
 
@@ -94,6 +105,8 @@ impl Validate for Config {
         }
         ensure((1..=1024 * 1024).contains(&self.mem_cache_mb), "mem_cache_mb", "must be 1-1048576")?;
         ensure((16..=64 * 1024).contains(&self.slice_kib), "slice_kib", "must be 16-65536")?;
+        ensure((64..=1 << 30).contains(&self.ssd_cache_mb), "ssd_cache_mb", "must be 64-1073741824")?;
+        ensure((1..=100).contains(&self.ssd_admit_after), "ssd_admit_after", "must be 1-100")?;
         ensure(
             (1..=300).contains(&self.upstream_connect_timeout_secs),
             "upstream_connect_timeout_secs",
@@ -118,6 +131,15 @@ impl Validate for Config {
 }
 
 impl Config {
+    /// The SSD tier's settings, when one is configured.
+    pub fn ssd(&self) -> Option<crate::cache::SsdOptions> {
+        (!self.ssd_cache_dir.is_empty()).then(|| crate::cache::SsdOptions {
+            dir: self.ssd_cache_dir.clone().into(),
+            bytes: self.ssd_cache_mb << 20,
+            admit_after: self.ssd_admit_after,
+        })
+    }
+
     /// Load `path` (or defaults when `None`) without validating: flags may still override.
     pub fn load(path: Option<&Path>) -> segue_core::Result<Self> {
         segue_core::config::load_or_default(path)

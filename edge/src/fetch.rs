@@ -84,7 +84,7 @@ async fn fill_slice(
         cache_control: fetched.headers.get(header::CACHE_CONTROL).cloned(),
         surrogate_key: fetched.headers.get("surrogate-key").cloned(),
         generation: 0,
-        fetched_at: Instant::now(),
+        fetched_at: SystemTime::now(),
     };
     let info = match known {
         Some(k) if k.len != info.len || k.etag != info.etag => {
@@ -165,7 +165,7 @@ fn join(chunks: Vec<Bytes>) -> Bytes {
 }
 
 /// Edge paths are arbitrary; one that is not a valid object key gets a neutral name.
-fn store_key(key: &str) -> segue_core::ObjectKey {
+pub(crate) fn store_key(key: &str) -> segue_core::ObjectKey {
     let path = key.trim_start_matches('/').split('?').next().unwrap_or("");
     segue_core::ObjectKey::new(path)
         .or_else(|_| segue_core::ObjectKey::new("edge-object"))

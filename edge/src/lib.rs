@@ -43,7 +43,7 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(config: &Config) -> segue_core::Result<Self> {
+    pub async fn new(config: &Config) -> segue_core::Result<Self> {
         segue_core::telemetry::metrics();
         let invalid = |field: &str, message: String| segue_core::Error::Config {
             file: "edge config".into(),
@@ -52,7 +52,8 @@ impl State {
         };
         let via = format!("1.1 {}", config.name);
         Ok(State {
-            cache: Cache::new(config.mem_cache_mb << 20, config.slice_kib << 10, config.mem_eviction),
+            cache: Cache::new(config.mem_cache_mb << 20, config.slice_kib << 10, config.mem_eviction, config.ssd())
+                .await?,
             coalescer: Coalescer::default(),
             upstreams: Upstreams::new(
                 &config.upstreams,
@@ -105,12 +106,17 @@ impl State {
         let policy = TokenPolicy::new(new)?;
         *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
         let mut needs_restart = Vec::new();
-        let checks: [(&'static str, bool); 7] = [
+        let checks: [(&'static str, bool); 8] = [
             ("listen", old.listen != new.listen),
             ("upstreams", old.upstreams != new.upstreams),
             ("mem_cache_mb", old.mem_cache_mb != new.mem_cache_mb),
             ("mem_eviction", old.mem_eviction != new.mem_eviction),
             ("slice_kib", old.slice_kib != new.slice_kib),
+            (
+                "ssd",
+                (&old.ssd_cache_dir, old.ssd_cache_mb, old.ssd_admit_after)
+                    != (&new.ssd_cache_dir, new.ssd_cache_mb, new.ssd_admit_after),
+            ),
             ("name", old.name != new.name),
             (
                 "timeouts",
@@ -143,7 +149,7 @@ pub async fn run(
     reload: impl Fn() -> Result<Config, String> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> segue_core::Result<()> {
-    let state = Arc::new(State::new(&config)?);
+    let state = Arc::new(State::new(&config).await?);
     if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         let state = state.clone();
         let mut current = config.clone();
@@ -165,7 +171,9 @@ pub async fn run(
         .await
         .map_err(|e| segue_core::Error::Io { path: config.listen.to_string(), source: e })?;
     tracing::info!(upstreams = ?config.upstreams, mem_cache_mb = config.mem_cache_mb, slice_kib = config.slice_kib, "edge ready");
-    serve(listener, state, server_options(&config), shutdown).await;
+    serve(listener, state.clone(), server_options(&config), shutdown).await;
+    // Flush memory to the SSD so the next start is warm.
+    state.cache.close().await;
     Ok(())
 }
 
@@ -183,8 +191,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => server::health_response(),
         (&Method::GET, "/metrics") => {
-            metrics::gauge!("edge_cache_bytes").set(state.cache.weighted_size() as f64);
-            metrics::gauge!("edge_cache_slices").set(state.cache.slice_count() as f64);
+            metrics::gauge!("edge_cache_bytes", "tier" => "mem").set(state.cache.memory_bytes() as f64);
+            let (written, read) = state.cache.ssd_io();
+            metrics::gauge!("edge_ssd_written_bytes").set(written as f64);
+            metrics::gauge!("edge_ssd_read_bytes").set(read as f64);
             metrics::gauge!("edge_fills_inflight").set(state.coalescer.len() as f64);
             server::metrics_response()
         }
@@ -260,7 +270,7 @@ async fn serve_object(state: &Arc<State>, req: &Request<Incoming>) -> Result<Res
 
     // The object's identity: cached, or learned from the fill of its first slice.
     let (info, mut x_cache) = match state.cache.object(&key) {
-        Some(info) => (info, "HIT"),
+        Some(info) => (info, "HIT-MEM"),
         None => {
             let known = || state.cache.object(&key).is_some();
             let (fill, how) = match state.coalescer.join(&key, 0, state.writer_max_age, known) {
@@ -269,7 +279,7 @@ async fn serve_object(state: &Arc<State>, req: &Request<Incoming>) -> Result<Res
                     (Some(f), "MISS")
                 }
                 Joined::Joined(f) => (Some(f), "COALESCED"),
-                Joined::Ready => (None, "HIT"),
+                Joined::Ready => (None, "HIT-MEM"),
             };
             let found = match fill {
                 Some(fill) => fill.head(state.reader_timeout, &key).await,
@@ -286,11 +296,12 @@ async fn serve_object(state: &Arc<State>, req: &Request<Incoming>) -> Result<Res
             }
         }
     };
-    if x_cache == "HIT" && method == Method::GET {
+    if x_cache == "HIT-MEM" && method == Method::GET {
         x_cache = classify(state, &info, req.headers());
     }
     let counter_name = match x_cache {
-        "HIT" => "hit",
+        "HIT-MEM" => "hit_mem",
+        "HIT-SSD" => "hit_ssd",
         "MISS" => "miss",
         _ => "coalesced",
     };
@@ -304,7 +315,7 @@ async fn serve_object(state: &Arc<State>, req: &Request<Incoming>) -> Result<Res
         headers.insert("surrogate-key", v.clone());
     }
     headers.insert("x-cache", HeaderValue::from_static(x_cache));
-    headers.insert(header::AGE, HeaderValue::from(info.fetched_at.elapsed().as_secs()));
+    headers.insert(header::AGE, HeaderValue::from(info.fetched_at.elapsed().unwrap_or_default().as_secs()));
     headers.insert(header::VIA, state.via.clone());
     let content_type =
         info.content_type.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream").to_owned();
@@ -315,25 +326,33 @@ async fn serve_object(state: &Arc<State>, req: &Request<Incoming>) -> Result<Res
         .map_err(|e| Error::UpstreamUnavailable { path: key.to_string(), detail: e.to_string() })
 }
 
-/// HIT if every slice the response needs is cached, COALESCED if the missing ones are all
-/// being fetched already, MISS if this request will start a fetch.
+/// HIT-MEM if every slice the response needs is in memory, HIT-SSD if all are cached and
+/// some only on the SSD, COALESCED if the missing ones are all being fetched already, MISS
+/// if this request will start a fetch.
 fn classify(state: &State, info: &Arc<ObjectInfo>, req: &HeaderMap) -> &'static str {
     let size = state.cache.slice_size;
     if info.len == 0 {
-        return "HIT";
+        return "HIT-MEM";
     }
     let ranges: Vec<(u64, u64)> =
         match req.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|r| range::resolve(r, info.len)) {
             Some(RangeOutcome::Partial(rs)) => rs.iter().map(|r| (r.first, r.last)).collect(),
-            Some(RangeOutcome::Unsatisfiable) => return "HIT",
+            Some(RangeOutcome::Unsatisfiable) => return "HIT-MEM",
             _ => vec![(0, info.len - 1)],
         };
-    let mut result = "HIT";
+    let mut result = "HIT-MEM";
     for (first, last) in ranges {
         for index in first / size..=last / size {
             let key = SliceKey { object: info.key.clone(), generation: info.generation, index };
-            if state.cache.contains_slice(&key) {
-                continue;
+            match state.cache.tier_of(&key) {
+                Some(cache::Tier::Mem) => continue,
+                Some(cache::Tier::Ssd) => {
+                    if result == "HIT-MEM" {
+                        result = "HIT-SSD";
+                    }
+                    continue;
+                }
+                None => {}
             }
             if state.coalescer.is_inflight(&info.key, index) {
                 result = "COALESCED";

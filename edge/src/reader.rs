@@ -61,7 +61,8 @@ impl Cursor {
             let slice_end = (slice_start + size).min(self.info.len);
             if self.fill.is_none() {
                 let key = SliceKey { object: self.info.key.clone(), generation: self.info.generation, index };
-                if let Some(b) = self.state.cache.slice(&key) {
+                self.state.cache.note_request(&key);
+                if let Some((b, _tier)) = self.state.cache.slice(&key).await {
                     let from = (self.pos - slice_start) as usize;
                     let to = ((self.end.min(slice_end)) - slice_start) as usize;
                     if to > b.len() || from >= to {
@@ -72,21 +73,20 @@ impl Cursor {
                 }
                 let max_age = self.state.writer_max_age;
                 let cache = &self.state.cache;
-                let fill =
-                    match self.state.coalescer.join(&self.info.key, index, max_age, || cache.contains_slice(&key)) {
-                        Joined::Started(f) => {
-                            tokio::spawn(fetch::run_fill(
-                                self.state.clone(),
-                                f.clone(),
-                                self.info.key.clone(),
-                                index,
-                                Some(self.info.clone()),
-                            ));
-                            f
-                        }
-                        Joined::Joined(f) => f,
-                        Joined::Ready => continue,
-                    };
+                let fill = match self.state.coalescer.join(&self.info.key, index, max_age, || cache.in_memory(&key)) {
+                    Joined::Started(f) => {
+                        tokio::spawn(fetch::run_fill(
+                            self.state.clone(),
+                            f.clone(),
+                            self.info.key.clone(),
+                            index,
+                            Some(self.info.clone()),
+                        ));
+                        f
+                    }
+                    Joined::Joined(f) => f,
+                    Joined::Ready => continue,
+                };
                 self.fill = Some(FillCursor { fill, slice_start, next_chunk: 0, filled: 0 });
             }
             let Some(fc) = self.fill.as_mut() else { continue };

@@ -57,7 +57,7 @@ async fn ranges_through_the_edge_are_byte_exact_cold_and_warm() {
         assert_eq!(get(edge, &path, &[("Range", "bytes=1300000-")]).await.status, 416);
     }
     let warm = get(edge, &path, &[("Range", "bytes=0-1299999")]).await;
-    assert_eq!(warm.h("x-cache"), "HIT");
+    assert_eq!(warm.h("x-cache"), "HIT-MEM");
     let etag = warm.h("etag").to_string();
     assert_eq!(get(edge, &path, &[("If-None-Match", &etag)]).await.status, 304);
     let stale = get(edge, &path, &[("Range", "bytes=0-9"), ("If-Range", "\"old\"")]).await;
@@ -207,7 +207,7 @@ async fn signed_urls_are_checked_per_prefix() {
     // A second client's differently signed URL shares the cache entry.
     let q2 = key.sign("GET", path, &segue_core::token::Claims { exp: now + 120, ..Default::default() });
     let r = get(edge, &format!("{path}?{q2}"), &[]).await;
-    assert_eq!(r.h("x-cache"), "HIT");
+    assert_eq!(r.h("x-cache"), "HIT-MEM");
     assert_eq!(up.count(), 1);
     // Seek tables are outside the token prefixes.
     assert_eq!(get(edge, "/seek/x/high.json", &[]).await.status, 200);
