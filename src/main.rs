@@ -88,6 +88,10 @@ enum Command {
         /// SSD tier size in MiB.
         #[arg(long, value_name = "N")]
         ssd_cache_mb: Option<u64>,
+        /// Admin API listen address (purge, stats, pre-warm); tokens come from the config
+        /// file's admin_tokens or SEGUE_ADMIN_TOKEN.
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
     },
     /// Generate HTTP/1.1 load against an edge or origin and report throughput and exact
     /// latency percentiles.
@@ -192,7 +196,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Up { data_dir, origin_listen, edge_listen, demo_track_secs } => {
             up(data_dir, origin_listen, edge_listen, demo_track_secs).await
         }
-        Command::Edge { config, listen, upstreams, mem_cache_mb, ssd_cache_dir, ssd_cache_mb } => {
+        Command::Edge { config, listen, upstreams, mem_cache_mb, ssd_cache_dir, ssd_cache_mb, admin_listen } => {
             // The same steps at start and on every SIGHUP: read the file, apply the flags,
             // validate.
             let load = move || -> Result<segue_edge::Config, String> {
@@ -211,6 +215,15 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 }
                 if let Some(m) = ssd_cache_mb {
                     cfg.ssd_cache_mb = m;
+                }
+                if let Some(a) = admin_listen {
+                    cfg.admin_listen = Some(a);
+                }
+                // A token from the environment keeps it out of argv and config files.
+                if let Ok(t) = std::env::var("SEGUE_ADMIN_TOKEN") {
+                    if !t.is_empty() && !cfg.admin_tokens.contains(&t) {
+                        cfg.admin_tokens.push(t);
+                    }
                 }
                 let source = config.clone().unwrap_or_else(|| PathBuf::from("(flags)"));
                 validated(&source, cfg).map_err(|e| e.to_string())

@@ -427,3 +427,157 @@ fn edge_restarts_warm_from_its_ssd_and_never_serves_corrupt_slices() {
     assert!(terminate(edge).success());
     assert!(terminate(origin).success());
 }
+
+const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// An admin API call with curl: status and parsed JSON body.
+fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
+    if let Some(t) = token {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = c.arg(format!("http://{addr}{path}")).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (json, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+}
+
+/// An edge process with an admin listener: (child, [edge, admin]).
+fn spawn_edge_with_admin(upstream: SocketAddr, name: &str, dir: &std::path::Path) -> (Child, Vec<SocketAddr>) {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nupstreams = [\"http://{upstream}\"]\nname = \"{name}\"\n\
+             admin_listen = \"127.0.0.1:0\"\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\nmem_cache_mb = 32\n"
+        ),
+    )
+    .unwrap();
+    let mut e = segue();
+    e.args(["edge", "--config"]).arg(&cfg);
+    spawn_servers(e, 2)
+}
+
+#[test]
+fn shield_and_edges_coalesce_purge_prewarm_and_outlive_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects: Vec<(String, Vec<u8>)> = (0..3u32)
+        .map(|n| {
+            let cid = format!("{:064x}", 0xabc0 + n);
+            let data: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(7 + n) >> 5) as u8).collect();
+            let obj = dir.path().join("store/audio").join(&cid);
+            std::fs::create_dir_all(&obj).unwrap();
+            std::fs::write(obj.join("high.ogg"), &data).unwrap();
+            (cid, data)
+        })
+        .collect();
+    let mut o = segue();
+    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
+    let (origin, origin_addr) = spawn_server(o);
+    let (shield, s) = spawn_edge_with_admin(origin_addr, "shield", dir.path());
+    let (edge1, e1) = spawn_edge_with_admin(s[0], "edge1", dir.path());
+    let (edge2, e2) = spawn_edge_with_admin(s[0], "edge2", dir.path());
+    let path = |i: usize| format!("/a/{}/high.ogg", objects[i].0);
+    let slices = 1_500_000u64.div_ceil(256 * 1024) as f64;
+
+    // A cold storm on both edges at once: one origin fetch per slice (via the shield).
+    let storm = |addr: SocketAddr| {
+        let target = format!("http://{addr}");
+        let p = path(0);
+        std::thread::spawn(move || {
+            segue()
+                .args(["loadtest", "--target", &target, "--path", &p, "--range-kib", "0", "--storm"])
+                .args(["--connections", "100", "--json"])
+                .output()
+                .unwrap()
+        })
+    };
+    let (a, b) = (storm(e1[0]), storm(e2[0]));
+    for out in [a.join().unwrap(), b.join().unwrap()] {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!((r["requests"].as_u64(), r["errors"].as_u64()), (Some(100), Some(0)), "{r}");
+    }
+    assert_eq!(metric(s[0], "edge_upstream_requests_total"), slices, "the shield fetched a slice twice");
+    assert!(metric(e1[0], "edge_upstream_requests_total") <= slices);
+
+    // Admin API: a token is required; unknown objects are 404; bad requests 400.
+    assert_eq!(admin(e1[1], "GET", "/admin/stats", None, None).0, 401);
+    assert_eq!(admin(e1[1], "GET", "/admin/stats", Some("wrong-token-wrong-token"), None).0, 401);
+    let (code, stats) = admin(e1[1], "GET", "/admin/stats", Some(ADMIN_TOKEN), None);
+    assert_eq!((code, stats["objects"].as_u64()), (200, Some(1)), "{stats}");
+    let unknown = format!("{{\"content_id\": \"{}\"}}", "9".repeat(64));
+    let (code, body) = admin(e1[1], "POST", "/admin/purge", Some(ADMIN_TOKEN), Some(&unknown));
+    assert_eq!((code, body["error"].as_str()), (404, Some("not_found")));
+    let (code, body) = admin(e1[1], "POST", "/admin/purge", Some(ADMIN_TOKEN), Some("{\"tag\": 5}"));
+    assert_eq!((code, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+
+    // Purge by tag on every hop: the next request goes all the way to the origin again.
+    let tag = format!("{{\"tag\": \"{}/high\"}}", objects[0].0);
+    for hop in [s[1], e1[1], e2[1]] {
+        let (code, body) = admin(hop, "POST", "/admin/purge", Some(ADMIN_TOKEN), Some(&tag));
+        assert_eq!((code, body["purged"].as_u64()), (200, Some(1)), "{body}");
+    }
+    let (code, h, body) = get_with_headers(&format!("http://{}{}", e1[0], path(0)));
+    assert_eq!((code, h["x-cache"].as_str()), (200, "MISS"));
+    assert!(body == objects[0].1);
+    assert_eq!(metric(s[0], "edge_upstream_requests_total"), 2.0 * slices);
+
+    // Soft purge: marked stale, revalidated (same version: the slices stay).
+    let soft = format!("{{\"content_id\": \"{}\", \"soft\": true}}", objects[0].0);
+    assert_eq!(admin(e1[1], "POST", "/admin/purge", Some(ADMIN_TOKEN), Some(&soft)).0, 200);
+    let before = metric(e1[0], "edge_upstream_requests_total");
+    let (code, body) = get(&format!("http://{}{}", e1[0], path(0)), &[]);
+    assert!(code == 200 && body == objects[0].1);
+    assert_eq!(metric(e1[0], "edge_upstream_requests_total"), before + 1.0, "revalidation is one slice fetch");
+
+    // Pre-warm edge2 with objects 1 and 2 through the shield, with progress.
+    let job = format!("{{\"paths\": [\"{}\", \"{}\"]}}", path(1), path(2));
+    let (code, started) = admin(e2[1], "POST", "/admin/prewarm", Some(ADMIN_TOKEN), Some(&job));
+    assert_eq!(code, 202, "{started}");
+    let id = started["id"].as_u64().unwrap();
+    let mut view = serde_json::Value::Null;
+    for _ in 0..200 {
+        view = admin(e2[1], "GET", &format!("/admin/prewarm/{id}"), Some(ADMIN_TOKEN), None).1;
+        if view["state"] != "running" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!((view["state"].as_str(), view["done"].as_u64()), (Some("done"), Some(2)), "{view}");
+    assert_eq!(view["bytes"].as_u64(), Some(3_000_000));
+    let fetched = metric(e2[0], "edge_upstream_requests_total");
+    for i in [1, 2] {
+        let (code, h, body) = get_with_headers(&format!("http://{}{}", e2[0], path(i)));
+        assert_eq!((code, h["x-cache"].as_str()), (200, "HIT-MEM"));
+        assert!(body == objects[i].1);
+    }
+    assert_eq!(metric(e2[0], "edge_upstream_requests_total"), fetched);
+
+    // A request that already passed through this POP is a loop: refused.
+    let (code, body) = get(&format!("http://{}{}", e1[0], path(1)), &["-H", "Via: 1.1 other, 1.1 edge1"]);
+    assert_eq!(code, 508, "{}", String::from_utf8_lossy(&body));
+
+    // The origin goes away: cached bytes are still served, uncached ones fail fast (502).
+    assert!(terminate(origin).success());
+    let (code, body) = get(&format!("http://{}{}", e2[0], path(1)), &["-r", "0-99999"]);
+    assert!(code == 206 && body == objects[1].1[..100_000]);
+    let t = std::time::Instant::now();
+    let (code, body) = get(&format!("http://{}/a/{}/high.ogg", e1[0], "e".repeat(64)), &[]);
+    assert_eq!(code, 502, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("upstream"));
+    assert!(t.elapsed() < Duration::from_secs(30));
+    for p in [edge1, edge2, shield] {
+        assert!(terminate(p).success());
+    }
+}

@@ -336,3 +336,9 @@ mod tests {
         assert!(Key::new("bad id", vec![0; 32]).is_err());
     }
 }
+
+/// Equality that takes the same time wherever the inputs differ (the length is not
+/// secret): for comparing bearer tokens.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -46,6 +46,9 @@ pub struct ObjectInfo {
     pub generation: u64,
     /// When the object was first fetched (for `Age`).
     pub fetched_at: SystemTime,
+    /// Soft-purged: the next request revalidates upstream (and keeps the slices if the
+    /// object is unchanged); while every upstream fails, the stale copy is served.
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -228,9 +231,18 @@ impl Cache {
         self.objects.get(key)
     }
 
-    /// Record a (new) object version; returns it with its generation.
+    /// Record a (new) object version; returns it with its generation. A stale entry for
+    /// the same version (same length and ETag) is revalidated: it keeps its generation, so
+    /// its cached slices stay valid.
     pub fn put_object(&self, mut info: ObjectInfo) -> Arc<ObjectInfo> {
-        info.generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        info.generation = match self.objects.get(&info.key) {
+            Some(old) if old.stale && old.len == info.len && old.etag == info.etag && !info.etag.is_empty() => {
+                info.fetched_at = old.fetched_at;
+                old.generation
+            }
+            _ => self.next_generation.fetch_add(1, Ordering::Relaxed),
+        };
+        info.stale = false;
         if let Some(j) = &self.journal {
             j.append(&Record::from(&info));
         }
@@ -245,6 +257,50 @@ impl Cache {
             j.append(&Record::dropped(key));
         }
         self.objects.invalidate(key);
+    }
+
+    /// Every object whose key matches `pred`.
+    pub fn objects_matching(&self, pred: impl Fn(&ObjectInfo) -> bool) -> Vec<Arc<ObjectInfo>> {
+        self.objects.iter().map(|(_, v)| v).filter(|i| pred(i)).collect()
+    }
+
+    /// Hard purge: the object's slices leave both tiers and the object is forgotten.
+    pub fn purge(&self, info: &ObjectInfo) {
+        for index in 0..info.len.div_ceil(self.slice_size) {
+            self.slices.remove(&SliceKey { object: info.key.clone(), generation: info.generation, index });
+        }
+        self.drop_object(&info.key);
+    }
+
+    /// Soft purge: mark the object stale; the next request revalidates it upstream.
+    pub fn mark_stale(&self, info: &ObjectInfo) {
+        let mut stale = info.clone();
+        stale.stale = true;
+        if let Some(j) = &self.journal {
+            j.append(&Record::from(&stale));
+        }
+        self.objects.insert(stale.key.clone(), Arc::new(stale));
+    }
+
+    /// Objects known (memory index).
+    pub fn object_count(&self) -> u64 {
+        self.objects.run_pending_tasks();
+        self.objects.entry_count()
+    }
+
+    /// An object that is wanted whole (pre-warm): every slice counts as asked for often
+    /// enough to be admitted to the SSD.
+    pub fn want(&self, info: &ObjectInfo) {
+        if !self.ssd {
+            return;
+        }
+        for index in 0..info.len.div_ceil(self.slice_size) {
+            let key = SliceKey { object: info.key.clone(), generation: info.generation, index };
+            let hash = foyer::DefaultHasher::default().hash_one(&key);
+            for _ in 0..self.admit_after {
+                self.demand.note(hash);
+            }
+        }
     }
 
     /// Count one request for a slice (SSD admission looks at these).
@@ -404,6 +460,8 @@ struct RecordObject {
     surrogate_key: Option<String>,
     generation: u64,
     fetched_at: u64,
+    #[serde(default)]
+    stale: bool,
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -427,6 +485,7 @@ impl From<&ObjectInfo> for Record {
                 surrogate_key: header(&i.surrogate_key),
                 generation: i.generation,
                 fetched_at: unix(i.fetched_at),
+                stale: i.stale,
             }),
         }
     }
@@ -451,6 +510,7 @@ impl Record {
             surrogate_key: hv(o.surrogate_key),
             generation: o.generation,
             fetched_at: UNIX_EPOCH + Duration::from_secs(o.fetched_at),
+            stale: o.stale,
         })
     }
 }

@@ -50,8 +50,14 @@ pub struct Config {
     pub header_read_timeout_secs: u64,
     /// Seconds in-flight requests may run after SIGTERM. Default 30.
     pub shutdown_grace_secs: u64,
-    /// This POP's name in `Via` headers. Default `segue-edge`.
+    /// This POP's name in `Via` headers, unique per POP: a request that arrives with it
+    /// in `Via` is a parent loop and refused (508). Empty (the default): `HOST:PORT`, the
+    /// machine's hostname and the listen port.
     pub name: String,
+    /// Address of the admin API listener (purge, stats, pre-warm). Unset: no admin API.
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer tokens accepted by the admin API (at least one when `admin_listen` is set).
+    pub admin_tokens: Vec<String>,
     /// Signed-URL checks.
     pub tokens: TokenSettings,
     /// Path prefixes whose requests must carry a valid token when `tokens.required`.
@@ -79,7 +85,9 @@ impl Default for Config {
             max_header_bytes: 16 * 1024,
             header_read_timeout_secs: 10,
             shutdown_grace_secs: 30,
-            name: "segue-edge".into(),
+            name: String::new(),
+            admin_listen: None,
+            admin_tokens: Vec::new(),
             tokens: TokenSettings::default(),
             token_prefixes: vec!["/a/".into(), "/enc/".into()],
         }
@@ -119,10 +127,20 @@ impl Validate for Config {
         ensure((8 * 1024..=1024 * 1024).contains(&self.max_header_bytes), "max_header_bytes", "must be 8192-1048576")?;
         ensure((1..=300).contains(&self.header_read_timeout_secs), "header_read_timeout_secs", "must be 1-300")?;
         ensure(
-            !self.name.is_empty() && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
+            self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
             "name",
             "must be letters, digits, '-' or '.'",
         )?;
+        if self.admin_listen.is_some() {
+            ensure(!self.admin_tokens.is_empty(), "admin_tokens", "at least one token is required with admin_listen")?;
+        }
+        for (i, t) in self.admin_tokens.iter().enumerate() {
+            ensure(
+                t.len() >= 16 && !t.contains(char::is_whitespace),
+                &format!("admin_tokens[{i}]"),
+                "must be at least 16 characters, no spaces",
+            )?;
+        }
         for (i, p) in self.token_prefixes.iter().enumerate() {
             ensure(p.starts_with('/'), &format!("token_prefixes[{i}]"), "must start with '/'")?;
         }
@@ -131,6 +149,18 @@ impl Validate for Config {
 }
 
 impl Config {
+    /// The name in `Via`: the configured one, or `HOST:PORT`.
+    pub fn via_name(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host: String =
+            host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect();
+        let host = if host.is_empty() { "segue-edge".to_owned() } else { host };
+        format!("{host}:{}", self.listen.port())
+    }
+
     /// The SSD tier's settings, when one is configured.
     pub fn ssd(&self) -> Option<crate::cache::SsdOptions> {
         (!self.ssd_cache_dir.is_empty()).then(|| crate::cache::SsdOptions {

@@ -18,6 +18,9 @@ pub enum Error {
     /// An upstream took too long.
     #[error("upstream timed out for {0}")]
     UpstreamTimeout(String),
+    /// The request already passed through this POP: the parent configuration loops.
+    #[error("request loop: {0} is already in Via")]
+    Loop(String),
     /// The object changed upstream mid-response (validator or length mismatch).
     #[error("{0} changed upstream; retry")]
     Changed(String),
@@ -32,6 +35,7 @@ impl Error {
             Error::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Changed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Loop(_) => StatusCode::LOOP_DETECTED,
         }
     }
 
@@ -45,6 +49,7 @@ impl Error {
             Error::UpstreamUnavailable { .. } => "upstream_unavailable",
             Error::UpstreamTimeout(_) => "upstream_timeout",
             Error::Changed(_) => "object_changed",
+            Error::Loop(_) => "loop_detected",
         };
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");

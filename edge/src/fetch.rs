@@ -85,6 +85,7 @@ async fn fill_slice(
         surrogate_key: fetched.headers.get("surrogate-key").cloned(),
         generation: 0,
         fetched_at: SystemTime::now(),
+        stale: false,
     };
     let info = match known {
         Some(k) if k.len != info.len || k.etag != info.etag => {

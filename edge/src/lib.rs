@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 pub mod cache;
 pub mod coalesce;
 pub mod config;
@@ -40,6 +41,9 @@ pub struct State {
     reader_timeout: Duration,
     writer_max_age: Duration,
     via: HeaderValue,
+    /// Bearer tokens of the admin API; replaced on SIGHUP.
+    admin_tokens: std::sync::RwLock<Vec<String>>,
+    jobs: admin::Jobs,
 }
 
 impl State {
@@ -50,7 +54,7 @@ impl State {
             field: field.into(),
             message,
         };
-        let via = format!("1.1 {}", config.name);
+        let via = format!("1.1 {}", config.via_name());
         Ok(State {
             cache: Cache::new(config.mem_cache_mb << 20, config.slice_kib << 10, config.mem_eviction, config.ssd())
                 .await?,
@@ -69,6 +73,8 @@ impl State {
             reader_timeout: Duration::from_secs(config.reader_timeout_secs),
             writer_max_age: Duration::from_secs(config.writer_max_age_secs),
             via: HeaderValue::from_str(&via).map_err(|e| invalid("name", e.to_string()))?,
+            admin_tokens: std::sync::RwLock::new(config.admin_tokens.clone()),
+            jobs: admin::Jobs::default(),
         })
     }
 }
@@ -95,6 +101,31 @@ impl TokenPolicy {
 }
 
 impl State {
+    /// A request that already passed through this POP (its name in `Via`) is a loop in
+    /// the parent configuration: refused, not fetched again.
+    fn is_loop(&self, headers: &HeaderMap) -> bool {
+        let me = self.via.as_bytes().get(4..).unwrap_or_default();
+        headers.get_all(header::VIA).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|hop| hop.trim_ascii().split(|&b| b == b' ').nth(1).is_some_and(|by| by == me))
+        })
+    }
+
+    /// `Authorization: Bearer T` with T one of the admin tokens (compared in constant time).
+    fn admin_authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(given) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+        else {
+            return false;
+        };
+        let tokens = self.admin_tokens.read().unwrap_or_else(|p| p.into_inner());
+        tokens.iter().fold(false, |ok, t| ok | segue_core::token::constant_time_eq(t.as_bytes(), given.as_bytes()))
+    }
+
     fn token_policy(&self) -> Arc<TokenPolicy> {
         self.tokens.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -105,9 +136,11 @@ impl State {
     pub fn reload(&self, old: &Config, new: &Config) -> Result<Vec<&'static str>, segue_core::config::FieldError> {
         let policy = TokenPolicy::new(new)?;
         *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        *self.admin_tokens.write().unwrap_or_else(|p| p.into_inner()) = new.admin_tokens.clone();
         let mut needs_restart = Vec::new();
-        let checks: [(&'static str, bool); 8] = [
+        let checks: [(&'static str, bool); 9] = [
             ("listen", old.listen != new.listen),
+            ("admin_listen", old.admin_listen != new.admin_listen),
             ("upstreams", old.upstreams != new.upstreams),
             ("mem_cache_mb", old.mem_cache_mb != new.mem_cache_mb),
             ("mem_eviction", old.mem_eviction != new.mem_eviction),
@@ -171,7 +204,31 @@ pub async fn run(
         .await
         .map_err(|e| segue_core::Error::Io { path: config.listen.to_string(), source: e })?;
     tracing::info!(upstreams = ?config.upstreams, mem_cache_mb = config.mem_cache_mb, slice_kib = config.slice_kib, "edge ready");
-    serve(listener, state.clone(), server_options(&config), shutdown).await;
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            Some(server::bind(addr).await.map_err(|e| segue_core::Error::Io { path: addr.to_string(), source: e })?)
+        }
+        None => None,
+    };
+    // One shutdown signal stops both listeners.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = admin.map(|listener| {
+        let (state, opts) = (state.clone(), server_options(&config));
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop_rx.changed().await;
+            };
+            server::serve(listener, opts, move |req, _| admin::handle(state.clone(), req), stopped).await;
+        })
+    });
+    let stopping = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    serve(listener, state.clone(), server_options(&config), stopping).await;
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     // Flush memory to the SSD so the next start is warm.
     state.cache.close().await;
     Ok(())
@@ -198,6 +255,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
             metrics::gauge!("edge_fills_inflight").set(state.coalescer.len() as f64);
             server::metrics_response()
         }
+        _ if state.is_loop(req.headers()) => Error::Loop(state.via.to_str().unwrap_or("").to_owned()).into_response(),
         (m, _) if m != Method::GET && m != Method::HEAD => {
             let method = m.clone();
             let path = req.uri().path().to_owned();
@@ -248,7 +306,7 @@ fn check_request(state: &State, req: &Request<Incoming>) -> Result<(), Error> {
 
 /// The cache key: the path plus the query without token parameters, so every client's
 /// differently signed URL for one object shares one cache entry.
-fn cache_key(path: &str, query: Option<&str>) -> String {
+pub(crate) fn cache_key(path: &str, query: Option<&str>) -> String {
     let kept: Vec<&str> = query
         .unwrap_or("")
         .split('&')
@@ -268,34 +326,7 @@ async fn serve_object(state: &Arc<State>, req: &Request<Incoming>) -> Result<Res
     let path = req.uri().path();
     let key: Arc<str> = cache_key(path, req.uri().query()).into();
 
-    // The object's identity: cached, or learned from the fill of its first slice.
-    let (info, mut x_cache) = match state.cache.object(&key) {
-        Some(info) => (info, "HIT-MEM"),
-        None => {
-            let known = || state.cache.object(&key).is_some();
-            let (fill, how) = match state.coalescer.join(&key, 0, state.writer_max_age, known) {
-                Joined::Started(f) => {
-                    tokio::spawn(fetch::run_fill(state.clone(), f.clone(), key.clone(), 0, None));
-                    (Some(f), "MISS")
-                }
-                Joined::Joined(f) => (Some(f), "COALESCED"),
-                Joined::Ready => (None, "HIT-MEM"),
-            };
-            let found = match fill {
-                Some(fill) => fill.head(state.reader_timeout, &key).await,
-                None => Err(Error::Changed(key.to_string())),
-            };
-            match found {
-                Ok(info) => (info, how),
-                // Discovery finished elsewhere, or this request joined a fill that does not
-                // report the head (a later slice's): the info is cached by now.
-                Err(e) => match state.cache.object(&key) {
-                    Some(info) => (info, how),
-                    None => return Err(e),
-                },
-            }
-        }
-    };
+    let (info, mut x_cache) = discover(state, &key).await?;
     if x_cache == "HIT-MEM" && method == Method::GET {
         x_cache = classify(state, &info, req.headers());
     }
@@ -324,6 +355,45 @@ async fn serve_object(state: &Arc<State>, req: &Request<Incoming>) -> Result<Res
     segue_core::respond::object_response(method == Method::HEAD, req.headers(), reader, &content_type, headers, counter)
         .await
         .map_err(|e| Error::UpstreamUnavailable { path: key.to_string(), detail: e.to_string() })
+}
+
+/// The object's identity: cached, or learned from the fill of its first slice. A
+/// soft-purged (stale) object is revalidated the same way; when no upstream can answer,
+/// the stale copy is served (stale-if-error), but never one the upstream said is gone.
+pub(crate) async fn discover(state: &Arc<State>, key: &Arc<str>) -> Result<(Arc<ObjectInfo>, &'static str), Error> {
+    let cached = state.cache.object(key);
+    if let Some(info) = &cached {
+        if !info.stale {
+            return Ok((info.clone(), "HIT-MEM"));
+        }
+    }
+    let fresh = || state.cache.object(key).is_some_and(|i| !i.stale);
+    let (fill, how) = match state.coalescer.join(key, 0, state.writer_max_age, fresh) {
+        Joined::Started(f) => {
+            tokio::spawn(fetch::run_fill(state.clone(), f.clone(), key.clone(), 0, None));
+            (Some(f), "MISS")
+        }
+        Joined::Joined(f) => (Some(f), "COALESCED"),
+        Joined::Ready => (None, "HIT-MEM"),
+    };
+    let found = match fill {
+        Some(fill) => fill.head(state.reader_timeout, key).await,
+        None => Err(Error::Changed(key.to_string())),
+    };
+    match found {
+        Ok(info) => Ok((info, how)),
+        // Discovery finished elsewhere, or this request joined a fill that does not
+        // report the head (a later slice's): the info is cached by now.
+        Err(e) => match (state.cache.object(key), cached) {
+            (Some(info), _) if !info.stale => Ok((info, how)),
+            (_, Some(stale)) if matches!(e, Error::UpstreamUnavailable { .. } | Error::UpstreamTimeout(_)) => {
+                tracing::warn!(object = %key, error = %e, "revalidation failed; serving the stale copy");
+                metrics::counter!("edge_stale_served_total").increment(1);
+                Ok((stale, "HIT-MEM"))
+            }
+            _ => Err(e),
+        },
+    }
 }
 
 /// HIT-MEM if every slice the response needs is in memory, HIT-SSD if all are cached and

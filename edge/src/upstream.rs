@@ -94,6 +94,21 @@ impl Upstreams {
         }
     }
 
+    /// Each upstream's circuit, for the admin API.
+    pub fn health(&self) -> Vec<serde_json::Value> {
+        let now = now_ms();
+        self.list
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "upstream": u.base,
+                    "circuit": if u.open_until.load(Ordering::Relaxed) > now { "open" } else { "closed" },
+                    "consecutive_failures": u.failures.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+
     pub fn name(&self, i: usize) -> &str {
         self.list.get(i).map(|u| u.base.as_str()).unwrap_or("?")
     }

@@ -26,7 +26,7 @@ async fn ranges_through_the_edge_are_byte_exact_cold_and_warm() {
     assert_eq!((r.status, r.h("x-cache")), (206, "MISS"));
     assert_eq!(r.body, &d[300_000..300_100]);
     assert_eq!(r.h("content-range"), "bytes 300000-300099/1300000");
-    assert!(r.h("via").contains("segue-edge"));
+    assert!(r.h("via").starts_with("1.1 ") && r.h("via").len() > 6, "{:?}", r.headers);
     assert_eq!(r.h("cache-control"), "public, max-age=31536000, immutable");
     assert_eq!(r.h("surrogate-key"), format!("{cid} {cid}/high"));
     assert_eq!(r.h("content-type"), "audio/ogg");
@@ -302,7 +302,7 @@ async fn other_methods_are_forwarded_uncached() {
     assert_eq!(r.body, b"got 100000 bytes");
     assert_eq!(r.h("x-cache"), "PASS");
     assert_eq!(r.h("x-upstream"), "yes");
-    assert!(r.h("via").contains("segue-edge"), "{:?}", r.headers);
+    assert!(r.h("via").ends_with(&format!(":{}", edge.port())), "{:?}", r.headers);
     let r = request(edge, "DELETE", "/a/x/high.ogg", &[], b"").await;
     assert_eq!(r.status, 201);
     assert_eq!(

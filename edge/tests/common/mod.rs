@@ -35,10 +35,12 @@ pub async fn start_edge_with_state(
 ) -> (SocketAddr, Arc<segue_edge::State>) {
     let mut config = segue_edge::Config { upstreams, slice_kib: SLICE / 1024, mem_cache_mb: 64, ..Default::default() };
     config.reader_timeout_secs = 5;
-    tweak(&mut config);
-    let state = Arc::new(segue_edge::State::new(&config).await.unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // The listen address names the POP in Via, as in a real start.
+    config.listen = addr;
+    tweak(&mut config);
+    let state = Arc::new(segue_edge::State::new(&config).await.unwrap());
     tokio::spawn(segue_edge::serve(
         listener,
         state.clone(),

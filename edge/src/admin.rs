@@ -1,0 +1,317 @@
+//! The admin API, on its own listener, every route behind a bearer token: purge (hard or
+//! soft) by content id, path prefix or tag (`Surrogate-Key`), cache stats, and pre-warm
+//! jobs with progress. Every action is logged.
+//!
+//! ```text
+//! GET  /admin/stats                      cache and upstream figures
+//! POST /admin/purge   {"content_id"|"prefix"|"tag": "...", "soft": false}
+//! POST /admin/prewarm {"paths": ["/a/.../high.ogg", ...]}   -> 202 {"id": N, ...}
+//! GET  /admin/prewarm/N                   a job's progress
+//! GET  /admin/prewarm                     every job's progress
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use segue_core::server::{full, json_error, Body};
+use segue_core::store::ObjectReader;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::ObjectInfo;
+use crate::State;
+
+/// Largest admin request body.
+const MAX_BODY: usize = 4 << 20;
+/// Objects a pre-warm job fetches at once.
+const PREWARM_CONCURRENCY: usize = 4;
+
+#[derive(Default)]
+pub struct Jobs {
+    next: AtomicU64,
+    jobs: Mutex<HashMap<u64, Arc<Job>>>,
+}
+
+pub struct Job {
+    id: u64,
+    paths: Vec<String>,
+    started: Instant,
+    done: AtomicU64,
+    failed: AtomicU64,
+    bytes: AtomicU64,
+    finished_ms: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct JobView {
+    id: u64,
+    state: &'static str,
+    total: u64,
+    done: u64,
+    failed: u64,
+    bytes: u64,
+    elapsed_ms: u64,
+    errors: Vec<String>,
+}
+
+impl Job {
+    fn view(&self) -> JobView {
+        let finished = self.finished_ms.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        JobView {
+            id: self.id,
+            state: match (finished, failed) {
+                (0, _) => "running",
+                (_, 0) => "done",
+                _ => "failed",
+            },
+            total: self.paths.len() as u64,
+            done: self.done.load(Ordering::Relaxed),
+            failed,
+            bytes: self.bytes.load(Ordering::Relaxed),
+            elapsed_ms: if finished > 0 { finished } else { self.started.elapsed().as_millis() as u64 },
+            errors: self.errors.lock().map(|e| e.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().path() == "/healthz" {
+        return segue_core::server::health_response();
+    }
+    if !state.admin_authorized(req.headers()) {
+        let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid admin bearer token is required");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let resp = match (method.clone(), path.as_str()) {
+        (Method::GET, "/admin/stats") => json(StatusCode::OK, &stats(&state)),
+        (Method::POST, "/admin/purge") => match body::<PurgeRequest>(req).await {
+            Ok(p) => purge(&state, p),
+            Err(r) => r,
+        },
+        (Method::POST, "/admin/prewarm") => match body::<PrewarmRequest>(req).await {
+            Ok(p) => prewarm(&state, p),
+            Err(r) => r,
+        },
+        (Method::GET, "/admin/prewarm") => {
+            let jobs = state.jobs.jobs.lock().map(|j| j.values().cloned().collect::<Vec<_>>()).unwrap_or_default();
+            let mut views: Vec<JobView> = jobs.iter().map(|j| j.view()).collect();
+            views.sort_by_key(|v| v.id);
+            json(StatusCode::OK, &serde_json::json!({ "jobs": views }))
+        }
+        (Method::GET, p) if p.starts_with("/admin/prewarm/") => {
+            let job = p["/admin/prewarm/".len()..]
+                .parse::<u64>()
+                .ok()
+                .and_then(|id| state.jobs.jobs.lock().ok().and_then(|j| j.get(&id).cloned()));
+            match job {
+                Some(j) => json(StatusCode::OK, &j.view()),
+                None => json_error(StatusCode::NOT_FOUND, "not_found", &format!("no pre-warm job at {p}")),
+            }
+        }
+        (_, "/admin/stats" | "/admin/purge" | "/admin/prewarm") => {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("{method} {path}"))
+        }
+        _ => json_error(StatusCode::NOT_FOUND, "not_found", &format!("no admin route {path}")),
+    };
+    tracing::info!(%method, path, status = resp.status().as_u16(), "admin request");
+    resp
+}
+
+fn json(status: StatusCode, v: &impl Serialize) -> Response<Body> {
+    let mut r = Response::new(full(serde_json::to_vec(v).unwrap_or_default()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r
+}
+
+/// Read and parse a JSON body, or the 4xx response saying what is wrong with it.
+async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Body>> {
+    let bytes: Bytes = match http_body_util::Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            return Err(json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &format!("request body unreadable or over {MAX_BODY} bytes: {e}"),
+            ))
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| json_error(StatusCode::BAD_REQUEST, "bad_request", &format!("invalid JSON body: {e}")))
+}
+
+fn stats(state: &State) -> serde_json::Value {
+    let (written, read) = state.cache.ssd_io();
+    serde_json::json!({
+        "name": state.via.to_str().unwrap_or("").trim_start_matches("1.1 "),
+        "memory_bytes": state.cache.memory_bytes(),
+        "ssd": state.cache.has_ssd(),
+        "ssd_written_bytes": written,
+        "ssd_read_bytes": read,
+        "objects": state.cache.object_count(),
+        "fills_inflight": state.coalescer.len(),
+        "upstreams": state.upstreams.health(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    content_id: Option<String>,
+    prefix: Option<String>,
+    tag: Option<String>,
+    #[serde(default)]
+    soft: bool,
+}
+
+fn purge(state: &State, p: PurgeRequest) -> Response<Body> {
+    let matcher: Box<dyn Fn(&ObjectInfo) -> bool> = match (&p.content_id, &p.prefix, &p.tag) {
+        (Some(cid), None, None) => {
+            if cid.parse::<segue_core::ContentId>().is_err() {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("content_id {cid:?} is not 64 hex digits"),
+                );
+            }
+            let cid = cid.clone();
+            // `/a/CID/...`, `/seek/CID/...`, `/m/CID.json`, `/enc/CID/...`
+            Box::new(move |i| {
+                let path = i.key.split('?').next().unwrap_or("");
+                path.split('/')
+                    .any(|seg| seg == cid || seg.strip_prefix(cid.as_str()).is_some_and(|r| r.starts_with('.')))
+            })
+        }
+        (None, Some(prefix), None) if prefix.starts_with('/') => {
+            let prefix = prefix.clone();
+            Box::new(move |i| i.key.starts_with(prefix.as_str()))
+        }
+        (None, None, Some(tag)) if !tag.trim().is_empty() => {
+            let tag = tag.trim().to_owned();
+            Box::new(move |i| {
+                i.surrogate_key
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|keys| keys.split_ascii_whitespace().any(|k| k == tag))
+            })
+        }
+        _ => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give exactly one of content_id, prefix (starting with '/') or tag",
+            )
+        }
+    };
+    let matched = state.cache.objects_matching(matcher);
+    let what = p.content_id.or(p.prefix).or(p.tag).unwrap_or_default();
+    let mode = if p.soft { "soft" } else { "hard" };
+    if matched.is_empty() {
+        tracing::info!(what, mode, "purge matched nothing");
+        return json_error(StatusCode::NOT_FOUND, "not_found", &format!("no cached object matches {what:?}"));
+    }
+    for info in &matched {
+        if p.soft {
+            state.cache.mark_stale(info);
+        } else {
+            state.cache.purge(info);
+        }
+    }
+    metrics::counter!("edge_purged_objects_total", "mode" => mode).increment(matched.len() as u64);
+    tracing::info!(what, mode, objects = matched.len(), "purged");
+    let keys: Vec<&str> = matched.iter().take(1000).map(|i| &*i.key).collect();
+    json(StatusCode::OK, &serde_json::json!({ "purged": matched.len(), "mode": mode, "objects": keys }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrewarmRequest {
+    paths: Vec<String>,
+}
+
+fn prewarm(state: &Arc<State>, p: PrewarmRequest) -> Response<Body> {
+    if p.paths.is_empty() {
+        return json_error(StatusCode::BAD_REQUEST, "bad_request", "paths is empty");
+    }
+    for (i, path) in p.paths.iter().enumerate() {
+        if !path.starts_with('/') || segue_core::key::check_path_safety(path).is_err() {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("paths[{i}] {path:?} is not a safe absolute path"),
+            );
+        }
+    }
+    let id = state.jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
+    let job = Arc::new(Job {
+        id,
+        paths: p.paths,
+        started: Instant::now(),
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        finished_ms: AtomicU64::new(0),
+        errors: Mutex::default(),
+    });
+    if let Ok(mut jobs) = state.jobs.jobs.lock() {
+        jobs.insert(id, job.clone());
+    }
+    tracing::info!(id, objects = job.paths.len(), "pre-warm started");
+    tokio::spawn(run_prewarm(state.clone(), job.clone()));
+    json(StatusCode::ACCEPTED, &job.view())
+}
+
+/// Fetch every object whole through the cache (coalesced with client traffic, admitted
+/// to the SSD: a pre-warmed object is wanted by definition).
+async fn run_prewarm(state: Arc<State>, job: Arc<Job>) {
+    futures_util::stream::iter(job.paths.clone())
+        .for_each_concurrent(PREWARM_CONCURRENCY, |path| {
+            let (state, job) = (state.clone(), job.clone());
+            async move {
+                match warm_one(&state, &path).await {
+                    Ok(bytes) => {
+                        job.bytes.fetch_add(bytes, Ordering::Relaxed);
+                        job.done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        job.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(id = job.id, path, error = %e, "pre-warm of an object failed");
+                        if let Ok(mut errors) = job.errors.lock() {
+                            if errors.len() < 100 {
+                                errors.push(format!("{path}: {e}"));
+                            }
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+    let ms = job.started.elapsed().as_millis().max(1) as u64;
+    job.finished_ms.store(ms, Ordering::Relaxed);
+    let v = job.view();
+    tracing::info!(id = job.id, done = v.done, failed = v.failed, bytes = v.bytes, ms, "pre-warm finished");
+}
+
+async fn warm_one(state: &Arc<State>, path: &str) -> Result<u64, String> {
+    let key: Arc<str> = crate::cache_key(path, None).into();
+    let (info, _) = crate::discover(state, &key).await.map_err(|e| e.to_string())?;
+    state.cache.want(&info);
+    let reader = crate::reader::EdgeReader::new(state.clone(), info.clone());
+    let mut stream = reader.read(0..info.len).await.map_err(|e| e.to_string())?;
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        bytes += chunk.map_err(|e| e.to_string())?.len() as u64;
+    }
+    Ok(bytes)
+}
