@@ -44,6 +44,11 @@ pub struct Config {
     pub upstream_failures_to_open: u32,
     /// Seconds an open circuit keeps an upstream out of rotation. Default 5.
     pub upstream_open_secs: u64,
+    /// Seconds between active health checks of every upstream (`GET upstream_probe_path`).
+    /// Default 5; 0 turns them off (failures are then only seen on client traffic).
+    pub upstream_probe_secs: u64,
+    /// Path the health checks request. Default `/healthz` (origins and edges serve it).
+    pub upstream_probe_path: String,
     /// Largest request head accepted (bytes). Default 16384.
     pub max_header_bytes: usize,
     /// Seconds a client has to send its request head. Default 10.
@@ -82,6 +87,8 @@ impl Default for Config {
             writer_max_age_secs: 30,
             upstream_failures_to_open: 3,
             upstream_open_secs: 5,
+            upstream_probe_secs: 5,
+            upstream_probe_path: "/healthz".into(),
             max_header_bytes: 16 * 1024,
             header_read_timeout_secs: 10,
             shutdown_grace_secs: 30,
@@ -123,6 +130,8 @@ impl Validate for Config {
         ensure((1..=4096).contains(&self.upstream_idle_connections), "upstream_idle_connections", "must be 1-4096")?;
         ensure((1..=600).contains(&self.reader_timeout_secs), "reader_timeout_secs", "must be 1-600")?;
         ensure((1..=3600).contains(&self.writer_max_age_secs), "writer_max_age_secs", "must be 1-3600")?;
+        ensure(self.upstream_probe_secs <= 3600, "upstream_probe_secs", "must be 0-3600")?;
+        ensure(self.upstream_probe_path.starts_with('/'), "upstream_probe_path", "must start with '/'")?;
         ensure(self.upstream_failures_to_open >= 1, "upstream_failures_to_open", "must be at least 1")?;
         ensure((8 * 1024..=1024 * 1024).contains(&self.max_header_bytes), "max_header_bytes", "must be 8192-1048576")?;
         ensure((1..=300).contains(&self.header_read_timeout_secs), "header_read_timeout_secs", "must be 1-300")?;

@@ -44,6 +44,7 @@ pub struct State {
     /// Bearer tokens of the admin API; replaced on SIGHUP.
     admin_tokens: std::sync::RwLock<Vec<String>>,
     jobs: admin::Jobs,
+    probe: Option<(Duration, String)>,
 }
 
 impl State {
@@ -75,6 +76,8 @@ impl State {
             via: HeaderValue::from_str(&via).map_err(|e| invalid("name", e.to_string()))?,
             admin_tokens: std::sync::RwLock::new(config.admin_tokens.clone()),
             jobs: admin::Jobs::default(),
+            probe: (config.upstream_probe_secs > 0)
+                .then(|| (Duration::from_secs(config.upstream_probe_secs), config.upstream_probe_path.clone())),
         })
     }
 }
@@ -240,6 +243,17 @@ pub async fn serve(
     opts: ServerOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    if let Some((every, path)) = state.probe.clone() {
+        // Holds the state weakly: the checks stop when the edge is gone.
+        let weak = Arc::downgrade(&state);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(state) = weak.upgrade() else { break };
+                state.upstreams.probe_all(&path).await;
+            }
+        });
+    }
     server::serve(listener, opts, move |req, peer| handle(state.clone(), req, peer), shutdown).await;
 }
 

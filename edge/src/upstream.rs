@@ -173,6 +173,40 @@ impl Upstreams {
         }
     }
 
+    /// Active health check: `GET {base}{path}` on every upstream. An answer below 500
+    /// closes its circuit at once (recovery without waiting for client traffic); no answer
+    /// or a 5xx counts as a failure, like a failed fetch. Not counted as upstream requests.
+    pub async fn probe_all(&self, path: &str) {
+        for (i, up) in self.list.iter().enumerate() {
+            let ok = match format!("{}{path}", up.base).parse::<Uri>() {
+                Ok(uri) => {
+                    let req = Request::get(uri)
+                        .header(http::header::VIA, &self.via)
+                        .body(Empty::new().map_err(|never| match never {}).boxed_unsync());
+                    match req {
+                        Ok(req) => matches!(
+                            tokio::time::timeout(self.head_timeout, self.client.request(req)).await,
+                            Ok(Ok(resp)) if !resp.status().is_server_error()
+                        ),
+                        Err(_) => false,
+                    }
+                }
+                Err(_) => false,
+            };
+            let result = if ok { "ok" } else { "failed" };
+            metrics::counter!("edge_upstream_probes_total", "upstream" => up.base.clone(), "result" => result)
+                .increment(1);
+            if ok {
+                if up.open_until.swap(0, Ordering::Relaxed) > now_ms() {
+                    tracing::info!(upstream = %up.base, "upstream answers its health check again; back in rotation");
+                }
+                up.failures.store(0, Ordering::Relaxed);
+            } else {
+                self.record_failure(i);
+            }
+        }
+    }
+
     /// Forward a request the cache does not handle (methods other than GET and HEAD) to
     /// the first upstream whose circuit is closed, body streamed both ways. One attempt:
     /// the body can be sent only once, and the method may not be idempotent.

@@ -322,3 +322,41 @@ async fn other_methods_are_forwarded_uncached() {
     assert_eq!(r.status, 502);
     assert!(String::from_utf8_lossy(&r.body).contains("upstream_unavailable"));
 }
+
+/// Active health checks take a dead upstream out of rotation without client traffic and
+/// put it back as soon as it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_open_and_close_circuits() {
+    let spare = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = spare.local_addr().unwrap().port();
+    drop(spare); // nothing listens there now: connections are refused
+    let up = start_scripted(pattern(1000, 1)).await;
+    let (_, state) =
+        start_edge_with_state(vec![format!("http://127.0.0.1:{port}"), format!("http://{}", up.addr)], |c| {
+            c.upstream_probe_secs = 1;
+            c.upstream_failures_to_open = 2;
+            c.upstream_open_secs = 600;
+        })
+        .await;
+    let circuit = |i: usize| state.upstreams.health()[i]["circuit"].as_str().unwrap().to_owned();
+    let mut waited = 0;
+    while circuit(0) != "open" && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!((circuit(0).as_str(), circuit(1).as_str()), ("open", "closed"));
+    // It comes back: the next check closes the circuit, long before upstream_open_secs.
+    let back = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(segue_core::server::serve(
+        back,
+        Default::default(),
+        |_req: http::Request<hyper::body::Incoming>, _| async { segue_core::server::health_response() },
+        std::future::pending(),
+    ));
+    let mut waited = 0;
+    while circuit(0) != "closed" && waited < 50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(circuit(0), "closed");
+}

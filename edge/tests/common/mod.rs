@@ -35,6 +35,8 @@ pub async fn start_edge_with_state(
 ) -> (SocketAddr, Arc<segue_edge::State>) {
     let mut config = segue_edge::Config { upstreams, slice_kib: SLICE / 1024, mem_cache_mb: 64, ..Default::default() };
     config.reader_timeout_secs = 5;
+    // Scripted upstreams count every request; health checks are tested on their own.
+    config.upstream_probe_secs = 0;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     // The listen address names the POP in Via, as in a real start.
