@@ -19,7 +19,8 @@ fn spawn_server(cmd: Command) -> (Child, SocketAddr) {
 
 /// Start a process that prints `n` `listening on ADDR` lines and collect them in order.
 fn spawn_servers(mut cmd: Command, n: usize) -> (Child, Vec<SocketAddr>) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn segue");
+    // stderr is inherited unless the caller redirected it.
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn segue");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -580,4 +581,83 @@ fn shield_and_edges_coalesce_purge_prewarm_and_outlive_the_origin() {
     for p in [edge1, edge2, shield] {
         assert!(terminate(p).success());
     }
+}
+
+/// A small tmpfs mounted for one test (the "disk" that fills up), unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: std::path::PathBuf, mib: u32) -> Self {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "this test mounts a {mib} MiB tmpfs as a full disk and needs root (CI runs as root)");
+        SmallDisk(at)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_ssd_directory_degrades_to_memory_without_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(dir.path().join("ssd"), 40);
+    let objects: Vec<(String, Vec<u8>)> = (0..14u32)
+        .map(|n| {
+            let cid = format!("{:064x}", 0xd15c0 + n);
+            let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(31 + n) >> 7) as u8).collect();
+            let obj = dir.path().join("store/audio").join(&cid);
+            std::fs::create_dir_all(&obj).unwrap();
+            std::fs::write(obj.join("high.ogg"), &data).unwrap();
+            (cid, data)
+        })
+        .collect();
+    let mut o = segue();
+    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
+    let (origin, origin_addr) = spawn_server(o);
+    let log = dir.path().join("edge.log");
+    let mut e = segue();
+    e.args(["edge", "--listen", "127.0.0.1:0", "--mem-cache-mb", "64", "--ssd-cache-mb", "64"])
+        .args(["--upstream", &format!("http://{origin_addr}"), "--ssd-cache-dir"])
+        .arg(&disk.0)
+        .stderr(std::fs::File::create(&log).unwrap());
+    let (edge, addr) = spawn_server(e);
+
+    // Every object asked for twice (admitted to the SSD): 42 MB into a 40 MiB disk.
+    let mut saw_full = false;
+    for (cid, data) in &objects {
+        for _ in 0..2 {
+            let (code, body) = get(&format!("http://{addr}/a/{cid}/high.ogg"), &[]);
+            assert!(code == 200 && body == *data, "wrong body for {cid}");
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        saw_full |= metric(addr, "edge_ssd_full") == 1.0;
+    }
+    for _ in 0..40 {
+        saw_full |= metric(addr, "edge_ssd_full") == 1.0;
+        if saw_full {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(saw_full, "the edge never noticed its SSD directory was full");
+    // Still serving everything, from memory, and the warning was logged.
+    for (cid, data) in &objects {
+        let (code, body) = get(&format!("http://{addr}/a/{cid}/high.ogg"), &["-r", "1000000-1099999"]);
+        assert!(code == 206 && body == data[1_000_000..1_100_000]);
+    }
+    assert_eq!(get(&format!("http://{addr}/healthz"), &[]).0, 200);
+    assert!(terminate(edge).success(), "the edge did not stop cleanly with a full disk");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("SSD directory is full"), "no warning logged:\n{text}");
+    assert!(terminate(origin).success());
+    drop(disk);
 }

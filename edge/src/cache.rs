@@ -146,6 +146,10 @@ pub struct Cache {
     demand: Demand,
     admit_after: u8,
     ssd: bool,
+    /// The SSD directory and the free space its filesystem must keep for new blocks.
+    ssd_space: Option<(PathBuf, u64, u64)>,
+    /// Set while that filesystem is full: new slices then stay in memory.
+    ssd_full: std::sync::atomic::AtomicBool,
 }
 
 impl Cache {
@@ -175,6 +179,7 @@ impl Cache {
                 .storage()
         };
         let mut admit_after = 1;
+        let mut block_bytes = 0u64;
         let (slices, journal) = match &ssd {
             None => (build().build().await.map_err(foyer_error)?, None),
             Some(opts) => {
@@ -184,6 +189,7 @@ impl Cache {
                     std::fs::create_dir_all(&opts.dir).map_err(foyer::Error::io_error)?;
                     let device = FsDeviceBuilder::new(&opts.dir).with_capacity(opts.bytes as usize).build()?;
                     let block = (16usize << 20).min(opts.bytes as usize / 4).max(slice_size as usize * 2);
+                    block_bytes = block as u64;
                     build()
                         .with_engine_config(BlockEngineConfig::new(device).with_block_size(block))
                         .with_recover_mode(RecoverMode::Quiet)
@@ -214,7 +220,11 @@ impl Cache {
                 objects.insert(info.key.clone(), Arc::new(info.clone()));
             }
         }
-        let ssd = journal.is_some();
+        let journal_ok = journal.is_some();
+        let ssd_space = match (&ssd, journal_ok) {
+            (Some(o), true) => Some((o.dir.clone(), o.bytes, block_bytes.max(1))),
+            _ => None,
+        };
         Ok(Cache {
             slices,
             objects,
@@ -223,8 +233,43 @@ impl Cache {
             next_generation: AtomicU64::new(max_generation + 1),
             demand: Demand::new(),
             admit_after,
-            ssd,
+            ssd: journal_ok,
+            ssd_space,
+            ssd_full: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Look at the SSD filesystem's free space. When it cannot take another block while
+    /// the SSD tier still has to grow (a shared or undersized disk), stop admitting new
+    /// slices to the SSD (they stay in memory) and say so; resume when space returns.
+    /// Reads of what is on the SSD go on either way.
+    pub fn check_ssd_space(&self) {
+        let Some((dir, capacity, reserve)) = &self.ssd_space else { return };
+        let avail = match rustix::fs::statvfs(dir.as_path()) {
+            Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot stat the SSD directory");
+                return;
+            }
+        };
+        let allocated: u64 = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("foyer"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+                    .sum()
+            })
+            .unwrap_or(0);
+        let full = avail < *reserve && allocated + reserve < *capacity;
+        let was = self.ssd_full.swap(full, Ordering::Relaxed);
+        metrics::gauge!("edge_ssd_full").set(if full { 1.0 } else { 0.0 });
+        if full && !was {
+            tracing::warn!(dir = %dir.display(), avail, "SSD directory is full; new slices stay in memory until space returns");
+        } else if was && !full {
+            tracing::info!(dir = %dir.display(), avail, "SSD directory has space again; admitting slices to the SSD");
+        }
     }
 
     pub fn object(&self, key: &str) -> Option<Arc<ObjectInfo>> {
@@ -356,7 +401,9 @@ impl Cache {
     }
 
     fn admitted(&self, key: &SliceKey) -> bool {
-        self.ssd && self.demand.count(foyer::DefaultHasher::default().hash_one(key)) >= self.admit_after
+        self.ssd
+            && !self.ssd_full.load(Ordering::Relaxed)
+            && self.demand.count(foyer::DefaultHasher::default().hash_one(key)) >= self.admit_after
     }
 
     /// A memory-only slice that has become popular enough is written to the SSD now.

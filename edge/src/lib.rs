@@ -254,6 +254,17 @@ pub async fn serve(
             }
         });
     }
+    if state.cache.has_ssd() {
+        let weak = Arc::downgrade(&state);
+        tokio::spawn(async move {
+            loop {
+                let Some(state) = weak.upgrade() else { break };
+                state.cache.check_ssd_space();
+                drop(state);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
     server::serve(listener, opts, move |req, peer| handle(state.clone(), req, peer), shutdown).await;
 }
 
