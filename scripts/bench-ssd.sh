@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The edge's SSD tier, side by side with nginx proxy_cache on disk, and warm-restart
+# recovery time. Same catalog as bench-edge.sh (Ogg-sized random objects), one segue
+# origin as the upstream of every peer, servers pinned to core 0, load to core 1.
+#
+#   scripts/bench-ssd.sh                    TRACKS=1000 SECS=20 by default
+# Disk: the catalog, plus up to twice it for nginx's two caches at once (about 14 GB at
+# TRACKS=1000); the script checks before it starts.
+#   TRACKS=300 SECS=10 scripts/bench-ssd.sh
+#
+# 1. Catalog 10x the memory cap but within the SSD cap: 256 KiB ranges, Zipf 0.9,
+#    64 connections; a warm-up run, then the measured run (req/s, p99, byte hit ratio).
+#    segue: memory cap + SSD cap; nginx: proxy_cache on disk with max_size = the SSD cap
+#    (its memory is the kernel's page cache, which no cap bounds).
+# 2. Recovery: the whole catalog pre-warmed onto the SSD in 16 KiB slices (many slices),
+#    then the time from start to serving after SIGTERM and after kill -9.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRACKS="${TRACKS:-1000}"
+SECS="${SECS:-20}"
+command -v nginx >/dev/null || command -v /usr/sbin/nginx >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
+}
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+cargo build --release --bin segue >&2
+BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/segue"
+WORK=$(mktemp -d /tmp/segue-ssd-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
+trap cleanup EXIT
+log() { echo "bench-ssd: $*" >&2; }
+TOKEN=bench-admin-token-0123456789
+
+need_mb=$(( TRACKS * 47 / 10 * 3 + 1024 ))
+free_mb=$(df -Pm /tmp | awk 'NR == 2 {print $4}')
+[ "$free_mb" -gt "$need_mb" ] || { log "needs ~$need_mb MB free in /tmp, has $free_mb; try a smaller TRACKS"; exit 1; }
+log "writing $TRACKS objects"
+mkdir -p "$WORK/data/audio"
+: >"$WORK/paths.txt"
+total=0
+for i in $(seq 1 "$TRACKS"); do
+  cid=$(printf '%064x' "$i")
+  size=$(( 600000 + (i * 7919 % 8100) * 1000 ))
+  mkdir -p "$WORK/data/audio/$cid"
+  head -c "$size" /dev/urandom >"$WORK/data/audio/$cid/high.ogg"
+  echo "/a/$cid/high.ogg" >>"$WORK/paths.txt"
+  total=$((total + size))
+done
+chmod -R a+rX "$WORK"
+mem=$(( total / 10000000 ))
+ssd=$(( total * 3 / 2000000 ))
+log "catalog: $TRACKS objects, $((total / 1000000)) MB; memory cap $mem MB, SSD cap $ssd MB"
+
+origin_bytes() { curl -s http://127.0.0.1:18270/metrics | awk '$1 ~ /^origin_body_bytes_total/ {b += $2} END {printf "%.0f", b}'; }
+rss_peak() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+lt() { taskset -c 1 "$BIN" loadtest --target "http://127.0.0.1:$1" --json "${@:2}"; }
+field() { python3 -c "import json,sys; r=json.load(sys.stdin); print($1)"; }
+wait_listening() { # file -> ms until it says "listening on"
+  local t0 t1; t0=$(date +%s%N)
+  for _ in $(seq 1 6000); do grep -q "listening on" "$1" 2>/dev/null && break; sleep 0.01; done
+  t1=$(date +%s%N); echo $(( (t1 - t0) / 1000000 ))
+}
+
+RUST_LOG=warn taskset -c 1 "$BIN" origin --listen 127.0.0.1:18270 --data-dir "$WORK/data" >"$WORK/origin.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18270/healthz >/dev/null && break; sleep 0.1; done
+
+echo "## Edge SSD tier vs nginx on disk ($(date -u +%Y-%m-%d), TRACKS=$TRACKS, SECS=$SECS)"
+echo
+echo "### 1. Catalog $((total / 1000000)) MB: memory cap $mem MB (10x smaller), SSD cap $ssd MB (holds it), 256 KiB ranges, Zipf 0.9, 64 connections"
+echo
+echo "| peer | req/s | p50 ms | p99 ms | client MB | origin MB | byte hit ratio | peak RSS MB |"
+echo "|---|---|---|---|---|---|---|---|"
+
+measure() { # name port pid
+  lt "$2" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs "$SECS" >/dev/null
+  local before after r client
+  before=$(origin_bytes)
+  r=$(lt "$2" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs "$SECS")
+  after=$(origin_bytes)
+  client=$(echo "$r" | field 'r["bytes"]')
+  echo "| $1 | $(echo "$r" | field '"%.0f | %.2f | %.2f" % (r["requests_per_sec"], r["latency_ms"]["p50"], r["latency_ms"]["p99"])') | $((client / 1000000)) | $(((after - before) / 1000000)) | $(awk "BEGIN{printf \"%.3f\", 1-($after-$before)/$client}") | $(( $(rss_peak "$3") / 1024 )) |"
+}
+
+# segue: memory above SSD.
+printf 'mem_cache_mb = %s\nssd_cache_dir = "%s"\nssd_cache_mb = %s\n' "$mem" "$WORK/ssd" "$ssd" >"$WORK/edge.toml"
+RUST_LOG=warn taskset -c 0 "$BIN" edge --config "$WORK/edge.toml" --listen 127.0.0.1:18280 --upstream http://127.0.0.1:18270 >"$WORK/edge.out" 2>"$WORK/edge.log" &
+EDGE=$!; PIDS+=($EDGE)
+wait_listening "$WORK/edge.out" >/dev/null
+measure segue 18280 "$EDGE"
+kill "$EDGE"; wait "$EDGE" 2>/dev/null || true
+rm -rf "$WORK/ssd"  # disk space for the next peer
+
+# nginx: proxy_cache on disk, max_size = the SSD cap, with and without slice.
+mkdir -p "$WORK/nc1" "$WORK/nc2"
+cat >"$WORK/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  proxy_http_version 1.1;
+  upstream origin { server 127.0.0.1:18270; keepalive 64; }
+  proxy_cache_path $WORK/nc1 levels=1:2 keys_zone=whole:64m max_size=${ssd}m inactive=1d use_temp_path=off;
+  proxy_cache_path $WORK/nc2 levels=1:2 keys_zone=sliced:64m max_size=${ssd}m inactive=1d use_temp_path=off;
+  server {
+    listen 127.0.0.1:18281;
+    location / {
+      proxy_pass http://origin; proxy_set_header Connection "";
+      proxy_cache whole; proxy_cache_lock on; proxy_cache_lock_timeout 60s; proxy_cache_valid 200 206 1d;
+    }
+  }
+  server {
+    listen 127.0.0.1:18282;
+    location / {
+      slice 1m;
+      proxy_pass http://origin; proxy_set_header Connection ""; proxy_set_header Range \$slice_range;
+      proxy_cache sliced; proxy_cache_key \$uri\$slice_range;
+      proxy_cache_lock on; proxy_cache_lock_timeout 60s; proxy_cache_valid 200 206 1d;
+    }
+  }
+}
+CONF
+taskset -c 0 "$NGINX" -c "$WORK/nginx.conf"
+for _ in $(seq 1 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
+NGINX_PID=$(cat "$WORK/nginx.pid")
+measure "nginx proxy_cache + lock" 18281 "$(pgrep -P "$NGINX_PID" | head -1)"
+measure "nginx slice 1m" 18282 "$(pgrep -P "$NGINX_PID" | head -1)"
+kill -QUIT "$NGINX_PID"
+for _ in $(seq 1 100); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
+rm -rf "$WORK/nc1" "$WORK/nc2"
+echo
+echo "(byte hit ratio of the measured run, after a warm-up run of the same length; nginx's RSS excludes its cache, which is on disk and in the page cache)"
+echo
+
+# 2. Recovery.
+echo "### 2. Warm-restart recovery"
+echo
+rm -rf "$WORK/ssd"
+printf 'slice_kib = 16\nmem_cache_mb = %s\nssd_cache_dir = "%s"\nssd_cache_mb = %s\nadmin_listen = "127.0.0.1:18290"\nadmin_tokens = ["%s"]\n' \
+  "$mem" "$WORK/ssd" "$ssd" "$TOKEN" >"$WORK/edge16.toml"
+start16() { # sets EDGE and STARTED_MS; log in $WORK/edge16.log
+  : >"$WORK/edge16.out"
+  RUST_LOG=info taskset -c 0 "$BIN" edge --config "$WORK/edge16.toml" --listen 127.0.0.1:18283 --upstream http://127.0.0.1:18270 >"$WORK/edge16.out" 2>"$WORK/edge16.log" &
+  EDGE=$!; PIDS+=($EDGE)
+  STARTED_MS=$(wait_listening "$WORK/edge16.out")
+}
+start16
+paths_json=$(python3 -c "import json; print(json.dumps({'paths': open('$WORK/paths.txt').read().split()}))")
+job=$(curl -s -H "Authorization: Bearer $TOKEN" -d "$paths_json" http://127.0.0.1:18290/admin/prewarm | field 'r["id"]')
+t0=$(date +%s)
+while :; do
+  st=$(curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18290/admin/prewarm/$job")
+  state=$(echo "$st" | field 'r["state"]')
+  [ "$state" != running ] && break
+  log "pre-warm: $(echo "$st" | field '"%d/%d objects, %d MB" % (r["done"], r["total"], r["bytes"] // 1000000)')"
+  sleep 5
+done
+log "pre-warm $state in $(( $(date +%s) - t0 )) s"
+written=$(curl -s http://127.0.0.1:18283/metrics | awk '$1 == "edge_ssd_written_bytes" {printf "%.0f", $2}')
+slices=$(( written / 16400 ))
+kill "$EDGE"; wait "$EDGE" 2>/dev/null || true
+start16; graceful=$STARTED_MS
+recovered_ms=$(grep -o 'took_ms=[0-9]*' "$WORK/edge16.log" | head -1 | cut -d= -f2)
+check=$(lt 18283 --paths-file "$WORK/paths.txt" --connections 8 --requests 2000)
+before=$(origin_bytes)
+lt 18283 --paths-file "$WORK/paths.txt" --connections 8 --requests 2000 >/dev/null
+after=$(origin_bytes)
+kill -9 "$EDGE"; wait "$EDGE" 2>/dev/null || true
+start16; killed=$STARTED_MS
+killed_recovered_ms=$(grep -o 'took_ms=[0-9]*' "$WORK/edge16.log" | head -1 | cut -d= -f2)
+kill "$EDGE"; wait "$EDGE" 2>/dev/null || true
+echo "About $slices slices of 16 KiB on the SSD ($((written / 1000000)) MB written by the pre-warm)."
+echo
+echo "| restart | start to serving (ms) | SSD index + journal recovery (ms) | per million slices (s, scaled) |"
+echo "|---|---|---|---|"
+echo "| after SIGTERM | $graceful | $recovered_ms | $(awk "BEGIN{printf \"%.1f\", $graceful/1000*1000000/$slices}") |"
+echo "| after kill -9 | $killed | $killed_recovered_ms | $(awk "BEGIN{printf \"%.1f\", $killed/1000*1000000/$slices}") |"
+echo
+echo "After the graceful restart, 2,000 more 256 KiB range requests cost the origin $(((after - before) / 1000000)) MB ($(echo "$check" | field 'r["errors"]') errors in the first 2,000)."
