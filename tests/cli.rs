@@ -460,7 +460,9 @@ fn spawn_edge_with_admin(upstream: SocketAddr, name: &str, dir: &std::path::Path
         &cfg,
         format!(
             "listen = \"127.0.0.1:0\"\nupstreams = [\"http://{upstream}\"]\nname = \"{name}\"\n\
-             admin_listen = \"127.0.0.1:0\"\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\nmem_cache_mb = 32\n"
+             admin_listen = \"127.0.0.1:0\"\nadmin_tokens = [\"{ADMIN_TOKEN}\"]\nmem_cache_mb = 32\n\
+             ssd_cache_dir = \"{}\"\nssd_cache_mb = 64\n",
+            dir.join(format!("{name}-ssd")).display()
         ),
     )
     .unwrap();
@@ -523,7 +525,18 @@ fn shield_and_edges_coalesce_purge_prewarm_and_outlive_the_origin() {
     let (code, body) = admin(e1[1], "POST", "/admin/purge", Some(ADMIN_TOKEN), Some("{\"tag\": 5}"));
     assert_eq!((code, body["error"].as_str()), (400, Some("bad_request")), "{body}");
 
-    // Purge by tag on every hop: the next request goes all the way to the origin again.
+    // The shield has the object on its SSD too (both edges asked: admitted)...
+    let mut on_ssd = 0.0;
+    for _ in 0..100 {
+        on_ssd = metric(s[0], "edge_ssd_written_bytes");
+        if on_ssd >= 1_500_000.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(on_ssd >= 1_500_000.0, "the shield wrote {on_ssd} bytes to its SSD");
+    // ...and purge by tag on every hop removes every tier: the next request goes all the
+    // way to the origin again.
     let tag = format!("{{\"tag\": \"{}/high\"}}", objects[0].0);
     for hop in [s[1], e1[1], e2[1]] {
         let (code, body) = admin(hop, "POST", "/admin/purge", Some(ADMIN_TOKEN), Some(&tag));
