@@ -92,6 +92,16 @@ enum Command {
         /// file's admin_tokens or SEGUE_ADMIN_TOKEN.
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
+        /// TLS listen address (HTTP/2 and HTTP/1.1 by ALPN); needs --tls-cert and --tls-key
+        /// or [[tls_certs]] in the config file.
+        #[arg(long, value_name = "ADDR")]
+        tls_listen: Option<SocketAddr>,
+        /// PEM certificate chain for the TLS listener (replaces the config's tls_certs).
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<String>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<String>,
     },
     /// Generate HTTP/1.1 load against an edge or origin and report throughput and exact
     /// latency percentiles.
@@ -196,7 +206,18 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Up { data_dir, origin_listen, edge_listen, demo_track_secs } => {
             up(data_dir, origin_listen, edge_listen, demo_track_secs).await
         }
-        Command::Edge { config, listen, upstreams, mem_cache_mb, ssd_cache_dir, ssd_cache_mb, admin_listen } => {
+        Command::Edge {
+            config,
+            listen,
+            upstreams,
+            mem_cache_mb,
+            ssd_cache_dir,
+            ssd_cache_mb,
+            admin_listen,
+            tls_listen,
+            tls_cert,
+            tls_key,
+        } => {
             // The same steps at start and on every SIGHUP: read the file, apply the flags,
             // validate.
             let load = move || -> Result<segue_edge::Config, String> {
@@ -218,6 +239,13 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 }
                 if let Some(a) = admin_listen {
                     cfg.admin_listen = Some(a);
+                }
+                if let Some(a) = tls_listen {
+                    cfg.tls_listen = Some(a);
+                }
+                if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
+                    cfg.tls_certs =
+                        vec![segue_core::tls::CertSettings { cert: cert.clone(), key: key.clone(), names: Vec::new() }];
                 }
                 // A token from the environment keeps it out of argv and config files.
                 if let Ok(t) = std::env::var("SEGUE_ADMIN_TOKEN") {

@@ -16,6 +16,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tier;
+pub mod tls;
 pub mod token;
 
 pub use error::{Error, Result};

@@ -89,6 +89,97 @@ where
     }
 }
 
+/// HTTP/2 limits on TLS listeners: enough concurrency and window for audio bodies, and
+/// bounds that cut off clients abusing the protocol (stream floods, rapid resets).
+const H2_MAX_STREAMS: u32 = 256;
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+const H2_CONN_WINDOW: u32 = 8 << 20;
+const H2_MAX_PENDING_RESETS: usize = 32;
+const H2_MAX_ERROR_RESETS: usize = 256;
+
+/// Serve `handler` on a TLS listener: HTTP/2 or HTTP/1.1 by ALPN, the same handler as
+/// the plain listener. The TLS handshake must finish within the header timeout. Each
+/// connection takes the TLS config current at accept time, so a reload reaches new
+/// connections and leaves established ones alone.
+pub async fn serve_tls<H, F>(
+    listener: TcpListener,
+    tls: crate::tls::SharedConfig,
+    opts: ServerOptions,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(opts.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(opts.max_header_bytes as u32)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_send_buf_size(1 << 20)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_ERROR_RESETS)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.read().unwrap_or_else(|p| p.into_inner()).clone());
+        let (h, builder, watcher, handshake) =
+            (handler.clone(), builder.clone(), graceful.watcher(), opts.header_read_timeout);
+        tokio::spawn(async move {
+            let tls_stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    metrics::counter!("tls_handshake_failures_total").increment(1);
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    metrics::counter!("tls_handshake_failures_total").increment(1);
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let fut = h(req, peer);
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?opts.shutdown_grace, "TLS connections still open after the grace period; closing them");
+    }
+}
+
 /// Bind `addr` and print the `listening on ADDR` line operators and tests wait for.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let listener = TcpListener::bind(addr).await?;

@@ -59,6 +59,11 @@ pub struct Config {
     /// in `Via` is a parent loop and refused (508). Empty (the default): `HOST:PORT`, the
     /// machine's hostname and the listen port.
     pub name: String,
+    /// Address of the TLS listener (HTTP/2 and HTTP/1.1 by ALPN, rustls). Unset: no TLS.
+    pub tls_listen: Option<SocketAddr>,
+    /// `[[tls_certs]]` for the TLS listener: `cert`, `key` (PEM files) and the SNI
+    /// `names` each answers; the first also answers unknown names. Re-read on SIGHUP.
+    pub tls_certs: Vec<segue_core::tls::CertSettings>,
     /// Address of the admin API listener (purge, stats, pre-warm). Unset: no admin API.
     pub admin_listen: Option<SocketAddr>,
     /// Bearer tokens accepted by the admin API (at least one when `admin_listen` is set).
@@ -93,6 +98,8 @@ impl Default for Config {
             header_read_timeout_secs: 10,
             shutdown_grace_secs: 30,
             name: String::new(),
+            tls_listen: None,
+            tls_certs: Vec::new(),
             admin_listen: None,
             admin_tokens: Vec::new(),
             tokens: TokenSettings::default(),
@@ -140,6 +147,15 @@ impl Validate for Config {
             "name",
             "must be letters, digits, '-' or '.'",
         )?;
+        if self.tls_listen.is_some() {
+            // Read the files now: a bad certificate stops start-up (or a reload) naming it.
+            segue_core::tls::server_config(&self.tls_certs).map_err(|e| match e {
+                segue_core::Error::Config { file, field, message } => {
+                    FieldError::new(&field, format!("{}: {message}", file.display()))
+                }
+                e => FieldError::new("tls_certs", e.to_string()),
+            })?;
+        }
         if self.admin_listen.is_some() {
             ensure(!self.admin_tokens.is_empty(), "admin_tokens", "at least one token is required with admin_listen")?;
         }

@@ -44,6 +44,8 @@ pub struct State {
     /// Bearer tokens of the admin API; replaced on SIGHUP.
     admin_tokens: std::sync::RwLock<Vec<String>>,
     jobs: admin::Jobs,
+    /// The TLS listener's certificates; reloaded on SIGHUP.
+    tls: Option<segue_core::tls::SharedConfig>,
     probe: Option<(Duration, String)>,
 }
 
@@ -76,6 +78,10 @@ impl State {
             via: HeaderValue::from_str(&via).map_err(|e| invalid("name", e.to_string()))?,
             admin_tokens: std::sync::RwLock::new(config.admin_tokens.clone()),
             jobs: admin::Jobs::default(),
+            tls: match config.tls_listen {
+                Some(_) => Some(segue_core::tls::shared_config(&config.tls_certs)?),
+                None => None,
+            },
             probe: (config.upstream_probe_secs > 0)
                 .then(|| (Duration::from_secs(config.upstream_probe_secs), config.upstream_probe_path.clone())),
         })
@@ -139,11 +145,16 @@ impl State {
     pub fn reload(&self, old: &Config, new: &Config) -> Result<Vec<&'static str>, segue_core::config::FieldError> {
         let policy = TokenPolicy::new(new)?;
         *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        if let (Some(shared), Some(_)) = (&self.tls, new.tls_listen) {
+            segue_core::tls::reload(shared, &new.tls_certs)
+                .map_err(|e| segue_core::config::FieldError::new("tls_certs", e.to_string()))?;
+        }
         *self.admin_tokens.write().unwrap_or_else(|p| p.into_inner()) = new.admin_tokens.clone();
         let mut needs_restart = Vec::new();
-        let checks: [(&'static str, bool); 9] = [
+        let checks: [(&'static str, bool); 10] = [
             ("listen", old.listen != new.listen),
             ("admin_listen", old.admin_listen != new.admin_listen),
+            ("tls_listen", old.tls_listen != new.tls_listen),
             ("upstreams", old.upstreams != new.upstreams),
             ("mem_cache_mb", old.mem_cache_mb != new.mem_cache_mb),
             ("mem_eviction", old.mem_eviction != new.mem_eviction),
@@ -207,29 +218,41 @@ pub async fn run(
         .await
         .map_err(|e| segue_core::Error::Io { path: config.listen.to_string(), source: e })?;
     tracing::info!(upstreams = ?config.upstreams, mem_cache_mb = config.mem_cache_mb, slice_kib = config.slice_kib, "edge ready");
+    let bind = |addr: SocketAddr| async move {
+        server::bind(addr).await.map_err(|e| segue_core::Error::Io { path: addr.to_string(), source: e })
+    };
+    let tls = match (config.tls_listen, &state.tls) {
+        (Some(addr), Some(shared)) => Some((bind(addr).await?, shared.clone())),
+        _ => None,
+    };
     let admin = match config.admin_listen {
-        Some(addr) => {
-            Some(server::bind(addr).await.map_err(|e| segue_core::Error::Io { path: addr.to_string(), source: e })?)
-        }
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    // One shutdown signal stops both listeners.
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let admin_task = admin.map(|listener| {
-        let (state, opts) = (state.clone(), server_options(&config));
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop_rx.changed().await;
-            };
-            server::serve(listener, opts, move |req, _| admin::handle(state.clone(), req), stopped).await;
-        })
-    });
+    // One shutdown signal stops every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let mut tasks = Vec::new();
+    if let Some((listener, shared)) = tls {
+        let (state, opts, stop) = (state.clone(), server_options(&config), stopped(stop_rx.clone()));
+        tasks.push(tokio::spawn(async move {
+            server::serve_tls(listener, shared, opts, move |req, peer| handle(state.clone(), req, peer), stop).await;
+        }));
+    }
+    if let Some(listener) = admin {
+        let (state, opts, stop) = (state.clone(), server_options(&config), stopped(stop_rx.clone()));
+        tasks.push(tokio::spawn(async move {
+            server::serve(listener, opts, move |req, _| admin::handle(state.clone(), req), stop).await;
+        }));
+    }
     let stopping = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
     serve(listener, state.clone(), server_options(&config), stopping).await;
-    if let Some(task) = admin_task {
+    for task in tasks {
         let _ = task.await;
     }
     // Flush memory to the SSD so the next start is warm.
@@ -284,20 +307,26 @@ async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> 
         (m, _) if m != Method::GET && m != Method::HEAD => {
             let method = m.clone();
             let path = req.uri().path().to_owned();
+            let version = req.version();
             let resp = forward(&state, req).await.unwrap_or_else(Error::into_response);
-            finish(started, &resp, peer, &method, &path);
+            finish(started, &resp, peer, &method, &path, version);
             return resp;
         }
         _ => serve_object(&state, &req).await.unwrap_or_else(Error::into_response),
     };
-    finish(started, &resp, peer, req.method(), req.uri().path());
+    finish(started, &resp, peer, req.method(), req.uri().path(), req.version());
     resp
 }
 
 /// Per-request metrics and the debug log line.
-fn finish(started: Instant, resp: &Response<Body>, peer: SocketAddr, method: &Method, path: &str) {
+fn finish(started: Instant, resp: &Response<Body>, peer: SocketAddr, method: &Method, path: &str, v: http::Version) {
     let status = resp.status().as_u16();
-    metrics::counter!("edge_requests_total", "status" => status.to_string()).increment(1);
+    let protocol = match v {
+        http::Version::HTTP_2 => "h2",
+        http::Version::HTTP_3 => "h3",
+        _ => "http/1.1",
+    };
+    metrics::counter!("edge_requests_total", "status" => status.to_string(), "protocol" => protocol).increment(1);
     metrics::histogram!("edge_response_head_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(%peer, %method, path, status, "request");
 }
