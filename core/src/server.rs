@@ -18,6 +18,14 @@ use tokio::net::TcpListener;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type of every Segue server.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+/// The request body type every handler sees, whatever the protocol (HTTP/1.1, HTTP/2 and
+/// HTTP/3 requests all arrive as this, so one handler serves the three).
+/// (`Sync` too, so handlers may hold `&Request` across an await.)
+pub type ReqBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+fn boxed_request(req: Request<Incoming>) -> Request<ReqBody> {
+    req.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed())
+}
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -42,7 +50,7 @@ impl Default for ServerOptions {
 /// Serve `handler` on `listener` until `shutdown` resolves, then drain gracefully.
 pub async fn serve<H, F>(listener: TcpListener, opts: ServerOptions, handler: H, shutdown: impl Future<Output = ()>)
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+    H: Fn(Request<ReqBody>, SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -71,7 +79,7 @@ where
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
         let service = hyper::service::service_fn(move |req| {
-            let fut = h(req, peer);
+            let fut = h(boxed_request(req), peer);
             async move { Ok::<_, Infallible>(fut.await) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -108,7 +116,7 @@ pub async fn serve_tls<H, F>(
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Send + Sync + 'static,
+    H: Fn(Request<ReqBody>, SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -165,7 +173,7 @@ pub async fn serve_tls<H, F>(
                 }
             };
             let service = hyper::service::service_fn(move |req| {
-                let fut = h(req, peer);
+                let fut = h(boxed_request(req), peer);
                 async move { Ok::<_, Infallible>(fut.await) }
             });
             let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();

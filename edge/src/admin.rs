@@ -15,11 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use segue_core::server::ReqBody;
 use segue_core::server::{full, json_error, Body};
 use segue_core::store::ObjectReader;
 use serde::{Deserialize, Serialize};
@@ -82,7 +81,7 @@ impl Job {
     }
 }
 
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: Arc<State>, req: Request<ReqBody>) -> Response<Body> {
     if req.uri().path() == "/healthz" {
         return segue_core::server::health_response();
     }
@@ -136,17 +135,31 @@ fn json(status: StatusCode, v: &impl Serialize) -> Response<Body> {
 }
 
 /// Read and parse a JSON body, or the 4xx response saying what is wrong with it.
-async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response<Body>> {
-    let bytes: Bytes = match http_body_util::Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            return Err(json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                &format!("request body unreadable or over {MAX_BODY} bytes: {e}"),
-            ))
+async fn body<T: serde::de::DeserializeOwned>(req: Request<ReqBody>) -> Result<T, Response<Body>> {
+    let mut body = req.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let too_large = || {
+            json_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &format!("request body over {MAX_BODY} bytes"))
+        };
+        match frame {
+            Ok(f) => {
+                if let Ok(data) = f.into_data() {
+                    if bytes.len() + data.len() > MAX_BODY {
+                        return Err(too_large());
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Err(e) => {
+                return Err(json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &format!("request body unreadable: {e}"),
+                ))
+            }
         }
-    };
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| json_error(StatusCode::BAD_REQUEST, "bad_request", &format!("invalid JSON body: {e}")))
 }

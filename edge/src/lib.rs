@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use segue_core::range::{self, RangeOutcome};
+use segue_core::server::ReqBody;
 use segue_core::server::{self, Body, ServerOptions};
 use segue_core::token::Verifier;
 
@@ -291,7 +291,7 @@ pub async fn serve(
     server::serve(listener, opts, move |req, peer| handle(state.clone(), req, peer), shutdown).await;
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn handle(state: Arc<State>, req: Request<ReqBody>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => server::health_response(),
@@ -333,7 +333,7 @@ fn finish(started: Instant, resp: &Response<Body>, peer: SocketAddr, method: &Me
 
 /// Methods the cache does not handle go upstream uncached (DESIGN: "forwards other methods
 /// uncached"), still behind the signed-URL check, marked `X-Cache: PASS`.
-async fn forward(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+async fn forward(state: &Arc<State>, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     check_request(state, &req)?;
     let resp = state.upstreams.forward(req).await?;
     metrics::counter!("edge_cache_results_total", "result" => "pass").increment(1);
@@ -345,7 +345,7 @@ async fn forward(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<
 }
 
 /// Path safety and the signed-URL check, for every request that reaches an upstream.
-fn check_request(state: &State, req: &Request<Incoming>) -> Result<(), Error> {
+fn check_request(state: &State, req: &Request<ReqBody>) -> Result<(), Error> {
     let path = req.uri().path();
     if let Err(segue_core::key::PathError::Unsafe(why)) = segue_core::key::check_path_safety(path) {
         return Err(Error::BadPath(why));
@@ -374,7 +374,7 @@ pub(crate) fn cache_key(path: &str, query: Option<&str>) -> String {
     }
 }
 
-async fn serve_object(state: &Arc<State>, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
+async fn serve_object(state: &Arc<State>, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
     let method = req.method();
     check_request(state, req)?;
     let path = req.uri().path();

@@ -36,7 +36,7 @@ pub struct Upstreams {
 }
 
 /// Request bodies sent upstream: empty for slice fetches, the client's for forwarded methods.
-type UpstreamBody = UnsyncBoxBody<Bytes, hyper::Error>;
+type UpstreamBody = UnsyncBoxBody<Bytes, segue_core::server::BoxError>;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded.
 const HOP_BY_HOP: [&str; 8] =
@@ -210,7 +210,7 @@ impl Upstreams {
     /// Forward a request the cache does not handle (methods other than GET and HEAD) to
     /// the first upstream whose circuit is closed, body streamed both ways. One attempt:
     /// the body can be sent only once, and the method may not be idempotent.
-    pub async fn forward(&self, req: Request<Incoming>) -> Result<http::Response<Incoming>, Error> {
+    pub async fn forward(&self, req: Request<segue_core::server::ReqBody>) -> Result<http::Response<Incoming>, Error> {
         let now = now_ms();
         let i = (0..self.list.len()).find(|&i| self.list[i].open_until.load(Ordering::Relaxed) <= now).unwrap_or(0);
         let path = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());

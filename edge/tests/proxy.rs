@@ -273,7 +273,7 @@ async fn other_methods_are_forwarded_uncached() {
     tokio::spawn(segue_core::server::serve(
         listener,
         Default::default(),
-        move |req: http::Request<hyper::body::Incoming>, _| {
+        move |req: http::Request<segue_core::server::ReqBody>, _| {
             let log = log.clone();
             async move {
                 let (parts, body) = req.into_parts();
@@ -350,7 +350,7 @@ async fn health_checks_open_and_close_circuits() {
     tokio::spawn(segue_core::server::serve(
         back,
         Default::default(),
-        |_req: http::Request<hyper::body::Incoming>, _| async { segue_core::server::health_response() },
+        |_req: http::Request<segue_core::server::ReqBody>, _| async { segue_core::server::health_response() },
         std::future::pending(),
     ));
     let mut waited = 0;

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue, Method, Request, Response};
-use hyper::body::Incoming;
 use segue_core::key::{ObjectPath, PathError};
+use segue_core::server::ReqBody;
 use segue_core::server::{self, Body, ServerOptions};
 use segue_core::store::{self, ObjectStore};
 use segue_core::token::Verifier;
@@ -108,7 +108,7 @@ pub async fn serve(
     server::serve(listener, opts, move |req, peer| handle(state.clone(), req, peer), shutdown).await;
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn handle(state: Arc<State>, req: Request<ReqBody>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

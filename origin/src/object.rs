@@ -15,7 +15,7 @@ use crate::State;
 
 pub async fn serve(
     state: &State,
-    req: &Request<hyper::body::Incoming>,
+    req: &Request<segue_core::server::ReqBody>,
     path: ObjectPath,
 ) -> Result<Response<Body>, Error> {
     let method = req.method();

@@ -5,7 +5,7 @@
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use segue_core::server::ReqBody;
 use segue_core::server::{full, json_error, Body};
 use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::ingest;
 use crate::State;
 
-pub async fn post_master(state: &State, req: Request<Incoming>) -> Response<Body> {
+pub async fn post_master(state: &State, req: Request<ReqBody>) -> Response<Body> {
     let s = &state.ingest;
     if s.tokens.is_empty() {
         return json_error(
