@@ -102,6 +102,9 @@ enum Command {
         /// PEM private key for --tls-cert.
         #[arg(long, value_name = "PEM", requires = "tls_cert")]
         tls_key: Option<String>,
+        /// HTTP/3 (QUIC) UDP listen address; uses the TLS certificates.
+        #[arg(long, value_name = "ADDR")]
+        h3_listen: Option<SocketAddr>,
     },
     /// Generate HTTP/1.1 load against an edge or origin and report throughput and exact
     /// latency percentiles.
@@ -217,6 +220,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             tls_listen,
             tls_cert,
             tls_key,
+            h3_listen,
         } => {
             // The same steps at start and on every SIGHUP: read the file, apply the flags,
             // validate.
@@ -242,6 +246,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 }
                 if let Some(a) = tls_listen {
                     cfg.tls_listen = Some(a);
+                }
+                if let Some(a) = h3_listen {
+                    cfg.h3_listen = Some(a);
                 }
                 if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
                     cfg.tls_certs =

@@ -796,7 +796,8 @@ fn tls_listener_serves_http2_and_http1_by_sni_and_reloads_certificates() {
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\nupstreams = [\"http://{origin_addr}\"]\n\
+            "listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\nh3_listen = \"127.0.0.1:0\"\n\
+             upstreams = [\"http://{origin_addr}\"]\n\
              [[tls_certs]]\ncert = \"{d}/a.pem\"\nkey = \"{d}/a.key\"\nnames = [\"pop-a.segue.test\"]\n\
              [[tls_certs]]\ncert = \"{d}/b.pem\"\nkey = \"{d}/b.key\"\nnames = [\"*.cdn.segue.test\"]\n"
         ),
@@ -804,12 +805,26 @@ fn tls_listener_serves_http2_and_http1_by_sni_and_reloads_certificates() {
     .unwrap();
     let mut e = segue();
     e.args(["edge", "--config"]).arg(&cfg);
-    let (edge, addrs) = spawn_servers(e, 2);
-    let (plain, tls) = (addrs[0], addrs[1].port());
+    let (edge, addrs) = spawn_servers(e, 3);
+    let (plain, tls, quic) = (addrs[0], addrs[1].port(), addrs[2]);
     let path = format!("/a/{cid}/high.ogg");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let h3_get = |name: &str, range: Option<&str>| {
+        let mut req = http::Request::get(format!("https://{name}{path}"));
+        if let Some(r) = range {
+            req = req.header("range", format!("bytes={r}"));
+        }
+        let (resp, body) =
+            rt.block_on(segue_core::http3::fetch(quic, name, &ca_pem, req.body(()).unwrap())).expect("HTTP/3 request");
+        (resp.status().as_u16(), resp.headers().get("x-cache").cloned(), body.to_vec())
+    };
 
-    // The same bytes over HTTP/1.1, HTTP/2 and HTTP/1.1 over TLS, for every range form.
+    // The same bytes over HTTP/1.1, HTTP/2, HTTP/1.1 over TLS and HTTP/3, for every range form.
     for range in ["0-99999", "1500000-", "-70000", "262100-262200"] {
+        let (code, _, h3) = h3_get("pop-a.segue.test", Some(range));
+        assert_eq!(code, 206);
+        let (_, h1) = get(&format!("http://{plain}{path}"), &["-r", range]);
+        assert!(h3 == h1, "HTTP/3 body differs for {range}");
         let (code, h1) = get(&format!("http://{plain}{path}"), &["-r", range]);
         assert_eq!(code, 206);
         let (v, code, h2) = tls_get(tls, "pop-a.segue.test", &ca_pem, &path, &["--http2", "-r", range]);
@@ -821,12 +836,25 @@ fn tls_listener_serves_http2_and_http1_by_sni_and_reloads_certificates() {
     }
     let (_, code, whole) = tls_get(tls, "pop-a.segue.test", &ca_pem, &path, &["--http2"]);
     assert!(code == 200 && whole == data);
+    let (code, x_cache, whole) = h3_get("x9.cdn.segue.test", None);
+    assert!(code == 200 && whole == data && x_cache.is_some());
+    // TCP responses advertise HTTP/3.
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-"])
+        .arg(format!("http://{plain}{path}"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(head.contains(&format!("alt-svc: h3=\":{}\"", quic.port())), "{head}");
     // SNI picks the certificate: curl verifies the name against what it is given.
     let (v, code, _) = tls_get(tls, "x1.cdn.segue.test", &ca_pem, "/healthz", &["--http2"]);
     assert_eq!((v.as_str(), code), ("2", 200));
     let (_, page) = get(&format!("http://{plain}/metrics"), &[]);
     let page = String::from_utf8_lossy(&page);
-    assert!(page.contains("protocol=\"h2\"") && page.contains("protocol=\"http/1.1\""), "{page}");
+    assert!(
+        page.contains("protocol=\"h2\"") && page.contains("protocol=\"http/1.1\"") && page.contains("protocol=\"h3\""),
+        "{page}"
+    );
 
     // Rotate certificate A to a new name, SIGHUP: a download already running goes on,
     // and new connections get the new certificate.
@@ -846,6 +874,7 @@ fn tls_listener_serves_http2_and_http1_by_sni_and_reloads_certificates() {
     std::thread::sleep(Duration::from_millis(300));
     let (v, code, _) = tls_get(tls, "pop-a2.segue.test", &ca_pem, "/healthz", &["--http2"]);
     assert_eq!((v.as_str(), code), ("2", 200));
+    assert_eq!(h3_get("pop-a2.segue.test", Some("0-9")).0, 206, "HTTP/3 did not pick up the new certificate");
     let (_, code, body) = slow.join().unwrap();
     assert!(code == 200 && body == data, "the download across the reload broke");
 

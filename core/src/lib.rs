@@ -6,6 +6,7 @@
 pub mod conditional;
 pub mod config;
 pub mod error;
+pub mod http3;
 pub mod ids;
 pub mod key;
 pub mod manifest;

@@ -29,6 +29,9 @@ pub struct CertSettings {
     pub names: Vec<String>,
 }
 
+static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+static TLS12_AND_13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
 /// The current TLS config of a listener; swapped whole on reload.
 pub type SharedConfig = Arc<RwLock<Arc<rustls::ServerConfig>>>;
 
@@ -87,6 +90,16 @@ fn load_key(i: usize, c: &CertSettings, provider: &rustls::crypto::CryptoProvide
 /// Build a server config from the certificate files (every file read now, so a broken
 /// one is reported with its path before anything changes).
 pub fn server_config(certs: &[CertSettings]) -> Result<Arc<rustls::ServerConfig>, Error> {
+    server_config_for(certs, &[b"h2", b"http/1.1"], false)
+}
+
+/// The same certificates for another protocol: `alpn` offered, TLS 1.3 only when
+/// `tls13_only` (QUIC requires it).
+pub fn server_config_for(
+    certs: &[CertSettings],
+    alpn: &[&[u8]],
+    tls13_only: bool,
+) -> Result<Arc<rustls::ServerConfig>, Error> {
     if certs.is_empty() {
         return Err(config_error("tls_certs", "tls", "at least one certificate is required"));
     }
@@ -96,11 +109,11 @@ pub fn server_config(certs: &[CertSettings]) -> Result<Arc<rustls::ServerConfig>
         loaded.push((c.names.clone(), Arc::new(load_key(i, c, &provider)?)));
     }
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(if tls13_only { TLS13_ONLY } else { TLS12_AND_13 })
         .map_err(|e| config_error("tls_certs", "tls", e))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { certs: loaded }));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

@@ -64,6 +64,9 @@ pub struct Config {
     /// `[[tls_certs]]` for the TLS listener: `cert`, `key` (PEM files) and the SNI
     /// `names` each answers; the first also answers unknown names. Re-read on SIGHUP.
     pub tls_certs: Vec<segue_core::tls::CertSettings>,
+    /// UDP address of the HTTP/3 listener (QUIC, same certificates as `tls_certs`);
+    /// TCP responses then advertise it in `Alt-Svc`. Unset: no HTTP/3.
+    pub h3_listen: Option<SocketAddr>,
     /// Address of the admin API listener (purge, stats, pre-warm). Unset: no admin API.
     pub admin_listen: Option<SocketAddr>,
     /// Bearer tokens accepted by the admin API (at least one when `admin_listen` is set).
@@ -100,6 +103,7 @@ impl Default for Config {
             name: String::new(),
             tls_listen: None,
             tls_certs: Vec::new(),
+            h3_listen: None,
             admin_listen: None,
             admin_tokens: Vec::new(),
             tokens: TokenSettings::default(),
@@ -147,7 +151,10 @@ impl Validate for Config {
             "name",
             "must be letters, digits, '-' or '.'",
         )?;
-        if self.tls_listen.is_some() {
+        if self.h3_listen.is_some() {
+            ensure(!self.tls_certs.is_empty(), "h3_listen", "needs certificates in tls_certs")?;
+        }
+        if self.tls_listen.is_some() || self.h3_listen.is_some() {
             // Read the files now: a bad certificate stops start-up (or a reload) naming it.
             segue_core::tls::server_config(&self.tls_certs).map_err(|e| match e {
                 segue_core::Error::Config { file, field, message } => {

@@ -46,6 +46,9 @@ pub struct State {
     jobs: admin::Jobs,
     /// The TLS listener's certificates; reloaded on SIGHUP.
     tls: Option<segue_core::tls::SharedConfig>,
+    /// The HTTP/3 endpoint (for certificate reloads) and its `Alt-Svc` advertisement.
+    h3: std::sync::Mutex<Option<quinn::Endpoint>>,
+    alt_svc: std::sync::OnceLock<HeaderValue>,
     probe: Option<(Duration, String)>,
 }
 
@@ -78,6 +81,8 @@ impl State {
             via: HeaderValue::from_str(&via).map_err(|e| invalid("name", e.to_string()))?,
             admin_tokens: std::sync::RwLock::new(config.admin_tokens.clone()),
             jobs: admin::Jobs::default(),
+            h3: std::sync::Mutex::new(None),
+            alt_svc: std::sync::OnceLock::new(),
             tls: match config.tls_listen {
                 Some(_) => Some(segue_core::tls::shared_config(&config.tls_certs)?),
                 None => None,
@@ -149,12 +154,17 @@ impl State {
             segue_core::tls::reload(shared, &new.tls_certs)
                 .map_err(|e| segue_core::config::FieldError::new("tls_certs", e.to_string()))?;
         }
+        if let (Some(endpoint), Some(_)) = (&*self.h3.lock().unwrap_or_else(|p| p.into_inner()), new.h3_listen) {
+            segue_core::http3::reload(endpoint, &new.tls_certs)
+                .map_err(|e| segue_core::config::FieldError::new("tls_certs", e.to_string()))?;
+        }
         *self.admin_tokens.write().unwrap_or_else(|p| p.into_inner()) = new.admin_tokens.clone();
         let mut needs_restart = Vec::new();
-        let checks: [(&'static str, bool); 10] = [
+        let checks: [(&'static str, bool); 11] = [
             ("listen", old.listen != new.listen),
             ("admin_listen", old.admin_listen != new.admin_listen),
             ("tls_listen", old.tls_listen != new.tls_listen),
+            ("h3_listen", old.h3_listen != new.h3_listen),
             ("upstreams", old.upstreams != new.upstreams),
             ("mem_cache_mb", old.mem_cache_mb != new.mem_cache_mb),
             ("mem_eviction", old.mem_eviction != new.mem_eviction),
@@ -225,6 +235,18 @@ pub async fn run(
         (Some(addr), Some(shared)) => Some((bind(addr).await?, shared.clone())),
         _ => None,
     };
+    let h3 = match config.h3_listen {
+        Some(addr) => {
+            let endpoint = segue_core::http3::bind(addr, &config.tls_certs)?;
+            let port = endpoint.local_addr().map(|a| a.port()).unwrap_or(addr.port());
+            if let Ok(v) = HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")) {
+                let _ = state.alt_svc.set(v);
+            }
+            *state.h3.lock().unwrap_or_else(|p| p.into_inner()) = Some(endpoint.clone());
+            Some(endpoint)
+        }
+        None => None,
+    };
     let admin = match config.admin_listen {
         Some(addr) => Some(bind(addr).await?),
         None => None,
@@ -239,6 +261,12 @@ pub async fn run(
         let (state, opts, stop) = (state.clone(), server_options(&config), stopped(stop_rx.clone()));
         tasks.push(tokio::spawn(async move {
             server::serve_tls(listener, shared, opts, move |req, peer| handle(state.clone(), req, peer), stop).await;
+        }));
+    }
+    if let Some(endpoint) = h3 {
+        let (state, opts, stop) = (state.clone(), server_options(&config), stopped(stop_rx.clone()));
+        tasks.push(tokio::spawn(async move {
+            segue_core::http3::serve(endpoint, opts, move |req, peer| handle(state.clone(), req, peer), stop).await;
         }));
     }
     if let Some(listener) = admin {
@@ -314,6 +342,12 @@ async fn handle(state: Arc<State>, req: Request<ReqBody>, peer: SocketAddr) -> R
         }
         _ => serve_object(&state, &req).await.unwrap_or_else(Error::into_response),
     };
+    let mut resp = resp;
+    if let Some(alt) = state.alt_svc.get() {
+        if req.version() != http::Version::HTTP_3 {
+            resp.headers_mut().insert(header::ALT_SVC, alt.clone());
+        }
+    }
     finish(started, &resp, peer, req.method(), req.uri().path(), req.version());
     resp
 }

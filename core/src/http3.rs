@@ -1,0 +1,203 @@
+//! HTTP/3 over QUIC with quinn and h3: the server loop (requests become the same
+//! `Request<ReqBody>` the TCP listeners hand to the handler, so one handler serves all
+//! three protocols) and a small client (tests, load generation, players).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+use crate::error::Error;
+use crate::server::{Body, BoxError, ReqBody, ServerOptions};
+use crate::tls::CertSettings;
+
+/// Concurrent request streams per QUIC connection.
+const MAX_STREAMS: u32 = 256;
+
+fn quic_server_config(certs: &[CertSettings]) -> Result<quinn::ServerConfig, Error> {
+    let tls = crate::tls::server_config_for(certs, &[b"h3"], true)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| Error::Config {
+        file: "tls".into(),
+        field: "tls_certs".into(),
+        message: format!("not usable for QUIC: {e}"),
+    })?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(MAX_STREAMS.into())
+        .max_concurrent_uni_streams(16u32.into())
+        .max_idle_timeout(Duration::from_secs(30).try_into().ok());
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Bind the UDP listener and print `listening on ADDR`.
+pub fn bind(addr: SocketAddr, certs: &[CertSettings]) -> Result<quinn::Endpoint, Error> {
+    let endpoint = quinn::Endpoint::server(quic_server_config(certs)?, addr)
+        .map_err(|e| Error::Io { path: addr.to_string(), source: e })?;
+    let local = endpoint.local_addr().map_err(|e| Error::Io { path: addr.to_string(), source: e })?;
+    println!("listening on {local}");
+    tracing::info!(%local, "listening (HTTP/3, UDP)");
+    Ok(endpoint)
+}
+
+/// Re-read the certificates for new QUIC connections; open ones are untouched.
+pub fn reload(endpoint: &quinn::Endpoint, certs: &[CertSettings]) -> Result<(), Error> {
+    endpoint.set_server_config(Some(quic_server_config(certs)?));
+    Ok(())
+}
+
+/// Serve `handler` on `endpoint` until `shutdown`, then close connections gracefully
+/// within the grace period.
+pub async fn serve<H, F>(endpoint: quinn::Endpoint, opts: ServerOptions, handler: H, shutdown: impl Future<Output = ()>)
+where
+    H: Fn(Request<ReqBody>, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    tokio::pin!(shutdown);
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            _ = &mut shutdown => break,
+        };
+        let (h, max_header) = (handler.clone(), opts.max_header_bytes as u64);
+        tokio::spawn(async move {
+            let peer = incoming.remote_address();
+            if let Err(e) = connection(incoming, h, max_header).await {
+                tracing::debug!(%peer, error = %e, "HTTP/3 connection ended with an error");
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"shutting down");
+    let _ = tokio::time::timeout(opts.shutdown_grace, endpoint.wait_idle()).await;
+}
+
+async fn connection<H, F>(incoming: quinn::Incoming, handler: Arc<H>, max_header: u64) -> Result<(), BoxError>
+where
+    H: Fn(Request<ReqBody>, SocketAddr) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let conn = incoming.await?;
+    let peer = conn.remote_address();
+    let mut h3 = h3::server::builder()
+        .max_field_section_size(max_header)
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn))
+        .await?;
+    while let Some(resolver) = h3.accept().await? {
+        let h = handler.clone();
+        tokio::spawn(async move {
+            let (req, stream) = match resolver.resolve_request().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "HTTP/3 request unreadable");
+                    return;
+                }
+            };
+            let (mut send, mut recv) = stream.split();
+            // The request body, read by its own task as the handler consumes it.
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+            tokio::spawn(async move {
+                loop {
+                    let item = match recv.recv_data().await {
+                        Ok(Some(mut buf)) => Ok(Frame::data(buf.copy_to_bytes(buf.remaining()))),
+                        Ok(None) => break,
+                        Err(e) => Err(Box::new(e) as BoxError),
+                    };
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            let mut req = req.map(|()| BodyExt::boxed(ChannelBody(rx)));
+            *req.version_mut() = http::Version::HTTP_3;
+            let (parts, mut body) = h(req, peer).await.into_parts();
+            if send.send_response(Response::from_parts(parts, ())).await.is_err() {
+                return;
+            }
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => {
+                        if let Ok(data) = f.into_data() {
+                            if send.send_data(data).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Never end a failed body cleanly: reset the stream.
+                        tracing::debug!(%peer, error = %e, "HTTP/3 body failed; resetting the stream");
+                        send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                        return;
+                    }
+                }
+            }
+            let _ = send.finish().await;
+        });
+    }
+    Ok(())
+}
+
+/// One HTTP/3 request to `addr` (TLS name `server_name`, trusting the CA certificates in
+/// `roots_pem`): the response head and the whole body.
+pub async fn fetch(
+    addr: SocketAddr,
+    server_name: &str,
+    roots_pem: &Path,
+    req: Request<()>,
+) -> Result<(Response<()>, Bytes), BoxError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(roots_pem)? {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let conn = endpoint.connect(addr, server_name)?.await?;
+    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(conn)).await?;
+    let drive = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let mut stream = sender.send_request(req).await?;
+    stream.finish().await?;
+    let resp = stream.recv_response().await?;
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await? {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    drop(sender);
+    drive.abort();
+    endpoint.close(0u32.into(), b"done");
+    Ok((resp, body.into()))
+}
+
+/// A request body fed by a channel (the h3 stream is read by its own task).
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.0.poll_recv(cx)
+    }
+}
