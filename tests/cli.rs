@@ -894,3 +894,72 @@ fn tls_listener_serves_http2_and_http1_by_sni_and_reloads_certificates() {
     assert!(terminate(edge).success());
     assert!(terminate(origin).success());
 }
+
+/// An HTTP/2 client that opens streams and cancels them at once (the "rapid reset"
+/// attack) is cut off with GOAWAY; other clients are served throughout.
+#[test]
+fn http2_rapid_reset_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca();
+    let ca_pem = dir.path().join("ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    leaf_cert(&ca, &["pop.segue.test"], dir.path(), "p");
+    let mut o = segue();
+    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
+    let (origin, origin_addr) = spawn_server(o);
+    let mut e = segue();
+    e.args(["edge", "--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
+        .args(["--upstream", &format!("http://{origin_addr}"), "--tls-cert"])
+        .arg(dir.path().join("p.pem"))
+        .arg("--tls-key")
+        .arg(dir.path().join("p.key"));
+    let (edge, addrs) = spawn_servers(e, 2);
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Bounded: if the server never cuts the connection, the attempt gives up after 30 s.
+    let attack = async {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(ca.der().to_vec())).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(addrs[1]).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("pop.segue.test").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)).connect(name, tcp).await.unwrap();
+        let (mut client, conn) = h2::client::handshake(stream).await.unwrap();
+        let driver = tokio::spawn(conn);
+        let mut opened = 0u32;
+        for _ in 0..20_000 {
+            let req =
+                http::Request::get(format!("https://pop.segue.test/a/{}/high.ogg", "f".repeat(64))).body(()).unwrap();
+            match client.send_request(req, true) {
+                Ok((response, _)) => {
+                    opened += 1;
+                    drop(response); // RST_STREAM(CANCEL) right away
+                }
+                Err(_) => break,
+            }
+            if opened % 64 == 0 {
+                tokio::task::yield_now().await;
+                if driver.is_finished() {
+                    break;
+                }
+            }
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
+        (opened, matches!(ended, Ok(Ok(Err(_)))) || matches!(ended, Ok(Ok(Ok(())))))
+    };
+    let (streams, cut_off) =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), attack).await.unwrap_or((0, false)) });
+    eprintln!("rapid reset: {streams} streams opened before the server cut the connection");
+    assert!(cut_off, "the server kept a rapid-reset connection open after {streams} streams");
+    assert!(streams < 20_000, "all {streams} streams were accepted");
+    // Everyone else is still served.
+    assert_eq!(get(&format!("http://{}/healthz", addrs[0]), &[]).0, 200);
+    assert!(terminate(edge).success());
+    assert!(terminate(origin).success());
+}
