@@ -21,31 +21,11 @@ SECS="${SECS:-10}"
 ONLY="${ONLY:-1234}"                    # which scenarios to run
 EDGE_SLICE_KIB="${EDGE_SLICE_KIB:-256}"  # edge settings under test
 EDGE_EVICTION="${EDGE_EVICTION:-tiny_lfu}"
-command -v nginx >/dev/null || command -v /usr/sbin/nginx >/dev/null || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
-}
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release --bin segue >&2
-BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/segue"
-WORK=$(mktemp -d /tmp/segue-edge-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-log() { echo "bench-edge: $*" >&2; }
+. scripts/bench-lib.sh
+bench_setup edge
 
 # The catalog: TRACKS objects of 0.6-8.7 MB (deterministic sizes), plus cold storm objects.
-log "writing $TRACKS objects"
-mkdir -p "$WORK/data/audio"
-: >"$WORK/paths.txt"
-total=0
-for i in $(seq 1 "$TRACKS"); do
-  cid=$(printf '%064x' "$i")
-  size=$(( 600000 + (i * 7919 % 8100) * 1000 ))
-  mkdir -p "$WORK/data/audio/$cid"
-  head -c "$size" /dev/urandom >"$WORK/data/audio/$cid/high.ogg"
-  echo "/a/$cid/high.ogg" >>"$WORK/paths.txt"
-  total=$((total + size))
-done
+make_catalog "$TRACKS"
 for name in cold0 cold1 cold2 cold3; do
   cid=$(printf '%s%060x' "c0de" "$(printf '%d' "'${name: -1}")")
   mkdir -p "$WORK/data/audio/$cid"
@@ -65,9 +45,6 @@ origin_delta() { # before-counters -> "requests MB" since then
   read -r r0 b0 <<<"$1"; read -r r1 b1 <<<"$now"
   echo "$((r1 - r0 - 1)) $(((b1 - b0) / 1000000))"
 }
-rss_peak() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-lt() { taskset -c 1 "$BIN" loadtest --target "http://127.0.0.1:$1" --json "${@:2}"; }
-field() { python3 -c "import json,sys; r=json.load(sys.stdin); print($1)"; }
 
 # Origin (shared upstream), on core 1 with the load generator: it only works on misses.
 RUST_LOG=warn taskset -c 1 "$BIN" origin --listen 127.0.0.1:18170 --data-dir "$WORK/data" >"$WORK/origin.log" 2>&1 &
@@ -81,46 +58,7 @@ start_peers() { # cap_mb
   EDGE_PID=$!
   PIDS+=($EDGE_PID)
   mkdir -p "$WORK/nc1" "$WORK/nc2"
-  cat >"$WORK/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  keepalive_requests 1000000;
-  proxy_http_version 1.1;
-  upstream origin { server 127.0.0.1:18170; keepalive 64; }
-  proxy_cache_path $WORK/nc1 levels=1:2 keys_zone=whole:64m max_size=${cap}m inactive=1d use_temp_path=off;
-  proxy_cache_path $WORK/nc2 levels=1:2 keys_zone=sliced:64m max_size=${cap}m inactive=1d use_temp_path=off;
-  server {
-    listen 127.0.0.1:18181;
-    location / {
-      proxy_pass http://origin;
-      proxy_set_header Connection "";
-      proxy_cache whole;
-      proxy_cache_lock on;
-      proxy_cache_lock_timeout 60s;
-      proxy_cache_valid 200 206 1d;
-    }
-  }
-  server {
-    listen 127.0.0.1:18182;
-    location / {
-      slice 1m;
-      proxy_pass http://origin;
-      proxy_set_header Connection "";
-      proxy_set_header Range \$slice_range;
-      proxy_cache sliced;
-      proxy_cache_key \$uri\$slice_range;
-      proxy_cache_lock on;
-      proxy_cache_lock_timeout 60s;
-      proxy_cache_valid 200 206 1d;
-    }
-  }
-}
-CONF
+  nginx_conf 18170 "$cap" 18181 18182
   rm -f "$WORK/nginx.pid"
   taskset -c 0 "$NGINX" -c "$WORK/nginx.conf"
   for _ in $(seq 1 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done

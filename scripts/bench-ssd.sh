@@ -18,43 +18,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TRACKS="${TRACKS:-1000}"
 SECS="${SECS:-20}"
-command -v nginx >/dev/null || command -v /usr/sbin/nginx >/dev/null || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
-}
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release --bin segue >&2
-BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/segue"
-WORK=$(mktemp -d /tmp/segue-ssd-bench.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$WORK"; }
-trap cleanup EXIT
-log() { echo "bench-ssd: $*" >&2; }
+. scripts/bench-lib.sh
+bench_setup ssd
 TOKEN=bench-admin-token-0123456789
 
 need_mb=$(( TRACKS * 47 / 10 * 3 + 1024 ))
 free_mb=$(df -Pm /tmp | awk 'NR == 2 {print $4}')
 [ "$free_mb" -gt "$need_mb" ] || { log "needs ~$need_mb MB free in /tmp, has $free_mb; try a smaller TRACKS"; exit 1; }
-log "writing $TRACKS objects"
-mkdir -p "$WORK/data/audio"
-: >"$WORK/paths.txt"
-total=0
-for i in $(seq 1 "$TRACKS"); do
-  cid=$(printf '%064x' "$i")
-  size=$(( 600000 + (i * 7919 % 8100) * 1000 ))
-  mkdir -p "$WORK/data/audio/$cid"
-  head -c "$size" /dev/urandom >"$WORK/data/audio/$cid/high.ogg"
-  echo "/a/$cid/high.ogg" >>"$WORK/paths.txt"
-  total=$((total + size))
-done
+make_catalog "$TRACKS"
 chmod -R a+rX "$WORK"
 mem=$(( total / 10000000 ))
 ssd=$(( total * 3 / 2000000 ))
 log "catalog: $TRACKS objects, $((total / 1000000)) MB; memory cap $mem MB, SSD cap $ssd MB"
 
 origin_bytes() { curl -s http://127.0.0.1:18270/metrics | awk '$1 ~ /^origin_body_bytes_total/ {b += $2} END {printf "%.0f", b}'; }
-rss_peak() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-lt() { taskset -c 1 "$BIN" loadtest --target "http://127.0.0.1:$1" --json "${@:2}"; }
-field() { python3 -c "import json,sys; r=json.load(sys.stdin); print($1)"; }
 wait_listening() { # file -> ms until it says "listening on"
   local t0 t1; t0=$(date +%s%N)
   for _ in $(seq 1 6000); do grep -q "listening on" "$1" 2>/dev/null && break; sleep 0.01; done
@@ -93,37 +70,7 @@ rm -rf "$WORK/ssd"  # disk space for the next peer
 
 # nginx: proxy_cache on disk, max_size = the SSD cap, with and without slice.
 mkdir -p "$WORK/nc1" "$WORK/nc2"
-cat >"$WORK/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  keepalive_requests 1000000;
-  proxy_http_version 1.1;
-  upstream origin { server 127.0.0.1:18270; keepalive 64; }
-  proxy_cache_path $WORK/nc1 levels=1:2 keys_zone=whole:64m max_size=${ssd}m inactive=1d use_temp_path=off;
-  proxy_cache_path $WORK/nc2 levels=1:2 keys_zone=sliced:64m max_size=${ssd}m inactive=1d use_temp_path=off;
-  server {
-    listen 127.0.0.1:18281;
-    location / {
-      proxy_pass http://origin; proxy_set_header Connection "";
-      proxy_cache whole; proxy_cache_lock on; proxy_cache_lock_timeout 60s; proxy_cache_valid 200 206 1d;
-    }
-  }
-  server {
-    listen 127.0.0.1:18282;
-    location / {
-      slice 1m;
-      proxy_pass http://origin; proxy_set_header Connection ""; proxy_set_header Range \$slice_range;
-      proxy_cache sliced; proxy_cache_key \$uri\$slice_range;
-      proxy_cache_lock on; proxy_cache_lock_timeout 60s; proxy_cache_valid 200 206 1d;
-    }
-  }
-}
-CONF
+nginx_conf 18270 "$ssd" 18281 18282
 taskset -c 0 "$NGINX" -c "$WORK/nginx.conf"
 for _ in $(seq 1 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
 NGINX_PID=$(cat "$WORK/nginx.pid")

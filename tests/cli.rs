@@ -36,6 +36,20 @@ fn spawn_servers(mut cmd: Command, n: usize) -> (Child, Vec<SocketAddr>) {
     (child, addrs)
 }
 
+/// Put `data` in an origin store under `dir/store` as `/a/{cid}/high.ogg`.
+fn put_object(dir: &std::path::Path, cid: &str, data: &[u8]) {
+    let obj = dir.join("store/audio").join(cid);
+    std::fs::create_dir_all(&obj).unwrap();
+    std::fs::write(obj.join("high.ogg"), data).unwrap();
+}
+
+/// An origin process serving `dir/store`.
+fn spawn_origin(dir: &std::path::Path) -> (Child, SocketAddr) {
+    let mut o = segue();
+    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.join("store"));
+    spawn_server(o)
+}
+
 fn get(url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
     let out = Command::new("curl")
         .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
@@ -170,13 +184,9 @@ fn example_origin_config_is_valid() {
 #[test]
 fn edge_binary_in_front_of_origin_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let obj = dir.path().join("store/audio").join("ab".repeat(32));
-    std::fs::create_dir_all(&obj).unwrap();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    std::fs::write(obj.join("high.ogg"), &data).unwrap();
-    let mut o = segue();
-    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
-    let (origin, origin_addr) = spawn_server(o);
+    put_object(dir.path(), &"ab".repeat(32), &data);
+    let (origin, origin_addr) = spawn_origin(dir.path());
     let mut e = segue();
     e.args(["edge", "--listen", "127.0.0.1:0", "--mem-cache-mb", "16", "--upstream", &format!("http://{origin_addr}")]);
     let (edge, edge_addr) = spawn_server(e);
@@ -269,12 +279,8 @@ fn keepalive_get(stream: &mut std::net::TcpStream, target: &str) -> u16 {
 fn edge_reloads_keys_on_sighup_without_dropping_connections() {
     use segue_core::token::{Claims, Key};
     let dir = tempfile::tempdir().unwrap();
-    let obj = dir.path().join("store/audio").join("cd".repeat(32));
-    std::fs::create_dir_all(&obj).unwrap();
-    std::fs::write(obj.join("high.ogg"), vec![7u8; 50_000]).unwrap();
-    let mut o = segue();
-    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
-    let (origin, origin_addr) = spawn_server(o);
+    put_object(dir.path(), &"cd".repeat(32), &[7u8; 50_000]);
+    let (origin, origin_addr) = spawn_origin(dir.path());
 
     let (s1, s2) = ("11".repeat(16), "22".repeat(16));
     let cfg = dir.path().join("edge.toml");
@@ -351,13 +357,9 @@ fn metric(addr: SocketAddr, name: &str) -> f64 {
 fn edge_restarts_warm_from_its_ssd_and_never_serves_corrupt_slices() {
     let dir = tempfile::tempdir().unwrap();
     let cid = "cd".repeat(32);
-    let obj = dir.path().join("store/audio").join(&cid);
-    std::fs::create_dir_all(&obj).unwrap();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    std::fs::write(obj.join("high.ogg"), &data).unwrap();
-    let mut o = segue();
-    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
-    let (origin, origin_addr) = spawn_server(o);
+    put_object(dir.path(), &cid, &data);
+    let (origin, origin_addr) = spawn_origin(dir.path());
     let ssd = dir.path().join("ssd");
     let start_edge = || {
         let mut e = segue();
@@ -478,15 +480,11 @@ fn shield_and_edges_coalesce_purge_prewarm_and_outlive_the_origin() {
         .map(|n| {
             let cid = format!("{:064x}", 0xabc0 + n);
             let data: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(7 + n) >> 5) as u8).collect();
-            let obj = dir.path().join("store/audio").join(&cid);
-            std::fs::create_dir_all(&obj).unwrap();
-            std::fs::write(obj.join("high.ogg"), &data).unwrap();
+            put_object(dir.path(), &cid, &data);
             (cid, data)
         })
         .collect();
-    let mut o = segue();
-    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
-    let (origin, origin_addr) = spawn_server(o);
+    let (origin, origin_addr) = spawn_origin(dir.path());
     let (shield, s) = spawn_edge_with_admin(origin_addr, "shield", dir.path());
     let (edge1, e1) = spawn_edge_with_admin(s[0], "edge1", dir.path());
     let (edge2, e2) = spawn_edge_with_admin(s[0], "edge2", dir.path());
@@ -627,15 +625,11 @@ fn a_full_ssd_directory_degrades_to_memory_without_a_crash() {
         .map(|n| {
             let cid = format!("{:064x}", 0xd15c0 + n);
             let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(31 + n) >> 7) as u8).collect();
-            let obj = dir.path().join("store/audio").join(&cid);
-            std::fs::create_dir_all(&obj).unwrap();
-            std::fs::write(obj.join("high.ogg"), &data).unwrap();
+            put_object(dir.path(), &cid, &data);
             (cid, data)
         })
         .collect();
-    let mut o = segue();
-    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
-    let (origin, origin_addr) = spawn_server(o);
+    let (origin, origin_addr) = spawn_origin(dir.path());
     let log = dir.path().join("edge.log");
     let mut e = segue();
     e.args(["edge", "--listen", "127.0.0.1:0", "--mem-cache-mb", "64", "--ssd-cache-mb", "64"])
@@ -682,17 +676,13 @@ fn kill_9_during_ssd_writes_then_restart_serves_nothing_corrupt() {
         .map(|n| {
             let cid = format!("{:064x}", 0x4b1d0 + n);
             let data: Vec<u8> = (0..1_200_000u32).map(|i| (i.wrapping_mul(131 + n) >> 9) as u8).collect();
-            let obj = dir.path().join("store/audio").join(&cid);
-            std::fs::create_dir_all(&obj).unwrap();
-            std::fs::write(obj.join("high.ogg"), &data).unwrap();
+            put_object(dir.path(), &cid, &data);
             (cid, data)
         })
         .collect();
     let paths = dir.path().join("paths.txt");
     std::fs::write(&paths, objects.iter().map(|(c, _)| format!("/a/{c}/high.ogg\n")).collect::<String>()).unwrap();
-    let mut o = segue();
-    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
-    let (origin, origin_addr) = spawn_server(o);
+    let (origin, origin_addr) = spawn_origin(dir.path());
     let ssd = dir.path().join("ssd");
     let start_edge = || {
         let mut e = segue();
@@ -778,13 +768,9 @@ fn tls_get(port: u16, name: &str, ca: &std::path::Path, target: &str, extra: &[&
 fn tls_listener_serves_http2_and_http1_by_sni_and_reloads_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let cid = "7e".repeat(32);
-    let obj = dir.path().join("store/audio").join(&cid);
-    std::fs::create_dir_all(&obj).unwrap();
     let data: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8).collect();
-    std::fs::write(obj.join("high.ogg"), &data).unwrap();
-    let mut o = segue();
-    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
-    let (origin, origin_addr) = spawn_server(o);
+    put_object(dir.path(), &cid, &data);
+    let (origin, origin_addr) = spawn_origin(dir.path());
 
     let ca = test_ca();
     let ca_pem = dir.path().join("ca.pem");
@@ -904,9 +890,7 @@ fn http2_rapid_reset_is_cut_off() {
     let ca_pem = dir.path().join("ca.pem");
     std::fs::write(&ca_pem, ca.pem()).unwrap();
     leaf_cert(&ca, &["pop.segue.test"], dir.path(), "p");
-    let mut o = segue();
-    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path().join("store"));
-    let (origin, origin_addr) = spawn_server(o);
+    let (origin, origin_addr) = spawn_origin(dir.path());
     let mut e = segue();
     e.args(["edge", "--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
         .args(["--upstream", &format!("http://{origin_addr}"), "--tls-cert"])

@@ -65,18 +65,9 @@ where
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener) => accepted,
             _ = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
         let h = handler.clone();
         let service = hyper::service::service_fn(move |req| {
             let fut = h(boxed_request(req), peer);
@@ -91,9 +82,31 @@ where
         });
     }
     drop(listener);
+    drain(graceful, opts.shutdown_grace).await;
+}
+
+/// The next connection, with Nagle off. Accept errors (EMFILE and friends) back off
+/// instead of spinning. Cancel-safe: used in `select!` against shutdown.
+async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, peer);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Let in-flight requests finish for `grace`, then give up on them.
+async fn drain(graceful: hyper_util::server::graceful::GracefulShutdown, grace: Duration) {
     tracing::info!("shutting down: draining connections");
-    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace = ?opts.shutdown_grace, "connections still open after the grace period; closing them");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(?grace, "connections still open after the grace period; closing them");
     }
 }
 
@@ -144,17 +157,9 @@ pub async fn serve_tls<H, F>(
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener) => accepted,
             _ = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.read().unwrap_or_else(|p| p.into_inner()).clone());
         let (h, builder, watcher, handshake) =
             (handler.clone(), builder.clone(), graceful.watcher(), opts.header_read_timeout);
@@ -183,9 +188,7 @@ pub async fn serve_tls<H, F>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace = ?opts.shutdown_grace, "TLS connections still open after the grace period; closing them");
-    }
+    drain(graceful, opts.shutdown_grace).await;
 }
 
 /// Bind `addr` and print the `listening on ADDR` line operators and tests wait for.

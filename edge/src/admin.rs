@@ -136,6 +136,8 @@ fn json(status: StatusCode, v: &impl Serialize) -> Response<Body> {
 
 /// Read and parse a JSON body, or the 4xx response saying what is wrong with it.
 async fn body<T: serde::de::DeserializeOwned>(req: Request<ReqBody>) -> Result<T, Response<Body>> {
+    // Collected by hand: `http_body_util::Limited` over the boxed body trips a rustc
+    // higher-ranked lifetime error inside the Send-checked service future.
     let mut body = req.into_body();
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {

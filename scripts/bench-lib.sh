@@ -1,0 +1,93 @@
+# Shared by bench-edge.sh and bench-ssd.sh (sourced, not run): the peer (nginx), the
+# release binary, a work folder cleaned up on exit, the Ogg-sized catalog, the nginx
+# configuration both compare against, and small helpers.
+#
+#   bench_setup NAME            sets NGINX, BIN, WORK, PIDS; defines log; traps cleanup
+#   make_catalog N              N objects of 0.6-8.7 MB under $WORK/data; sets total;
+#                               writes $WORK/paths.txt (most popular first)
+#   nginx_conf ORIGIN_PORT CAP_MB LOCK_PORT SLICE_PORT
+#                               writes $WORK/nginx.conf: proxy_cache + lock on LOCK_PORT,
+#                               slice 1m on SLICE_PORT, both on disk capped at CAP_MB
+
+bench_setup() {
+  command -v nginx >/dev/null || command -v /usr/sbin/nginx >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
+  }
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+  cargo build --release --bin segue >&2
+  BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/segue"
+  WORK=$(mktemp -d "/tmp/segue-$1-bench.XXXXXX")
+  PIDS=()
+  BENCH_NAME=$1
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+
+log() { echo "bench-$BENCH_NAME: $*" >&2; }
+rss_peak() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+lt() { taskset -c 1 "$BIN" loadtest --target "http://127.0.0.1:$1" --json "${@:2}"; }
+field() { python3 -c "import json,sys; r=json.load(sys.stdin); print($1)"; }
+
+make_catalog() {
+  log "writing $1 objects"
+  mkdir -p "$WORK/data/audio"
+  : >"$WORK/paths.txt"
+  total=0
+  local i cid size
+  for i in $(seq 1 "$1"); do
+    cid=$(printf '%064x' "$i")
+    size=$(( 600000 + (i * 7919 % 8100) * 1000 ))
+    mkdir -p "$WORK/data/audio/$cid"
+    head -c "$size" /dev/urandom >"$WORK/data/audio/$cid/high.ogg"
+    echo "/a/$cid/high.ogg" >>"$WORK/paths.txt"
+    total=$((total + size))
+  done
+}
+
+nginx_conf() {
+  cat >"$WORK/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  proxy_http_version 1.1;
+  upstream origin { server 127.0.0.1:$1; keepalive 64; }
+  proxy_cache_path $WORK/nc1 levels=1:2 keys_zone=whole:64m max_size=${2}m inactive=1d use_temp_path=off;
+  proxy_cache_path $WORK/nc2 levels=1:2 keys_zone=sliced:64m max_size=${2}m inactive=1d use_temp_path=off;
+  server {
+    listen 127.0.0.1:$3;
+    location / {
+      proxy_pass http://origin;
+      proxy_set_header Connection "";
+      proxy_cache whole;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 60s;
+      proxy_cache_valid 200 206 1d;
+    }
+  }
+  server {
+    listen 127.0.0.1:$4;
+    location / {
+      slice 1m;
+      proxy_pass http://origin;
+      proxy_set_header Connection "";
+      proxy_set_header Range \$slice_range;
+      proxy_cache sliced;
+      proxy_cache_key \$uri\$slice_range;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 60s;
+      proxy_cache_valid 200 206 1d;
+    }
+  }
+}
+CONF
+}
