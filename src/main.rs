@@ -106,16 +106,26 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         h3_listen: Option<SocketAddr>,
     },
-    /// Generate HTTP/1.1 load against an edge or origin and report throughput and exact
-    /// latency percentiles.
+    /// Generate load against an edge or origin over HTTP/1.1, HTTP/1.1+TLS, HTTP/2 or
+    /// HTTP/3 and report throughput and exact latency percentiles.
     ///
     /// Paths come from --path (repeatable) and/or --paths-file (one per line), most
     /// popular first; each request picks one by Zipf popularity. Sizes are learned with a
     /// HEAD per path before the run.
     Loadtest {
-        /// Target, e.g. http://127.0.0.1:8080.
+        /// Target, e.g. http://127.0.0.1:8080 (h1) or https://localhost:8443 (h1-tls, h2,
+        /// h3; for h3 the port is the edge's UDP h3_listen port).
         #[arg(long, value_name = "URL")]
         target: String,
+        /// Wire protocol: h1, h1-tls, h2 or h3.
+        #[arg(long, default_value = "h1", value_parser = clap::value_parser!(segue_core::client::Protocol))]
+        protocol: segue_core::client::Protocol,
+        /// PEM file of CA certificates to trust for TLS targets.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// TLS server name (SNI and certificate check); default: the target's host.
+        #[arg(long, value_name = "NAME")]
+        server_name: Option<String>,
         /// A path to request (repeat).
         #[arg(long = "path", value_name = "PATH")]
         paths: Vec<String>,
@@ -131,6 +141,9 @@ enum Command {
         /// Keep-alive connections.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         connections: u32,
+        /// Concurrent requests per connection (h2 and h3 only).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+        streams: u32,
         /// Seconds to run.
         #[arg(long, default_value_t = 10)]
         duration_secs: u64,
@@ -270,6 +283,10 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Loadtest {
             target,
+            protocol,
+            ca,
+            server_name,
+            streams,
             paths,
             paths_file,
             range_kib,
@@ -292,12 +309,14 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 return Err(Failure::Usage("--zipf must be between 0 and 5".into()));
             }
             let opts = segue_loadtest::Options {
-                target: segue_loadtest::parse_target(&target).map_err(|e| Failure::Usage(e.to_string()))?,
+                target: segue_loadtest::target(&target, protocol, server_name.as_deref(), ca.as_deref())
+                    .map_err(|e| Failure::Usage(e.to_string()))?,
                 paths,
                 mix: if range_kib == 0 { segue_loadtest::Mix::Whole } else { segue_loadtest::Mix::Ranges },
                 range_bytes: range_kib * 1024,
                 zipf,
                 connections: connections as usize,
+                streams: streams as usize,
                 duration: std::time::Duration::from_secs(duration_secs),
                 requests,
                 storm,

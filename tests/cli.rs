@@ -1,5 +1,6 @@
 //! The `segue` binary as operators run it: real processes on 127.0.0.1.
 
+use segue_core::client::Protocol;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -796,12 +797,17 @@ fn tls_listener_serves_http2_and_http1_by_sni_and_reloads_certificates() {
     let path = format!("/a/{cid}/high.ogg");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let h3_get = |name: &str, range: Option<&str>| {
-        let mut req = http::Request::get(format!("https://{name}{path}"));
+        let mut req = http::Request::get(path.as_str());
         if let Some(r) = range {
             req = req.header("range", format!("bytes={r}"));
         }
-        let (resp, body) =
-            rt.block_on(segue_core::http3::fetch(quic, name, &ca_pem, req.body(()).unwrap())).expect("HTTP/3 request");
+        let roots = segue_core::client::roots_from_pem(&ca_pem).unwrap();
+        let (resp, body) = rt
+            .block_on(async {
+                let h3 = segue_core::client::Connector::new(Protocol::Http3, quic, name, Some(roots))?;
+                segue_core::client::fetch(&h3, req.body(()).unwrap()).await
+            })
+            .expect("HTTP/3 request");
         (resp.status().as_u16(), resp.headers().get("x-cache").cloned(), body.to_vec())
     };
 
@@ -927,7 +933,7 @@ fn http2_rapid_reset_is_cut_off() {
                 }
                 Err(_) => break,
             }
-            if opened % 64 == 0 {
+            if opened.is_multiple_of(64) {
                 tokio::task::yield_now().await;
                 if driver.is_finished() {
                     break;
@@ -944,6 +950,260 @@ fn http2_rapid_reset_is_cut_off() {
     assert!(streams < 20_000, "all {streams} streams were accepted");
     // Everyone else is still served.
     assert_eq!(get(&format!("http://{}/healthz", addrs[0]), &[]).0, 200);
+    assert!(terminate(edge).success());
+    assert!(terminate(origin).success());
+}
+
+/// An edge with TLS (HTTP/1.1 + HTTP/2) and HTTP/3 listeners for `pop.segue.test`, in
+/// front of an origin holding `objects`; `extra` is appended to its config. Returns the
+/// origin, the edge, its [plain, tls, h3] addresses and the CA file.
+fn spawn_tls_edge(
+    dir: &std::path::Path,
+    objects: &[(&str, &[u8])],
+    extra: &str,
+) -> (Child, Child, Vec<SocketAddr>, std::path::PathBuf) {
+    for (cid, data) in objects {
+        put_object(dir, cid, data);
+    }
+    let (origin, origin_addr) = spawn_origin(dir);
+    let ca = test_ca();
+    let ca_pem = dir.join("ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    leaf_cert(&ca, &["pop.segue.test"], dir, "p");
+    let d = dir.display();
+    let cfg = dir.join("edge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\nh3_listen = \"127.0.0.1:0\"\n\
+             upstreams = [\"http://{origin_addr}\"]\n{extra}\n\
+             [[tls_certs]]\ncert = \"{d}/p.pem\"\nkey = \"{d}/p.key\"\nnames = [\"pop.segue.test\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut e = segue();
+    e.args(["edge", "--config"]).arg(&cfg);
+    let (edge, addrs) = spawn_servers(e, 3);
+    (origin, edge, addrs, ca_pem)
+}
+
+/// `segue loadtest` drives the edge over every protocol, HTTP/2 and HTTP/3 with several
+/// streams per connection, and every response is complete.
+#[test]
+fn loadtest_speaks_http1_tls_http2_and_http3() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let cid = "1a".repeat(32);
+    let (origin, edge, addrs, ca_pem) = spawn_tls_edge(dir.path(), &[(&cid, &data)], "");
+    let path = format!("/a/{cid}/high.ogg");
+    for (protocol, target, streams) in [
+        ("h1", format!("http://{}", addrs[0]), "1"),
+        ("h1-tls", format!("https://{}", addrs[1]), "1"),
+        ("h2", format!("https://{}", addrs[1]), "4"),
+        ("h3", format!("https://{}", addrs[2]), "4"),
+    ] {
+        let out = segue()
+            .args(["loadtest", "--target", &target, "--protocol", protocol, "--streams", streams])
+            .args(["--server-name", "pop.segue.test", "--ca"])
+            .arg(&ca_pem)
+            .args(["--path", &path, "--connections", "2", "--requests", "60", "--range-kib", "256", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{protocol}: {}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["protocol"], protocol);
+        assert_eq!(
+            (report["requests"].as_u64(), report["errors"].as_u64()),
+            (Some(60), Some(0)),
+            "{protocol}: {report}"
+        );
+        assert_eq!(report["statuses"]["206"], 60, "{protocol}: {report}");
+    }
+    let (_, page) = get(&format!("http://{}/metrics", addrs[0]), &[]);
+    let page = String::from_utf8_lossy(&page);
+    for label in ["protocol=\"http/1.1\"", "protocol=\"h2\"", "protocol=\"h3\""] {
+        assert!(page.contains(label), "no {label} in metrics");
+    }
+    // Usage errors name the problem.
+    let out = segue()
+        .args(["loadtest", "--target", &format!("https://{}", addrs[1]), "--protocol", "h2", "--path", &path])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca"));
+    let out = segue()
+        .args(["loadtest", "--target", &format!("http://{}", addrs[0]), "--protocol", "h4", "--path", &path])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("h4"));
+    assert!(terminate(edge).success());
+    assert!(terminate(origin).success());
+}
+
+/// Clients that abuse the protocol are limited on every listener while others are served:
+/// oversized header blocks get 431 (HTTP/1.1, HTTP/1.1+TLS, HTTP/2, HTTP/3); a client
+/// that stops reading is cut off after `send_timeout_secs` (its TCP connection for
+/// HTTP/1.1 and HTTP/2, its stream for HTTP/3) instead of holding it forever.
+#[test]
+fn header_floods_and_stalled_readers_are_limited_on_every_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    const BIG: usize = 24 << 20;
+    let data: Vec<u8> = (0..BIG as u32).map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8).collect();
+    let cid = "5b".repeat(32);
+    let (origin, edge, addrs, ca_pem) = spawn_tls_edge(dir.path(), &[(&cid, &data)], "send_timeout_secs = 1");
+    let (plain, tls, quic) = (addrs[0], addrs[1], addrs[2]);
+    let path = format!("/a/{cid}/high.ogg");
+    // Warm the cache so stalls measure the client side only.
+    assert_eq!(get(&format!("http://{plain}{path}"), &["-o", "/dev/null"]).0, 200);
+
+    // Header floods: one 20 KiB header, and 1,000 small ones (the limit is 16 KiB).
+    let huge = format!("X-Flood: {}", "a".repeat(20 * 1024));
+    let many: Vec<String> = (0..1000).flat_map(|i| ["-H".to_string(), format!("X-Flood-{i}: 1")]).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    for flood in [vec!["-H", huge.as_str()], many.clone()] {
+        assert_eq!(get(&format!("http://{plain}/healthz"), &flood).0, 431, "HTTP/1.1");
+        let (v, code, _) =
+            tls_get(tls.port(), "pop.segue.test", &ca_pem, "/healthz", &[&["--http1.1"], &flood[..]].concat());
+        assert_eq!((v.as_str(), code), ("1.1", 431), "HTTP/1.1 over TLS");
+        let (v, code, _) =
+            tls_get(tls.port(), "pop.segue.test", &ca_pem, "/healthz", &[&["--http2"], &flood[..]].concat());
+        assert_eq!((v.as_str(), code), ("2", 431), "HTTP/2");
+    }
+    // Past four times the limit, an HTTP/2 client is not answered but cut off (GOAWAY).
+    let way_over = format!("X-Flood: {}", "a".repeat(100 * 1024));
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "--http2", "--retry", "0", "--cacert"])
+        .arg(&ca_pem)
+        .args(["--resolve", &format!("pop.segue.test:{}:127.0.0.1", tls.port()), "-H", &way_over])
+        .arg(format!("https://pop.segue.test:{}/healthz", tls.port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "HTTP/2: a 100 KiB header block was served");
+    let (v, code, _) = tls_get(tls.port(), "pop.segue.test", &ca_pem, "/healthz", &["--http2"]);
+    assert_eq!((v.as_str(), code), ("2", 200));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _in_runtime = rt.enter();
+    let roots = || segue_core::client::roots_from_pem(&ca_pem).unwrap();
+    let h3 = segue_core::client::Connector::new(Protocol::Http3, quic, "pop.segue.test", Some(roots())).unwrap();
+    rt.block_on(async {
+        let mut conn = h3.connect().await.unwrap();
+        let req = http::Request::get("/healthz").header("x-flood", "a".repeat(64 * 1024)).body(()).unwrap();
+        // The client may already know the server's limit from its SETTINGS and refuse to
+        // send; otherwise the server answers 431. Either way the request is not served.
+        if let Ok(resp) = conn.send(req).await {
+            assert_eq!(resp.status(), 431, "HTTP/3");
+        }
+        // The connection still serves a normal request.
+        let mut conn = h3.connect().await.unwrap();
+        let resp = conn.send(http::Request::get("/healthz").body(()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    });
+
+    // Stalled readers. Each client asks for 24 MB, reads nothing for 4 s (the edge's send
+    // timeout is 1 s), then reads what it can: the server must have given up before the
+    // end. Meanwhile other clients are served.
+    let stalled_h1 = async {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut s = sock.connect(plain).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => got += n,
+                Err(_) => panic!("HTTP/1.1: the stalled connection was left open"),
+            }
+        }
+        got
+    };
+    let stalled_h2 = async {
+        let tls_config = {
+            let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let mut c = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots())
+                .with_no_client_auth();
+            c.alpn_protocols = vec![b"h2".to_vec()];
+            std::sync::Arc::new(c)
+        };
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let tcp = sock.connect(tls).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("pop.segue.test").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(tls_config).connect(name, tcp).await.unwrap();
+        // Windows wide open: the server is held back by the socket, not by flow control.
+        let (mut client, conn) = h2::client::Builder::new()
+            .initial_window_size(64 << 20)
+            .initial_connection_window_size(64 << 20)
+            .handshake::<_, bytes::Bytes>(stream)
+            .await
+            .unwrap();
+        let mut conn = Box::pin(conn);
+        let req = http::Request::get(format!("https://pop.segue.test{path}")).body(()).unwrap();
+        let (response, _) = client.send_request(req, true).unwrap();
+        let resp = tokio::select! {
+            r = response => r.unwrap(),
+            _ = &mut conn => panic!("HTTP/2 connection ended early"),
+        };
+        // Stop reading the socket entirely.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        tokio::spawn(conn);
+        let mut body = resp.into_body();
+        let mut got = 0usize;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), body.data()).await {
+                Ok(Some(Ok(b))) => got += b.len(),
+                Ok(Some(Err(_))) | Ok(None) => break,
+                Err(_) => panic!("HTTP/2: the stalled connection was left open"),
+            }
+        }
+        got
+    };
+    let stalled_h3 = async {
+        let mut conn = h3.connect().await.unwrap();
+        let resp = conn.send(http::Request::get(path.as_str()).body(()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let mut body = resp.into_body();
+        let mut got = 0usize;
+        loop {
+            use http_body_util::BodyExt;
+            match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
+                Ok(Some(Ok(f))) => got += f.data_ref().map_or(0, |d| d.len()),
+                Ok(Some(Err(_))) | Ok(None) => break,
+                Err(_) => panic!("HTTP/3: the stalled stream was left open"),
+            }
+        }
+        got
+    };
+    let others = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut conn = h3.connect().await.unwrap();
+        let resp = conn.send(http::Request::get(path.as_str()).header("range", "bytes=0-99").body(()).unwrap()).await;
+        resp.unwrap().status()
+    };
+    let (h1, h2, h3_got, other) = rt.block_on(async { tokio::join!(stalled_h1, stalled_h2, stalled_h3, others) });
+    eprintln!("stalled readers got h1 {h1} B, h2 {h2} B, h3 {h3_got} B of {BIG}");
+    assert_eq!(other, 206, "a well-behaved client was not served during the stalls");
+    assert!(h1 < BIG, "HTTP/1.1: the stalled client got the whole body");
+    assert!(h2 < BIG, "HTTP/2: the stalled client got the whole body");
+    assert!(h3_got < BIG, "HTTP/3: the stalled client got the whole body");
+    assert_eq!(get(&format!("http://{plain}/healthz"), &[]).0, 200);
+    for protocol in ["http/1.1", "tls", "h3"] {
+        let (_, page) = get(&format!("http://{plain}/metrics"), &[]);
+        let page = String::from_utf8_lossy(&page).to_string();
+        assert!(
+            page.lines()
+                .any(|l| l.starts_with("http_send_timeouts_total") && l.contains(&format!("protocol=\"{protocol}\""))),
+            "no send timeout counted for {protocol}"
+        );
+    }
     assert!(terminate(edge).success());
     assert!(terminate(origin).success());
 }

@@ -1,10 +1,9 @@
 //! HTTP/3 over QUIC with quinn and h3: the server loop (requests become the same
 //! `Request<ReqBody>` the TCP listeners hand to the handler, so one handler serves all
-//! three protocols) and a small client (tests, load generation, players).
+//! three protocols). The client side is in `client`.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +11,6 @@ use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Frame;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 use crate::error::Error;
 use crate::server::{Body, BoxError, ReqBody, ServerOptions};
@@ -72,10 +69,10 @@ where
             },
             _ = &mut shutdown => break,
         };
-        let (h, max_header) = (handler.clone(), opts.max_header_bytes as u64);
+        let (h, max_header, send_timeout) = (handler.clone(), opts.max_header_bytes as u64, opts.send_timeout);
         tokio::spawn(async move {
             let peer = incoming.remote_address();
-            if let Err(e) = connection(incoming, h, max_header).await {
+            if let Err(e) = connection(incoming, h, max_header, send_timeout).await {
                 tracing::debug!(%peer, error = %e, "HTTP/3 connection ended with an error");
             }
         });
@@ -84,7 +81,12 @@ where
     let _ = tokio::time::timeout(opts.shutdown_grace, endpoint.wait_idle()).await;
 }
 
-async fn connection<H, F>(incoming: quinn::Incoming, handler: Arc<H>, max_header: u64) -> Result<(), BoxError>
+async fn connection<H, F>(
+    incoming: quinn::Incoming,
+    handler: Arc<H>,
+    max_header: u64,
+    send_timeout: Duration,
+) -> Result<(), BoxError>
 where
     H: Fn(Request<ReqBody>, SocketAddr) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -131,8 +133,16 @@ where
                 match frame {
                     Ok(f) => {
                         if let Ok(data) = f.into_data() {
-                            if send.send_data(data).await.is_err() {
-                                return;
+                            // Flow control blocks a stream whose client stops reading;
+                            // after the send timeout the stream is reset.
+                            match tokio::time::timeout(send_timeout, send.send_data(data)).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => return,
+                                Err(_) => {
+                                    crate::server::send_timed_out(peer, "h3");
+                                    send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                                    return;
+                                }
                             }
                         }
                     }
@@ -148,43 +158,6 @@ where
         });
     }
     Ok(())
-}
-
-/// One HTTP/3 request to `addr` (TLS name `server_name`, trusting the CA certificates in
-/// `roots_pem`): the response head and the whole body.
-pub async fn fetch(
-    addr: SocketAddr,
-    server_name: &str,
-    roots_pem: &Path,
-    req: Request<()>,
-) -> Result<(Response<()>, Bytes), BoxError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(roots_pem)? {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
-    let conn = endpoint.connect(addr, server_name)?.await?;
-    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(conn)).await?;
-    let drive = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
-    let mut stream = sender.send_request(req).await?;
-    stream.finish().await?;
-    let resp = stream.recv_response().await?;
-    let mut body = Vec::new();
-    while let Some(mut chunk) = stream.recv_data().await? {
-        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-    }
-    drop(sender);
-    drive.abort();
-    endpoint.close(0u32.into(), b"done");
-    Ok((resp, body.into()))
 }
 
 /// A request body fed by a channel (the h3 stream is read by its own task).

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod conditional;
 pub mod config;
 pub mod error;

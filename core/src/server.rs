@@ -1,6 +1,6 @@
 //! The HTTP/1.1 server loop every role uses: accept on a bound listener, serve each
-//! connection with hyper under header-size and header-time limits, and on shutdown stop
-//! accepting, let in-flight requests finish for a grace period, then return.
+//! connection with hyper under header-size, header-time and send-stall limits, and on
+//! shutdown stop accepting, let in-flight requests finish for a grace period, then return.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,6 +35,9 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
+    /// A connection (or HTTP/3 stream) whose client reads nothing for this long is
+    /// closed, so a client that stops reading cannot hold a connection forever.
+    pub send_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -43,6 +46,7 @@ impl Default for ServerOptions {
             max_header_bytes: 16 * 1024,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -73,11 +77,11 @@ where
             let fut = h(boxed_request(req), peer);
             async move { Ok::<_, Infallible>(fut.await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = builder.serve_connection(TokioIo::new(send_stall_limited(stream, opts.send_timeout)), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                connection_error(peer, "http/1.1", &e);
             }
         });
     }
@@ -100,6 +104,36 @@ async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
             }
         }
     }
+}
+
+/// The connection's writes fail with `TimedOut` once one has waited `limit` for the
+/// client to read (nginx's `send_timeout`): a stalled reader frees its connection.
+fn send_stall_limited(
+    stream: tokio::net::TcpStream,
+    limit: Duration,
+) -> std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>> {
+    let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(limit));
+    Box::pin(stream)
+}
+
+/// Log a connection that ended in error, counting clients cut off for not reading.
+fn connection_error(peer: SocketAddr, protocol: &'static str, e: &(dyn std::error::Error + 'static)) {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            send_timed_out(peer, protocol);
+            return;
+        }
+        source = err.source();
+    }
+    tracing::debug!(%peer, error = %e, "connection ended with an error");
+}
+
+/// A client that stopped reading was cut off.
+pub(crate) fn send_timed_out(peer: SocketAddr, protocol: &'static str) {
+    tracing::info!(%peer, protocol, "client stopped reading; closed after the send timeout");
+    metrics::counter!("http_send_timeouts_total", "protocol" => protocol).increment(1);
 }
 
 /// Let in-flight requests finish for `grace`, then give up on them.
@@ -161,9 +195,10 @@ pub async fn serve_tls<H, F>(
             _ = &mut shutdown => break,
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.read().unwrap_or_else(|p| p.into_inner()).clone());
-        let (h, builder, watcher, handshake) =
-            (handler.clone(), builder.clone(), graceful.watcher(), opts.header_read_timeout);
+        let (h, builder, watcher, handshake, send_timeout) =
+            (handler.clone(), builder.clone(), graceful.watcher(), opts.header_read_timeout, opts.send_timeout);
         tokio::spawn(async move {
+            let stream = send_stall_limited(stream, send_timeout);
             let tls_stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -183,7 +218,7 @@ pub async fn serve_tls<H, F>(
             });
             let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
             if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "TLS connection ended with an error");
+                connection_error(peer, "tls", &*e);
             }
         });
     }

@@ -55,6 +55,9 @@ pub struct Config {
     pub header_read_timeout_secs: u64,
     /// Seconds in-flight requests may run after SIGTERM. Default 30.
     pub shutdown_grace_secs: u64,
+    /// Seconds a response may wait on a client that reads nothing before its connection
+    /// (HTTP/3: its stream) is closed. Default 60, like nginx's `send_timeout`.
+    pub send_timeout_secs: u64,
     /// This POP's name in `Via` headers, unique per POP: a request that arrives with it
     /// in `Via` is a parent loop and refused (508). Empty (the default): `HOST:PORT`, the
     /// machine's hostname and the listen port.
@@ -100,6 +103,7 @@ impl Default for Config {
             max_header_bytes: 16 * 1024,
             header_read_timeout_secs: 10,
             shutdown_grace_secs: 30,
+            send_timeout_secs: 60,
             name: String::new(),
             tls_listen: None,
             tls_certs: Vec::new(),
@@ -146,6 +150,7 @@ impl Validate for Config {
         ensure(self.upstream_failures_to_open >= 1, "upstream_failures_to_open", "must be at least 1")?;
         ensure((8 * 1024..=1024 * 1024).contains(&self.max_header_bytes), "max_header_bytes", "must be 8192-1048576")?;
         ensure((1..=300).contains(&self.header_read_timeout_secs), "header_read_timeout_secs", "must be 1-300")?;
+        ensure((1..=3600).contains(&self.send_timeout_secs), "send_timeout_secs", "must be 1-3600")?;
         ensure(
             self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
             "name",

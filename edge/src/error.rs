@@ -55,11 +55,8 @@ impl Error {
             tracing::warn!(error = %self, "request failed");
         }
         let mut r = json_error(status, code, &self.to_string());
-        match status {
-            StatusCode::SERVICE_UNAVAILABLE => {
-                r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-            }
-            _ => {}
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
         }
         r
     }

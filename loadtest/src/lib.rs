@@ -1,36 +1,40 @@
-//! The Segue load generator: HTTP/1.1 keep-alive connections driving a request mix
-//! (Zipf-popular objects, random byte ranges or whole files) for a duration or a count,
-//! or a storm (open N connections, then fire N requests at once). Latencies are kept
-//! exactly and reported as percentiles.
+//! The Segue load generator: keep-alive connections over HTTP/1.1, HTTP/1.1+TLS, HTTP/2
+//! or HTTP/3 (`segue_core::client`) driving a request mix (Zipf-popular objects, random
+//! byte ranges or whole files) for a duration or a count, or a storm (open N
+//! connections, then fire N requests at once). HTTP/2 and HTTP/3 connections can carry
+//! several concurrent streams each. Latencies are kept exactly and reported as
+//! percentiles.
 //!
-//! Bodies are read and discarded in large chunks (a 256 KiB read buffer), so one core of
-//! the generator can push more than the server under test.
+//! Bodies are read and discarded as they arrive, so one core of the generator can push
+//! more than the server under test.
 
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{header, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use segue_core::client::{Connection, Connector, Protocol};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("bad target {0:?}: expected http://host:port")]
+    #[error("bad target {0:?}: expected http://host:port or https://host:port")]
     BadTarget(String),
+    #[error("{0}")]
+    Usage(String),
     #[error("no paths to request")]
     NoPaths,
     #[error("{path}: cannot learn its size: {detail}")]
     Probe { path: String, detail: String },
     #[error("cannot connect to {0}: {1}")]
-    Connect(SocketAddr, std::io::Error),
+    Connect(SocketAddr, String),
 }
 
 /// What each request asks for.
@@ -45,7 +49,8 @@ pub enum Mix {
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub target: SocketAddr,
+    /// Where, and over which protocol.
+    pub target: Connector,
     /// Paths to request, most popular first (Zipf rank order).
     pub paths: Vec<String>,
     pub mix: Mix,
@@ -53,6 +58,8 @@ pub struct Options {
     /// Zipf exponent over `paths` (0 = uniform).
     pub zipf: f64,
     pub connections: usize,
+    /// Concurrent requests per connection (HTTP/2 and HTTP/3; 1 for HTTP/1.1).
+    pub streams: usize,
     /// Run for this long (ignored when `requests` is set or in storm mode).
     pub duration: Duration,
     /// Stop after this many requests in total.
@@ -64,6 +71,7 @@ pub struct Options {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub protocol: String,
     pub requests: u64,
     pub errors: u64,
     pub bytes: u64,
@@ -105,9 +113,10 @@ impl Report {
         let l = &self.latency_ms;
         let t = &self.ttfb_ms;
         format!(
-            "requests {}  errors {}  in {:.2} s\nthroughput {:.1} req/s  {:.1} MB/s\n\
+            "{}: requests {}  errors {}  in {:.2} s\nthroughput {:.1} req/s  {:.1} MB/s\n\
              latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
              ttfb ms     p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\nstatuses {:?}",
+            self.protocol,
             self.requests,
             self.errors,
             self.seconds,
@@ -128,26 +137,44 @@ impl Report {
     }
 }
 
-/// Parse `http://host:port` (no path) into a socket address.
-pub fn parse_target(url: &str) -> Result<SocketAddr, Error> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| Error::BadTarget(url.into()))?;
-    rest.trim_end_matches('/').parse().map_err(|_| Error::BadTarget(url.into()))
+/// Build the connector for `url` (`http://host:port` for plain HTTP/1.1, `https://host:port`
+/// for the TLS protocols). The host is resolved once; the TLS name is `server_name` or
+/// the URL's host, trusted through the CA certificates in `ca_pem`.
+pub fn target(
+    url: &str,
+    protocol: Protocol,
+    server_name: Option<&str>,
+    ca_pem: Option<&Path>,
+) -> Result<Connector, Error> {
+    let bad = || Error::BadTarget(url.into());
+    let (tls, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (false, rest),
+        Some(("https", rest)) => (true, rest),
+        _ => return Err(bad()),
+    };
+    let hostport = rest.trim_end_matches('/');
+    if hostport.contains('/') || hostport.is_empty() {
+        return Err(bad());
+    }
+    if tls != protocol.uses_tls() {
+        return Err(Error::Usage(format!(
+            "protocol {protocol} needs an {} target, got {url:?}",
+            if protocol.uses_tls() { "https://" } else { "http://" }
+        )));
+    }
+    let addr = hostport.to_socket_addrs().map_err(|_| bad())?.next().ok_or_else(bad)?;
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h).trim_matches(['[', ']']);
+    let name = server_name.unwrap_or(host);
+    let roots = match (protocol.uses_tls(), ca_pem) {
+        (false, _) => None,
+        (true, Some(p)) => Some(segue_core::client::roots_from_pem(p).map_err(|e| Error::Usage(e.to_string()))?),
+        (true, None) => return Err(Error::Usage("TLS targets need --ca FILE (the CA certificates to trust)".into())),
+    };
+    Connector::new(protocol, addr, name, roots).map_err(|e| Error::Usage(e.to_string()))
 }
 
-type Conn = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
-
-async fn connect(target: SocketAddr) -> Result<Conn, Error> {
-    let stream = tokio::net::TcpStream::connect(target).await.map_err(|e| Error::Connect(target, e))?;
-    let _ = stream.set_nodelay(true);
-    let (send, conn) = hyper::client::conn::http1::Builder::new()
-        .read_buf_exact_size(Some(256 * 1024))
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| Error::Connect(target, std::io::Error::other(e)))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(send)
+async fn connect(target: &Connector) -> Result<Connection, Error> {
+    target.connect().await.map_err(|e| Error::Connect(target.addr(), e.to_string()))
 }
 
 struct Sample {
@@ -159,15 +186,14 @@ struct Sample {
 }
 
 /// Send one GET and read its body to the end, checking it is complete.
-async fn one(conn: &mut Conn, path: &str, range: Option<(u64, u64)>) -> Result<Sample, ()> {
-    let mut req = Request::get(path).header(header::HOST, "loadtest");
+async fn one(conn: &mut Connection, path: &str, range: Option<(u64, u64)>) -> Result<Sample, ()> {
+    let mut req = Request::get(path);
     if let Some((a, b)) = range {
         req = req.header(header::RANGE, format!("bytes={a}-{b}"));
     }
-    let req = req.body(Empty::new()).map_err(|_| ())?;
-    conn.ready().await.map_err(|_| ())?;
+    let req = req.body(()).map_err(|_| ())?;
     let start = Instant::now();
-    let resp = conn.send_request(req).await.map_err(|_| ())?;
+    let resp = conn.send(req).await.map_err(|_| ())?;
     let ttfb = start.elapsed();
     let status = resp.status();
     let expected: Option<u64> =
@@ -191,17 +217,13 @@ async fn one(conn: &mut Conn, path: &str, range: Option<(u64, u64)>) -> Result<S
 }
 
 /// Learn each path's size with a HEAD (ranges need it).
-async fn sizes(target: SocketAddr, paths: &[String]) -> Result<Vec<u64>, Error> {
+async fn sizes(target: &Connector, paths: &[String]) -> Result<Vec<u64>, Error> {
     let mut conn = connect(target).await?;
     let mut out = Vec::with_capacity(paths.len());
     for p in paths {
         let probe = |detail: String| Error::Probe { path: p.clone(), detail };
-        let req = Request::head(p.as_str())
-            .header(header::HOST, "loadtest")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| probe(e.to_string()))?;
-        conn.ready().await.map_err(|e| probe(e.to_string()))?;
-        let resp = conn.send_request(req).await.map_err(|e| probe(e.to_string()))?;
+        let req = Request::head(p.as_str()).body(()).map_err(|e| probe(e.to_string()))?;
+        let resp = conn.send(req).await.map_err(|e| probe(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(probe(format!("HEAD answered {}", resp.status())));
         }
@@ -233,7 +255,7 @@ fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
 }
 
 struct Plan {
-    target: SocketAddr,
+    target: Connector,
     paths: Vec<String>,
     sizes: Vec<u64>,
     cdf: Vec<f64>,
@@ -264,9 +286,16 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
     if opts.paths.is_empty() {
         return Err(Error::NoPaths);
     }
-    let sizes = sizes(opts.target, &opts.paths).await?;
+    let streams = opts.streams.max(1);
+    if streams > 1 && !opts.target.protocol().multiplexes() {
+        return Err(Error::Usage(format!(
+            "{} carries one request at a time: --streams must be 1",
+            opts.target.protocol()
+        )));
+    }
+    let sizes = sizes(&opts.target, &opts.paths).await?;
     let plan = Arc::new(Plan {
-        target: opts.target,
+        target: opts.target.clone(),
         cdf: zipf_cdf(opts.paths.len(), opts.zipf),
         paths: opts.paths.clone(),
         sizes,
@@ -275,9 +304,13 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
     });
 
     // Connect everything first, so a storm's requests leave together.
-    let mut conns = Vec::with_capacity(opts.connections);
+    let mut conns = Vec::with_capacity(opts.connections * streams);
     for _ in 0..opts.connections.max(1) {
-        conns.push(connect(opts.target).await?);
+        let conn = connect(&opts.target).await?;
+        for _ in 1..streams {
+            conns.extend(conn.share());
+        }
+        conns.push(conn);
     }
     let barrier = Arc::new(tokio::sync::Barrier::new(conns.len()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -303,7 +336,7 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
                     Err(()) => {
                         samples.push(Sample { status: 0, ok: false, bytes: 0, total_us: 0, ttfb_us: 0 });
                         // The connection is unusable after a failed exchange: reconnect.
-                        match connect(plan.target).await {
+                        match connect(&plan.target).await {
                             Ok(c) => conn = c,
                             Err(_) => break,
                         }
@@ -340,6 +373,7 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
         }
     }
     Ok(Report {
+        protocol: opts.target.protocol().to_string(),
         requests: all.len() as u64,
         errors,
         bytes,
@@ -376,9 +410,15 @@ mod tests {
 
     #[test]
     fn targets_parse() {
-        assert!(parse_target("http://127.0.0.1:8080").is_ok());
-        assert!(parse_target("http://127.0.0.1:8080/").is_ok());
-        assert!(parse_target("https://127.0.0.1:8080").is_err());
-        assert!(parse_target("127.0.0.1").is_err());
+        let h1 = |url| target(url, Protocol::Http1, None, None);
+        assert_eq!(h1("http://127.0.0.1:8080").unwrap().addr(), "127.0.0.1:8080".parse().unwrap());
+        assert!(h1("http://127.0.0.1:8080/").is_ok());
+        assert!(h1("http://localhost:8080").is_ok());
+        assert!(matches!(h1("https://127.0.0.1:8080"), Err(Error::Usage(_))));
+        assert!(matches!(h1("127.0.0.1"), Err(Error::BadTarget(_))));
+        assert!(matches!(h1("http://127.0.0.1:8080/x"), Err(Error::BadTarget(_))));
+        // TLS without a CA to trust is refused with a clear message.
+        let e = target("https://localhost:8443", Protocol::Http2, None, None).unwrap_err();
+        assert!(e.to_string().contains("--ca"), "{e}");
     }
 }

@@ -23,6 +23,9 @@ pub struct Config {
     pub header_read_timeout_secs: u64,
     /// Seconds in-flight requests may run after SIGTERM. Default 30.
     pub shutdown_grace_secs: u64,
+    /// Seconds a response may wait on a client that reads nothing before its connection
+    /// (HTTP/3: its stream) is closed. Default 60, like nginx's `send_timeout`.
+    pub send_timeout_secs: u64,
     /// `Cache-Control` for content-addressed objects. Default `public, max-age=31536000, immutable`.
     pub cache_control: String,
     /// Send `Surrogate-Key: {content_id} {content_id}/{tier}` so edges can purge by tag. Default true.
@@ -62,6 +65,7 @@ impl Default for Config {
             max_header_bytes: 16 * 1024,
             header_read_timeout_secs: 10,
             shutdown_grace_secs: 30,
+            send_timeout_secs: 60,
             cache_control: "public, max-age=31536000, immutable".into(),
             surrogate_keys: true,
             tokens: TokenSettings::default(),
@@ -75,6 +79,7 @@ impl Validate for Config {
         ensure(!self.data_dir.is_empty(), "data_dir", "must not be empty")?;
         ensure((8 * 1024..=1024 * 1024).contains(&self.max_header_bytes), "max_header_bytes", "must be 8192-1048576")?;
         ensure((1..=300).contains(&self.header_read_timeout_secs), "header_read_timeout_secs", "must be 1-300")?;
+        ensure((1..=3600).contains(&self.send_timeout_secs), "send_timeout_secs", "must be 1-3600")?;
         ensure(self.shutdown_grace_secs <= 3600, "shutdown_grace_secs", "must be at most 3600")?;
         ensure(
             http::HeaderValue::from_str(&self.cache_control).is_ok(),
