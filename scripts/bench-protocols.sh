@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Edge protocols vs nginx, side by side on this machine: hot 256 KiB ranges over
+# HTTP/1.1+TLS, HTTP/2 and HTTP/3 from the segue edge, and over HTTP/1.1+TLS and HTTP/2
+# from nginx (proxy_cache + lock, the same certificate, ciphers negotiated by default:
+# TLS 1.3 AES-256-GCM for both). Debian's nginx has no HTTP/3 module, so HTTP/3 has no
+# nginx row. Servers are pinned to core 0; the load generator (segue loadtest, which does
+# the client half of every TLS record) and the origin to core 1.
+#
+#   scripts/bench-protocols.sh                 TRACKS=200 SECS=10 by default
+#   CONNS=64 STREAMS=8 scripts/bench-protocols.sh
+#   ROWS="segue-h2 nginx-h2" scripts/bench-protocols.sh      only these rows
+#
+# HTTP/1.1 rows use CONNS connections; HTTP/2 and HTTP/3 rows use CONNS/STREAMS
+# connections carrying STREAMS concurrent streams each, so every row has CONNS requests
+# in flight. "server CPU" is the server process's CPU time over the run (100% = its one
+# core busy); "client CPU" the load generator's, which includes its startup and probes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRACKS="${TRACKS:-200}"
+SECS="${SECS:-10}"
+CONNS="${CONNS:-64}"
+STREAMS="${STREAMS:-8}"
+. scripts/bench-lib.sh
+bench_setup protocols
+
+make_catalog "$TRACKS"
+chmod -R a+rX "$WORK"
+log "catalog: $TRACKS objects, $((total / 1000000)) MB"
+
+# A CA and a certificate for pop.segue.test (P-256, like most CDN certificates).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
+  -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=pop.segue.test" \
+  -keyout "$WORK/pop.key" -out "$WORK/pop.csr" 2>/dev/null
+printf 'subjectAltName=DNS:pop.segue.test\n' >"$WORK/san.ext"
+openssl x509 -req -in "$WORK/pop.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial -days 2 \
+  -extfile "$WORK/san.ext" -out "$WORK/pop.pem" 2>/dev/null
+
+RUST_LOG=warn taskset -c 1 "$BIN" origin --listen 127.0.0.1:18270 --data-dir "$WORK/data" >"$WORK/origin.log" 2>&1 &
+PIDS+=($!)
+cap=$((total / 1000000 + 1024))
+RUST_LOG=warn taskset -c 0 "$BIN" edge --listen 127.0.0.1:18280 --upstream http://127.0.0.1:18270 \
+  --mem-cache-mb "$cap" --tls-listen 127.0.0.1:18243 --h3-listen 127.0.0.1:18243 \
+  --tls-cert "$WORK/pop.pem" --tls-key "$WORK/pop.key" >"$WORK/edge.log" 2>&1 &
+EDGE_PID=$!
+PIDS+=($EDGE_PID)
+
+mkdir -p "$WORK/nc1"
+cat >"$WORK/nginx.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  proxy_http_version 1.1;
+  upstream origin { server 127.0.0.1:18270; keepalive 64; }
+  proxy_cache_path $WORK/nc1 levels=1:2 keys_zone=whole:64m max_size=${cap}m inactive=1d use_temp_path=off;
+  server {
+    listen 127.0.0.1:18281;
+    listen 127.0.0.1:18244 ssl http2;
+    ssl_certificate $WORK/pop.pem;
+    ssl_certificate_key $WORK/pop.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://origin;
+      proxy_set_header Connection "";
+      proxy_cache whole;
+      proxy_cache_lock on;
+      proxy_cache_valid 200 206 1d;
+    }
+  }
+}
+CONF
+taskset -c 0 "$NGINX" -c "$WORK/nginx.conf"
+for port in 18270 18280 18281; do
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" -o /dev/null && break; curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+done
+
+NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
+
+# Hot: every object fetched whole through each server once (plain HTTP), then the mix once.
+for port in 18280 18281; do
+  sed "s|^|http://127.0.0.1:$port|" "$WORK/paths.txt" | xargs -P 8 -I{} curl -sf -o /dev/null {}
+done
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TIMEFORMAT='%U %S'
+run() { # port protocol connections streams
+  taskset -c 1 "$BIN" loadtest --target "https://127.0.0.1:$1" --protocol "$2" --server-name pop.segue.test \
+    --ca "$WORK/ca.pem" --connections "$3" --streams "$4" --paths-file "$WORK/paths.txt" \
+    --duration-secs "$SECS" --json
+}
+
+echo "## Edge protocols vs nginx ($(date -u +%Y-%m-%d), TRACKS=$TRACKS, SECS=$SECS, $CONNS requests in flight)"
+echo
+echo "| server | protocol | connections x streams | req/s | MB/s | p50 ms | p99 ms | errors | server CPU | client CPU |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+declare -A RPS
+h2conns=$((CONNS / STREAMS))
+for row in "segue 18243 h1-tls $CONNS 1" "segue 18243 h2 $h2conns $STREAMS" "segue 18243 h3 $h2conns $STREAMS" \
+  "nginx 18244 h1-tls $CONNS 1" "nginx 18244 h2 $h2conns $STREAMS"; do
+  read -r server port proto conns streams <<<"$row"
+  [[ " ${ROWS:-segue-h1-tls segue-h2 segue-h3 nginx-h1-tls nginx-h2} " == *" $server-$proto "* ]] || continue
+  run "$port" "$proto" "$conns" "$streams" >/dev/null # warm-up: connections, TLS session, caches
+  if [ "$server" = segue ]; then pid=$EDGE_PID; else pid=$NGINX_WORKER; fi
+  t0=$(cpu_ticks "$pid")
+  { time run "$port" "$proto" "$conns" "$streams" >"$WORK/run.json"; } 2>"$WORK/time.txt"
+  t1=$(cpu_ticks "$pid")
+  r=$(cat "$WORK/run.json")
+  secs=$(echo "$r" | field 'r["seconds"]')
+  server_cpu=$(awk -v a="$t0" -v b="$t1" -v s="$secs" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.0f%%", 100*(b-a)/hz/s}')
+  client_cpu=$(awk -v s="$secs" '{printf "%.0f%%", 100*($1+$2)/s}' "$WORK/time.txt")
+  RPS[$server-$proto]=$(echo "$r" | field 'r["requests_per_sec"]')
+  echo "| $server | $proto | $conns x $streams | $(echo "$r" | field '"%.0f | %.0f | %.2f | %.2f | %d" % (r["requests_per_sec"], r["mb_per_sec"], r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"])') | $server_cpu | $client_cpu |"
+done
+echo
+ratio() { awk "BEGIN{printf \"%.2f\", $1/$2}"; }
+[ -n "${ROWS:-}" ] && exit 0
+echo "Ratios vs nginx HTTP/2: segue h2 $(ratio "${RPS[segue-h2]}" "${RPS[nginx-h2]}")x, segue h3 $(ratio "${RPS[segue-h3]}" "${RPS[nginx-h2]}")x, segue h1-tls $(ratio "${RPS[segue-h1-tls]}" "${RPS[nginx-h2]}")x; segue h1-tls vs nginx h1-tls $(ratio "${RPS[segue-h1-tls]}" "${RPS[nginx-h1-tls]}")x"
