@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use segue_core::config::validated;
 
+mod release;
+
 #[derive(Parser)]
 #[command(
     name = "segue",
@@ -112,6 +114,67 @@ enum Command {
     /// Paths come from --path (repeatable) and/or --paths-file (one per line), most
     /// popular first; each request picks one by Zipf popularity. Sizes are learned with a
     /// HEAD per path before the run.
+    /// Run the control plane: POP registry and health, release schedules that pre-warm
+    /// every POP of a region before its drop, embargoes, purge fan-out.
+    ///
+    /// State is in SQLite (default) or PostgreSQL (`database = "postgres://..."`).
+    /// SEGUE_CP_TOKEN adds a release-manager API token; SEGUE_ADMIN_TOKEN sets the token
+    /// presented to POP admin APIs.
+    ControlPlane {
+        /// TOML config file (see config/control-plane.toml for every key and default).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// API listen address.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Database URL: sqlite://PATH or postgres://USER:PASS@HOST/DB.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+    },
+    /// Create, schedule, follow and cancel releases on the control plane.
+    ///
+    /// The API token comes from SEGUE_CP_TOKEN or --token-file.
+    Release {
+        #[command(subcommand)]
+        action: release::ReleaseAction,
+        /// Control plane base URL.
+        #[arg(long, global = true, env = "SEGUE_CONTROL_PLANE", default_value = "http://127.0.0.1:7080")]
+        control_plane: String,
+        /// File holding the API token.
+        #[arg(long, global = true, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Print the control plane's JSON instead of a summary.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Purge content from every POP (or one region's) through the control plane, and
+    /// wait until each POP has done it.
+    Purge {
+        /// Purge this content id (every tier).
+        #[arg(long, group = "what")]
+        content_id: Option<String>,
+        /// Purge every object whose path starts with this.
+        #[arg(long, group = "what")]
+        prefix: Option<String>,
+        /// Purge by Surrogate-Key tag (a content id, or CID/tier).
+        #[arg(long, group = "what")]
+        tag: Option<String>,
+        /// Mark stale (revalidated on next request) instead of removing.
+        #[arg(long)]
+        soft: bool,
+        /// Only this region's POPs.
+        #[arg(long)]
+        region: Option<String>,
+        /// Return at once instead of waiting for every POP.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, env = "SEGUE_CONTROL_PLANE", default_value = "http://127.0.0.1:7080")]
+        control_plane: String,
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     Loadtest {
         /// Target, e.g. http://127.0.0.1:8080 (h1) or https://localhost:8443 (h1-tls, h2,
         /// h3; for h3 the port is the edge's UDP h3_listen port).
@@ -198,6 +261,16 @@ fn main() -> ExitCode {
 }
 
 /// Usage errors (bad config or flag values) exit 2, like clap's own; the rest exit 1.
+/// The API token from a file, if one is named.
+fn read_token(file: Option<PathBuf>) -> Result<Option<String>, Failure> {
+    file.map(|f| {
+        std::fs::read_to_string(&f)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| Failure::Usage(format!("{}: {e}", f.display())))
+    })
+    .transpose()
+}
+
 enum Failure {
     Usage(String),
     Runtime(String),
@@ -267,6 +340,11 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                     cfg.tls_certs =
                         vec![segue_core::tls::CertSettings { cert: cert.clone(), key: key.clone(), names: Vec::new() }];
                 }
+                if let (Some(cp), Ok(t)) = (cfg.control_plane.as_mut(), std::env::var("SEGUE_POP_TOKEN")) {
+                    if !t.is_empty() {
+                        cp.token = t;
+                    }
+                }
                 // A token from the environment keeps it out of argv and config files.
                 if let Ok(t) = std::env::var("SEGUE_ADMIN_TOKEN") {
                     if !t.is_empty() && !cfg.admin_tokens.contains(&t) {
@@ -331,6 +409,45 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Ingest { data_dir, config, json, jobs, paths } => ingest(data_dir, config, json, jobs, paths).await,
+        Command::ControlPlane { config, listen, database } => {
+            let mut cfg =
+                segue_control_plane::Config::load(config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(d) = database {
+                cfg.database = d;
+            }
+            if let Ok(t) = std::env::var("SEGUE_CP_TOKEN") {
+                if !t.is_empty() && !cfg.api_tokens.contains(&t) {
+                    cfg.api_tokens.push(t);
+                }
+            }
+            if let Ok(t) = std::env::var("SEGUE_ADMIN_TOKEN") {
+                if !t.is_empty() {
+                    cfg.edge_admin_token = t;
+                }
+            }
+            let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
+            let cfg = validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))?;
+            segue_control_plane::run(cfg, segue_core::server::shutdown_signal())
+                .await
+                .map_err(|e| Failure::Runtime(e.to_string()))
+        }
+        Command::Release { action, control_plane, token_file, json } => {
+            let client = release::Client::new(control_plane, read_token(token_file)?, json).map_err(Failure::Usage)?;
+            client.release(action).await.map_err(Failure::Runtime)
+        }
+        Command::Purge { content_id, prefix, tag, soft, region, no_wait, control_plane, token_file, json } => {
+            if content_id.is_none() && prefix.is_none() && tag.is_none() {
+                return Err(Failure::Usage("give one of --content-id, --prefix or --tag".into()));
+            }
+            let client = release::Client::new(control_plane, read_token(token_file)?, json).map_err(Failure::Usage)?;
+            let selector = serde_json::json!({
+                "content_id": content_id, "prefix": prefix, "tag": tag, "soft": soft, "region": region,
+            });
+            client.purge(selector, !no_wait).await.map_err(Failure::Runtime)
+        }
     }
 }
 

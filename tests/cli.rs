@@ -346,10 +346,15 @@ fn get_with_headers(url: &str) -> (u16, std::collections::HashMap<String, String
 
 /// Sum of a metric's samples in a Prometheus text page (0 when absent).
 fn metric(addr: SocketAddr, name: &str) -> f64 {
+    metric_with(addr, name, "")
+}
+
+/// Sum of a metric's samples whose line contains `label` (e.g. `status="206"`).
+fn metric_with(addr: SocketAddr, name: &str, label: &str) -> f64 {
     let (_, page) = get(&format!("http://{addr}/metrics"), &[]);
     String::from_utf8_lossy(&page)
         .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -1205,5 +1210,254 @@ fn header_floods_and_stalled_readers_are_limited_on_every_protocol() {
         );
     }
     assert!(terminate(edge).success());
+    assert!(terminate(origin).success());
+}
+
+/// RFC 3339 UTC time `secs_from_now` seconds from now.
+fn rfc3339_in(secs_from_now: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    aws_smithy_types::DateTime::from_secs(now + secs_from_now)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+const CP_API: &str = "release-manager-token-0001";
+const CP_ADMIN: &str = "edge-admin-token-000000001";
+
+/// A control plane process on `port` with regions eu (UTC+1) and us (UTC-5).
+fn spawn_control_plane(dir: &std::path::Path, port: u16, database: &str, origin: SocketAddr) -> Child {
+    let cfg = dir.join("cp.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\norigin = \"http://{origin}\"\n\
+             api_tokens = [\"{CP_API}\"]\nedge_admin_token = \"{CP_ADMIN}\"\n\
+             heartbeat_timeout_secs = 4\ntick_millis = 200\n\
+             [pop_tokens]\ne1 = \"pop-token-e1-0000000\"\ne2 = \"pop-token-e2-0000000\"\ne3 = \"pop-token-e3-0000000\"\n\
+             [[regions]]\nname = \"eu\"\nutc_offset_minutes = 60\n[[regions]]\nname = \"us\"\nutc_offset_minutes = -300\n"
+        ),
+    )
+    .unwrap();
+    let mut c = segue();
+    c.args(["control-plane", "--config"]).arg(&cfg);
+    spawn_server(c).0
+}
+
+/// An edge POP `name` in `region` behind `upstream`, registered with the control plane.
+fn spawn_pop(
+    dir: &std::path::Path,
+    name: &str,
+    region: &str,
+    upstream: SocketAddr,
+    cp_port: u16,
+) -> (Child, Vec<SocketAddr>) {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nname = \"{name}\"\n\
+             upstreams = [\"http://{upstream}\"]\nadmin_tokens = [\"{CP_ADMIN}\"]\n\
+             [control_plane]\nurl = \"http://127.0.0.1:{cp_port}\"\ntoken = \"pop-token-{name}-0000000\"\n\
+             region = \"{region}\"\nheartbeat_secs = 1\n"
+        ),
+    )
+    .unwrap();
+    let mut e = segue();
+    e.args(["edge", "--config"]).arg(&cfg);
+    spawn_servers(e, 2)
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Origin, a shield, three POPs in two regions and the control plane, all real processes.
+/// A scheduled release pre-warms exactly the target region's POPs (the origin sends each
+/// slice once), embargoes its content there until the drop, survives a kill -9 of the
+/// control plane, and then a 1,000-client storm at the drop costs the origin nothing.
+/// Purges fan out to every POP. Bad requests change nothing.
+#[test]
+fn control_plane_prewarms_a_release_embargoes_it_and_fans_out_purges() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects: Vec<(String, Vec<u8>)> = (0..2u32)
+        .map(|k| {
+            let data: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761 + k) >> 7) as u8).collect();
+            (format!("{:02x}", 0xd0 + k).repeat(32), data)
+        })
+        .collect();
+    for (cid, data) in &objects {
+        put_object(dir.path(), cid, data);
+    }
+    let (origin, origin_addr) = spawn_origin(dir.path());
+    let mut s = segue();
+    s.args(["edge", "--listen", "127.0.0.1:0", "--upstream", &format!("http://{origin_addr}")]);
+    let shield_cfg = dir.path().join("shield.toml");
+    std::fs::write(&shield_cfg, "upstream_probe_secs = 0\nname = \"shield\"\n").unwrap();
+    s.arg("--config").arg(&shield_cfg);
+    let (shield, shield_addr) = spawn_server(s);
+    let cp_port = free_port();
+    let db = format!("sqlite://{}/cp/state.db", dir.path().display());
+    let mut cp = spawn_control_plane(dir.path(), cp_port, &db, origin_addr);
+    let cp_addr: SocketAddr = format!("127.0.0.1:{cp_port}").parse().unwrap();
+    let pops: Vec<(Child, Vec<SocketAddr>)> = [("e1", "eu"), ("e2", "eu"), ("e3", "us")]
+        .iter()
+        .map(|(n, r)| spawn_pop(dir.path(), n, r, shield_addr, cp_port))
+        .collect();
+    wait_for("three healthy POPs", 20, || {
+        let (_, v) = admin(cp_addr, "GET", "/v1/pops", Some(CP_API), None);
+        v["pops"].as_array().is_some_and(|p| p.len() == 3 && p.iter().all(|p| p["healthy"] == true))
+    });
+    let (code, v) = admin(cp_addr, "GET", "/v1/pops?region=eu", Some(CP_API), None);
+    assert_eq!((code, v["pops"].as_array().map(|a| a.len())), (200, Some(2)));
+
+    // Bad requests: clear 4xx JSON, nothing created.
+    let (cid1, cid2) = (objects[0].0.clone(), objects[1].0.clone());
+    let release = |id: &str, content: &[&str], at: &str, regions: &[&str]| {
+        serde_json::json!({"id": id, "content_ids": content, "tiers": ["high"], "release_at": at,
+                           "regions": regions, "lead_secs": 4, "schedule": true})
+        .to_string()
+    };
+    let unknown = "ab".repeat(32);
+    for (body, token, code, error) in [
+        (release("x", &[&unknown], &rfc3339_in(60), &["eu"]), CP_API, 400, "unknown_content"),
+        (release("x", &[&cid1], &rfc3339_in(-60), &["eu"]), CP_API, 400, "bad_request"),
+        (release("x", &[&cid1], &rfc3339_in(60), &["mars"]), CP_API, 400, "unknown_region"),
+        (release("x", &["not-a-cid"], &rfc3339_in(60), &["eu"]), CP_API, 400, "bad_request"),
+        (release("x", &[&cid1], "tomorrow", &["eu"]), CP_API, 400, "bad_request"),
+        (release("x", &[&cid1], &rfc3339_in(60), &["eu"]), "wrong-token-000000000", 401, "unauthorized"),
+        ("{\"id\": 1".to_string(), CP_API, 400, "bad_request"),
+    ] {
+        let (c, v) = admin(cp_addr, "POST", "/v1/releases", Some(token), Some(&body));
+        assert_eq!((c, v["error"].as_str()), (code, Some(error)), "{body}: {v}");
+        assert!(!v["detail"].as_str().unwrap_or("").is_empty());
+    }
+    let (_, v) = admin(cp_addr, "GET", "/v1/releases", Some(CP_API), None);
+    assert_eq!(v["releases"], serde_json::json!([]), "a bad request created something");
+    let (c, _) = admin(cp_addr, "GET", "/v1/releases/nope", Some(CP_API), None);
+    assert_eq!(c, 404);
+
+    let slices_sent = || metric_with(origin_addr, "origin_requests_total", "status=\"206\"");
+    let origin_before = (slices_sent(), metric(origin_addr, "origin_body_bytes_total"));
+    // The release, through the CLI: drop in 7 s for eu only, pre-warm from 4 s before.
+    let out = segue()
+        .env("SEGUE_CP_TOKEN", CP_API)
+        .args(["release", "create", "--control-plane", &format!("http://{cp_addr}"), "--id", "drop1"])
+        .args(["--content", &format!("{cid1},{cid2}"), "--tiers", "high", "--at", &rfc3339_in(7)])
+        .args(["--regions", "eu", "--lead-secs", "4", "--schedule"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("state scheduled"));
+    let drop_at = std::time::Instant::now() + Duration::from_secs(6);
+
+    // Embargo: the eu POPs refuse the content before the drop (after their next heartbeat).
+    let path1 = format!("/a/{cid1}/high.ogg");
+    let e1 = pops[0].1[0];
+    wait_for("the embargo to reach e1", 10, || get(&format!("http://{e1}{path1}"), &["-r", "0-9"]).0 == 403);
+    let (_, body) = get(&format!("http://{e1}{path1}"), &[]);
+    assert!(String::from_utf8_lossy(&body).contains("embargoed"));
+
+    // Kill -9 the control plane once the pre-warm is handed out, restart it: the release
+    // completes and no POP is handed the same job twice.
+    let status = |id: &str| admin(cp_addr, "GET", &format!("/v1/releases/{id}"), Some(CP_API), None).1;
+    wait_for("pre-warm jobs to be handed out", 15, || {
+        status("drop1")["jobs"].as_array().is_some_and(|j| !j.is_empty())
+    });
+    cp.kill().unwrap();
+    cp.wait().unwrap();
+    let cp2 = spawn_control_plane(dir.path(), cp_port, &db, origin_addr);
+    wait_for("both eu POPs pre-warmed", 30, || {
+        let v = status("drop1");
+        let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
+        jobs.len() == 2 && jobs.iter().all(|j| j["state"] == "done")
+    });
+    let v = status("drop1");
+    for j in v["jobs"].as_array().unwrap() {
+        assert_eq!(j["region"], "eu");
+        assert_eq!(j["bytes"].as_u64(), Some(3_000_000), "{j}");
+    }
+    for (_, addrs) in &pops[..2] {
+        let (_, jobs) = admin(addrs[1], "GET", "/admin/prewarm", Some(CP_ADMIN), None);
+        assert_eq!(jobs["jobs"].as_array().map(|j| j.len()), Some(1), "a POP was pre-warmed twice: {jobs}");
+    }
+    let (_, stats) = admin(pops[2].1[1], "GET", "/admin/stats", Some(CP_ADMIN), None);
+    assert_eq!(stats["objects"], 0, "the us POP was touched: {stats}");
+    let origin_after = (slices_sent(), metric(origin_addr, "origin_body_bytes_total"));
+    // 1.5 MB in 256 KiB slices is 6 slices; two objects: 12 fetches, each byte once.
+    assert_eq!(origin_after.1 - origin_before.1, 3_000_000.0, "origin sent other than each byte once");
+    assert_eq!(origin_after.0 - origin_before.0, 12.0, "origin slice fetches");
+    // `segue release status` shows every POP's state and bytes.
+    let out = segue()
+        .env("SEGUE_CP_TOKEN", CP_API)
+        .args(["release", "status", "drop1", "--control-plane", &format!("http://{cp_addr}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pop e1") && text.contains("pop e2") && text.contains("done") && text.contains("3.0 MB"),
+        "{text}"
+    );
+
+    // At the drop: 1,000 clients at once on the two eu POPs; the origin sees nothing.
+    let remaining = drop_at.saturating_duration_since(std::time::Instant::now());
+    std::thread::sleep(remaining + Duration::from_millis(1500));
+    let before = slices_sent();
+    let storms: Vec<_> = pops[..2]
+        .iter()
+        .map(|(_, addrs)| {
+            let mut c = segue();
+            c.args(["loadtest", "--target", &format!("http://{}", addrs[0]), "--storm", "--connections", "500"])
+                .args(["--path", &path1, "--path", &format!("/a/{cid2}/high.ogg"), "--json"]);
+            c.stdout(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for s in storms {
+        let out = s.wait_with_output().unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!((r["requests"].as_u64(), r["errors"].as_u64()), (Some(500), Some(0)), "{r}");
+        assert_eq!(r["statuses"]["206"], 500, "{r}");
+    }
+    assert_eq!(slices_sent() - before, 0.0, "the storm reached the origin");
+
+    // Purge fan-out: every POP, tracked to completion.
+    let started = std::time::Instant::now();
+    let out = segue()
+        .env("SEGUE_CP_TOKEN", CP_API)
+        .args(["purge", "--content-id", &cid1, "--control-plane", &format!("http://{cp_addr}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("purge on 3 POPs done in {:.2} s", started.elapsed().as_secs_f64());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3/3 POPs done"));
+    let (_, stats) = admin(pops[0].1[1], "GET", "/admin/stats", Some(CP_ADMIN), None);
+    assert_eq!(stats["objects"], 1, "cid1 not purged from e1: {stats}");
+
+    // Cancel: a scheduled release is cancelled once; twice is a conflict.
+    let (c, _) = admin(
+        cp_addr,
+        "POST",
+        "/v1/releases",
+        Some(CP_API),
+        Some(&release("drop2", &[&cid2], &rfc3339_in(3600), &["us"])),
+    );
+    assert_eq!(c, 201);
+    let (c, v) = admin(cp_addr, "POST", "/v1/releases/drop2/cancel", Some(CP_API), None);
+    assert_eq!((c, v["state"].as_str()), (200, Some("cancelled")));
+    let (c, v) = admin(cp_addr, "POST", "/v1/releases/drop2/cancel", Some(CP_API), None);
+    assert_eq!((c, v["error"].as_str()), (409, Some("conflict")));
+
+    for (p, _) in pops {
+        assert!(terminate(p).success());
+    }
+    assert!(terminate(cp2).success());
+    assert!(terminate(shield).success());
     assert!(terminate(origin).success());
 }

@@ -1,2 +1,133 @@
 //! The Segue control plane: POP registry and health, release schedules that pre-warm
-//! POPs before a drop, purge fan-out. Built by the "Control plane" issue; not wired to the CLI yet.
+//! every POP of a region before its drop, embargoes until then, and purge fan-out.
+//!
+//! State lives in SQLite or PostgreSQL (`db`); the HTTP API (`api`) only writes rows, and
+//! the scheduler (`scheduler`) turns rows into calls on the POPs' admin APIs. Every job
+//! is a row keyed on (kind, release or purge, POP), so a restart picks up exactly where
+//! the last run stopped and never hands out finished work again.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod scheduler;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use segue_core::client::Connector;
+use segue_core::server::{self, ServerOptions};
+
+pub use config::Config;
+pub use error::Error;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Everything the API and the scheduler share.
+pub struct App {
+    pub config: Config,
+    pub pool: db::Pool,
+    /// Wakes the scheduler early (a release scheduled, a purge created, a POP back).
+    pub wake: tokio::sync::Notify,
+}
+
+impl App {
+    pub fn api_authorized(&self, headers: &http::HeaderMap) -> bool {
+        let Some(t) = api::bearer(headers) else { return false };
+        self.config.api_tokens.iter().any(|k| segue_core::token::constant_time_eq(k.as_bytes(), t.as_bytes()))
+    }
+
+    pub fn region(&self, name: &str) -> Result<&config::Region, Error> {
+        self.config.region(name).ok_or_else(|| {
+            let known: Vec<&str> = self.config.regions.iter().map(|r| r.name.as_str()).collect();
+            Error::UnknownRegion(format!("unknown region {name:?} (known: {})", known.join(", ")))
+        })
+    }
+
+    pub fn heartbeat_timeout_ms(&self) -> i64 {
+        self.config.heartbeat_timeout_secs as i64 * 1000
+    }
+
+    /// Does the origin hold `path`? (HEAD; 404 means no.)
+    pub async fn origin_has(&self, path: &str) -> Result<(), Error> {
+        let (status, _) = call(&self.config.origin, Method::HEAD, path, None, None, self.timeout())
+            .await
+            .map_err(|e| Error::Upstream(format!("origin {}: {e}", self.config.origin)))?;
+        match status {
+            s if s.is_success() => Ok(()),
+            StatusCode::NOT_FOUND => Err(Error::UnknownContent(format!("the origin has no {path}"))),
+            s => Err(Error::Upstream(format!("origin answered {s} for HEAD {path}"))),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.config.request_timeout_secs)
+    }
+}
+
+/// One HTTP/1.1 request to `base` + `path`, within `timeout`: status and body.
+pub async fn call(
+    base: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Bytes>,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), String> {
+    let exchange = async {
+        let connector = Connector::http(base).map_err(|e| e.to_string())?;
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(body.unwrap_or_default()).map_err(|e| e.to_string())?;
+        let (resp, body) = segue_core::client::fetch_body(&connector, req).await.map_err(|e| e.to_string())?;
+        Ok((resp.status(), body))
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+pub fn server_options(config: &Config) -> ServerOptions {
+    ServerOptions { shutdown_grace: Duration::from_secs(config.shutdown_grace_secs), ..ServerOptions::default() }
+}
+
+/// Open the database, then serve the API and run the scheduler until `shutdown`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let pool = db::open(&config.database).await?;
+    let listener = server::bind(config.listen)
+        .await
+        .map_err(|e| Error::BadRequest(format!("cannot listen on {}: {e}", config.listen)))?;
+    let opts = server_options(&config);
+    let app = Arc::new(App { config, pool, wake: tokio::sync::Notify::new() });
+    tracing::info!(database = %redact(&app.config.database), regions = app.config.regions.len(), "control plane up");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sched = tokio::spawn(scheduler::run(app.clone(), stop_rx));
+    let handler_app = app.clone();
+    server::serve(listener, opts, move |req, _peer| api::handle(handler_app.clone(), req), shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = sched.await;
+    app.pool.close().await;
+    tracing::info!("control plane stopped");
+    Ok(())
+}
+
+/// A database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}

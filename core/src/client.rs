@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 use http::{header, HeaderValue, Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
@@ -165,6 +165,19 @@ impl Connector {
         Ok(connector)
     }
 
+    /// A plain HTTP/1.1 connector for `http://host:port` (a trailing path is ignored),
+    /// resolving the host now.
+    pub fn http(base_url: &str) -> Result<Self, BoxError> {
+        let rest = base_url.strip_prefix("http://").ok_or_else(|| format!("{base_url:?} is not an http:// URL"))?;
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)
+            .map_err(|e| format!("{base_url:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{base_url:?}: the host has no address"))?;
+        let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+        Connector::new(Protocol::Http1, addr, host, None)
+    }
+
     pub fn protocol(&self) -> Protocol {
         self.protocol
     }
@@ -226,8 +239,8 @@ pub struct Connection {
 }
 
 enum Inner {
-    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
     H3(h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>),
 }
 
@@ -246,7 +259,12 @@ impl Connection {
     /// Send `req` (its URI a path and query; scheme and authority are filled in) and
     /// return the response with its body still streaming.
     pub async fn send(&mut self, req: Request<()>) -> Result<Response<ClientBody>, BoxError> {
-        let (mut parts, ()) = req.into_parts();
+        self.send_body(req.map(|()| Bytes::new())).await
+    }
+
+    /// `send` with a request body.
+    pub async fn send_body(&mut self, req: Request<Bytes>) -> Result<Response<ClientBody>, BoxError> {
+        let (mut parts, body) = req.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         match &mut self.inner {
             Inner::H1(send) => {
@@ -255,20 +273,23 @@ impl Connection {
                     parts.headers.insert(header::HOST, HeaderValue::from_str(&self.authority)?);
                 }
                 send.ready().await?;
-                let resp = send.send_request(Request::from_parts(parts, Empty::new())).await?;
+                let resp = send.send_request(Request::from_parts(parts, Full::new(body))).await?;
                 Ok(resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
             }
             Inner::H2(send) => {
                 parts.uri = Uri::try_from(format!("https://{}{path}", self.authority))?;
                 parts.version = http::Version::HTTP_2;
                 send.ready().await?;
-                let resp = send.send_request(Request::from_parts(parts, Empty::new())).await?;
+                let resp = send.send_request(Request::from_parts(parts, Full::new(body))).await?;
                 Ok(resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
             }
             Inner::H3(send) => {
                 parts.uri = Uri::try_from(format!("https://{}{path}", self.authority))?;
                 parts.version = http::Version::HTTP_3;
                 let mut stream = send.send_request(Request::from_parts(parts, ())).await?;
+                if !body.is_empty() {
+                    stream.send_data(body).await?;
+                }
                 stream.finish().await?;
                 let resp = stream.recv_response().await?;
                 let chunks = futures_util::stream::unfold(Some(stream), |state| async move {
@@ -289,8 +310,13 @@ impl Connection {
 
 /// One request on a fresh connection: the response head and the whole body.
 pub async fn fetch(connector: &Connector, req: Request<()>) -> Result<(Response<()>, Bytes), BoxError> {
+    fetch_body(connector, req.map(|()| Bytes::new())).await
+}
+
+/// `fetch` with a request body.
+pub async fn fetch_body(connector: &Connector, req: Request<Bytes>) -> Result<(Response<()>, Bytes), BoxError> {
     let mut conn = connector.connect().await?;
-    let (parts, body) = conn.send(req).await?.into_parts();
+    let (parts, body) = conn.send_body(req).await?.into_parts();
     let body = body.collect().await?.to_bytes();
     Ok((Response::from_parts(parts, ()), body))
 }

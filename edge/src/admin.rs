@@ -5,7 +5,7 @@
 //! ```text
 //! GET  /admin/stats                      cache and upstream figures
 //! POST /admin/purge   {"content_id"|"prefix"|"tag": "...", "soft": false}
-//! POST /admin/prewarm {"paths": ["/a/.../high.ogg", ...]}   -> 202 {"id": N, ...}
+//! POST /admin/prewarm {"paths": ["/a/.../high.ogg", ...], "key": "..."}   -> 202 {"id": N, ...}
 //! GET  /admin/prewarm/N                   a job's progress
 //! GET  /admin/prewarm                     every job's progress
 //! ```
@@ -31,14 +31,30 @@ const MAX_BODY: usize = 4 << 20;
 /// Objects a pre-warm job fetches at once.
 const PREWARM_CONCURRENCY: usize = 4;
 
-#[derive(Default)]
 pub struct Jobs {
+    /// Differs on every start: job ids restart at 1, so a poller that sees another
+    /// instance knows its job is gone.
+    instance: String,
     next: AtomicU64,
     jobs: Mutex<HashMap<u64, Arc<Job>>>,
+    keys: Mutex<HashMap<String, u64>>,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        Jobs {
+            instance: format!("{:x}-{:x}", nanos, std::process::id()),
+            next: AtomicU64::new(0),
+            jobs: Mutex::default(),
+            keys: Mutex::default(),
+        }
+    }
 }
 
 pub struct Job {
     id: u64,
+    instance: String,
     paths: Vec<String>,
     started: Instant,
     done: AtomicU64,
@@ -51,6 +67,7 @@ pub struct Job {
 #[derive(Serialize)]
 struct JobView {
     id: u64,
+    instance: String,
     state: &'static str,
     total: u64,
     done: u64,
@@ -66,6 +83,7 @@ impl Job {
         let failed = self.failed.load(Ordering::Relaxed);
         JobView {
             id: self.id,
+            instance: self.instance.clone(),
             state: match (finished, failed) {
                 (0, _) => "running",
                 (_, 0) => "done",
@@ -253,6 +271,10 @@ fn purge(state: &State, p: PurgeRequest) -> Response<Body> {
 #[serde(deny_unknown_fields)]
 struct PrewarmRequest {
     paths: Vec<String>,
+    /// Idempotency key: a second request with the same key gets the first one's job
+    /// instead of a new one (a control plane retrying after a crash).
+    #[serde(default)]
+    key: Option<String>,
 }
 
 fn prewarm(state: &Arc<State>, p: PrewarmRequest) -> Response<Body> {
@@ -268,9 +290,23 @@ fn prewarm(state: &Arc<State>, p: PrewarmRequest) -> Response<Body> {
             );
         }
     }
+    if let Some(key) = &p.key {
+        if key.is_empty() || key.len() > 256 {
+            return json_error(StatusCode::BAD_REQUEST, "bad_request", "key must be 1-256 bytes");
+        }
+        let existing = state.jobs.keys.lock().ok().and_then(|k| k.get(key).copied());
+        if let Some(job) = existing.and_then(|id| state.jobs.jobs.lock().ok().and_then(|j| j.get(&id).cloned())) {
+            tracing::info!(id = job.id, key, "pre-warm already requested with this key");
+            return json(StatusCode::ACCEPTED, &job.view());
+        }
+    }
     let id = state.jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
+    if let (Some(key), Ok(mut keys)) = (&p.key, state.jobs.keys.lock()) {
+        keys.insert(key.clone(), id);
+    }
     let job = Arc::new(Job {
         id,
+        instance: state.jobs.instance.clone(),
         paths: p.paths,
         started: Instant::now(),
         done: AtomicU64::new(0),

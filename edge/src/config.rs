@@ -79,6 +79,36 @@ pub struct Config {
     /// Path prefixes whose requests must carry a valid token when `tokens.required`.
     /// Default `["/a/", "/enc/"]` (audio; seek tables and manifests stay open).
     pub token_prefixes: Vec<String>,
+    /// Register with a control plane and heartbeat to it (it then hands this POP
+    /// pre-warm and purge jobs through the admin API, and embargoes). Unset: standalone.
+    pub control_plane: Option<ControlPlaneSettings>,
+}
+
+/// `[control_plane]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneSettings {
+    /// The control plane's base URL, e.g. `http://cp.internal:7080`.
+    pub url: String,
+    /// This POP's bearer token (the control plane's `pop_tokens` entry for `name`).
+    /// `SEGUE_POP_TOKEN` in the environment sets it too.
+    #[serde(default)]
+    pub token: String,
+    /// The region this POP serves (one of the control plane's `regions`).
+    pub region: String,
+    /// Where clients reach this POP. Default `http://LISTEN`.
+    #[serde(default)]
+    pub public_url: String,
+    /// Where the control plane reaches the admin API. Default `http://ADMIN_LISTEN`.
+    #[serde(default)]
+    pub admin_url: String,
+    /// Seconds between heartbeats. Default 5.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+}
+
+fn default_heartbeat_secs() -> u64 {
+    5
 }
 
 impl Default for Config {
@@ -111,6 +141,7 @@ impl Default for Config {
             admin_listen: None,
             admin_tokens: Vec::new(),
             tokens: TokenSettings::default(),
+            control_plane: None,
             token_prefixes: vec!["/a/".into(), "/enc/".into()],
         }
     }
@@ -180,6 +211,21 @@ impl Validate for Config {
         }
         for (i, p) in self.token_prefixes.iter().enumerate() {
             ensure(p.starts_with('/'), &format!("token_prefixes[{i}]"), "must start with '/'")?;
+        }
+        if let Some(cp) = &self.control_plane {
+            ensure(cp.url.starts_with("http://"), "control_plane.url", "must be an http:// URL")?;
+            ensure(
+                cp.token.len() >= 16 && !cp.token.contains(char::is_whitespace),
+                "control_plane.token",
+                "must be at least 16 characters, no spaces (or set SEGUE_POP_TOKEN)",
+            )?;
+            ensure(!cp.region.is_empty(), "control_plane.region", "is required")?;
+            ensure(
+                self.admin_listen.is_some() || !cp.admin_url.is_empty(),
+                "control_plane",
+                "needs admin_listen (the control plane drives the POP through its admin API)",
+            )?;
+            ensure((1..=300).contains(&cp.heartbeat_secs), "control_plane.heartbeat_secs", "must be 1-300")?;
         }
         self.tokens.verifier().map(|_| ())
     }

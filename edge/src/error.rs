@@ -21,16 +21,27 @@ pub enum Error {
     /// The request already passed through this POP: the parent configuration loops.
     #[error("request loop: {0} is already in Via")]
     Loop(String),
+    /// Part of a release not yet dropped in this POP's region.
+    #[error("embargoed until {}", embargo_time(*.0))]
+    Embargoed(i64),
     /// The object changed upstream mid-response (validator or length mismatch).
     #[error("{0} changed upstream; retry")]
     Changed(String),
+}
+
+fn embargo_time(until: i64) -> String {
+    if until == i64::MAX {
+        return "further notice (its release was cancelled)".into();
+    }
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(until.max(0) as u64);
+    httpdate::fmt_http_date(at)
 }
 
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::BadPath(_) => StatusCode::BAD_REQUEST,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::Embargoed(_) => StatusCode::FORBIDDEN,
             Error::UpstreamStatus { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             Error::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -44,6 +55,7 @@ impl Error {
         let code = match &self {
             Error::BadPath(_) => "bad_path",
             Error::Forbidden(_) => "forbidden",
+            Error::Embargoed(_) => "embargoed",
             Error::UpstreamStatus { status: 404, .. } => "not_found",
             Error::UpstreamStatus { .. } => "upstream_status",
             Error::UpstreamUnavailable { .. } => "upstream_unavailable",

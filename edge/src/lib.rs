@@ -11,6 +11,7 @@ pub mod coalesce;
 pub mod config;
 mod error;
 mod fetch;
+mod heartbeat;
 mod reader;
 pub mod upstream;
 
@@ -50,6 +51,12 @@ pub struct State {
     h3: std::sync::Mutex<Option<quinn::Endpoint>>,
     alt_svc: std::sync::OnceLock<HeaderValue>,
     probe: Option<(Duration, String)>,
+    /// Content id -> Unix second its embargo in this POP's region ends, from the control
+    /// plane's heartbeat answers.
+    embargoes: std::sync::RwLock<Arc<std::collections::HashMap<String, i64>>>,
+    /// Object requests answered, and those answered from the cache (for heartbeats).
+    pub(crate) served: std::sync::atomic::AtomicU64,
+    pub(crate) hits: std::sync::atomic::AtomicU64,
 }
 
 impl State {
@@ -89,6 +96,9 @@ impl State {
             },
             probe: (config.upstream_probe_secs > 0)
                 .then(|| (Duration::from_secs(config.upstream_probe_secs), config.upstream_probe_path.clone())),
+            embargoes: Default::default(),
+            served: Default::default(),
+            hits: Default::default(),
         })
     }
 }
@@ -142,6 +152,27 @@ impl State {
 
     fn token_policy(&self) -> Arc<TokenPolicy> {
         self.tokens.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replace the embargo list (from a control-plane heartbeat answer).
+    pub(crate) fn set_embargoes(&self, map: std::collections::HashMap<String, i64>) {
+        let mut current = self.embargoes.write().unwrap_or_else(|p| p.into_inner());
+        if **current != map {
+            tracing::info!(embargoed = map.len(), "embargo list updated");
+            metrics::gauge!("edge_embargoed_content").set(map.len() as f64);
+            *current = Arc::new(map);
+        }
+    }
+
+    /// The Unix second `path`'s content is embargoed until, if it still is.
+    fn embargoed(&self, path: &str) -> Option<i64> {
+        let map = self.embargoes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if map.is_empty() {
+            return None;
+        }
+        let parsed = segue_core::key::ObjectPath::parse(path).ok()?;
+        let until = *map.get(&parsed.content_id().to_string())?;
+        (until > fetch::unix_now() as i64).then_some(until)
     }
 
     /// Apply a reloaded config. Signed-URL settings take effect at once, for new requests
@@ -257,6 +288,13 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
     };
+    if let Some(cp) = config.control_plane.clone() {
+        // Advertise the addresses actually bound (the config may say port 0).
+        let mut bound = config.clone();
+        bound.listen = listener.local_addr().unwrap_or(config.listen);
+        bound.admin_listen = admin.as_ref().and_then(|l| l.local_addr().ok()).or(config.admin_listen);
+        heartbeat::spawn(&state, &bound, cp);
+    }
     let mut tasks = Vec::new();
     if let Some((listener, shared)) = tls {
         let (state, opts, stop) = (state.clone(), server_options(&config), stopped(stop_rx.clone()));
@@ -385,6 +423,10 @@ fn check_request(state: &State, req: &Request<ReqBody>) -> Result<(), Error> {
     if let Err(segue_core::key::PathError::Unsafe(why)) = segue_core::key::check_path_safety(path) {
         return Err(Error::BadPath(why));
     }
+    // An embargo holds whatever the token says and whether or not the bytes are cached.
+    if let Some(until) = state.embargoed(path) {
+        return Err(Error::Embargoed(until));
+    }
     let tokens = state.token_policy();
     if tokens.required && tokens.prefixes.iter().any(|p| path.starts_with(p.as_str())) {
         let country = req.headers().get(&tokens.country_header).and_then(|v| v.to_str().ok());
@@ -426,6 +468,10 @@ async fn serve_object(state: &Arc<State>, req: &Request<ReqBody>) -> Result<Resp
         _ => "coalesced",
     };
     metrics::counter!("edge_cache_results_total", "result" => counter_name).increment(1);
+    state.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if x_cache.starts_with("HIT") {
+        state.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 
     let mut headers = HeaderMap::new();
     if let Some(v) = &info.cache_control {
