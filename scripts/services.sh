@@ -6,6 +6,7 @@
 #
 # The env file holds `export NAME=value` lines the tests read:
 #   SEGUE_TEST_S3_ENDPOINT   an S3-compatible server (moto in server mode)
+#   SEGUE_TEST_POSTGRES_URL  a PostgreSQL server (Debian's package) with an empty database
 set -euo pipefail
 
 DIR="${SEGUE_SERVICES_DIR:-${TMPDIR:-/tmp}/segue-services}"
@@ -39,6 +40,39 @@ start_s3() {
   log "S3 (moto $MOTO_VERSION) on 127.0.0.1:$port"
 }
 
+# PostgreSQL from Debian's package, in a throwaway cluster owned by the `postgres` user
+# (the server refuses to run as root), listening on 127.0.0.1 only, trust auth.
+start_postgres() {
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    log "installing postgresql (Debian package)"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  fi
+  local as=()
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
+    as=(runuser -u postgres --)
+  fi
+  local data="$DIR/pg" sock="$DIR/pg-sock" logs="$DIR/pg-log" port
+  rm -rf "$data" "$sock" "$logs"
+  mkdir -p "$data" "$sock" "$logs"
+  chmod 755 "$DIR"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$data" "$sock" "$logs"; fi
+  "${as[@]}" "$bin/initdb" -D "$data" -U segue -A trust -E UTF8 >"$DIR/postgres-init.log" 2>&1 \
+    || { log "initdb failed; see $DIR/postgres-init.log"; tail -20 "$DIR/postgres-init.log" >&2; return 1; }
+  port=$(free_port)
+  "${as[@]}" "$bin/pg_ctl" -D "$data" -l "$logs/postgres.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $sock -c fsync=on" start >&2 \
+    || { log "postgres did not start; see $logs/postgres.log"; tail -20 "$logs/postgres.log" >&2; return 1; }
+  head -1 "$data/postmaster.pid" >"$DIR/postgres.pid"
+  "$bin/createdb" -h 127.0.0.1 -p "$port" -U segue segue_test >&2
+  echo "export SEGUE_TEST_POSTGRES_URL=postgres://segue@127.0.0.1:$port/segue_test" >>"$DIR/env"
+  log "PostgreSQL ($("$bin/postgres" --version | awk '{print $3}')) on 127.0.0.1:$port"
+}
+
 stop_all() {
   for pidfile in "$DIR"/*.pid; do
     [ -e "$pidfile" ] || continue
@@ -54,6 +88,7 @@ case "${1:-start}" in
     stop_all
     : >"$DIR/env"
     start_s3
+    start_postgres
     echo "$DIR/env"
     ;;
   stop) stop_all ;;

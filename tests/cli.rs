@@ -1287,6 +1287,26 @@ fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
 #[test]
 fn control_plane_prewarms_a_release_embargoes_it_and_fans_out_purges() {
     let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/cp/state.db", dir.path().display());
+    control_plane_scenario(dir.path(), &db);
+}
+
+/// The same scenario with the control plane's state in PostgreSQL (a real server from
+/// scripts/services.sh; the schema is reset first).
+#[test]
+fn control_plane_on_postgresql() {
+    let url = std::env::var("SEGUE_TEST_POSTGRES_URL")
+        .expect("SEGUE_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh (it starts PostgreSQL)");
+    let out = Command::new("psql")
+        .args([&url, "-q", "-c", "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    control_plane_scenario(dir.path(), &url);
+}
+
+fn control_plane_scenario(dir: &std::path::Path, db: &str) {
     let objects: Vec<(String, Vec<u8>)> = (0..2u32)
         .map(|k| {
             let data: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761 + k) >> 7) as u8).collect();
@@ -1294,22 +1314,21 @@ fn control_plane_prewarms_a_release_embargoes_it_and_fans_out_purges() {
         })
         .collect();
     for (cid, data) in &objects {
-        put_object(dir.path(), cid, data);
+        put_object(dir, cid, data);
     }
-    let (origin, origin_addr) = spawn_origin(dir.path());
+    let (origin, origin_addr) = spawn_origin(dir);
     let mut s = segue();
     s.args(["edge", "--listen", "127.0.0.1:0", "--upstream", &format!("http://{origin_addr}")]);
-    let shield_cfg = dir.path().join("shield.toml");
+    let shield_cfg = dir.join("shield.toml");
     std::fs::write(&shield_cfg, "upstream_probe_secs = 0\nname = \"shield\"\n").unwrap();
     s.arg("--config").arg(&shield_cfg);
     let (shield, shield_addr) = spawn_server(s);
     let cp_port = free_port();
-    let db = format!("sqlite://{}/cp/state.db", dir.path().display());
-    let mut cp = spawn_control_plane(dir.path(), cp_port, &db, origin_addr);
+    let mut cp = spawn_control_plane(dir, cp_port, db, origin_addr);
     let cp_addr: SocketAddr = format!("127.0.0.1:{cp_port}").parse().unwrap();
     let pops: Vec<(Child, Vec<SocketAddr>)> = [("e1", "eu"), ("e2", "eu"), ("e3", "us")]
         .iter()
-        .map(|(n, r)| spawn_pop(dir.path(), n, r, shield_addr, cp_port))
+        .map(|(n, r)| spawn_pop(dir, n, r, shield_addr, cp_port))
         .collect();
     wait_for("three healthy POPs", 20, || {
         let (_, v) = admin(cp_addr, "GET", "/v1/pops", Some(CP_API), None);
@@ -1373,7 +1392,7 @@ fn control_plane_prewarms_a_release_embargoes_it_and_fans_out_purges() {
     });
     cp.kill().unwrap();
     cp.wait().unwrap();
-    let cp2 = spawn_control_plane(dir.path(), cp_port, &db, origin_addr);
+    let cp2 = spawn_control_plane(dir, cp_port, db, origin_addr);
     wait_for("both eu POPs pre-warmed", 30, || {
         let v = status("drop1");
         let jobs = v["jobs"].as_array().cloned().unwrap_or_default();

@@ -1,6 +1,6 @@
 //! State in SQLite (default) or PostgreSQL through sqlx's `Any` driver: one set of
-//! queries (`$N` placeholders, integer flags and millisecond times, which both engines
-//! take), migrations per engine embedded in the binary.
+//! queries and one schema (`$N` placeholders, integer flags and millisecond times, which
+//! both engines take), migrations embedded in the binary.
 
 use std::borrow::Cow;
 
@@ -13,18 +13,14 @@ use crate::error::Error;
 
 pub type Pool = AnyPool;
 
-fn migrator(postgres: bool) -> Migrator {
-    let sql = if postgres {
-        include_str!("../migrations/postgres/0001_init.sql")
-    } else {
-        include_str!("../migrations/sqlite/0001_init.sql")
-    };
+/// The schema, written in SQL both engines accept, so one migration list serves both.
+fn migrator() -> Migrator {
     Migrator {
         migrations: Cow::Owned(vec![Migration::new(
             1,
             Cow::Borrowed("init"),
             MigrationType::Simple,
-            Cow::Borrowed(sql),
+            Cow::Borrowed(include_str!("../migrations/0001_init.sql")),
             false,
         )]),
         ..Migrator::DEFAULT
@@ -63,7 +59,7 @@ pub async fn open(url: &str) -> Result<Pool, Error> {
         .connect(&url)
         .await
         .map_err(|e| Error::Database(format!("cannot open the database: {e}")))?;
-    migrator(postgres).run(&pool).await.map_err(|e| Error::Database(format!("migration failed: {e}")))?;
+    migrator().run(&pool).await.map_err(|e| Error::Database(format!("migration failed: {e}")))?;
     Ok(pool)
 }
 
