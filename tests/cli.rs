@@ -126,15 +126,25 @@ fn up_creates_the_demo_catalog_once_and_serves_it() {
             "127.0.0.1:0",
             "--edge-listen",
             "127.0.0.1:0",
+            "--control-plane-listen",
+            "127.0.0.1:0",
+            "--edge-admin-listen",
+            "127.0.0.1:0",
             "--demo-track-secs",
             "3",
             "--data-dir",
         ])
         .arg(dir.path());
-        let (child, addrs) = spawn_servers(cmd, 2);
-        (child, addrs[1]) // clients go through the edge
+        let (child, addrs) = spawn_servers(cmd, 4);
+        (child, addrs[1], addrs[2]) // clients go through the edge; [2] is the control plane
     };
-    let (child, addr) = start();
+    let (child, addr, cp) = start();
+    // The edge registers with the control plane; the release manager's token is on disk.
+    let token = std::fs::read_to_string(dir.path().join("control-plane.token")).unwrap();
+    wait_for("the edge to register", 20, || {
+        let (_, v) = admin(cp, "GET", "/v1/pops", Some(token.trim()), None);
+        v["pops"][0]["id"] == "local" && v["pops"][0]["healthy"] == true
+    });
     let manifests: Vec<_> =
         std::fs::read_dir(dir.path().join("origin/manifest")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(manifests.len(), 5, "four gapless cuts and one single");
@@ -165,7 +175,7 @@ fn up_creates_the_demo_catalog_once_and_serves_it() {
 
     // A second start packages nothing and serves the same catalog.
     let before = std::fs::metadata(&manifests[0]).unwrap().modified().unwrap();
-    let (child, addr) = start();
+    let (child, addr, _) = start();
     assert_eq!(std::fs::metadata(&manifests[0]).unwrap().modified().unwrap(), before);
     assert_eq!(get(&format!("http://{addr}/m/{cid}.json"), &[]).0, 200);
     assert!(terminate(child).success());

@@ -103,10 +103,19 @@ pub fn server_options(config: &Config) -> ServerOptions {
 
 /// Open the database, then serve the API and run the scheduler until `shutdown`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let pool = db::open(&config.database).await?;
     let listener = server::bind(config.listen)
         .await
         .map_err(|e| Error::BadRequest(format!("cannot listen on {}: {e}", config.listen)))?;
+    serve(listener, config, shutdown).await
+}
+
+/// `run` on a listener already bound.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let pool = db::open(&config.database).await?;
     let opts = server_options(&config);
     let app = Arc::new(App { config, pool, wake: tokio::sync::Notify::new() });
     tracing::info!(database = %redact(&app.config.database), regions = app.config.regions.len(), "control plane up");

@@ -288,13 +288,7 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
     };
-    if let Some(cp) = config.control_plane.clone() {
-        // Advertise the addresses actually bound (the config may say port 0).
-        let mut bound = config.clone();
-        bound.listen = listener.local_addr().unwrap_or(config.listen);
-        bound.admin_listen = admin.as_ref().and_then(|l| l.local_addr().ok()).or(config.admin_listen);
-        heartbeat::spawn(&state, &bound, cp);
-    }
+    register(&state, &config, &listener, admin.as_ref());
     let mut tasks = Vec::new();
     if let Some((listener, shared)) = tls {
         let (state, opts, stop) = (state.clone(), server_options(&config), stopped(stop_rx.clone()));
@@ -310,9 +304,7 @@ pub async fn run(
     }
     if let Some(listener) = admin {
         let (state, opts, stop) = (state.clone(), server_options(&config), stopped(stop_rx.clone()));
-        tasks.push(tokio::spawn(async move {
-            server::serve(listener, opts, move |req, _| admin::handle(state.clone(), req), stop).await;
-        }));
+        tasks.push(tokio::spawn(serve_admin(listener, state, opts, stop)));
     }
     let stopping = async move {
         shutdown.await;
@@ -325,6 +317,32 @@ pub async fn run(
     // Flush memory to the SSD so the next start is warm.
     state.cache.close().await;
     Ok(())
+}
+
+/// Serve the admin API on its own listener until `shutdown`.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    opts: ServerOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    server::serve(listener, opts, move |req, _| admin::handle(state.clone(), req), shutdown).await;
+}
+
+/// Start heartbeats to the control plane when `config` names one, advertising the
+/// addresses actually bound (the config may say port 0).
+pub fn register(
+    state: &Arc<State>,
+    config: &Config,
+    listener: &tokio::net::TcpListener,
+    admin: Option<&tokio::net::TcpListener>,
+) {
+    if let Some(cp) = config.control_plane.clone() {
+        let mut bound = config.clone();
+        bound.listen = listener.local_addr().unwrap_or(config.listen);
+        bound.admin_listen = admin.and_then(|l| l.local_addr().ok()).or(config.admin_listen);
+        heartbeat::spawn(state, &bound, cp);
+    }
 }
 
 pub async fn serve(
