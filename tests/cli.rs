@@ -257,6 +257,27 @@ fn edge_binary_in_front_of_origin_binary() {
 }
 
 #[test]
+fn example_control_plane_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/control-plane.toml");
+    let db = format!("sqlite://{}/cp.db", dir.path().display());
+    let mut cmd = segue();
+    cmd.args(["control-plane", "--config", cfg, "--listen", "127.0.0.1:0", "--database", &db]);
+    let (child, addr) = spawn_server(cmd);
+    assert_eq!(get(&format!("http://{addr}/healthz"), &[]).0, 200);
+    // Without a token the API refuses, in JSON.
+    let (code, body) = get(&format!("http://{addr}/v1/releases"), &[]);
+    assert_eq!(code, 401);
+    assert!(String::from_utf8_lossy(&body).contains("unauthorized"));
+    assert!(terminate(child).success());
+    // A bad value stops start-up naming the field.
+    std::fs::write(dir.path().join("bad.toml"), "database = \"mysql://x\"\n").unwrap();
+    let out = segue().args(["control-plane", "--config"]).arg(dir.path().join("bad.toml")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("database"));
+}
+
+#[test]
 fn example_edge_config_is_valid() {
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/edge.toml");
     let mut cmd = segue();
