@@ -1267,8 +1267,9 @@ fn spawn_control_plane(dir: &std::path::Path, port: u16, database: &str, origin:
         format!(
             "listen = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\norigin = \"http://{origin}\"\n\
              api_tokens = [\"{CP_API}\"]\nedge_admin_token = \"{CP_ADMIN}\"\n\
-             heartbeat_timeout_secs = 4\ntick_millis = 200\n\
+             heartbeat_timeout_secs = 4\ntick_millis = 200\nmax_attempts = 2\n\
              [pop_tokens]\ne1 = \"pop-token-e1-0000000\"\ne2 = \"pop-token-e2-0000000\"\ne3 = \"pop-token-e3-0000000\"\n\
+             e4 = \"pop-token-e4-0000000\"\ne5 = \"pop-token-e5-0000000\"\n\
              [[regions]]\nname = \"eu\"\nutc_offset_minutes = 60\n[[regions]]\nname = \"us\"\nutc_offset_minutes = -300\n"
         ),
     )
@@ -1278,20 +1279,22 @@ fn spawn_control_plane(dir: &std::path::Path, port: u16, database: &str, origin:
     spawn_server(c).0
 }
 
-/// An edge POP `name` in `region` behind `upstream`, registered with the control plane.
+/// An edge POP `name` in `region` behind `upstream`, registered with the control plane,
+/// whose admin API takes `admin_token`.
 fn spawn_pop(
     dir: &std::path::Path,
     name: &str,
     region: &str,
     upstream: SocketAddr,
     cp_port: u16,
+    admin_token: &str,
 ) -> (Child, Vec<SocketAddr>) {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
         format!(
             "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nname = \"{name}\"\n\
-             upstreams = [\"http://{upstream}\"]\nadmin_tokens = [\"{CP_ADMIN}\"]\n\
+             upstreams = [\"http://{upstream}\"]\nadmin_tokens = [\"{admin_token}\"]\n\
              [control_plane]\nurl = \"http://127.0.0.1:{cp_port}\"\ntoken = \"pop-token-{name}-0000000\"\n\
              region = \"{region}\"\nheartbeat_secs = 1\n"
         ),
@@ -1359,7 +1362,7 @@ fn control_plane_scenario(dir: &std::path::Path, db: &str) {
     let cp_addr: SocketAddr = format!("127.0.0.1:{cp_port}").parse().unwrap();
     let pops: Vec<(Child, Vec<SocketAddr>)> = [("e1", "eu"), ("e2", "eu"), ("e3", "us")]
         .iter()
-        .map(|(n, r)| spawn_pop(dir, n, r, shield_addr, cp_port))
+        .map(|(n, r)| spawn_pop(dir, n, r, shield_addr, cp_port, CP_ADMIN))
         .collect();
     wait_for("three healthy POPs", 20, || {
         let (_, v) = admin(cp_addr, "GET", "/v1/pops", Some(CP_API), None);
@@ -1503,6 +1506,23 @@ fn control_plane_scenario(dir: &std::path::Path, db: &str) {
     assert_eq!((c, v["state"].as_str()), (200, Some("cancelled")));
     let (c, v) = admin(cp_addr, "POST", "/v1/releases/drop2/cancel", Some(CP_API), None);
     assert_eq!((c, v["error"].as_str()), (409, Some("conflict")));
+
+    // A POP that joins the region after the pre-warm still gets the job; one whose admin
+    // API refuses the control plane is retried, then flagged failed.
+    let late = spawn_pop(dir, "e4", "eu", shield_addr, cp_port, CP_ADMIN);
+    let broken = spawn_pop(dir, "e5", "eu", shield_addr, cp_port, "not-the-cp-admin-token-0");
+    wait_for("the late POP pre-warmed and the broken one flagged", 30, || {
+        let v = status("drop1");
+        let job = |pop: &str| v["jobs"].as_array().and_then(|j| j.iter().find(|j| j["pop"] == pop).cloned());
+        job("e4").is_some_and(|j| j["state"] == "done" && j["bytes"] == 3_000_000)
+            && job("e5").is_some_and(|j| j["state"] == "failed" && j["attempts"] == 2)
+    });
+    let v = status("drop1");
+    let e5 = v["jobs"].as_array().unwrap().iter().find(|j| j["pop"] == "e5").unwrap().clone();
+    assert!(e5["error"].as_str().unwrap().contains("401"), "{e5}");
+    for (p, _) in [late, broken] {
+        assert!(terminate(p).success());
+    }
 
     for (p, _) in pops {
         assert!(terminate(p).success());
