@@ -1399,17 +1399,17 @@ fn control_plane_scenario(dir: &std::path::Path, db: &str) {
 
     let slices_sent = || metric_with(origin_addr, "origin_requests_total", "status=\"206\"");
     let origin_before = (slices_sent(), metric(origin_addr, "origin_body_bytes_total"));
-    // The release, through the CLI: drop in 7 s for eu only, pre-warm from 4 s before.
+    // The release, through the CLI: drop in 10 s for eu only, pre-warm from 7 s before.
     let out = segue()
         .env("SEGUE_CP_TOKEN", CP_API)
         .args(["release", "create", "--control-plane", &format!("http://{cp_addr}"), "--id", "drop1"])
-        .args(["--content", &format!("{cid1},{cid2}"), "--tiers", "high", "--at", &rfc3339_in(7)])
-        .args(["--regions", "eu", "--lead-secs", "4", "--schedule"])
+        .args(["--content", &format!("{cid1},{cid2}"), "--tiers", "high", "--at", &rfc3339_in(10)])
+        .args(["--regions", "eu", "--lead-secs", "7", "--schedule"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("state scheduled"));
-    let drop_at = std::time::Instant::now() + Duration::from_secs(6);
+    let drop_at = std::time::Instant::now() + Duration::from_secs(9);
 
     // Embargo: the eu POPs refuse the content before the drop (after their next heartbeat).
     let path1 = format!("/a/{cid1}/high.ogg");
@@ -1443,6 +1443,11 @@ fn control_plane_scenario(dir: &std::path::Path, db: &str) {
     }
     let (_, stats) = admin(pops[2].1[1], "GET", "/admin/stats", Some(CP_ADMIN), None);
     assert_eq!(stats["objects"], 0, "the us POP was touched: {stats}");
+    // Cached now, and still refused until the drop.
+    let (_, stats) = admin(pops[0].1[1], "GET", "/admin/stats", Some(CP_ADMIN), None);
+    assert_eq!(stats["objects"], 2, "{stats}");
+    assert!(std::time::Instant::now() < drop_at, "the pre-warm took until the drop");
+    assert_eq!(get(&format!("http://{e1}{path1}"), &["-r", "0-9"]).0, 403, "embargo not held on cached bytes");
     let origin_after = (slices_sent(), metric(origin_addr, "origin_body_bytes_total"));
     // 1.5 MB in 256 KiB slices is 6 slices; two objects: 12 fetches, each byte once.
     assert_eq!(origin_after.1 - origin_before.1, 3_000_000.0, "origin sent other than each byte once");
