@@ -43,9 +43,6 @@ enum Command {
         /// Address of the control plane API (releases, purges; SQLite in DATA_DIR).
         #[arg(long, default_value = "127.0.0.1:7080", value_name = "ADDR")]
         control_plane_listen: SocketAddr,
-        /// Address of the edge's admin API (driven by the control plane).
-        #[arg(long, default_value = "127.0.0.1:9080", value_name = "ADDR")]
-        edge_admin_listen: SocketAddr,
         /// Length of each demo track in seconds.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=600))]
         demo_track_secs: u32,
@@ -125,9 +122,9 @@ enum Command {
     /// Run the control plane: POP registry and health, release schedules that pre-warm
     /// every POP of a region before its drop, embargoes, purge fan-out.
     ///
-    /// State is in SQLite (default) or PostgreSQL (`database = "postgres://..."`).
-    /// SEGUE_CP_TOKEN adds a release-manager API token; SEGUE_ADMIN_TOKEN sets the token
-    /// presented to POP admin APIs.
+    /// State is in SQLite (default) or PostgreSQL (`database = "postgres://..."`). POPs
+    /// register by heartbeat and pull their jobs. SEGUE_CP_TOKEN adds a release-manager
+    /// API token.
     ControlPlane {
         /// TOML config file (see config/control-plane.toml for every key and default).
         #[arg(long, value_name = "FILE")]
@@ -300,14 +297,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }
-        Command::Up {
-            data_dir,
-            origin_listen,
-            edge_listen,
-            control_plane_listen,
-            edge_admin_listen,
-            demo_track_secs,
-        } => up(data_dir, [origin_listen, edge_listen, control_plane_listen, edge_admin_listen], demo_track_secs).await,
+        Command::Up { data_dir, origin_listen, edge_listen, control_plane_listen, demo_track_secs } => {
+            up(data_dir, [origin_listen, edge_listen, control_plane_listen], demo_track_secs).await
+        }
         Command::Edge {
             config,
             listen,
@@ -436,11 +428,6 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                     cfg.api_tokens.push(t);
                 }
             }
-            if let Ok(t) = std::env::var("SEGUE_ADMIN_TOKEN") {
-                if !t.is_empty() {
-                    cfg.edge_admin_token = t;
-                }
-            }
             let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
             let cfg = validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))?;
             segue_control_plane::run(cfg, segue_core::server::shutdown_signal())
@@ -496,8 +483,8 @@ fn up_api_token(data_dir: &std::path::Path) -> Result<(PathBuf, String), Failure
     Ok((path, token))
 }
 
-async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result<(), Failure> {
-    let [origin_listen, edge_listen, cp_listen, admin_listen] = listen;
+async fn up(data_dir: PathBuf, listen: [SocketAddr; 3], secs: u32) -> Result<(), Failure> {
+    let [origin_listen, edge_listen, cp_listen] = listen;
     std::fs::create_dir_all(&data_dir).map_err(|e| Failure::Runtime(format!("{}: {e}", data_dir.display())))?;
     let (token_file, api_token) = up_api_token(&data_dir)?;
     use segue_core::server;
@@ -525,11 +512,10 @@ async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result<(),
     let edge_addr = edge_listener.local_addr().map_err(|e| io("edge", e))?;
     let cp_listener = server::bind(cp_listen).await.map_err(|e| io("control plane", e))?;
     let cp_addr = cp_listener.local_addr().map_err(|e| io("control plane", e))?;
-    let admin_listener = server::bind(admin_listen).await.map_err(|e| io("edge admin API", e))?;
 
-    // The control plane drives the edge's admin API with a per-start token, and the edge
-    // heartbeats with another; the release manager's token persists in DATA_DIR.
-    let (admin_token, pop_token) = (random_token()?, random_token()?);
+    // The edge heartbeats with a per-start token; the release manager's token persists
+    // in DATA_DIR.
+    let pop_token = random_token()?;
     let edge_cfg = segue_edge::Config {
         listen: edge_addr,
         upstreams: vec![format!("http://{origin_addr}")],
@@ -537,8 +523,6 @@ async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result<(),
         ssd_cache_dir: data_dir.join("edge-cache").to_string_lossy().into_owned(),
         ssd_cache_mb: 1024,
         name: "local".into(),
-        admin_listen: Some(admin_listen),
-        admin_tokens: vec![admin_token.clone()],
         control_plane: Some(segue_edge::config::ControlPlaneSettings {
             url: format!("http://{cp_addr}"),
             token: pop_token.clone(),
@@ -556,7 +540,6 @@ async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result<(),
         origin: format!("http://{origin_addr}"),
         api_tokens: vec![api_token],
         pop_tokens: [("local".to_owned(), pop_token)].into_iter().collect(),
-        edge_admin_token: admin_token,
         ..Default::default()
     };
     let cp_cfg = validated(&PathBuf::from("(segue up)"), cp_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
@@ -594,13 +577,7 @@ async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result<(),
         }
         result
     });
-    segue_edge::register(&edge_state, &edge_cfg, &edge_listener, Some(&admin_listener));
-    let admin = tokio::spawn(segue_edge::serve_admin(
-        admin_listener,
-        edge_state.clone(),
-        segue_edge::server_options(&edge_cfg),
-        stopped(stop_rx.clone()),
-    ));
+    segue_edge::register(&edge_state, &edge_cfg, &edge_listener, None);
     let edge = tokio::spawn(segue_edge::serve(
         edge_listener,
         edge_state.clone(),
@@ -609,7 +586,7 @@ async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result<(),
     ));
     server::shutdown_signal().await;
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(origin, edge, admin, control_plane);
+    let _ = tokio::join!(origin, edge, control_plane);
     // Flush the edge's memory tier to its SSD so the next `segue up` starts warm.
     edge_state.cache.close().await;
     Ok(())

@@ -52,11 +52,9 @@ CREATE TABLE jobs (
     kind TEXT NOT NULL,             -- prewarm | purge
     parent_id TEXT NOT NULL,
     pop_id TEXT NOT NULL,
-    state TEXT NOT NULL,            -- pending | running | done | failed | cancelled
+    state TEXT NOT NULL,            -- pending | running (handed to the POP) | done | failed | cancelled
     attempts BIGINT NOT NULL,
     next_try_ms BIGINT NOT NULL,
-    edge_job BIGINT NOT NULL,       -- the POP's pre-warm job id while running
-    edge_instance TEXT NOT NULL,
     total BIGINT NOT NULL,
     done BIGINT NOT NULL,
     bytes BIGINT NOT NULL,

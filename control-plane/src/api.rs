@@ -3,7 +3,7 @@
 //! embargoed in their region.
 //!
 //! ```text
-//! POST /v1/pops/heartbeat          POP token    register / refresh; -> {embargoes}
+//! POST /v1/pops/heartbeat          POP token    register, report jobs; -> {embargoes, jobs} (long poll)
 //! GET  /v1/pops[?region=R]         api token    POPs with health
 //! POST /v1/releases                api token    create (draft, or scheduled with "schedule": true)
 //! GET  /v1/releases                api token    every release id
@@ -15,10 +15,12 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use segue_core::control::{Embargo, Heartbeat, HeartbeatAnswer, PurgeSelector};
 use segue_core::server::{full, Body, ReqBody};
 use segue_core::{ContentId, Tier};
 use serde::{Deserialize, Serialize};
@@ -95,7 +97,6 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
         (&Method::POST, ["v1", "purges"]) => {
             let body: CreatePurge = read_json(req).await?;
             let id = create_purge(app, body).await?;
-            app.wake.notify_one();
             json(StatusCode::ACCEPTED, &purge_status(app, &id).await?)
         }
         (&Method::GET, ["v1", "purges", id]) => json(StatusCode::OK, &purge_status(app, id).await?),
@@ -141,39 +142,12 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<ReqBody>) -> Res
 
 // ---- POP heartbeats ----
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeartbeatBody {
-    id: String,
-    region: String,
-    #[serde(default)]
-    version: String,
-    public_url: String,
-    admin_url: String,
-    #[serde(default)]
-    mem_bytes: i64,
-    #[serde(default)]
-    ssd_bytes: i64,
-    #[serde(default)]
-    hit_ratio: f64,
-    #[serde(default = "yes")]
-    healthy: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Serialize)]
-struct Embargo {
-    content_id: String,
-    /// Unix seconds when it opens in this POP's region.
-    until: i64,
-}
+/// Longest a heartbeat is held waiting for jobs.
+const MAX_WAIT_MS: u64 = 30_000;
 
 async fn heartbeat(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
     let token = bearer(req.headers()).map(str::to_owned);
-    let hb: HeartbeatBody = read_json(req).await?;
+    let hb: Heartbeat = read_json(req).await?;
     let Some(expected) = app.config.pop_tokens.get(&hb.id) else {
         return Err(Error::Forbidden(format!("POP {:?} is not in pop_tokens", hb.id)));
     };
@@ -181,13 +155,14 @@ async fn heartbeat(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Bod
         return Err(Error::Unauthorized);
     }
     app.region(&hb.region)?;
-    for (field, url) in [("public_url", &hb.public_url), ("admin_url", &hb.admin_url)] {
-        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 512 {
+    for (field, url, required) in [("public_url", &hb.public_url, true), ("admin_url", &hb.admin_url, false)] {
+        let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() <= 512;
+        if !(ok || (!required && url.is_empty())) {
             return Err(Error::BadRequest(format!("{field} must be an http(s) URL")));
         }
     }
-    if hb.mem_bytes < 0 || hb.ssd_bytes < 0 || !(0.0..=1.0).contains(&hb.hit_ratio) {
-        return Err(Error::BadRequest("mem_bytes, ssd_bytes must be >= 0 and hit_ratio within 0..1".into()));
+    if !(0.0..=1.0).contains(&hb.hit_ratio) {
+        return Err(Error::BadRequest("hit_ratio must be within 0..1".into()));
     }
     let now = now_ms();
     let h = db::Heartbeat {
@@ -196,21 +171,39 @@ async fn heartbeat(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Bod
         version: &hb.version,
         public_url: &hb.public_url,
         admin_url: &hb.admin_url,
-        mem_bytes: hb.mem_bytes,
-        ssd_bytes: hb.ssd_bytes,
+        mem_bytes: hb.mem_bytes.min(i64::MAX as u64) as i64,
+        ssd_bytes: hb.ssd_bytes.min(i64::MAX as u64) as i64,
         hit_ratio: hb.hit_ratio,
         healthy: hb.healthy,
     };
     db::heartbeat(&app.pool, &h, now).await?;
     metrics::counter!("cp_heartbeats_total").increment(1);
-    let embargoes: Vec<Embargo> = db::embargoes(&app.pool, &hb.region, now)
+    for report in &hb.jobs {
+        crate::scheduler::apply_report(app, &hb.id, report).await?;
+    }
+    // A POP that just came (back) may have jobs waiting for it.
+    app.wake.notify_one();
+    // Long poll: hold the answer until a job for this POP exists or the wait ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(hb.wait_ms.min(MAX_WAIT_MS));
+    let mut changed = app.jobs.subscribe();
+    let mut stopping = app.stopping.subscribe();
+    let jobs = loop {
+        let jobs = crate::scheduler::jobs_for(app, &hb.id).await?;
+        if !jobs.is_empty() || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
+            break jobs;
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { break jobs },
+            _ = stopping.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    };
+    let embargoes: Vec<Embargo> = db::embargoes(&app.pool, &hb.region, now_ms())
         .await?
         .into_iter()
         .map(|(content_id, ms)| Embargo { content_id, until: if ms == i64::MAX { i64::MAX } else { ms / 1000 } })
         .collect();
-    // A POP that just came (back) may have jobs waiting for it.
-    app.wake.notify_one();
-    json(StatusCode::OK, &serde_json::json!({ "embargoes": embargoes }))
+    json(StatusCode::OK, &HeartbeatAnswer { embargoes, jobs })
 }
 
 pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
@@ -436,43 +429,29 @@ async fn release_status(app: &Arc<App>, id: &str) -> Result<ReleaseStatus, Error
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreatePurge {
-    content_id: Option<String>,
-    prefix: Option<String>,
-    tag: Option<String>,
-    #[serde(default)]
-    soft: bool,
+    #[serde(flatten)]
+    selector: PurgeSelector,
     #[serde(default)]
     region: Option<String>,
 }
 
 async fn create_purge(app: &Arc<App>, b: CreatePurge) -> Result<String, Error> {
-    let selector = match (&b.content_id, &b.prefix, &b.tag) {
-        (Some(c), None, None) => {
-            c.parse::<ContentId>().map_err(|_| Error::BadRequest(format!("content_id {c:?} is not a content id")))?;
-            serde_json::json!({ "content_id": c, "soft": b.soft })
-        }
-        (None, Some(p), None) if p.starts_with('/') && p.len() <= 1024 => {
-            serde_json::json!({ "prefix": p, "soft": b.soft })
-        }
-        (None, Some(p), None) => return Err(Error::BadRequest(format!("prefix {p:?} must start with /"))),
-        (None, None, Some(t)) if !t.is_empty() && t.len() <= 256 && !t.contains(char::is_whitespace) => {
-            serde_json::json!({ "tag": t, "soft": b.soft })
-        }
-        (None, None, Some(t)) => return Err(Error::BadRequest(format!("tag {t:?} must be one word"))),
-        _ => return Err(Error::BadRequest("give exactly one of content_id, prefix or tag".into())),
-    };
+    b.selector.validate().map_err(Error::BadRequest)?;
     if let Some(r) = &b.region {
         app.region(r)?;
     }
     let now = now_ms();
+    // Every POP of the scope, up or down: one that is down gets its purge when it returns.
     let pops: Vec<String> = db::pops(&app.pool, b.region.as_deref(), now, app.heartbeat_timeout_ms())
         .await?
         .into_iter()
         .map(|p| p.id)
         .collect();
-    let id = format!("purge-{:x}-{:x}", now, rand_u32());
-    db::create_purge(&app.pool, &id, &selector.to_string(), b.region.as_deref().unwrap_or(""), &pops, now).await?;
-    tracing::info!(purge = id, %selector, pops = pops.len(), "purge created");
+    let id = format!("{:x}-{:x}", now, rand_u32());
+    let selector = serde_json::to_string(&b.selector).map_err(|e| Error::BadRequest(e.to_string()))?;
+    db::create_purge(&app.pool, &id, &selector, b.region.as_deref().unwrap_or(""), &pops, now).await?;
+    tracing::info!(purge = id, what = b.selector.what(), pops = pops.len(), "purge created");
+    app.jobs_changed();
     Ok(id)
 }
 

@@ -33,9 +33,6 @@ pub struct Config {
     pub api_tokens: Vec<String>,
     /// Per-POP bearer tokens for heartbeats: POP id -> token (at least 16 characters).
     pub pop_tokens: BTreeMap<String, String>,
-    /// Bearer token the control plane presents to every POP's admin API.
-    /// `SEGUE_ADMIN_TOKEN` in the environment sets it too.
-    pub edge_admin_token: String,
     /// Known regions. Default one region, `default`, at UTC.
     pub regions: Vec<Region>,
     /// A POP silent for this long is marked down and gets no new jobs. Default 15.
@@ -45,9 +42,10 @@ pub struct Config {
     pub lead_secs: u64,
     /// How often the scheduler looks at releases and jobs, milliseconds. Default 1000.
     pub tick_millis: u64,
-    /// Attempts per POP job before it is flagged failed. Default 5.
+    /// Attempts per POP job (a POP reporting failure) before it is flagged failed.
+    /// Default 5.
     pub max_attempts: u32,
-    /// Per-request timeout when talking to a POP or the origin, seconds. Default 10.
+    /// Per-request timeout when asking the origin, seconds. Default 10.
     pub request_timeout_secs: u64,
     /// Seconds in-flight requests may run after SIGTERM. Default 10.
     pub shutdown_grace_secs: u64,
@@ -61,7 +59,6 @@ impl Default for Config {
             origin: "http://127.0.0.1:7070".into(),
             api_tokens: Vec::new(),
             pop_tokens: BTreeMap::new(),
-            edge_admin_token: String::new(),
             regions: vec![Region { name: "default".into(), utc_offset_minutes: 0 }],
             heartbeat_timeout_secs: 15,
             lead_secs: 3600,
@@ -99,11 +96,6 @@ impl Validate for Config {
         for (pop, t) in &self.pop_tokens {
             ensure(token_ok(t), &format!("pop_tokens.{pop}"), "must be at least 16 printable characters")?;
         }
-        ensure(
-            self.edge_admin_token.is_empty() || token_ok(&self.edge_admin_token),
-            "edge_admin_token",
-            "must be at least 16 printable characters",
-        )?;
         ensure(!self.regions.is_empty(), "regions", "at least one region is required")?;
         for (i, r) in self.regions.iter().enumerate() {
             ensure(

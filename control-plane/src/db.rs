@@ -322,10 +322,6 @@ pub struct Job {
     pub attempts: i64,
     #[serde(skip)]
     pub next_try_ms: i64,
-    #[serde(skip)]
-    pub edge_job: i64,
-    #[serde(skip)]
-    pub edge_instance: String,
     pub total: i64,
     pub done: i64,
     pub bytes: i64,
@@ -341,8 +337,6 @@ fn job(r: &AnyRow) -> Result<Job, sqlx::Error> {
         state: r.try_get("state")?,
         attempts: r.try_get("attempts")?,
         next_try_ms: r.try_get("next_try_ms")?,
-        edge_job: r.try_get("edge_job")?,
-        edge_instance: r.try_get("edge_instance")?,
         total: r.try_get("total")?,
         done: r.try_get("done")?,
         bytes: r.try_get("bytes")?,
@@ -354,8 +348,8 @@ fn job(r: &AnyRow) -> Result<Job, sqlx::Error> {
 /// Create a pending job unless one exists for the same (kind, parent, POP).
 pub async fn ensure_job(pool: &Pool, kind: &str, parent: &str, pop: &str, total: i64, now: i64) -> Result<bool, Error> {
     let n = sqlx::query(
-        "INSERT INTO jobs (kind, parent_id, pop_id, state, attempts, next_try_ms, edge_job, edge_instance, total, \
-         done, bytes, error, created_ms, updated_ms) VALUES ($1, $2, $3, 'pending', 0, 0, 0, '', $4, 0, 0, '', $5, $5) \
+        "INSERT INTO jobs (kind, parent_id, pop_id, state, attempts, next_try_ms, total, \
+         done, bytes, error, created_ms, updated_ms) VALUES ($1, $2, $3, 'pending', 0, 0, $4, 0, 0, '', $5, $5) \
          ON CONFLICT (kind, parent_id, pop_id) DO NOTHING",
     )
     .bind(kind)
@@ -369,20 +363,6 @@ pub async fn ensure_job(pool: &Pool, kind: &str, parent: &str, pop: &str, total:
     Ok(n > 0)
 }
 
-/// Jobs with work to do now: pending ones whose retry time has come, and running ones.
-pub async fn active_jobs(pool: &Pool, now: i64) -> Result<Vec<Job>, Error> {
-    Ok(sqlx::query(
-        "SELECT * FROM jobs WHERE (state = 'pending' AND next_try_ms <= $1) OR state = 'running' \
-         ORDER BY created_ms, kind, parent_id, pop_id",
-    )
-    .bind(now)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(job)
-    .collect::<Result<_, _>>()?)
-}
-
 pub async fn jobs_of(pool: &Pool, kind: &str, parent: &str) -> Result<Vec<Job>, Error> {
     Ok(sqlx::query("SELECT * FROM jobs WHERE kind = $1 AND parent_id = $2 ORDER BY pop_id")
         .bind(kind)
@@ -394,18 +374,44 @@ pub async fn jobs_of(pool: &Pool, kind: &str, parent: &str) -> Result<Vec<Job>, 
         .collect::<Result<_, _>>()?)
 }
 
+/// This POP's jobs to hand out now: pending ones whose retry time has come, and ones
+/// handed out before and not finished (the POP may have restarted and forgotten them).
+pub async fn jobs_for_pop(pool: &Pool, pop: &str, now: i64) -> Result<Vec<Job>, Error> {
+    Ok(sqlx::query(
+        "SELECT * FROM jobs WHERE pop_id = $1 AND ((state = 'pending' AND next_try_ms <= $2) OR state = 'running') \
+         ORDER BY created_ms, kind, parent_id",
+    )
+    .bind(pop)
+    .bind(now)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(job)
+    .collect::<Result<_, _>>()?)
+}
+
+pub async fn job_of(pool: &Pool, kind: &str, parent: &str, pop: &str) -> Result<Option<Job>, Error> {
+    Ok(sqlx::query("SELECT * FROM jobs WHERE kind = $1 AND parent_id = $2 AND pop_id = $3")
+        .bind(kind)
+        .bind(parent)
+        .bind(pop)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(job)
+        .transpose()?)
+}
+
 /// Write a job's new state, unless it was cancelled meanwhile.
 pub async fn update_job(pool: &Pool, j: &Job, now: i64) -> Result<(), Error> {
     sqlx::query(
-        "UPDATE jobs SET state = $1, attempts = $2, next_try_ms = $3, edge_job = $4, edge_instance = $5, total = $6, \
-         done = $7, bytes = $8, error = $9, updated_ms = $10 \
-         WHERE kind = $11 AND parent_id = $12 AND pop_id = $13 AND state <> 'cancelled'",
+        "UPDATE jobs SET state = $1, attempts = $2, next_try_ms = $3, total = $4, \
+         done = $5, bytes = $6, error = $7, updated_ms = $8 \
+         WHERE kind = $9 AND parent_id = $10 AND pop_id = $11 AND state <> 'cancelled'",
     )
     .bind(&j.state)
     .bind(j.attempts)
     .bind(j.next_try_ms)
-    .bind(j.edge_job)
-    .bind(&j.edge_instance)
     .bind(j.total)
     .bind(j.done)
     .bind(j.bytes)
@@ -438,8 +444,8 @@ pub async fn create_purge(
         .await?;
     for pop in pops {
         sqlx::query(
-            "INSERT INTO jobs (kind, parent_id, pop_id, state, attempts, next_try_ms, edge_job, edge_instance, total, \
-             done, bytes, error, created_ms, updated_ms) VALUES ('purge', $1, $2, 'pending', 0, 0, 0, '', 1, 0, 0, '', $3, $3)",
+            "INSERT INTO jobs (kind, parent_id, pop_id, state, attempts, next_try_ms, total, \
+             done, bytes, error, created_ms, updated_ms) VALUES ('purge', $1, $2, 'pending', 0, 0, 1, 0, 0, '', $3, $3)",
         )
         .bind(id)
         .bind(pop)

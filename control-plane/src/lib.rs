@@ -1,10 +1,11 @@
 //! The Segue control plane: POP registry and health, release schedules that pre-warm
 //! every POP of a region before its drop, embargoes until then, and purge fan-out.
 //!
-//! State lives in SQLite or PostgreSQL (`db`); the HTTP API (`api`) only writes rows, and
-//! the scheduler (`scheduler`) turns rows into calls on the POPs' admin APIs. Every job
-//! is a row keyed on (kind, release or purge, POP), so a restart picks up exactly where
-//! the last run stopped and never hands out finished work again.
+//! State lives in SQLite or PostgreSQL (`db`); the HTTP API (`api`) writes rows, the
+//! scheduler (`scheduler`) creates pre-warm jobs when their time comes, and POPs pull
+//! their jobs and report progress through heartbeats (`core::control`). Every job is a
+//! row keyed on (kind, release or purge, POP), so a restart picks up exactly where the
+//! last run stopped and never hands out finished work again.
 
 #![forbid(unsafe_code)]
 
@@ -34,11 +35,30 @@ pub fn now_ms() -> i64 {
 pub struct App {
     pub config: Config,
     pub pool: db::Pool,
-    /// Wakes the scheduler early (a release scheduled, a purge created, a POP back).
+    /// Wakes the scheduler early (a release scheduled, a POP back).
     pub wake: tokio::sync::Notify,
+    /// Bumped whenever jobs are created: wakes heartbeats waiting (long poll) for work.
+    pub jobs: tokio::sync::watch::Sender<u64>,
+    /// Set when shutdown begins.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
+    pub fn new(config: Config, pool: db::Pool) -> Self {
+        App {
+            config,
+            pool,
+            wake: tokio::sync::Notify::new(),
+            jobs: tokio::sync::watch::channel(0).0,
+            stopping: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// New jobs exist: wake every waiting heartbeat.
+    pub fn jobs_changed(&self) {
+        self.jobs.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
     pub fn api_authorized(&self, headers: &http::HeaderMap) -> bool {
         let Some(t) = api::bearer(headers) else { return false };
         self.config.api_tokens.iter().any(|k| segue_core::token::constant_time_eq(k.as_bytes(), t.as_bytes()))
@@ -117,13 +137,17 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let pool = db::open(&config.database).await?;
     let opts = server_options(&config);
-    let app = Arc::new(App { config, pool, wake: tokio::sync::Notify::new() });
+    let app = Arc::new(App::new(config, pool));
     tracing::info!(database = %redact(&app.config.database), regions = app.config.regions.len(), "control plane up");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sched = tokio::spawn(scheduler::run(app.clone(), stop_rx));
+    let sched = tokio::spawn(scheduler::run(app.clone(), app.stopping.subscribe()));
     let handler_app = app.clone();
+    // On shutdown, waiting heartbeats answer at once instead of holding the drain.
+    let stopping = app.clone();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.stopping.send(true);
+    };
     server::serve(listener, opts, move |req, _peer| api::handle(handler_app.clone(), req), shutdown).await;
-    let _ = stop_tx.send(true);
     let _ = sched.await;
     app.pool.close().await;
     tracing::info!("control plane stopped");

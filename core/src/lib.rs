@@ -6,6 +6,7 @@
 pub mod client;
 pub mod conditional;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod http3;
 pub mod ids;

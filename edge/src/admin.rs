@@ -18,6 +18,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use segue_core::control::{JobReport, JobState, PurgeSelector};
 use segue_core::server::ReqBody;
 use segue_core::server::{full, json_error, Body};
 use segue_core::store::ObjectReader;
@@ -78,6 +79,23 @@ struct JobView {
 }
 
 impl Job {
+    /// Progress for a control-plane heartbeat, under the control plane's job id.
+    pub(crate) fn report(&self, id: &str) -> JobReport {
+        let v = self.view();
+        JobReport {
+            id: id.to_owned(),
+            state: match v.state {
+                "running" => JobState::Running,
+                "done" => JobState::Done,
+                _ => JobState::Failed,
+            },
+            total: v.total,
+            done: v.done,
+            bytes: v.bytes,
+            error: v.errors.join("; "),
+        }
+    }
+
     fn view(&self) -> JobView {
         let finished = self.finished_ms.load(Ordering::Relaxed);
         let failed = self.failed.load(Ordering::Relaxed);
@@ -112,7 +130,7 @@ pub async fn handle(state: Arc<State>, req: Request<ReqBody>) -> Response<Body> 
     let method = req.method().clone();
     let resp = match (method.clone(), path.as_str()) {
         (Method::GET, "/admin/stats") => json(StatusCode::OK, &stats(&state)),
-        (Method::POST, "/admin/purge") => match body::<PurgeRequest>(req).await {
+        (Method::POST, "/admin/purge") => match body::<PurgeSelector>(req).await {
             Ok(p) => purge(&state, p),
             Err(r) => r,
         },
@@ -198,26 +216,12 @@ fn stats(state: &State) -> serde_json::Value {
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PurgeRequest {
-    content_id: Option<String>,
-    prefix: Option<String>,
-    tag: Option<String>,
-    #[serde(default)]
-    soft: bool,
-}
-
-fn purge(state: &State, p: PurgeRequest) -> Response<Body> {
+/// Purge what `p` selects: the keys of the objects purged (none: nothing cached
+/// matches, which is what a purge wants), or why the selector is refused.
+pub(crate) fn apply_purge(state: &State, p: &PurgeSelector) -> Result<Vec<String>, String> {
+    p.validate()?;
     let matcher: Box<dyn Fn(&ObjectInfo) -> bool> = match (&p.content_id, &p.prefix, &p.tag) {
-        (Some(cid), None, None) => {
-            if cid.parse::<segue_core::ContentId>().is_err() {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    &format!("content_id {cid:?} is not 64 hex digits"),
-                );
-            }
+        (Some(cid), _, _) => {
             let cid = cid.clone();
             // `/a/CID/...`, `/seek/CID/...`, `/m/CID.json`, `/enc/CID/...`
             Box::new(move |i| {
@@ -226,12 +230,12 @@ fn purge(state: &State, p: PurgeRequest) -> Response<Body> {
                     .any(|seg| seg == cid || seg.strip_prefix(cid.as_str()).is_some_and(|r| r.starts_with('.')))
             })
         }
-        (None, Some(prefix), None) if prefix.starts_with('/') => {
+        (_, Some(prefix), _) => {
             let prefix = prefix.clone();
             Box::new(move |i| i.key.starts_with(prefix.as_str()))
         }
-        (None, None, Some(tag)) if !tag.trim().is_empty() => {
-            let tag = tag.trim().to_owned();
+        (_, _, tag) => {
+            let tag = tag.as_deref().unwrap_or("").trim().to_owned();
             Box::new(move |i| {
                 i.surrogate_key
                     .as_ref()
@@ -239,21 +243,9 @@ fn purge(state: &State, p: PurgeRequest) -> Response<Body> {
                     .is_some_and(|keys| keys.split_ascii_whitespace().any(|k| k == tag))
             })
         }
-        _ => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "give exactly one of content_id, prefix (starting with '/') or tag",
-            )
-        }
     };
     let matched = state.cache.objects_matching(matcher);
-    let what = p.content_id.or(p.prefix).or(p.tag).unwrap_or_default();
     let mode = if p.soft { "soft" } else { "hard" };
-    if matched.is_empty() {
-        tracing::info!(what, mode, "purge matched nothing");
-        return json_error(StatusCode::NOT_FOUND, "not_found", &format!("no cached object matches {what:?}"));
-    }
     for info in &matched {
         if p.soft {
             state.cache.mark_stale(info);
@@ -262,9 +254,22 @@ fn purge(state: &State, p: PurgeRequest) -> Response<Body> {
         }
     }
     metrics::counter!("edge_purged_objects_total", "mode" => mode).increment(matched.len() as u64);
-    tracing::info!(what, mode, objects = matched.len(), "purged");
-    let keys: Vec<&str> = matched.iter().take(1000).map(|i| &*i.key).collect();
-    json(StatusCode::OK, &serde_json::json!({ "purged": matched.len(), "mode": mode, "objects": keys }))
+    tracing::info!(what = p.what(), mode, objects = matched.len(), "purged");
+    Ok(matched.iter().map(|i| i.key.to_string()).collect())
+}
+
+fn purge(state: &State, p: PurgeSelector) -> Response<Body> {
+    match apply_purge(state, &p) {
+        Err(e) => json_error(StatusCode::BAD_REQUEST, "bad_request", &e),
+        Ok(keys) if keys.is_empty() => {
+            json_error(StatusCode::NOT_FOUND, "not_found", &format!("no cached object matches {:?}", p.what()))
+        }
+        Ok(keys) => {
+            let mode = if p.soft { "soft" } else { "hard" };
+            let listed: Vec<&String> = keys.iter().take(1000).collect();
+            json(StatusCode::OK, &serde_json::json!({ "purged": keys.len(), "mode": mode, "objects": listed }))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -278,36 +283,43 @@ struct PrewarmRequest {
 }
 
 fn prewarm(state: &Arc<State>, p: PrewarmRequest) -> Response<Body> {
-    if p.paths.is_empty() {
-        return json_error(StatusCode::BAD_REQUEST, "bad_request", "paths is empty");
+    match start_prewarm(state, p.paths, p.key) {
+        Ok(job) => json(StatusCode::ACCEPTED, &job.view()),
+        Err(e) => json_error(StatusCode::BAD_REQUEST, "bad_request", &e),
     }
-    for (i, path) in p.paths.iter().enumerate() {
+}
+
+/// Start a pre-warm job, or return the one already started with the same `key`.
+pub(crate) fn start_prewarm(state: &Arc<State>, paths: Vec<String>, key: Option<String>) -> Result<Arc<Job>, String> {
+    if paths.is_empty() {
+        return Err("paths is empty".into());
+    }
+    for (i, path) in paths.iter().enumerate() {
         if !path.starts_with('/') || segue_core::key::check_path_safety(path).is_err() {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &format!("paths[{i}] {path:?} is not a safe absolute path"),
-            );
+            return Err(format!("paths[{i}] {path:?} is not a safe absolute path"));
         }
     }
-    if let Some(key) = &p.key {
+    if let Some(key) = &key {
         if key.is_empty() || key.len() > 256 {
-            return json_error(StatusCode::BAD_REQUEST, "bad_request", "key must be 1-256 bytes");
+            return Err("key must be 1-256 bytes".into());
         }
         let existing = state.jobs.keys.lock().ok().and_then(|k| k.get(key).copied());
         if let Some(job) = existing.and_then(|id| state.jobs.jobs.lock().ok().and_then(|j| j.get(&id).cloned())) {
-            tracing::info!(id = job.id, key, "pre-warm already requested with this key");
-            return json(StatusCode::ACCEPTED, &job.view());
+            // A repeat gets the same job, unless that one failed: then this is a retry.
+            if job.view().state != "failed" {
+                tracing::debug!(id = job.id, key, "pre-warm already started with this key");
+                return Ok(job);
+            }
         }
     }
     let id = state.jobs.next.fetch_add(1, Ordering::Relaxed) + 1;
-    if let (Some(key), Ok(mut keys)) = (&p.key, state.jobs.keys.lock()) {
+    if let (Some(key), Ok(mut keys)) = (&key, state.jobs.keys.lock()) {
         keys.insert(key.clone(), id);
     }
     let job = Arc::new(Job {
         id,
         instance: state.jobs.instance.clone(),
-        paths: p.paths,
+        paths,
         started: Instant::now(),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -318,9 +330,9 @@ fn prewarm(state: &Arc<State>, p: PrewarmRequest) -> Response<Body> {
     if let Ok(mut jobs) = state.jobs.jobs.lock() {
         jobs.insert(id, job.clone());
     }
-    tracing::info!(id, objects = job.paths.len(), "pre-warm started");
+    tracing::info!(id, key, objects = job.paths.len(), "pre-warm started");
     tokio::spawn(run_prewarm(state.clone(), job.clone()));
-    json(StatusCode::ACCEPTED, &job.view())
+    Ok(job)
 }
 
 /// Fetch every object whole through the cache (coalesced with client traffic, admitted

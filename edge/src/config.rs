@@ -79,8 +79,8 @@ pub struct Config {
     /// Path prefixes whose requests must carry a valid token when `tokens.required`.
     /// Default `["/a/", "/enc/"]` (audio; seek tables and manifests stay open).
     pub token_prefixes: Vec<String>,
-    /// Register with a control plane and heartbeat to it (it then hands this POP
-    /// pre-warm and purge jobs through the admin API, and embargoes). Unset: standalone.
+    /// Register with a control plane and heartbeat to it; the answers carry this POP's
+    /// jobs (pre-warm, purge) and embargoes. Unset: standalone.
     pub control_plane: Option<ControlPlaneSettings>,
 }
 
@@ -99,7 +99,8 @@ pub struct ControlPlaneSettings {
     /// Where clients reach this POP. Default `http://LISTEN`.
     #[serde(default)]
     pub public_url: String,
-    /// Where the control plane reaches the admin API. Default `http://ADMIN_LISTEN`.
+    /// Where operators reach the admin API (shown by the control plane). Default
+    /// `http://ADMIN_LISTEN`, empty without one.
     #[serde(default)]
     pub admin_url: String,
     /// Seconds between heartbeats. Default 5.
@@ -220,11 +221,6 @@ impl Validate for Config {
                 "must be at least 16 characters, no spaces (or set SEGUE_POP_TOKEN)",
             )?;
             ensure(!cp.region.is_empty(), "control_plane.region", "is required")?;
-            ensure(
-                self.admin_listen.is_some() || !cp.admin_url.is_empty(),
-                "control_plane",
-                "needs admin_listen (the control plane drives the POP through its admin API)",
-            )?;
             ensure((1..=300).contains(&cp.heartbeat_secs), "control_plane.heartbeat_secs", "must be 1-300")?;
         }
         self.tokens.verifier().map(|_| ())

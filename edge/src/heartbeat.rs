@@ -1,7 +1,12 @@
-//! Registration with the control plane: a heartbeat every few seconds carrying this
-//! POP's identity, addresses and cache figures. The answer lists the content embargoed in
-//! this POP's region (a release not yet dropped there), which `State::embargoed` enforces
-//! on every request, cached or not.
+//! Registration with the control plane (the `core::control` contract): a heartbeat loop
+//! carrying this POP's identity, addresses, cache figures and the progress of its jobs.
+//! Each answer lists the content embargoed in this POP's region, which
+//! `State::embargoed` enforces on every request (cached or not), and the jobs this POP
+//! should run: pre-warms start here (idempotent by job id), purges run at once.
+//!
+//! The request is a long poll: while no job runs, the control plane holds it up to one
+//! heartbeat period and answers early when a job appears, so purges arrive within a
+//! round trip. While jobs run, a heartbeat goes out every half second to report progress.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -9,108 +14,161 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http::{header, Method, Request};
-use serde::Deserialize;
+use segue_core::control::{Heartbeat, HeartbeatAnswer, JobReport, JobState, Work};
 
 use crate::config::{Config, ControlPlaneSettings};
 use crate::State;
 
-#[derive(Deserialize)]
-struct Answer {
-    #[serde(default)]
-    embargoes: Vec<Embargo>,
+/// Progress reports while jobs run.
+const BUSY_EVERY: Duration = Duration::from_millis(500);
+
+/// A job this POP was handed, as it stands.
+enum Handled {
+    Prewarm(Arc<crate::admin::Job>),
+    Finished(JobReport),
 }
 
-#[derive(Deserialize)]
-struct Embargo {
-    content_id: String,
-    until: i64,
-}
-
-/// What one heartbeat says, fixed at start.
-struct Identity {
-    id: String,
-    public_url: String,
-    admin_url: String,
+struct Beat {
+    cp: ControlPlaneSettings,
+    base: Heartbeat,
+    jobs: HashMap<String, Handled>,
 }
 
 /// Send heartbeats until the edge is gone. The first goes out at once.
 pub fn spawn(state: &Arc<State>, config: &Config, cp: ControlPlaneSettings) {
-    let identity = Identity {
+    let base = Heartbeat {
         id: config.via_name(),
+        region: cp.region.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
         public_url: if cp.public_url.is_empty() { format!("http://{}", config.listen) } else { cp.public_url.clone() },
         admin_url: match (&cp.admin_url, config.admin_listen) {
             (u, _) if !u.is_empty() => u.clone(),
             (_, Some(a)) => format!("http://{a}"),
             _ => String::new(),
         },
+        mem_bytes: 0,
+        ssd_bytes: 0,
+        hit_ratio: 0.0,
+        healthy: true,
+        jobs: Vec::new(),
+        wait_ms: 0,
     };
     let weak = Arc::downgrade(state);
+    let mut beat = Beat { cp, base, jobs: HashMap::new() };
     tokio::spawn(async move {
-        let every = Duration::from_secs(cp.heartbeat_secs);
+        let period = Duration::from_secs(beat.cp.heartbeat_secs);
         let mut failing = false;
-        loop {
-            match beat(&weak, &cp, &identity).await {
+        while let Some(busy) = beat.running(&weak) {
+            match beat.once(&weak, if busy { Duration::ZERO } else { period }).await {
                 Some(Ok(())) => {
                     if failing {
-                        tracing::info!(control_plane = cp.url, "control plane reachable again");
+                        tracing::info!(control_plane = beat.cp.url, "control plane reachable again");
                     }
                     failing = false;
+                    if beat.running(&weak) == Some(true) {
+                        tokio::time::sleep(BUSY_EVERY).await;
+                    }
                 }
                 Some(Err(e)) => {
                     if !failing {
-                        tracing::warn!(control_plane = cp.url, error = %e, "heartbeat failed; keeping the last embargo list");
+                        tracing::warn!(control_plane = beat.cp.url, error = %e, "heartbeat failed; keeping the last embargo list");
                     }
                     failing = true;
                     metrics::counter!("edge_heartbeat_failures_total").increment(1);
+                    tokio::time::sleep(period).await;
                 }
                 None => break,
             }
-            tokio::time::sleep(every).await;
         }
     });
 }
 
-async fn beat(weak: &Weak<State>, cp: &ControlPlaneSettings, me: &Identity) -> Option<Result<(), String>> {
-    let state = weak.upgrade()?;
-    let requests = state.served.load(Ordering::Relaxed);
-    let hits = state.hits.load(Ordering::Relaxed);
-    let (ssd_written, _) = state.cache.ssd_io();
-    let body = serde_json::json!({
-        "id": me.id,
-        "region": cp.region,
-        "version": env!("CARGO_PKG_VERSION"),
-        "public_url": me.public_url,
-        "admin_url": me.admin_url,
-        "mem_bytes": state.cache.memory_bytes(),
-        "ssd_bytes": ssd_written,
-        "hit_ratio": if requests == 0 { 0.0 } else { hits as f64 / requests as f64 },
-        "healthy": true,
-    });
-    drop(state);
-    let result = async {
-        let connector = segue_core::client::Connector::http(&cp.url).map_err(|e| e.to_string())?;
+impl Beat {
+    /// Whether a job is still running (None once the edge is gone).
+    fn running(&self, weak: &Weak<State>) -> Option<bool> {
+        weak.upgrade()?;
+        Some(self.jobs.values().any(|j| matches!(j, Handled::Prewarm(p) if p.report("").state == JobState::Running)))
+    }
+
+    async fn once(&mut self, weak: &Weak<State>, wait: Duration) -> Option<Result<(), String>> {
+        let mut hb = self.base.clone();
+        {
+            let state = weak.upgrade()?;
+            let requests = state.served.load(Ordering::Relaxed);
+            let hits = state.hits.load(Ordering::Relaxed);
+            hb.mem_bytes = state.cache.memory_bytes();
+            hb.ssd_bytes = state.cache.ssd_io().0;
+            hb.hit_ratio = if requests == 0 { 0.0 } else { hits as f64 / requests as f64 };
+        }
+        hb.jobs = self
+            .jobs
+            .iter()
+            .map(|(id, j)| match j {
+                Handled::Prewarm(p) => p.report(id),
+                Handled::Finished(r) => r.clone(),
+            })
+            .collect();
+        hb.wait_ms = wait.as_millis() as u64;
+        let answer = match self.send(&hb, wait).await {
+            Ok(a) => a,
+            Err(e) => return Some(Err(e)),
+        };
+        let state = weak.upgrade()?;
+        state.set_embargoes(answer.embargoes.into_iter().map(|e| (e.content_id, e.until)).collect());
+        // Jobs the control plane no longer lists are settled there: forget finished ones.
+        let listed: Vec<&str> = answer.jobs.iter().map(|j| j.id.as_str()).collect();
+        self.jobs.retain(|id, j| {
+            listed.contains(&id.as_str()) || matches!(j, Handled::Prewarm(p) if p.report("").state == JobState::Running)
+        });
+        for job in answer.jobs {
+            if self.jobs.contains_key(&job.id) {
+                continue;
+            }
+            let handled = match job.work {
+                Work::Prewarm { paths } => match crate::admin::start_prewarm(&state, paths, Some(job.id.clone())) {
+                    Ok(p) => Handled::Prewarm(p),
+                    Err(e) => Handled::Finished(failed(&job.id, e)),
+                },
+                Work::Purge { selector } => match crate::admin::apply_purge(&state, &selector) {
+                    Ok(keys) => Handled::Finished(JobReport {
+                        id: job.id.clone(),
+                        state: JobState::Done,
+                        total: 1,
+                        done: 1,
+                        bytes: keys.len() as u64,
+                        error: String::new(),
+                    }),
+                    Err(e) => Handled::Finished(failed(&job.id, e)),
+                },
+            };
+            tracing::info!(job = job.id, "job from the control plane");
+            self.jobs.insert(job.id, handled);
+        }
+        Some(Ok(()))
+    }
+
+    async fn send(&self, hb: &Heartbeat, wait: Duration) -> Result<HeartbeatAnswer, String> {
+        let body = serde_json::to_vec(hb).map_err(|e| e.to_string())?;
+        let connector = segue_core::client::Connector::http(&self.cp.url).map_err(|e| e.to_string())?;
         let req = Request::builder()
             .method(Method::POST)
             .uri("/v1/pops/heartbeat")
-            .header(header::AUTHORIZATION, format!("Bearer {}", cp.token))
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.cp.token))
             .header(header::CONTENT_TYPE, "application/json")
-            .body(body.to_string().into())
+            .body(body.into())
             .map_err(|e| e.to_string())?;
-        let (resp, bytes) =
-            tokio::time::timeout(Duration::from_secs(10), segue_core::client::fetch_body(&connector, req))
-                .await
-                .map_err(|_| "no answer within 10 s".to_string())?
-                .map_err(|e| e.to_string())?;
+        let limit = wait + Duration::from_secs(10);
+        let (resp, bytes) = tokio::time::timeout(limit, segue_core::client::fetch_body(&connector, req))
+            .await
+            .map_err(|_| format!("no answer within {limit:?}"))?
+            .map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("answered {}: {}", resp.status(), String::from_utf8_lossy(&bytes)));
         }
-        serde_json::from_slice::<Answer>(&bytes).map_err(|e| format!("bad answer: {e}"))
+        serde_json::from_slice(&bytes).map_err(|e| format!("bad answer: {e}"))
     }
-    .await;
-    Some(result.map(|answer| {
-        if let Some(state) = weak.upgrade() {
-            let map: HashMap<String, i64> = answer.embargoes.into_iter().map(|e| (e.content_id, e.until)).collect();
-            state.set_embargoes(map);
-        }
-    }))
+}
+
+fn failed(id: &str, error: String) -> JobReport {
+    JobReport { id: id.to_owned(), state: JobState::Failed, total: 0, done: 0, bytes: 0, error }
 }
