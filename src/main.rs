@@ -136,6 +136,22 @@ enum Command {
         #[arg(long, value_name = "URL")]
         database: Option<String>,
     },
+    /// Run the app API: the catalog (artists, albums, tracks with the audio facts of their
+    /// packaging manifests), users with API keys, `/openapi.json`.
+    ///
+    /// State is in SQLite (default) or PostgreSQL. SEGUE_APP_ADMIN_TOKEN adds an admin
+    /// token.
+    AppApi {
+        /// TOML config file (see config/app-api.toml for every key and default).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// API listen address.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Database URL: sqlite://PATH or postgres://USER:PASS@HOST/DB.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+    },
     /// Create, schedule, follow and cancel releases on the control plane.
     ///
     /// The API token comes from SEGUE_CP_TOKEN or --token-file.
@@ -431,6 +447,25 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
             let cfg = validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))?;
             segue_control_plane::run(cfg, segue_core::server::shutdown_signal())
+                .await
+                .map_err(|e| Failure::Runtime(e.to_string()))
+        }
+        Command::AppApi { config, listen, database } => {
+            let mut cfg = segue_app_api::Config::load(config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(d) = database {
+                cfg.database = d;
+            }
+            if let Ok(t) = std::env::var("SEGUE_APP_ADMIN_TOKEN") {
+                if !t.is_empty() && !cfg.admin_tokens.contains(&t) {
+                    cfg.admin_tokens.push(t);
+                }
+            }
+            let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
+            let cfg = validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))?;
+            segue_app_api::run(cfg, segue_core::server::shutdown_signal())
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }

@@ -276,6 +276,18 @@ fn example_control_plane_config_is_valid() {
 }
 
 #[test]
+fn example_app_api_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/app-api.toml");
+    let db = format!("sqlite://{}/app.db", dir.path().display());
+    let mut cmd = segue();
+    cmd.args(["app-api", "--config", cfg, "--listen", "127.0.0.1:0", "--database", &db]);
+    let (child, addr) = spawn_server(cmd);
+    assert_eq!(get(&format!("http://{addr}/healthz"), &[]).0, 200);
+    assert!(terminate(child).success());
+}
+
+#[test]
 fn example_edge_config_is_valid() {
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/edge.toml");
     let mut cmd = segue();
@@ -1533,5 +1545,136 @@ fn control_plane_scenario(dir: &std::path::Path, db: &str) {
     }
     assert!(terminate(cp2).success());
     assert!(terminate(shield).success());
+    assert!(terminate(origin).success());
+}
+
+const APP_ADMIN: &str = "app-admin-token-000000001";
+
+/// Write a packaging manifest for `cid` into an origin store under `dir/store`.
+fn put_manifest(dir: &std::path::Path, cid: &str, samples: u64, lufs: f64) {
+    let manifest = serde_json::json!({
+        "version": 1, "content_id": cid,
+        "source": { "sample_rate": 44100, "channels": 2, "samples": samples },
+        "loudness": { "integrated_lufs": lufs, "true_peak_dbtp": -1.0 },
+        "tiers": {}
+    });
+    let m = dir.join("store/manifest");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::write(m.join(format!("{cid}.json")), manifest.to_string()).unwrap();
+}
+
+fn spawn_app_api(dir: &std::path::Path, database: &str, origin: SocketAddr) -> (Child, SocketAddr) {
+    let cfg = dir.join("app.toml");
+    std::fs::write(
+        &cfg,
+        format!("listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\norigin = \"http://{origin}\"\nadmin_tokens = [\"{APP_ADMIN}\"]\n"),
+    )
+    .unwrap();
+    let mut c = segue();
+    c.args(["app-api", "--config"]).arg(&cfg);
+    spawn_server(c)
+}
+
+#[test]
+fn app_api_catalog_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/app/catalog.db", dir.path().display());
+    app_api_catalog_scenario(dir.path(), &db);
+}
+
+/// The same with the catalog in PostgreSQL (its own database on the services' server).
+#[test]
+fn app_api_catalog_on_postgresql() {
+    let url = std::env::var("SEGUE_TEST_POSTGRES_URL")
+        .expect("SEGUE_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh (it starts PostgreSQL)");
+    for sql in ["DROP DATABASE IF EXISTS segue_app_test", "CREATE DATABASE segue_app_test"] {
+        let out = Command::new("psql").args([&url, "-q", "-c", sql]).output().expect("psql");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let db = format!("{}/segue_app_test", url.rsplit_once('/').unwrap().0);
+    let dir = tempfile::tempdir().unwrap();
+    app_api_catalog_scenario(dir.path(), &db);
+}
+
+/// Tracks are created from packaged content (the origin's manifests), grouped into
+/// albums and artists, edited by admins only; bad input gets 4xx JSON and changes
+/// nothing; the catalog survives a restart.
+fn app_api_catalog_scenario(dir: &std::path::Path, db: &str) {
+    let (a, b, missing) = ("a1".repeat(32), "b2".repeat(32), "c3".repeat(32));
+    put_manifest(dir, &a, 441_000, -14.2);
+    put_manifest(dir, &b, 882_000, -9.5);
+    let (origin, origin_addr) = spawn_origin(dir);
+    let (app, addr) = spawn_app_api(dir, db, origin_addr);
+
+    let (code, doc) = admin(addr, "GET", "/openapi.json", None, None);
+    assert_eq!(code, 200);
+    assert!(doc["paths"]["/v1/tracks/{id}"]["get"].is_object() && doc["openapi"] == "3.1.0", "{doc}");
+    let (code, v) = admin(addr, "GET", "/v1/me", None, None);
+    assert_eq!((code, v["error"].as_str()), (401, Some("unauthorized")));
+    let (code, v) = admin(addr, "POST", "/v1/admin/users", Some(APP_ADMIN), Some(r#"{"name":"Lis","country":"SE"}"#));
+    assert_eq!(code, 201, "{v}");
+    let key = v["api_key"].as_str().unwrap().to_owned();
+    let (code, me) = admin(addr, "GET", "/v1/me", Some(&key), None);
+    assert_eq!((code, me["name"].as_str(), me["admin"].as_bool()), (200, Some("Lis"), Some(false)));
+
+    let track = |cid: &str, n: u32, artist: &str, isrc: &str| {
+        serde_json::json!({"content_id": cid, "title": format!("Continuum, part {n}"), "artists": [artist],
+                           "album": "Continuum", "track_number": n, "genre": "ambient", "isrc": isrc})
+        .to_string()
+    };
+    let (code, v) = admin(addr, "POST", "/v1/admin/tracks", Some(&key), Some(&track(&a, 1, "Ada", "")));
+    assert_eq!((code, v["error"].as_str()), (403, Some("forbidden")), "users cannot write the catalog");
+    let (code, t1) =
+        admin(addr, "POST", "/v1/admin/tracks", Some(APP_ADMIN), Some(&track(&a, 1, "Ada", "SE-ABC-26-00001")));
+    assert_eq!(code, 201, "{t1}");
+    assert_eq!((t1["duration_ms"].as_i64(), t1["samples"].as_i64()), (Some(10_000), Some(441_000)));
+    assert_eq!((t1["loudness"]["integrated_lufs"].as_f64(), t1["isrc"].as_str()), (Some(-14.2), Some("SEABC2600001")));
+    let (code, t2) = admin(addr, "POST", "/v1/admin/tracks", Some(APP_ADMIN), Some(&track(&b, 2, "ada", "")));
+    assert_eq!(code, 201, "{t2}");
+    assert_eq!(t2["album"]["id"], t1["album"]["id"], "one album");
+    assert_eq!(t2["artists"][0]["id"], t1["artists"][0]["id"], "one artist, whatever the case");
+
+    // Bad input: 4xx JSON naming the problem, nothing created.
+    for (body, code, error) in [
+        (track(&missing, 3, "Ada", ""), 400, "unknown_content"),
+        (track(&a, 3, "Ada", "not-an-isrc"), 400, "bad_request"),
+        (track(&a, 2, "Ada", ""), 409, "conflict"),
+        (track(&a, 0, "Ada", ""), 400, "bad_request"),
+        (track("xyz", 3, "Ada", ""), 400, "bad_request"),
+        (r#"{"content_id": 1"#.to_string(), 400, "bad_request"),
+        (r#"{"title": "no content"}"#.to_string(), 400, "bad_request"),
+    ] {
+        let (c, v) = admin(addr, "POST", "/v1/admin/tracks", Some(APP_ADMIN), Some(&body));
+        assert_eq!((c, v["error"].as_str()), (code, Some(error)), "{body}: {v}");
+        assert!(!v["detail"].as_str().unwrap_or("").is_empty(), "{v}");
+    }
+    let album_path = format!("/v1/albums/{}", t1["album"]["id"].as_str().unwrap());
+    let (code, album) = admin(addr, "GET", &album_path, Some(&key), None);
+    assert_eq!(code, 200);
+    let titles: Vec<&str> = album["tracks"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["Continuum, part 1", "Continuum, part 2"]);
+    assert_eq!(album["duration_ms"], 30_000);
+    let (code, artist) =
+        admin(addr, "GET", &format!("/v1/artists/{}", t1["artists"][0]["id"].as_str().unwrap()), Some(&key), None);
+    assert_eq!((code, artist["albums"].as_array().map(|a| a.len())), (200, Some(1)));
+
+    // Edits: admins only, validated, atomic.
+    let t2_path = format!("/v1/admin/tracks/{}", t2["id"].as_str().unwrap());
+    let (code, v) =
+        admin(addr, "PATCH", &t2_path, Some(APP_ADMIN), Some(r#"{"title":"Continuum II","explicit":true}"#));
+    assert_eq!((code, v["title"].as_str(), v["explicit"].as_bool()), (200, Some("Continuum II"), Some(true)));
+    let (code, _) = admin(addr, "PATCH", &t2_path, Some(APP_ADMIN), Some(r#"{"title":"X","disc_number":0}"#));
+    assert_eq!(code, 400);
+    let (code, _) = admin(addr, "PATCH", &t2_path, Some(APP_ADMIN), Some(r#"{"track_number":1}"#));
+    assert_eq!(code, 409);
+    let (code, _) = admin(addr, "PATCH", "/v1/admin/tracks/trk_nope", Some(APP_ADMIN), Some("{}"));
+    assert_eq!(code, 404);
+
+    // Everything acknowledged survives a restart.
+    assert!(terminate(app).success());
+    let (app, addr) = spawn_app_api(dir, db, origin_addr);
+    let (code, v) = admin(addr, "GET", &format!("/v1/tracks/{}", t2["id"].as_str().unwrap()), Some(&key), None);
+    assert_eq!((code, v["title"].as_str(), v["track_number"].as_i64()), (200, Some("Continuum II"), Some(2)));
+    assert!(terminate(app).success());
     assert!(terminate(origin).success());
 }

@@ -1,2 +1,86 @@
-//! The Segue app API: catalog and search, rights, stream URLs, licenses, playlists,
-//! play counting and royalties. Built by the "App-api" issues; not wired to the CLI yet.
+//! The Segue app API: catalog (artists, albums, tracks with the audio facts of their
+//! packaging manifests), users with API keys, and an OpenAPI description. Search,
+//! territorial rights, stream URLs and playlists build on this (the "App-api" issue).
+//!
+//! State lives in SQLite or PostgreSQL (`catalog`, through `segue_core::sql`).
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod openapi;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, StatusCode};
+use segue_core::server::{self, ServerOptions};
+
+pub use config::Config;
+pub use error::Error;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+pub struct App {
+    pub config: Config,
+    pub pool: sqlx::AnyPool,
+}
+
+impl App {
+    /// The packaging manifest of `content_id`, from the origin.
+    pub async fn manifest(&self, content_id: &str) -> Result<segue_core::manifest::Manifest, Error> {
+        let path = format!("/m/{content_id}.json");
+        let timeout = Duration::from_secs(self.config.request_timeout_secs);
+        let fetch = async {
+            let connector = segue_core::client::Connector::http(&self.config.origin).map_err(|e| e.to_string())?;
+            let req = Request::builder().method(Method::GET).uri(&path).body(()).map_err(|e| e.to_string())?;
+            segue_core::client::fetch(&connector, req).await.map_err(|e| e.to_string())
+        };
+        let (resp, body) = tokio::time::timeout(timeout, fetch)
+            .await
+            .map_err(|_| Error::Upstream(format!("origin {}: no answer within {timeout:?}", self.config.origin)))?
+            .map_err(|e| Error::Upstream(format!("origin {}: {e}", self.config.origin)))?;
+        match resp.status() {
+            StatusCode::OK => serde_json::from_slice(&body)
+                .map_err(|e| Error::Upstream(format!("origin {path}: not a manifest: {e}"))),
+            StatusCode::NOT_FOUND => {
+                Err(Error::UnknownContent(format!("content {content_id} is not packaged at the origin (no {path})")))
+            }
+            s => Err(Error::Upstream(format!("origin answered {s} for {path}"))),
+        }
+    }
+}
+
+pub fn server_options(config: &Config) -> ServerOptions {
+    ServerOptions { shutdown_grace: Duration::from_secs(config.shutdown_grace_secs), ..ServerOptions::default() }
+}
+
+/// Open the database, then serve the API until `shutdown`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let listener = server::bind(config.listen)
+        .await
+        .map_err(|e| Error::BadRequest(format!("cannot listen on {}: {e}", config.listen)))?;
+    serve(listener, config, shutdown).await
+}
+
+/// `run` on a listener already bound.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let pool = catalog::open(&config.database).await?;
+    let opts = server_options(&config);
+    tracing::info!(database = %segue_core::sql::redact(&config.database), "app-api up");
+    let app = Arc::new(App { config, pool });
+    let handler_app = app.clone();
+    server::serve(listener, opts, move |req, _peer| api::handle(handler_app.clone(), req), shutdown).await;
+    app.pool.close().await;
+    tracing::info!("app-api stopped");
+    Ok(())
+}

@@ -17,11 +17,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{Method, Request, Response, StatusCode};
 use segue_core::control::{Embargo, Heartbeat, HeartbeatAnswer, PurgeSelector};
-use segue_core::server::{full, Body, ReqBody};
+use segue_core::server::{Body, ReqBody};
 use segue_core::{ContentId, Tier};
 use serde::{Deserialize, Serialize};
 
@@ -60,11 +58,11 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "pops"]) => {
-            let region = query_param(req.uri().query(), "region");
-            if let Some(r) = &region {
+            let region = segue_core::server::query_param(req.uri().query(), "region");
+            if let Some(r) = region {
                 app.region(r)?;
             }
-            let pops = db::pops(&app.pool, region.as_deref(), now_ms(), app.heartbeat_timeout_ms()).await?;
+            let pops = db::pops(&app.pool, region, now_ms(), app.heartbeat_timeout_ms()).await?;
             json(StatusCode::OK, &serde_json::json!({ "pops": pops }))
         }
         (&Method::POST, ["v1", "releases"]) => {
@@ -113,31 +111,12 @@ fn no_release(id: &str) -> Error {
     Error::NotFound(format!("no release {id:?}"))
 }
 
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
-}
-
 fn json(status: StatusCode, v: &impl Serialize) -> Result<Response<Body>, Error> {
-    let body = serde_json::to_vec(v).map_err(|e| Error::BadRequest(e.to_string()))?;
-    let mut r = Response::new(full(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    Ok(r)
+    Ok(segue_core::server::json_response(status, v))
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<ReqBody>) -> Result<T, Error> {
-    let mut body = req.into_body();
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Error::BadRequest(format!("reading the body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > MAX_BODY {
-                return Err(Error::BadRequest(format!("body over {MAX_BODY} bytes")));
-            }
-            bytes.extend_from_slice(&data);
-        }
-    }
-    serde_json::from_slice(&bytes).map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+    segue_core::server::read_json(req, MAX_BODY).await.map_err(Error::BadRequest)
 }
 
 // ---- POP heartbeats ----
@@ -206,9 +185,7 @@ async fn heartbeat(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Bod
     json(StatusCode::OK, &HeartbeatAnswer { embargoes, jobs })
 }
 
-pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
-}
+pub use segue_core::server::bearer;
 
 // ---- releases ----
 

@@ -2,65 +2,20 @@
 //! queries and one schema (`$N` placeholders, integer flags and millisecond times, which
 //! both engines take), migrations embedded in the binary.
 
-use std::borrow::Cow;
-
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use crate::error::Error;
 
 pub type Pool = AnyPool;
 
-/// The schema, written in SQL both engines accept, so one migration list serves both.
-fn migrator() -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("init"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("../migrations/0001_init.sql")),
-            false,
-        )]),
-        ..Migrator::DEFAULT
-    }
-}
-
 /// Open the database (creating a SQLite file and its folder if missing) and bring its
 /// schema up to date.
 pub async fn open(url: &str) -> Result<Pool, Error> {
-    sqlx::any::install_default_drivers();
-    let postgres = url.starts_with("postgres");
-    let url = match url.strip_prefix("sqlite://") {
-        Some(path) => {
-            let path = path.split('?').next().unwrap_or(path);
-            if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| Error::Database(format!("{}: {e}", parent.display())))?;
-            }
-            format!("sqlite://{path}?mode=rwc")
-        }
-        None => url.to_owned(),
-    };
-    let pool = AnyPoolOptions::new()
-        .max_connections(if postgres { 8 } else { 4 })
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                if !postgres {
-                    // WAL: readers never block the scheduler's writes; FULL sync: an
-                    // acknowledged write survives power loss.
-                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
-                }
-                Ok(())
-            })
-        })
-        .connect(&url)
+    segue_core::sql::open(url, &[(1, "init", include_str!("../migrations/0001_init.sql"))])
         .await
-        .map_err(|e| Error::Database(format!("cannot open the database: {e}")))?;
-    migrator().run(&pool).await.map_err(|e| Error::Database(format!("migration failed: {e}")))?;
-    Ok(pool)
+        .map_err(Error::Database)
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,7 +1,7 @@
 //! The control plane's one error type, mapped to HTTP in one place.
 
 use http::{Response, StatusCode};
-use segue_core::server::{json_error, Body};
+use segue_core::server::{error_response, Body};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,13 +44,6 @@ impl Error {
             Error::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             Error::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
         };
-        if status.is_server_error() {
-            tracing::warn!(error = %self, "request failed");
-        }
-        let mut r = json_error(status, code, &self.to_string());
-        if status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
-        }
-        r
+        error_response(status, code, self)
     }
 }

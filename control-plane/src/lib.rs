@@ -138,7 +138,7 @@ pub async fn serve(
     let pool = db::open(&config.database).await?;
     let opts = server_options(&config);
     let app = Arc::new(App::new(config, pool));
-    tracing::info!(database = %redact(&app.config.database), regions = app.config.regions.len(), "control plane up");
+    tracing::info!(database = %segue_core::sql::redact(&app.config.database), regions = app.config.regions.len(), "control plane up");
     let sched = tokio::spawn(scheduler::run(app.clone(), app.stopping.subscribe()));
     let handler_app = app.clone();
     // On shutdown, waiting heartbeats answer at once instead of holding the drain.
@@ -152,15 +152,4 @@ pub async fn serve(
     app.pool.close().await;
     tracing::info!("control plane stopped");
     Ok(())
-}
-
-/// A database URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
 }

@@ -16,6 +16,8 @@ pub mod range;
 pub mod respond;
 pub mod seek_table;
 pub mod server;
+#[cfg(feature = "sql")]
+pub mod sql;
 pub mod store;
 pub mod telemetry;
 pub mod tier;

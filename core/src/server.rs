@@ -281,3 +281,61 @@ pub fn health_response() -> Response<Body> {
     resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
     resp
 }
+
+/// `status` with `v` as a JSON body.
+pub fn json_response(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
+    match serde_json::to_vec(v) {
+        Ok(body) => {
+            let mut r = Response::new(full(body));
+            *r.status_mut() = status;
+            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()),
+    }
+}
+
+/// Read a JSON request body of at most `max` bytes into `T`; the error says what is
+/// wrong with it (too large, unreadable, not the expected JSON), for a 400 answer.
+pub async fn read_json<T: serde::de::DeserializeOwned>(req: Request<ReqBody>, max: usize) -> Result<T, String> {
+    let mut body = req.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading the body: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > max {
+                return Err(format!("body over {max} bytes"));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// The value of `name` in a query string (no percent-decoding: Segue's own parameters
+/// never need it).
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The answer for a role's error: the JSON body, a warning in the log for server-side
+/// failures, and the headers the status calls for (`WWW-Authenticate` on 401,
+/// `Retry-After` on 503).
+pub fn error_response(status: StatusCode, code: &str, error: &dyn std::fmt::Display) -> Response<Body> {
+    if status.is_server_error() {
+        tracing::warn!(error = %error, "request failed");
+    }
+    let mut r = json_error(status, code, &error.to_string());
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    r
+}

@@ -1,7 +1,7 @@
 //! The edge's one error type, and its one mapping to HTTP.
 
 use http::StatusCode;
-use segue_core::server::{json_error, Body};
+use segue_core::server::{error_response, Body};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -63,14 +63,7 @@ impl Error {
             Error::Changed(_) => "object_changed",
             Error::Loop(_) => "loop_detected",
         };
-        if status.is_server_error() {
-            tracing::warn!(error = %self, "request failed");
-        }
-        let mut r = json_error(status, code, &self.to_string());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-        }
-        r
+        error_response(status, code, &self)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The origin's one error type and its one mapping to HTTP responses.
 
 use http::StatusCode;
-use segue_core::server::{json_error, Body};
+use segue_core::server::{error_response, Body};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,15 +38,9 @@ impl Error {
             Error::Store(e) if e.is_retryable() => (StatusCode::BAD_GATEWAY, "store_unavailable"),
             Error::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
         };
-        if status.is_server_error() {
-            tracing::warn!(error = %self, "request failed");
-        }
-        let mut resp = json_error(status, code, &self.to_string());
+        let mut resp = error_response(status, code, &self);
         if status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
-        }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
         }
         resp
     }

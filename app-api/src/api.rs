@@ -1,0 +1,123 @@
+//! The HTTP API. Users (their API keys) read the catalog; admins (config tokens or
+//! admin users) write it and create users. `/openapi.json` describes every route.
+//!
+//! ```text
+//! GET   /v1/tracks/ID            user     a track: artists, album, numbers, audio facts
+//! GET   /v1/albums/ID            user     an album and its tracks in order
+//! GET   /v1/artists/ID           user     an artist and their albums
+//! GET   /v1/me                   user     who the key belongs to
+//! POST  /v1/admin/tracks         admin    create from a packaged content id
+//! PATCH /v1/admin/tracks/ID      admin    edit
+//! POST  /v1/admin/users          admin    create a user; its API key is shown once
+//! ```
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use segue_core::server::{json_response, Body, ReqBody};
+
+use crate::catalog::{self, NewTrack, TrackEdit, User};
+use crate::error::Error;
+use crate::{now_ms, App};
+
+const MAX_BODY: usize = 1 << 20;
+
+pub async fn handle(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = route(&app, req).await.unwrap_or_else(|e| e.response());
+    metrics::counter!("app_requests_total", "status" => resp.status().as_str().to_owned()).increment(1);
+    if method != Method::GET || !resp.status().is_success() {
+        tracing::info!(%method, path, status = resp.status().as_u16(), "request");
+    }
+    resp
+}
+
+/// Who is calling: an admin token from the config, or a user's API key.
+async fn caller(app: &App, headers: &http::HeaderMap) -> Result<User, Error> {
+    let token = segue_core::server::bearer(headers).ok_or(Error::Unauthorized)?;
+    if app.config.admin_tokens.iter().any(|t| segue_core::token::constant_time_eq(t.as_bytes(), token.as_bytes())) {
+        return Ok(User { id: "admin".into(), name: "admin token".into(), country: String::new(), admin: true });
+    }
+    catalog::user_by_token(&app.pool, token).await?.ok_or(Error::Unauthorized)
+}
+
+fn admin_only(user: &User) -> Result<(), Error> {
+    if user.admin {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("this needs an admin token".into()))
+    }
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<ReqBody>) -> Result<T, Error> {
+    segue_core::server::read_json(req, MAX_BODY).await.map_err(Error::BadRequest)
+}
+
+async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => return Ok(segue_core::server::health_response()),
+        (&Method::GET, "/metrics") => return Ok(segue_core::server::metrics_response()),
+        (&Method::GET, "/openapi.json") => return Ok(json_response(StatusCode::OK, &crate::openapi::document())),
+        _ => {}
+    }
+    let user = caller(app, req.headers()).await?;
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["v1", "me"]) => Ok(json_response(StatusCode::OK, &user)),
+        (&Method::GET, ["v1", "tracks", id]) => {
+            let t = catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
+            Ok(json_response(StatusCode::OK, &t))
+        }
+        (&Method::GET, ["v1", "albums", id]) => {
+            let a = catalog::album(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no album {id:?}")))?;
+            Ok(json_response(StatusCode::OK, &a))
+        }
+        (&Method::GET, ["v1", "artists", id]) => {
+            let a =
+                catalog::artist(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no artist {id:?}")))?;
+            Ok(json_response(StatusCode::OK, &a))
+        }
+        (&Method::POST, ["v1", "admin", "tracks"]) => {
+            admin_only(&user)?;
+            let mut new: NewTrack = read_json(req).await?;
+            new.validate()?;
+            let manifest = app.manifest(&new.content_id).await?;
+            let id = catalog::create_track(&app.pool, &new, &manifest, now_ms()).await?;
+            tracing::info!(track = id, content_id = new.content_id, by = user.id, "track created");
+            let t = catalog::track(&app.pool, &id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
+            Ok(json_response(StatusCode::CREATED, &t))
+        }
+        (&Method::PATCH, ["v1", "admin", "tracks", id]) => {
+            admin_only(&user)?;
+            let edit: TrackEdit = read_json(req).await?;
+            catalog::edit_track(&app.pool, id, &edit, now_ms()).await?;
+            tracing::info!(track = id, by = user.id, "track edited");
+            let t = catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
+            Ok(json_response(StatusCode::OK, &t))
+        }
+        (&Method::POST, ["v1", "admin", "users"]) => {
+            admin_only(&user)?;
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct NewUser {
+                name: String,
+                country: String,
+                #[serde(default)]
+                admin: bool,
+            }
+            let u: NewUser = read_json(req).await?;
+            let (created, token) = catalog::create_user(&app.pool, &u.name, &u.country, u.admin, now_ms()).await?;
+            tracing::info!(user = created.id, admin = created.admin, by = user.id, "user created");
+            Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "user": created, "api_key": token })))
+        }
+        (_, ["v1", "tracks" | "albums" | "artists" | "me" | "admin", ..]) => Ok(segue_core::server::json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            &format!("{method} {path}"),
+        )),
+        _ => Err(Error::NotFound(format!("no route {path}"))),
+    }
+}

@@ -1,0 +1,46 @@
+//! The app-api's one error type, mapped to HTTP in one place.
+
+use http::{Response, StatusCode};
+use segue_core::server::{error_response, Body};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    UnknownContent(String),
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Upstream(String),
+    #[error("database: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Database(e.to_string())
+    }
+}
+
+impl Error {
+    pub fn response(&self) -> Response<Body> {
+        let (status, code) = match self {
+            Error::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Error::UnknownContent(_) => (StatusCode::BAD_REQUEST, "unknown_content"),
+            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            Error::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+        };
+        error_response(status, code, self)
+    }
+}

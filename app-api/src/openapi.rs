@@ -1,0 +1,83 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`, kept next to the routes it
+//! describes (`api.rs`).
+
+use serde_json::{json, Value};
+
+fn error_responses() -> Value {
+    let err = json!({ "$ref": "#/components/schemas/Error" });
+    json!({
+        "400": { "description": "bad input; nothing changed", "content": { "application/json": { "schema": err } } },
+        "401": { "description": "no or unknown bearer token", "content": { "application/json": { "schema": err } } },
+        "404": { "description": "no such resource", "content": { "application/json": { "schema": err } } }
+    })
+}
+
+fn op(summary: &str, ok: &str, schema: &str, body: Option<&str>) -> Value {
+    let mut responses = error_responses();
+    responses[ok] = json!({
+        "description": summary,
+        "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
+    });
+    let mut o = json!({ "summary": summary, "security": [{ "bearer": [] }], "responses": responses });
+    if let Some(b) = body {
+        o["requestBody"] = json!({
+            "required": true,
+            "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{b}") } } }
+        });
+    }
+    o
+}
+
+fn id_param() -> Value {
+    json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }])
+}
+
+pub fn document() -> Value {
+    let string = json!({ "type": "string" });
+    let int = json!({ "type": "integer" });
+    let artist_ref = json!({ "type": "object", "properties": { "id": string, "name": string } });
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Segue app API", "version": env!("CARGO_PKG_VERSION") },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error", "detail"],
+                           "properties": { "error": string, "detail": string } },
+                "Track": { "type": "object", "properties": {
+                    "id": string, "title": string, "artists": { "type": "array", "items": artist_ref },
+                    "album": { "type": "object", "properties": { "id": string, "title": string, "artist": artist_ref } },
+                    "disc_number": int, "track_number": int, "duration_ms": int, "genre": string, "isrc": string,
+                    "explicit": { "type": "boolean" }, "content_id": string, "samples": int, "sample_rate": int,
+                    "loudness": { "type": "object", "properties": {
+                        "integrated_lufs": { "type": "number" }, "true_peak_dbtp": { "type": "number" } } } } },
+                "Album": { "type": "object", "properties": { "id": string, "title": string, "artist": artist_ref,
+                    "duration_ms": int, "tracks": { "type": "array", "items": { "$ref": "#/components/schemas/Track" } } } },
+                "Artist": { "type": "object", "properties": { "id": string, "name": string,
+                    "albums": { "type": "array", "items": { "type": "object", "properties": { "id": string, "title": string } } } } },
+                "User": { "type": "object", "properties": { "id": string, "name": string, "country": string,
+                    "admin": { "type": "boolean" } } },
+                "NewTrack": { "type": "object", "required": ["content_id", "title", "artists", "album", "track_number"],
+                    "properties": { "content_id": { "type": "string", "pattern": "^[0-9a-f]{64}$" }, "title": string,
+                        "artists": { "type": "array", "items": string, "minItems": 1 }, "album": string,
+                        "album_artist": string, "disc_number": int, "track_number": int, "genre": string,
+                        "isrc": string, "explicit": { "type": "boolean" } } },
+                "TrackEdit": { "type": "object", "properties": { "title": string, "disc_number": int,
+                    "track_number": int, "genre": string, "isrc": string, "explicit": { "type": "boolean" } } },
+                "NewUser": { "type": "object", "required": ["name", "country"], "properties": { "name": string,
+                    "country": { "type": "string", "pattern": "^[A-Z]{2}$" }, "admin": { "type": "boolean" } } },
+                "CreatedUser": { "type": "object", "properties": { "user": { "$ref": "#/components/schemas/User" },
+                    "api_key": string } }
+            }
+        },
+        "paths": {
+            "/v1/me": { "get": op("who the key belongs to", "200", "User", None) },
+            "/v1/tracks/{id}": { "parameters": id_param(), "get": op("a track", "200", "Track", None) },
+            "/v1/albums/{id}": { "parameters": id_param(), "get": op("an album and its tracks", "200", "Album", None) },
+            "/v1/artists/{id}": { "parameters": id_param(), "get": op("an artist and their albums", "200", "Artist", None) },
+            "/v1/admin/tracks": { "post": op("create a track from a packaged content id (admin)", "201", "Track", Some("NewTrack")) },
+            "/v1/admin/tracks/{id}": { "parameters": id_param(), "patch": op("edit a track (admin)", "200", "Track", Some("TrackEdit")) },
+            "/v1/admin/users": { "post": op("create a user; the API key is shown once (admin)", "201", "CreatedUser", Some("NewUser")) }
+        }
+    })
+}
