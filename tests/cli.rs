@@ -281,7 +281,7 @@ fn example_app_api_config_is_valid() {
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config/app-api.toml");
     let db = format!("sqlite://{}/app.db", dir.path().display());
     let mut cmd = segue();
-    cmd.args(["app-api", "--config", cfg, "--listen", "127.0.0.1:0", "--database", &db]);
+    cmd.args(["app-api", "--config", cfg, "--listen", "127.0.0.1:0", "--database", &db]).current_dir(dir.path());
     let (child, addr) = spawn_server(cmd);
     assert_eq!(get(&format!("http://{addr}/healthz"), &[]).0, 200);
     assert!(terminate(child).success());
@@ -1565,9 +1565,14 @@ fn put_manifest(dir: &std::path::Path, cid: &str, samples: u64, lufs: f64) {
 
 fn spawn_app_api(dir: &std::path::Path, database: &str, origin: SocketAddr) -> (Child, SocketAddr) {
     let cfg = dir.join("app.toml");
+    let search = dir.join("search");
     std::fs::write(
         &cfg,
-        format!("listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\norigin = \"http://{origin}\"\nadmin_tokens = [\"{APP_ADMIN}\"]\n"),
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\norigin = \"http://{origin}\"\n\
+             admin_tokens = [\"{APP_ADMIN}\"]\nsearch_dir = \"{}\"\n",
+            search.display()
+        ),
     )
     .unwrap();
     let mut c = segue();
@@ -1600,9 +1605,10 @@ fn app_api_catalog_on_postgresql() {
 /// albums and artists, edited by admins only; bad input gets 4xx JSON and changes
 /// nothing; the catalog survives a restart.
 fn app_api_catalog_scenario(dir: &std::path::Path, db: &str) {
-    let (a, b, missing) = ("a1".repeat(32), "b2".repeat(32), "c3".repeat(32));
+    let (a, b, c, missing) = ("a1".repeat(32), "b2".repeat(32), "d4".repeat(32), "c3".repeat(32));
     put_manifest(dir, &a, 441_000, -14.2);
     put_manifest(dir, &b, 882_000, -9.5);
+    put_manifest(dir, &c, 441_000, -11.0);
     let (origin, origin_addr) = spawn_origin(dir);
     let (app, addr) = spawn_app_api(dir, db, origin_addr);
 
@@ -1670,11 +1676,48 @@ fn app_api_catalog_scenario(dir: &std::path::Path, db: &str) {
     let (code, _) = admin(addr, "PATCH", "/v1/admin/tracks/trk_nope", Some(APP_ADMIN), Some("{}"));
     assert_eq!(code, 404);
 
+    // Search: in step with catalog writes, prefix as you type, typo tolerant, exact first.
+    let (code, v) = admin(addr, "PATCH", &t2_path, Some(APP_ADMIN), Some(r#"{"title":"Moonrise"}"#));
+    assert_eq!(code, 200, "{v}");
+    let moon = serde_json::json!({"content_id": c, "title": "Moon", "artists": ["Bo Lind"], "album": "Continuum",
+                                  "album_artist": "Ada", "track_number": 3});
+    let (code, t3) = admin(addr, "POST", "/v1/admin/tracks", Some(APP_ADMIN), Some(&moon.to_string()));
+    assert_eq!(code, 201, "{t3}");
+    let search = |q: &str| {
+        let (code, v) = admin(addr, "GET", &format!("/v1/search?{q}"), Some(&key), None);
+        assert_eq!(code, 200, "{q}: {v}");
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["type"].as_str().unwrap().to_owned(), h["name"].as_str().unwrap().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let hits = search("q=moon&types=track");
+    assert_eq!(hits.first().map(|h| h.1.as_str()), Some("Moon"), "exact match first: {hits:?}");
+    assert!(hits.iter().any(|h| h.1 == "Moonrise"), "prefix match too: {hits:?}");
+    assert!(search("q=moonri").iter().any(|h| h.1 == "Moonrise"), "prefix as you type");
+    assert!(search("q=mooonrise").iter().any(|h| h.1 == "Moonrise"), "one typo");
+    assert!(
+        search("q=contniuum").iter().any(|h| h == &("album".to_string(), "Continuum".to_string())),
+        "transposed letters"
+    );
+    assert!(search("q=bo%20lind&types=artist").iter().any(|h| h.1 == "Bo Lind"), "artists by name");
+    assert!(search("q=lind+moon").iter().any(|h| h.1 == "Moon"), "words across name and artist");
+    assert!(search("q=zzyzx").is_empty());
+    for (q, code) in [("types=track", 400), ("q=moon&types=song", 400), ("q=moon&limit=0", 400), ("q=%20", 400)] {
+        let (c, v) = admin(addr, "GET", &format!("/v1/search?{q}"), Some(&key), None);
+        assert_eq!((c, v["error"].as_str()), (code, Some("bad_request")), "{q}: {v}");
+    }
+
     // Everything acknowledged survives a restart.
     assert!(terminate(app).success());
     let (app, addr) = spawn_app_api(dir, db, origin_addr);
     let (code, v) = admin(addr, "GET", &format!("/v1/tracks/{}", t2["id"].as_str().unwrap()), Some(&key), None);
-    assert_eq!((code, v["title"].as_str(), v["track_number"].as_i64()), (200, Some("Continuum II"), Some(2)));
+    assert_eq!((code, v["title"].as_str(), v["track_number"].as_i64()), (200, Some("Moonrise"), Some(2)));
+    // The index is rebuilt from the database at start.
+    let (code, v) = admin(addr, "GET", "/v1/search?q=moonrise", Some(&key), None);
+    assert_eq!((code, v["hits"][0]["name"].as_str()), (200, Some("Moonrise")), "{v}");
     assert!(terminate(app).success());
     assert!(terminate(origin).success());
 }

@@ -6,6 +6,7 @@
 //! GET   /v1/albums/ID            user     an album and its tracks in order
 //! GET   /v1/artists/ID           user     an artist and their albums
 //! GET   /v1/me                   user     who the key belongs to
+//! GET   /v1/search?q=&types=&limit=  user  tracks, albums, artists; prefix and typo tolerant
 //! POST  /v1/admin/tracks         admin    create from a packaged content id
 //! PATCH /v1/admin/tracks/ID      admin    edit
 //! POST  /v1/admin/users          admin    create a user; its API key is shown once
@@ -67,6 +68,32 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "me"]) => Ok(json_response(StatusCode::OK, &user)),
+        (&Method::GET, ["v1", "search"]) => {
+            let query = req.uri().query();
+            let param = |name: &str| {
+                segue_core::server::query_param(query, name).map(|v| {
+                    percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned()
+                })
+            };
+            let q = param("q").ok_or_else(|| Error::BadRequest("q is required".into()))?;
+            let types = param("types").unwrap_or_default();
+            let kinds: Vec<&str> = types.split(',').filter(|t| !t.is_empty()).collect();
+            if let Some(bad) = kinds.iter().find(|k| !matches!(**k, "track" | "album" | "artist")) {
+                return Err(Error::BadRequest(format!("types: {bad:?} is not track, album or artist")));
+            }
+            let limit = match param("limit") {
+                Some(l) => l
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=100).contains(l))
+                    .ok_or_else(|| Error::BadRequest(format!("limit {l:?} must be 1-100")))?,
+                None => 20,
+            };
+            let started = std::time::Instant::now();
+            let hits = app.search.search(&q, &kinds, limit)?;
+            metrics::histogram!("app_search_seconds").record(started.elapsed().as_secs_f64());
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "q": q, "hits": hits })))
+        }
         (&Method::GET, ["v1", "tracks", id]) => {
             let t = catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
             Ok(json_response(StatusCode::OK, &t))
@@ -88,6 +115,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
             let id = catalog::create_track(&app.pool, &new, &manifest, now_ms()).await?;
             tracing::info!(track = id, content_id = new.content_id, by = user.id, "track created");
             let t = catalog::track(&app.pool, &id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
+            app.search.put(crate::search::Entry::for_track(&t))?;
             Ok(json_response(StatusCode::CREATED, &t))
         }
         (&Method::PATCH, ["v1", "admin", "tracks", id]) => {
@@ -96,6 +124,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
             catalog::edit_track(&app.pool, id, &edit, now_ms()).await?;
             tracing::info!(track = id, by = user.id, "track edited");
             let t = catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
+            app.search.put(crate::search::Entry::for_track(&t))?;
             Ok(json_response(StatusCode::OK, &t))
         }
         (&Method::POST, ["v1", "admin", "users"]) => {
@@ -113,11 +142,13 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
             tracing::info!(user = created.id, admin = created.admin, by = user.id, "user created");
             Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "user": created, "api_key": token })))
         }
-        (_, ["v1", "tracks" | "albums" | "artists" | "me" | "admin", ..]) => Ok(segue_core::server::json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            &format!("{method} {path}"),
-        )),
+        (_, ["v1", "tracks" | "albums" | "artists" | "me" | "search" | "admin", ..]) => {
+            Ok(segue_core::server::json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("{method} {path}"),
+            ))
+        }
         _ => Err(Error::NotFound(format!("no route {path}"))),
     }
 }

@@ -13,6 +13,9 @@ pub struct Config {
     /// State: `sqlite://PATH` (created if missing) or `postgres://...`. Default
     /// `sqlite://./data/app-api.db`.
     pub database: String,
+    /// Directory of the search index (tantivy), rebuilt from the database at every start.
+    /// Default `./data/app-search`.
+    pub search_dir: String,
     /// Origin (or an edge) base URL, where track manifests are read at catalog writes.
     /// Default `http://127.0.0.1:7070`.
     pub origin: String,
@@ -31,6 +34,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7090)),
             database: "sqlite://./data/app-api.db".into(),
+            search_dir: "./data/app-search".into(),
             origin: "http://127.0.0.1:7070".into(),
             admin_tokens: Vec::new(),
             request_timeout_secs: 10,
@@ -56,6 +60,7 @@ impl Validate for Config {
             "must be sqlite://PATH or postgres://...",
         )?;
         ensure(self.origin.starts_with("http://"), "origin", "must be an http:// URL")?;
+        ensure(!self.search_dir.is_empty(), "search_dir", "is required")?;
         for (i, t) in self.admin_tokens.iter().enumerate() {
             ensure(
                 t.len() >= segue_core::token::MIN_SECRET_LEN && t.bytes().all(|b| b.is_ascii_graphic()),

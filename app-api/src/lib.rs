@@ -1,6 +1,7 @@
 //! The Segue app API: catalog (artists, albums, tracks with the audio facts of their
-//! packaging manifests), users with API keys, and an OpenAPI description. Search,
-//! territorial rights, stream URLs and playlists build on this (the "App-api" issue).
+//! packaging manifests), search (tantivy), users with API keys, and an OpenAPI
+//! description. Territorial rights, stream URLs and playlists build on this (the
+//! "App-api" issue).
 //!
 //! State lives in SQLite or PostgreSQL (`catalog`, through `segue_core::sql`).
 
@@ -11,6 +12,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod openapi;
+pub mod search;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ pub fn now_ms() -> i64 {
 pub struct App {
     pub config: Config,
     pub pool: sqlx::AnyPool,
+    pub search: search::Search,
 }
 
 impl App {
@@ -76,8 +79,16 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let pool = catalog::open(&config.database).await?;
     let opts = server_options(&config);
-    tracing::info!(database = %segue_core::sql::redact(&config.database), "app-api up");
-    let app = Arc::new(App { config, pool });
+    let search = search::Search::create(std::path::Path::new(&config.search_dir))?;
+    let started = std::time::Instant::now();
+    let indexed = search.rebuild(&pool).await?;
+    tracing::info!(
+        database = %segue_core::sql::redact(&config.database),
+        indexed,
+        index_ms = started.elapsed().as_millis() as u64,
+        "app-api up"
+    );
+    let app = Arc::new(App { config, pool, search });
     let handler_app = app.clone();
     server::serve(listener, opts, move |req, _peer| api::handle(handler_app.clone(), req), shutdown).await;
     app.pool.close().await;

@@ -64,6 +64,10 @@ pub fn document() -> Value {
                         "isrc": string, "explicit": { "type": "boolean" } } },
                 "TrackEdit": { "type": "object", "properties": { "title": string, "disc_number": int,
                     "track_number": int, "genre": string, "isrc": string, "explicit": { "type": "boolean" } } },
+                "SearchResult": { "type": "object", "properties": { "q": string, "hits": { "type": "array",
+                    "items": { "type": "object", "properties": { "type": { "enum": ["track", "album", "artist"] },
+                        "id": string, "name": string, "artist": string, "album": string,
+                        "score": { "type": "number" } } } } } },
                 "NewUser": { "type": "object", "required": ["name", "country"], "properties": { "name": string,
                     "country": { "type": "string", "pattern": "^[A-Z]{2}$" }, "admin": { "type": "boolean" } } },
                 "CreatedUser": { "type": "object", "properties": { "user": { "$ref": "#/components/schemas/User" },
@@ -72,6 +76,11 @@ pub fn document() -> Value {
         },
         "paths": {
             "/v1/me": { "get": op("who the key belongs to", "200", "User", None) },
+            "/v1/search": { "parameters": [
+                    { "name": "q", "in": "query", "required": true, "schema": { "type": "string", "maxLength": 256 } },
+                    { "name": "types", "in": "query", "schema": { "type": "string", "example": "track,album,artist" } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 100 } } ],
+                "get": op("tracks, albums and artists matching q: exact, prefix, typos", "200", "SearchResult", None) },
             "/v1/tracks/{id}": { "parameters": id_param(), "get": op("a track", "200", "Track", None) },
             "/v1/albums/{id}": { "parameters": id_param(), "get": op("an album and its tracks", "200", "Album", None) },
             "/v1/artists/{id}": { "parameters": id_param(), "get": op("an artist and their albums", "200", "Artist", None) },

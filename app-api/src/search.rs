@@ -1,0 +1,276 @@
+//! Search over tracks, albums and artists with tantivy: an index on disk, rebuilt from
+//! the database at start (the database is the truth; the index is a view of it) and
+//! updated on every catalog write before the write is acknowledged.
+//!
+//! Ranking: each query word must match a name, artist or album, exactly (weighted
+//! highest), as a prefix of the last word (as the user types), or within one or two
+//! edits (typos; longer words tolerate more). The text score is then multiplied by
+//! log2(2 + popularity), so among similar matches the popular one wins.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use sqlx::{AnyPool, Row};
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
+use tantivy::schema::{Field, IndexRecordOption, Schema, Value, FAST, STORED, STRING, TEXT};
+use tantivy::{doc, DocId, Index, IndexReader, IndexWriter, Score, SegmentReader, TantivyDocument, Term};
+
+use crate::error::Error;
+
+/// Writer heap: plenty for a catalog's metadata.
+const WRITER_HEAP: usize = 64 << 20;
+/// Longest query accepted (bytes) and most words used.
+const MAX_QUERY: usize = 256;
+const MAX_WORDS: usize = 8;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    kind: Field,
+    name: Field,
+    artist: Field,
+    album: Field,
+    popularity: Field,
+}
+
+pub struct Search {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    f: Fields,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub artist: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub album: String,
+    pub score: f32,
+}
+
+fn err(e: impl std::fmt::Display) -> Error {
+    Error::Database(format!("search index: {e}"))
+}
+
+impl Search {
+    /// A fresh index in `dir` (what was there is replaced: it is rebuilt from the DB).
+    pub fn create(dir: &Path) -> Result<Self, Error> {
+        let mut b = Schema::builder();
+        let f = Fields {
+            id: b.add_text_field("id", STRING | STORED),
+            kind: b.add_text_field("kind", STRING | STORED),
+            name: b.add_text_field("name", TEXT | STORED),
+            artist: b.add_text_field("artist", TEXT | STORED),
+            album: b.add_text_field("album", TEXT | STORED),
+            popularity: b.add_u64_field("popularity", FAST | STORED),
+        };
+        let schema = b.build();
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+        }
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+        let index = Index::create_in_dir(dir, schema).map_err(err)?;
+        let writer = index.writer_with_num_threads(1, WRITER_HEAP).map_err(err)?;
+        let reader = index.reader().map_err(err)?;
+        Ok(Search { index, reader, writer: Mutex::new(writer), f })
+    }
+
+    /// Index every track, album and artist in the database.
+    pub async fn rebuild(&self, pool: &AnyPool) -> Result<usize, Error> {
+        let tracks = sqlx::query(
+            "SELECT t.id, t.title, al.title AS album, \
+             (SELECT a.name FROM track_artists ta JOIN artists a ON a.id = ta.artist_id \
+              WHERE ta.track_id = t.id ORDER BY ta.position LIMIT 1) AS artist \
+             FROM tracks t JOIN albums al ON al.id = t.album_id",
+        )
+        .fetch_all(pool)
+        .await?;
+        let albums =
+            sqlx::query("SELECT al.id, al.title, ar.name FROM albums al JOIN artists ar ON ar.id = al.artist_id")
+                .fetch_all(pool)
+                .await?;
+        let artists = sqlx::query("SELECT id, name FROM artists").fetch_all(pool).await?;
+        let mut docs = Vec::with_capacity(tracks.len() + albums.len() + artists.len());
+        for r in &tracks {
+            docs.push(Entry {
+                kind: "track",
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                album: r.try_get(2)?,
+                artist: r.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+            });
+        }
+        for r in &albums {
+            docs.push(Entry {
+                kind: "album",
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                artist: r.try_get(2)?,
+                album: String::new(),
+            });
+        }
+        for r in &artists {
+            docs.push(Entry {
+                kind: "artist",
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                artist: String::new(),
+                album: String::new(),
+            });
+        }
+        let n = docs.len();
+        self.put(docs)?;
+        Ok(n)
+    }
+
+    /// Add or replace entries, committed and visible to searches when this returns.
+    pub fn put(&self, entries: Vec<Entry>) -> Result<(), Error> {
+        let mut w = self.writer.lock().map_err(|_| err("writer lock poisoned"))?;
+        for e in entries {
+            w.delete_term(Term::from_field_text(self.f.id, &e.id));
+            w.add_document(doc!(
+                self.f.id => e.id,
+                self.f.kind => e.kind,
+                self.f.name => e.name,
+                self.f.artist => e.artist,
+                self.f.album => e.album,
+                self.f.popularity => 0u64,
+            ))
+            .map_err(err)?;
+        }
+        w.commit().map_err(err)?;
+        drop(w);
+        self.reader.reload().map_err(err)
+    }
+
+    /// Up to `limit` hits for `q` among `kinds` (empty: all), best first.
+    pub fn search(&self, q: &str, kinds: &[&str], limit: usize) -> Result<Vec<Hit>, Error> {
+        if q.len() > MAX_QUERY {
+            return Err(Error::BadRequest(format!("q is over {MAX_QUERY} bytes")));
+        }
+        let mut analyzer = self.index.tokenizer_for_field(self.f.name).map_err(err)?;
+        let mut words = Vec::new();
+        let mut stream = analyzer.token_stream(q);
+        while stream.advance() {
+            if words.len() < MAX_WORDS {
+                words.push(stream.token().text.clone());
+            }
+        }
+        if words.is_empty() {
+            return Err(Error::BadRequest("q has no words to search for".into()));
+        }
+        let last = words.len() - 1;
+        let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (i, word) in words.iter().enumerate() {
+            let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            let typos: u8 = match word.chars().count() {
+                0..=3 => 0,
+                4..=7 => 1,
+                _ => 2,
+            };
+            for (field, weight) in [(self.f.name, 3.0), (self.f.artist, 1.5), (self.f.album, 1.0)] {
+                let term = Term::from_field_text(field, word);
+                let boosted = |q: Box<dyn Query>, b: f32| -> (Occur, Box<dyn Query>) {
+                    (Occur::Should, Box::new(BoostQuery::new(q, b * weight)))
+                };
+                any.push(boosted(Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)), 4.0));
+                if i == last {
+                    any.push(boosted(Box::new(FuzzyTermQuery::new_prefix(term.clone(), 0, true)), 2.0));
+                }
+                if typos > 0 {
+                    any.push(boosted(Box::new(FuzzyTermQuery::new(term.clone(), typos, true)), 1.0));
+                    if i == last {
+                        any.push(boosted(Box::new(FuzzyTermQuery::new_prefix(term, 1, true)), 0.5));
+                    }
+                }
+            }
+            must.push((Occur::Must, Box::new(BooleanQuery::new(any))));
+        }
+        if !kinds.is_empty() {
+            let of_kind: Vec<(Occur, Box<dyn Query>)> = kinds
+                .iter()
+                .map(|k| {
+                    let q: Box<dyn Query> =
+                        Box::new(TermQuery::new(Term::from_field_text(self.f.kind, k), IndexRecordOption::Basic));
+                    (Occur::Should, q)
+                })
+                .collect();
+            must.push((Occur::Must, Box::new(BooleanQuery::new(of_kind))));
+        }
+        let query = BooleanQuery::new(must);
+        let collector = TopDocs::with_limit(limit.clamp(1, 100)).tweak_score(move |segment: &SegmentReader| {
+            let pop = segment.fast_fields().u64("popularity").ok().map(|c| c.first_or_default_col(0));
+            move |doc: DocId, score: Score| {
+                let p = pop.as_ref().map_or(0, |c| c.get_val(doc));
+                score * ((2 + p) as Score).log2()
+            }
+        });
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&query, &collector).map_err(err)?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, addr) in top {
+            let d: TantivyDocument = searcher.doc(addr).map_err(err)?;
+            let text = |f: Field| d.get_first(f).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            hits.push(Hit {
+                kind: text(self.f.kind),
+                id: text(self.f.id),
+                name: text(self.f.name),
+                artist: text(self.f.artist),
+                album: text(self.f.album),
+                score,
+            });
+        }
+        Ok(hits)
+    }
+}
+
+/// One indexed thing.
+pub struct Entry {
+    pub kind: &'static str,
+    pub id: String,
+    pub name: String,
+    pub artist: String,
+    pub album: String,
+}
+
+impl Entry {
+    /// A track, its album and its artists, as entries.
+    pub fn for_track(t: &crate::catalog::Track) -> Vec<Entry> {
+        let first = t.artists.first().map(|a| a.name.clone()).unwrap_or_default();
+        let mut out = vec![
+            Entry {
+                kind: "track",
+                id: t.id.clone(),
+                name: t.title.clone(),
+                artist: first,
+                album: t.album.title.clone(),
+            },
+            Entry {
+                kind: "album",
+                id: t.album.id.clone(),
+                name: t.album.title.clone(),
+                artist: t.album.artist.name.clone(),
+                album: String::new(),
+            },
+        ];
+        for a in t.artists.iter().chain(std::iter::once(&t.album.artist)) {
+            if !out.iter().any(|e| e.id == a.id) {
+                out.push(Entry {
+                    kind: "artist",
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                    artist: String::new(),
+                    album: String::new(),
+                });
+            }
+        }
+        out
+    }
+}
