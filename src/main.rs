@@ -463,6 +463,11 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                     cfg.admin_tokens.push(t);
                 }
             }
+            if let Ok(k) = std::env::var("SEGUE_SIGNING_KEY") {
+                if !k.is_empty() {
+                    cfg.signing.secret_hex = k;
+                }
+            }
             let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
             let cfg = validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))?;
             segue_app_api::run(cfg, segue_core::server::shutdown_signal())

@@ -1563,14 +1563,16 @@ fn put_manifest(dir: &std::path::Path, cid: &str, samples: u64, lufs: f64) {
     std::fs::write(m.join(format!("{cid}.json")), manifest.to_string()).unwrap();
 }
 
-fn spawn_app_api(dir: &std::path::Path, database: &str, origin: SocketAddr) -> (Child, SocketAddr) {
+const SIGNING_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+fn spawn_app_api(dir: &std::path::Path, database: &str, origin: SocketAddr, extra: &str) -> (Child, SocketAddr) {
     let cfg = dir.join("app.toml");
     let search = dir.join("search");
     std::fs::write(
         &cfg,
         format!(
             "listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\norigin = \"http://{origin}\"\n\
-             admin_tokens = [\"{APP_ADMIN}\"]\nsearch_dir = \"{}\"\n",
+             admin_tokens = [\"{APP_ADMIN}\"]\nsearch_dir = \"{}\"\n{extra}\n",
             search.display()
         ),
     )
@@ -1592,7 +1594,7 @@ fn app_api_catalog_on_sqlite() {
 fn app_api_catalog_on_postgresql() {
     let url = std::env::var("SEGUE_TEST_POSTGRES_URL")
         .expect("SEGUE_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh (it starts PostgreSQL)");
-    for sql in ["DROP DATABASE IF EXISTS segue_app_test", "CREATE DATABASE segue_app_test"] {
+    for sql in ["DROP DATABASE IF EXISTS segue_app_test WITH (FORCE)", "CREATE DATABASE segue_app_test"] {
         let out = Command::new("psql").args([&url, "-q", "-c", sql]).output().expect("psql");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
@@ -1609,8 +1611,24 @@ fn app_api_catalog_scenario(dir: &std::path::Path, db: &str) {
     put_manifest(dir, &a, 441_000, -14.2);
     put_manifest(dir, &b, 882_000, -9.5);
     put_manifest(dir, &c, 441_000, -11.0);
+    put_object(dir, &a, &vec![7u8; 300_000]);
     let (origin, origin_addr) = spawn_origin(dir);
-    let (app, addr) = spawn_app_api(dir, db, origin_addr);
+    // An edge that requires signed URLs with the app-api's key.
+    let edge_cfg = dir.join("edge.toml");
+    std::fs::write(&edge_cfg, format!("[tokens]\nrequired = true\n[tokens.keys]\nk1 = \"{SIGNING_HEX}\"\n")).unwrap();
+    let mut e = segue();
+    e.args(["edge", "--listen", "127.0.0.1:0", "--upstream", &format!("http://{origin_addr}"), "--config"])
+        .arg(&edge_cfg);
+    let (edge, edge_addr) = spawn_server(e);
+    // The control plane is down: POPs come from fallback_pops (documented fallback).
+    let extra = format!(
+        "fallback_pops = [\"http://{edge_addr}\", \"http://{origin_addr}\"]\n\
+         [signing]\nkid = \"k1\"\nsecret_hex = \"{SIGNING_HEX}\"\nttl_secs = 120\n\
+         [control_plane]\nurl = \"http://127.0.0.1:{}\"\ntoken = \"cp-token-unreachable-01\"\n\
+         [regions]\neu = [\"SE\", \"NO\"]\n",
+        free_port()
+    );
+    let (app, addr) = spawn_app_api(dir, db, origin_addr, &extra);
 
     let (code, doc) = admin(addr, "GET", "/openapi.json", None, None);
     assert_eq!(code, 200);
@@ -1710,14 +1728,154 @@ fn app_api_catalog_scenario(dir: &std::path::Path, db: &str) {
         assert_eq!((c, v["error"].as_str()), (code, Some("bad_request")), "{q}: {v}");
     }
 
+    // Rights: none yet, so no stream; grant SE and NO, window and release checked.
+    let t1_id = t1["id"].as_str().unwrap().to_owned();
+    let stream = |country: &str| {
+        admin(addr, "GET", &format!("/v1/tracks/{t1_id}/stream?tier=high&country={country}"), Some(&key), None)
+    };
+    let (code, v) = stream("SE");
+    assert_eq!((code, v["error"].as_str()), (403, Some("forbidden")), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("SE"), "the reason names the country: {v}");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let rights_path = format!("/v1/admin/tracks/{t1_id}/rights");
+    let grant = |body: serde_json::Value| admin(addr, "PUT", &rights_path, Some(APP_ADMIN), Some(&body.to_string()));
+    assert_eq!(grant(serde_json::json!({"countries": ["SE", "NO"]})).0, 200);
+    assert_eq!(
+        grant(serde_json::json!({"countries": ["DE"], "valid_until_ms": now_ms - 1000, "valid_from_ms": 0})).0,
+        200
+    );
+    assert_eq!(grant(serde_json::json!({"countries": ["FR"], "release_at_ms": now_ms + 3_600_000})).0, 200);
+    for (body, code) in [
+        (serde_json::json!({"countries": ["se"]}), 400),
+        (serde_json::json!({"countries": []}), 400),
+        (serde_json::json!({"countries": ["SE"], "valid_from_ms": 10, "valid_until_ms": 5}), 400),
+    ] {
+        assert_eq!(grant(body.clone()).0, code, "{body}");
+    }
+    let (code, v) =
+        admin(addr, "PUT", "/v1/admin/tracks/trk_nope/rights", Some(APP_ADMIN), Some(r#"{"countries":["SE"]}"#));
+    assert_eq!(code, 404, "{v}");
+    let (code, v) = stream("DE");
+    assert_eq!((code, v["error"].as_str()), (403, Some("forbidden")), "window ended: {v}");
+    let (code, v) = stream("FR");
+    assert_eq!((code, v["error"].as_str()), (403, Some("embargoed")), "before release: {v}");
+    let (code, v) = stream("US");
+    assert_eq!(code, 403, "no right in US: {v}");
+    let (code, v) = stream("SE");
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["pops_from"], "fallback_pops", "{v}");
+    assert_eq!(
+        (v["samples"].as_i64(), v["sample_rate"].as_i64(), v["duration_ms"].as_i64()),
+        (Some(441_000), Some(44_100), Some(10_000))
+    );
+    // Primary and fallback are the two POPs, in an order fixed per (user, track).
+    let mut urls = [v["url"].as_str().unwrap().to_owned(), v["fallback_url"].as_str().unwrap().to_owned()];
+    urls.sort_by_key(|u| !u.starts_with(&format!("http://{edge_addr}/")));
+    let [url, other] = urls;
+    assert!(url.starts_with(&format!("http://{edge_addr}/a/{a}/high.ogg?")), "{v}");
+    assert!(other.starts_with(&format!("http://{origin_addr}/a/{a}/high.ogg?")), "{v}");
+    let (_, again) = stream("SE");
+    assert_eq!(again["url"], v["url"], "the same listener and track get the same POP");
+    // The signed URL verifies at the real edge; altered, it does not.
+    assert_eq!(get(&url, &["-r", "0-99"]).0, 206, "the edge refused the signed URL");
+    assert_eq!(get(&url.replace("exp=", "exp=1"), &["-r", "0-99"]).0, 403);
+    assert_eq!(get(&format!("http://{edge_addr}/a/{a}/high.ogg"), &["-r", "0-99"]).0, 403);
+    // Withdrawn: refused at once on this replica.
+    let (code, _) = admin(addr, "DELETE", &format!("{rights_path}/SE"), Some(APP_ADMIN), None);
+    assert_eq!(code, 200);
+    assert_eq!(stream("SE").0, 403);
+    assert_eq!(stream("NO").0, 200);
+    let (code, v) =
+        admin(addr, "GET", &format!("/v1/tracks/{t1_id}/stream?tier=lossless&country=NO"), Some(&key), None);
+    assert_eq!((code, v["error"].as_str()), (400, Some("bad_request")), "{v}");
+
     // Everything acknowledged survives a restart.
     assert!(terminate(app).success());
-    let (app, addr) = spawn_app_api(dir, db, origin_addr);
+    let (app, addr) = spawn_app_api(dir, db, origin_addr, &extra);
     let (code, v) = admin(addr, "GET", &format!("/v1/tracks/{}", t2["id"].as_str().unwrap()), Some(&key), None);
     assert_eq!((code, v["title"].as_str(), v["track_number"].as_i64()), (200, Some("Moonrise"), Some(2)));
     // The index is rebuilt from the database at start.
     let (code, v) = admin(addr, "GET", "/v1/search?q=moonrise", Some(&key), None);
     assert_eq!((code, v["hits"][0]["name"].as_str()), (200, Some("Moonrise")), "{v}");
+    let (code, v) = admin(addr, "GET", &format!("/v1/admin/tracks/{t1_id}/rights"), Some(APP_ADMIN), None);
+    assert_eq!((code, v["rights"].as_array().map(|r| r.len())), (200, Some(3)), "NO, DE, FR remain: {v}");
+    assert!(terminate(edge).success());
     assert!(terminate(app).success());
+    assert!(terminate(origin).success());
+}
+
+/// Stream URLs point at a healthy POP of the listener's region (from a real control
+/// plane), with a second POP as fallback; with the control plane gone, the last list it
+/// gave keeps working.
+#[test]
+fn stream_urls_pick_pops_by_region_from_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let cid = "e5".repeat(32);
+    put_manifest(dir.path(), &cid, 441_000, -12.0);
+    put_object(dir.path(), &cid, &[1u8; 1000]);
+    let (origin, origin_addr) = spawn_origin(dir.path());
+    let cp_port = free_port();
+    let db = format!("sqlite://{}/cp.db", dir.path().display());
+    let mut cp = spawn_control_plane(dir.path(), cp_port, &db, origin_addr);
+    let pops: Vec<(Child, Vec<SocketAddr>)> = [("e1", "eu"), ("e2", "eu"), ("e3", "us")]
+        .iter()
+        .map(|(n, r)| spawn_pop(dir.path(), n, r, origin_addr, cp_port, CP_ADMIN))
+        .collect();
+    let cp_addr: SocketAddr = format!("127.0.0.1:{cp_port}").parse().unwrap();
+    wait_for("three healthy POPs", 20, || {
+        let (_, v) = admin(cp_addr, "GET", "/v1/pops", Some(CP_API), None);
+        v["pops"].as_array().is_some_and(|p| p.iter().filter(|p| p["healthy"] == true).count() == 3)
+    });
+    let extra = format!(
+        "pop_cache_secs = 1\n[signing]\nkid = \"k1\"\nsecret_hex = \"{SIGNING_HEX}\"\n\
+         [control_plane]\nurl = \"http://{cp_addr}\"\ntoken = \"{CP_API}\"\n\
+         [regions]\neu = [\"SE\", \"NO\"]\nus = [\"US\"]\n"
+    );
+    let db = format!("sqlite://{}/app.db", dir.path().display());
+    let (app, addr) = spawn_app_api(dir.path(), &db, origin_addr, &extra);
+    let body = serde_json::json!({"content_id": cid, "title": "Drift", "artists": ["Ada"], "album": "Drift", "track_number": 1});
+    let (code, t) = admin(addr, "POST", "/v1/admin/tracks", Some(APP_ADMIN), Some(&body.to_string()));
+    assert_eq!(code, 201, "{t}");
+    let id = t["id"].as_str().unwrap();
+    let (code, _) = admin(
+        addr,
+        "PUT",
+        &format!("/v1/admin/tracks/{id}/rights"),
+        Some(APP_ADMIN),
+        Some(r#"{"countries":["SE","US"]}"#),
+    );
+    assert_eq!(code, 200);
+    let host = |url: &str| url.split('/').nth(2).unwrap().to_owned();
+    let eu: Vec<String> = pops[..2].iter().map(|(_, a)| a[0].to_string()).collect();
+    let us = pops[2].1[0].to_string();
+    let stream = |country: &str| {
+        let (code, v) = admin(addr, "GET", &format!("/v1/tracks/{id}/stream?country={country}"), Some(APP_ADMIN), None);
+        assert_eq!(code, 200, "{v}");
+        (
+            host(v["url"].as_str().unwrap()),
+            host(v["fallback_url"].as_str().unwrap()),
+            v["pops_from"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (primary, fallback, from) = stream("SE");
+    assert_eq!(from, "control_plane");
+    assert!(
+        eu.contains(&primary) && eu.contains(&fallback) && primary != fallback,
+        "{primary} {fallback} not the eu POPs {eu:?}"
+    );
+    let (primary, fallback, _) = stream("US");
+    assert_eq!(primary, us, "a US listener goes to the us POP");
+    assert!(eu.contains(&fallback), "the fallback is another region's POP: {fallback}");
+    // The control plane goes away: the last list it gave is used.
+    cp.kill().unwrap();
+    cp.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let (primary, _, from) = stream("SE");
+    assert_eq!(from, "control_plane_cached");
+    assert!(eu.contains(&primary));
+    assert!(terminate(app).success());
+    for (p, _) in pops {
+        assert!(terminate(p).success());
+    }
     assert!(terminate(origin).success());
 }

@@ -8,7 +8,11 @@
 //! GET   /v1/me                   user     who the key belongs to
 //! GET   /v1/search?q=&types=&limit=  user  tracks, albums, artists; prefix and typo tolerant
 //! POST  /v1/admin/tracks         admin    create from a packaged content id
+//! GET   /v1/tracks/ID/stream?tier=&country=  user  rights check, then signed edge URLs
 //! PATCH /v1/admin/tracks/ID      admin    edit
+//! PUT   /v1/admin/tracks/ID/rights           admin  grant rights in countries
+//! GET   /v1/admin/tracks/ID/rights           admin  list them
+//! DELETE /v1/admin/tracks/ID/rights/CC       admin  withdraw one
 //! POST  /v1/admin/users          admin    create a user; its API key is shown once
 //! ```
 
@@ -98,6 +102,43 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
             let t = catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
             Ok(json_response(StatusCode::OK, &t))
         }
+        (&Method::GET, ["v1", "tracks", id, "stream"]) => {
+            let query = req.uri().query();
+            let tier = segue_core::server::query_param(query, "tier").unwrap_or("high");
+            let tier: segue_core::Tier = tier.parse().map_err(|_| {
+                Error::BadRequest(format!(
+                    "tier {tier:?} is not one of {}",
+                    segue_core::Tier::ALL.map(|t| t.as_str()).join(", ")
+                ))
+            })?;
+            let country = segue_core::server::query_param(query, "country").unwrap_or(&user.country).to_owned();
+            if country.is_empty() {
+                return Err(Error::BadRequest("country is required (the user has none)".into()));
+            }
+            crate::rights::check_country(&country)?;
+            let stream = stream_url(app, &user, id, tier, &country).await?;
+            Ok(json_response(StatusCode::OK, &stream))
+        }
+        (&Method::PUT, ["v1", "admin", "tracks", id, "rights"]) => {
+            admin_only(&user)?;
+            let grant: crate::rights::Grant = read_json(req).await?;
+            let rights = app.rights.grant(&app.pool, id, &grant, now_ms()).await?;
+            tracing::info!(track = id, countries = grant.countries.len(), by = user.id, "rights granted");
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": id, "rights": rights })))
+        }
+        (&Method::GET, ["v1", "admin", "tracks", id, "rights"]) => {
+            admin_only(&user)?;
+            let rights = app.rights.list(&app.pool, id).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": id, "rights": rights })))
+        }
+        (&Method::DELETE, ["v1", "admin", "tracks", id, "rights", country]) => {
+            admin_only(&user)?;
+            if !app.rights.revoke(&app.pool, id, country).await? {
+                return Err(Error::NotFound(format!("track {id:?} has no right in {country}")));
+            }
+            tracing::info!(track = id, country, by = user.id, "right withdrawn");
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": id, "withdrawn": country })))
+        }
         (&Method::GET, ["v1", "albums", id]) => {
             let a = catalog::album(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no album {id:?}")))?;
             Ok(json_response(StatusCode::OK, &a))
@@ -151,4 +192,41 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
         }
         _ => Err(Error::NotFound(format!("no route {path}"))),
     }
+}
+
+/// Rights check, POP choice and signing for one stream request.
+async fn stream_url(
+    app: &Arc<App>,
+    user: &User,
+    id: &str,
+    tier: segue_core::Tier,
+    country: &str,
+) -> Result<crate::stream::Stream, Error> {
+    let track = catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
+    let now = now_ms();
+    let release_at = app.rights.check(&app.pool, id, country, now).await?;
+    let key =
+        app.signing.as_ref().ok_or_else(|| Error::Unavailable("stream URLs need [signing] in the config".into()))?;
+    let region = app.config.region_of(country);
+    let (primary, fallback, pops_from) = crate::stream::choose(&app.pops, &app.config, region, &user.id, id).await?;
+    let exp = (now / 1000) as u64 + app.config.signing.ttl_secs;
+    // Not-before = the release time: an edge refuses the URL before it, cached bytes or not.
+    let nbf = (release_at > 0).then_some((release_at / 1000) as u64);
+    let path = format!("/a/{}/{tier}.ogg", track.content_id);
+    metrics::counter!("app_stream_urls_total", "source" => pops_from).increment(1);
+    Ok(crate::stream::Stream {
+        track_id: track.id.clone(),
+        tier: tier.as_str().to_owned(),
+        url: crate::stream::signed(key, &primary, &path, exp, nbf),
+        fallback_url: fallback.map(|f| crate::stream::signed(key, &f, &path, exp, nbf)),
+        seek_table_url: format!("{primary}/seek/{}/{tier}.json", track.content_id),
+        expires_at: exp,
+        duration_ms: track.duration_ms,
+        samples: track.samples,
+        sample_rate: track.sample_rate,
+        encoder_delay: 0,
+        padding: 0,
+        loudness: track.loudness,
+        pops_from,
+    })
 }

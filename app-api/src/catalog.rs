@@ -9,9 +9,15 @@ use sqlx::{AnyPool, Row};
 use crate::error::Error;
 
 pub async fn open(url: &str) -> Result<AnyPool, Error> {
-    segue_core::sql::open(url, &[(1, "catalog", include_str!("../migrations/0001_catalog.sql"))])
-        .await
-        .map_err(Error::Database)
+    segue_core::sql::open(
+        url,
+        &[
+            (1, "catalog", include_str!("../migrations/0001_catalog.sql")),
+            (2, "rights", include_str!("../migrations/0002_rights.sql")),
+        ],
+    )
+    .await
+    .map_err(Error::Database)
 }
 
 /// A new id: `prefix` and 12 hex digits from the kernel's generator.

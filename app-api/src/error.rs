@@ -14,6 +14,10 @@ pub enum Error {
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
+    Embargoed(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -36,6 +40,8 @@ impl Error {
             Error::UnknownContent(_) => (StatusCode::BAD_REQUEST, "unknown_content"),
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Error::Embargoed(_) => (StatusCode::FORBIDDEN, "embargoed"),
+            Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Error::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),

@@ -12,7 +12,9 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod openapi;
+pub mod rights;
 pub mod search;
+pub mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +34,18 @@ pub struct App {
     pub config: Config,
     pub pool: sqlx::AnyPool,
     pub search: search::Search,
+    pub rights: rights::Rights,
+    pub pops: stream::PopDirectory,
+    /// The stream-URL signing key, when configured.
+    pub signing: Option<segue_core::token::Key>,
+}
+
+/// An HTTP date for messages.
+pub fn format_time(ms: i64) -> String {
+    if ms == i64::MAX {
+        return "never".into();
+    }
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
 }
 
 impl App {
@@ -88,7 +102,22 @@ pub async fn serve(
         index_ms = started.elapsed().as_millis() as u64,
         "app-api up"
     );
-    let app = Arc::new(App { config, pool, search });
+    let signing = if config.signing.kid.is_empty() {
+        None
+    } else {
+        Some(
+            segue_core::token::Key::from_hex(config.signing.kid.clone(), &config.signing.secret_hex)
+                .map_err(|e| Error::BadRequest(format!("signing.secret_hex: {e}")))?,
+        )
+    };
+    let app = Arc::new(App {
+        config,
+        pool,
+        search,
+        rights: rights::Rights::default(),
+        pops: stream::PopDirectory::default(),
+        signing,
+    });
     let handler_app = app.clone();
     server::serve(listener, opts, move |req, _peer| api::handle(handler_app.clone(), req), shutdown).await;
     app.pool.close().await;

@@ -1,0 +1,169 @@
+//! Stream URLs: after the rights check, pick a healthy POP in the client's region (and a
+//! second one as fallback) from the control plane, and sign the edge URL with the
+//! shared key (core tokens: short expiry, not-before = the release time).
+//!
+//! POP choice: the control plane's healthy POPs of the client's region, ordered by a hash
+//! of (user, track) so a listener sticks to one POP per track and load spreads. The
+//! fallback is the next POP of the region, else a healthy POP of another region. The
+//! list is asked for every `pop_cache_secs`; when the control plane is unreachable, the
+//! last list it gave is used (for up to `STALE_POPS`); without one, the configured
+//! `fallback_pops`.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::{header, Method, Request};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::Error;
+
+/// A POP list from the control plane is usable this long when the control plane cannot be reached.
+const STALE_POPS: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pop {
+    pub id: String,
+    pub region: String,
+    pub public_url: String,
+    pub healthy: bool,
+}
+
+#[derive(Default)]
+pub struct PopDirectory {
+    last: Mutex<Option<(Instant, Vec<Pop>)>>,
+}
+
+impl PopDirectory {
+    /// Healthy POPs known now, and where the list came from.
+    async fn pops(&self, config: &Config) -> (Vec<Pop>, &'static str) {
+        let cached = self.last.lock().ok().and_then(|l| l.clone());
+        if let Some((at, pops)) = &cached {
+            if at.elapsed() < Duration::from_secs(config.pop_cache_secs) {
+                return (pops.clone(), "control_plane");
+            }
+        }
+        if let Some(cp) = &config.control_plane {
+            match fetch(cp, Duration::from_secs(config.request_timeout_secs)).await {
+                Ok(pops) => {
+                    let healthy: Vec<Pop> = pops.into_iter().filter(|p| p.healthy).collect();
+                    if let Ok(mut l) = self.last.lock() {
+                        *l = Some((Instant::now(), healthy.clone()));
+                    }
+                    if !healthy.is_empty() {
+                        return (healthy, "control_plane");
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("app_control_plane_errors_total").increment(1);
+                    tracing::warn!(error = %e, "control plane unreachable; using the last POP list or fallback_pops");
+                    if let Some((_, pops)) = cached.filter(|(at, p)| at.elapsed() < STALE_POPS && !p.is_empty()) {
+                        return (pops, "control_plane_cached");
+                    }
+                }
+            }
+        }
+        let fallback = config
+            .fallback_pops
+            .iter()
+            .enumerate()
+            .map(|(i, url)| Pop {
+                id: format!("fallback-{i}"),
+                region: String::new(),
+                public_url: url.clone(),
+                healthy: true,
+            })
+            .collect();
+        (fallback, "fallback_pops")
+    }
+}
+
+async fn fetch(cp: &crate::config::ControlPlane, timeout: Duration) -> Result<Vec<Pop>, String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        pops: Vec<Pop>,
+    }
+    let go = async {
+        let connector = segue_core::client::Connector::http(&cp.url).map_err(|e| e.to_string())?;
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri("/v1/pops")
+            .header(header::AUTHORIZATION, format!("Bearer {}", cp.token))
+            .body(())
+            .map_err(|e| e.to_string())?;
+        let (resp, body) = segue_core::client::fetch(&connector, req).await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("GET /v1/pops answered {}", resp.status()));
+        }
+        serde_json::from_slice::<Answer>(&body).map(|a| a.pops).map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(timeout, go).await.map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+/// Primary and fallback POP base URLs for `user` playing `track` from `region`.
+pub async fn choose(
+    dir: &PopDirectory,
+    config: &Config,
+    region: &str,
+    user: &str,
+    track: &str,
+) -> Result<(String, Option<String>, &'static str), Error> {
+    let (pops, source) = dir.pops(config).await;
+    let mut local: Vec<&Pop> = pops.iter().filter(|p| p.region == region || p.region.is_empty()).collect();
+    let mut other: Vec<&Pop> = pops.iter().filter(|p| p.region != region && !p.region.is_empty()).collect();
+    local.sort_by(|a, b| a.id.cmp(&b.id));
+    other.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (user, track).hash(&mut h);
+    let pick = h.finish() as usize;
+    let ordered: Vec<&Pop> = if local.is_empty() {
+        rotate(&other, pick)
+    } else {
+        let mut v = rotate(&local, pick);
+        v.extend(rotate(&other, pick));
+        v
+    };
+    let mut urls = ordered.into_iter().map(|p| p.public_url.trim_end_matches('/').to_owned());
+    let primary = urls
+        .next()
+        .ok_or_else(|| Error::Unavailable("no healthy POP is known (control plane and fallback_pops)".into()))?;
+    let fallback = urls.find(|u| *u != primary);
+    Ok((primary, fallback, source))
+}
+
+fn rotate<'a>(v: &[&'a Pop], by: usize) -> Vec<&'a Pop> {
+    if v.is_empty() {
+        return Vec::new();
+    }
+    let k = by % v.len();
+    v[k..].iter().chain(v[..k].iter()).copied().collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stream {
+    pub track_id: String,
+    pub tier: String,
+    pub url: String,
+    pub fallback_url: Option<String>,
+    pub seek_table_url: String,
+    pub expires_at: u64,
+    pub duration_ms: i64,
+    /// Exact samples per channel and rate: decode, trim by the Ogg granule positions and
+    /// stop at `samples` for gapless playback.
+    pub samples: i64,
+    pub sample_rate: i64,
+    /// Vorbis carries encoder delay and end padding in its granule positions, so the
+    /// client trims nothing beyond them.
+    pub encoder_delay: i64,
+    pub padding: i64,
+    pub loudness: crate::catalog::Loudness,
+    /// Where the POP list came from: control_plane, control_plane_cached, fallback_pops.
+    pub pops_from: &'static str,
+}
+
+/// Sign `path` on `base` for GET with `exp` and `nbf`.
+pub fn signed(key: &segue_core::token::Key, base: &str, path: &str, exp: u64, nbf: Option<u64>) -> String {
+    let claims = segue_core::token::Claims { exp, nbf, country: None };
+    format!("{base}{path}?{}", key.sign("GET", path, &claims))
+}
