@@ -113,12 +113,6 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         h3_listen: Option<SocketAddr>,
     },
-    /// Generate load against an edge or origin over HTTP/1.1, HTTP/1.1+TLS, HTTP/2 or
-    /// HTTP/3 and report throughput and exact latency percentiles.
-    ///
-    /// Paths come from --path (repeatable) and/or --paths-file (one per line), most
-    /// popular first; each request picks one by Zipf popularity. Sizes are learned with a
-    /// HEAD per path before the run.
     /// Run the control plane: POP registry and health, release schedules that pre-warm
     /// every POP of a region before its drop, embargoes, purge fan-out.
     ///
@@ -196,6 +190,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate load against an edge or origin over HTTP/1.1, HTTP/1.1+TLS, HTTP/2 or
+    /// HTTP/3 and report throughput and exact latency percentiles.
+    ///
+    /// Paths come from --path (repeatable) and/or --paths-file (one per line), most
+    /// popular first; each request picks one by Zipf popularity. Sizes are learned with a
+    /// HEAD per path before the run.
     Loadtest {
         /// Target, e.g. http://127.0.0.1:8080 (h1) or https://localhost:8443 (h1-tls, h2,
         /// h3; for h3 the port is the edge's UDP h3_listen port).

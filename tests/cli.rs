@@ -1879,3 +1879,24 @@ fn stream_urls_pick_pops_by_region_from_the_control_plane() {
     }
     assert!(terminate(origin).success());
 }
+
+/// Every command is listed with a description, and each has its own useful `--help`.
+#[test]
+fn help_describes_every_command() {
+    let out = segue().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let commands: Vec<&str> =
+        text.lines().skip_while(|l| !l.starts_with("Commands:")).skip(1).take_while(|l| l.starts_with("  ")).collect();
+    assert!(commands.len() >= 10, "{text}");
+    for line in commands {
+        let mut words = line.split_whitespace();
+        let name = words.next().unwrap();
+        assert!(words.count() >= 3, "`{name}` has no description in --help: {line:?}");
+        if name == "help" {
+            continue;
+        }
+        let out = segue().args([name, "--help"]).output().unwrap();
+        assert!(out.status.success() && out.stdout.len() > 200, "`segue {name} --help` is not useful");
+    }
+}
