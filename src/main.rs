@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use segue_core::config::validated;
 
 mod release;
+mod up;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +44,9 @@ enum Command {
         /// Address of the control plane API (releases, purges; SQLite in DATA_DIR).
         #[arg(long, default_value = "127.0.0.1:7080", value_name = "ADDR")]
         control_plane_listen: SocketAddr,
+        /// Address of the app API (catalog, search, stream URLs; SQLite in DATA_DIR).
+        #[arg(long, default_value = "127.0.0.1:7090", value_name = "ADDR")]
+        app_api_listen: SocketAddr,
         /// Length of each demo track in seconds.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=600))]
         demo_track_secs: u32,
@@ -292,7 +296,7 @@ fn read_token(file: Option<PathBuf>) -> Result<Option<String>, Failure> {
     .transpose()
 }
 
-enum Failure {
+pub(crate) enum Failure {
     Usage(String),
     Runtime(String),
 }
@@ -313,8 +317,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }
-        Command::Up { data_dir, origin_listen, edge_listen, control_plane_listen, demo_track_secs } => {
-            up(data_dir, [origin_listen, edge_listen, control_plane_listen], demo_track_secs).await
+        Command::Up { data_dir, origin_listen, edge_listen, control_plane_listen, app_api_listen, demo_track_secs } => {
+            let listen = [origin_listen, edge_listen, control_plane_listen, app_api_listen];
+            up::up(data_dir, listen, demo_track_secs).await
         }
         Command::Edge {
             config,
@@ -489,147 +494,6 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             client.purge(selector, !no_wait).await.map_err(Failure::Runtime)
         }
     }
-}
-
-/// A random token: 32 hex digits from the kernel's generator.
-fn random_token() -> Result<String, Failure> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| Failure::Runtime(format!("/dev/urandom: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The release-manager token of `segue up`: made once, kept in DATA_DIR (mode 0600).
-fn up_api_token(data_dir: &std::path::Path) -> Result<(PathBuf, String), Failure> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join("control-plane.token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        if t.trim().len() >= 16 {
-            return Ok((path, t.trim().to_owned()));
-        }
-    }
-    let token = random_token()?;
-    let tmp = data_dir.join("control-plane.token.tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(format!("{token}\n").as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
-    Ok((path, token))
-}
-
-async fn up(data_dir: PathBuf, listen: [SocketAddr; 3], secs: u32) -> Result<(), Failure> {
-    let [origin_listen, edge_listen, cp_listen] = listen;
-    std::fs::create_dir_all(&data_dir).map_err(|e| Failure::Runtime(format!("{}: {e}", data_dir.display())))?;
-    let (token_file, api_token) = up_api_token(&data_dir)?;
-    use segue_core::server;
-    use std::sync::Arc;
-
-    let origin_dir = data_dir.join("origin");
-    let origin_cfg = segue_origin::Config {
-        listen: origin_listen,
-        data_dir: origin_dir.to_string_lossy().into_owned(),
-        ..Default::default()
-    };
-    let origin_cfg = validated(&PathBuf::from("(segue up)"), origin_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
-    let store = segue_core::store::FsStore::new(&origin_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
-    eprintln!("segue up: preparing the demo catalog in {}", origin_dir.display());
-    let tracks =
-        segue_origin::demo::ensure(&store, secs).await.map_err(|e| Failure::Runtime(format!("demo catalog: {e}")))?;
-    let made = tracks.iter().filter(|t| t.created).count();
-    eprintln!("segue up: demo catalog ready ({} tracks, {made} packaged now)", tracks.len());
-
-    // Bind both listeners first: the edge needs the origin's real address (port 0 works).
-    let io = |what: &str, e: std::io::Error| Failure::Runtime(format!("cannot listen for the {what}: {e}"));
-    let origin_listener = server::bind(origin_cfg.listen).await.map_err(|e| io("origin", e))?;
-    let origin_addr = origin_listener.local_addr().map_err(|e| io("origin", e))?;
-    let edge_listener = server::bind(edge_listen).await.map_err(|e| io("edge", e))?;
-    let edge_addr = edge_listener.local_addr().map_err(|e| io("edge", e))?;
-    let cp_listener = server::bind(cp_listen).await.map_err(|e| io("control plane", e))?;
-    let cp_addr = cp_listener.local_addr().map_err(|e| io("control plane", e))?;
-
-    // The edge heartbeats with a per-start token; the release manager's token persists
-    // in DATA_DIR.
-    let pop_token = random_token()?;
-    let edge_cfg = segue_edge::Config {
-        listen: edge_addr,
-        upstreams: vec![format!("http://{origin_addr}")],
-        mem_cache_mb: 256,
-        ssd_cache_dir: data_dir.join("edge-cache").to_string_lossy().into_owned(),
-        ssd_cache_mb: 1024,
-        name: "local".into(),
-        control_plane: Some(segue_edge::config::ControlPlaneSettings {
-            url: format!("http://{cp_addr}"),
-            token: pop_token.clone(),
-            region: "default".into(),
-            public_url: String::new(),
-            admin_url: String::new(),
-            heartbeat_secs: 5,
-        }),
-        ..Default::default()
-    };
-    let edge_cfg = validated(&PathBuf::from("(segue up)"), edge_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
-    let cp_cfg = segue_control_plane::Config {
-        listen: cp_addr,
-        database: format!("sqlite://{}", data_dir.join("control-plane.db").display()),
-        origin: format!("http://{origin_addr}"),
-        api_tokens: vec![api_token],
-        pop_tokens: [("local".to_owned(), pop_token)].into_iter().collect(),
-        ..Default::default()
-    };
-    let cp_cfg = validated(&PathBuf::from("(segue up)"), cp_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
-
-    let base = format!("http://{edge_addr}");
-    eprintln!("segue up: origin on http://{origin_addr}, edge (POP) on {base}, control plane on http://{cp_addr}");
-    eprintln!(
-        "segue up: release manager token in {}: export SEGUE_CP_TOKEN=$(cat {0}) SEGUE_CONTROL_PLANE=http://{cp_addr}",
-        token_file.display()
-    );
-    for t in &tracks {
-        eprintln!("  {:<24} {:<22} {base}/a/{}/high.ogg", t.title, t.album, t.content_id);
-    }
-    eprintln!("  manifests: {base}/m/<content_id>.json   seek tables: {base}/seek/<content_id>/<tier>.json");
-
-    let origin_state =
-        Arc::new(segue_origin::State::new(&origin_cfg).await.map_err(|e| Failure::Runtime(e.to_string()))?);
-    let edge_state = Arc::new(segue_edge::State::new(&edge_cfg).await.map_err(|e| Failure::Runtime(e.to_string()))?);
-    // One signal stops both roles; each drains its own connections.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.changed().await;
-    };
-    let origin = tokio::spawn(segue_origin::serve(
-        origin_listener,
-        origin_state,
-        segue_origin::server_options(&origin_cfg),
-        stopped(stop_rx.clone()),
-    ));
-    let cp_stop = stopped(stop_rx.clone());
-    let control_plane = tokio::spawn(async move {
-        let result = segue_control_plane::serve(cp_listener, cp_cfg, cp_stop).await;
-        if let Err(e) = &result {
-            eprintln!("segue up: the control plane stopped: {e}");
-        }
-        result
-    });
-    segue_edge::register(&edge_state, &edge_cfg, &edge_listener, None);
-    let edge = tokio::spawn(segue_edge::serve(
-        edge_listener,
-        edge_state.clone(),
-        segue_edge::server_options(&edge_cfg),
-        stopped(stop_rx),
-    ));
-    server::shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    let _ = tokio::join!(origin, edge, control_plane);
-    // Flush the edge's memory tier to its SSD so the next `segue up` starts warm.
-    edge_state.cache.close().await;
-    Ok(())
 }
 
 async fn ingest(

@@ -128,21 +128,35 @@ fn up_creates_the_demo_catalog_once_and_serves_it() {
             "127.0.0.1:0",
             "--control-plane-listen",
             "127.0.0.1:0",
+            "--app-api-listen",
+            "127.0.0.1:0",
             "--demo-track-secs",
             "3",
             "--data-dir",
         ])
         .arg(dir.path());
-        let (child, addrs) = spawn_servers(cmd, 3);
-        (child, addrs[1], addrs[2]) // clients go through the edge; [2] is the control plane
+        let (child, addrs) = spawn_servers(cmd, 4);
+        (child, addrs[1], addrs[2], addrs[3]) // the edge, the control plane, the app API
     };
-    let (child, addr, cp) = start();
+    let (child, addr, cp, app) = start();
     // The edge registers with the control plane; the release manager's token is on disk.
     let token = std::fs::read_to_string(dir.path().join("control-plane.token")).unwrap();
     wait_for("the edge to register", 20, || {
         let (_, v) = admin(cp, "GET", "/v1/pops", Some(token.trim()), None);
         v["pops"][0]["id"] == "local" && v["pops"][0]["healthy"] == true
     });
+    // The demo tracks are in the app API: searchable, and streamable through the edge.
+    let app_token = std::fs::read_to_string(dir.path().join("app-api.token")).unwrap();
+    let app_token = app_token.trim();
+    let mut found = serde_json::Value::Null;
+    wait_for("the demo catalog in the app API", 20, || {
+        found = admin(app, "GET", "/v1/search?q=continuum&types=track", Some(app_token), None).1;
+        found["hits"].as_array().is_some_and(|h| h.len() == 4)
+    });
+    let track = found["hits"][0]["id"].as_str().unwrap();
+    let (code, stream) = admin(app, "GET", &format!("/v1/tracks/{track}/stream?country=SE"), Some(app_token), None);
+    assert_eq!(code, 200, "{stream}");
+    assert_eq!(get(stream["url"].as_str().unwrap(), &["-r", "0-3"]), (206, b"OggS".to_vec()));
     let manifests: Vec<_> =
         std::fs::read_dir(dir.path().join("origin/manifest")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(manifests.len(), 5, "four gapless cuts and one single");
@@ -173,7 +187,7 @@ fn up_creates_the_demo_catalog_once_and_serves_it() {
 
     // A second start packages nothing and serves the same catalog.
     let before = std::fs::metadata(&manifests[0]).unwrap().modified().unwrap();
-    let (child, addr, _) = start();
+    let (child, addr, _, _) = start();
     assert_eq!(std::fs::metadata(&manifests[0]).unwrap().modified().unwrap(), before);
     assert_eq!(get(&format!("http://{addr}/m/{cid}.json"), &[]).0, 200);
     assert!(terminate(child).success());
