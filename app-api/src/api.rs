@@ -14,6 +14,14 @@
 //! GET   /v1/admin/tracks/ID/rights           admin  list them
 //! DELETE /v1/admin/tracks/ID/rights/CC       admin  withdraw one
 //! POST  /v1/admin/users          admin    create a user; its API key is shown once
+//! POST  /v1/playlists            user     create (collaborative or not)
+//! GET   /v1/playlists/ID         editor   items in order, version
+//! PATCH /v1/playlists/ID         owner    rename
+//! DELETE /v1/playlists/ID        owner
+//! POST  /v1/playlists/ID/ops     editor   {version, ops: [add|remove|move]} rebased (OT)
+//! GET   /v1/playlists/ID/ops?since=V  editor  changes since V
+//! PUT   /v1/playlists/ID/editors/USER  owner  share a collaborative playlist
+//! GET   /v1/me/playlists, GET /v1/me/likes, PUT|DELETE /v1/me/likes/TRACK
 //! ```
 
 use std::sync::Arc;
@@ -23,6 +31,7 @@ use segue_core::server::{json_response, Body, ReqBody};
 
 use crate::catalog::{self, NewTrack, TrackEdit, User};
 use crate::error::Error;
+use crate::playlists;
 use crate::{now_ms, App};
 
 const MAX_BODY: usize = 1 << 20;
@@ -139,6 +148,55 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
             tracing::info!(track = id, country, by = user.id, "right withdrawn");
             Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": id, "withdrawn": country })))
         }
+        (&Method::POST, ["v1", "playlists"]) => {
+            let new: playlists::NewPlaylist = read_json(req).await?;
+            let p = playlists::create(&app.pool, &user, &new, now_ms()).await?;
+            Ok(json_response(StatusCode::CREATED, &p))
+        }
+        (&Method::GET, ["v1", "playlists", id]) => {
+            Ok(json_response(StatusCode::OK, &playlists::get(&app.pool, id, &user).await?))
+        }
+        (&Method::PATCH, ["v1", "playlists", id]) => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Rename {
+                name: String,
+            }
+            let r: Rename = read_json(req).await?;
+            Ok(json_response(StatusCode::OK, &playlists::rename(&app.pool, id, &user, &r.name, now_ms()).await?))
+        }
+        (&Method::DELETE, ["v1", "playlists", id]) => {
+            playlists::delete(&app.pool, id, &user, now_ms()).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "deleted": id })))
+        }
+        (&Method::POST, ["v1", "playlists", id, "ops"]) => {
+            let edit: playlists::Edit = read_json(req).await?;
+            let result = playlists::edit(&app.pool, id, &user, &edit, now_ms()).await?;
+            metrics::counter!("app_playlist_ops_total").increment(result.applied.len() as u64);
+            Ok(json_response(StatusCode::OK, &result))
+        }
+        (&Method::GET, ["v1", "playlists", id, "ops"]) => {
+            let since = segue_core::server::query_param(req.uri().query(), "since").unwrap_or("0");
+            let since: i64 =
+                since.parse().map_err(|_| Error::BadRequest(format!("since {since:?} is not a version")))?;
+            Ok(json_response(StatusCode::OK, &playlists::ops_since(&app.pool, id, &user, since).await?))
+        }
+        (&Method::PUT, ["v1", "playlists", id, "editors", editor]) => {
+            playlists::add_editor(&app.pool, id, &user, editor).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "playlist": id, "editor": editor })))
+        }
+        (&Method::GET, ["v1", "me", "playlists"]) => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "playlists": playlists::mine(&app.pool, &user).await? }),
+        )),
+        (&Method::GET, ["v1", "me", "likes"]) => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "likes": playlists::likes(&app.pool, &user).await? }),
+        )),
+        (&Method::PUT | &Method::DELETE, ["v1", "me", "likes", track]) => {
+            playlists::like(&app.pool, &user, track, method == Method::PUT, now_ms()).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": track, "liked": method == Method::PUT })))
+        }
         (&Method::GET, ["v1", "albums", id]) => {
             let a = catalog::album(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no album {id:?}")))?;
             Ok(json_response(StatusCode::OK, &a))
@@ -183,7 +241,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
             tracing::info!(user = created.id, admin = created.admin, by = user.id, "user created");
             Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "user": created, "api_key": token })))
         }
-        (_, ["v1", "tracks" | "albums" | "artists" | "me" | "search" | "admin", ..]) => {
+        (_, ["v1", "tracks" | "albums" | "artists" | "me" | "search" | "admin" | "playlists", ..]) => {
             Ok(segue_core::server::json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

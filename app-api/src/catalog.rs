@@ -14,6 +14,7 @@ pub async fn open(url: &str) -> Result<AnyPool, Error> {
         &[
             (1, "catalog", include_str!("../migrations/0001_catalog.sql")),
             (2, "rights", include_str!("../migrations/0002_rights.sql")),
+            (3, "playlists", include_str!("../migrations/0003_playlists.sql")),
         ],
     )
     .await

@@ -12,6 +12,8 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod openapi;
+pub mod ot;
+pub mod playlists;
 pub mod rights;
 pub mod search;
 pub mod stream;

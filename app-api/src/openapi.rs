@@ -78,6 +78,17 @@ pub fn document() -> Value {
                 "Rights": { "type": "object", "properties": { "track_id": string, "rights": { "type": "array",
                     "items": { "type": "object", "properties": { "country": string, "valid_from_ms": int,
                         "valid_until_ms": int, "release_at_ms": int } } } } },
+                "Playlist": { "type": "object", "properties": { "id": string, "name": string, "owner_id": string,
+                    "collaborative": { "type": "boolean" }, "version": int, "items": { "type": "array",
+                        "items": { "type": "object", "properties": { "item_id": string, "track_id": string } } } } },
+                "NewPlaylist": { "type": "object", "required": ["name"], "properties": { "name": string,
+                    "collaborative": { "type": "boolean" } } },
+                "Edit": { "type": "object", "required": ["version", "ops"], "properties": { "version": int,
+                    "ops": { "type": "array", "items": { "type": "object", "required": ["op"], "properties": {
+                        "op": { "enum": ["add", "remove", "move"] }, "track_id": string, "item_id": string, "index": int } } } } },
+                "EditResult": { "type": "object", "properties": { "version": int,
+                    "applied": { "type": "array", "items": { "type": "object" } },
+                    "items": { "type": "array", "items": { "type": "object" } } } },
                 "NewUser": { "type": "object", "required": ["name", "country"], "properties": { "name": string,
                     "country": { "type": "string", "pattern": "^[A-Z]{2}$" }, "admin": { "type": "boolean" } } },
                 "CreatedUser": { "type": "object", "properties": { "user": { "$ref": "#/components/schemas/User" },
@@ -104,6 +115,13 @@ pub fn document() -> Value {
             "/v1/artists/{id}": { "parameters": id_param(), "get": op("an artist and their albums", "200", "Artist", None) },
             "/v1/admin/tracks": { "post": op("create a track from a packaged content id (admin)", "201", "Track", Some("NewTrack")) },
             "/v1/admin/tracks/{id}": { "parameters": id_param(), "patch": op("edit a track (admin)", "200", "Track", Some("TrackEdit")) },
+            "/v1/playlists": { "post": op("create a playlist", "201", "Playlist", Some("NewPlaylist")) },
+            "/v1/playlists/{id}": { "parameters": id_param(),
+                "get": op("a playlist in order (owner, editors)", "200", "Playlist", None),
+                "patch": op("rename (owner)", "200", "Playlist", Some("NewPlaylist")),
+                "delete": op("delete (owner)", "200", "Playlist", None) },
+            "/v1/playlists/{id}/ops": { "parameters": id_param(),
+                "post": op("apply operations against a version, rebased over concurrent ones (409 on conflict)", "200", "EditResult", Some("Edit")) },
             "/v1/admin/users": { "post": op("create a user; the API key is shown once (admin)", "201", "CreatedUser", Some("NewUser")) }
         }
     })
