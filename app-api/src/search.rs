@@ -184,9 +184,13 @@ impl Search {
                 if i == last {
                     any.push(boosted(Box::new(FuzzyTermQuery::new_prefix(term.clone(), 0, true)), 2.0));
                 }
-                if typos > 0 {
+                // Typos are looked for in names and artists (album titles match exactly
+                // or by prefix): each fuzzy clause walks the term dictionary, the main
+                // cost of a query.
+                if typos > 0 && field != self.f.album {
                     any.push(boosted(Box::new(FuzzyTermQuery::new(term.clone(), typos, true)), 1.0));
-                    if i == last {
+                    // A typo inside a prefix being typed, once it is long enough to say much.
+                    if i == last && word.chars().count() >= 5 {
                         any.push(boosted(Box::new(FuzzyTermQuery::new_prefix(term, 1, true)), 0.5));
                     }
                 }
