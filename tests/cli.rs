@@ -1625,6 +1625,8 @@ fn app_api_catalog_scenario(dir: &std::path::Path, db: &str) {
     put_manifest(dir, &a, 441_000, -14.2);
     put_manifest(dir, &b, 882_000, -9.5);
     put_manifest(dir, &c, 441_000, -11.0);
+    let live = "f7".repeat(32);
+    put_manifest(dir, &live, 441_000, -11.0);
     put_object(dir, &a, &vec![7u8; 300_000]);
     let (origin, origin_addr) = spawn_origin(dir);
     // An edge that requires signed URLs with the app-api's key.
@@ -1861,6 +1863,17 @@ fn app_api_catalog_scenario(dir: &std::path::Path, db: &str) {
     assert_eq!(likes["likes"], serde_json::json!([tr1]));
     let (_, mine) = admin(addr, "GET", "/v1/me/playlists", Some(&mo_key), None);
     assert_eq!(mine["playlists"][0]["name"], "Road trip", "{mine}");
+    // Popularity: of two tracks matching alike, the more liked ranks first.
+    let body = serde_json::json!({"content_id": live, "title": "Continuum, part 1", "artists": ["Ada"],
+                                  "album": "Continuum Live", "track_number": 1});
+    let (code, t4) = admin(addr, "POST", "/v1/admin/tracks", Some(APP_ADMIN), Some(&body.to_string()));
+    assert_eq!(code, 201, "{t4}");
+    for k in [&key, &mo_key] {
+        assert_eq!(admin(addr, "PUT", &format!("/v1/me/likes/{}", t4["id"].as_str().unwrap()), Some(k), None).0, 200);
+    }
+    let (_, v) = admin(addr, "GET", "/v1/search?q=continuum%20part%201&types=track", Some(&key), None);
+    assert_eq!(v["hits"][0]["id"], t4["id"], "the liked track first: {v}");
+    assert_eq!(v["hits"][1]["id"], t1["id"], "{v}");
 
     // Everything acknowledged survives a restart.
     assert!(terminate(app).success());

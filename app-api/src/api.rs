@@ -195,6 +195,11 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
         )),
         (&Method::PUT | &Method::DELETE, ["v1", "me", "likes", track]) => {
             playlists::like(&app.pool, &user, track, method == Method::PUT, now_ms()).await?;
+            // Likes are the popularity search ranks by.
+            if let Some(t) = catalog::track(&app.pool, track).await? {
+                let likes = playlists::like_count(&app.pool, track).await?;
+                app.search.put(crate::search::Entry::for_track(&t, likes))?;
+            }
             Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": track, "liked": method == Method::PUT })))
         }
         (&Method::GET, ["v1", "albums", id]) => {
@@ -214,7 +219,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
             let id = catalog::create_track(&app.pool, &new, &manifest, now_ms()).await?;
             tracing::info!(track = id, content_id = new.content_id, by = user.id, "track created");
             let t = catalog::track(&app.pool, &id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
-            app.search.put(crate::search::Entry::for_track(&t))?;
+            app.search.put(crate::search::Entry::for_track(&t, 0))?;
             Ok(json_response(StatusCode::CREATED, &t))
         }
         (&Method::PATCH, ["v1", "admin", "tracks", id]) => {
@@ -223,7 +228,8 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
             catalog::edit_track(&app.pool, id, &edit, now_ms()).await?;
             tracing::info!(track = id, by = user.id, "track edited");
             let t = catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
-            app.search.put(crate::search::Entry::for_track(&t))?;
+            let likes = playlists::like_count(&app.pool, id).await?;
+            app.search.put(crate::search::Entry::for_track(&t, likes))?;
             Ok(json_response(StatusCode::OK, &t))
         }
         (&Method::POST, ["v1", "admin", "users"]) => {

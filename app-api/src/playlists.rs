@@ -338,6 +338,12 @@ pub async fn like(pool: &AnyPool, user: &User, track: &str, on: bool, now: i64) 
     Ok(())
 }
 
+/// How many users like `track`.
+pub async fn like_count(pool: &AnyPool, track: &str) -> Result<u64, Error> {
+    let r = sqlx::query("SELECT COUNT(*) FROM likes WHERE track_id = $1").bind(track).fetch_one(pool).await?;
+    Ok(r.try_get::<i64, _>(0)?.max(0) as u64)
+}
+
 pub async fn likes(pool: &AnyPool, user: &User) -> Result<Vec<String>, Error> {
     Ok(sqlx::query("SELECT track_id FROM likes WHERE user_id = $1 ORDER BY created_ms DESC, track_id")
         .bind(&user.id)

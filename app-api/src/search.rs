@@ -5,7 +5,8 @@
 //! Ranking: each query word must match a name, artist or album, exactly (weighted
 //! highest), as a prefix of the last word (as the user types), or within one or two
 //! edits (typos; longer words tolerate more). The text score is then multiplied by
-//! log2(2 + popularity), so among similar matches the popular one wins.
+//! log2(2 + popularity), so among similar matches the popular one wins. A track's
+//! popularity is its number of likes (play counts join it with the play-counting work).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -87,7 +88,8 @@ impl Search {
         let tracks = sqlx::query(
             "SELECT t.id, t.title, al.title AS album, \
              (SELECT a.name FROM track_artists ta JOIN artists a ON a.id = ta.artist_id \
-              WHERE ta.track_id = t.id ORDER BY ta.position LIMIT 1) AS artist \
+              WHERE ta.track_id = t.id ORDER BY ta.position LIMIT 1) AS artist, \
+             (SELECT COUNT(*) FROM likes l WHERE l.track_id = t.id) AS likes \
              FROM tracks t JOIN albums al ON al.id = t.album_id",
         )
         .fetch_all(pool)
@@ -105,6 +107,7 @@ impl Search {
                 name: r.try_get(1)?,
                 album: r.try_get(2)?,
                 artist: r.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+                popularity: r.try_get::<i64, _>(4)?.max(0) as u64,
             });
         }
         for r in &albums {
@@ -114,6 +117,7 @@ impl Search {
                 name: r.try_get(1)?,
                 artist: r.try_get(2)?,
                 album: String::new(),
+                popularity: 0,
             });
         }
         for r in &artists {
@@ -123,6 +127,7 @@ impl Search {
                 name: r.try_get(1)?,
                 artist: String::new(),
                 album: String::new(),
+                popularity: 0,
             });
         }
         let n = docs.len();
@@ -141,7 +146,7 @@ impl Search {
                 self.f.name => e.name,
                 self.f.artist => e.artist,
                 self.f.album => e.album,
-                self.f.popularity => 0u64,
+                self.f.popularity => e.popularity,
             ))
             .map_err(err)?;
         }
@@ -242,11 +247,12 @@ pub struct Entry {
     pub name: String,
     pub artist: String,
     pub album: String,
+    pub popularity: u64,
 }
 
 impl Entry {
-    /// A track, its album and its artists, as entries.
-    pub fn for_track(t: &crate::catalog::Track) -> Vec<Entry> {
+    /// A track (liked `likes` times), its album and its artists, as entries.
+    pub fn for_track(t: &crate::catalog::Track, likes: u64) -> Vec<Entry> {
         let first = t.artists.first().map(|a| a.name.clone()).unwrap_or_default();
         let mut out = vec![
             Entry {
@@ -255,6 +261,7 @@ impl Entry {
                 name: t.title.clone(),
                 artist: first,
                 album: t.album.title.clone(),
+                popularity: likes,
             },
             Entry {
                 kind: "album",
@@ -262,6 +269,7 @@ impl Entry {
                 name: t.album.title.clone(),
                 artist: t.album.artist.name.clone(),
                 album: String::new(),
+                popularity: 0,
             },
         ];
         for a in t.artists.iter().chain(std::iter::once(&t.album.artist)) {
@@ -272,6 +280,7 @@ impl Entry {
                     name: a.name.clone(),
                     artist: String::new(),
                     album: String::new(),
+                    popularity: 0,
                 });
             }
         }
