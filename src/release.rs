@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use http::{header, Method, Request};
-use segue_core::client::Connector;
+use http::Method;
 
 #[derive(Subcommand)]
 pub enum ReleaseAction {
@@ -78,24 +77,16 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, String> {
-        let connector = Connector::http(&self.base).map_err(|e| format!("control plane {}: {e}", self.base))?;
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.map(|b| b.to_string().into()).unwrap_or_default())
-            .map_err(|e| e.to_string())?;
-        let (resp, bytes) =
-            tokio::time::timeout(Duration::from_secs(60), segue_core::client::fetch_body(&connector, req))
+        let body = body.map(|b| b.to_string().into());
+        let (status, bytes) =
+            segue_core::client::call(&self.base, method, path, Some(&self.token), body, Duration::from_secs(60))
                 .await
-                .map_err(|_| format!("control plane {}: no answer within 60 s", self.base))?
                 .map_err(|e| format!("control plane {}: {e}", self.base))?;
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        if !resp.status().is_success() {
+        if !status.is_success() {
             let detail =
                 v["detail"].as_str().map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into());
-            return Err(format!("{} ({}): {detail}", resp.status(), v["error"].as_str().unwrap_or("error")));
+            return Err(format!("{status} ({}): {detail}", v["error"].as_str().unwrap_or("error")));
         }
         Ok(v)
     }

@@ -193,15 +193,11 @@ async fn demo_catalog(app: SocketAddr, token: String, tracks: Vec<segue_origin::
     let call = |method: http::Method, path: String, body: serde_json::Value| {
         let token = token.clone();
         async move {
-            let connector = segue_core::client::Connector::http(&format!("http://{app}")).map_err(|e| e.to_string())?;
-            let req = http::Request::builder()
-                .method(method)
-                .uri(path)
-                .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-                .body(body.to_string().into())
-                .map_err(|e| e.to_string())?;
-            let (resp, body) = segue_core::client::fetch_body(&connector, req).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((resp.status(), serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default()))
+            let base = format!("http://{app}");
+            let timeout = std::time::Duration::from_secs(30);
+            let body = Some(body.to_string().into());
+            let (status, body) = segue_core::client::call(&base, method, &path, Some(&token), body, timeout).await?;
+            Ok::<_, String>((status, serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default()))
         }
     };
     let mut added = 0;

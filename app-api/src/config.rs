@@ -107,13 +107,7 @@ impl Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), FieldError> {
-        ensure(
-            self.database.starts_with("sqlite://")
-                || self.database.starts_with("postgres://")
-                || self.database.starts_with("postgresql://"),
-            "database",
-            "must be sqlite://PATH or postgres://...",
-        )?;
+        segue_core::sql::check_url("database", &self.database)?;
         ensure(self.origin.starts_with("http://"), "origin", "must be an http:// URL")?;
         ensure(!self.search_dir.is_empty(), "search_dir", "is required")?;
         for (i, t) in self.admin_tokens.iter().enumerate() {

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, StatusCode};
+use http::{Method, StatusCode};
 use segue_core::server::{self, ServerOptions};
 
 pub use config::Config;
@@ -55,16 +55,10 @@ impl App {
     pub async fn manifest(&self, content_id: &str) -> Result<segue_core::manifest::Manifest, Error> {
         let path = format!("/m/{content_id}.json");
         let timeout = Duration::from_secs(self.config.request_timeout_secs);
-        let fetch = async {
-            let connector = segue_core::client::Connector::http(&self.config.origin).map_err(|e| e.to_string())?;
-            let req = Request::builder().method(Method::GET).uri(&path).body(()).map_err(|e| e.to_string())?;
-            segue_core::client::fetch(&connector, req).await.map_err(|e| e.to_string())
-        };
-        let (resp, body) = tokio::time::timeout(timeout, fetch)
+        let (status, body) = segue_core::client::call(&self.config.origin, Method::GET, &path, None, None, timeout)
             .await
-            .map_err(|_| Error::Upstream(format!("origin {}: no answer within {timeout:?}", self.config.origin)))?
             .map_err(|e| Error::Upstream(format!("origin {}: {e}", self.config.origin)))?;
-        match resp.status() {
+        match status {
             StatusCode::OK => serde_json::from_slice(&body)
                 .map_err(|e| Error::Upstream(format!("origin {path}: not a manifest: {e}"))),
             StatusCode::NOT_FOUND => {

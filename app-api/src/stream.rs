@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use http::{header, Method, Request};
+use http::Method;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -84,21 +84,12 @@ async fn fetch(cp: &crate::config::ControlPlane, timeout: Duration) -> Result<Ve
     struct Answer {
         pops: Vec<Pop>,
     }
-    let go = async {
-        let connector = segue_core::client::Connector::http(&cp.url).map_err(|e| e.to_string())?;
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri("/v1/pops")
-            .header(header::AUTHORIZATION, format!("Bearer {}", cp.token))
-            .body(())
-            .map_err(|e| e.to_string())?;
-        let (resp, body) = segue_core::client::fetch(&connector, req).await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("GET /v1/pops answered {}", resp.status()));
-        }
-        serde_json::from_slice::<Answer>(&body).map(|a| a.pops).map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(timeout, go).await.map_err(|_| format!("no answer within {timeout:?}"))?
+    let (status, body) =
+        segue_core::client::call(&cp.url, Method::GET, "/v1/pops", Some(&cp.token), None, timeout).await?;
+    if !status.is_success() {
+        return Err(format!("GET /v1/pops answered {status}"));
+    }
+    serde_json::from_slice::<Answer>(&body).map(|a| a.pops).map_err(|e| e.to_string())
 }
 
 /// Primary and fallback POP base URLs for `user` playing `track` from `region`.

@@ -155,13 +155,18 @@ async fn heartbeat(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Bod
         hit_ratio: hb.hit_ratio,
         healthy: hb.healthy,
     };
-    db::heartbeat(&app.pool, &h, now).await?;
+    let came_up = db::heartbeat(&app.pool, &h, now, app.heartbeat_timeout_ms()).await?;
     metrics::counter!("cp_heartbeats_total").increment(1);
     for report in &hb.jobs {
         crate::scheduler::apply_report(app, &hb.id, report).await?;
     }
-    // A POP that just came (back) may have jobs waiting for it.
-    app.wake.notify_one();
+    // A POP that just came (back) may have jobs waiting for it: hand them out now rather
+    // than at the next tick. (Every heartbeat waking the scheduler would make its work
+    // grow with the number of POPs.)
+    if came_up {
+        tracing::info!(pop = hb.id, region = hb.region, "POP up");
+        app.wake.notify_one();
+    }
     // Long poll: hold the answer until a job for this POP exists or the wait ends.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(hb.wait_ms.min(MAX_WAIT_MS));
     let mut changed = app.jobs.subscribe();

@@ -82,13 +82,7 @@ fn token_ok(t: &str) -> bool {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), FieldError> {
-        ensure(
-            self.database.starts_with("sqlite://")
-                || self.database.starts_with("postgres://")
-                || self.database.starts_with("postgresql://"),
-            "database",
-            "must be sqlite://PATH or postgres://...",
-        )?;
+        segue_core::sql::check_url("database", &self.database)?;
         ensure(self.origin.starts_with("http://"), "origin", "must be an http:// URL")?;
         for (i, t) in self.api_tokens.iter().enumerate() {
             ensure(token_ok(t), &format!("api_tokens[{i}]"), "must be at least 16 printable characters")?;

@@ -64,7 +64,14 @@ pub struct Heartbeat<'a> {
     pub healthy: bool,
 }
 
-pub async fn heartbeat(pool: &Pool, h: &Heartbeat<'_>, now: i64) -> Result<(), Error> {
+/// Record a heartbeat. True when the POP was unknown or down until now (it may have
+/// jobs waiting for it).
+pub async fn heartbeat(pool: &Pool, h: &Heartbeat<'_>, now: i64, timeout_ms: i64) -> Result<bool, Error> {
+    let before = sqlx::query("SELECT * FROM pops WHERE id = $1").bind(h.id).fetch_optional(pool).await?;
+    let was_healthy = match &before {
+        Some(r) => pop(r, now, timeout_ms)?.healthy,
+        None => false,
+    };
     sqlx::query(
         "INSERT INTO pops (id, region, version, public_url, admin_url, mem_bytes, ssd_bytes, hit_ratio, \
          reported_healthy, first_seen_ms, last_seen_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
@@ -85,7 +92,7 @@ pub async fn heartbeat(pool: &Pool, h: &Heartbeat<'_>, now: i64) -> Result<(), E
     .bind(now)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(h.healthy && !was_healthy)
 }
 
 /// Every POP (of `region` when given), by id.

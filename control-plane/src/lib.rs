@@ -19,9 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, Method, Request, StatusCode};
-use segue_core::client::Connector;
+use http::{Method, StatusCode};
 use segue_core::server::{self, ServerOptions};
 
 pub use config::Config;
@@ -92,30 +90,7 @@ impl App {
     }
 }
 
-/// One HTTP/1.1 request to `base` + `path`, within `timeout`: status and body.
-pub async fn call(
-    base: &str,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Bytes>,
-    timeout: Duration,
-) -> Result<(StatusCode, Bytes), String> {
-    let exchange = async {
-        let connector = Connector::http(base).map_err(|e| e.to_string())?;
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-        }
-        let req = req.body(body.unwrap_or_default()).map_err(|e| e.to_string())?;
-        let (resp, body) = segue_core::client::fetch_body(&connector, req).await.map_err(|e| e.to_string())?;
-        Ok((resp.status(), body))
-    };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("no answer within {timeout:?}"))?
-}
+pub use segue_core::client::call;
 
 pub fn server_options(config: &Config) -> ServerOptions {
     ServerOptions { shutdown_grace: Duration::from_secs(config.shutdown_grace_secs), ..ServerOptions::default() }

@@ -320,3 +320,31 @@ pub async fn fetch_body(connector: &Connector, req: Request<Bytes>) -> Result<(R
     let body = body.collect().await?.to_bytes();
     Ok((Response::from_parts(parts, ()), body))
 }
+
+/// One HTTP/1.1 request to `base` (`http://host:port`) + `path` on a fresh connection,
+/// with `Authorization: Bearer token` when given and a JSON body when given, answered
+/// within `timeout`: the status and the whole body. Errors are text naming the failure.
+/// (Control traffic between Segue roles: heartbeats, control-plane and origin calls.)
+pub async fn call(
+    base: &str,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Bytes>,
+    timeout: std::time::Duration,
+) -> Result<(http::StatusCode, Bytes), String> {
+    let exchange = async {
+        let connector = Connector::http(base).map_err(|e| e.to_string())?;
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(body.unwrap_or_default()).map_err(|e| e.to_string())?;
+        let (resp, body) = fetch_body(&connector, req).await.map_err(|e| e.to_string())?;
+        Ok((resp.status(), body))
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("no answer within {timeout:?}"))?
+}

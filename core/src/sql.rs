@@ -60,6 +60,15 @@ pub async fn open(url: &str, steps: &[Step]) -> Result<AnyPool, String> {
     Ok(pool)
 }
 
+/// Config check of a database URL: the engines `open` supports.
+pub fn check_url(field: &str, url: &str) -> Result<(), crate::config::FieldError> {
+    crate::config::ensure(
+        url.starts_with("sqlite://") || url.starts_with("postgres://") || url.starts_with("postgresql://"),
+        field,
+        "must be sqlite://PATH or postgres://...",
+    )
+}
+
 /// A database URL without its password, for logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -20,7 +20,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use segue_core::control::{JobReport, JobState, PurgeSelector};
 use segue_core::server::ReqBody;
-use segue_core::server::{full, json_error, Body};
+use segue_core::server::{json_error, json_response, Body};
 use segue_core::store::ObjectReader;
 use serde::{Deserialize, Serialize};
 
@@ -129,7 +129,7 @@ pub async fn handle(state: Arc<State>, req: Request<ReqBody>) -> Response<Body> 
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let resp = match (method.clone(), path.as_str()) {
-        (Method::GET, "/admin/stats") => json(StatusCode::OK, &stats(&state)),
+        (Method::GET, "/admin/stats") => json_response(StatusCode::OK, &stats(&state)),
         (Method::POST, "/admin/purge") => match body::<PurgeSelector>(req).await {
             Ok(p) => purge(&state, p),
             Err(r) => r,
@@ -142,7 +142,7 @@ pub async fn handle(state: Arc<State>, req: Request<ReqBody>) -> Response<Body> 
             let jobs = state.jobs.jobs.lock().map(|j| j.values().cloned().collect::<Vec<_>>()).unwrap_or_default();
             let mut views: Vec<JobView> = jobs.iter().map(|j| j.view()).collect();
             views.sort_by_key(|v| v.id);
-            json(StatusCode::OK, &serde_json::json!({ "jobs": views }))
+            json_response(StatusCode::OK, &serde_json::json!({ "jobs": views }))
         }
         (Method::GET, p) if p.starts_with("/admin/prewarm/") => {
             let job = p["/admin/prewarm/".len()..]
@@ -150,7 +150,7 @@ pub async fn handle(state: Arc<State>, req: Request<ReqBody>) -> Response<Body> 
                 .ok()
                 .and_then(|id| state.jobs.jobs.lock().ok().and_then(|j| j.get(&id).cloned()));
             match job {
-                Some(j) => json(StatusCode::OK, &j.view()),
+                Some(j) => json_response(StatusCode::OK, &j.view()),
                 None => json_error(StatusCode::NOT_FOUND, "not_found", &format!("no pre-warm job at {p}")),
             }
         }
@@ -161,13 +161,6 @@ pub async fn handle(state: Arc<State>, req: Request<ReqBody>) -> Response<Body> 
     };
     tracing::info!(%method, path, status = resp.status().as_u16(), "admin request");
     resp
-}
-
-fn json(status: StatusCode, v: &impl Serialize) -> Response<Body> {
-    let mut r = Response::new(full(serde_json::to_vec(v).unwrap_or_default()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    r
 }
 
 /// Read and parse a JSON body, or the 4xx response saying what is wrong with it.
@@ -267,7 +260,7 @@ fn purge(state: &State, p: PurgeSelector) -> Response<Body> {
         Ok(keys) => {
             let mode = if p.soft { "soft" } else { "hard" };
             let listed: Vec<&String> = keys.iter().take(1000).collect();
-            json(StatusCode::OK, &serde_json::json!({ "purged": keys.len(), "mode": mode, "objects": listed }))
+            json_response(StatusCode::OK, &serde_json::json!({ "purged": keys.len(), "mode": mode, "objects": listed }))
         }
     }
 }
@@ -284,7 +277,7 @@ struct PrewarmRequest {
 
 fn prewarm(state: &Arc<State>, p: PrewarmRequest) -> Response<Body> {
     match start_prewarm(state, p.paths, p.key) {
-        Ok(job) => json(StatusCode::ACCEPTED, &job.view()),
+        Ok(job) => json_response(StatusCode::ACCEPTED, &job.view()),
         Err(e) => json_error(StatusCode::BAD_REQUEST, "bad_request", &e),
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use http::{header, Method, Request};
+use http::Method;
 use segue_core::control::{Heartbeat, HeartbeatAnswer, JobReport, JobState, Work};
 
 use crate::config::{Config, ControlPlaneSettings};
@@ -149,21 +149,18 @@ impl Beat {
 
     async fn send(&self, hb: &Heartbeat, wait: Duration) -> Result<HeartbeatAnswer, String> {
         let body = serde_json::to_vec(hb).map_err(|e| e.to_string())?;
-        let connector = segue_core::client::Connector::http(&self.cp.url).map_err(|e| e.to_string())?;
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri("/v1/pops/heartbeat")
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.cp.token))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.into())
-            .map_err(|e| e.to_string())?;
         let limit = wait + Duration::from_secs(10);
-        let (resp, bytes) = tokio::time::timeout(limit, segue_core::client::fetch_body(&connector, req))
-            .await
-            .map_err(|_| format!("no answer within {limit:?}"))?
-            .map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("answered {}: {}", resp.status(), String::from_utf8_lossy(&bytes)));
+        let (status, bytes) = segue_core::client::call(
+            &self.cp.url,
+            Method::POST,
+            "/v1/pops/heartbeat",
+            Some(&self.cp.token),
+            Some(body.into()),
+            limit,
+        )
+        .await?;
+        if !status.is_success() {
+            return Err(format!("answered {status}: {}", String::from_utf8_lossy(&bytes)));
         }
         serde_json::from_slice(&bytes).map_err(|e| format!("bad answer: {e}"))
     }
