@@ -7,6 +7,7 @@
 # The env file holds `export NAME=value` lines the tests read:
 #   SEGUE_TEST_S3_ENDPOINT   an S3-compatible server (moto in server mode)
 #   SEGUE_TEST_POSTGRES_URL  a PostgreSQL server (Debian's package) with an empty database
+#   SEGUE_TEST_NATS_URL      a NATS server with JetStream (Debian's nats-server package)
 set -euo pipefail
 
 DIR="${SEGUE_SERVICES_DIR:-${TMPDIR:-/tmp}/segue-services}"
@@ -73,6 +74,30 @@ start_postgres() {
   log "PostgreSQL ($("$bin/postgres" --version | awk '{print $3}')) on 127.0.0.1:$port"
 }
 
+# NATS with JetStream from Debian's package, file storage under $DIR/nats.
+start_nats() {
+  if ! command -v nats-server >/dev/null; then
+    log "installing nats-server (Debian package)"
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >&2
+  fi
+  local port; port=$(free_port)
+  rm -rf "$DIR/nats"
+  mkdir -p "$DIR/nats"
+  nats-server -a 127.0.0.1 -p "$port" -js -sd "$DIR/nats" >"$DIR/nats.log" 2>&1 &
+  echo $! >"$DIR/nats.pid"
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "export SEGUE_TEST_NATS_URL=nats://127.0.0.1:$port" >>"$DIR/env"
+      log "NATS ($(nats-server --version | awk '{print $2}')) with JetStream on 127.0.0.1:$port"
+      return 0
+    fi
+    if ! kill -0 "$(cat "$DIR/nats.pid")" 2>/dev/null; then log "nats-server exited; see $DIR/nats.log"; tail -20 "$DIR/nats.log" >&2; return 1; fi
+    sleep 0.1
+  done
+  log "nats-server did not listen on 127.0.0.1:$port within 10 s"; return 1
+}
+
 stop_all() {
   for pidfile in "$DIR"/*.pid; do
     [ -e "$pidfile" ] || continue
@@ -89,6 +114,7 @@ case "${1:-start}" in
     : >"$DIR/env"
     start_s3
     start_postgres
+    start_nats
     echo "$DIR/env"
     ;;
   stop) stop_all ;;

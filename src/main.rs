@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use segue_core::config::validated;
 
+mod plays;
 mod release;
 mod up;
 
@@ -148,6 +149,20 @@ enum Command {
         listen: Option<SocketAddr>,
         /// Database URL: sqlite://PATH or postgres://USER:PASS@HOST/DB.
         #[arg(long, value_name = "URL")]
+        database: Option<String>,
+    },
+    /// Play pipeline tools: apply the JetStream log (consume), check the audit chain
+    /// (verify), write a month's royalty report (report).
+    ///
+    /// Each reads the app API's config (its database, and its [plays] section).
+    Plays {
+        #[command(subcommand)]
+        action: plays::PlaysAction,
+        /// The app API's TOML config file.
+        #[arg(long, global = true, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Database URL (overrides the config's).
+        #[arg(long, global = true, value_name = "URL")]
         database: Option<String>,
     },
     /// Create, schedule, follow and cancel releases on the control plane.
@@ -456,28 +471,13 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }
         Command::AppApi { config, listen, database } => {
-            let mut cfg = segue_app_api::Config::load(config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
-            if let Some(l) = listen {
-                cfg.listen = l;
-            }
-            if let Some(d) = database {
-                cfg.database = d;
-            }
-            if let Ok(t) = std::env::var("SEGUE_APP_ADMIN_TOKEN") {
-                if !t.is_empty() && !cfg.admin_tokens.contains(&t) {
-                    cfg.admin_tokens.push(t);
-                }
-            }
-            if let Ok(k) = std::env::var("SEGUE_SIGNING_KEY") {
-                if !k.is_empty() {
-                    cfg.signing.secret_hex = k;
-                }
-            }
-            let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
-            let cfg = validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))?;
+            let cfg = app_api_config(config, listen, database)?;
             segue_app_api::run(cfg, segue_core::server::shutdown_signal())
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
+        }
+        Command::Plays { action, config, database } => {
+            plays::plays(action, app_api_config(config, None, database)?).await
         }
         Command::Release { action, control_plane, token_file, json } => {
             let client = release::Client::new(control_plane, read_token(token_file)?, json).map_err(Failure::Usage)?;
@@ -494,6 +494,33 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             client.purge(selector, !no_wait).await.map_err(Failure::Runtime)
         }
     }
+}
+
+/// The app API's config: the file (or defaults), then flags and environment, validated.
+fn app_api_config(
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    database: Option<String>,
+) -> Result<segue_app_api::Config, Failure> {
+    let mut cfg = segue_app_api::Config::load(config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = database {
+        cfg.database = d;
+    }
+    if let Ok(t) = std::env::var("SEGUE_APP_ADMIN_TOKEN") {
+        if !t.is_empty() && !cfg.admin_tokens.contains(&t) {
+            cfg.admin_tokens.push(t);
+        }
+    }
+    if let Ok(k) = std::env::var("SEGUE_SIGNING_KEY") {
+        if !k.is_empty() {
+            cfg.signing.secret_hex = k;
+        }
+    }
+    let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
+    validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))
 }
 
 async fn ingest(

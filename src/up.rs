@@ -19,7 +19,6 @@ fn random_token() -> Result<String, Failure> {
 
 /// A secret of `segue up` kept in DATA_DIR/`name` (mode 0600), made on first start.
 fn persistent_secret(data_dir: &std::path::Path, name: &str) -> Result<(PathBuf, String), Failure> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join(name);
     if let Ok(t) = std::fs::read_to_string(&path) {
         if t.trim().len() >= 16 {
@@ -27,15 +26,8 @@ fn persistent_secret(data_dir: &std::path::Path, name: &str) -> Result<(PathBuf,
         }
     }
     let token = random_token()?;
-    let tmp = data_dir.join(format!("{name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(format!("{token}\n").as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
+    segue_core::fsutil::write_atomic(&path, format!("{token}\n").as_bytes(), 0o600)
+        .map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?;
     Ok((path, token))
 }
 

@@ -1,81 +1,12 @@
 //! The `segue` binary as operators run it: real processes on 127.0.0.1.
 
+mod common;
+
+use common::*;
 use segue_core::client::Protocol;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn segue() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_segue"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-/// Start a server and wait for its `listening on ADDR` line.
-fn spawn_server(cmd: Command) -> (Child, SocketAddr) {
-    let (child, addrs) = spawn_servers(cmd, 1);
-    (child, addrs[0])
-}
-
-/// Start a process that prints `n` `listening on ADDR` lines and collect them in order.
-fn spawn_servers(mut cmd: Command, n: usize) -> (Child, Vec<SocketAddr>) {
-    // stderr is inherited unless the caller redirected it.
-    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn segue");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-            }
-        }
-    });
-    let addrs = (0..n)
-        .map(|_| rx.recv_timeout(Duration::from_secs(120)).expect("server did not print `listening on`"))
-        .collect();
-    (child, addrs)
-}
-
-/// Put `data` in an origin store under `dir/store` as `/a/{cid}/high.ogg`.
-fn put_object(dir: &std::path::Path, cid: &str, data: &[u8]) {
-    let obj = dir.join("store/audio").join(cid);
-    std::fs::create_dir_all(&obj).unwrap();
-    std::fs::write(obj.join("high.ogg"), data).unwrap();
-}
-
-/// An origin process serving `dir/store`.
-fn spawn_origin(dir: &std::path::Path) -> (Child, SocketAddr) {
-    let mut o = segue();
-    o.args(["origin", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.join("store"));
-    spawn_server(o)
-}
-
-fn get(url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
-        .args(extra)
-        .arg(url)
-        .output()
-        .expect("curl");
-    let mut body = out.stdout;
-    let pos = body.iter().rposition(|&b| b == b'\n').unwrap();
-    let code = String::from_utf8_lossy(&body[pos + 1..]).parse().unwrap();
-    body.truncate(pos);
-    (code, body)
-}
-
-fn terminate(mut child: Child) -> std::process::ExitStatus {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    for _ in 0..200 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    panic!("segue did not exit within 10 s of SIGTERM");
-}
 
 #[test]
 fn origin_starts_from_flags_serves_health_and_stops_on_sigterm() {
@@ -399,21 +330,6 @@ fn get_with_headers(url: &str) -> (u16, std::collections::HashMap<String, String
     (status, headers, out.stdout[split + 4..].to_vec())
 }
 
-/// Sum of a metric's samples in a Prometheus text page (0 when absent).
-fn metric(addr: SocketAddr, name: &str) -> f64 {
-    metric_with(addr, name, "")
-}
-
-/// Sum of a metric's samples whose line contains `label` (e.g. `status="206"`).
-fn metric_with(addr: SocketAddr, name: &str, label: &str) -> f64 {
-    let (_, page) = get(&format!("http://{addr}/metrics"), &[]);
-    String::from_utf8_lossy(&page)
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn edge_restarts_warm_from_its_ssd_and_never_serves_corrupt_slices() {
     let dir = tempfile::tempdir().unwrap();
@@ -493,28 +409,6 @@ fn edge_restarts_warm_from_its_ssd_and_never_serves_corrupt_slices() {
 }
 
 const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
-
-/// An admin API call with curl: status and parsed JSON body.
-fn admin(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, serde_json::Value) {
-    let mut c = Command::new("curl");
-    c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
-    if let Some(t) = token {
-        c.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    if let Some(b) = body {
-        c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
-    }
-    let out = c.arg(format!("http://{addr}{path}")).output().expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (json, code) = text.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
-}
 
 /// An edge process with an admin listener: (child, [edge, admin]).
 fn spawn_edge_with_admin(upstream: SocketAddr, name: &str, dir: &std::path::Path) -> (Child, Vec<SocketAddr>) {
@@ -1276,10 +1170,6 @@ fn rfc3339_in(secs_from_now: i64) -> String {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 const CP_API: &str = "release-manager-token-0001";
 const CP_ADMIN: &str = "edge-admin-token-000000001";
 
@@ -1327,14 +1217,6 @@ fn spawn_pop(
     let mut e = segue();
     e.args(["edge", "--config"]).arg(&cfg);
     spawn_servers(e, 2)
-}
-
-fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(std::time::Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Origin, a shield, three POPs in two regions and the control plane, all real processes.
@@ -1560,40 +1442,6 @@ fn control_plane_scenario(dir: &std::path::Path, db: &str) {
     assert!(terminate(cp2).success());
     assert!(terminate(shield).success());
     assert!(terminate(origin).success());
-}
-
-const APP_ADMIN: &str = "app-admin-token-000000001";
-
-/// Write a packaging manifest for `cid` into an origin store under `dir/store`.
-fn put_manifest(dir: &std::path::Path, cid: &str, samples: u64, lufs: f64) {
-    let manifest = serde_json::json!({
-        "version": 1, "content_id": cid,
-        "source": { "sample_rate": 44100, "channels": 2, "samples": samples },
-        "loudness": { "integrated_lufs": lufs, "true_peak_dbtp": -1.0 },
-        "tiers": {}
-    });
-    let m = dir.join("store/manifest");
-    std::fs::create_dir_all(&m).unwrap();
-    std::fs::write(m.join(format!("{cid}.json")), manifest.to_string()).unwrap();
-}
-
-const SIGNING_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-
-fn spawn_app_api(dir: &std::path::Path, database: &str, origin: SocketAddr, extra: &str) -> (Child, SocketAddr) {
-    let cfg = dir.join("app.toml");
-    let search = dir.join("search");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndatabase = \"{database}\"\norigin = \"http://{origin}\"\n\
-             admin_tokens = [\"{APP_ADMIN}\"]\nsearch_dir = \"{}\"\n{extra}\n",
-            search.display()
-        ),
-    )
-    .unwrap();
-    let mut c = segue();
-    c.args(["app-api", "--config"]).arg(&cfg);
-    spawn_server(c)
 }
 
 #[test]

@@ -22,6 +22,14 @@
 //! GET   /v1/playlists/ID/ops?since=V  editor  changes since V
 //! PUT   /v1/playlists/ID/editors/USER  owner  share a collaborative playlist
 //! GET   /v1/me/playlists, GET /v1/me/likes, PUT|DELETE /v1/me/likes/TRACK
+//! POST  /v1/play-events          user     a batch of plays; per event accepted|duplicate|rejected
+//! GET   /v1/admin/plays/counts?from=&to=&track=&country=  admin  per track, day, country
+//! GET   /v1/admin/plays/status   admin    log head (seq, hash), pipeline lag
+//! PUT|GET /v1/admin/tracks/ID/shares  admin  rights holders' shares (basis points)
+//! POST  /v1/admin/fraud/scan?month=   admin  flag accounts
+//! GET   /v1/admin/fraud?month=&status=  admin  flags
+//! POST  /v1/admin/fraud/review   admin    clear or confirm an account's flags
+//! GET   /v1/admin/royalties?month=&pool=&currency=&format=&as_of=&force=  admin  the report
 //! ```
 
 use std::sync::Arc;
@@ -35,6 +43,93 @@ use crate::playlists;
 use crate::{now_ms, App};
 
 const MAX_BODY: usize = 1 << 20;
+/// A full batch of play events (up to 10,000 of a few hundred bytes).
+const MAX_PLAY_BODY: usize = 8 << 20;
+
+fn required(query: Option<&str>, name: &str) -> Result<String, Error> {
+    segue_core::server::query_param(query, name)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::BadRequest(format!("{name} is required")))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlayBatch {
+    events: Vec<serde_json::Value>,
+}
+
+#[derive(serde::Serialize)]
+struct PlayResult {
+    event_id: String,
+    #[serde(flatten)]
+    outcome: crate::plays::Outcome,
+}
+
+/// Check each event, log the good ones durably, and say what became of each.
+async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<serde_json::Value, Error> {
+    use crate::plays::{self, Outcome};
+    let max = app.config.plays.max_batch;
+    if batch.events.len() > max {
+        return Err(Error::BadRequest(format!(
+            "{} events in one batch; at most {max} (plays.max_batch)",
+            batch.events.len()
+        )));
+    }
+    let parsed: Vec<(String, Result<plays::PlayEvent, plays::Rejection>)> = batch
+        .events
+        .into_iter()
+        .map(|v| {
+            let id = v.get("event_id").and_then(|i| i.as_str()).unwrap_or_default().to_owned();
+            (id, plays::parse(v, &user.id, user.admin))
+        })
+        .collect();
+    let wanted: Vec<&str> = parsed.iter().filter_map(|(_, e)| e.as_ref().ok().map(|e| e.track.as_str())).collect();
+    let lengths = app.track_lengths(&wanted).await?;
+    let limits = plays::Limits {
+        now_ms: now_ms(),
+        max_future_ms: app.config.plays.max_future_secs as i64 * 1000,
+        max_age_ms: app.config.plays.max_age_days as i64 * 86_400_000,
+    };
+    let mut results = Vec::with_capacity(parsed.len());
+    let mut good = Vec::new();
+    let mut good_at = Vec::new();
+    for (id, event) in parsed {
+        let checked = event.and_then(|e| {
+            let length = lengths.get(&e.track).copied();
+            plays::check(e, &user.id, length, &limits)
+        });
+        let outcome = match checked {
+            Ok(p) => {
+                good_at.push(results.len());
+                good.push(p);
+                Outcome::Accepted
+            }
+            Err(r) => Outcome::Rejected { reason: r.reason, message: r.message },
+        };
+        results.push(PlayResult { event_id: id, outcome });
+    }
+    let fresh = if good.is_empty() { Vec::new() } else { app.plays.append(good).await? };
+    for (at, new) in good_at.into_iter().zip(fresh) {
+        if !new {
+            results[at].outcome = Outcome::Duplicate;
+        }
+    }
+    let mut tally = [0u64; 3];
+    for r in &results {
+        tally[match r.outcome {
+            Outcome::Accepted => 0,
+            Outcome::Duplicate => 1,
+            Outcome::Rejected { .. } => 2,
+        }] += 1;
+    }
+    for (n, label) in tally.iter().zip(["accepted", "duplicate", "rejected"]) {
+        metrics::counter!("plays_events_total", "outcome" => label).increment(*n);
+    }
+    Ok(serde_json::json!({
+        "accepted": tally[0], "duplicates": tally[1], "rejected": tally[2], "results": results,
+    }))
+}
 
 pub async fn handle(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
     let method = req.method().clone();
@@ -81,6 +176,114 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "me"]) => Ok(json_response(StatusCode::OK, &user)),
+        (&Method::POST, ["v1", "play-events"]) => {
+            let batch: PlayBatch =
+                segue_core::server::read_json(req, MAX_PLAY_BODY).await.map_err(Error::BadRequest)?;
+            Ok(json_response(StatusCode::OK, &play_events(app, &user, batch).await?))
+        }
+        (&Method::GET, ["v1", "admin", "plays", "counts"]) => {
+            admin_only(&user)?;
+            let query = req.uri().query();
+            let param = |name: &'static str| segue_core::server::query_param(query, name).filter(|v| !v.is_empty());
+            let day = |name: &'static str, default: &'static str| -> Result<String, Error> {
+                let d = param(name).unwrap_or(default);
+                let ok = crate::plays::is_day(d);
+                if ok {
+                    Ok(d.to_owned())
+                } else {
+                    Err(Error::BadRequest(format!("{name} {d:?} is not YYYY-MM-DD")))
+                }
+            };
+            let (from, to) = (day("from", "0000-01-01")?, day("to", "9999-12-31")?);
+            let rows = crate::play_store::counts(&app.pool, param("track"), param("country"), &from, &to).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "counts": rows })))
+        }
+        (&Method::GET, ["v1", "admin", "plays", "status"]) => {
+            admin_only(&user)?;
+            let (seq, hash) = crate::play_store::head(&app.pool).await?;
+            let lag = app.plays.lag().await?;
+            let log = match app.config.plays.log {
+                crate::config::PlayLogKind::Embedded => "embedded",
+                crate::config::PlayLogKind::Nats => "nats",
+            };
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "log": log, "seq": seq, "hash": hash, "lag": lag })))
+        }
+        (&Method::PUT, ["v1", "admin", "tracks", id, "shares"]) => {
+            admin_only(&user)?;
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Shares {
+                shares: Vec<crate::royalty::Share>,
+            }
+            let body: Shares = read_json(req).await?;
+            catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
+            crate::royalty::set_shares(&app.pool, id, &body.shares).await?;
+            tracing::info!(track = id, holders = body.shares.len(), by = user.id, "shares set");
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": id, "shares": body.shares })))
+        }
+        (&Method::GET, ["v1", "admin", "tracks", id, "shares"]) => {
+            admin_only(&user)?;
+            let shares = crate::royalty::shares(&app.pool, id).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": id, "shares": shares })))
+        }
+        (&Method::POST, ["v1", "admin", "fraud", "scan"]) => {
+            admin_only(&user)?;
+            let month = required(req.uri().query(), "month")?;
+            let new = crate::fraud::scan(&app.pool, &month, &app.config.plays.fraud, now_ms()).await?;
+            let flags = crate::fraud::list(&app.pool, &month, None).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "month": month, "new": new, "flags": flags })))
+        }
+        (&Method::GET, ["v1", "admin", "fraud"]) => {
+            admin_only(&user)?;
+            let query = req.uri().query();
+            let month = required(query, "month")?;
+            let status = segue_core::server::query_param(query, "status").filter(|s| !s.is_empty());
+            let flags = crate::fraud::list(&app.pool, &month, status).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "month": month, "flags": flags })))
+        }
+        (&Method::POST, ["v1", "admin", "fraud", "review"]) => {
+            admin_only(&user)?;
+            let review: crate::fraud::Review = read_json(req).await?;
+            let n = crate::fraud::review(&app.pool, &review, &user.id, now_ms()).await?;
+            tracing::info!(
+                account = review.user,
+                month = review.month,
+                verdict = review.verdict,
+                by = user.id,
+                "flags reviewed"
+            );
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "user": review.user, "month": review.month, "verdict": review.verdict, "flags": n }),
+            ))
+        }
+        (&Method::GET, ["v1", "admin", "royalties"]) => {
+            admin_only(&user)?;
+            let query = req.uri().query();
+            let pool = required(query, "pool")?;
+            let format = segue_core::server::query_param(query, "format").unwrap_or("json");
+            if !matches!(format, "json" | "csv") {
+                return Err(Error::BadRequest(format!("format {format:?} must be json or csv")));
+            }
+            let as_of = match segue_core::server::query_param(query, "as_of").filter(|v| !v.is_empty()) {
+                Some(v) => Some(v.parse().map_err(|_| Error::BadRequest(format!("as_of {v:?} is not a seq")))?),
+                None => None,
+            };
+            let request = crate::royalty::Request {
+                month: required(query, "month")?,
+                pool_minor: crate::royalty::parse_money(&pool)
+                    .ok_or_else(|| Error::BadRequest(format!("pool {pool:?} is not an amount like 1000.00")))?,
+                currency: segue_core::server::query_param(query, "currency").unwrap_or("EUR").to_owned(),
+                as_of,
+                force: matches!(segue_core::server::query_param(query, "force"), Some("1" | "true")),
+            };
+            let report = crate::royalty::run(&app.pool, &app.config, &app.plays, &request).await?;
+            let (body, kind) =
+                if format == "csv" { (report.csv(), "text/csv") } else { (report.json(), "application/json") };
+            let mut resp = http::Response::new(segue_core::server::full(body));
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(kind));
+            Ok(resp)
+        }
         (&Method::GET, ["v1", "search"]) => {
             let query = req.uri().query();
             let param = |name: &str| {

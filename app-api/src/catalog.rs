@@ -15,6 +15,7 @@ pub async fn open(url: &str) -> Result<AnyPool, Error> {
             (1, "catalog", include_str!("../migrations/0001_catalog.sql")),
             (2, "rights", include_str!("../migrations/0002_rights.sql")),
             (3, "playlists", include_str!("../migrations/0003_playlists.sql")),
+            (4, "plays", include_str!("../migrations/0004_plays.sql")),
         ],
     )
     .await
@@ -369,6 +370,24 @@ async fn track_from(pool: &AnyPool, r: &AnyRow) -> Result<Track, Error> {
         },
         id,
     })
+}
+
+/// (id, length in ms) of the tracks among `ids` that exist.
+pub async fn track_lengths(pool: &AnyPool, ids: &[&str]) -> Result<Vec<(String, i64)>, Error> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT id, samples, sample_rate FROM tracks WHERE id IN ({})", list.join(","));
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(pool).await? {
+            let (samples, rate): (i64, i64) = (r.try_get(1)?, r.try_get(2)?);
+            out.push((r.try_get(0)?, samples * 1000 / rate.max(1)));
+        }
+    }
+    Ok(out)
 }
 
 pub async fn track(pool: &AnyPool, id: &str) -> Result<Option<Track>, Error> {

@@ -40,6 +40,8 @@ pub struct Config {
     pub default_region: String,
     /// Seconds in-flight requests may run after SIGTERM. Default 10.
     pub shutdown_grace_secs: u64,
+    /// Play events: where they go, what is valid, fraud rules.
+    pub plays: Plays,
 }
 
 impl Default for Config {
@@ -58,7 +60,110 @@ impl Default for Config {
             regions: Default::default(),
             default_region: "default".into(),
             shutdown_grace_secs: 10,
+            plays: Plays::default(),
         }
+    }
+}
+
+/// Where acknowledged play events are kept until they are applied to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlayLogKind {
+    /// Straight into `database` in the request's transaction (group commit).
+    Embedded,
+    /// Into a NATS JetStream stream; `segue plays consume` applies them to `database`.
+    Nats,
+}
+
+/// `[plays]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Plays {
+    /// `embedded` (default) or `nats`.
+    pub log: PlayLogKind,
+    /// Most events in one `POST /v1/play-events`. Default 1000.
+    pub max_batch: usize,
+    /// A play may start at most this far in the future (client clock skew). Default 300.
+    pub max_future_secs: u64,
+    /// Offline plays older than this are refused. Default 31 days.
+    pub max_age_days: u64,
+    /// The report refuses to run while events wait longer than this to be applied
+    /// (unless forced). Default 60.
+    pub report_max_lag_secs: u64,
+    /// `[plays.nats]`: the JetStream log (when `log = "nats"`).
+    pub nats: Nats,
+    /// `[plays.fraud]`: when an account is flagged.
+    pub fraud: Fraud,
+}
+
+impl Default for Plays {
+    fn default() -> Self {
+        Plays {
+            log: PlayLogKind::Embedded,
+            max_batch: 1000,
+            max_future_secs: 300,
+            max_age_days: 31,
+            report_max_lag_secs: 60,
+            nats: Nats::default(),
+            fraud: Fraud::default(),
+        }
+    }
+}
+
+/// `[plays.nats]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Nats {
+    /// Server URL. Default `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// JetStream stream (created if missing, file storage). Default `PLAYS`.
+    pub stream: String,
+    /// Subject events are published on. Default `segue.plays`.
+    pub subject: String,
+    /// JetStream deduplication window (message id = user/event id), seconds. Retries
+    /// inside it are answered `duplicate` by the server itself. Default 7200.
+    pub duplicate_window_secs: u64,
+    /// Durable consumer name of `segue plays consume`. Default `segue-plays`.
+    pub consumer: String,
+    /// Where `segue plays consume` serves `/metrics` and `/healthz`. Default
+    /// `127.0.0.1:7091`.
+    pub consumer_listen: SocketAddr,
+    /// Most events the consumer applies in one transaction. Default 2000.
+    pub consumer_batch: usize,
+}
+
+impl Default for Nats {
+    fn default() -> Self {
+        Nats {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "PLAYS".into(),
+            subject: "segue.plays".into(),
+            duplicate_window_secs: 7200,
+            consumer: "segue-plays".into(),
+            consumer_listen: SocketAddr::from(([127, 0, 0, 1], 7091)),
+            consumer_batch: 2000,
+        }
+    }
+}
+
+/// `[plays.fraud]`: an account is flagged for a month when any rule holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fraud {
+    /// Plays started in at least this many distinct hours of one UTC day ("around the
+    /// clock"). Default 20.
+    pub active_hours_per_day: u64,
+    /// At least this many plays in the month and not one skipped. Default 300.
+    pub never_skip_min_plays: u64,
+    /// One track played at least this many times in one day. Default 100.
+    pub loop_plays_per_day: u64,
+    /// Plays from at least this many countries within one hour. Default 3.
+    pub countries_per_hour: u64,
+}
+
+impl Default for Fraud {
+    fn default() -> Self {
+        Fraud { active_hours_per_day: 20, never_skip_min_plays: 300, loop_plays_per_day: 100, countries_per_hour: 3 }
     }
 }
 
@@ -145,6 +250,32 @@ impl Validate for Config {
             }
         }
         ensure(self.shutdown_grace_secs <= 3600, "shutdown_grace_secs", "must be at most 3600")?;
+        let p = &self.plays;
+        ensure((1..=10_000).contains(&p.max_batch), "plays.max_batch", "must be 1-10000")?;
+        ensure(p.max_future_secs <= 86_400, "plays.max_future_secs", "must be at most 86400")?;
+        ensure((1..=366).contains(&p.max_age_days), "plays.max_age_days", "must be 1-366")?;
+        ensure(p.report_max_lag_secs <= 86_400, "plays.report_max_lag_secs", "must be at most 86400")?;
+        let n = &p.nats;
+        ensure(n.url.starts_with("nats://"), "plays.nats.url", "must be a nats://HOST:PORT URL")?;
+        let name_ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ensure(name_ok(&n.stream), "plays.nats.stream", "must be letters, digits, - or _")?;
+        ensure(name_ok(&n.consumer), "plays.nats.consumer", "must be letters, digits, - or _")?;
+        ensure(
+            !n.subject.is_empty() && !n.subject.contains(['*', '>', ' ']),
+            "plays.nats.subject",
+            "must be a plain subject (no wildcards or spaces)",
+        )?;
+        ensure(
+            (60..=7 * 86_400).contains(&n.duplicate_window_secs),
+            "plays.nats.duplicate_window_secs",
+            "must be 60-604800",
+        )?;
+        ensure((1..=10_000).contains(&n.consumer_batch), "plays.nats.consumer_batch", "must be 1-10000")?;
+        let f = &p.fraud;
+        ensure((2..=24).contains(&f.active_hours_per_day), "plays.fraud.active_hours_per_day", "must be 2-24")?;
+        ensure(f.never_skip_min_plays >= 1, "plays.fraud.never_skip_min_plays", "must be at least 1")?;
+        ensure(f.loop_plays_per_day >= 2, "plays.fraud.loop_plays_per_day", "must be at least 2")?;
+        ensure(f.countries_per_hour >= 2, "plays.fraud.countries_per_hour", "must be at least 2")?;
         Ok(())
     }
 }

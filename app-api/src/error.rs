@@ -23,6 +23,8 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Upstream(String),
+    #[error("{0}")]
+    Lagging(String),
     #[error("database: {0}")]
     Database(String),
 }
@@ -44,6 +46,7 @@ impl Error {
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::Lagging(_) => (StatusCode::CONFLICT, "pipeline_lagging"),
             Error::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             Error::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
         };

@@ -11,10 +11,15 @@ pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod fraud;
 pub mod openapi;
 pub mod ot;
+pub mod play_log;
+pub mod play_store;
 pub mod playlists;
+pub mod plays;
 pub mod rights;
+pub mod royalty;
 pub mod search;
 pub mod stream;
 
@@ -40,6 +45,10 @@ pub struct App {
     pub pops: stream::PopDirectory,
     /// The stream-URL signing key, when configured.
     pub signing: Option<segue_core::token::Key>,
+    /// Where play events are made durable.
+    pub plays: play_log::PlayLog,
+    /// Track id -> length in ms, to check play durations without a query per event.
+    pub track_lengths: moka::sync::Cache<String, i64>,
 }
 
 /// An HTTP date for messages.
@@ -51,6 +60,28 @@ pub fn format_time(ms: i64) -> String {
 }
 
 impl App {
+    /// Lengths (ms) of the known tracks among `ids`: cached, misses read in one query.
+    pub async fn track_lengths(&self, ids: &[&str]) -> Result<std::collections::HashMap<String, i64>, Error> {
+        let mut found = std::collections::HashMap::new();
+        let mut missing = std::collections::BTreeSet::new();
+        for id in ids {
+            match self.track_lengths.get(*id) {
+                Some(ms) => {
+                    found.insert((*id).to_owned(), ms);
+                }
+                None => {
+                    missing.insert(*id);
+                }
+            }
+        }
+        let missing: Vec<&str> = missing.into_iter().collect();
+        for (id, ms) in catalog::track_lengths(&self.pool, &missing).await? {
+            self.track_lengths.insert(id.clone(), ms);
+            found.insert(id, ms);
+        }
+        Ok(found)
+    }
+
     /// The packaging manifest of `content_id`, from the origin.
     pub async fn manifest(&self, content_id: &str) -> Result<segue_core::manifest::Manifest, Error> {
         let path = format!("/m/{content_id}.json");
@@ -106,8 +137,14 @@ pub async fn serve(
                 .map_err(|e| Error::BadRequest(format!("signing.secret_hex: {e}")))?,
         )
     };
+    let plays = play_log::PlayLog::open(&config, pool.clone()).await?;
     let app = Arc::new(App {
         config,
+        plays,
+        track_lengths: moka::sync::Cache::builder()
+            .max_capacity(1_000_000)
+            .time_to_live(Duration::from_secs(300))
+            .build(),
         pool,
         search,
         rights: rights::Rights::default(),

@@ -8,6 +8,7 @@ pub mod conditional;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod fsutil;
 pub mod http3;
 pub mod ids;
 pub mod key;

@@ -1,0 +1,365 @@
+//! The play store: the hash-chained event log, the counts derived from it, and the
+//! audit that checks both. Both play logs (embedded and JetStream) end here: `apply`
+//! is idempotent, so replaying an event (a retry, a redelivery after a crash) changes
+//! nothing, and it runs in one transaction, so an event is counted exactly when it is
+//! logged.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use crate::error::Error;
+use crate::plays::{day_of, Play};
+
+/// The hash before the first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Rows per multi-row statement: well under SQLite's 32766 and PostgreSQL's 65535
+/// parameters.
+const CHUNK: usize = 500;
+
+/// The canonical record an event's hash covers: its fields in a fixed order.
+#[derive(Serialize)]
+struct Record<'a> {
+    seq: i64,
+    user: &'a str,
+    event_id: &'a str,
+    track: &'a str,
+    started_ms: i64,
+    ms_played: i64,
+    tier: &'a str,
+    country: &'a str,
+    device: &'a str,
+    skipped: bool,
+    received_ms: i64,
+}
+
+/// The next link: SHA-256 of the previous hash (hex), a newline, and the record's JSON.
+pub fn link(prev: &str, seq: i64, p: &Play) -> String {
+    let record = Record {
+        seq,
+        user: &p.user,
+        event_id: &p.event_id,
+        track: &p.track,
+        started_ms: p.started_ms,
+        ms_played: p.ms_played,
+        tier: &p.tier,
+        country: &p.country,
+        device: &p.device,
+        skipped: p.skipped,
+        received_ms: p.received_ms,
+    };
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    // Serializing a struct of strings and integers cannot fail.
+    h.update(serde_json::to_vec(&record).unwrap_or_default());
+    hex::encode(h.finalize())
+}
+
+fn placeholders(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 6);
+    for r in 0..rows {
+        s.push_str(if r == 0 { "(" } else { ",(" });
+        for c in 0..cols {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// The (user, event id) keys of `plays` already in the log.
+async fn logged(tx: &mut sqlx::AnyConnection, plays: &[Play]) -> Result<HashSet<(String, String)>, Error> {
+    let mut found = HashSet::new();
+    for chunk in plays.chunks(CHUNK) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT user_id, event_id FROM play_events WHERE event_id IN ({})", list.join(","));
+        let mut q = sqlx::query(&sql);
+        for p in chunk {
+            q = q.bind(p.event_id.as_str());
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            found.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+        }
+    }
+    Ok(found)
+}
+
+/// The keys of `plays` already in the log, outside any transaction (a hint for answers;
+/// `apply` decides).
+pub async fn already_logged(pool: &AnyPool, plays: &[Play]) -> Result<HashSet<(String, String)>, Error> {
+    let mut conn = pool.acquire().await?;
+    logged(&mut conn, plays).await
+}
+
+/// One (track, day, country) cell of counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub plays: i64,
+    pub streams: i64,
+    pub ms_played: i64,
+}
+
+impl Tally {
+    fn add(&mut self, p: &Play) {
+        self.plays += 1;
+        self.streams += i64::from(p.is_stream());
+        self.ms_played += p.ms_played;
+    }
+}
+
+type CountKey = (String, String, String);
+
+/// Append the events not yet logged, in order, and count them, in one transaction.
+/// Returns, per event, whether it was new (`false`: a duplicate, of the log or of an
+/// earlier event in `plays`).
+pub async fn apply(pool: &AnyPool, plays: &[Play]) -> Result<Vec<bool>, Error> {
+    let mut tx = pool.begin().await?;
+    // Lock the head first: appenders queue here rather than race for the same seq.
+    sqlx::query("UPDATE play_chain SET seq = seq WHERE id = 1").execute(&mut *tx).await?;
+    let head = sqlx::query("SELECT seq, hash FROM play_chain WHERE id = 1").fetch_one(&mut *tx).await?;
+    let (mut seq, mut hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
+    let logged = logged(&mut tx, plays).await?;
+    let mut batch: HashSet<(&str, &str)> = HashSet::with_capacity(plays.len());
+    let mut fresh = Vec::with_capacity(plays.len());
+    let mut counts: BTreeMap<CountKey, Tally> = BTreeMap::new();
+    let mut out = Vec::with_capacity(plays.len());
+    for p in plays {
+        let new = batch.insert((&p.user, &p.event_id))
+            && (logged.is_empty() || !logged.contains(&(p.user.clone(), p.event_id.clone())));
+        out.push(new);
+        if new {
+            seq += 1;
+            hash = link(&hash, seq, p);
+            counts.entry((p.track.clone(), day_of(p.started_ms), p.country.clone())).or_default().add(p);
+            fresh.push((seq, hash.clone(), p));
+        }
+    }
+    if fresh.is_empty() {
+        tx.rollback().await?;
+        return Ok(out);
+    }
+    for chunk in fresh.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO play_events (seq, user_id, event_id, track_id, started_ms, ms_played, tier, country, \
+             device, skipped, received_ms, hash) VALUES {}",
+            placeholders(chunk.len(), 12)
+        );
+        let mut q = sqlx::query(&sql);
+        for (seq, hash, p) in chunk {
+            q = q
+                .bind(*seq)
+                .bind(p.user.as_str())
+                .bind(p.event_id.as_str())
+                .bind(p.track.as_str())
+                .bind(p.started_ms)
+                .bind(p.ms_played)
+                .bind(p.tier.as_str())
+                .bind(p.country.as_str())
+                .bind(p.device.as_str())
+                .bind(i64::from(p.skipped))
+                .bind(p.received_ms)
+                .bind(hash.as_str());
+        }
+        q.execute(&mut *tx).await?;
+    }
+    let counts: Vec<_> = counts.into_iter().collect();
+    for chunk in counts.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO play_counts (track_id, day, country, plays, streams, ms_played) VALUES {} \
+             ON CONFLICT (track_id, day, country) DO UPDATE SET plays = play_counts.plays + excluded.plays, \
+             streams = play_counts.streams + excluded.streams, ms_played = play_counts.ms_played + excluded.ms_played",
+            placeholders(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(&sql);
+        for ((track, day, country), t) in chunk {
+            q = q
+                .bind(track.as_str())
+                .bind(day.as_str())
+                .bind(country.as_str())
+                .bind(t.plays)
+                .bind(t.streams)
+                .bind(t.ms_played);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    sqlx::query("UPDATE play_chain SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(hash.as_str())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// The chain's head: last seq and hash.
+pub async fn head(pool: &AnyPool) -> Result<(i64, String), Error> {
+    let row = sqlx::query("SELECT seq, hash FROM play_chain WHERE id = 1").fetch_one(pool).await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+/// A row of `GET /v1/admin/plays/counts`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CountRow {
+    pub track: String,
+    pub day: String,
+    pub country: String,
+    #[serde(flatten)]
+    pub tally: Tally,
+}
+
+fn count_row(r: &AnyRow) -> Result<CountRow, sqlx::Error> {
+    Ok(CountRow {
+        track: r.try_get(0)?,
+        day: r.try_get(1)?,
+        country: r.try_get(2)?,
+        tally: Tally { plays: r.try_get(3)?, streams: r.try_get(4)?, ms_played: r.try_get(5)? },
+    })
+}
+
+/// Counts with days in `[from, to]` (`YYYY-MM-DD`), for one track and/or country.
+pub async fn counts(
+    pool: &AnyPool,
+    track: Option<&str>,
+    country: Option<&str>,
+    from: &str,
+    to: &str,
+) -> Result<Vec<CountRow>, Error> {
+    let rows = sqlx::query(
+        "SELECT track_id, day, country, plays, streams, ms_played FROM play_counts \
+         WHERE day >= $1 AND day <= $2 AND ($3 = '' OR track_id = $3) AND ($4 = '' OR country = $4) \
+         ORDER BY track_id, day, country LIMIT 100000",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(track.unwrap_or(""))
+    .bind(country.unwrap_or(""))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(count_row).collect::<Result<_, _>>()?)
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Audit {
+    /// Events read from the log.
+    pub events: i64,
+    /// The head the chain recomputes to.
+    pub seq: i64,
+    pub hash: String,
+    /// Every inconsistency found (empty: the log is intact); the first few are listed.
+    pub problems: Vec<String>,
+}
+
+const MAX_PROBLEMS: usize = 20;
+
+/// Walk the whole log in seq order, recompute every link and the counts, and compare
+/// them with what is stored. `anchor`: a (seq, hash) published earlier (a royalty
+/// report's) the log must still contain. `progress` is told the seq reached.
+pub async fn verify(
+    pool: &AnyPool,
+    anchor: Option<(i64, &str)>,
+    mut progress: impl FnMut(i64),
+) -> Result<Audit, Error> {
+    let mut problems = Vec::new();
+    let mut note = |p: String| {
+        if problems.len() < MAX_PROBLEMS {
+            problems.push(p);
+        }
+    };
+    let (mut seq, mut hash) = (0i64, GENESIS.to_owned());
+    let mut events = 0i64;
+    let mut counts: BTreeMap<CountKey, Tally> = BTreeMap::new();
+    let mut anchored = anchor.is_none();
+    loop {
+        let rows = sqlx::query(
+            "SELECT seq, user_id, event_id, track_id, started_ms, ms_played, tier, country, device, skipped, \
+             received_ms, hash FROM play_events WHERE seq > $1 ORDER BY seq LIMIT 10000",
+        )
+        .bind(seq)
+        .fetch_all(pool)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for r in &rows {
+            let at: i64 = r.try_get(0)?;
+            let p = Play {
+                user: r.try_get(1)?,
+                event_id: r.try_get(2)?,
+                track: r.try_get(3)?,
+                started_ms: r.try_get(4)?,
+                ms_played: r.try_get(5)?,
+                tier: r.try_get(6)?,
+                country: r.try_get(7)?,
+                device: r.try_get(8)?,
+                skipped: r.try_get::<i64, _>(9)? != 0,
+                received_ms: r.try_get(10)?,
+            };
+            let stored: String = r.try_get(11)?;
+            if at != seq + 1 {
+                note(format!("events {}..{} are missing from the log (deleted)", seq + 1, at - 1));
+            }
+            let expected = link(&hash, at, &p);
+            if stored != expected {
+                note(format!(
+                    "event seq {at} (user {}, event {}) does not match the chain: the row was edited, \
+                     or an earlier one was",
+                    p.user, p.event_id
+                ));
+            }
+            if let Some((s, h)) = anchor {
+                if s == at {
+                    anchored = h == expected && h == stored;
+                }
+            }
+            // Go on from the stored link: an edited row is named alone, and a row whose
+            // hash was rewritten to match its edit breaks the next link instead.
+            hash = stored;
+            seq = at;
+            events += 1;
+            counts.entry((p.track.clone(), day_of(p.started_ms), p.country.clone())).or_default().add(&p);
+        }
+        progress(seq);
+    }
+    let (head_seq, head_hash) = head(pool).await?;
+    if head_seq != seq || head_hash != hash {
+        note(format!(
+            "the chain head says seq {head_seq} hash {head_hash}, the log recomputes to seq {seq} hash {hash}{}",
+            if head_seq > seq { ": events were deleted from the end" } else { "" }
+        ));
+    }
+    if let Some((s, h)) = anchor {
+        if !anchored {
+            note(format!("the anchor seq {s} hash {h} is not in the log: it was rewritten"));
+        }
+    }
+    let stored = sqlx::query("SELECT track_id, day, country, plays, streams, ms_played FROM play_counts")
+        .fetch_all(pool)
+        .await?;
+    let mut stored_counts = BTreeMap::new();
+    for r in &stored {
+        let c = count_row(r)?;
+        stored_counts.insert((c.track, c.day, c.country), c.tally);
+    }
+    for (key, tally) in &counts {
+        let s = stored_counts.remove(key).unwrap_or_default();
+        if s != *tally {
+            note(format!(
+                "counts of track {} on {} in {}: stored {} plays / {} streams, the log says {} / {}",
+                key.0, key.1, key.2, s.plays, s.streams, tally.plays, tally.streams
+            ));
+        }
+    }
+    for (key, s) in stored_counts.into_iter().filter(|(_, s)| s.plays != 0) {
+        note(format!("counts of track {} on {} in {}: {} plays stored, none in the log", key.0, key.1, key.2, s.plays));
+    }
+    Ok(Audit { events, seq, hash, problems })
+}

@@ -1,0 +1,250 @@
+//! Play events as clients send them, and the checks each one passes before it is logged.
+//!
+//! A batch is judged event by event: a malformed or impossible event is rejected with a
+//! reason and the rest of the batch still counts. The idempotency key is the client's
+//! event id within its user, so a retried or re-synced event is answered `duplicate`.
+
+use serde::{Deserialize, Serialize};
+
+/// A play lasting at least this long counts as a stream (and is paid).
+pub const STREAM_MS: i64 = 30_000;
+/// Slack over the track's length for a play's duration (clients round and buffer).
+const DURATION_SLACK_MS: i64 = 10_000;
+const MAX_ID_LEN: usize = 128;
+
+/// One event as it arrives; every field is checked by `check`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlayEvent {
+    /// The client's idempotency key for this play (a UUID, say).
+    pub event_id: String,
+    /// Whose play; defaults to the caller. Only admin callers may name another user.
+    #[serde(default)]
+    pub user: Option<String>,
+    pub track: String,
+    /// When playback started, Unix milliseconds.
+    pub started_ms: i64,
+    /// How much was heard, milliseconds.
+    pub ms_played: i64,
+    pub tier: String,
+    /// ISO 3166-1 alpha-2 country the play happened in.
+    pub country: String,
+    pub device: String,
+    #[serde(default)]
+    pub skipped: bool,
+}
+
+/// A checked event, as logged. `received_ms` is stamped once, by the first app-api that
+/// accepts it, so every replay of the log rebuilds the same record (and hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Play {
+    pub user: String,
+    pub event_id: String,
+    pub track: String,
+    pub started_ms: i64,
+    pub ms_played: i64,
+    pub tier: String,
+    pub country: String,
+    pub device: String,
+    pub skipped: bool,
+    pub received_ms: i64,
+}
+
+impl Play {
+    pub fn is_stream(&self) -> bool {
+        self.ms_played >= STREAM_MS
+    }
+}
+
+/// Why an event was not logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn reject(reason: &'static str, message: impl Into<String>) -> Rejection {
+    Rejection { reason, message: message.into() }
+}
+
+/// What one event became.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Rejected { reason: &'static str, message: String },
+}
+
+/// The limits `check` applies, from `[plays]`, and the clock.
+pub struct Limits {
+    pub now_ms: i64,
+    pub max_future_ms: i64,
+    pub max_age_ms: i64,
+}
+
+fn check_id(field: &str, v: &str) -> Result<(), Rejection> {
+    if v.is_empty() || v.len() > MAX_ID_LEN || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(reject(
+            "malformed",
+            format!("{field} must be 1-{MAX_ID_LEN} printable ASCII characters without spaces"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parse one element of a batch. `caller` is the authenticated user; `admin` callers
+/// (trusted gateways) may post for any user.
+pub fn parse(value: serde_json::Value, caller: &str, admin: bool) -> Result<PlayEvent, Rejection> {
+    let event: PlayEvent = serde_json::from_value(value).map_err(|e| reject("malformed", e.to_string()))?;
+    check_id("event_id", &event.event_id)?;
+    if let Some(u) = &event.user {
+        check_id("user", u)?;
+        if !admin && u != caller {
+            return Err(reject("user_mismatch", format!("this key belongs to {caller}, not {u}")));
+        }
+    }
+    Ok(event)
+}
+
+/// Check an event against the limits and the track's length (`None`: no such track).
+pub fn check(event: PlayEvent, caller: &str, duration_ms: Option<i64>, limits: &Limits) -> Result<Play, Rejection> {
+    check_id("track", &event.track)?;
+    check_id("device", &event.device)?;
+    let duration = duration_ms.ok_or_else(|| reject("unknown_track", format!("no track {:?}", event.track)))?;
+    if event.tier.parse::<segue_core::Tier>().is_err() {
+        return Err(reject(
+            "bad_tier",
+            format!("tier {:?} is not one of {}", event.tier, segue_core::Tier::ALL.map(|t| t.as_str()).join(", ")),
+        ));
+    }
+    if event.country.len() != 2 || !event.country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(reject("bad_country", format!("country {:?} is not an ISO 3166-1 alpha-2 code", event.country)));
+    }
+    if event.ms_played < 0 {
+        return Err(reject("bad_duration", format!("ms_played {} is negative", event.ms_played)));
+    }
+    if event.ms_played > duration + DURATION_SLACK_MS {
+        return Err(reject(
+            "bad_duration",
+            format!("ms_played {} is longer than the track ({duration} ms)", event.ms_played),
+        ));
+    }
+    if event.started_ms.saturating_add(event.ms_played) > limits.now_ms + limits.max_future_ms {
+        return Err(reject(
+            "future",
+            format!("the play ends at {} ms, in the future", event.started_ms + event.ms_played),
+        ));
+    }
+    if event.started_ms < limits.now_ms - limits.max_age_ms {
+        return Err(reject(
+            "too_old",
+            format!(
+                "started_ms {} is older than the {} days offline plays are kept",
+                event.started_ms,
+                limits.max_age_ms / 86_400_000
+            ),
+        ));
+    }
+    Ok(Play {
+        user: event.user.unwrap_or_else(|| caller.to_owned()),
+        event_id: event.event_id,
+        track: event.track,
+        started_ms: event.started_ms,
+        ms_played: event.ms_played,
+        tier: event.tier,
+        country: event.country,
+        device: event.device,
+        skipped: event.skipped,
+        received_ms: limits.now_ms,
+    })
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix millisecond time.
+pub fn day_of(ms: i64) -> String {
+    let date = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).map_or(time::Date::MIN, |t| t.date());
+    format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day())
+}
+
+/// Whether `d` is a `YYYY-MM-DD` date.
+pub fn is_day(d: &str) -> bool {
+    let b = d.as_bytes();
+    let num =
+        |r: std::ops::Range<usize>| d.get(r).filter(|s| s.bytes().all(|c| c.is_ascii_digit()))?.parse::<u32>().ok();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && num(0..4).is_some()
+        && num(5..7).is_some_and(|m| (1..=12).contains(&m))
+        && num(8..10).is_some_and(|d| (1..=31).contains(&d))
+}
+
+/// A month `YYYY-MM` as its `[start, end)` in Unix milliseconds.
+pub fn month_bounds(month: &str) -> Option<(i64, i64)> {
+    let (y, m) = month.split_once('-')?;
+    if y.len() != 4 || m.len() != 2 {
+        return None;
+    }
+    let (y, m): (i32, u8) = (y.parse().ok()?, m.parse().ok()?);
+    let start = time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, 1).ok()?;
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    let end = time::Date::from_calendar_date(ny, time::Month::try_from(nm).ok()?, 1).ok()?;
+    let ms = |d: time::Date| d.midnight().assume_utc().unix_timestamp() * 1000;
+    Some((ms(start), ms(end)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits { now_ms: 1_800_000_000_000, max_future_ms: 300_000, max_age_ms: 31 * 86_400_000 }
+    }
+
+    fn event() -> serde_json::Value {
+        serde_json::json!({"event_id": "e1", "track": "trk_1", "started_ms": 1_799_999_000_000i64,
+            "ms_played": 31_000, "tier": "high", "country": "SE", "device": "phone"})
+    }
+
+    fn run(v: serde_json::Value, duration: Option<i64>) -> Result<Play, Rejection> {
+        check(parse(v, "usr_a", false)?, "usr_a", duration, &limits())
+    }
+
+    #[test]
+    fn good_events_pass_and_bad_ones_say_why() {
+        let p = run(event(), Some(200_000)).unwrap();
+        assert_eq!((p.user.as_str(), p.is_stream(), p.received_ms), ("usr_a", true, limits().now_ms));
+        let with = |k: &str, v: serde_json::Value| {
+            let mut e = event();
+            e[k] = v;
+            run(e, Some(200_000)).unwrap_err().reason
+        };
+        assert_eq!(with("ms_played", (-1).into()), "bad_duration");
+        assert_eq!(with("ms_played", 250_000.into()), "bad_duration");
+        assert_eq!(with("started_ms", 1_800_001_000_000i64.into()), "future");
+        assert_eq!(with("started_ms", 1_700_000_000_000i64.into()), "too_old");
+        assert_eq!(with("tier", "ultra".into()), "bad_tier");
+        assert_eq!(with("country", "se".into()), "bad_country");
+        assert_eq!(with("user", "usr_b".into()), "user_mismatch");
+        assert_eq!(with("event_id", "".into()), "malformed");
+        assert_eq!(with("ms_played", "long".into()), "malformed");
+        assert_eq!(run(event(), None).unwrap_err().reason, "unknown_track");
+        // An admin (a trusted gateway) posts for anyone.
+        let mut e = event();
+        e["user"] = "usr_b".into();
+        assert_eq!(check(parse(e, "admin", true).unwrap(), "admin", Some(200_000), &limits()).unwrap().user, "usr_b");
+    }
+
+    #[test]
+    fn days_and_months_are_utc() {
+        assert_eq!(day_of(0), "1970-01-01");
+        assert_eq!(day_of(1_764_547_199_999), "2025-11-30");
+        assert_eq!(day_of(1_764_547_200_000), "2025-12-01");
+        assert_eq!(month_bounds("2025-12"), Some((1_764_547_200_000, 1_767_225_600_000)));
+        assert_eq!(month_bounds("2024-02").map(|(a, b)| (b - a) / 86_400_000), Some(29));
+        assert_eq!(month_bounds("2025-13"), None);
+        assert_eq!(month_bounds("25-01"), None);
+        assert!(is_day("9999-12-31") && is_day("2026-02-01"));
+        assert!(!is_day("2026-13-01") && !is_day("2026-1-01") && !is_day("2026-01-0x"));
+    }
+}

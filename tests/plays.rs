@@ -1,0 +1,410 @@
+//! Play counting as clients and finance see it: real app-api (and, at scale, NATS
+//! JetStream, a consumer and PostgreSQL) processes on 127.0.0.1, killed with -9 while
+//! a client keeps sending with retries.
+
+mod common;
+
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+const TRACK_SAMPLES: u64 = 44_100 * 200; // 200 s
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// An app-api config on a fixed port (restarts keep the address).
+fn write_config(
+    dir: &std::path::Path,
+    port: u16,
+    database: &str,
+    origin: std::net::SocketAddr,
+    plays: &str,
+) -> std::path::PathBuf {
+    let cfg = dir.join("app.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\norigin = \"http://{origin}\"\n\
+             admin_tokens = [\"{APP_ADMIN}\"]\nsearch_dir = \"{}\"\n[plays]\nmax_age_days = 366\n{plays}\n",
+            dir.join("search").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn start_app(cfg: &std::path::Path) -> Child {
+    let mut c = segue();
+    c.args(["app-api", "--config"]).arg(cfg);
+    spawn_server(c).0
+}
+
+fn kill_9(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Three 200 s tracks in the catalog; returns their ids.
+fn catalog(dir: &std::path::Path, addr: std::net::SocketAddr) -> Vec<String> {
+    ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let cid = format!("{}{}", name.repeat(2), "0".repeat(62));
+            put_manifest(dir, &cid, TRACK_SAMPLES, -14.0);
+            let body = serde_json::json!({"content_id": cid, "title": format!("Track {name}"), "artists": ["Ada"],
+                "album": "Counted", "track_number": i + 1, "isrc": format!("SEABC260000{i}")});
+            let (code, t) = admin(addr, "POST", "/v1/admin/tracks", Some(APP_ADMIN), Some(&body.to_string()));
+            assert_eq!(code, 201, "{t}");
+            t["id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn event(id: &str, user: &str, track: &str, started_ms: i64, ms_played: i64, country: &str) -> serde_json::Value {
+    serde_json::json!({"event_id": id, "user": user, "track": track, "started_ms": started_ms,
+        "ms_played": ms_played, "tier": "high", "country": country, "device": "test-rig", "skipped": false})
+}
+
+fn post_plays(addr: std::net::SocketAddr, token: &str, events: &[serde_json::Value]) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({ "events": events }).to_string();
+    admin(addr, "POST", "/v1/play-events", Some(token), Some(&body))
+}
+
+/// One batch with retries until acknowledged; counts the attempts that failed.
+fn send_until_acked(port: u16, events: &[serde_json::Value], failures: &AtomicU64) -> serde_json::Value {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, v) = post_plays(addr, APP_ADMIN, events);
+        if code == 200 {
+            return v;
+        }
+        failures.fetch_add(1, Ordering::Relaxed);
+        assert!(std::time::Instant::now() < deadline, "batch never acknowledged: {code} {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The event ids a client sends while the servers are being killed: `batches` batches of
+/// `per` events, all plays of `tracks`, two thirds of them streams.
+fn storm_batches(tracks: &[String], batches: usize, per: usize) -> Vec<Vec<serde_json::Value>> {
+    let start = now_ms() - 3_600_000;
+    (0..batches)
+        .map(|b| {
+            (0..per)
+                .map(|i| {
+                    let n = b * per + i;
+                    let ms = if n.is_multiple_of(3) { 12_000 } else { 45_000 };
+                    event(
+                        &format!("k9-{n}"),
+                        &format!("usr_{}", n % 7),
+                        &tracks[n % 3],
+                        start + n as i64 * 100,
+                        ms,
+                        "SE",
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Send every batch from a thread while `restart` kills and restarts the servers; returns
+/// the failed attempts (proof the kills landed on live traffic).
+fn send_through_kills(port: u16, batches: Vec<Vec<serde_json::Value>>, mut restart: impl FnMut()) -> u64 {
+    let failures = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (failures, done) = (failures.clone(), done.clone());
+        std::thread::spawn(move || {
+            for batch in &batches {
+                let v = send_until_acked(port, batch, &failures);
+                let answered = v["accepted"].as_u64().unwrap() + v["duplicates"].as_u64().unwrap();
+                assert_eq!(answered, batch.len() as u64, "every event is stored: {v}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    let mut kills = 0;
+    while !done.load(Ordering::Relaxed) && kills < 6 {
+        std::thread::sleep(Duration::from_millis(250));
+        restart();
+        kills += 1;
+    }
+    client.join().unwrap();
+    assert!(kills >= 3, "the client finished before the kills ({kills})");
+    failures.load(Ordering::Relaxed)
+}
+
+fn totals(addr: std::net::SocketAddr) -> (i64, i64) {
+    let (code, v) = admin(addr, "GET", "/v1/admin/plays/counts", Some(APP_ADMIN), None);
+    assert_eq!(code, 200, "{v}");
+    v["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .fold((0, 0), |(p, s), r| (p + r["plays"].as_i64().unwrap(), s + r["streams"].as_i64().unwrap()))
+}
+
+fn verify(cfg: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let out = segue().args(["plays", "verify", "--config"]).arg(cfg).args(extra).output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn sqlite(db: &std::path::Path, sql: &str) {
+    let script = format!(
+        "import sqlite3; c = sqlite3.connect({:?}); c.executescript({sql:?}); c.commit()",
+        db.display().to_string()
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A month (YYYY-MM) about three months back and the Unix ms of its 3rd, 10:00 UTC.
+fn past_month() -> (String, i64) {
+    let then = now_ms() / 1000 - 90 * 86_400;
+    let text = aws_smithy_types::DateTime::from_secs(then).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap();
+    let month = text[..7].to_owned();
+    let first = aws_smithy_types::DateTime::from_str(
+        &format!("{month}-01T00:00:00Z"),
+        aws_smithy_types::date_time::Format::DateTime,
+    )
+    .unwrap()
+    .secs();
+    (month, (first + 2 * 86_400 + 10 * 3_600) * 1000)
+}
+
+/// The fixed dataset of the hand-computed report: tracks A, B, C; u1 and u2 listen
+/// normally, u3 plays from three countries in one hour (fraud).
+fn report_dataset(tracks: &[String], t0: i64) -> Vec<serde_json::Value> {
+    let (a, b, c) = (&tracks[0], &tracks[1], &tracks[2]);
+    let mut n = 0;
+    let mut ev = |user: &str, track: &str, ms: i64, country: &str| {
+        n += 1;
+        event(&format!("r-{n}"), user, track, t0 + n as i64 * 240_000, ms, country)
+    };
+    vec![
+        ev("u1", a, 45_000, "SE"),
+        ev("u1", a, 60_000, "SE"),
+        ev("u1", a, 30_000, "SE"), // exactly 30 s: a stream
+        ev("u1", a, 29_999, "SE"), // not a stream
+        ev("u1", b, 45_000, "SE"),
+        ev("u1", b, 45_000, "SE"),
+        ev("u1", c, 45_000, "SE"),
+        ev("u2", a, 45_000, "DE"),
+        ev("u2", a, 45_000, "DE"),
+        ev("u2", b, 45_000, "DE"),
+        ev("u2", c, 45_000, "DE"),
+        ev("u3", a, 45_000, "SE"),
+        ev("u3", a, 45_000, "DE"),
+        ev("u3", a, 45_000, "US"),
+    ]
+}
+
+#[test]
+fn plays_count_exactly_once_through_kill_9_and_report_royalties_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("app/app.db");
+    let db = format!("sqlite://{}", db_path.display());
+    let (origin, origin_addr) = spawn_origin(dir.path());
+    let port = free_port();
+    let cfg = write_config(dir.path(), port, &db, origin_addr, "");
+    let app = start_app(&cfg);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let tracks = catalog(dir.path(), addr);
+    let now = now_ms();
+
+    // Per-event answers: accepted, duplicate (retried, or twice in one batch), rejected
+    // with a reason; one bad event does not sink the batch.
+    let good = event("e-1", "u9", &tracks[0], now - 60_000, 45_000, "SE");
+    let batch = vec![
+        good.clone(),
+        good.clone(),
+        event("e-2", "u9", "trk_nope", now - 60_000, 45_000, "SE"),
+        event("e-3", "u9", &tracks[0], now - 60_000, -5, "SE"),
+        event("e-4", "u9", &tracks[0], now - 60_000, 900_000, "SE"),
+        event("e-5", "u9", &tracks[0], now + 3_600_000, 45_000, "SE"),
+        serde_json::json!({"event_id": "e-6", "track": tracks[0]}),
+    ];
+    let (code, v) = post_plays(addr, APP_ADMIN, &batch);
+    assert_eq!(code, 200, "{v}");
+    let statuses: Vec<(&str, Option<&str>)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["status"].as_str().unwrap(), r["reason"].as_str()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("accepted", None),
+            ("duplicate", None),
+            ("rejected", Some("unknown_track")),
+            ("rejected", Some("bad_duration")),
+            ("rejected", Some("bad_duration")),
+            ("rejected", Some("future")),
+            ("rejected", Some("malformed")),
+        ],
+        "{v}"
+    );
+    let (code, v) = post_plays(addr, APP_ADMIN, std::slice::from_ref(&good));
+    assert_eq!((code, v["duplicates"].as_u64()), (200, Some(1)), "a retry is a duplicate: {v}");
+    // A user's own key posts only its own plays.
+    let (code, u) = admin(addr, "POST", "/v1/admin/users", Some(APP_ADMIN), Some(r#"{"name":"Lis","country":"SE"}"#));
+    assert_eq!(code, 201);
+    let key = u["api_key"].as_str().unwrap();
+    let me = u["user"]["id"].as_str().unwrap();
+    let mut mine = event("own-1", me, &tracks[1], now - 120_000, 50_000, "SE");
+    let (code, v) =
+        post_plays(addr, key, &[mine.clone(), event("own-2", "u9", &tracks[1], now - 60_000, 50_000, "SE")]);
+    assert_eq!(code, 200);
+    assert_eq!((v["accepted"].as_u64(), v["results"][1]["reason"].as_str()), (Some(1), Some("user_mismatch")), "{v}");
+    mine.as_object_mut().unwrap().remove("user");
+    let (_, v) = post_plays(addr, key, &[mine]);
+    assert_eq!(v["duplicates"].as_u64(), Some(1), "the caller is the default user: {v}");
+    // Whole-request errors: 4xx JSON, nothing stored.
+    for (body, code) in [(r#"{"events": 5}"#, 400), ("not json", 400), (r#"{"evts": []}"#, 400)] {
+        let (c, v) = admin(addr, "POST", "/v1/play-events", Some(APP_ADMIN), Some(body));
+        assert_eq!((c, v["error"].as_str()), (code, Some("bad_request")), "{body}: {v}");
+    }
+    let (code, _) = admin(addr, "POST", "/v1/play-events", None, Some(r#"{"events": []}"#));
+    assert_eq!(code, 401);
+    assert_eq!(totals(addr), (2, 2));
+
+    // kill -9 the app-api again and again while a client sends 3,000 events in batches,
+    // retrying each until acknowledged: every event is counted once.
+    let batches = storm_batches(&tracks, 150, 20);
+    let mut running = Some(app);
+    let failures = send_through_kills(port, batches.clone(), || {
+        kill_9(running.take().unwrap());
+        running = Some(start_app(&cfg));
+    });
+    let app = running.unwrap();
+    assert!(failures > 0, "no request was cut by a kill");
+    let (plays, streams) = totals(addr);
+    assert_eq!((plays, streams), (2 + 3000, 2 + 2000), "exactly once after {failures} failed attempts");
+    // Everything again: all duplicates, nothing counted twice.
+    for batch in batches.iter().step_by(10) {
+        let (code, v) = post_plays(addr, APP_ADMIN, batch);
+        assert_eq!((code, v["duplicates"].as_u64()), (200, Some(20)), "{v}");
+    }
+    assert_eq!(totals(addr), (3002, 2002));
+
+    // Offline sync, out of order: a device posts plays from days ago after newer ones;
+    // they land on their own day.
+    let (month, t0) = past_month();
+    let mut dataset = report_dataset(&tracks, t0);
+    dataset.reverse();
+    let (code, v) = post_plays(addr, APP_ADMIN, &dataset);
+    assert_eq!((code, v["accepted"].as_u64()), (200, Some(14)), "{v}");
+    let day =
+        aws_smithy_types::DateTime::from_secs(t0 / 1000).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap();
+    let (_, v) = admin(
+        addr,
+        "GET",
+        &format!("/v1/admin/plays/counts?from={0}&to={0}&track={1}", &day[..10], tracks[0]),
+        Some(APP_ADMIN),
+        None,
+    );
+    let by_country: Vec<(String, i64, i64)> = v["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (r["country"].as_str().unwrap().to_owned(), r["plays"].as_i64().unwrap(), r["streams"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(by_country, [("DE".into(), 3, 3), ("SE".into(), 5, 4), ("US".into(), 1, 1)], "{v}");
+
+    // The hand-computed report. Shares: A 70/30 label/artist, B all label, C none.
+    for (t, shares) in [
+        (&tracks[0], r#"{"shares":[{"holder":"label","share_bps":7000},{"holder":"artist","share_bps":3000}]}"#),
+        (&tracks[1], r#"{"shares":[{"holder":"label","share_bps":10000}]}"#),
+    ] {
+        let (code, v) = admin(addr, "PUT", &format!("/v1/admin/tracks/{t}/shares"), Some(APP_ADMIN), Some(shares));
+        assert_eq!(code, 200, "{v}");
+    }
+    let (code, v) = admin(
+        addr,
+        "PUT",
+        &format!("/v1/admin/tracks/{}/shares", tracks[2]),
+        Some(APP_ADMIN),
+        Some(r#"{"shares":[{"holder":"label","share_bps":6000}]}"#),
+    );
+    assert_eq!((code, v["error"].as_str()), (400, Some("bad_request")), "shares must sum to 100 %: {v}");
+    // Streams counted: A 5 (u1 3, u2 2), B 3, C 2 = 10; u3's 3 are excluded (flagged).
+    // Pool 1000.01: 100001 cents x 35000/100000 = 35000.35 -> the spare cent goes to
+    // A/label (largest remainder).
+    let report_path = format!("/v1/admin/royalties?month={month}&pool=1000.01&currency=EUR&format=csv");
+    let (code, csv) =
+        get(&format!("http://{addr}{report_path}"), &["-H", &format!("Authorization: Bearer {APP_ADMIN}")]);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&csv));
+    let expected = format!(
+        "month,track,isrc,title,holder,share_bps,streams,amount,currency\n\
+         {month},{a},SEABC2600000,Track a,artist,3000,5,150.00,EUR\n\
+         {month},{a},SEABC2600000,Track a,label,7000,5,350.01,EUR\n\
+         {month},{b},SEABC2600001,Track b,label,10000,3,300.00,EUR\n\
+         {month},{c},SEABC2600002,Track c,unclaimed,10000,2,200.00,EUR\n",
+        a = tracks[0],
+        b = tracks[1],
+        c = tracks[2]
+    );
+    let mut sorted_expected: Vec<&str> = expected.lines().collect();
+    sorted_expected[1..].sort();
+    assert_eq!(String::from_utf8_lossy(&csv), sorted_expected.join("\n") + "\n");
+    let (_, json) = admin(addr, "GET", &report_path.replace("csv", "json"), Some(APP_ADMIN), None);
+    assert_eq!((json["streams"].as_i64(), json["per_stream"].as_str()), (Some(10), Some("100.001000")), "{json}");
+    assert_eq!((json["excluded_accounts"][0].as_str(), json["excluded_streams"].as_i64()), (Some("u3"), Some(3)));
+    let (_, flags) = admin(addr, "GET", &format!("/v1/admin/fraud?month={month}"), Some(APP_ADMIN), None);
+    assert_eq!(
+        (flags["flags"][0]["user"].as_str(), flags["flags"][0]["reason"].as_str()),
+        (Some("u3"), Some("many_countries")),
+        "{flags}"
+    );
+    // The CLI renders the same bytes, and again at the same log position.
+    let out_file = dir.path().join("report.csv");
+    let anchor = format!("{}:{}", json["audit_seq"], json["audit_hash"].as_str().unwrap());
+    for extra in [vec![], vec!["--as-of".to_owned(), json["audit_seq"].to_string()]] {
+        let out = segue()
+            .args(["plays", "report", "--month", &month, "--pool", "1000.01", "--out"])
+            .arg(&out_file)
+            .args(&extra)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read(&out_file).unwrap(), csv, "byte for byte");
+    }
+    // Review clears u3: their streams count again.
+    let review = format!(r#"{{"user":"u3","month":"{month}","verdict":"cleared","note":"tour bus"}}"#);
+    let (code, v) = admin(addr, "POST", "/v1/admin/fraud/review", Some(APP_ADMIN), Some(&review));
+    assert_eq!(code, 200, "{v}");
+    let (_, json2) = admin(addr, "GET", &report_path.replace("csv", "json"), Some(APP_ADMIN), None);
+    assert_eq!((json2["streams"].as_i64(), json2["excluded_streams"].as_i64()), (Some(13), Some(0)), "{json2}");
+    let (code, v) = admin(addr, "GET", "/v1/admin/royalties?month=2026-13&pool=1", Some(APP_ADMIN), None);
+    assert_eq!((code, v["error"].as_str()), (400, Some("bad_request")), "{v}");
+
+    // The audit log: intact, anchored at the report; an edit, then a deletion at the end,
+    // are both detected.
+    assert!(terminate(app).success());
+    let (ok, text) = verify(&cfg, &["--anchor", &anchor]);
+    assert!(ok && text.contains("intact: 3016 events"), "{text}");
+    sqlite(&db_path, "UPDATE play_events SET ms_played = ms_played + 100000 WHERE seq = 5");
+    let (ok, text) = verify(&cfg, &[]);
+    assert!(!ok && text.contains("event seq 5 ") && text.contains("counts of track"), "{text}");
+    sqlite(&db_path, "UPDATE play_events SET ms_played = ms_played - 100000 WHERE seq = 5");
+    let (ok, text) = verify(&cfg, &[]);
+    assert!(ok, "restored: {text}");
+    sqlite(&db_path, "DELETE FROM play_events WHERE seq = (SELECT MAX(seq) FROM play_events)");
+    let (ok, text) = verify(&cfg, &["--anchor", &anchor]);
+    assert!(!ok && text.contains("deleted from the end"), "{text}");
+    assert!(terminate(origin).success());
+}
