@@ -408,3 +408,114 @@ fn plays_count_exactly_once_through_kill_9_and_report_royalties_on_sqlite() {
     assert!(!ok && text.contains("deleted from the end"), "{text}");
     assert!(terminate(origin).success());
 }
+
+fn fresh_postgres_db(name: &str) -> String {
+    let url = std::env::var("SEGUE_TEST_POSTGRES_URL")
+        .expect("SEGUE_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh (it starts PostgreSQL)");
+    for sql in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
+        let out = Command::new("psql").args([&url, "-q", "-c", &sql]).output().expect("psql");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    format!("{}/{name}", url.rsplit_once('/').unwrap().0)
+}
+
+fn start_consumer(cfg: &std::path::Path) -> Child {
+    let mut c = segue();
+    c.args(["plays", "consume", "--config"]).arg(cfg);
+    spawn_server(c).0
+}
+
+fn lag_events(addr: std::net::SocketAddr) -> u64 {
+    let (code, v) = admin(addr, "GET", "/v1/admin/plays/status", Some(APP_ADMIN), None);
+    assert_eq!(code, 200, "{v}");
+    v["lag"]["events"].as_u64().unwrap()
+}
+
+/// At scale: events go to NATS JetStream and a consumer applies them to PostgreSQL.
+/// The app-api and the consumer are both killed with -9 again and again while a client
+/// sends with retries; once the consumer catches up every event is counted once. A
+/// stopped consumer makes the report refuse (lag in /metrics) unless forced.
+#[test]
+fn plays_count_exactly_once_through_nats_jetstream_into_postgresql() {
+    let nats = std::env::var("SEGUE_TEST_NATS_URL")
+        .expect("SEGUE_TEST_NATS_URL is not set: run the suite with scripts/test.sh (it starts nats-server)");
+    let db = fresh_postgres_db("segue_plays_test");
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, origin_addr) = spawn_origin(dir.path());
+    let (port, metrics_port) = (free_port(), free_port());
+    let stream = format!("PLAYS_{}", std::process::id());
+    let plays = format!(
+        "log = \"nats\"\nreport_max_lag_secs = 1\n[plays.nats]\nurl = \"{nats}\"\nstream = \"{stream}\"\n\
+         subject = \"segue.test.{stream}\"\nconsumer_listen = \"127.0.0.1:{metrics_port}\"\nconsumer_batch = 200\n"
+    );
+    let cfg = write_config(dir.path(), port, &db, origin_addr, &plays);
+    let app = start_app(&cfg);
+    let consumer = start_consumer(&cfg);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let tracks = catalog(dir.path(), addr);
+
+    let batches = storm_batches(&tracks, 100, 20);
+    let mut running = Some((app, consumer));
+    let mut round = 0;
+    let failures = send_through_kills(port, batches.clone(), || {
+        let (app, consumer) = running.take().unwrap();
+        // Alternate: the app-api, the consumer, then both at once.
+        let (app, consumer) = match round % 3 {
+            0 => (kill_then(app, || start_app(&cfg)), consumer),
+            1 => (app, kill_then(consumer, || start_consumer(&cfg))),
+            _ => {
+                kill_9(consumer);
+                (kill_then(app, || start_app(&cfg)), start_consumer(&cfg))
+            }
+        };
+        round += 1;
+        running = Some((app, consumer));
+    });
+    assert!(failures > 0, "no request was cut by a kill");
+    let (app, consumer) = running.unwrap();
+    wait_for("the consumer to catch up", 60, || lag_events(addr) == 0 && totals(addr).0 == 2000);
+    assert_eq!(totals(addr), (2000, 1333), "exactly once after {failures} failed attempts");
+    // Re-sent long after: duplicates, by JetStream's window or by the database.
+    for batch in batches.iter().step_by(10) {
+        let (code, v) = post_plays(addr, APP_ADMIN, batch);
+        assert_eq!((code, v["duplicates"].as_u64()), (200, Some(20)), "{v}");
+    }
+
+    // The consumer stops: acknowledged events wait in the stream, the lag shows in
+    // /metrics, and the report refuses until it catches up (or is forced).
+    assert!(terminate(consumer).success());
+    let late: Vec<_> =
+        (0..50).map(|i| event(&format!("late-{i}"), "u1", &tracks[0], now_ms() - 90_000, 45_000, "NO")).collect();
+    let (code, v) = post_plays(addr, APP_ADMIN, &late);
+    assert_eq!((code, v["accepted"].as_u64()), (200, Some(50)), "{v}");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(metric(addr, "plays_pipeline_lag_events"), 50.0);
+    let month = aws_smithy_types::DateTime::from_secs(now_ms() / 1000 - 90)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap()[..7]
+        .to_owned();
+    let report = format!("/v1/admin/royalties?month={month}&pool=100.00");
+    let (code, v) = admin(addr, "GET", &report, Some(APP_ADMIN), None);
+    assert_eq!((code, v["error"].as_str()), (409, Some("pipeline_lagging")), "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("50 acknowledged events"), "{v}");
+    let (code, v) = admin(addr, "GET", &format!("{report}&force=1"), Some(APP_ADMIN), None);
+    assert_eq!(code, 200, "forced: {v}");
+    let consumer = start_consumer(&cfg);
+    wait_for("the consumer to drain", 60, || lag_events(addr) == 0 && totals(addr).0 == 2050);
+    let (code, v) = admin(addr, "GET", &report, Some(APP_ADMIN), None);
+    assert_eq!(code, 200, "{v}");
+    let consumer_metrics = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    wait_for("the consumer's lag gauge", 10, || metric(consumer_metrics, "plays_pipeline_lag_events") == 0.0);
+    assert!(metric(consumer_metrics, "plays_consumer_applied_total") >= 50.0);
+
+    assert!(terminate(consumer).success());
+    assert!(terminate(app).success());
+    let (ok, text) = verify(&cfg, &[]);
+    assert!(ok && text.contains("intact: 2050 events"), "{text}");
+    assert!(terminate(origin).success());
+}
+
+fn kill_then(child: Child, start: impl FnOnce() -> Child) -> Child {
+    kill_9(child);
+    start()
+}

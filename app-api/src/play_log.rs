@@ -57,7 +57,21 @@ impl PlayLog {
                 Lag::default().record();
                 Ok(PlayLog::Embedded(tx))
             }
-            PlayLogKind::Nats => Ok(PlayLog::Nats(Box::new(JetStream::connect(config, pool).await?))),
+            PlayLogKind::Nats => {
+                let js = JetStream::connect(config, pool).await?;
+                // Keep the lag gauges fresh for /metrics even while no report is asked.
+                let watcher = js.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match watcher.lag().await {
+                            Ok(lag) => lag.record(),
+                            Err(e) => tracing::warn!(error = %e, "cannot read the play pipeline's lag"),
+                        }
+                        tokio::time::sleep(LAG_EVERY).await;
+                    }
+                });
+                Ok(PlayLog::Nats(Box::new(js)))
+            }
         }
     }
 
@@ -123,7 +137,11 @@ async fn writer(pool: AnyPool, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// How often the lag gauges are refreshed.
+const LAG_EVERY: Duration = Duration::from_secs(2);
+
 /// The JetStream side of the log: publishing (app-api) and the stream both sides share.
+#[derive(Clone)]
 pub struct JetStream {
     js: jetstream::Context,
     stream: String,
@@ -249,15 +267,14 @@ pub async fn consume(config: Config, shutdown: impl std::future::Future<Output =
     });
     let lag_task = tokio::spawn({
         let mut stop = stop.clone();
-        let js_lag =
-            JetStream { js: js.js.clone(), stream: js.stream.clone(), subject: js.subject.clone(), pool: pool.clone() };
+        let js_lag = js.clone();
         async move {
             loop {
                 if let Ok(lag) = js_lag.lag().await {
                     lag.record();
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = tokio::time::sleep(LAG_EVERY) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }

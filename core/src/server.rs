@@ -228,6 +228,9 @@ pub async fn serve_tls<H, F>(
 
 /// Bind `addr` and print the `listening on ADDR` line operators and tests wait for.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    // Install the metrics recorder before the server records anything: what is recorded
+    // before it exists is lost.
+    crate::telemetry::metrics();
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     println!("listening on {local}");
