@@ -212,10 +212,30 @@ enum Command {
     /// Generate load against an edge or origin over HTTP/1.1, HTTP/1.1+TLS, HTTP/2 or
     /// HTTP/3 and report throughput and exact latency percentiles.
     ///
-    /// Paths come from --path (repeatable) and/or --paths-file (one per line), most
-    /// popular first; each request picks one by Zipf popularity. Sizes are learned with a
-    /// HEAD per path before the run.
+    /// Scenario `ranges` (default): paths come from --path (repeatable) and/or
+    /// --paths-file (one per line), most popular first; each request picks one by Zipf
+    /// popularity. Sizes are learned with a HEAD per path before the run.
+    ///
+    /// Scenario `plays`: post batches of --batch play events (fresh idempotency keys,
+    /// plays of --track ids by --users listeners) to an app API's /v1/play-events with
+    /// the token in --token-file; reports events/s and batch latency.
     Loadtest {
+        /// ranges (audio byte ranges from an edge or origin) or plays (play events to an
+        /// app API).
+        #[arg(long, default_value = "ranges", value_parser = ["ranges", "plays"])]
+        scenario: String,
+        /// plays: file holding the bearer token (an admin token posts for many users).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// plays: a track id to play (repeat, or comma-separated).
+        #[arg(long = "track", value_name = "ID", value_delimiter = ',')]
+        tracks: Vec<String>,
+        /// plays: events per request.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// plays: distinct listeners the events are spread over.
+        #[arg(long, default_value_t = 10_000)]
+        users: u64,
         /// Target, e.g. http://127.0.0.1:8080 (h1) or https://localhost:8443 (h1-tls, h2,
         /// h3; for h3 the port is the edge's UDP h3_listen port).
         #[arg(long, value_name = "URL")]
@@ -401,6 +421,40 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }
         Command::Loadtest {
+            scenario,
+            token_file,
+            tracks,
+            batch,
+            users,
+            target,
+            connections,
+            duration_secs,
+            seed,
+            json,
+            ..
+        } if scenario == "plays" => {
+            let token = read_token(token_file)?
+                .ok_or_else(|| Failure::Usage("the plays scenario needs --token-file".into()))?;
+            let opts = segue_loadtest::plays::PlaysOptions {
+                target: segue_loadtest::target(&target, segue_core::client::Protocol::Http1, None, None)
+                    .map_err(|e| Failure::Usage(e.to_string()))?,
+                token,
+                tracks,
+                users,
+                batch,
+                connections: connections as usize,
+                duration: std::time::Duration::from_secs(duration_secs),
+                seed,
+            };
+            let report = segue_loadtest::plays::run(opts).await.map_err(|e| Failure::Runtime(e.to_string()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                println!("{}", report.table());
+            }
+            Ok(())
+        }
+        Command::Loadtest {
             target,
             protocol,
             ca,
@@ -416,6 +470,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             storm,
             seed,
             json,
+            ..
         } => {
             let mut paths = paths;
             if let Some(f) = &paths_file {

@@ -5,10 +5,14 @@
 //! several concurrent streams each. Latencies are kept exactly and reported as
 //! percentiles.
 //!
+//! A second scenario (`plays`) posts batches of play events to the app API.
+//!
 //! Bodies are read and discarded as they arrive, so one core of the generator can push
 //! more than the server under test.
 
 #![forbid(unsafe_code)]
+
+pub mod plays;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -97,7 +101,7 @@ pub struct Percentiles {
 
 impl Percentiles {
     /// Exact percentiles (nearest rank) of microsecond samples.
-    fn of(mut us: Vec<u64>) -> Self {
+    pub(crate) fn of(mut us: Vec<u64>) -> Self {
         if us.is_empty() {
             return Percentiles::default();
         }
@@ -173,7 +177,7 @@ pub fn target(
     Connector::new(protocol, addr, name, roots).map_err(|e| Error::Usage(e.to_string()))
 }
 
-async fn connect(target: &Connector) -> Result<Connection, Error> {
+pub(crate) async fn connect(target: &Connector) -> Result<Connection, Error> {
     target.connect().await.map_err(|e| Error::Connect(target.addr(), e.to_string()))
 }
 
