@@ -12,11 +12,14 @@
 # Servers on core 0, load generators on core 1.
 #
 #   scripts/bench-plays.sh                 SECS=15 CONNS=16 BATCH=100
+#   PATHS=embedded scripts/bench-plays.sh  only the embedded path and its peer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${SECS:-15}"
 CONNS="${CONNS:-16}"
 BATCH="${BATCH:-100}"
+PATHS="${PATHS:-embedded nats}"
+want() { [[ " $PATHS " == *" $1 "* ]]; }
 cargo build --release --bin segue >&2
 BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/segue"
 WORK=$(mktemp -d /tmp/segue-plays-bench.XXXXXX)
@@ -32,6 +35,8 @@ TOKEN=bench-admin-token-0123456789
 echo "$TOKEN" >"$WORK/token"
 wait_up() { for _ in $(seq 1 300); do curl -sf "http://$1/healthz" >/dev/null && return 0; sleep 0.1; done; log "$1 did not start"; exit 1; }
 
+# Events: random 128-bit ids (clients' UUIDs), plays started up to ten minutes ago,
+# 10,000 listeners, 100 tracks; the peers insert rows drawn the same way.
 # 100 packaged tracks (manifests only: the app-api reads lengths from them).
 python3 - "$WORK" <<'PY'
 import json, os, sys
@@ -62,7 +67,9 @@ loadtest() { # address -> JSON report
 }
 field() { python3 -c "import json,sys; r=json.load(open('$1')); print($2)"; }
 
+E_EPS=0; N_EPS=0; SQLITE_PEER=1; PG_EPS=1
 # 1. Embedded (SQLite).
+if want embedded; then
 cat >"$WORK/embedded.toml" <<CONF
 listen = "127.0.0.1:18401"
 database = "sqlite://$WORK/embedded/app.db"
@@ -75,7 +82,10 @@ PIDS+=($!)
 wait_up 127.0.0.1:18401
 TRACKS=$(catalog 127.0.0.1:18401)
 log "embedded: ${SECS}s of $CONNS connections x $BATCH events"
-loadtest 127.0.0.1:18401 "$TRACKS" >"$WORK/embedded.json"
+for run in $(seq 1 "${RUNS:-1}"); do
+  loadtest 127.0.0.1:18401 "$TRACKS" >"$WORK/embedded.json"
+  log "embedded run $run: $(field "$WORK/embedded.json" 'round(r["events_per_sec"])') events/s"
+done
 "$BIN" plays verify --config "$WORK/embedded.toml" >"$WORK/embedded-verify.txt"
 
 # Peer for the embedded path: the same rows straight into SQLite.
@@ -93,8 +103,8 @@ c.execute("CREATE INDEX by_start ON play_events (started_ms)")
 rng, n, t0 = random.Random(1), 0, time.time()
 now = int(t0 * 1000)
 while time.time() - t0 < secs:
-    rows = [(f"lt-user-{rng.randrange(10000)}", f"peer-{n + i}", f"trk_{rng.randrange(100):012x}",
-             now - rng.randrange(60000, 3600000), rng.randrange(5000, 60000), "high", "SE", "loadtest", 0, now,
+    rows = [(f"lt-user-{rng.randrange(10000)}", "%032x" % rng.getrandbits(128), f"trk_{rng.randrange(100):012x}",
+             now - rng.randrange(60000, 600000), rng.randrange(5000, 60000), "high", "SE", "loadtest", 0, now,
              "%064x" % rng.getrandbits(256)) for i in range(batch)]
     c.execute("BEGIN")
     c.executemany("INSERT INTO play_events (user_id, event_id, track_id, started_ms, ms_played, tier, country, device, "
@@ -105,7 +115,13 @@ print(f"{n / (time.time() - t0):.0f}")
 PY
 )
 
+E_EPS=$(field "$WORK/embedded.json" 'round(r["events_per_sec"])')
+E_P50=$(field "$WORK/embedded.json" 'r["latency_ms"]["p50"]')
+E_P99=$(field "$WORK/embedded.json" 'r["latency_ms"]["p99"]')
+fi
+
 # 2. At scale: NATS JetStream + PostgreSQL.
+if want nats; then
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 mkdir -p "$WORK/pg" "$WORK/pgsock"
 chown postgres "$WORK/pg" "$WORK/pgsock"; chmod 755 "$WORK"
@@ -160,7 +176,7 @@ log "peer: pgbench, same rows, $BATCH per transaction, $CONNS clients"
 cat >"$WORK/peer.sql" <<SQL
 INSERT INTO peer_events (user_id, event_id, track_id, started_ms, ms_played, tier, country, device, skipped, received_ms, hash)
 SELECT 'lt-user-' || (random() * 10000)::int, md5(random()::text), 'trk_' || (random() * 100)::int,
-  1764000000000 - (random() * 3600000)::bigint, (random() * 55000)::bigint + 5000, 'high', 'SE', 'loadtest', 0,
+  (extract(epoch from now()) * 1000)::bigint - (random() * 540000)::bigint - 60000, (random() * 55000)::bigint + 5000, 'high', 'SE', 'loadtest', 0,
   1764000000000, md5(random()::text) || md5(random()::text)
 FROM generate_series(1, $BATCH) ON CONFLICT DO NOTHING;
 SQL
@@ -169,22 +185,20 @@ PG_TPS=$(awk '/^tps/ {print $3; exit}' "$WORK/pgbench.txt")
 PG_EPS=$(python3 -c "print(round($PG_TPS * $BATCH))")
 PG_LAT=$(awk '/latency average/ {print $4; exit}' "$WORK/pgbench.txt")
 
-E_EPS=$(field "$WORK/embedded.json" 'round(r["events_per_sec"])')
-E_P50=$(field "$WORK/embedded.json" 'r["latency_ms"]["p50"]')
-E_P99=$(field "$WORK/embedded.json" 'r["latency_ms"]["p99"]')
 N_EPS=$(field "$WORK/nats.json" 'round(r["events_per_sec"])')
 N_P50=$(field "$WORK/nats.json" 'r["latency_ms"]["p50"]')
 N_P99=$(field "$WORK/nats.json" 'r["latency_ms"]["p99"]')
 N_E2E=$(python3 -c "print(round($APPLIED / $DRAIN_S))")
+fi
 
 echo "## Play-event ingest ($(date -u +%Y-%m-%d), ${SECS}s, $CONNS connections x $BATCH events per request)"
 echo
 echo "| path | events/s | batch p50 ms | batch p99 ms | vs its bare database |"
 echo "|---|---|---|---|---|"
-echo "| segue embedded (HTTP, SQLite, chain + counts) | $E_EPS | $E_P50 | $E_P99 | $(python3 -c "print(f'{$E_EPS / $SQLITE_PEER:.2f}x')") |"
-echo "| bare SQLite (Python sqlite3, one txn per batch) | $SQLITE_PEER | | | 1x |"
-echo "| segue at scale: acknowledged by JetStream | $N_EPS | $N_P50 | $N_P99 | $(python3 -c "print(f'{$N_EPS / $PG_EPS:.2f}x')") |"
-echo "| segue at scale: applied to PostgreSQL, end to end ($APPLIED events in ${DRAIN_S}s) | $N_E2E | | | $(python3 -c "print(f'{$N_E2E / $PG_EPS:.2f}x')") |"
-echo "| bare PostgreSQL (pgbench, INSERT of $BATCH rows per txn) | $PG_EPS | ${PG_LAT} (avg) | | 1x |"
-echo
-echo "verify after the embedded run: $(cat "$WORK/embedded-verify.txt")"
+want embedded && echo "| segue embedded (HTTP, SQLite, chain + counts) | $E_EPS | $E_P50 | $E_P99 | $(python3 -c "print(f'{$E_EPS / $SQLITE_PEER:.2f}x')") |"
+want embedded && echo "| bare SQLite (Python sqlite3, one txn per batch) | $SQLITE_PEER | | | 1x |"
+want nats && echo "| segue at scale: acknowledged by JetStream | $N_EPS | $N_P50 | $N_P99 | $(python3 -c "print(f'{$N_EPS / $PG_EPS:.2f}x')") |"
+want nats && echo "| segue at scale: applied to PostgreSQL, end to end ($APPLIED events in ${DRAIN_S}s) | $N_E2E | | | $(python3 -c "print(f'{$N_E2E / $PG_EPS:.2f}x')") |"
+want nats && echo "| bare PostgreSQL (pgbench, INSERT of $BATCH rows per txn) | $PG_EPS | ${PG_LAT} (avg) | | 1x |"
+want embedded && echo && echo "verify after the embedded run: $(cat "$WORK/embedded-verify.txt")"
+true

@@ -6,6 +6,8 @@
 //! State lives in SQLite or PostgreSQL (`catalog`, through `segue_core::sql`).
 
 #![forbid(unsafe_code)]
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod catalog;

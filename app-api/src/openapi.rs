@@ -92,7 +92,37 @@ pub fn document() -> Value {
                 "NewUser": { "type": "object", "required": ["name", "country"], "properties": { "name": string,
                     "country": { "type": "string", "pattern": "^[A-Z]{2}$" }, "admin": { "type": "boolean" } } },
                 "CreatedUser": { "type": "object", "properties": { "user": { "$ref": "#/components/schemas/User" },
-                    "api_key": string } }
+                    "api_key": string } },
+                "PlayBatch": { "type": "object", "required": ["events"], "properties": { "events": { "type": "array",
+                    "maxItems": 10000, "items": { "type": "object",
+                        "required": ["event_id", "track", "started_ms", "ms_played", "tier", "country", "device"],
+                        "properties": { "event_id": string, "user": string, "track": string, "started_ms": int,
+                            "ms_played": int, "tier": string, "country": { "type": "string", "pattern": "^[A-Z]{2}$" },
+                            "device": string, "skipped": { "type": "boolean" } } } } } },
+                "PlayResults": { "type": "object", "properties": { "accepted": int, "duplicates": int, "rejected": int,
+                    "results": { "type": "array", "items": { "type": "object", "properties": { "event_id": string,
+                        "status": { "enum": ["accepted", "duplicate", "rejected"] }, "reason": string, "message": string } } } } },
+                "Counts": { "type": "object", "properties": { "counts": { "type": "array", "items": { "type": "object",
+                    "properties": { "track": string, "day": string, "country": string, "plays": int, "streams": int,
+                        "ms_played": int } } } } },
+                "PlayStatus": { "type": "object", "properties": { "log": { "enum": ["embedded", "nats"] }, "seq": int,
+                    "hash": string, "lag": { "type": "object", "properties": { "events": int, "seconds": { "type": "number" } } } } },
+                "Shares": { "type": "object", "required": ["shares"], "properties": { "shares": { "type": "array",
+                    "items": { "type": "object", "required": ["holder", "share_bps"], "properties": { "holder": string,
+                        "share_bps": { "type": "integer", "minimum": 1, "maximum": 10000 } } } } } },
+                "Flags": { "type": "object", "properties": { "month": string, "flags": { "type": "array", "items": {
+                    "type": "object", "properties": { "user": string, "month": string,
+                        "reason": { "enum": ["around_the_clock", "never_skips", "loops_one_track", "many_countries"] },
+                        "detail": string, "status": { "enum": ["open", "cleared", "confirmed"] }, "flagged_ms": int,
+                        "reviewed_ms": int, "reviewer": string, "note": string } } } } },
+                "Review": { "type": "object", "required": ["user", "month", "verdict"], "properties": { "user": string,
+                    "month": string, "verdict": { "enum": ["cleared", "confirmed"] }, "note": string } },
+                "Report": { "type": "object", "properties": { "month": string, "currency": string, "pool": string,
+                    "streams": int, "per_stream": string, "excluded_accounts": { "type": "array", "items": string },
+                    "excluded_streams": int, "audit_seq": int, "audit_hash": string,
+                    "lines": { "type": "array", "items": { "type": "object", "properties": { "track": string,
+                        "isrc": string, "title": string, "streams": int, "holder": string, "share_bps": int, "amount": string } } },
+                    "holders": { "type": "array", "items": { "type": "object", "properties": { "holder": string, "amount": string } } } } }
             }
         },
         "paths": {
@@ -122,7 +152,33 @@ pub fn document() -> Value {
                 "delete": op("delete (owner)", "200", "Playlist", None) },
             "/v1/playlists/{id}/ops": { "parameters": id_param(),
                 "post": op("apply operations against a version, rebased over concurrent ones (409 on conflict)", "200", "EditResult", Some("Edit")) },
-            "/v1/admin/users": { "post": op("create a user; the API key is shown once (admin)", "201", "CreatedUser", Some("NewUser")) }
+            "/v1/admin/users": { "post": op("create a user; the API key is shown once (admin)", "201", "CreatedUser", Some("NewUser")) },
+            "/v1/play-events": { "post": op("report plays; per event accepted, duplicate or rejected with a reason", "200", "PlayResults", Some("PlayBatch")) },
+            "/v1/admin/plays/counts": { "parameters": [
+                    { "name": "from", "in": "query", "schema": { "type": "string", "format": "date" } },
+                    { "name": "to", "in": "query", "schema": { "type": "string", "format": "date" } },
+                    { "name": "track", "in": "query", "schema": { "type": "string" } },
+                    { "name": "country", "in": "query", "schema": { "type": "string" } } ],
+                "get": op("plays and streams per track, UTC day and country (admin)", "200", "Counts", None) },
+            "/v1/admin/plays/status": { "get": op("the audit chain's head and the pipeline's lag (admin)", "200", "PlayStatus", None) },
+            "/v1/admin/tracks/{id}/shares": { "parameters": id_param(),
+                "put": op("set rights holders' shares, summing to 10000 (admin)", "200", "Shares", Some("Shares")),
+                "get": op("rights holders' shares (admin)", "200", "Shares", None) },
+            "/v1/admin/fraud/scan": { "parameters": [ { "name": "month", "in": "query", "required": true, "schema": { "type": "string" } } ],
+                "post": op("flag accounts for a month (admin)", "200", "Flags", None) },
+            "/v1/admin/fraud": { "parameters": [
+                    { "name": "month", "in": "query", "required": true, "schema": { "type": "string" } },
+                    { "name": "status", "in": "query", "schema": { "enum": ["open", "cleared", "confirmed"] } } ],
+                "get": op("a month's fraud flags (admin)", "200", "Flags", None) },
+            "/v1/admin/fraud/review": { "post": op("clear or confirm an account's flags (admin)", "200", "Flags", Some("Review")) },
+            "/v1/admin/royalties": { "parameters": [
+                    { "name": "month", "in": "query", "required": true, "schema": { "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$" } },
+                    { "name": "pool", "in": "query", "required": true, "schema": { "type": "string", "pattern": "^[0-9]+(\\.[0-9]{1,2})?$" } },
+                    { "name": "currency", "in": "query", "schema": { "type": "string", "pattern": "^[A-Z]{3}$" } },
+                    { "name": "format", "in": "query", "schema": { "enum": ["json", "csv"] } },
+                    { "name": "as_of", "in": "query", "schema": { "type": "integer" } },
+                    { "name": "force", "in": "query", "schema": { "type": "boolean" } } ],
+                "get": op("the month's pro-rata royalty report (admin; 409 pipeline_lagging)", "200", "Report", None) }
         }
     })
 }

@@ -133,7 +133,7 @@ pub fn check(event: PlayEvent, caller: &str, duration_ms: Option<i64>, limits: &
     if event.started_ms.saturating_add(event.ms_played) > limits.now_ms + limits.max_future_ms {
         return Err(reject(
             "future",
-            format!("the play ends at {} ms, in the future", event.started_ms + event.ms_played),
+            format!("the play ends at {} ms, in the future", event.started_ms.saturating_add(event.ms_played)),
         ));
     }
     if event.started_ms < limits.now_ms - limits.max_age_ms {
@@ -229,6 +229,10 @@ mod tests {
         assert_eq!(with("event_id", "".into()), "malformed");
         assert_eq!(with("ms_played", "long".into()), "malformed");
         assert_eq!(run(event(), None).unwrap_err().reason, "unknown_track");
+        // Extremes are refused, not overflowed.
+        assert_eq!(with("started_ms", i64::MAX.into()), "future");
+        assert_eq!(with("started_ms", i64::MIN.into()), "too_old");
+        assert_eq!(with("ms_played", i64::MAX.into()), "bad_duration");
         // An admin (a trusted gateway) posts for anyone.
         let mut e = event();
         e["user"] = "usr_b".into();

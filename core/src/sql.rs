@@ -38,6 +38,19 @@ pub async fn open(url: &str, steps: &[Step]) -> Result<AnyPool, String> {
                     sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    // Measured on play-event ingest (random-key indexes of a growing
+                    // table): statement journals in memory, not in a temp file (13 % of
+                    // the CPU); pages read through a mapping instead of a read() each;
+                    // 64 MiB of page cache (default 2); a checkpoint every 40 MiB of WAL
+                    // (default 4) so a page dirtied by many commits is copied back once.
+                    for pragma in [
+                        "PRAGMA temp_store = MEMORY",
+                        "PRAGMA mmap_size = 1073741824",
+                        "PRAGMA cache_size = -65536",
+                        "PRAGMA wal_autocheckpoint = 10000",
+                    ] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
                 }
                 Ok(())
             })

@@ -70,8 +70,10 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// One batch body; event ids are unique per (seed, connection, counter).
-fn batch_body(o: &PlaysOptions, rng: &mut SmallRng, conn: usize, counter: &mut u64) -> Bytes {
+/// One batch body. Event ids are random 128-bit hex, as clients' UUIDs are (so the
+/// server's idempotency index sees random keys); each play started up to ten minutes
+/// ago, as heartbeats and short offline gaps report them.
+fn batch_body(o: &PlaysOptions, rng: &mut SmallRng) -> Bytes {
     let now = now_ms();
     let mut s = String::with_capacity(o.batch * 220 + 16);
     s.push_str("{\"events\":[");
@@ -79,16 +81,15 @@ fn batch_body(o: &PlaysOptions, rng: &mut SmallRng, conn: usize, counter: &mut u
         if i > 0 {
             s.push(',');
         }
-        *counter += 1;
         let track = &o.tracks[rng.random_range(0..o.tracks.len())];
         let user = rng.random_range(0..o.users.max(1));
-        let started = now - rng.random_range(60_000..3_600_000i64);
+        let started = now - rng.random_range(60_000..600_000i64);
+        let id: u128 = rng.random();
         let played = rng.random_range(5_000..60_000i64);
         let skipped = played < 30_000;
         s.push_str(&format!(
-            "{{\"event_id\":\"lt-{}-{conn}-{}\",\"user\":\"lt-user-{user}\",\"track\":\"{track}\",\"started_ms\":{started},\
-             \"ms_played\":{played},\"tier\":\"high\",\"country\":\"SE\",\"device\":\"loadtest\",\"skipped\":{skipped}}}",
-            o.seed, *counter
+            "{{\"event_id\":\"{id:032x}\",\"user\":\"lt-user-{user}\",\"track\":\"{track}\",\"started_ms\":{started},\
+             \"ms_played\":{played},\"tier\":\"high\",\"country\":\"SE\",\"device\":\"loadtest\",\"skipped\":{skipped}}}"
         ));
     }
     s.push_str("]}");
@@ -111,12 +112,12 @@ pub async fn run(o: PlaysOptions) -> Result<PlaysReport, Error> {
         let mut conn = connect(&o.target).await?;
         let (o, stop) = (o.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(o.seed.wrapping_add(c as u64 * 0x9E37_79B9));
-            let mut counter = 0u64;
+            // Seeded by the clock too: a second run must send new event ids.
+            let mut rng = SmallRng::seed_from_u64(o.seed ^ (now_ms() as u64).wrapping_add(c as u64 * 0x9E37_79B9));
             let mut samples: Vec<(u16, u64)> = Vec::new();
             let mut events = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let body = batch_body(&o, &mut rng, c, &mut counter);
+                let body = batch_body(&o, &mut rng);
                 let req = Request::post("/v1/play-events")
                     .header(header::AUTHORIZATION, format!("Bearer {}", o.token))
                     .header(header::CONTENT_TYPE, "application/json")
