@@ -283,6 +283,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Play a queue of tracks into a WAV file, the way an app's player does: stream URLs
+    /// from the app API, audio by HTTP Range from the edge (the second POP on errors),
+    /// decoded and trimmed to the exact samples so consecutive tracks join gaplessly.
+    ///
+    /// Reports time to first audio, bytes fetched, POP failovers and gaps.
+    Play {
+        /// App API base URL.
+        #[arg(long, default_value = "http://127.0.0.1:7090", value_name = "URL")]
+        app_api: String,
+        /// File holding the listener's API key (or an admin token).
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+        /// Quality tier: low, normal, standard, high or very_high.
+        #[arg(long, default_value = "high")]
+        tier: String,
+        /// Country the listener is in (default: the user's).
+        #[arg(long)]
+        country: Option<String>,
+        /// WAV file to write (atomically).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Track ids, in play order.
+        #[arg(required = true, value_name = "TRACK")]
+        tracks: Vec<String>,
+    },
     /// Serve packaged audio by byte range from an object store (filesystem or S3).
     Origin {
         /// TOML config file (see config/origin.toml); flags below override it.
@@ -530,6 +558,35 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             segue_app_api::run(cfg, segue_core::server::shutdown_signal())
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
+        }
+        Command::Play { app_api, token_file, tier, country, out, json, tracks } => {
+            if tier.parse::<segue_core::Tier>().is_err() {
+                return Err(Failure::Usage(format!("--tier {tier:?} is not low, normal, standard, high or very_high")));
+            }
+            let token = read_token(Some(token_file))?.unwrap_or_default();
+            let api = segue_player::api::AppApi::new(&app_api, &token);
+            let report = segue_player::render::render(&api, &tracks, &tier, country.as_deref(), &out)
+                .await
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                println!(
+                    "{}: {} tracks, {:.1} s of audio at {} Hz x{}
+time to first audio {:.0} ms, {} bytes fetched,                      {} failovers, gaps {} samples, in {:.2} s",
+                    out.display(),
+                    report.tracks,
+                    report.frames as f64 / f64::from(report.sample_rate.max(1)),
+                    report.sample_rate,
+                    report.channels,
+                    report.time_to_first_audio_ms,
+                    report.bytes_fetched,
+                    report.failovers,
+                    report.gap_samples,
+                    report.seconds
+                );
+            }
+            Ok(())
         }
         Command::Plays { action, config, database } => {
             plays::plays(action, app_api_config(config, None, database)?).await

@@ -1,2 +1,29 @@
-//! The Segue player library: prefetch, dual-buffer gapless playback, crossfade, seek,
-//! offline decrypt. Built by the "Player library" issue; not wired to the CLI yet.
+//! The Segue player: the client library a listening app embeds.
+//!
+//! Given a queue of tracks it asks the app API for stream URLs (`api`), fetches the audio
+//! by HTTP Range from the edge, falling back to the second POP on errors (`fetch`),
+//! decodes Ogg Vorbis and trims it to the exact samples the seek table promises
+//! (`decode`), and renders the queue back to back, gaplessly (`render`).
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod decode;
+pub mod fetch;
+pub mod render;
+
+/// The player's one error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The app API refused or failed (status and its JSON error when it sent one).
+    #[error("app API: {0}")]
+    Api(String),
+    /// Every POP failed for a URL.
+    #[error("fetch {url}: {detail}")]
+    Fetch { url: String, detail: String },
+    /// The audio or seek table is not what it should be.
+    #[error("{0}")]
+    Decode(String),
+    #[error("{0}")]
+    Io(String),
+}

@@ -1,0 +1,93 @@
+//! `segue play` against a real stack (`segue up`: origin, edge, control plane, app API on
+//! 127.0.0.1): the gapless demo album renders back to back like the continuous master.
+
+mod common;
+
+use common::*;
+
+/// SNR in dB of `got` against `want` with `got` shifted by `shift` samples per channel.
+fn snr_db(want: &[i16], got: &[i16], channels: usize, shift: isize) -> f64 {
+    let (mut signal, mut noise) = (0f64, 0f64);
+    let frames = want.len() / channels;
+    for f in 64..frames - 64 {
+        let g = (f as isize + shift) as usize;
+        for c in 0..channels {
+            let w = f64::from(want[f * channels + c]);
+            let d = f64::from(got[g * channels + c]);
+            signal += w * w;
+            noise += (w - d) * (w - d);
+        }
+    }
+    10.0 * (signal / noise.max(1e-9)).log10()
+}
+
+#[test]
+fn the_gapless_album_renders_like_the_continuous_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = segue();
+    cmd.args(["up", "--demo-track-secs", "3", "--data-dir"]).arg(dir.path());
+    for flag in ["--origin-listen", "--edge-listen", "--control-plane-listen", "--app-api-listen"] {
+        cmd.args([flag, "127.0.0.1:0"]);
+    }
+    let (up, addrs) = spawn_servers(cmd, 4);
+    let app = addrs[3];
+    let token = std::fs::read_to_string(dir.path().join("app-api.token")).unwrap();
+    let mut album = serde_json::Value::Null;
+    wait_for("the demo album in the app API", 30, || {
+        let (_, hits) = admin(app, "GET", "/v1/search?q=continuum&types=track", Some(token.trim()), None);
+        let Some(id) = hits["hits"][0]["id"].as_str() else { return false };
+        let (_, track) = admin(app, "GET", &format!("/v1/tracks/{id}"), Some(token.trim()), None);
+        album = admin(
+            app,
+            "GET",
+            &format!("/v1/albums/{}", track["album"]["id"].as_str().unwrap()),
+            Some(token.trim()),
+            None,
+        )
+        .1;
+        album["tracks"].as_array().is_some_and(|t| t.len() == 4)
+    });
+    let ids: Vec<String> =
+        album["tracks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
+
+    let out = dir.path().join("album.wav");
+    let run = segue()
+        .args(["play", "--app-api", &format!("http://{app}"), "--country", "SE", "--json", "--token-file"])
+        .arg(dir.path().join("app-api.token"))
+        .arg("--out")
+        .arg(&out)
+        .args(&ids)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!((report["tracks"].as_u64(), report["gap_samples"].as_u64()), (Some(4), Some(0)), "{report}");
+
+    // Sample for sample the length of the continuous piece: no gap, no overlap.
+    let master = segue_origin::demo::music(1, 0, 12);
+    let want: Vec<i16> =
+        (0..master[0].len()).flat_map(|i| [0, 1].map(|c| (master[c][i] * 32767.0).round() as i16)).collect();
+    let mut wav = hound::WavReader::open(&out).unwrap();
+    assert_eq!((wav.spec().channels, wav.spec().sample_rate), (2, 44_100));
+    let got: Vec<i16> = wav.samples::<i16>().map(Result::unwrap).collect();
+    assert_eq!(got.len(), want.len(), "the album is exactly the piece's length");
+    // Only the codec's own error: every track sits exactly where its cut of the piece
+    // is (a sample dropped or repeated at a boundary would shift all that follows), and
+    // each boundary is as faithful as the whole (a gap or a click is a burst of error).
+    let whole = snr_db(&want, &got, 2, 0);
+    let track = 3 * 44_100 * 2;
+    for t in 0..4 {
+        let (w, g) = (&want[t * track..(t + 1) * track], &got[t * track..(t + 1) * track]);
+        let aligned = snr_db(w, g, 2, 0);
+        for shift in [-2isize, -1, 1, 2] {
+            let off = snr_db(w, g, 2, shift);
+            assert!(off < aligned - 3.0, "track {t}: aligned at 0 ({aligned:.1} dB), not at {shift} ({off:.1} dB)");
+        }
+    }
+    for b in 1..4 {
+        let (at, window) = (b * track, 2 * 4096);
+        let local = snr_db(&want[at - window..at + window], &got[at - window..at + window], 2, 0);
+        assert!(local > whole - 6.0, "boundary {b}: {local:.1} dB against {whole:.1} dB overall");
+    }
+    assert!(terminate(up).success());
+}
