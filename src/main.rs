@@ -304,6 +304,10 @@ enum Command {
         /// WAV file to write (atomically).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Start the first track this many milliseconds in (a seek through its seek
+        /// table: the bytes before the nearest entry are never fetched).
+        #[arg(long, default_value_t = 0, value_name = "MS")]
+        start_ms: u64,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -559,13 +563,13 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }
-        Command::Play { app_api, token_file, tier, country, out, json, tracks } => {
+        Command::Play { app_api, token_file, tier, country, out, start_ms, json, tracks } => {
             if tier.parse::<segue_core::Tier>().is_err() {
                 return Err(Failure::Usage(format!("--tier {tier:?} is not low, normal, standard, high or very_high")));
             }
             let token = read_token(Some(token_file))?.unwrap_or_default();
             let api = segue_player::api::AppApi::new(&app_api, &token);
-            let report = segue_player::render::render(&api, &tracks, &tier, country.as_deref(), &out)
+            let report = segue_player::render::render(&api, &tracks, &tier, country.as_deref(), start_ms, &out)
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))?;
             if json {

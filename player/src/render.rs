@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::api::AppApi;
-use crate::decode::{decode, Pcm};
+use crate::decode::{decode, decode_from, Pcm, PREROLL};
 use crate::fetch::Fetcher;
 use crate::Error;
 
@@ -27,12 +27,14 @@ pub struct Report {
     pub seconds: f64,
 }
 
-/// Fetch, decode and join `tracks` at `tier`; write a WAV to `out`.
+/// Fetch, decode and join `tracks` at `tier`, the first from `start_ms` into it; write a
+/// WAV to `out`.
 pub async fn render(
     api: &AppApi,
     tracks: &[String],
     tier: &str,
     country: Option<&str>,
+    start_ms: u64,
     out: &Path,
 ) -> Result<Report, Error> {
     let started = Instant::now();
@@ -40,13 +42,18 @@ pub async fn render(
     let mut all = Pcm::default();
     let mut first_audio = None;
     let mut gap = 0u64;
-    for track in tracks {
+    for (i, track) in tracks.iter().enumerate() {
         let info = api.stream(track, tier, country).await?;
         let table_bytes = fetcher.get(&info.seek_table_url, None, None).await?;
         let table = segue_core::seek_table::SeekTable::from_json(&table_bytes)
             .map_err(|e| Error::Decode(format!("{track}: {e}")))?;
-        let audio = fetcher.get(&info.url, info.fallback_url.as_deref(), None).await?;
-        let pcm = decode(&audio, table.total_samples).map_err(|e| Error::Decode(format!("{track}: {e}")))?;
+        let start = if i == 0 { start_ms * u64::from(table.sample_rate) / 1000 } else { 0 };
+        let pcm = if start == 0 {
+            let audio = fetcher.get(&info.url, info.fallback_url.as_deref(), None).await?;
+            decode(&audio, table.total_samples).map_err(|e| Error::Decode(format!("{track}: {e}")))?
+        } else {
+            seek(&fetcher, &info, &table, start).await.map_err(|e| Error::Decode(format!("{track}: {e}")))?
+        };
         first_audio.get_or_insert_with(|| started.elapsed());
         if all.samples.is_empty() {
             (all.sample_rate, all.channels) = (pcm.sample_rate, pcm.channels);
@@ -56,7 +63,7 @@ pub async fn render(
                 pcm.sample_rate, pcm.channels, all.sample_rate, all.channels
             )));
         }
-        gap += pcm.frames().abs_diff(table.total_samples);
+        gap += pcm.frames().abs_diff(table.total_samples - start.min(table.total_samples));
         all.samples.extend_from_slice(&pcm.samples);
     }
     write_wav(out, &all)?;
@@ -71,6 +78,36 @@ pub async fn render(
         gap_samples: gap,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Play `info` from sample `target`: the header pages, then the bytes from the seek
+/// entry before it (never the bytes before that entry); decode and discard up to
+/// `target`. An entry too late to reach it (a long block) makes it step back one.
+pub async fn seek(
+    fetcher: &Fetcher,
+    info: &crate::api::StreamInfo,
+    table: &segue_core::seek_table::SeekTable,
+    target: u64,
+) -> Result<Pcm, Error> {
+    if target >= table.total_samples {
+        return Err(Error::Decode(format!("seek to sample {target} is past the end ({})", table.total_samples)));
+    }
+    let fallback = info.fallback_url.as_deref();
+    let header = fetcher.get(&info.url, fallback, Some((0, table.header_bytes - 1))).await?;
+    let mut from = target.saturating_sub(PREROLL);
+    loop {
+        let offset = table.entry_for(from).map_or(table.header_bytes, |e| e.offset);
+        let tail = fetcher.get(&info.url, fallback, Some((offset, table.total_bytes - 1))).await?;
+        let mut data = header.to_vec();
+        data.extend_from_slice(&tail);
+        if let Some(pcm) = decode_from(&data, target, table.total_samples)? {
+            return Ok(pcm);
+        }
+        if offset == table.header_bytes || from == 0 {
+            return Err(Error::Decode(format!("no seek entry reaches sample {target}")));
+        }
+        from = from.saturating_sub(PREROLL);
+    }
 }
 
 /// Write 16-bit PCM as WAV, atomically (temp file + rename).
