@@ -80,6 +80,7 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result
         mem_cache_mb: 256,
         ssd_cache_dir: data_dir.join("edge-cache").to_string_lossy().into_owned(),
         ssd_cache_mb: 1024,
+        access_log: data_dir.join("edge-access.log").to_string_lossy().into_owned(),
         name: "local".into(),
         control_plane: Some(segue_edge::config::ControlPlaneSettings {
             url: format!("http://{cp_addr}"),

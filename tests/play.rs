@@ -107,6 +107,11 @@ fn the_gapless_album_renders_like_the_continuous_master() {
         assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
         serde_json::from_slice::<serde_json::Value>(&run.stdout).unwrap()
     };
+    let access_log = dir.path().join("edge-access.log");
+    let log_lines =
+        || std::fs::read_to_string(&access_log).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>();
+    wait_for("the album's access log lines", 10, || log_lines().len() >= 8);
+    let before = log_lines().len();
     let report = play(&seeked, &["--start-ms", "2000"]);
     let (_, stream) = admin(app, "GET", &format!("/v1/tracks/{}/stream?country=SE", ids[1]), Some(token.trim()), None);
     let (_, table_json) = get(stream["seek_table_url"].as_str().unwrap(), &[]);
@@ -115,6 +120,24 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     assert!(entry.offset > table.header_bytes, "the entry is past the start: {entry:?}");
     let expected = table_json.len() as u64 + table.header_bytes + (table.total_bytes - entry.offset);
     assert_eq!(report["bytes_fetched"].as_u64(), Some(expected), "{report} {entry:?}");
+    // The edge's access log agrees: the track's audio was asked for from the header
+    // pages and from the entry on, nothing in between.
+    let audio_path = stream["url"].as_str().unwrap().split('?').next().unwrap().split_once("//").unwrap().1;
+    let audio_path = &audio_path[audio_path.find('/').unwrap()..];
+    let mut ranges = Vec::new();
+    wait_for("the access log lines", 10, || {
+        ranges = log_lines()[before..]
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["path"] == audio_path)
+            .map(|l| l["range"].as_str().unwrap_or("none").to_owned())
+            .collect();
+        ranges.len() >= 2
+    });
+    assert_eq!(
+        ranges,
+        [format!("bytes=0-{}", table.header_bytes - 1), format!("bytes={}-{}", entry.offset, table.total_bytes - 1)]
+    );
     let whole = dir.path().join("whole.wav");
     play(&whole, &[]);
     let read = |p: &std::path::Path| {

@@ -58,6 +58,9 @@ pub struct Config {
     /// Seconds a response may wait on a client that reads nothing before its connection
     /// (HTTP/3: its stream) is closed. Default 60, like nginx's `send_timeout`.
     pub send_timeout_secs: u64,
+    /// File the access log is appended to (one JSON line per request). Empty (the
+    /// default): no access log.
+    pub access_log: String,
     /// This POP's name in `Via` headers, unique per POP: a request that arrives with it
     /// in `Via` is a parent loop and refused (508). Empty (the default): `HOST:PORT`, the
     /// machine's hostname and the listen port.
@@ -135,6 +138,7 @@ impl Default for Config {
             header_read_timeout_secs: 10,
             shutdown_grace_secs: 30,
             send_timeout_secs: 60,
+            access_log: String::new(),
             name: String::new(),
             tls_listen: None,
             tls_certs: Vec::new(),

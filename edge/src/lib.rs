@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod access_log;
 mod admin;
 pub mod cache;
 pub mod coalesce;
@@ -57,6 +58,7 @@ pub struct State {
     /// Object requests answered, and those answered from the cache (for heartbeats).
     pub(crate) served: std::sync::atomic::AtomicU64,
     pub(crate) hits: std::sync::atomic::AtomicU64,
+    access_log: Option<access_log::AccessLog>,
 }
 
 impl State {
@@ -99,6 +101,14 @@ impl State {
             embargoes: Default::default(),
             served: Default::default(),
             hits: Default::default(),
+            access_log: if config.access_log.is_empty() {
+                None
+            } else {
+                Some(
+                    access_log::AccessLog::open(&config.access_log)
+                        .map_err(|e| invalid("access_log", e.to_string()))?,
+                )
+            },
         })
     }
 }
@@ -393,8 +403,9 @@ async fn handle(state: Arc<State>, req: Request<ReqBody>, peer: SocketAddr) -> R
             let method = m.clone();
             let path = req.uri().path().to_owned();
             let version = req.version();
+            let range = req.headers().get(header::RANGE).cloned();
             let resp = forward(&state, req).await.unwrap_or_else(Error::into_response);
-            finish(started, &resp, peer, &method, &path, version);
+            finish(&state, started, &resp, peer, &method, &path, range.as_ref(), version);
             return resp;
         }
         _ => serve_object(&state, &req).await.unwrap_or_else(Error::into_response),
@@ -405,12 +416,23 @@ async fn handle(state: Arc<State>, req: Request<ReqBody>, peer: SocketAddr) -> R
             resp.headers_mut().insert(header::ALT_SVC, alt.clone());
         }
     }
-    finish(started, &resp, peer, req.method(), req.uri().path(), req.version());
+    let range = req.headers().get(header::RANGE);
+    finish(&state, started, &resp, peer, req.method(), req.uri().path(), range, req.version());
     resp
 }
 
-/// Per-request metrics and the debug log line.
-fn finish(started: Instant, resp: &Response<Body>, peer: SocketAddr, method: &Method, path: &str, v: http::Version) {
+/// Per-request metrics, the debug log line and the access log.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    state: &State,
+    started: Instant,
+    resp: &Response<Body>,
+    peer: SocketAddr,
+    method: &Method,
+    path: &str,
+    range: Option<&HeaderValue>,
+    v: http::Version,
+) {
     let status = resp.status().as_u16();
     let protocol = match v {
         http::Version::HTTP_2 => "h2",
@@ -420,6 +442,23 @@ fn finish(started: Instant, resp: &Response<Body>, peer: SocketAddr, method: &Me
     metrics::counter!("edge_requests_total", "status" => status.to_string(), "protocol" => protocol).increment(1);
     metrics::histogram!("edge_response_head_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(%peer, %method, path, status, "request");
+    if let Some(log) = &state.access_log {
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        log.log(&access_log::Entry {
+            ts_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            peer,
+            method: method.as_str(),
+            path,
+            range: range.and_then(|r| r.to_str().ok()),
+            status,
+            bytes: header("content-length").and_then(|l| l.parse().ok()),
+            cache: header("x-cache"),
+            protocol,
+            ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
+    }
 }
 
 /// Methods the cache does not handle go upstream uncached (DESIGN: "forwards other methods
