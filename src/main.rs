@@ -308,6 +308,13 @@ enum Command {
         /// table: the bytes before the nearest entry are never fetched).
         #[arg(long, default_value_t = 0, value_name = "MS")]
         start_ms: u64,
+        /// Crossfade between tracks (equal-power), milliseconds; 0: gapless.
+        #[arg(long, default_value_t = 0, value_name = "MS")]
+        crossfade_ms: u32,
+        /// Pace playback like a sound device at this speed (1 = real time), so a late
+        /// next track fades out instead of cutting; 0: render as fast as audio arrives.
+        #[arg(long, default_value_t = 0.0)]
+        speed: f64,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -563,21 +570,35 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }
-        Command::Play { app_api, token_file, tier, country, out, start_ms, json, tracks } => {
+        Command::Play { app_api, token_file, tier, country, out, start_ms, crossfade_ms, speed, json, tracks } => {
             if tier.parse::<segue_core::Tier>().is_err() {
                 return Err(Failure::Usage(format!("--tier {tier:?} is not low, normal, standard, high or very_high")));
             }
+            if !(0.0..=1000.0).contains(&speed) {
+                return Err(Failure::Usage("--speed must be 0-1000".into()));
+            }
             let token = read_token(Some(token_file))?.unwrap_or_default();
             let api = segue_player::api::AppApi::new(&app_api, &token);
-            let report = segue_player::render::render(&api, &tracks, &tier, country.as_deref(), start_ms, &out)
+            let opts = segue_player::engine::Options {
+                tier,
+                country,
+                crossfade_ms,
+                speed: (speed > 0.0).then_some(speed),
+                start_ms,
+                ..Default::default()
+            };
+            let report = segue_player::render::render(&api, &tracks, opts, &out)
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))?;
+            for w in &report.warnings {
+                eprintln!("segue play: warning: {w}");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             } else {
                 println!(
-                    "{}: {} tracks, {:.1} s of audio at {} Hz x{}
-time to first audio {:.0} ms, {} bytes fetched,                      {} failovers, gaps {} samples, in {:.2} s",
+                    "{}: {} tracks, {:.1} s of audio at {} Hz x{}\ntime to first audio {:.0} ms, {} bytes fetched, \
+                     {} failovers, gaps {} samples, {} underruns, in {:.2} s",
                     out.display(),
                     report.tracks,
                     report.frames as f64 / f64::from(report.sample_rate.max(1)),
@@ -587,6 +608,7 @@ time to first audio {:.0} ms, {} bytes fetched,                      {} failover
                     report.bytes_fetched,
                     report.failovers,
                     report.gap_samples,
+                    report.underruns,
                     report.seconds
                 );
             }

@@ -146,5 +146,38 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     let (from_seek, from_start) = (read(&seeked), read(&whole));
     assert_eq!(from_seek.len(), 44_100 * 2, "the last second, both channels");
     assert_eq!(&from_start[2 * 44_100 * 2..], &from_seek[..], "the same samples from 2 s on");
+
+    // Crossfade: exactly 500 ms of overlap, an equal-power mix of the two decodes, and
+    // each track untouched outside it.
+    let first = dir.path().join("first.wav");
+    let mixed = dir.path().join("mixed.wav");
+    let play_ids = |out: &std::path::Path, extra: &[&str], which: &[String]| {
+        let run = segue()
+            .args(["play", "--app-api", &format!("http://{app}"), "--country", "SE", "--token-file"])
+            .arg(dir.path().join("app-api.token"))
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .args(which)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    };
+    play_ids(&first, &[], &ids[..1]);
+    play_ids(&mixed, &["--crossfade-ms", "500"], &ids[..2]);
+    let (a, b, m) = (read(&first), from_start, read(&mixed));
+    let c = 44_100 / 2 * 2; // 500 ms, both channels
+    assert_eq!(m.len(), a.len() + b.len() - c, "the overlap is exactly 500 ms");
+    let cut = a.len() - c;
+    assert_eq!(&m[..cut], &a[..cut], "the first track is untouched before the fade");
+    assert_eq!(&m[cut + c..], &b[c..], "the second is untouched after it");
+    for f in 0..c / 2 {
+        let theta = std::f64::consts::FRAC_PI_2 * (f as f64 + 0.5) / (c / 2) as f64;
+        for ch in 0..2 {
+            let want = f64::from(a[cut + f * 2 + ch]) * theta.cos() + f64::from(b[f * 2 + ch]) * theta.sin();
+            let got = f64::from(m[cut + f * 2 + ch]);
+            assert!((got - want.round().clamp(-32768.0, 32767.0)).abs() <= 1.0, "frame {f}: {got} vs {want}");
+        }
+    }
     assert!(terminate(up).success());
 }

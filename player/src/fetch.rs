@@ -15,6 +15,8 @@ use crate::Error;
 #[derive(Debug, Clone, Default)]
 pub struct Fetcher {
     bytes: Arc<AtomicU64>,
+    /// Microseconds spent in fetches, for the bandwidth estimate.
+    busy_us: Arc<AtomicU64>,
     failovers: Arc<AtomicU64>,
     pub timeout: Option<Duration>,
 }
@@ -35,6 +37,15 @@ impl Fetcher {
     /// Bytes of audio and tables received so far.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Throughput of the fetches so far, kbit/s (0 before any).
+    pub fn kbps(&self) -> f64 {
+        let us = self.busy_us.load(Ordering::Relaxed);
+        if us == 0 {
+            return 0.0;
+        }
+        self.bytes() as f64 * 8.0 / (us as f64 / 1e6) / 1000.0
     }
 
     /// Times a fetch went to the fallback POP.
@@ -69,6 +80,7 @@ impl Fetcher {
             req = req.header(header::RANGE, format!("bytes={a}-{b}"));
         }
         let req = req.body(()).map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
         let exchange = segue_core::client::fetch(&connector, req);
         let (resp, body) = match self.timeout {
             Some(t) => tokio::time::timeout(t, exchange).await.map_err(|_| format!("no answer within {t:?}"))?,
@@ -76,6 +88,7 @@ impl Fetcher {
         }
         .map_err(|e| e.to_string())?;
         self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        self.busy_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match resp.status() {
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => Ok(body),
             s => Err(format!("{s}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]).trim())),

@@ -3,12 +3,15 @@
 //! Given a queue of tracks it asks the app API for stream URLs (`api`), fetches the audio
 //! by HTTP Range from the edge, falling back to the second POP on errors (`fetch`),
 //! decodes Ogg Vorbis and trims it to the exact samples the seek table promises
-//! (`decode`), and renders the queue back to back, gaplessly (`render`).
+//! (`decode`), and plays the queue on two decks: gapless or crossfaded, prefetching the
+//! next tracks' first bytes, fading out instead of cutting when the next track is late
+//! (`engine`); `render` writes what it plays to a WAV file.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod decode;
+pub mod engine;
 pub mod fetch;
 pub mod render;
 

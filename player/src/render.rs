@@ -1,83 +1,20 @@
-//! Rendering a queue back to back: each track's decode is trimmed to its exact samples,
-//! so consecutive cuts of one piece join with no gap and no overlap.
+//! Rendering a queue to a WAV file through the engine, and seeking.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-use serde::Serialize;
 
 use crate::api::AppApi;
-use crate::decode::{decode, decode_from, Pcm, PREROLL};
+use crate::decode::{decode_from, Pcm, PREROLL};
+use crate::engine::{Engine, Options, Stats};
 use crate::fetch::Fetcher;
 use crate::Error;
 
-/// What a render did.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub tracks: usize,
-    pub frames: u64,
-    pub sample_rate: u32,
-    pub channels: u16,
-    /// From the start to the first track's first decoded samples.
-    pub time_to_first_audio_ms: f64,
-    pub bytes_fetched: u64,
-    pub failovers: u64,
-    /// Samples per channel missing or extra at the track boundaries (0: gapless).
-    pub gap_samples: u64,
-    pub seconds: f64,
-}
-
-/// Fetch, decode and join `tracks` at `tier`, the first from `start_ms` into it; write a
-/// WAV to `out`.
-pub async fn render(
-    api: &AppApi,
-    tracks: &[String],
-    tier: &str,
-    country: Option<&str>,
-    start_ms: u64,
-    out: &Path,
-) -> Result<Report, Error> {
-    let started = Instant::now();
-    let fetcher = Fetcher::with_timeout(Duration::from_secs(30));
-    let mut all = Pcm::default();
-    let mut first_audio = None;
-    let mut gap = 0u64;
-    for (i, track) in tracks.iter().enumerate() {
-        let info = api.stream(track, tier, country).await?;
-        let table_bytes = fetcher.get(&info.seek_table_url, None, None).await?;
-        let table = segue_core::seek_table::SeekTable::from_json(&table_bytes)
-            .map_err(|e| Error::Decode(format!("{track}: {e}")))?;
-        let start = if i == 0 { start_ms * u64::from(table.sample_rate) / 1000 } else { 0 };
-        let pcm = if start == 0 {
-            let audio = fetcher.get(&info.url, info.fallback_url.as_deref(), None).await?;
-            decode(&audio, table.total_samples).map_err(|e| Error::Decode(format!("{track}: {e}")))?
-        } else {
-            seek(&fetcher, &info, &table, start).await.map_err(|e| Error::Decode(format!("{track}: {e}")))?
-        };
-        first_audio.get_or_insert_with(|| started.elapsed());
-        if all.samples.is_empty() {
-            (all.sample_rate, all.channels) = (pcm.sample_rate, pcm.channels);
-        } else if (all.sample_rate, all.channels) != (pcm.sample_rate, pcm.channels) {
-            return Err(Error::Decode(format!(
-                "{track}: {} Hz x{} after {} Hz x{}: a queue renders at one format",
-                pcm.sample_rate, pcm.channels, all.sample_rate, all.channels
-            )));
-        }
-        gap += pcm.frames().abs_diff(table.total_samples - start.min(table.total_samples));
-        all.samples.extend_from_slice(&pcm.samples);
-    }
-    write_wav(out, &all)?;
-    Ok(Report {
-        tracks: tracks.len(),
-        frames: all.frames(),
-        sample_rate: all.sample_rate,
-        channels: all.channels,
-        time_to_first_audio_ms: first_audio.unwrap_or_default().as_secs_f64() * 1000.0,
-        bytes_fetched: fetcher.bytes(),
-        failovers: fetcher.failovers(),
-        gap_samples: gap,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+/// Play `tracks` through the engine and write the output to `out` as WAV.
+pub async fn render(api: &AppApi, tracks: &[String], opts: Options, out: &Path) -> Result<Stats, Error> {
+    let engine = Engine::new(api.clone(), opts);
+    let mut samples = Vec::new();
+    let stats = engine.play(tracks, |chunk| samples.extend_from_slice(chunk)).await?;
+    write_wav(out, &Pcm { sample_rate: stats.sample_rate, channels: stats.channels, samples })?;
+    Ok(stats)
 }
 
 /// Play `info` from sample `target`: the header pages, then the bytes from the seek
