@@ -21,34 +21,106 @@ fn snr_db(want: &[i16], got: &[i16], channels: usize, shift: isize) -> f64 {
     10.0 * (signal / noise.max(1e-9)).log10()
 }
 
-#[test]
-fn the_gapless_album_renders_like_the_continuous_master() {
-    let dir = tempfile::tempdir().unwrap();
+/// `segue up` with 3 s demo tracks: the process, [origin, edge, control plane, app API].
+fn start_up(dir: &std::path::Path) -> (std::process::Child, Vec<std::net::SocketAddr>) {
     let mut cmd = segue();
-    cmd.args(["up", "--demo-track-secs", "3", "--data-dir"]).arg(dir.path());
+    cmd.args(["up", "--demo-track-secs", "3", "--data-dir"]).arg(dir);
     for flag in ["--origin-listen", "--edge-listen", "--control-plane-listen", "--app-api-listen"] {
         cmd.args([flag, "127.0.0.1:0"]);
     }
-    let (up, addrs) = spawn_servers(cmd, 4);
-    let app = addrs[3];
-    let token = std::fs::read_to_string(dir.path().join("app-api.token")).unwrap();
+    spawn_servers(cmd, 4)
+}
+
+/// The demo album's track ids in order, once the app API has them.
+fn album_ids(app: std::net::SocketAddr, token: &str) -> Vec<String> {
     let mut album = serde_json::Value::Null;
     wait_for("the demo album in the app API", 30, || {
-        let (_, hits) = admin(app, "GET", "/v1/search?q=continuum&types=track", Some(token.trim()), None);
+        let (_, hits) = admin(app, "GET", "/v1/search?q=continuum&types=track", Some(token), None);
         let Some(id) = hits["hits"][0]["id"].as_str() else { return false };
-        let (_, track) = admin(app, "GET", &format!("/v1/tracks/{id}"), Some(token.trim()), None);
-        album = admin(
-            app,
-            "GET",
-            &format!("/v1/albums/{}", track["album"]["id"].as_str().unwrap()),
-            Some(token.trim()),
-            None,
-        )
-        .1;
+        let (_, track) = admin(app, "GET", &format!("/v1/tracks/{id}"), Some(token), None);
+        album = admin(app, "GET", &format!("/v1/albums/{}", track["album"]["id"].as_str().unwrap()), Some(token), None).1;
         album["tracks"].as_array().is_some_and(|t| t.len() == 4)
     });
-    let ids: Vec<String> =
-        album["tracks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect();
+    album["tracks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A POP that is down: the player fails over to the stream answer's second POP and the
+/// audio is the same.
+#[test]
+fn a_dead_pop_fails_over_to_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, addrs) = start_up(dir.path());
+    let (origin, edge, app) = (addrs[0], addrs[1], addrs[3]);
+    let token = std::fs::read_to_string(dir.path().join("app-api.token")).unwrap();
+    let ids = album_ids(app, token.trim());
+    // A second app API on the same catalog whose POPs are a dead one and the edge.
+    let key = std::fs::read_to_string(dir.path().join("signing.key")).unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("app2.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}\"\nsearch_dir = \"{}\"\norigin = \"http://{origin}\"\n\
+             admin_tokens = [\"{}\"]\nfallback_pops = [\"{dead}\", \"http://{edge}\"]\n\
+             [signing]\nkid = \"up\"\nsecret_hex = \"{}\"\n",
+            dir.path().join("app-api.db").display(),
+            dir.path().join("search2").display(),
+            token.trim(),
+            key.trim()
+        ),
+    )
+    .unwrap();
+    let mut c = segue();
+    c.args(["app-api", "--config"]).arg(&cfg);
+    let (app2, app2_addr) = spawn_server(c);
+    // Find a listener and track whose primary POP is the dead one.
+    let mut found = None;
+    'search: for n in 0..8 {
+        let body = format!(r#"{{"name":"listener {n}","country":"SE"}}"#);
+        let (code, u) = admin(app2_addr, "POST", "/v1/admin/users", Some(token.trim()), Some(&body));
+        assert_eq!(code, 201, "{u}");
+        let key = u["api_key"].as_str().unwrap().to_owned();
+        for id in &ids {
+            let (_, s) = admin(app2_addr, "GET", &format!("/v1/tracks/{id}/stream"), Some(&key), None);
+            if s["url"].as_str().unwrap_or("").starts_with(&dead) {
+                found = Some((key, id.clone()));
+                break 'search;
+            }
+        }
+    }
+    let (key, id) = found.expect("some listener's primary POP is the dead one");
+    std::fs::write(dir.path().join("listener.key"), &key).unwrap();
+    let run = |api: std::net::SocketAddr, token_file: &str, out: &str| {
+        let run = segue()
+            .args(["play", "--app-api", &format!("http://{api}"), "--country", "SE", "--json", "--token-file"])
+            .arg(dir.path().join(token_file))
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .arg(&id)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        serde_json::from_slice::<serde_json::Value>(&run.stdout).unwrap()
+    };
+    let report = run(app2_addr, "listener.key", "failover.wav");
+    assert!(report["failovers"].as_u64().unwrap() >= 1, "{report}");
+    run(app, "app-api.token", "direct.wav");
+    assert_eq!(
+        std::fs::read(dir.path().join("failover.wav")).unwrap(),
+        std::fs::read(dir.path().join("direct.wav")).unwrap(),
+        "the same audio through the second POP"
+    );
+    assert!(terminate(app2).success());
+    assert!(terminate(up).success());
+}
+
+#[test]
+fn the_gapless_album_renders_like_the_continuous_master() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, addrs) = start_up(dir.path());
+    let app = addrs[3];
+    let token = std::fs::read_to_string(dir.path().join("app-api.token")).unwrap();
+    let ids = album_ids(app, token.trim());
 
     let out = dir.path().join("album.wav");
     let run = segue()

@@ -24,6 +24,16 @@ pub struct StreamInfo {
     pub sample_rate: u32,
 }
 
+impl StreamInfo {
+    /// The seek table on the fallback POP: the same path on `fallback_url`'s host.
+    pub fn seek_table_fallback(&self) -> Option<String> {
+        let base = |u: &str| u.find("://").and_then(|s| u[s + 3..].find('/').map(|p| s + 3 + p));
+        let fallback = self.fallback_url.as_deref()?;
+        let (at, fb) = (base(&self.seek_table_url)?, base(fallback)?);
+        Some(format!("{}{}", &fallback[..fb], &self.seek_table_url[at..]))
+    }
+}
+
 /// The app API at `base` (`http://host:port`) with a user's key.
 #[derive(Debug, Clone)]
 pub struct AppApi {
@@ -55,5 +65,23 @@ impl AppApi {
             return Err(Error::Api(format!("{track}: {status} {}", String::from_utf8_lossy(&body).trim())));
         }
         serde_json::from_slice(&body).map_err(|e| Error::Api(format!("{track}: not a stream answer: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_seek_table_has_a_fallback_on_the_second_pop() {
+        let info = super::StreamInfo {
+            track_id: "t".into(),
+            tier: "high".into(),
+            url: "http://a:1/a/c/high.ogg?exp=1".into(),
+            fallback_url: Some("http://b:2/a/c/high.ogg?exp=1".into()),
+            seek_table_url: "http://a:1/seek/c/high.json".into(),
+            duration_ms: 1,
+            samples: 1,
+            sample_rate: 44_100,
+        };
+        assert_eq!(info.seek_table_fallback().as_deref(), Some("http://b:2/seek/c/high.json"));
     }
 }

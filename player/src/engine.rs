@@ -93,7 +93,7 @@ struct Loaded {
 /// Fetch the seek table and the audio (from a prefetched head when there is one), and
 /// decode it trimmed to the exact samples; from `start_ms` in through the seek table.
 async fn load(fetcher: Fetcher, info: StreamInfo, head: Option<Bytes>, start_ms: u64) -> Result<Loaded, Error> {
-    let table_bytes = fetcher.get(&info.seek_table_url, None, None).await?;
+    let table_bytes = fetcher.get(&info.seek_table_url, info.seek_table_fallback().as_deref(), None).await?;
     let table = segue_core::seek_table::SeekTable::from_json(&table_bytes)
         .map_err(|e| Error::Decode(format!("{}: {e}", info.track_id)))?;
     let start = start_ms * u64::from(table.sample_rate) / 1000;
