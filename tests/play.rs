@@ -38,7 +38,8 @@ fn album_ids(app: std::net::SocketAddr, token: &str) -> Vec<String> {
         let (_, hits) = admin(app, "GET", "/v1/search?q=continuum&types=track", Some(token), None);
         let Some(id) = hits["hits"][0]["id"].as_str() else { return false };
         let (_, track) = admin(app, "GET", &format!("/v1/tracks/{id}"), Some(token), None);
-        album = admin(app, "GET", &format!("/v1/albums/{}", track["album"]["id"].as_str().unwrap()), Some(token), None).1;
+        album =
+            admin(app, "GET", &format!("/v1/albums/{}", track["album"]["id"].as_str().unwrap()), Some(token), None).1;
         album["tracks"].as_array().is_some_and(|t| t.len() == 4)
     });
     album["tracks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
@@ -110,6 +111,101 @@ fn a_dead_pop_fails_over_to_the_second() {
         std::fs::read(dir.path().join("direct.wav")).unwrap(),
         "the same audio through the second POP"
     );
+    assert!(terminate(app2).success());
+    assert!(terminate(up).success());
+}
+
+/// A TCP proxy in front of `upstream` that holds every request whose head contains
+/// `stall` for `secs` seconds before passing it on (a POP stalling on one object).
+fn stalling_proxy(upstream: std::net::SocketAddr, stall: String, secs: f64) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let stall = stall.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                if String::from_utf8_lossy(&head).contains(&stall) {
+                    std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+                }
+                let Ok(mut up) = std::net::TcpStream::connect(upstream) else { return };
+                let _ = up.write_all(&head);
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                });
+                let _ = std::io::copy(&mut up, &mut client);
+            });
+        }
+    });
+    addr
+}
+
+/// Paced like a sound device, a next track whose fetch stalls fades the current one out
+/// over 500 ms and fills with silence until it arrives: no click, no cut.
+#[test]
+fn a_stalled_next_track_fades_out_instead_of_clicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, addrs) = start_up(dir.path());
+    let (origin, edge, app) = (addrs[0], addrs[1], addrs[3]);
+    let token = std::fs::read_to_string(dir.path().join("app-api.token")).unwrap();
+    let ids = album_ids(app, token.trim());
+    let (_, second) = admin(app, "GET", &format!("/v1/tracks/{}", ids[1]), Some(token.trim()), None);
+    let stall = format!("/a/{}/high.ogg", second["content_id"].as_str().unwrap());
+    let proxy = stalling_proxy(edge, stall, 3.0);
+    let key = std::fs::read_to_string(dir.path().join("signing.key")).unwrap();
+    let cfg = dir.path().join("app2.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}\"\nsearch_dir = \"{}\"\norigin = \"http://{origin}\"\n\
+             admin_tokens = [\"{}\"]\nfallback_pops = [\"http://{proxy}\"]\n[signing]\nkid = \"up\"\nsecret_hex = \"{}\"\n",
+            dir.path().join("app-api.db").display(),
+            dir.path().join("search2").display(),
+            token.trim(),
+            key.trim()
+        ),
+    )
+    .unwrap();
+    let mut c = segue();
+    c.args(["app-api", "--config"]).arg(&cfg);
+    let (app2, app2_addr) = spawn_server(c);
+    let out = dir.path().join("stalled.wav");
+    let run = segue()
+        .args(["play", "--app-api", &format!("http://{app2_addr}"), "--country", "SE", "--json", "--speed", "4"])
+        .arg("--token-file")
+        .arg(dir.path().join("app-api.token"))
+        .arg("--out")
+        .arg(&out)
+        .args(&ids[..2])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["underruns"].as_u64(), Some(1), "{report}");
+    let silence = report["silence_frames"].as_u64().unwrap() as usize;
+    assert!(silence > 0, "{report}");
+    let got: Vec<i16> = hound::WavReader::open(&out).unwrap().samples::<i16>().map(Result::unwrap).collect();
+    let first = 3 * 44_100;
+    assert_eq!(got.len(), (2 * first + silence) * 2, "track 1, silence, then all of track 2");
+    // The last 500 ms of track 1 fade to nothing, smoothly; then silence.
+    let fade = 44_100 / 2;
+    let level = |from: usize, frames: usize| {
+        (got[from * 2..(from + frames) * 2].iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / (frames * 2) as f64)
+            .sqrt()
+    };
+    let (start, end) = (level(first - fade, 441), level(first - 441, 441));
+    assert!(start > 1000.0 && end < start / 20.0, "faded: {start:.0} -> {end:.0} RMS");
+    let steps =
+        got[(first - 441) * 2..first * 2].windows(3).map(|w| (i32::from(w[2]) - i32::from(w[0])).abs()).max().unwrap();
+    assert!(steps < 2000, "no click at the end of the fade: a step of {steps}");
+    assert!(got[first * 2..(first + silence) * 2].iter().all(|s| *s == 0), "silence while the next track is late");
     assert!(terminate(app2).success());
     assert!(terminate(up).success());
 }

@@ -189,7 +189,13 @@ impl Engine {
             let has_next = index + 1 < tracks.len();
             // The boundary region: the last `crossfade` frames (crossfade), or the last
             // `fade` frames when paced (where an underrun must start fading).
-            let boundary = if crossfade > 0 { crossfade } else if clock.paced() { fade } else { 0 };
+            let boundary = if crossfade > 0 {
+                crossfade
+            } else if clock.paced() {
+                fade
+            } else {
+                0
+            };
             if has_next && left <= boundary.min(total) {
                 let ready = next.as_ref().is_some_and(|n| n.is_finished()) || !clock.paced();
                 let deck = next.take();
@@ -222,7 +228,9 @@ impl Engine {
                     if (b.pcm.sample_rate, b.pcm.channels) != (rate, channels) {
                         return Err(Error::Decode(format!(
                             "{}: {} Hz x{} after {rate} Hz x{channels}: a queue plays at one format",
-                            tracks[index + 1], b.pcm.sample_rate, b.pcm.channels
+                            tracks[index + 1],
+                            b.pcm.sample_rate,
+                            b.pcm.channels
                         )));
                     }
                     stats.gap_samples += b.pcm.frames().abs_diff(b.total);
