@@ -257,6 +257,12 @@ impl TokenSettings {
     }
 }
 
+/// Equality that takes the same time wherever the inputs differ (the length is not
+/// secret): for comparing bearer tokens.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,10 +341,4 @@ mod tests {
         assert!(Key::new("k", vec![0; 8]).is_err());
         assert!(Key::new("bad id", vec![0; 32]).is_err());
     }
-}
-
-/// Equality that takes the same time wherever the inputs differ (the length is not
-/// secret): for comparing bearer tokens.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

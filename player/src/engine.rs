@@ -158,10 +158,10 @@ impl Engine {
             let left = total - pos;
             // Prefetch the heads of the next tracks, then start deck B on the next one.
             if left <= ms(self.opts.prefetch_lead_ms) {
-                for k in index + 1..(index + 1 + self.opts.prefetch_tracks).min(tracks.len()) {
+                for (k, track) in tracks.iter().enumerate().skip(index + 1).take(self.opts.prefetch_tracks) {
                     if !prefetched.contains_key(&k) && (k != index + 1 || next.is_none()) {
                         let (api, fetcher, opts, track) =
-                            (self.api.clone(), self.fetcher.clone(), self.opts.clone(), tracks[k].clone());
+                            (self.api.clone(), self.fetcher.clone(), self.opts.clone(), track.clone());
                         let bytes = opts.prefetch_bytes;
                         prefetched.insert(
                             k,
