@@ -311,6 +311,9 @@ enum Command {
         /// Crossfade between tracks (equal-power), milliseconds; 0: gapless.
         #[arg(long, default_value_t = 0, value_name = "MS")]
         crossfade_ms: u32,
+        /// Skip to the next track after this long in each (reports the skip latency).
+        #[arg(long, value_name = "MS")]
+        skip_after_ms: Option<u32>,
         /// Pace playback like a sound device at this speed (1 = real time), so a late
         /// next track fades out instead of cutting; 0: render as fast as audio arrives.
         #[arg(long, default_value_t = 0.0)]
@@ -570,7 +573,19 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }
-        Command::Play { app_api, token_file, tier, country, out, start_ms, crossfade_ms, speed, json, tracks } => {
+        Command::Play {
+            app_api,
+            token_file,
+            tier,
+            country,
+            out,
+            start_ms,
+            crossfade_ms,
+            skip_after_ms,
+            speed,
+            json,
+            tracks,
+        } => {
             if tier.parse::<segue_core::Tier>().is_err() {
                 return Err(Failure::Usage(format!("--tier {tier:?} is not low, normal, standard, high or very_high")));
             }
@@ -585,6 +600,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 crossfade_ms,
                 speed: (speed > 0.0).then_some(speed),
                 start_ms,
+                skip_after_ms,
                 ..Default::default()
             };
             let report = segue_player::render::render(&api, &tracks, opts, &out)

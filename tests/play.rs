@@ -347,5 +347,39 @@ fn the_gapless_album_renders_like_the_continuous_master() {
             assert!((got - want.round().clamp(-32768.0, 32767.0)).abs() <= 1.0, "frame {f}: {got} vs {want}");
         }
     }
+
+    // Skip to next after 1 s of each: the next track starts from the bytes prefetched for
+    // it (each audio object is asked for once), and the output is 1 s + 1 s + all of the
+    // last track, the same samples as the tracks' own starts.
+    let before = log_lines().len();
+    let skipped = dir.path().join("skipped.wav");
+    let run = segue()
+        .args(["play", "--app-api", &format!("http://{app}"), "--country", "SE", "--json", "--skip-after-ms", "1000"])
+        .arg("--token-file")
+        .arg(dir.path().join("app-api.token"))
+        .arg("--out")
+        .arg(&skipped)
+        .args(&ids[..3])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["skip_latency_ms"].as_array().map(Vec::len), Some(2), "{report}");
+    let s = read(&skipped);
+    let second = 44_100 * 2;
+    assert_eq!(s.len(), second * 2 + track, "1 s, 1 s, then the whole last track");
+    assert_eq!(&s[..second], &a[..second]);
+    assert_eq!(&s[second..2 * second], &b[..second]);
+    assert_eq!(&s[2 * second..2 * second + 1000], &got[2 * track..2 * track + 1000], "track 3 from its start");
+    let mut audio_requests = std::collections::HashMap::new();
+    wait_for("the skip run in the access log", 10, || log_lines().len() >= before + 6);
+    for l in &log_lines()[before..] {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if v["path"].as_str().unwrap().starts_with("/a/") {
+            *audio_requests.entry(v["path"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(audio_requests.len(), 3, "{audio_requests:?}");
+    assert!(audio_requests.values().all(|n| *n == 1), "each object fetched once: {audio_requests:?}");
     assert!(terminate(up).success());
 }

@@ -39,6 +39,8 @@ pub struct Options {
     pub speed: Option<f64>,
     /// Start the first track this far in (a seek through its seek table).
     pub start_ms: u64,
+    /// Skip to the next track after this long in each (a listener pressing next).
+    pub skip_after_ms: Option<u32>,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             underrun_fade_ms: 500,
             speed: None,
             start_ms: 0,
+            skip_after_ms: None,
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct Stats {
     /// Fetch throughput seen, kbit/s, and whether it sustains the tier.
     pub bandwidth_kbps: f64,
     pub warnings: Vec<String>,
+    /// Per skip: from the skip to the next track's first audio, milliseconds.
+    pub skip_latency_ms: Vec<f64>,
     pub seconds: f64,
 }
 
@@ -131,6 +136,23 @@ impl Engine {
         self.api.stream(track, &self.opts.tier, self.opts.country.as_deref()).await
     }
 
+    /// Deck B: load `track`, starting from its prefetched head when there is one.
+    async fn start_load(
+        &self,
+        track: &str,
+        head: Option<JoinHandle<Option<Bytes>>>,
+    ) -> Result<JoinHandle<Result<Loaded, Error>>, Error> {
+        let info = self.info(track).await?;
+        let fetcher = self.fetcher.clone();
+        Ok(tokio::spawn(async move {
+            let head = match head {
+                Some(h) => h.await.ok().flatten(),
+                None => None,
+            };
+            load(fetcher, info, head, 0).await
+        }))
+    }
+
     /// Play `tracks` in order into `sink`.
     pub async fn play(&self, tracks: &[String], mut sink: impl FnMut(&[i16])) -> Result<Stats, Error> {
         let started = Instant::now();
@@ -175,18 +197,31 @@ impl Engine {
             }
             if next.is_none() && index + 1 < tracks.len() && left <= ms(self.opts.decode_ahead_ms).max(crossfade + fade)
             {
-                let info = self.info(&tracks[index + 1]).await?;
                 let head = prefetched.remove(&(index + 1));
-                let fetcher = self.fetcher.clone();
-                next = Some(tokio::spawn(async move {
-                    let head = match head {
-                        Some(h) => h.await.ok().flatten(),
-                        None => None,
-                    };
-                    load(fetcher, info, head, 0).await
-                }));
+                next = Some(self.start_load(&tracks[index + 1], head).await?);
             }
             let has_next = index + 1 < tracks.len();
+            let skip_at = self.opts.skip_after_ms.map(ms).filter(|_| has_next);
+            if skip_at.is_some_and(|s| pos >= s.min(total)) {
+                // Skip: deck B if it is loading already, else a load from the prefetched head.
+                let asked = Instant::now();
+                let deck = match next.take() {
+                    Some(d) => d,
+                    None => {
+                        let head = prefetched.remove(&(index + 1));
+                        self.start_load(&tracks[index + 1], head).await?
+                    }
+                };
+                let b = join(deck).await?;
+                if (b.pcm.sample_rate, b.pcm.channels) != (rate, channels) {
+                    return Err(Error::Decode(format!("{}: a queue plays at one format", tracks[index + 1])));
+                }
+                stats.skip_latency_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
+                current = b;
+                pos = 0;
+                index += 1;
+                continue;
+            }
             // The boundary region: the last `crossfade` frames (crossfade), or the last
             // `fade` frames when paced (where an underrun must start fading).
             let boundary = if crossfade > 0 {
@@ -266,7 +301,10 @@ impl Engine {
                 break;
             }
             // Play up to a chunk, stopping at the boundary region.
-            let until = if has_next { total - boundary.min(total) } else { total };
+            let mut until = if has_next { total - boundary.min(total) } else { total };
+            if let Some(s) = skip_at {
+                until = until.min(s);
+            }
             let end = (pos + chunk as u64).min(until.max(pos + 1)).min(total);
             clock.emit(&current.pcm.samples[pos as usize * ch..end as usize * ch], ch, &mut sink).await;
             stats.frames += end - pos;
