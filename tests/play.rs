@@ -21,6 +21,33 @@ fn snr_db(want: &[i16], got: &[i16], channels: usize, shift: isize) -> f64 {
     10.0 * (signal / noise.max(1e-9)).log10()
 }
 
+/// `segue play` of `tracks` into `out` as a listener in SE, with `extra` flags: its JSON
+/// report (the run must succeed).
+fn play(
+    app: std::net::SocketAddr,
+    token_file: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+    tracks: &[String],
+) -> serde_json::Value {
+    let run = segue()
+        .args(["play", "--app-api", &format!("http://{app}"), "--country", "SE", "--json", "--token-file"])
+        .arg(token_file)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .args(tracks)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    serde_json::from_slice(&run.stdout).unwrap()
+}
+
+/// The samples of a 16-bit WAV file, interleaved.
+fn wav_samples(path: &std::path::Path) -> Vec<i16> {
+    hound::WavReader::open(path).unwrap().samples::<i16>().map(Result::unwrap).collect()
+}
+
 /// `segue up` with 3 s demo tracks: the process, [origin, edge, control plane, app API].
 fn start_up(dir: &std::path::Path) -> (std::process::Child, Vec<std::net::SocketAddr>) {
     let mut cmd = segue();
@@ -92,16 +119,7 @@ fn a_dead_pop_fails_over_to_the_second() {
     let (key, id) = found.expect("some listener's primary POP is the dead one");
     std::fs::write(dir.path().join("listener.key"), &key).unwrap();
     let run = |api: std::net::SocketAddr, token_file: &str, out: &str| {
-        let run = segue()
-            .args(["play", "--app-api", &format!("http://{api}"), "--country", "SE", "--json", "--token-file"])
-            .arg(dir.path().join(token_file))
-            .arg("--out")
-            .arg(dir.path().join(out))
-            .arg(&id)
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-        serde_json::from_slice::<serde_json::Value>(&run.stdout).unwrap()
+        play(api, &dir.path().join(token_file), &dir.path().join(out), &[], std::slice::from_ref(&id))
     };
     let report = run(app2_addr, "listener.key", "failover.wav");
     assert!(report["failovers"].as_u64().unwrap() >= 1, "{report}");
@@ -177,21 +195,11 @@ fn a_stalled_next_track_fades_out_instead_of_clicking() {
     c.args(["app-api", "--config"]).arg(&cfg);
     let (app2, app2_addr) = spawn_server(c);
     let out = dir.path().join("stalled.wav");
-    let run = segue()
-        .args(["play", "--app-api", &format!("http://{app2_addr}"), "--country", "SE", "--json", "--speed", "4"])
-        .arg("--token-file")
-        .arg(dir.path().join("app-api.token"))
-        .arg("--out")
-        .arg(&out)
-        .args(&ids[..2])
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let report = play(app2_addr, &dir.path().join("app-api.token"), &out, &["--speed", "4"], &ids[..2]);
     assert_eq!(report["underruns"].as_u64(), Some(1), "{report}");
     let silence = report["silence_frames"].as_u64().unwrap() as usize;
     assert!(silence > 0, "{report}");
-    let got: Vec<i16> = hound::WavReader::open(&out).unwrap().samples::<i16>().map(Result::unwrap).collect();
+    let got = wav_samples(&out);
     let first = 3 * 44_100;
     assert_eq!(got.len(), (2 * first + silence) * 2, "track 1, silence, then all of track 2");
     // The last 500 ms of track 1 fade to nothing, smoothly; then silence.
@@ -218,17 +226,9 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     let token = std::fs::read_to_string(dir.path().join("app-api.token")).unwrap();
     let ids = album_ids(app, token.trim());
 
+    let token_file = dir.path().join("app-api.token");
     let out = dir.path().join("album.wav");
-    let run = segue()
-        .args(["play", "--app-api", &format!("http://{app}"), "--country", "SE", "--json", "--token-file"])
-        .arg(dir.path().join("app-api.token"))
-        .arg("--out")
-        .arg(&out)
-        .args(&ids)
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let report = play(app, &token_file, &out, &[], &ids);
     assert_eq!((report["tracks"].as_u64(), report["gap_samples"].as_u64()), (Some(4), Some(0)), "{report}");
 
     // Sample for sample the length of the continuous piece: no gap, no overlap.
@@ -262,25 +262,13 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     // entry before it, never the bytes before that entry, and decodes exactly what the
     // whole track decodes from there.
     let seeked = dir.path().join("seek.wav");
-    let play = |out: &std::path::Path, extra: &[&str]| {
-        let run = segue()
-            .args(["play", "--app-api", &format!("http://{app}"), "--country", "SE", "--json", "--token-file"])
-            .arg(dir.path().join("app-api.token"))
-            .arg("--out")
-            .arg(out)
-            .args(extra)
-            .arg(&ids[1])
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-        serde_json::from_slice::<serde_json::Value>(&run.stdout).unwrap()
-    };
+    let play_second = |out: &std::path::Path, extra: &[&str]| play(app, &token_file, out, extra, &ids[1..2]);
     let access_log = dir.path().join("edge-access.log");
     let log_lines =
         || std::fs::read_to_string(&access_log).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>();
     wait_for("the album's access log lines", 10, || log_lines().len() >= 8);
     let before = log_lines().len();
-    let report = play(&seeked, &["--start-ms", "2000"]);
+    let report = play_second(&seeked, &["--start-ms", "2000"]);
     let (_, stream) = admin(app, "GET", &format!("/v1/tracks/{}/stream?country=SE", ids[1]), Some(token.trim()), None);
     let (_, table_json) = get(stream["seek_table_url"].as_str().unwrap(), &[]);
     let table = segue_core::seek_table::SeekTable::from_json(&table_json).unwrap();
@@ -307,11 +295,8 @@ fn the_gapless_album_renders_like_the_continuous_master() {
         [format!("bytes=0-{}", table.header_bytes - 1), format!("bytes={}-{}", entry.offset, table.total_bytes - 1)]
     );
     let whole = dir.path().join("whole.wav");
-    play(&whole, &[]);
-    let read = |p: &std::path::Path| {
-        hound::WavReader::open(p).unwrap().samples::<i16>().map(Result::unwrap).collect::<Vec<_>>()
-    };
-    let (from_seek, from_start) = (read(&seeked), read(&whole));
+    play_second(&whole, &[]);
+    let (from_seek, from_start) = (wav_samples(&seeked), wav_samples(&whole));
     assert_eq!(from_seek.len(), 44_100 * 2, "the last second, both channels");
     assert_eq!(&from_start[2 * 44_100 * 2..], &from_seek[..], "the same samples from 2 s on");
 
@@ -319,21 +304,9 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     // each track untouched outside it.
     let first = dir.path().join("first.wav");
     let mixed = dir.path().join("mixed.wav");
-    let play_ids = |out: &std::path::Path, extra: &[&str], which: &[String]| {
-        let run = segue()
-            .args(["play", "--app-api", &format!("http://{app}"), "--country", "SE", "--token-file"])
-            .arg(dir.path().join("app-api.token"))
-            .arg("--out")
-            .arg(out)
-            .args(extra)
-            .args(which)
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    };
-    play_ids(&first, &[], &ids[..1]);
-    play_ids(&mixed, &["--crossfade-ms", "500"], &ids[..2]);
-    let (a, b, m) = (read(&first), from_start, read(&mixed));
+    play(app, &token_file, &first, &[], &ids[..1]);
+    play(app, &token_file, &mixed, &["--crossfade-ms", "500"], &ids[..2]);
+    let (a, b, m) = (wav_samples(&first), from_start, wav_samples(&mixed));
     let c = 44_100 / 2 * 2; // 500 ms, both channels
     assert_eq!(m.len(), a.len() + b.len() - c, "the overlap is exactly 500 ms");
     let cut = a.len() - c;
@@ -353,19 +326,9 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     // last track, the same samples as the tracks' own starts.
     let before = log_lines().len();
     let skipped = dir.path().join("skipped.wav");
-    let run = segue()
-        .args(["play", "--app-api", &format!("http://{app}"), "--country", "SE", "--json", "--skip-after-ms", "1000"])
-        .arg("--token-file")
-        .arg(dir.path().join("app-api.token"))
-        .arg("--out")
-        .arg(&skipped)
-        .args(&ids[..3])
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let report = play(app, &token_file, &skipped, &["--skip-after-ms", "1000"], &ids[..3]);
     assert_eq!(report["skip_latency_ms"].as_array().map(Vec::len), Some(2), "{report}");
-    let s = read(&skipped);
+    let s = wav_samples(&skipped);
     let second = 44_100 * 2;
     assert_eq!(s.len(), second * 2 + track, "1 s, 1 s, then the whole last track");
     assert_eq!(&s[..second], &a[..second]);
