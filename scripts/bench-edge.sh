@@ -23,6 +23,7 @@ EDGE_SLICE_KIB="${EDGE_SLICE_KIB:-256}"  # edge settings under test
 EDGE_EVICTION="${EDGE_EVICTION:-tiny_lfu}"
 . scripts/bench-lib.sh
 bench_setup edge
+need_nginx
 
 # The catalog: TRACKS objects of 0.6-8.7 MB (deterministic sizes), plus cold storm objects.
 make_catalog "$TRACKS"

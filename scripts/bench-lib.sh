@@ -1,8 +1,13 @@
-# Shared by bench-edge.sh and bench-ssd.sh (sourced, not run): the peer (nginx), the
-# release binary, a work folder cleaned up on exit, the Ogg-sized catalog, the nginx
-# configuration both compare against, and small helpers.
+# Shared by the bench-*.sh scripts (sourced, not run): the release binary, a work folder
+# cleaned up on exit, the peers (nginx, a throwaway PostgreSQL), the Ogg-sized catalog,
+# the nginx configuration the edge benchmarks compare against, and small helpers.
 #
-#   bench_setup NAME            sets NGINX, BIN, WORK, PIDS; defines log; traps cleanup
+#   bench_setup NAME            sets BIN, WORK, PIDS; defines log; traps cleanup
+#   need_nginx                  installs nginx-light if missing; sets NGINX
+#   start_postgres PORT [-c k=v ...]
+#                               a throwaway cluster in $WORK/pg on 127.0.0.1:PORT, pinned to
+#                               core 0, user bench, trust auth; sets PSQL (psql as bench);
+#                               stopped by the cleanup
 #   make_catalog N              N objects of 0.6-8.7 MB under $WORK/data; sets total;
 #                               writes $WORK/paths.txt (most popular first)
 #   nginx_conf ORIGIN_PORT CAP_MB LOCK_PORT SLICE_PORT
@@ -10,10 +15,6 @@
 #                               slice 1m on SLICE_PORT, both on disk capped at CAP_MB
 
 bench_setup() {
-  command -v nginx >/dev/null || command -v /usr/sbin/nginx >/dev/null || {
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
-  }
-  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
   cargo build --release --bin segue >&2
   BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/segue"
   WORK=$(mktemp -d "/tmp/segue-$1-bench.XXXXXX")
@@ -24,8 +25,31 @@ bench_setup() {
 
 bench_cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Let them exit before their folders go (segue up writes in $WORK until it stops).
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+  [ -n "${PGBIN:-}" ] && [ -d "$WORK/pg" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+
+need_nginx() {
+  command -v nginx >/dev/null || command -v /usr/sbin/nginx >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
+  }
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+start_postgres() {
+  local port=$1
+  shift
+  PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  mkdir -p "$WORK/pg" "$WORK/pgsock"
+  chown postgres "$WORK/pg" "$WORK/pgsock"; chmod 755 "$WORK"
+  runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg" -U bench -A trust >/dev/null
+  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pgsock/pg.log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $WORK/pgsock $*" start >/dev/null
+  taskset -cp 0 "$(head -1 "$WORK/pg/postmaster.pid")" >/dev/null
+  PSQL=(psql -h 127.0.0.1 -p "$port" -U bench -d postgres -q -v ON_ERROR_STOP=1)
 }
 
 log() { echo "bench-$BENCH_NAME: $*" >&2; }

@@ -10,17 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-20}"
-cargo build --release --bin segue >&2
-BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/segue"
-WORK=$(mktemp -d /tmp/segue-player-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 1
-  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-log() { echo "bench-player: $*" >&2; }
+. scripts/bench-lib.sh
+bench_setup player
 
 "$BIN" up --data-dir "$WORK/data" --demo-track-secs 20 --origin-listen 127.0.0.1:18500 --edge-listen 127.0.0.1:18501 \
   --control-plane-listen 127.0.0.1:18502 --app-api-listen 127.0.0.1:18503 >"$WORK/up.log" 2>&1 &

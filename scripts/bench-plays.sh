@@ -20,17 +20,8 @@ CONNS="${CONNS:-16}"
 BATCH="${BATCH:-100}"
 PATHS="${PATHS:-embedded nats}"
 want() { [[ " $PATHS " == *" $1 "* ]]; }
-cargo build --release --bin segue >&2
-BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/segue"
-WORK=$(mktemp -d /tmp/segue-plays-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -n "${PGBIN:-}" ] && [ -d "$WORK/pg" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
-  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-log() { echo "bench-plays: $*" >&2; }
+. scripts/bench-lib.sh
+bench_setup plays
 TOKEN=bench-admin-token-0123456789
 echo "$TOKEN" >"$WORK/token"
 wait_up() { for _ in $(seq 1 300); do curl -sf "http://$1/healthz" >/dev/null && return 0; sleep 0.1; done; log "$1 did not start"; exit 1; }
@@ -65,7 +56,6 @@ loadtest() { # address -> JSON report
   taskset -c 1 "$BIN" loadtest --scenario plays --target "http://$1" --token-file "$WORK/token" --track "$2" \
     --batch "$BATCH" --connections "$CONNS" --duration-secs "$SECS" --json
 }
-field() { python3 -c "import json,sys; r=json.load(open('$1')); print($2)"; }
 
 E_EPS=0; N_EPS=0; SQLITE_PEER=1; PG_EPS=1
 # 1. Embedded (SQLite).
@@ -84,7 +74,7 @@ TRACKS=$(catalog 127.0.0.1:18401)
 log "embedded: ${SECS}s of $CONNS connections x $BATCH events"
 for run in $(seq 1 "${RUNS:-1}"); do
   loadtest 127.0.0.1:18401 "$TRACKS" >"$WORK/embedded.json"
-  log "embedded run $run: $(field "$WORK/embedded.json" 'round(r["events_per_sec"])') events/s"
+  log "embedded run $run: $(field 'round(r["events_per_sec"])' <"$WORK/embedded.json") events/s"
 done
 "$BIN" plays verify --config "$WORK/embedded.toml" >"$WORK/embedded-verify.txt"
 
@@ -115,21 +105,14 @@ print(f"{n / (time.time() - t0):.0f}")
 PY
 )
 
-E_EPS=$(field "$WORK/embedded.json" 'round(r["events_per_sec"])')
-E_P50=$(field "$WORK/embedded.json" 'r["latency_ms"]["p50"]')
-E_P99=$(field "$WORK/embedded.json" 'r["latency_ms"]["p99"]')
+E_EPS=$(field 'round(r["events_per_sec"])' <"$WORK/embedded.json")
+E_P50=$(field 'r["latency_ms"]["p50"]' <"$WORK/embedded.json")
+E_P99=$(field 'r["latency_ms"]["p99"]' <"$WORK/embedded.json")
 fi
 
 # 2. At scale: NATS JetStream + PostgreSQL.
 if want nats; then
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-mkdir -p "$WORK/pg" "$WORK/pgsock"
-chown postgres "$WORK/pg" "$WORK/pgsock"; chmod 755 "$WORK"
-runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg" -U bench -A trust >/dev/null
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pgsock/pg.log" -w \
-  -o "-c listen_addresses=127.0.0.1 -p 18403 -k $WORK/pgsock" start >/dev/null
-PG_PID=$(head -1 "$WORK/pg/postmaster.pid"); taskset -cp 0 "$PG_PID" >/dev/null
-PSQL=(psql -h 127.0.0.1 -p 18403 -U bench -d postgres -q -v ON_ERROR_STOP=1)
+start_postgres 18403
 "${PSQL[@]}" -c "CREATE DATABASE plays"
 mkdir -p "$WORK/nats"
 taskset -c 0 nats-server -a 127.0.0.1 -p 18404 -js -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 &
@@ -185,9 +168,9 @@ PG_TPS=$(awk '/^tps/ {print $3; exit}' "$WORK/pgbench.txt")
 PG_EPS=$(python3 -c "print(round($PG_TPS * $BATCH))")
 PG_LAT=$(awk '/latency average/ {print $4; exit}' "$WORK/pgbench.txt")
 
-N_EPS=$(field "$WORK/nats.json" 'round(r["events_per_sec"])')
-N_P50=$(field "$WORK/nats.json" 'r["latency_ms"]["p50"]')
-N_P99=$(field "$WORK/nats.json" 'r["latency_ms"]["p99"]')
+N_EPS=$(field 'round(r["events_per_sec"])' <"$WORK/nats.json")
+N_P50=$(field 'r["latency_ms"]["p50"]' <"$WORK/nats.json")
+N_P99=$(field 'r["latency_ms"]["p99"]' <"$WORK/nats.json")
 N_E2E=$(python3 -c "print(round($APPLIED / $DRAIN_S))")
 fi
 

@@ -22,6 +22,7 @@ CONNS="${CONNS:-64}"
 STREAMS="${STREAMS:-8}"
 . scripts/bench-lib.sh
 bench_setup protocols
+need_nginx
 
 make_catalog "$TRACKS"
 chmod -R a+rX "$WORK"

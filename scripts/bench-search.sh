@@ -14,17 +14,8 @@ TRACKS="${TRACKS:-1000000}"
 QUERIES="${QUERIES:-1000}"
 SECS="${SECS:-10}"
 CONNS="${CONNS:-8}"
-cargo build --release --bin segue >&2
-BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/segue"
-WORK=$(mktemp -d /tmp/segue-search-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -n "${PGBIN:-}" ] && [ -d "$WORK/pg" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
-  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
-log() { echo "bench-search: $*" >&2; }
+. scripts/bench-lib.sh
+bench_setup search
 
 # The catalog and the queries (deterministic), as TSV for both engines.
 log "generating $TRACKS tracks and $QUERIES queries"
@@ -119,14 +110,7 @@ SEGUE_P50=$(awk '$1 == "50%" {print $2}' "$WORK/wrk.txt")
 SEGUE_P99=$(awk '$1 == "99%" {print $2}' "$WORK/wrk.txt")
 
 # PostgreSQL with pg_trgm, same titles, same queries.
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-mkdir -p "$WORK/pg" "$WORK/pgsock"
-chown postgres "$WORK/pg" "$WORK/pgsock"; chmod 755 "$WORK"
-runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg" -U bench -A trust >/dev/null
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pgsock/pg.log" -w \
-  -o "-c listen_addresses=127.0.0.1 -p 18391 -k $WORK/pgsock -c shared_buffers=512MB" start >/dev/null
-PG_PID=$(head -1 "$WORK/pg/postmaster.pid"); taskset -cp 0 "$PG_PID" >/dev/null
-PSQL=(psql -h 127.0.0.1 -p 18391 -U bench -d postgres -q -v ON_ERROR_STOP=1)
+start_postgres 18391 -c shared_buffers=512MB
 log "loading PostgreSQL and building the trigram index"
 "${PSQL[@]}" -c "CREATE EXTENSION pg_trgm; CREATE TABLE tracks (id text, title text, album text, artist int);
   CREATE TABLE queries (id serial primary key, q text);"

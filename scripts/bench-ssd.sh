@@ -20,6 +20,7 @@ TRACKS="${TRACKS:-1000}"
 SECS="${SECS:-20}"
 . scripts/bench-lib.sh
 bench_setup ssd
+need_nginx
 TOKEN=bench-admin-token-0123456789
 
 need_mb=$(( TRACKS * 47 / 10 * 3 + 1024 ))
