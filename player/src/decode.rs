@@ -1,6 +1,13 @@
-//! Ogg Vorbis to PCM (lewton), trimmed to the exact samples of the seek table: Vorbis
-//! ends on a whole block, and the last page's granule position says how much of it is
-//! padding; the packager writes that count as the seek table's `total_samples`.
+//! Ogg Vorbis to PCM as the bytes arrive: pages are parsed (`ogg`) and packets decoded
+//! (`lewton`) from whatever has been received so far, so playback starts after the first
+//! pages rather than after the whole object. Callers trim to the exact samples of the
+//! seek table: Vorbis ends on a whole block, and the last page's granule position says
+//! how much of it is padding; the packager writes that count as `total_samples`.
+
+use lewton::audio::{read_audio_packet_generic, PreviousWindowRight};
+use lewton::header::{read_header_comment, read_header_ident, read_header_setup, IdentHeader, SetupHeader};
+use lewton::samples::InterleavedSamples;
+use ogg::reading::{BasePacketReader, PageParser};
 
 use crate::Error;
 
@@ -19,20 +26,154 @@ impl Pcm {
     }
 }
 
-/// Decode a whole Ogg Vorbis object and keep its first `total_samples` per channel.
-pub fn decode(bytes: &[u8], total_samples: u64) -> Result<Pcm, Error> {
-    let mut reader = lewton::inside_ogg::OggStreamReader::new(std::io::Cursor::new(bytes))
-        .map_err(|e| Error::Decode(format!("Vorbis headers: {e}")))?;
-    let channels = u16::from(reader.ident_hdr.audio_channels);
-    let sample_rate = reader.ident_hdr.audio_sample_rate;
-    let keep = total_samples as usize * usize::from(channels);
-    let mut samples = Vec::with_capacity(keep);
-    while let Some(packet) = reader.read_dec_packet_itl().map_err(|e| Error::Decode(format!("Vorbis audio: {e}")))? {
-        samples.extend(packet);
-        if samples.len() >= keep {
-            break;
+/// Pre-roll before a seek target: a Vorbis decoder started at a page needs the packet
+/// before a sample to produce it (libvorbis uses 2048-sample long blocks at 44.1/48 kHz).
+pub const PREROLL: u64 = 4096;
+
+/// Bytes of an Ogg page header before its segment table.
+const PAGE_HEADER: usize = 27;
+
+/// An incremental Ogg Vorbis decoder: `push` bytes in stream order, get PCM out.
+pub struct StreamDecoder {
+    /// Received bytes not yet parsed (less than a whole page).
+    pending: Vec<u8>,
+    /// Stream offset of `pending[0]`, for error messages.
+    offset: u64,
+    packets: BasePacketReader,
+    ident: Option<IdentHeader>,
+    comment: bool,
+    setup: Option<SetupHeader>,
+    pwr: PreviousWindowRight,
+    /// Frames produced since the start (or since `seeked`).
+    frames: u64,
+    /// Stream position of the first frame produced: 0 from the start; after `seeked`,
+    /// learned from the first page end's granule position.
+    start: Option<u64>,
+}
+
+impl Default for StreamDecoder {
+    fn default() -> Self {
+        StreamDecoder {
+            pending: Vec::new(),
+            offset: 0,
+            packets: BasePacketReader::new(),
+            ident: None,
+            comment: false,
+            setup: None,
+            pwr: PreviousWindowRight::new(),
+            frames: 0,
+            start: Some(0),
         }
     }
+}
+
+impl StreamDecoder {
+    pub fn new() -> StreamDecoder {
+        StreamDecoder::default()
+    }
+
+    /// Sample rate and channels, once the identification header is in.
+    pub fn format(&self) -> Option<(u32, u16)> {
+        self.ident.as_ref().map(|i| (i.audio_sample_rate, u16::from(i.audio_channels)))
+    }
+
+    /// Stream position (per channel) of the first frame produced, once known.
+    pub fn start(&self) -> Option<u64> {
+        self.start
+    }
+
+    /// The bytes pushed next begin at a page somewhere in the stream (a seek), not
+    /// right after the headers: the decoder forgets the previous block and learns its
+    /// position again from the next page end.
+    pub fn seeked(&mut self, offset: u64) {
+        self.packets.update_after_seek();
+        self.pending.clear();
+        self.offset = offset;
+        self.pwr = PreviousWindowRight::new();
+        self.frames = 0;
+        self.start = None;
+    }
+
+    /// Take `bytes`, the next bytes of the stream, and append to `out` the interleaved
+    /// samples of every packet they complete.
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<i16>) -> Result<(), Error> {
+        self.pending.extend_from_slice(bytes);
+        let mut at = 0;
+        while let Some(len) = self.page_len(at)? {
+            let page = &self.pending[at..at + len];
+            let mut header = [0u8; PAGE_HEADER];
+            header.copy_from_slice(&page[..PAGE_HEADER]);
+            let bad = |e: ogg::OggReadError| Error::Decode(format!("Ogg page at byte {}: {e}", self.offset));
+            let (mut parser, segments) = PageParser::new(header).map_err(bad)?;
+            let table_end = PAGE_HEADER + segments;
+            parser.parse_segments(page[PAGE_HEADER..table_end].to_vec());
+            let page = parser.parse_packet_data(page[table_end..].to_vec()).map_err(bad)?;
+            self.packets.push_page(page).map_err(bad)?;
+            at += len;
+            self.offset += len as u64;
+            while let Some(packet) = self.packets.read_packet() {
+                self.packet(&packet, out)?;
+            }
+        }
+        self.pending.drain(..at);
+        Ok(())
+    }
+
+    /// The length of the whole page at `pending[at..]`, or `None` until it has arrived.
+    fn page_len(&self, at: usize) -> Result<Option<usize>, Error> {
+        let p = &self.pending[at..];
+        if p.len() < PAGE_HEADER {
+            return Ok(None);
+        }
+        if &p[..4] != b"OggS" {
+            return Err(Error::Decode(format!("no Ogg page at byte {}", self.offset)));
+        }
+        let segments = usize::from(p[26]);
+        if p.len() < PAGE_HEADER + segments {
+            return Ok(None);
+        }
+        let body: usize = p[PAGE_HEADER..PAGE_HEADER + segments].iter().map(|s| usize::from(*s)).sum();
+        let len = PAGE_HEADER + segments + body;
+        Ok((p.len() >= len).then_some(len))
+    }
+
+    fn packet(&mut self, packet: &ogg::Packet, out: &mut Vec<i16>) -> Result<(), Error> {
+        let header = |e: lewton::header::HeaderReadError| Error::Decode(format!("Vorbis headers: {e}"));
+        let (Some(ident), true, Some(setup)) = (&self.ident, self.comment, &self.setup) else {
+            match (&self.ident, self.comment) {
+                (None, _) => self.ident = Some(read_header_ident(&packet.data).map_err(header)?),
+                (Some(_), false) => {
+                    read_header_comment(&packet.data).map_err(header)?;
+                    self.comment = true;
+                }
+                (Some(i), true) => {
+                    let setup = read_header_setup(&packet.data, i.audio_channels, (i.blocksize_0, i.blocksize_1));
+                    self.setup = Some(setup.map_err(header)?);
+                }
+            }
+            return Ok(());
+        };
+        let decoded: InterleavedSamples<i16> = read_audio_packet_generic(ident, setup, &packet.data, &mut self.pwr)
+            .map_err(|e| Error::Decode(format!("Vorbis audio near byte {}: {e}", self.offset)))?;
+        self.frames += (decoded.samples.len() / usize::from(ident.audio_channels.max(1))) as u64;
+        out.extend_from_slice(&decoded.samples);
+        // A page's granule position is the stream position at the end of its last
+        // complete packet (-1 on a page where none ends).
+        let end = packet.absgp_page();
+        if self.start.is_none() && packet.last_in_page() && end != u64::MAX {
+            self.start = Some(end.saturating_sub(self.frames));
+        }
+        Ok(())
+    }
+}
+
+/// Decode a whole Ogg Vorbis object and keep its first `total_samples` per channel.
+pub fn decode(bytes: &[u8], total_samples: u64) -> Result<Pcm, Error> {
+    let mut decoder = StreamDecoder::new();
+    let mut samples = Vec::new();
+    decoder.push(bytes, &mut samples)?;
+    let (sample_rate, channels) = decoder.format().ok_or_else(|| Error::Decode("no Vorbis headers".into()))?;
+    let keep = total_samples as usize * usize::from(channels);
     if samples.len() < keep {
         return Err(Error::Decode(format!(
             "the stream decodes to {} samples per channel, the seek table promises {total_samples}",
@@ -43,47 +184,80 @@ pub fn decode(bytes: &[u8], total_samples: u64) -> Result<Pcm, Error> {
     Ok(Pcm { sample_rate, channels, samples })
 }
 
-/// Pre-roll before a seek target: a Vorbis decoder started at a page needs the packet
-/// before a sample to produce it (libvorbis uses 2048-sample long blocks at 44.1/48 kHz).
-pub const PREROLL: u64 = 4096;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Decode `data` (the header pages, then the pages from a seek entry on) and return the
-/// samples from `target` to `total_samples`, per channel. The position of what the
-/// decoder yields is learned from the first page's granule position; `None` when the
-/// entry was not early enough to reach `target` (start from an earlier one).
-pub fn decode_from(data: &[u8], target: u64, total_samples: u64) -> Result<Option<Pcm>, Error> {
-    let mut reader = lewton::inside_ogg::OggStreamReader::new(std::io::Cursor::new(data))
-        .map_err(|e| Error::Decode(format!("Vorbis headers: {e}")))?;
-    let channels = u16::from(reader.ident_hdr.audio_channels);
-    let sample_rate = reader.ident_hdr.audio_sample_rate;
-    let ch = usize::from(channels.max(1));
-    let want = total_samples.saturating_sub(target) as usize * ch;
-    let mut samples: Vec<i16> = Vec::with_capacity(want);
-    // Sample index of samples[0], once a page end has told us.
-    let mut first: Option<u64> = None;
-    while let Some(packet) = reader.read_dec_packet_itl().map_err(|e| Error::Decode(format!("Vorbis audio: {e}")))? {
-        samples.extend(packet);
-        if first.is_none() {
-            if let Some(end) = reader.get_last_absgp() {
-                let start = end.saturating_sub((samples.len() / ch) as u64);
-                if start > target {
-                    return Ok(None);
-                }
-                samples.drain(..((target - start) as usize * ch).min(samples.len()));
-                first = Some(target);
+    /// 3 s of the demo music, packaged like the origin does: the high tier's bytes and
+    /// seek table.
+    fn packaged() -> (Vec<u8>, segue_core::seek_table::SeekTable) {
+        let [l, r] = segue_origin::demo::music(1, 0, 3);
+        let master = segue_origin::master::Master {
+            sample_rate: 44_100,
+            channels: vec![l, r],
+            content_id: segue_core::ContentId::digest(b"decode test"),
+        };
+        let tiers = segue_origin::package::encode_all(&master).unwrap();
+        let high = tiers.into_iter().find(|t| t.tier == segue_core::Tier::High).unwrap();
+        (high.ogg, high.seek)
+    }
+
+    /// Reference: lewton's own reader over the whole object.
+    fn lewton_whole(bytes: &[u8]) -> Vec<i16> {
+        let mut r = lewton::inside_ogg::OggStreamReader::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut all = Vec::new();
+        while let Some(p) = r.read_dec_packet_itl().unwrap() {
+            all.extend(p);
+        }
+        all
+    }
+
+    #[test]
+    fn bytes_in_any_chunking_decode_like_the_whole_object() {
+        let (ogg, table) = packaged();
+        let whole = lewton_whole(&ogg);
+        for chunk in [1usize, 7, 4096, 65_536, ogg.len()] {
+            let mut d = StreamDecoder::new();
+            let mut out = Vec::new();
+            for piece in ogg.chunks(chunk) {
+                d.push(piece, &mut out).unwrap();
             }
+            assert_eq!(d.format(), Some((44_100, 2)));
+            // lewton's reader also trims the last packet to the last granule position;
+            // here the seek table's count does that.
+            assert!(out.len() >= whole.len() && out.len() - whole.len() < 4096, "chunks of {chunk}");
+            assert!(out[..whole.len()] == whole[..], "chunks of {chunk}: the same samples");
         }
-        if first.is_some() && samples.len() >= want {
-            break;
-        }
+        let pcm = decode(&ogg, table.total_samples).unwrap();
+        assert_eq!(pcm.frames(), table.total_samples);
+        assert!(decode(&ogg, table.total_samples + 10_000).is_err(), "fewer samples than promised is an error");
     }
-    if first.is_none() || samples.len() < want {
-        return Err(Error::Decode(format!(
-            "decoding from the seek entry yields {} samples per channel after {target}, the seek table promises {}",
-            samples.len() / ch,
-            total_samples.saturating_sub(target)
-        )));
+
+    #[test]
+    fn after_a_seek_the_position_comes_from_the_first_page_end() {
+        let (ogg, table) = packaged();
+        let whole = lewton_whole(&ogg);
+        let entry = table.entry_for(44_100).unwrap();
+        let mut d = StreamDecoder::new();
+        let mut out = Vec::new();
+        d.push(&ogg[..table.header_bytes as usize], &mut out).unwrap();
+        assert!(out.is_empty() && d.format().is_some());
+        d.seeked(entry.offset);
+        assert_eq!(d.start(), None);
+        d.push(&ogg[entry.offset as usize..], &mut out).unwrap();
+        let start = d.start().unwrap() as usize;
+        assert!(start as u64 >= entry.granule && start as u64 <= entry.granule + 4096, "{start} vs entry {entry:?}");
+        let n = whole.len() - start * 2;
+        assert!(out[..n] == whole[start * 2..], "the same samples as the whole decode from {start}");
     }
-    samples.truncate(want);
-    Ok(Some(Pcm { sample_rate, channels, samples }))
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut out = Vec::new();
+        assert!(StreamDecoder::new().push(b"RIFF1234WAVEfmt and then some more bytes", &mut out).is_err());
+        let (ogg, _) = packaged();
+        let mut broken = ogg[..8192].to_vec();
+        broken[100] ^= 0xff; // inside the first page: its checksum no longer matches
+        assert!(StreamDecoder::new().push(&broken, &mut out).is_err());
+    }
 }

@@ -1,13 +1,15 @@
-//! Fetching audio by HTTP Range from the edge, with the second POP as fallback, counting
-//! every byte that crosses the network.
+//! Fetching audio by HTTP Range from the edge, as a stream of chunks, with the second
+//! POP as fallback, counting every byte that crosses the network. A download that fails
+//! part way resumes from the next byte on the other POP rather than starting over.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, Request, StatusCode};
-use segue_core::client::Connector;
+use http_body_util::BodyExt;
+use segue_core::client::{ClientBody, Connector};
 
 use crate::Error;
 
@@ -15,9 +17,11 @@ use crate::Error;
 #[derive(Debug, Clone, Default)]
 pub struct Fetcher {
     bytes: Arc<AtomicU64>,
-    /// Microseconds spent in fetches, for the bandwidth estimate.
+    /// Microseconds spent waiting for response heads and body chunks, for the
+    /// bandwidth estimate.
     busy_us: Arc<AtomicU64>,
     failovers: Arc<AtomicU64>,
+    /// How long a request may wait for its response head or its next chunk.
     pub timeout: Option<Duration>,
 }
 
@@ -29,7 +33,7 @@ fn split(url: &str) -> Result<(String, String), String> {
 }
 
 impl Fetcher {
-    /// A fetcher whose every request must be answered within `timeout`.
+    /// A fetcher whose every response head and body chunk must arrive within `timeout`.
     pub fn with_timeout(timeout: Duration) -> Fetcher {
         Fetcher { timeout: Some(timeout), ..Fetcher::default() }
     }
@@ -48,56 +52,182 @@ impl Fetcher {
         self.bytes() as f64 * 8.0 / (us as f64 / 1e6) / 1000.0
     }
 
-    /// Times a fetch went to the fallback POP.
+    /// Times a fetch went to the other POP.
     pub fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
     }
 
-    /// GET `url` (the bytes `range`, inclusive, when given); on an error or a 5xx, the same
-    /// from `fallback`.
+    /// A download of `url` from byte `from` to `to` (inclusive; `None`: to the end),
+    /// going to `fallback` when `url` fails.
+    pub fn download(&self, url: &str, fallback: Option<&str>, from: u64, to: Option<u64>) -> Download {
+        let mut urls = vec![url.to_owned()];
+        urls.extend(fallback.map(str::to_owned));
+        Download { fetcher: self.clone(), urls, which: 0, next: from, end: to, body: None, errors: Vec::new() }
+    }
+
+    /// GET `url` whole (the bytes `range`, inclusive, when given); on an error or a 5xx,
+    /// the rest from `fallback`.
     pub async fn get(&self, url: &str, fallback: Option<&str>, range: Option<(u64, u64)>) -> Result<Bytes, Error> {
-        match self.once(url, range).await {
-            Ok(b) => Ok(b),
-            Err(first) => match fallback {
-                Some(f) => {
-                    tracing::warn!(url, error = %first, "fetch failed; trying the fallback POP");
-                    self.failovers.fetch_add(1, Ordering::Relaxed);
-                    self.once(f, range).await.map_err(|detail| Error::Fetch {
-                        url: url.to_owned(),
-                        detail: format!("{first}; fallback: {detail}"),
-                    })
+        let (from, to) = range.map_or((0, None), |(a, b)| (a, Some(b)));
+        let mut download = self.download(url, fallback, from, to);
+        let mut all = BytesMut::new();
+        while let Some(chunk) = download.next().await? {
+            all.extend_from_slice(&chunk);
+        }
+        Ok(all.freeze())
+    }
+}
+
+/// One object (or range of it) arriving chunk by chunk.
+pub struct Download {
+    fetcher: Fetcher,
+    /// The POP URLs to try, the stream answer's first.
+    urls: Vec<String>,
+    which: usize,
+    /// The next byte wanted, and the last (inclusive) when known.
+    next: u64,
+    end: Option<u64>,
+    body: Option<ClientBody>,
+    /// Failures since the last byte arrived, one per URL tried.
+    errors: Vec<String>,
+}
+
+impl Download {
+    /// The next chunk, or `None` at the end. A failed request, a 5xx, a stall longer
+    /// than the timeout or a body cut short moves to the other POP from the next byte;
+    /// when every POP has failed without a byte in between, the error names them all.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            if self.end.is_some_and(|e| self.next > e) {
+                return Ok(None);
+            }
+            if self.body.is_none() {
+                match self.open().await {
+                    Ok(Some(body)) => self.body = Some(body),
+                    Ok(None) => return Ok(None),
+                    Err(e) => {
+                        self.fail(e)?;
+                        continue;
+                    }
                 }
-                None => Err(Error::Fetch { url: url.to_owned(), detail: first }),
-            },
+            }
+            let Some(body) = self.body.as_mut() else { continue };
+            let started = Instant::now();
+            let frame = match self.fetcher.timeout {
+                Some(t) => match tokio::time::timeout(t, body.frame()).await {
+                    Ok(f) => f,
+                    Err(_) => {
+                        self.fail(format!("no data for {t:?}"))?;
+                        continue;
+                    }
+                },
+                None => body.frame().await,
+            };
+            self.fetcher.busy_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            match frame {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    // Never more than asked for, whatever the server sends.
+                    let want = self.end.map_or(u64::MAX, |e| e + 1 - self.next);
+                    let data = data.slice(..(data.len() as u64).min(want) as usize);
+                    self.next += data.len() as u64;
+                    self.fetcher.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    self.errors.clear();
+                    return Ok(Some(data));
+                }
+                Some(Err(e)) => self.fail(e.to_string())?,
+                None if self.end.is_some_and(|e| self.next <= e) => {
+                    self.fail(format!("the body ended at byte {}, before byte {}", self.next, self.end.unwrap_or(0)))?
+                }
+                None => return Ok(None),
+            }
         }
     }
 
-    async fn once(&self, url: &str, range: Option<(u64, u64)>) -> Result<Bytes, String> {
-        let (base, path) = split(url)?;
+    /// Send the request for the bytes still wanted: the body, or `None` when the
+    /// server says there are none (416 on an open-ended range past the end).
+    async fn open(&mut self) -> Result<Option<ClientBody>, String> {
+        let (base, path) = split(&self.urls[self.which])?;
         let connector = Connector::http(&base).map_err(|e| e.to_string())?;
         let mut req = Request::get(path);
-        if let Some((a, b)) = range {
-            req = req.header(header::RANGE, format!("bytes={a}-{b}"));
+        match self.end {
+            Some(e) => req = req.header(header::RANGE, format!("bytes={}-{e}", self.next)),
+            None if self.next > 0 => req = req.header(header::RANGE, format!("bytes={}-", self.next)),
+            None => {}
         }
         let req = req.body(()).map_err(|e| e.to_string())?;
-        let started = std::time::Instant::now();
-        let exchange = segue_core::client::fetch(&connector, req);
-        let (resp, body) = match self.timeout {
+        let started = Instant::now();
+        let exchange = async {
+            let mut conn = connector.connect().await?;
+            conn.send(req).await
+        };
+        let resp = match self.fetcher.timeout {
             Some(t) => tokio::time::timeout(t, exchange).await.map_err(|_| format!("no answer within {t:?}"))?,
             None => exchange.await,
         }
         .map_err(|e| e.to_string())?;
-        self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-        self.busy_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        match resp.status() {
-            StatusCode::OK | StatusCode::PARTIAL_CONTENT => Ok(body),
-            s => Err(format!("{s}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]).trim())),
+        self.fetcher.busy_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let (parts, body) = resp.into_parts();
+        match parts.status {
+            StatusCode::PARTIAL_CONTENT => {
+                // The range may end before the one asked for: the object is shorter.
+                let range = parts.headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
+                match range.and_then(content_range) {
+                    Some((first, last)) if first == self.next => {
+                        self.end = Some(self.end.map_or(last, |e| e.min(last)));
+                        Ok(Some(body))
+                    }
+                    _ => Err(format!("206 with Content-Range {range:?} for a range from byte {}", self.next)),
+                }
+            }
+            StatusCode::OK if self.next == 0 => Ok(Some(body)),
+            StatusCode::OK => Err(format!("200 for a range from byte {}: the server ignored Range", self.next)),
+            StatusCode::RANGE_NOT_SATISFIABLE if self.end.is_none() => Ok(None),
+            s => {
+                let text = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                Err(format!("{s}: {}", String::from_utf8_lossy(&text[..text.len().min(200)]).trim()))
+            }
         }
     }
+
+    /// Note a failure of the current URL and move to the next one; an error once every
+    /// URL has failed since the last byte.
+    fn fail(&mut self, detail: String) -> Result<(), Error> {
+        self.body = None;
+        let url = &self.urls[self.which];
+        self.errors.push(format!("{url}: {detail}"));
+        if self.errors.len() >= self.urls.len() {
+            return Err(Error::Fetch { url: self.urls[0].clone(), detail: self.errors.join("; ") });
+        }
+        tracing::warn!(url, error = %detail, next = self.next, "fetch failed; going on from the other POP");
+        self.fetcher.failovers.fetch_add(1, Ordering::Relaxed);
+        self.which = (self.which + 1) % self.urls.len();
+        Ok(())
+    }
+}
+
+/// The first and last byte of a `Content-Range: bytes A-B/LEN` value.
+fn content_range(value: &str) -> Option<(u64, u64)> {
+    let (range, _len) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b).then_some((a, b))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn content_ranges_parse() {
+        assert_eq!(super::content_range("bytes 0-99/1000"), Some((0, 99)));
+        assert_eq!(super::content_range("bytes 500-999/*"), Some((500, 999)));
+        assert_eq!(super::content_range("bytes */1000"), None);
+        assert_eq!(super::content_range("bytes 9-1/10"), None);
+        assert_eq!(super::content_range("items 0-1/2"), None);
+    }
+
     #[test]
     fn urls_split_into_base_and_path() {
         assert_eq!(

@@ -2,14 +2,15 @@
 //!
 //! Given a queue of tracks it asks the app API for stream URLs (`api`), fetches the audio
 //! by HTTP Range from the edge, falling back to the second POP on errors (`fetch`),
-//! decodes Ogg Vorbis and trims it to the exact samples the seek table promises
-//! (`decode`), and plays the queue on two decks: gapless or crossfaded, prefetching the
+//! decodes Ogg Vorbis as the bytes arrive and trims it to the exact samples the seek table promises
+//! (`decode`), one track per deck (`deck`), and plays the queue on two decks: gapless or crossfaded, prefetching the
 //! next tracks' first bytes, fading out instead of cutting when the next track is late
 //! (`engine`); `render` writes what it plays to a WAV file.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod deck;
 pub mod decode;
 pub mod engine;
 pub mod fetch;

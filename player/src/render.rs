@@ -1,11 +1,10 @@
-//! Rendering a queue to a WAV file through the engine, and seeking.
+//! Rendering a queue to a WAV file through the engine.
 
 use std::path::Path;
 
 use crate::api::AppApi;
-use crate::decode::{decode_from, Pcm, PREROLL};
+use crate::decode::Pcm;
 use crate::engine::{Engine, Options, Stats};
-use crate::fetch::Fetcher;
 use crate::Error;
 
 /// Play `tracks` through the engine and write the output to `out` as WAV.
@@ -15,36 +14,6 @@ pub async fn render(api: &AppApi, tracks: &[String], opts: Options, out: &Path) 
     let stats = engine.play(tracks, |chunk| samples.extend_from_slice(chunk)).await?;
     write_wav(out, &Pcm { sample_rate: stats.sample_rate, channels: stats.channels, samples })?;
     Ok(stats)
-}
-
-/// Play `info` from sample `target`: the header pages, then the bytes from the seek
-/// entry before it (never the bytes before that entry); decode and discard up to
-/// `target`. An entry too late to reach it (a long block) makes it step back one.
-pub async fn seek(
-    fetcher: &Fetcher,
-    info: &crate::api::StreamInfo,
-    table: &segue_core::seek_table::SeekTable,
-    target: u64,
-) -> Result<Pcm, Error> {
-    if target >= table.total_samples {
-        return Err(Error::Decode(format!("seek to sample {target} is past the end ({})", table.total_samples)));
-    }
-    let fallback = info.fallback_url.as_deref();
-    let header = fetcher.get(&info.url, fallback, Some((0, table.header_bytes - 1))).await?;
-    let mut from = target.saturating_sub(PREROLL);
-    loop {
-        let offset = table.entry_for(from).map_or(table.header_bytes, |e| e.offset);
-        let tail = fetcher.get(&info.url, fallback, Some((offset, table.total_bytes - 1))).await?;
-        let mut data = header.to_vec();
-        data.extend_from_slice(&tail);
-        if let Some(pcm) = decode_from(&data, target, table.total_samples)? {
-            return Ok(pcm);
-        }
-        if offset == table.header_bytes || from == 0 {
-            return Err(Error::Decode(format!("no seek entry reaches sample {target}")));
-        }
-        from = from.saturating_sub(PREROLL);
-    }
 }
 
 /// Write 16-bit PCM as WAV, atomically (temp file + rename).

@@ -1,0 +1,273 @@
+//! A deck: one track loading in the background (stream URL, seek table, audio by Range,
+//! decoded as it arrives) while the engine plays what has been decoded so far. The
+//! engine asks a deck for frames; it waits only when they have not arrived yet.
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::api::{AppApi, StreamInfo};
+use crate::decode::{StreamDecoder, PREROLL};
+use crate::fetch::{Download, Fetcher};
+use crate::Error;
+
+/// What to load: a track of the queue at a tier, from a position.
+#[derive(Clone)]
+pub(crate) struct Source {
+    pub api: AppApi,
+    pub fetcher: Fetcher,
+    pub tier: String,
+    pub country: Option<String>,
+}
+
+/// What the loader sends the deck.
+enum Event {
+    /// The format, and the exact frames the deck will hold.
+    Start {
+        rate: u32,
+        channels: u16,
+        total: u64,
+    },
+    Pcm(Vec<i16>),
+    End,
+    Failed(Error),
+}
+
+pub(crate) struct Deck {
+    pub track: String,
+    events: mpsc::UnboundedReceiver<Event>,
+    loader: JoinHandle<()>,
+    /// Sample rate and channels, once known.
+    pub format: Option<(u32, u16)>,
+    /// Exact frames of the track from where it starts (the seek table's count, less
+    /// the seek), once known.
+    pub total: u64,
+    /// Decoded so far, interleaved, never past `total`.
+    pub samples: Vec<i16>,
+    complete: bool,
+    failed: Option<Error>,
+}
+
+impl Drop for Deck {
+    fn drop(&mut self) {
+        self.loader.abort();
+    }
+}
+
+impl Deck {
+    /// Start loading `track` from `start_ms` in, from its prefetched head when there is
+    /// one (the task fetching it).
+    pub fn open(src: &Source, track: &str, head: Option<JoinHandle<Option<Bytes>>>, start_ms: u64) -> Deck {
+        let (tx, events) = mpsc::unbounded_channel();
+        let (src, name) = (src.clone(), track.to_owned());
+        let loader = tokio::spawn(async move {
+            let head = match head {
+                Some(h) => h.await.ok().flatten(),
+                None => None,
+            };
+            if let Err(e) = load(&src, &name, head, start_ms, &tx).await {
+                let _ = tx.send(Event::Failed(e));
+            }
+        });
+        Deck {
+            track: track.to_owned(),
+            events,
+            loader,
+            format: None,
+            total: 0,
+            samples: Vec::new(),
+            complete: false,
+            failed: None,
+        }
+    }
+
+    fn channels(&self) -> usize {
+        self.format.map_or(1, |(_, c)| usize::from(c.max(1)))
+    }
+
+    /// Frames decoded so far.
+    pub fn frames(&self) -> u64 {
+        (self.samples.len() / self.channels()) as u64
+    }
+
+    fn apply(&mut self, event: Event) {
+        match event {
+            Event::Start { rate, channels, total } => {
+                self.format = Some((rate, channels));
+                self.total = total;
+            }
+            Event::Pcm(pcm) => {
+                let room = (self.total as usize * self.channels()).saturating_sub(self.samples.len());
+                self.samples.extend_from_slice(&pcm[..pcm.len().min(room)]);
+            }
+            Event::End => {
+                self.complete = true;
+                if self.frames() < self.total {
+                    self.failed = Some(Error::Decode(format!(
+                        "{}: the stream decodes to {} samples per channel, the seek table promises {}",
+                        self.track,
+                        self.frames(),
+                        self.total
+                    )));
+                }
+            }
+            Event::Failed(e) => {
+                self.complete = true;
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    /// Take what the loader has sent, without waiting.
+    fn poll(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            self.apply(event);
+        }
+    }
+
+    /// Whether `frames` (or the whole track, when shorter) can be played without
+    /// waiting; also true when the load failed, so the caller's `want` reports it.
+    pub fn ready(&mut self, frames: u64) -> bool {
+        self.poll();
+        self.failed.is_some() || (self.format.is_some() && self.frames() >= frames.min(self.total))
+    }
+
+    /// Wait until `frames` (or the whole track, when shorter) are decoded.
+    pub async fn want(&mut self, frames: u64) -> Result<(), Error> {
+        loop {
+            if let Some(e) = self.failed.take() {
+                self.failed = Some(Error::Decode(format!("{}: loading failed", self.track)));
+                return Err(e);
+            }
+            if self.format.is_some() && self.frames() >= frames.min(self.total) {
+                return Ok(());
+            }
+            match self.events.recv().await {
+                Some(event) => self.apply(event),
+                None => {
+                    let why = if self.complete { "ended early" } else { "its loader stopped" };
+                    self.failed = Some(Error::Decode(format!("{}: {why}", self.track)));
+                }
+            }
+        }
+    }
+}
+
+type Events = mpsc::UnboundedSender<Event>;
+
+/// Send decoded samples on (false once the deck is gone: stop loading).
+fn send(tx: &Events, pcm: &mut Vec<i16>) -> bool {
+    pcm.is_empty() || tx.send(Event::Pcm(std::mem::take(pcm))).is_ok()
+}
+
+/// Push every chunk of `download` through `decoder` to the deck.
+async fn stream(download: &mut Download, decoder: &mut StreamDecoder, tx: &Events, track: &str) -> Result<(), Error> {
+    let mut pcm = Vec::new();
+    while let Some(chunk) = download.next().await? {
+        decoder.push(&chunk, &mut pcm).map_err(|e| Error::Decode(format!("{track}: {e}")))?;
+        if !send(tx, &mut pcm) {
+            return Ok(());
+        }
+    }
+    let _ = tx.send(Event::End);
+    Ok(())
+}
+
+async fn load(src: &Source, track: &str, head: Option<Bytes>, start_ms: u64, tx: &Events) -> Result<(), Error> {
+    let info = src.api.stream(track, &src.tier, src.country.as_deref()).await?;
+    let table = async {
+        let bytes = src.fetcher.get(&info.seek_table_url, info.seek_table_fallback().as_deref(), None).await?;
+        segue_core::seek_table::SeekTable::from_json(&bytes).map_err(|e| Error::Decode(format!("{track}: {e}")))
+    };
+    if start_ms > 0 {
+        return seek(src, &info, &table.await?, start_ms, tx).await;
+    }
+    let fallback = info.fallback_url.as_deref();
+    let mut decoder = StreamDecoder::new();
+    let mut pcm = Vec::new();
+    // The seek table (for the exact length) and the first audio at once: the first
+    // sample waits for one round trip, not two.
+    let first_audio = async {
+        if let Some(head) = &head {
+            decoder.push(head, &mut pcm)?;
+            return Ok(None);
+        }
+        let mut download = src.fetcher.download(&info.url, fallback, 0, None);
+        while decoder.format().is_none() {
+            match download.next().await? {
+                Some(chunk) => decoder.push(&chunk, &mut pcm)?,
+                None => break,
+            }
+        }
+        Ok::<_, Error>(Some(download))
+    };
+    let (table, download) = tokio::join!(table, first_audio);
+    let (table, download) = (table?, download.map_err(|e| Error::Decode(format!("{track}: {e}")))?);
+    let (rate, channels) = decoder.format().ok_or_else(|| Error::Decode(format!("{track}: no Vorbis headers")))?;
+    if tx.send(Event::Start { rate, channels, total: table.total_samples }).is_err() || !send(tx, &mut pcm) {
+        return Ok(());
+    }
+    let have = head.as_ref().map_or(0, |h| h.len() as u64);
+    let mut download = match download {
+        Some(d) => d,
+        None if have >= table.total_bytes => {
+            let _ = tx.send(Event::End);
+            return Ok(());
+        }
+        None => src.fetcher.download(&info.url, fallback, have, Some(table.total_bytes - 1)),
+    };
+    stream(&mut download, &mut decoder, tx, track).await
+}
+
+/// Play `info` from `start_ms` in: the header pages, then the bytes from the seek entry
+/// before it (never the bytes before that entry), discarding the decode up to the exact
+/// sample. An entry too late to reach it (a long block) makes it step back one.
+async fn seek(
+    src: &Source,
+    info: &StreamInfo,
+    table: &segue_core::seek_table::SeekTable,
+    start_ms: u64,
+    tx: &Events,
+) -> Result<(), Error> {
+    let target = start_ms * u64::from(table.sample_rate) / 1000;
+    let track = &info.track_id;
+    if target >= table.total_samples {
+        return Err(Error::Decode(format!(
+            "{track}: a seek to {start_ms} ms is past the end ({} ms)",
+            table.total_samples * 1000 / u64::from(table.sample_rate.max(1))
+        )));
+    }
+    let fallback = info.fallback_url.as_deref();
+    let header = src.fetcher.get(&info.url, fallback, Some((0, table.header_bytes - 1))).await?;
+    let bad = |e: Error| Error::Decode(format!("{track}: {e}"));
+    let mut from = target.saturating_sub(PREROLL);
+    loop {
+        let offset = table.entry_for(from).map_or(table.header_bytes, |e| e.offset);
+        let mut decoder = StreamDecoder::new();
+        let mut pcm = Vec::new();
+        decoder.push(&header, &mut pcm).map_err(bad)?;
+        let (rate, channels) = decoder.format().ok_or_else(|| bad(Error::Decode("no Vorbis headers".into())))?;
+        decoder.seeked(offset);
+        let mut download = src.fetcher.download(&info.url, fallback, offset, Some(table.total_bytes - 1));
+        while decoder.start().is_none() {
+            let chunk =
+                download.next().await?.ok_or_else(|| bad(Error::Decode("no page ends after the seek".into())))?;
+            decoder.push(&chunk, &mut pcm).map_err(bad)?;
+        }
+        let start = decoder.start().unwrap_or(0);
+        if start > target {
+            if offset == table.header_bytes || from == 0 {
+                return Err(bad(Error::Decode(format!("no seek entry reaches sample {target}"))));
+            }
+            from = from.saturating_sub(PREROLL);
+            continue;
+        }
+        let skip = ((target - start) as usize * usize::from(channels)).min(pcm.len());
+        pcm.drain(..skip);
+        if tx.send(Event::Start { rate, channels, total: table.total_samples - target }).is_err() || !send(tx, &mut pcm)
+        {
+            return Ok(());
+        }
+        return stream(&mut download, &mut decoder, tx, track).await;
+    }
+}
