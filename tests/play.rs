@@ -72,6 +72,51 @@ fn album_ids(app: std::net::SocketAddr, token: &str) -> Vec<String> {
     album["tracks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
 }
 
+/// A second app API on `segue up`'s catalog (same database and signing key) whose POPs
+/// are `pops`, in order: the process and its address.
+fn app_api_with_pops(
+    dir: &std::path::Path,
+    origin: std::net::SocketAddr,
+    pops: &[String],
+) -> (std::process::Child, std::net::SocketAddr) {
+    let token = std::fs::read_to_string(dir.join("app-api.token")).unwrap();
+    let key = std::fs::read_to_string(dir.join("signing.key")).unwrap();
+    let cfg = dir.join("app2.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}\"\nsearch_dir = \"{}\"\norigin = \"http://{origin}\"\n\
+             admin_tokens = [\"{}\"]\nfallback_pops = {pops:?}\n[signing]\nkid = \"up\"\nsecret_hex = \"{}\"\n",
+            dir.join("app-api.db").display(),
+            dir.join("search2").display(),
+            token.trim(),
+            key.trim()
+        ),
+    )
+    .unwrap();
+    let mut c = segue();
+    c.args(["app-api", "--config"]).arg(&cfg);
+    spawn_server(c)
+}
+
+/// A listener of `app` (a new user's key) and one of `ids` whose stream answer's first
+/// POP is `pop`.
+fn listener_on(app: std::net::SocketAddr, token: &str, ids: &[String], pop: &str) -> (String, String) {
+    for n in 0..16 {
+        let body = format!(r#"{{"name":"listener {n}","country":"SE"}}"#);
+        let (code, u) = admin(app, "POST", "/v1/admin/users", Some(token), Some(&body));
+        assert_eq!(code, 201, "{u}");
+        let key = u["api_key"].as_str().unwrap().to_owned();
+        for id in ids {
+            let (_, s) = admin(app, "GET", &format!("/v1/tracks/{id}/stream"), Some(&key), None);
+            if s["url"].as_str().unwrap_or("").starts_with(pop) {
+                return (key, id.clone());
+            }
+        }
+    }
+    panic!("no listener's first POP is {pop}");
+}
+
 /// A POP that is down: the player fails over to the stream answer's second POP and the
 /// audio is the same.
 #[test]
@@ -82,41 +127,9 @@ fn a_dead_pop_fails_over_to_the_second() {
     let token = std::fs::read_to_string(dir.path().join("app-api.token")).unwrap();
     let ids = album_ids(app, token.trim());
     // A second app API on the same catalog whose POPs are a dead one and the edge.
-    let key = std::fs::read_to_string(dir.path().join("signing.key")).unwrap();
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let cfg = dir.path().join("app2.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}\"\nsearch_dir = \"{}\"\norigin = \"http://{origin}\"\n\
-             admin_tokens = [\"{}\"]\nfallback_pops = [\"{dead}\", \"http://{edge}\"]\n\
-             [signing]\nkid = \"up\"\nsecret_hex = \"{}\"\n",
-            dir.path().join("app-api.db").display(),
-            dir.path().join("search2").display(),
-            token.trim(),
-            key.trim()
-        ),
-    )
-    .unwrap();
-    let mut c = segue();
-    c.args(["app-api", "--config"]).arg(&cfg);
-    let (app2, app2_addr) = spawn_server(c);
-    // Find a listener and track whose primary POP is the dead one.
-    let mut found = None;
-    'search: for n in 0..8 {
-        let body = format!(r#"{{"name":"listener {n}","country":"SE"}}"#);
-        let (code, u) = admin(app2_addr, "POST", "/v1/admin/users", Some(token.trim()), Some(&body));
-        assert_eq!(code, 201, "{u}");
-        let key = u["api_key"].as_str().unwrap().to_owned();
-        for id in &ids {
-            let (_, s) = admin(app2_addr, "GET", &format!("/v1/tracks/{id}/stream"), Some(&key), None);
-            if s["url"].as_str().unwrap_or("").starts_with(&dead) {
-                found = Some((key, id.clone()));
-                break 'search;
-            }
-        }
-    }
-    let (key, id) = found.expect("some listener's primary POP is the dead one");
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), origin, &[dead.clone(), format!("http://{edge}")]);
+    let (key, id) = listener_on(app2_addr, token.trim(), &ids, &dead);
     std::fs::write(dir.path().join("listener.key"), &key).unwrap();
     let run = |api: std::net::SocketAddr, token_file: &str, out: &str| {
         play(api, &dir.path().join(token_file), &dir.path().join(out), &[], std::slice::from_ref(&id))
@@ -177,23 +190,7 @@ fn a_stalled_next_track_fades_out_instead_of_clicking() {
     let (_, second) = admin(app, "GET", &format!("/v1/tracks/{}", ids[1]), Some(token.trim()), None);
     let stall = format!("/a/{}/high.ogg", second["content_id"].as_str().unwrap());
     let proxy = stalling_proxy(edge, stall, 3.0);
-    let key = std::fs::read_to_string(dir.path().join("signing.key")).unwrap();
-    let cfg = dir.path().join("app2.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}\"\nsearch_dir = \"{}\"\norigin = \"http://{origin}\"\n\
-             admin_tokens = [\"{}\"]\nfallback_pops = [\"http://{proxy}\"]\n[signing]\nkid = \"up\"\nsecret_hex = \"{}\"\n",
-            dir.path().join("app-api.db").display(),
-            dir.path().join("search2").display(),
-            token.trim(),
-            key.trim()
-        ),
-    )
-    .unwrap();
-    let mut c = segue();
-    c.args(["app-api", "--config"]).arg(&cfg);
-    let (app2, app2_addr) = spawn_server(c);
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), origin, &[format!("http://{proxy}")]);
     let out = dir.path().join("stalled.wav");
     let report = play(app2_addr, &dir.path().join("app-api.token"), &out, &["--speed", "4"], &ids[..2]);
     assert_eq!(report["underruns"].as_u64(), Some(1), "{report}");
@@ -214,6 +211,149 @@ fn a_stalled_next_track_fades_out_instead_of_clicking() {
         got[(first - 441) * 2..first * 2].windows(3).map(|w| (i32::from(w[2]) - i32::from(w[0])).abs()).max().unwrap();
     assert!(steps < 2000, "no click at the end of the fade: a step of {steps}");
     assert!(got[first * 2..(first + silence) * 2].iter().all(|s| *s == 0), "silence while the next track is late");
+    assert!(terminate(app2).success());
+    assert!(terminate(up).success());
+}
+
+/// A TCP proxy in front of `upstream` that passes `limit` bytes of each answer, then
+/// closes the connection (a POP failing part way through an object).
+fn cutting_proxy(upstream: std::net::SocketAddr, limit: u64) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            std::thread::spawn(move || {
+                let Ok(mut up) = std::net::TcpStream::connect(upstream) else { return };
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                });
+                let mut answer = (&mut up).take(limit);
+                let _ = std::io::copy(&mut answer, &mut client);
+                let _ = client.flush();
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = up.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    addr
+}
+
+/// A 130 s track (13 s of the demo music, ten times over), packaged into `segue up`'s
+/// origin by `segue ingest` and added to the catalog with rights in SE: its id.
+fn long_track(dir: &std::path::Path, app: std::net::SocketAddr, token: &str) -> String {
+    let [l, r] = segue_origin::demo::music(3, 0, 13);
+    let wav = dir.join("long.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    for _ in 0..10 {
+        for i in 0..l.len() {
+            w.write_sample((l[i] * 32767.0).round() as i16).unwrap();
+            w.write_sample((r[i] * 32767.0).round() as i16).unwrap();
+        }
+    }
+    w.finalize().unwrap();
+    let run = segue().args(["ingest", "--json", "--data-dir"]).arg(dir.join("origin")).arg(&wav).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let line = String::from_utf8_lossy(&run.stdout).lines().next().unwrap().to_owned();
+    let packaged: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let body = serde_json::json!({
+        "content_id": packaged["content_id"], "title": "Long Form", "artists": ["Segue Demo"],
+        "album": "Long Form", "track_number": 1,
+    });
+    let (code, track) = admin(app, "POST", "/v1/admin/tracks", Some(token), Some(&body.to_string()));
+    assert_eq!(code, 201, "{track}");
+    let id = track["id"].as_str().unwrap().to_owned();
+    let (code, v) =
+        admin(app, "PUT", &format!("/v1/admin/tracks/{id}/rights"), Some(token), Some(r#"{"countries":["SE"]}"#));
+    assert_eq!(code, 200, "{v}");
+    id
+}
+
+/// A long track: its first audio plays long before its last byte arrives; a seek to
+/// 2:00 fetches only the header pages and the bytes from the seek-table entry on
+/// (checked in the edge's access log) and decodes exactly what the whole track decodes
+/// from there; a POP that drops the download part way is left for the second POP from
+/// the next byte, with no byte fetched twice.
+#[test]
+fn a_long_track_starts_early_seeks_to_two_minutes_and_resumes_on_the_second_pop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, addrs) = start_up(dir.path());
+    let (origin, edge, app) = (addrs[0], addrs[1], addrs[3]);
+    let token_file = dir.path().join("app-api.token");
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    let id = long_track(dir.path(), app, &token);
+    let (_, stream) = admin(app, "GET", &format!("/v1/tracks/{id}/stream?country=SE"), Some(&token), None);
+    let (_, table_json) = get(stream["seek_table_url"].as_str().unwrap(), &[]);
+    let table = segue_core::seek_table::SeekTable::from_json(&table_json).unwrap();
+    assert!(table.total_bytes > 2 << 20, "a long track: {} bytes", table.total_bytes);
+    let track = std::slice::from_ref(&id);
+
+    // The whole track: the first audio came with a small part of the object.
+    let whole = dir.path().join("whole.wav");
+    let report = play(app, &token_file, &whole, &[], track);
+    assert_eq!(report["frames"].as_u64(), Some(table.total_samples), "{report}");
+    assert_eq!(report["bytes_fetched"].as_u64(), Some(table_json.len() as u64 + table.total_bytes), "{report}");
+    let early = report["bytes_before_first_audio"].as_u64().unwrap();
+    assert!(early < table.total_bytes / 2, "first audio after {early} of {} bytes: {report}", table.total_bytes);
+
+    // Seek to 2:00.
+    let access_log = dir.path().join("edge-access.log");
+    let log_lines =
+        || std::fs::read_to_string(&access_log).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>();
+    let audio_path = stream["url"].as_str().unwrap().split('?').next().unwrap().split_once("//").unwrap().1;
+    let audio_path = audio_path[audio_path.find('/').unwrap()..].to_owned();
+    let audio_ranges = |from: usize| -> Vec<String> {
+        log_lines()[from..]
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["path"] == audio_path.as_str())
+            .map(|l| l["range"].as_str().unwrap_or("none").to_owned())
+            .collect()
+    };
+    wait_for("the whole track's request in the access log", 10, || audio_ranges(0).len() == 1);
+    let before = log_lines().len();
+    let seeked = dir.path().join("seek.wav");
+    let report = play(app, &token_file, &seeked, &["--start-ms", "120000"], track);
+    let entry = table.entry_for(120 * 44_100 - segue_player::decode::PREROLL).unwrap();
+    let expected = table_json.len() as u64 + table.header_bytes + (table.total_bytes - entry.offset);
+    assert_eq!(report["bytes_fetched"].as_u64(), Some(expected), "{report} {entry:?}");
+    assert!(expected < table.total_bytes / 8, "a seek to 2:00 of 2:10 fetches under an eighth of the object");
+    let mut ranges = Vec::new();
+    wait_for("the seek's requests in the access log", 10, || {
+        ranges = audio_ranges(before);
+        ranges.len() >= 2
+    });
+    assert_eq!(
+        ranges,
+        [format!("bytes=0-{}", table.header_bytes - 1), format!("bytes={}-{}", entry.offset, table.total_bytes - 1)],
+        "the header pages, then from the entry on"
+    );
+    let (from_seek, from_start) = (wav_samples(&seeked), wav_samples(&whole));
+    assert_eq!(from_seek.len() as u64, (table.total_samples - 120 * 44_100) * 2, "from 2:00 to the end");
+    assert!(from_start[120 * 44_100 * 2..] == from_seek[..], "the same samples from 2:00 on");
+
+    // A POP that drops every answer after 1 MiB: the rest comes from the second POP.
+    let cut = format!("http://{}", cutting_proxy(edge, 1 << 20));
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), origin, &[cut.clone(), format!("http://{edge}")]);
+    let (key, _) = listener_on(app2_addr, &token, track, &cut);
+    std::fs::write(dir.path().join("listener.key"), &key).unwrap();
+    let resumed = dir.path().join("resumed.wav");
+    let report = play(app2_addr, &dir.path().join("listener.key"), &resumed, &[], track);
+    assert!(report["failovers"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(
+        report["bytes_fetched"].as_u64(),
+        Some(table_json.len() as u64 + table.total_bytes),
+        "nothing fetched twice: {report}"
+    );
+    assert!(std::fs::read(&resumed).unwrap() == std::fs::read(&whole).unwrap(), "the same audio");
     assert!(terminate(app2).success());
     assert!(terminate(up).success());
 }
@@ -258,47 +398,11 @@ fn the_gapless_album_renders_like_the_continuous_master() {
         assert!(local > whole - 6.0, "boundary {b}: {local:.1} dB against {whole:.1} dB overall");
     }
 
-    // A seek 2 s into a track fetches the header pages and the bytes from the seek-table
-    // entry before it, never the bytes before that entry, and decodes exactly what the
-    // whole track decodes from there.
-    let seeked = dir.path().join("seek.wav");
-    let play_second = |out: &std::path::Path, extra: &[&str]| play(app, &token_file, out, extra, &ids[1..2]);
+    // The access log records every request the album made.
     let access_log = dir.path().join("edge-access.log");
     let log_lines =
         || std::fs::read_to_string(&access_log).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>();
     wait_for("the album's access log lines", 10, || log_lines().len() >= 8);
-    let before = log_lines().len();
-    let report = play_second(&seeked, &["--start-ms", "2000"]);
-    let (_, stream) = admin(app, "GET", &format!("/v1/tracks/{}/stream?country=SE", ids[1]), Some(token.trim()), None);
-    let (_, table_json) = get(stream["seek_table_url"].as_str().unwrap(), &[]);
-    let table = segue_core::seek_table::SeekTable::from_json(&table_json).unwrap();
-    let entry = table.entry_for(2 * 44_100 - segue_player::decode::PREROLL).unwrap();
-    assert!(entry.offset > table.header_bytes, "the entry is past the start: {entry:?}");
-    let expected = table_json.len() as u64 + table.header_bytes + (table.total_bytes - entry.offset);
-    assert_eq!(report["bytes_fetched"].as_u64(), Some(expected), "{report} {entry:?}");
-    // The edge's access log agrees: the track's audio was asked for from the header
-    // pages and from the entry on, nothing in between.
-    let audio_path = stream["url"].as_str().unwrap().split('?').next().unwrap().split_once("//").unwrap().1;
-    let audio_path = &audio_path[audio_path.find('/').unwrap()..];
-    let mut ranges = Vec::new();
-    wait_for("the access log lines", 10, || {
-        ranges = log_lines()[before..]
-            .iter()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|l| l["path"] == audio_path)
-            .map(|l| l["range"].as_str().unwrap_or("none").to_owned())
-            .collect();
-        ranges.len() >= 2
-    });
-    assert_eq!(
-        ranges,
-        [format!("bytes=0-{}", table.header_bytes - 1), format!("bytes={}-{}", entry.offset, table.total_bytes - 1)]
-    );
-    let whole = dir.path().join("whole.wav");
-    play_second(&whole, &[]);
-    let (from_seek, from_start) = (wav_samples(&seeked), wav_samples(&whole));
-    assert_eq!(from_seek.len(), 44_100 * 2, "the last second, both channels");
-    assert_eq!(&from_start[2 * 44_100 * 2..], &from_seek[..], "the same samples from 2 s on");
 
     // Crossfade: exactly 500 ms of overlap, an equal-power mix of the two decodes, and
     // each track untouched outside it.
@@ -306,7 +410,9 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     let mixed = dir.path().join("mixed.wav");
     play(app, &token_file, &first, &[], &ids[..1]);
     play(app, &token_file, &mixed, &["--crossfade-ms", "500"], &ids[..2]);
-    let (a, b, m) = (wav_samples(&first), from_start, wav_samples(&mixed));
+    let second_whole = dir.path().join("second.wav");
+    play(app, &token_file, &second_whole, &[], &ids[1..2]);
+    let (a, b, m) = (wav_samples(&first), wav_samples(&second_whole), wav_samples(&mixed));
     let c = 44_100 / 2 * 2; // 500 ms, both channels
     assert_eq!(m.len(), a.len() + b.len() - c, "the overlap is exactly 500 ms");
     let cut = a.len() - c;

@@ -183,7 +183,14 @@ impl Download {
                     _ => Err(format!("206 with Content-Range {range:?} for a range from byte {}", self.next)),
                 }
             }
-            StatusCode::OK if self.next == 0 => Ok(Some(body)),
+            StatusCode::OK if self.next == 0 => {
+                // Its length, so that a body cut short is noticed and resumed.
+                let len = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                if let Some(last) = len.and_then(|l| l.checked_sub(1)) {
+                    self.end = Some(self.end.map_or(last, |e| e.min(last)));
+                }
+                Ok(Some(body))
+            }
             StatusCode::OK => Err(format!("200 for a range from byte {}: the server ignored Range", self.next)),
             StatusCode::RANGE_NOT_SATISFIABLE if self.end.is_none() => Ok(None),
             s => {
