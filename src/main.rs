@@ -314,6 +314,9 @@ enum Command {
         /// Skip to the next track after this long in each (reports the skip latency).
         #[arg(long, value_name = "MS")]
         skip_after_ms: Option<u32>,
+        /// Stop after this much audio (a preview), milliseconds.
+        #[arg(long, value_name = "MS")]
+        duration_ms: Option<u64>,
         /// Pace playback like a sound device at this speed (1 = real time), so a late
         /// next track fades out instead of cutting; 0: render as fast as audio arrives.
         #[arg(long, default_value_t = 0.0)]
@@ -582,6 +585,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             start_ms,
             crossfade_ms,
             skip_after_ms,
+            duration_ms,
             speed,
             json,
             tracks,
@@ -601,6 +605,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 speed: (speed > 0.0).then_some(speed),
                 start_ms,
                 skip_after_ms,
+                duration_ms,
                 ..Default::default()
             };
             let report = segue_player::render::render(&api, &tracks, opts, &out)
@@ -613,18 +618,20 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             } else {
                 println!(
-                    "{}: {} tracks, {:.1} s of audio at {} Hz x{}\ntime to first audio {:.0} ms, {} bytes fetched, \
-                     {} failovers, gaps {} samples, {} underruns, in {:.2} s",
+                    "{}: {} tracks, {:.1} s of audio at {} Hz x{}\ntime to first audio {:.0} ms (after {} bytes), \
+                     {} bytes fetched, {} failovers, gaps {} samples, {} underruns, {} rebuffers, in {:.2} s",
                     out.display(),
                     report.tracks,
                     report.frames as f64 / f64::from(report.sample_rate.max(1)),
                     report.sample_rate,
                     report.channels,
                     report.time_to_first_audio_ms,
+                    report.bytes_before_first_audio,
                     report.bytes_fetched,
                     report.failovers,
                     report.gap_samples,
                     report.underruns,
+                    report.rebuffers,
                     report.seconds
                 );
             }

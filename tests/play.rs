@@ -304,6 +304,12 @@ fn a_long_track_starts_early_seeks_to_two_minutes_and_resumes_on_the_second_pop(
     let early = report["bytes_before_first_audio"].as_u64().unwrap();
     assert!(early < table.total_bytes / 2, "first audio after {early} of {} bytes: {report}", table.total_bytes);
 
+    // A 1.5 s preview: exactly the track's first 1.5 s.
+    let preview = dir.path().join("preview.wav");
+    let report = play(app, &token_file, &preview, &["--duration-ms", "1500"], track);
+    assert_eq!(report["frames"].as_u64(), Some(66_150), "{report}");
+    assert!(wav_samples(&preview)[..] == wav_samples(&whole)[..66_150 * 2], "the track's own start");
+
     // Seek to 2:00.
     let access_log = dir.path().join("edge-access.log");
     let log_lines =
@@ -318,7 +324,7 @@ fn a_long_track_starts_early_seeks_to_two_minutes_and_resumes_on_the_second_pop(
             .map(|l| l["range"].as_str().unwrap_or("none").to_owned())
             .collect()
     };
-    wait_for("the whole track's request in the access log", 10, || audio_ranges(0).len() == 1);
+    wait_for("the whole track's and the preview's requests in the access log", 10, || audio_ranges(0).len() == 2);
     let before = log_lines().len();
     let seeked = dir.path().join("seek.wav");
     let report = play(app, &token_file, &seeked, &["--start-ms", "120000"], track);

@@ -45,6 +45,8 @@ pub struct Options {
     pub start_ms: u64,
     /// Skip to the next track after this long in each (a listener pressing next).
     pub skip_after_ms: Option<u32>,
+    /// Stop after this much audio in all (a preview).
+    pub duration_ms: Option<u64>,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             speed: None,
             start_ms: 0,
             skip_after_ms: None,
+            duration_ms: None,
         }
     }
 }
@@ -115,20 +118,31 @@ struct Output<S> {
     chunk: usize,
     /// Frames a paced deck must hold to (re)start.
     start_buffer: u64,
+    /// Frames to play in all before stopping.
+    limit: u64,
 }
 
 impl<S: FnMut(&[i16])> Output<S> {
     async fn emit(&mut self, samples: &[i16]) {
+        let room = usize::try_from(self.limit - self.stats.frames.min(self.limit))
+            .unwrap_or(usize::MAX)
+            .saturating_mul(self.channels);
+        let samples = &samples[..samples.len().min(room)];
         self.clock.emit(samples, self.channels, &mut self.sink).await;
         self.stats.frames += (samples.len() / self.channels) as u64;
+    }
+
+    fn done(&self) -> bool {
+        self.stats.frames >= self.limit
     }
 
     /// Silence, a chunk at a time, until `deck` holds `frames` (or has failed).
     async fn silence_until(&mut self, deck: &mut Deck, frames: u64) {
         let silence = vec![0i16; self.chunk * self.channels];
-        while !deck.ready(frames) {
+        while !deck.ready(frames) && !self.done() {
+            let before = self.stats.frames;
             self.emit(&silence).await;
-            self.stats.silence_frames += self.chunk as u64;
+            self.stats.silence_frames += self.stats.frames - before;
         }
     }
 
@@ -182,6 +196,7 @@ impl Engine {
             channels: ch,
             chunk: (rate as usize / 50).max(1),
             start_buffer: ms(self.opts.start_buffer_ms),
+            limit: self.opts.duration_ms.map_or(u64::MAX, |d| d.saturating_mul(u64::from(rate)) / 1000),
         };
         let chunk = out.chunk as u64;
         let crossfade = ms(self.opts.crossfade_ms);
@@ -193,7 +208,7 @@ impl Engine {
         let mut next: Option<Deck> = None;
         let mut index = 0usize;
         let mut first_audio = true;
-        loop {
+        while !out.done() {
             let total = current.total;
             let left = total - pos;
             let has_next = index + 1 < tracks.len();
