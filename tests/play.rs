@@ -146,24 +146,36 @@ fn a_dead_pop_fails_over_to_the_second() {
     assert!(terminate(up).success());
 }
 
-/// A TCP proxy in front of `upstream` that holds every request whose head contains
-/// `stall` for `secs` seconds before passing it on (a POP stalling on one object).
-fn stalling_proxy(upstream: std::net::SocketAddr, stall: String, secs: f64) -> std::net::SocketAddr {
+/// How a faulty POP misbehaves (a TCP proxy in front of the real edge).
+#[derive(Clone)]
+enum Fault {
+    /// Hold every request whose head contains the text for so many seconds.
+    StallRequest(String, f64),
+    /// Pass this many bytes of each answer, then close the connection.
+    CutAfter(u64),
+    /// Pass this many bytes of each answer, wait so many seconds, then the rest.
+    PauseAfter(u64, f64),
+}
+
+/// A TCP proxy in front of `upstream` with `fault`: its address.
+fn faulty_pop(upstream: std::net::SocketAddr, fault: Fault) -> std::net::SocketAddr {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(mut client) = client else { continue };
-            let stall = stall.clone();
+            let fault = fault.clone();
             std::thread::spawn(move || {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
                 while !head.ends_with(b"\r\n\r\n") && client.read(&mut byte).unwrap_or(0) == 1 {
                     head.push(byte[0]);
                 }
-                if String::from_utf8_lossy(&head).contains(&stall) {
-                    std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+                if let Fault::StallRequest(text, secs) = &fault {
+                    if String::from_utf8_lossy(&head).contains(text.as_str()) {
+                        std::thread::sleep(std::time::Duration::from_secs_f64(*secs));
+                    }
                 }
                 let Ok(mut up) = std::net::TcpStream::connect(upstream) else { return };
                 let _ = up.write_all(&head);
@@ -171,7 +183,22 @@ fn stalling_proxy(upstream: std::net::SocketAddr, stall: String, secs: f64) -> s
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut c2, &mut u2);
                 });
-                let _ = std::io::copy(&mut up, &mut client);
+                match fault {
+                    Fault::StallRequest(..) => {
+                        let _ = std::io::copy(&mut up, &mut client);
+                    }
+                    Fault::CutAfter(limit) => {
+                        let _ = std::io::copy(&mut (&mut up).take(limit), &mut client);
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        let _ = up.shutdown(std::net::Shutdown::Both);
+                    }
+                    Fault::PauseAfter(limit, secs) => {
+                        let _ = std::io::copy(&mut (&mut up).take(limit), &mut client);
+                        let _ = client.flush();
+                        std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+                        let _ = std::io::copy(&mut up, &mut client);
+                    }
+                }
             });
         }
     });
@@ -189,7 +216,7 @@ fn a_stalled_next_track_fades_out_instead_of_clicking() {
     let ids = album_ids(app, token.trim());
     let (_, second) = admin(app, "GET", &format!("/v1/tracks/{}", ids[1]), Some(token.trim()), None);
     let stall = format!("/a/{}/high.ogg", second["content_id"].as_str().unwrap());
-    let proxy = stalling_proxy(edge, stall, 3.0);
+    let proxy = faulty_pop(edge, Fault::StallRequest(stall, 3.0));
     let (app2, app2_addr) = app_api_with_pops(dir.path(), origin, &[format!("http://{proxy}")]);
     let out = dir.path().join("stalled.wav");
     let report = play(app2_addr, &dir.path().join("app-api.token"), &out, &["--speed", "4"], &ids[..2]);
@@ -215,30 +242,35 @@ fn a_stalled_next_track_fades_out_instead_of_clicking() {
     assert!(terminate(up).success());
 }
 
-/// A TCP proxy in front of `upstream` that passes `limit` bytes of each answer, then
-/// closes the connection (a POP failing part way through an object).
-fn cutting_proxy(upstream: std::net::SocketAddr, limit: u64) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(mut client) = client else { continue };
-            std::thread::spawn(move || {
-                let Ok(mut up) = std::net::TcpStream::connect(upstream) else { return };
-                let (mut c2, mut u2) = (client.try_clone().unwrap(), up.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut c2, &mut u2);
-                });
-                let mut answer = (&mut up).take(limit);
-                let _ = std::io::copy(&mut answer, &mut client);
-                let _ = client.flush();
-                let _ = client.shutdown(std::net::Shutdown::Both);
-                let _ = up.shutdown(std::net::Shutdown::Both);
-            });
-        }
-    });
-    addr
+/// Paced, a track whose bytes stop coming part way plays silence until 250 ms more have
+/// arrived, then goes on where it was: nothing skipped, nothing repeated.
+#[test]
+fn a_track_running_dry_mid_way_rebuffers_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, addrs) = start_up(dir.path());
+    let (origin, edge, app) = (addrs[0], addrs[1], addrs[3]);
+    let token_file = dir.path().join("app-api.token");
+    let ids = album_ids(app, std::fs::read_to_string(&token_file).unwrap().trim());
+    let track = &ids[..1];
+    let whole = dir.path().join("whole.wav");
+    play(app, &token_file, &whole, &[], track);
+    // About a second of audio in, the POP pauses for 2 s.
+    let slow = faulty_pop(edge, Fault::PauseAfter(24 << 10, 2.0));
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), origin, &[format!("http://{slow}")]);
+    let out = dir.path().join("rebuffered.wav");
+    let report = play(app2_addr, &token_file, &out, &["--speed", "4"], track);
+    assert_eq!((report["rebuffers"].as_u64(), report["underruns"].as_u64()), (Some(1), Some(0)), "{report}");
+    let silence = report["silence_frames"].as_u64().unwrap() as usize * 2;
+    assert!(silence >= 44_100 / 4 * 2, "at least the 250 ms start buffer: {report}");
+    let (want, got) = (wav_samples(&whole), wav_samples(&out));
+    assert_eq!(got.len(), want.len() + silence, "the whole track and the silence");
+    // Where the silence sits: the track up to there, the silence, then the rest of it.
+    let at = (0..want.len()).find(|&i| got[i..i + silence].iter().all(|s| *s == 0)).unwrap();
+    assert!(at > 0 && at < want.len() - 44_100, "mid-track: at sample {at}");
+    assert!(got[..at] == want[..at], "the track up to the pause");
+    assert!(got[at + silence..] == want[at..], "then the rest, from where it stopped");
+    assert!(terminate(app2).success());
+    assert!(terminate(up).success());
 }
 
 /// A 130 s track (13 s of the demo music, ten times over), packaged into `segue up`'s
@@ -347,7 +379,7 @@ fn a_long_track_starts_early_seeks_to_two_minutes_and_resumes_on_the_second_pop(
     assert!(from_start[120 * 44_100 * 2..] == from_seek[..], "the same samples from 2:00 on");
 
     // A POP that drops every answer after 1 MiB: the rest comes from the second POP.
-    let cut = format!("http://{}", cutting_proxy(edge, 1 << 20));
+    let cut = format!("http://{}", faulty_pop(edge, Fault::CutAfter(1 << 20)));
     let (app2, app2_addr) = app_api_with_pops(dir.path(), origin, &[cut.clone(), format!("http://{edge}")]);
     let (key, _) = listener_on(app2_addr, &token, track, &cut);
     std::fs::write(dir.path().join("listener.key"), &key).unwrap();

@@ -20,6 +20,9 @@ pub(crate) struct Source {
     pub country: Option<String>,
 }
 
+/// The first bytes of a track, prefetched, and the stream answer they came from.
+pub(crate) type Head = (StreamInfo, Bytes);
+
 /// What the loader sends the deck.
 enum Event {
     /// The format, and the exact frames the deck will hold.
@@ -56,8 +59,8 @@ impl Drop for Deck {
 
 impl Deck {
     /// Start loading `track` from `start_ms` in, from its prefetched head when there is
-    /// one (the task fetching it).
-    pub fn open(src: &Source, track: &str, head: Option<JoinHandle<Option<Bytes>>>, start_ms: u64) -> Deck {
+    /// one (the task fetching it, with the stream answer it used).
+    pub fn open(src: &Source, track: &str, head: Option<JoinHandle<Option<Head>>>, start_ms: u64) -> Deck {
         let (tx, events) = mpsc::unbounded_channel();
         let (src, name) = (src.clone(), track.to_owned());
         let loader = tokio::spawn(async move {
@@ -160,21 +163,67 @@ fn send(tx: &Events, pcm: &mut Vec<i16>) -> bool {
     pcm.is_empty() || tx.send(Event::Pcm(std::mem::take(pcm))).is_ok()
 }
 
-/// Push every chunk of `download` through `decoder` to the deck.
-async fn stream(download: &mut Download, decoder: &mut StreamDecoder, tx: &Events, track: &str) -> Result<(), Error> {
+/// Bytes decoded at a time: a big network read is decoded (and its samples sent) in
+/// slices, so the first audio never waits for the decoding of a whole read.
+const SLICE: usize = 16 << 10;
+
+/// Push slices of `bytes` until `enough`: the bytes not pushed yet.
+fn push_until(
+    decoder: &mut StreamDecoder,
+    bytes: Bytes,
+    pcm: &mut Vec<i16>,
+    enough: impl Fn(&StreamDecoder) -> bool,
+) -> Result<Bytes, Error> {
+    let mut at = 0;
+    while at < bytes.len() && !enough(decoder) {
+        let end = (at + SLICE).min(bytes.len());
+        decoder.push(&bytes[at..end], pcm)?;
+        at = end;
+    }
+    Ok(bytes.slice(at..))
+}
+
+/// Push `bytes` through `decoder` a slice at a time, sending the samples of each; false
+/// once the deck is gone.
+fn feed(decoder: &mut StreamDecoder, bytes: &[u8], tx: &Events) -> Result<bool, Error> {
     let mut pcm = Vec::new();
-    while let Some(chunk) = download.next().await? {
-        decoder.push(&chunk, &mut pcm).map_err(|e| Error::Decode(format!("{track}: {e}")))?;
+    for slice in bytes.chunks(SLICE) {
+        decoder.push(slice, &mut pcm)?;
         if !send(tx, &mut pcm) {
-            return Ok(());
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Decode `rest` (received, not pushed yet), then every chunk of `download`, to the deck.
+async fn stream(
+    download: Option<Download>,
+    decoder: &mut StreamDecoder,
+    rest: Bytes,
+    tx: &Events,
+    track: &str,
+) -> Result<(), Error> {
+    let bad = |e: Error| Error::Decode(format!("{track}: {e}"));
+    if !feed(decoder, &rest, tx).map_err(bad)? {
+        return Ok(());
+    }
+    if let Some(mut download) = download {
+        while let Some(chunk) = download.next().await? {
+            if !feed(decoder, &chunk, tx).map_err(bad)? {
+                return Ok(());
+            }
         }
     }
     let _ = tx.send(Event::End);
     Ok(())
 }
 
-async fn load(src: &Source, track: &str, head: Option<Bytes>, start_ms: u64, tx: &Events) -> Result<(), Error> {
-    let info = src.api.stream(track, &src.tier, src.country.as_deref()).await?;
+async fn load(src: &Source, track: &str, head: Option<Head>, start_ms: u64, tx: &Events) -> Result<(), Error> {
+    let (info, head) = match head {
+        Some((info, bytes)) => (info, Some(bytes)),
+        None => (src.api.stream(track, &src.tier, src.country.as_deref()).await?, None),
+    };
     let table = async {
         let bytes = src.fetcher.get(&info.seek_table_url, info.seek_table_fallback().as_deref(), None).await?;
         segue_core::seek_table::SeekTable::from_json(&bytes).map_err(|e| Error::Decode(format!("{track}: {e}")))
@@ -185,38 +234,36 @@ async fn load(src: &Source, track: &str, head: Option<Bytes>, start_ms: u64, tx:
     let fallback = info.fallback_url.as_deref();
     let mut decoder = StreamDecoder::new();
     let mut pcm = Vec::new();
+    let has_format = |d: &StreamDecoder| d.format().is_some();
     // The seek table (for the exact length) and the first audio at once: the first
     // sample waits for one round trip, not two.
     let first_audio = async {
         if let Some(head) = &head {
-            decoder.push(head, &mut pcm)?;
-            return Ok(None);
+            return Ok((None, push_until(&mut decoder, head.clone(), &mut pcm, has_format)?));
         }
         let mut download = src.fetcher.download(&info.url, fallback, 0, None);
-        while decoder.format().is_none() {
+        let mut rest = Bytes::new();
+        while !has_format(&decoder) {
             match download.next().await? {
-                Some(chunk) => decoder.push(&chunk, &mut pcm)?,
+                Some(chunk) => rest = push_until(&mut decoder, chunk, &mut pcm, has_format)?,
                 None => break,
             }
         }
-        Ok::<_, Error>(Some(download))
+        Ok::<_, Error>((Some(download), rest))
     };
-    let (table, download) = tokio::join!(table, first_audio);
-    let (table, download) = (table?, download.map_err(|e| Error::Decode(format!("{track}: {e}")))?);
+    let (table, first) = tokio::join!(table, first_audio);
+    let (table, (download, rest)) = (table?, first.map_err(|e| Error::Decode(format!("{track}: {e}")))?);
     let (rate, channels) = decoder.format().ok_or_else(|| Error::Decode(format!("{track}: no Vorbis headers")))?;
     if tx.send(Event::Start { rate, channels, total: table.total_samples }).is_err() || !send(tx, &mut pcm) {
         return Ok(());
     }
     let have = head.as_ref().map_or(0, |h| h.len() as u64);
-    let mut download = match download {
-        Some(d) => d,
-        None if have >= table.total_bytes => {
-            let _ = tx.send(Event::End);
-            return Ok(());
-        }
-        None => src.fetcher.download(&info.url, fallback, have, Some(table.total_bytes - 1)),
+    let download = match download {
+        Some(d) => Some(d),
+        None if have >= table.total_bytes => None,
+        None => Some(src.fetcher.download(&info.url, fallback, have, Some(table.total_bytes - 1))),
     };
-    stream(&mut download, &mut decoder, tx, track).await
+    stream(download, &mut decoder, rest, tx, track).await
 }
 
 /// Play `info` from `start_ms` in: the header pages, then the bytes from the seek entry
@@ -249,10 +296,12 @@ async fn seek(
         let (rate, channels) = decoder.format().ok_or_else(|| bad(Error::Decode("no Vorbis headers".into())))?;
         decoder.seeked(offset);
         let mut download = src.fetcher.download(&info.url, fallback, offset, Some(table.total_bytes - 1));
-        while decoder.start().is_none() {
+        let positioned = |d: &StreamDecoder| d.start().is_some();
+        let mut rest = Bytes::new();
+        while !positioned(&decoder) {
             let chunk =
                 download.next().await?.ok_or_else(|| bad(Error::Decode("no page ends after the seek".into())))?;
-            decoder.push(&chunk, &mut pcm).map_err(bad)?;
+            rest = push_until(&mut decoder, chunk, &mut pcm, positioned).map_err(bad)?;
         }
         let start = decoder.start().unwrap_or(0);
         if start > target {
@@ -268,6 +317,6 @@ async fn seek(
         {
             return Ok(());
         }
-        return stream(&mut download, &mut decoder, tx, track).await;
+        return stream(Some(download), &mut decoder, rest, tx, track).await;
     }
 }

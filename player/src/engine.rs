@@ -11,12 +11,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use crate::api::AppApi;
-use crate::deck::{Deck, Source};
+use crate::deck::{Deck, Head, Source};
 use crate::fetch::Fetcher;
 use crate::Error;
 
@@ -169,11 +168,12 @@ impl Engine {
     }
 
     /// Fetch the first `prefetch_bytes` of `track` in the background.
-    fn prefetch(&self, track: &str) -> JoinHandle<Option<Bytes>> {
+    fn prefetch(&self, track: &str) -> JoinHandle<Option<Head>> {
         let (src, track, bytes) = (self.src.clone(), track.to_owned(), self.opts.prefetch_bytes);
         tokio::spawn(async move {
             let info = src.api.stream(&track, &src.tier, src.country.as_deref()).await.ok()?;
-            src.fetcher.get(&info.url, info.fallback_url.as_deref(), Some((0, bytes - 1))).await.ok()
+            let head = src.fetcher.get(&info.url, info.fallback_url.as_deref(), Some((0, bytes - 1))).await.ok()?;
+            Some((info, head))
         })
     }
 
@@ -203,7 +203,7 @@ impl Engine {
         let fade = ms(self.opts.underrun_fade_ms);
         // What deck B must hold before the boundary joins it.
         let b_needs = crossfade.max(out.start_buffer);
-        let mut prefetched: HashMap<usize, JoinHandle<Option<Bytes>>> = HashMap::new();
+        let mut prefetched: HashMap<usize, JoinHandle<Option<Head>>> = HashMap::new();
         let mut pos = 0u64; // frames of `current` already played
         let mut next: Option<Deck> = None;
         let mut index = 0usize;
