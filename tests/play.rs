@@ -72,23 +72,24 @@ fn album_ids(app: std::net::SocketAddr, token: &str) -> Vec<String> {
     album["tracks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
 }
 
-/// A second app API on `segue up`'s catalog (same database and signing key) whose POPs
-/// are `pops`, in order: the process and its address.
+/// Another app API, `name`, on `segue up`'s catalog (same database and signing key) whose
+/// POPs are `pops`, in order: the process and its address.
 fn app_api_with_pops(
     dir: &std::path::Path,
+    name: &str,
     origin: std::net::SocketAddr,
     pops: &[String],
 ) -> (std::process::Child, std::net::SocketAddr) {
     let token = std::fs::read_to_string(dir.join("app-api.token")).unwrap();
     let key = std::fs::read_to_string(dir.join("signing.key")).unwrap();
-    let cfg = dir.join("app2.toml");
+    let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
         format!(
             "listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}\"\nsearch_dir = \"{}\"\norigin = \"http://{origin}\"\n\
              admin_tokens = [\"{}\"]\nfallback_pops = {pops:?}\n[signing]\nkid = \"up\"\nsecret_hex = \"{}\"\n",
             dir.join("app-api.db").display(),
-            dir.join("search2").display(),
+            dir.join(format!("search-{name}")).display(),
             token.trim(),
             key.trim()
         ),
@@ -128,7 +129,7 @@ fn a_dead_pop_fails_over_to_the_second() {
     let ids = album_ids(app, token.trim());
     // A second app API on the same catalog whose POPs are a dead one and the edge.
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let (app2, app2_addr) = app_api_with_pops(dir.path(), origin, &[dead.clone(), format!("http://{edge}")]);
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[dead.clone(), format!("http://{edge}")]);
     let (key, id) = listener_on(app2_addr, token.trim(), &ids, &dead);
     std::fs::write(dir.path().join("listener.key"), &key).unwrap();
     let run = |api: std::net::SocketAddr, token_file: &str, out: &str| {
@@ -155,6 +156,8 @@ enum Fault {
     CutAfter(u64),
     /// Pass this many bytes of each answer, wait so many seconds, then the rest.
     PauseAfter(u64, f64),
+    /// Pass answers at this many bytes a second.
+    Throttle(u64),
 }
 
 /// A TCP proxy in front of `upstream` with `fault`: its address.
@@ -192,6 +195,15 @@ fn faulty_pop(upstream: std::net::SocketAddr, fault: Fault) -> std::net::SocketA
                         let _ = client.shutdown(std::net::Shutdown::Both);
                         let _ = up.shutdown(std::net::Shutdown::Both);
                     }
+                    Fault::Throttle(rate) => {
+                        let mut piece = vec![0u8; 1024];
+                        while let Ok(n @ 1..) = up.read(&mut piece) {
+                            if client.write_all(&piece[..n]).is_err() {
+                                break;
+                            }
+                            std::thread::sleep(std::time::Duration::from_secs_f64(n as f64 / rate as f64));
+                        }
+                    }
                     Fault::PauseAfter(limit, secs) => {
                         let _ = std::io::copy(&mut (&mut up).take(limit), &mut client);
                         let _ = client.flush();
@@ -217,7 +229,7 @@ fn a_stalled_next_track_fades_out_instead_of_clicking() {
     let (_, second) = admin(app, "GET", &format!("/v1/tracks/{}", ids[1]), Some(token.trim()), None);
     let stall = format!("/a/{}/high.ogg", second["content_id"].as_str().unwrap());
     let proxy = faulty_pop(edge, Fault::StallRequest(stall, 3.0));
-    let (app2, app2_addr) = app_api_with_pops(dir.path(), origin, &[format!("http://{proxy}")]);
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[format!("http://{proxy}")]);
     let out = dir.path().join("stalled.wav");
     let report = play(app2_addr, &dir.path().join("app-api.token"), &out, &["--speed", "4"], &ids[..2]);
     assert_eq!(report["underruns"].as_u64(), Some(1), "{report}");
@@ -243,9 +255,10 @@ fn a_stalled_next_track_fades_out_instead_of_clicking() {
 }
 
 /// Paced, a track whose bytes stop coming part way plays silence until 250 ms more have
-/// arrived, then goes on where it was: nothing skipped, nothing repeated.
+/// arrived, then goes on where it was: nothing skipped, nothing repeated. A POP slower
+/// than the tier gets a warning in the report.
 #[test]
-fn a_track_running_dry_mid_way_rebuffers_and_goes_on() {
+fn a_slow_pop_rebuffers_mid_track_and_the_report_warns_of_the_tier() {
     let dir = tempfile::tempdir().unwrap();
     let (up, addrs) = start_up(dir.path());
     let (origin, edge, app) = (addrs[0], addrs[1], addrs[3]);
@@ -256,7 +269,7 @@ fn a_track_running_dry_mid_way_rebuffers_and_goes_on() {
     play(app, &token_file, &whole, &[], track);
     // About a second of audio in, the POP pauses for 2 s.
     let slow = faulty_pop(edge, Fault::PauseAfter(24 << 10, 2.0));
-    let (app2, app2_addr) = app_api_with_pops(dir.path(), origin, &[format!("http://{slow}")]);
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[format!("http://{slow}")]);
     let out = dir.path().join("rebuffered.wav");
     let report = play(app2_addr, &token_file, &out, &["--speed", "4"], track);
     assert_eq!((report["rebuffers"].as_u64(), report["underruns"].as_u64()), (Some(1), Some(0)), "{report}");
@@ -269,6 +282,15 @@ fn a_track_running_dry_mid_way_rebuffers_and_goes_on() {
     assert!(at > 0 && at < want.len() - 44_100, "mid-track: at sample {at}");
     assert!(got[..at] == want[..at], "the track up to the pause");
     assert!(got[at + silence..] == want[at..], "then the rest, from where it stopped");
+
+    // A POP slower than the tier: the report warns (and a fast one did not).
+    assert_eq!(play(app, &token_file, &whole, &[], track)["warnings"], serde_json::json!([]));
+    let crawl = faulty_pop(edge, Fault::Throttle(16 << 10));
+    let (app3, app3_addr) = app_api_with_pops(dir.path(), "app3", origin, &[format!("http://{crawl}")]);
+    let report = play(app3_addr, &token_file, &out, &["--duration-ms", "1000"], track);
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("too slow to sustain the high tier"), "{report}");
+    assert!(terminate(app3).success());
     assert!(terminate(app2).success());
     assert!(terminate(up).success());
 }
@@ -380,7 +402,7 @@ fn a_long_track_starts_early_seeks_to_two_minutes_and_resumes_on_the_second_pop(
 
     // A POP that drops every answer after 1 MiB: the rest comes from the second POP.
     let cut = format!("http://{}", faulty_pop(edge, Fault::CutAfter(1 << 20)));
-    let (app2, app2_addr) = app_api_with_pops(dir.path(), origin, &[cut.clone(), format!("http://{edge}")]);
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[cut.clone(), format!("http://{edge}")]);
     let (key, _) = listener_on(app2_addr, &token, track, &cut);
     std::fs::write(dir.path().join("listener.key"), &key).unwrap();
     let resumed = dir.path().join("resumed.wav");
