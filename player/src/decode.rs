@@ -49,6 +49,8 @@ pub struct StreamDecoder {
     /// Stream position of the first frame produced: 0 from the start; after `seeked`,
     /// learned from the first page end's granule position.
     start: Option<u64>,
+    /// Whether the first audio page end has been seen (from the start of the stream).
+    first_page_seen: bool,
 }
 
 impl Default for StreamDecoder {
@@ -63,6 +65,7 @@ impl Default for StreamDecoder {
             pwr: PreviousWindowRight::new(),
             frames: 0,
             start: Some(0),
+            first_page_seen: false,
         }
     }
 }
@@ -92,6 +95,7 @@ impl StreamDecoder {
         self.pwr = PreviousWindowRight::new();
         self.frames = 0;
         self.start = None;
+        self.first_page_seen = true;
     }
 
     /// Take `bytes`, the next bytes of the stream, and append to `out` the interleaved
@@ -155,13 +159,29 @@ impl StreamDecoder {
         };
         let decoded: InterleavedSamples<i16> = read_audio_packet_generic(ident, setup, &packet.data, &mut self.pwr)
             .map_err(|e| Error::Decode(format!("Vorbis audio near byte {}: {e}", self.offset)))?;
-        self.frames += (decoded.samples.len() / usize::from(ident.audio_channels.max(1))) as u64;
+        let ch = usize::from(ident.audio_channels.max(1));
+        self.frames += (decoded.samples.len() / ch) as u64;
         out.extend_from_slice(&decoded.samples);
         // A page's granule position is the stream position at the end of its last
         // complete packet (-1 on a page where none ends).
         let end = packet.absgp_page();
-        if self.start.is_none() && packet.last_in_page() && end != u64::MAX {
+        if !packet.last_in_page() || end == u64::MAX {
+            return Ok(());
+        }
+        if self.start.is_none() {
             self.start = Some(end.saturating_sub(self.frames));
+        }
+        if !self.first_page_seen {
+            self.first_page_seen = true;
+            // From the start of a stream, a first granule position below the samples
+            // decoded means the first ones are encoder priming, to drop (Vorbis I spec,
+            // A.2). They were all decoded from this page, so they are still in `out`.
+            if end < self.frames {
+                let first = out.len().saturating_sub(self.frames as usize * ch);
+                let drop = (self.frames - end) as usize * ch;
+                out.drain(first..(first + drop).min(out.len()));
+                self.frames = end;
+            }
         }
         Ok(())
     }
@@ -249,6 +269,35 @@ mod tests {
         assert!(start as u64 >= entry.granule && start as u64 <= entry.granule + 4096, "{start} vs entry {entry:?}");
         let n = whole.len() - start * 2;
         assert!(out[..n] == whole[start * 2..], "the same samples as the whole decode from {start}");
+    }
+
+    #[test]
+    fn a_first_granule_below_the_decoded_samples_trims_the_priming() {
+        // The same packets re-paged with every granule position 300 lower: the first
+        // 300 samples become priming that a player must drop.
+        use ogg::writing::{PacketWriteEndInfo, PacketWriter};
+        let (ogg, _) = packaged();
+        let mut reader = ogg::PacketReader::new(std::io::Cursor::new(&ogg));
+        let mut writer = PacketWriter::new(std::io::Cursor::new(Vec::new()));
+        let mut index = 0;
+        while let Some(p) = reader.read_packet().unwrap() {
+            let end = if p.last_in_stream() {
+                PacketWriteEndInfo::EndStream
+            } else if p.last_in_page() || index == 0 || index == 2 {
+                PacketWriteEndInfo::EndPage
+            } else {
+                PacketWriteEndInfo::NormalPacket
+            };
+            let absgp = if index < 3 { 0 } else { p.absgp_page().saturating_sub(300) };
+            writer.write_packet(p.data.clone().into_boxed_slice(), p.stream_serial(), end, absgp).unwrap();
+            index += 1;
+        }
+        let primed = writer.into_inner().into_inner();
+        let (mut plain, mut trimmed) = (Vec::new(), Vec::new());
+        StreamDecoder::new().push(&ogg, &mut plain).unwrap();
+        StreamDecoder::new().push(&primed, &mut trimmed).unwrap();
+        assert_eq!(trimmed.len(), plain.len() - 300 * 2);
+        assert!(trimmed[..] == plain[300 * 2..], "the same audio without its first 300 samples");
     }
 
     #[test]
