@@ -284,10 +284,13 @@ enum Command {
         json: bool,
     },
     /// Play a queue of tracks into a WAV file, the way an app's player does: stream URLs
-    /// from the app API, audio by HTTP Range from the edge (the second POP on errors),
-    /// decoded and trimmed to the exact samples so consecutive tracks join gaplessly.
+    /// from the app API, audio by HTTP Range from the edge (going on from the next byte on
+    /// the second POP when one fails), decoded as it arrives and trimmed to the exact
+    /// samples so consecutive tracks join gaplessly.
     ///
-    /// Reports time to first audio, bytes fetched, POP failovers and gaps.
+    /// Reports time to first audio, bytes fetched, POP failovers, gaps, underruns and
+    /// rebuffers (with --speed), skip latencies, and a warning when the fetches are too
+    /// slow for the tier. Exits 1 naming the track and URL when a track cannot be played.
     Play {
         /// App API base URL.
         #[arg(long, default_value = "http://127.0.0.1:7090", value_name = "URL")]
