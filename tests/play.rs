@@ -48,14 +48,30 @@ fn wav_samples(path: &std::path::Path) -> Vec<i16> {
     hound::WavReader::open(path).unwrap().samples::<i16>().map(Result::unwrap).collect()
 }
 
-/// `segue up` with 3 s demo tracks: the process, [origin, edge, control plane, app API].
-fn start_up(dir: &std::path::Path) -> (std::process::Child, Vec<std::net::SocketAddr>) {
+/// A running `segue up` with 3 s demo tracks.
+struct Up {
+    /// Its data directory (the app API token, signing key, access log, origin store).
+    dir: tempfile::TempDir,
+    up: std::process::Child,
+    origin: std::net::SocketAddr,
+    edge: std::net::SocketAddr,
+    app: std::net::SocketAddr,
+    /// The app API's admin token, and the file holding it.
+    token: String,
+    token_file: std::path::PathBuf,
+}
+
+fn start_up() -> Up {
+    let dir = tempfile::tempdir().unwrap();
     let mut cmd = segue();
-    cmd.args(["up", "--demo-track-secs", "3", "--data-dir"]).arg(dir);
+    cmd.args(["up", "--demo-track-secs", "3", "--data-dir"]).arg(dir.path());
     for flag in ["--origin-listen", "--edge-listen", "--control-plane-listen", "--app-api-listen"] {
         cmd.args([flag, "127.0.0.1:0"]);
     }
-    spawn_servers(cmd, 4)
+    let (up, addrs) = spawn_servers(cmd, 4);
+    let token_file = dir.path().join("app-api.token");
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    Up { up, origin: addrs[0], edge: addrs[1], app: addrs[3], token, token_file, dir }
 }
 
 /// The demo album's track ids in order, once the app API has them.
@@ -122,15 +138,12 @@ fn listener_on(app: std::net::SocketAddr, token: &str, ids: &[String], pop: &str
 /// audio is the same.
 #[test]
 fn a_dead_pop_fails_over_to_the_second() {
-    let dir = tempfile::tempdir().unwrap();
-    let (up, addrs) = start_up(dir.path());
-    let (origin, edge, app) = (addrs[0], addrs[1], addrs[3]);
-    let token = std::fs::read_to_string(dir.path().join("app-api.token")).unwrap();
-    let ids = album_ids(app, token.trim());
+    let Up { dir, up, origin, edge, app, token, .. } = start_up();
+    let ids = album_ids(app, &token);
     // A second app API on the same catalog whose POPs are a dead one and the edge.
     let dead = format!("http://127.0.0.1:{}", free_port());
     let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[dead.clone(), format!("http://{edge}")]);
-    let (key, id) = listener_on(app2_addr, token.trim(), &ids, &dead);
+    let (key, id) = listener_on(app2_addr, &token, &ids, &dead);
     std::fs::write(dir.path().join("listener.key"), &key).unwrap();
     let run = |api: std::net::SocketAddr, token_file: &str, out: &str| {
         play(api, &dir.path().join(token_file), &dir.path().join(out), &[], std::slice::from_ref(&id))
@@ -221,17 +234,14 @@ fn faulty_pop(upstream: std::net::SocketAddr, fault: Fault) -> std::net::SocketA
 /// over 500 ms and fills with silence until it arrives: no click, no cut.
 #[test]
 fn a_stalled_next_track_fades_out_instead_of_clicking() {
-    let dir = tempfile::tempdir().unwrap();
-    let (up, addrs) = start_up(dir.path());
-    let (origin, edge, app) = (addrs[0], addrs[1], addrs[3]);
-    let token = std::fs::read_to_string(dir.path().join("app-api.token")).unwrap();
-    let ids = album_ids(app, token.trim());
-    let (_, second) = admin(app, "GET", &format!("/v1/tracks/{}", ids[1]), Some(token.trim()), None);
+    let Up { dir, up, origin, edge, app, token, token_file } = start_up();
+    let ids = album_ids(app, &token);
+    let (_, second) = admin(app, "GET", &format!("/v1/tracks/{}", ids[1]), Some(&token), None);
     let stall = format!("/a/{}/high.ogg", second["content_id"].as_str().unwrap());
     let proxy = faulty_pop(edge, Fault::StallRequest(stall, 3.0));
     let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[format!("http://{proxy}")]);
     let out = dir.path().join("stalled.wav");
-    let report = play(app2_addr, &dir.path().join("app-api.token"), &out, &["--speed", "4"], &ids[..2]);
+    let report = play(app2_addr, &token_file, &out, &["--speed", "4"], &ids[..2]);
     assert_eq!(report["underruns"].as_u64(), Some(1), "{report}");
     let silence = report["silence_frames"].as_u64().unwrap() as usize;
     assert!(silence > 0, "{report}");
@@ -259,11 +269,8 @@ fn a_stalled_next_track_fades_out_instead_of_clicking() {
 /// than the tier gets a warning in the report.
 #[test]
 fn a_slow_pop_rebuffers_mid_track_and_the_report_warns_of_the_tier() {
-    let dir = tempfile::tempdir().unwrap();
-    let (up, addrs) = start_up(dir.path());
-    let (origin, edge, app) = (addrs[0], addrs[1], addrs[3]);
-    let token_file = dir.path().join("app-api.token");
-    let ids = album_ids(app, std::fs::read_to_string(&token_file).unwrap().trim());
+    let Up { dir, up, origin, edge, app, token, token_file } = start_up();
+    let ids = album_ids(app, &token);
     let track = &ids[..1];
     let whole = dir.path().join("whole.wav");
     play(app, &token_file, &whole, &[], track);
@@ -338,11 +345,7 @@ fn long_track(dir: &std::path::Path, app: std::net::SocketAddr, token: &str) -> 
 /// the next byte, with no byte fetched twice.
 #[test]
 fn a_long_track_starts_early_seeks_to_two_minutes_and_resumes_on_the_second_pop() {
-    let dir = tempfile::tempdir().unwrap();
-    let (up, addrs) = start_up(dir.path());
-    let (origin, edge, app) = (addrs[0], addrs[1], addrs[3]);
-    let token_file = dir.path().join("app-api.token");
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    let Up { dir, up, origin, edge, app, token, token_file } = start_up();
     let id = long_track(dir.path(), app, &token);
     let (_, stream) = admin(app, "GET", &format!("/v1/tracks/{id}/stream?country=SE"), Some(&token), None);
     let (_, table_json) = get(stream["seek_table_url"].as_str().unwrap(), &[]);
@@ -420,13 +423,8 @@ fn a_long_track_starts_early_seeks_to_two_minutes_and_resumes_on_the_second_pop(
 
 #[test]
 fn the_gapless_album_renders_like_the_continuous_master() {
-    let dir = tempfile::tempdir().unwrap();
-    let (up, addrs) = start_up(dir.path());
-    let app = addrs[3];
-    let token = std::fs::read_to_string(dir.path().join("app-api.token")).unwrap();
-    let ids = album_ids(app, token.trim());
-
-    let token_file = dir.path().join("app-api.token");
+    let Up { dir, up, app, token, token_file, .. } = start_up();
+    let ids = album_ids(app, &token);
     let out = dir.path().join("album.wav");
     let report = play(app, &token_file, &out, &[], &ids);
     assert_eq!((report["tracks"].as_u64(), report["gap_samples"].as_u64()), (Some(4), Some(0)), "{report}");
