@@ -276,7 +276,7 @@ async fn seek(
     start_ms: u64,
     tx: &Events,
 ) -> Result<(), Error> {
-    let target = start_ms * u64::from(table.sample_rate) / 1000;
+    let target = start_ms.saturating_mul(u64::from(table.sample_rate)) / 1000;
     let track = &info.track_id;
     if target >= table.total_samples {
         return Err(Error::Decode(format!(
