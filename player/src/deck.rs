@@ -47,7 +47,6 @@ pub(crate) struct Deck {
     pub total: u64,
     /// Decoded so far, interleaved, never past `total`.
     pub samples: Vec<i16>,
-    complete: bool,
     failed: Option<Error>,
 }
 
@@ -72,16 +71,7 @@ impl Deck {
                 let _ = tx.send(Event::Failed(e));
             }
         });
-        Deck {
-            track: track.to_owned(),
-            events,
-            loader,
-            format: None,
-            total: 0,
-            samples: Vec::new(),
-            complete: false,
-            failed: None,
-        }
+        Deck { track: track.to_owned(), events, loader, format: None, total: 0, samples: Vec::new(), failed: None }
     }
 
     fn channels(&self) -> usize {
@@ -104,7 +94,6 @@ impl Deck {
                 self.samples.extend_from_slice(&pcm[..pcm.len().min(room)]);
             }
             Event::End => {
-                self.complete = true;
                 if self.frames() < self.total {
                     self.failed = Some(Error::Decode(format!(
                         "{}: the stream decodes to {} samples per channel, the seek table promises {}",
@@ -114,10 +103,7 @@ impl Deck {
                     )));
                 }
             }
-            Event::Failed(e) => {
-                self.complete = true;
-                self.failed = Some(e);
-            }
+            Event::Failed(e) => self.failed = Some(e),
         }
     }
 
@@ -128,11 +114,16 @@ impl Deck {
         }
     }
 
+    /// Whether `frames` (or the whole track, when shorter) are decoded.
+    fn holds(&self, frames: u64) -> bool {
+        self.format.is_some() && self.frames() >= frames.min(self.total)
+    }
+
     /// Whether `frames` (or the whole track, when shorter) can be played without
     /// waiting; also true when the load failed, so the caller's `want` reports it.
     pub fn ready(&mut self, frames: u64) -> bool {
         self.poll();
-        self.failed.is_some() || (self.format.is_some() && self.frames() >= frames.min(self.total))
+        self.failed.is_some() || self.holds(frames)
     }
 
     /// Wait until `frames` (or the whole track, when shorter) are decoded.
@@ -142,15 +133,27 @@ impl Deck {
                 self.failed = Some(Error::Decode(format!("{}: loading failed", self.track)));
                 return Err(e);
             }
-            if self.format.is_some() && self.frames() >= frames.min(self.total) {
+            if self.holds(frames) {
                 return Ok(());
             }
             match self.events.recv().await {
                 Some(event) => self.apply(event),
-                None => {
-                    let why = if self.complete { "ended early" } else { "its loader stopped" };
-                    self.failed = Some(Error::Decode(format!("{}: {why}", self.track)));
-                }
+                None => self.failed = Some(Error::Decode(format!("{}: its loader stopped", self.track))),
+            }
+        }
+    }
+
+    /// `want`, for a deck joining a queue that plays at `format`.
+    pub async fn want_as(&mut self, frames: u64, format: (u32, u16)) -> Result<(), Error> {
+        self.want(frames).await?;
+        match self.format {
+            Some(f) if f == format => Ok(()),
+            _ => {
+                let ((r, c), (rate, channels)) = (self.format.unwrap_or_default(), format);
+                Err(Error::Decode(format!(
+                    "{}: {r} Hz x{c} after {rate} Hz x{channels}: a queue plays at one format",
+                    self.track
+                )))
             }
         }
     }
@@ -318,5 +321,41 @@ async fn seek(
             return Ok(());
         }
         return stream(Some(download), &mut decoder, rest, tx, track).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deck fed by hand instead of a loader.
+    fn fed(events: Vec<Event>) -> Deck {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for e in events {
+            tx.send(e).unwrap();
+        }
+        Deck {
+            track: "t".into(),
+            events: rx,
+            loader: tokio::spawn(async {}),
+            format: None,
+            total: 0,
+            samples: Vec::new(),
+            failed: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_shorter_than_the_seek_table_is_an_error() {
+        let start = Event::Start { rate: 44_100, channels: 2, total: 100 };
+        let mut short = fed(vec![start, Event::Pcm(vec![0; 50 * 2]), Event::End]);
+        let err = short.want(100).await.unwrap_err().to_string();
+        assert!(err.contains("decodes to 50 samples per channel, the seek table promises 100"), "{err}");
+
+        let start = Event::Start { rate: 44_100, channels: 2, total: 100 };
+        let mut long = fed(vec![start, Event::Pcm(vec![1; 150 * 2]), Event::End]);
+        long.want(100).await.unwrap();
+        assert_eq!(long.frames(), 100, "trimmed to the seek table's count");
+        assert!(long.want_as(100, (48_000, 2)).await.is_err(), "another format cannot join the queue");
     }
 }

@@ -230,8 +230,7 @@ impl Engine {
                 let mut deck = next
                     .take()
                     .unwrap_or_else(|| Deck::open(&self.src, &tracks[index + 1], prefetched.remove(&(index + 1)), 0));
-                deck.want(chunk).await?;
-                same_format(&deck, rate, channels)?;
+                deck.want_as(chunk, (rate, channels)).await?;
                 out.stats.skip_latency_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
                 current = deck;
                 pos = 0;
@@ -264,13 +263,11 @@ impl Engine {
                     }
                     out.emit(&faded).await;
                     out.silence_until(&mut deck, b_needs).await;
-                    deck.want(b_needs).await?;
-                    same_format(&deck, rate, channels)?;
+                    deck.want_as(b_needs, (rate, channels)).await?;
                     pos = 0;
                 } else if crossfade > 0 {
                     // Equal power: gains cos and sin of a quarter turn across the fade.
-                    deck.want(left).await?;
-                    same_format(&deck, rate, channels)?;
+                    deck.want_as(left, (rate, channels)).await?;
                     let n = left.min(deck.total) as usize;
                     let mut mixed = vec![0i16; n * ch];
                     for f in 0..n {
@@ -286,8 +283,7 @@ impl Engine {
                     out.stats.gap_samples += left - n as u64;
                     pos = n as u64;
                 } else {
-                    deck.want(b_needs).await?;
-                    same_format(&deck, rate, channels)?;
+                    deck.want_as(b_needs, (rate, channels)).await?;
                     out.emit(tail).await;
                     pos = 0;
                 }
@@ -329,18 +325,6 @@ impl Engine {
         }
         stats.seconds = started.elapsed().as_secs_f64();
         Ok(stats)
-    }
-}
-
-/// A queue plays at one format: the next deck must match the first track's.
-fn same_format(deck: &Deck, rate: u32, channels: u16) -> Result<(), Error> {
-    match deck.format {
-        Some((r, c)) if (r, c) == (rate, channels) => Ok(()),
-        Some((r, c)) => Err(Error::Decode(format!(
-            "{}: {r} Hz x{c} after {rate} Hz x{channels}: a queue plays at one format",
-            deck.track
-        ))),
-        None => Err(Error::Decode(format!("{}: no format", deck.track))),
     }
 }
 
