@@ -48,6 +48,12 @@ fn wav_samples(path: &std::path::Path) -> Vec<i16> {
     hound::WavReader::open(path).unwrap().samples::<i16>().map(Result::unwrap).collect()
 }
 
+/// The edge's access log in `dir` so far: one JSON object per complete line.
+fn access_log(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("edge-access.log")).unwrap_or_default();
+    text.split_inclusive('\n').filter(|l| l.ends_with('\n')).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// A running `segue up` with 3 s demo tracks.
 struct Up {
     /// Its data directory (the app API token, signing key, access log, origin store).
@@ -368,21 +374,17 @@ fn a_long_track_starts_early_seeks_to_two_minutes_and_resumes_on_the_second_pop(
     assert!(wav_samples(&preview)[..] == wav_samples(&whole)[..66_150 * 2], "the track's own start");
 
     // Seek to 2:00.
-    let access_log = dir.path().join("edge-access.log");
-    let log_lines =
-        || std::fs::read_to_string(&access_log).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>();
     let audio_path = stream["url"].as_str().unwrap().split('?').next().unwrap().split_once("//").unwrap().1;
     let audio_path = audio_path[audio_path.find('/').unwrap()..].to_owned();
     let audio_ranges = |from: usize| -> Vec<String> {
-        log_lines()[from..]
+        access_log(dir.path())[from..]
             .iter()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
             .filter(|l| l["path"] == audio_path.as_str())
             .map(|l| l["range"].as_str().unwrap_or("none").to_owned())
             .collect()
     };
     wait_for("the whole track's and the preview's requests in the access log", 10, || audio_ranges(0).len() == 2);
-    let before = log_lines().len();
+    let before = access_log(dir.path()).len();
     let seeked = dir.path().join("seek.wav");
     let report = play(app, &token_file, &seeked, &["--start-ms", "120000"], track);
     let entry = table.entry_for(120 * 44_100 - segue_player::decode::PREROLL).unwrap();
@@ -457,10 +459,7 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     }
 
     // The access log records every request the album made.
-    let access_log = dir.path().join("edge-access.log");
-    let log_lines =
-        || std::fs::read_to_string(&access_log).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>();
-    wait_for("the album's access log lines", 10, || log_lines().len() >= 8);
+    wait_for("the album's access log lines", 10, || access_log(dir.path()).len() >= 8);
 
     // Crossfade: exactly 500 ms of overlap, an equal-power mix of the two decodes, and
     // each track untouched outside it.
@@ -488,7 +487,7 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     // Skip to next after 1 s of each: the next track starts from the bytes prefetched for
     // it (each audio object is asked for once), and the output is 1 s + 1 s + all of the
     // last track, the same samples as the tracks' own starts.
-    let before = log_lines().len();
+    let before = access_log(dir.path()).len();
     let skipped = dir.path().join("skipped.wav");
     let report = play(app, &token_file, &skipped, &["--skip-after-ms", "1000"], &ids[..3]);
     assert_eq!(report["skip_latency_ms"].as_array().map(Vec::len), Some(2), "{report}");
@@ -499,9 +498,8 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     assert_eq!(&s[second..2 * second], &b[..second]);
     assert_eq!(&s[2 * second..2 * second + 1000], &got[2 * track..2 * track + 1000], "track 3 from its start");
     let mut audio_requests = std::collections::HashMap::new();
-    wait_for("the skip run in the access log", 10, || log_lines().len() >= before + 6);
-    for l in &log_lines()[before..] {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    wait_for("the skip run in the access log", 10, || access_log(dir.path()).len() >= before + 6);
+    for v in &access_log(dir.path())[before..] {
         if v["path"].as_str().unwrap().starts_with("/a/") {
             *audio_requests.entry(v["path"].as_str().unwrap().to_owned()).or_insert(0) += 1;
         }
