@@ -4,11 +4,15 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A resource's validators. `etag` is the opaque tag without quotes; always strong here.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A resource's validators, as its origin sent them: none is ever invented (a cache that
+/// made one up would answer conditionals its origin never agreed to).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Validators {
+    /// The opaque tag without quotes; empty when the representation has none.
     pub etag: String,
-    pub last_modified: SystemTime,
+    /// A weak tag (`W/"..."`): it matches `If-None-Match` only, never `If-Match` or `If-Range`.
+    pub weak: bool,
+    pub last_modified: Option<SystemTime>,
 }
 
 /// What preconditions say to do, in RFC 9110 §13.2.2 order.
@@ -31,18 +35,38 @@ pub struct Conditions<'a> {
 }
 
 impl Validators {
-    /// The quoted form for the `ETag` header.
-    pub fn etag_header(&self) -> String {
-        format!("\"{}\"", self.etag)
+    /// A strong entity tag and a modification time (what the origin's stores give).
+    pub fn strong(etag: String, last_modified: SystemTime) -> Self {
+        Validators { etag, weak: false, last_modified: Some(last_modified) }
     }
 
-    pub fn last_modified_header(&self) -> String {
-        httpdate::fmt_http_date(self.last_modified)
+    /// Validators from a response's `ETag` and `Last-Modified` values, kept as sent (a
+    /// weak tag stays weak; an unparseable one is no validator).
+    pub fn from_headers(etag: Option<&str>, last_modified: Option<&str>) -> Self {
+        let (weak, etag) = etag.and_then(|e| parse_tag(e.trim())).map_or((false, ""), |(w, t)| (w, t));
+        Validators {
+            etag: etag.to_owned(),
+            weak,
+            last_modified: last_modified.and_then(|v| httpdate::parse_http_date(v.trim()).ok()),
+        }
+    }
+
+    /// The `ETag` header value (`"tag"` or `W/"tag"`), if there is a tag.
+    pub fn etag_header(&self) -> Option<String> {
+        match (self.etag.is_empty(), self.weak) {
+            (true, _) => None,
+            (false, true) => Some(format!("W/\"{}\"", self.etag)),
+            (false, false) => Some(format!("\"{}\"", self.etag)),
+        }
+    }
+
+    pub fn last_modified_header(&self) -> Option<String> {
+        self.last_modified.map(httpdate::fmt_http_date)
     }
 
     /// Whole seconds, as HTTP dates carry them.
-    fn modified_secs(&self) -> u64 {
-        self.last_modified.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+    fn modified_secs(&self) -> Option<u64> {
+        self.last_modified.map(|t| t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs())
     }
 
     pub fn evaluate(&self, c: &Conditions<'_>, is_get_or_head: bool) -> Precondition {
@@ -50,8 +74,8 @@ impl Validators {
             if !self.matches_list(im, true) {
                 return Precondition::Failed;
             }
-        } else if let Some(ius) = c.if_unmodified_since.and_then(parse_date) {
-            if self.modified_secs() > ius {
+        } else if let (Some(ius), Some(modified)) = (c.if_unmodified_since.and_then(parse_date), self.modified_secs()) {
+            if modified > ius {
                 return Precondition::Failed;
             }
         }
@@ -59,8 +83,8 @@ impl Validators {
             if self.matches_list(inm, false) {
                 return if is_get_or_head { Precondition::NotModified } else { Precondition::Failed };
             }
-        } else if let Some(ims) = c.if_modified_since.and_then(parse_date) {
-            if is_get_or_head && self.modified_secs() <= ims {
+        } else if let (Some(ims), Some(modified)) = (c.if_modified_since.and_then(parse_date), self.modified_secs()) {
+            if is_get_or_head && modified <= ims {
                 return Precondition::NotModified;
             }
         }
@@ -75,15 +99,18 @@ impl Validators {
             return false;
         }
         if v.starts_with('"') {
-            return parse_tag(v).is_some_and(|(weak, tag)| !weak && tag == self.etag);
+            return !self.weak && !self.etag.is_empty() && parse_tag(v).is_some_and(|(weak, tag)| !weak && tag == self.etag);
         }
-        parse_date(v).is_some_and(|d| d == self.modified_secs())
+        parse_date(v).is_some_and(|d| Some(d) == self.modified_secs())
     }
 
     /// Whether an `If-Match`/`If-None-Match` list (or `*`) names this resource.
     fn matches_list(&self, list: &str, strong: bool) -> bool {
         if list.trim() == "*" {
             return true;
+        }
+        if self.etag.is_empty() || (strong && self.weak) {
+            return false;
         }
         list.split(',').filter_map(|t| parse_tag(t.trim())).any(|(weak, tag)| tag == self.etag && !(strong && weak))
     }
@@ -109,13 +136,13 @@ mod tests {
     use super::*;
 
     fn v() -> Validators {
-        Validators { etag: "abc".into(), last_modified: UNIX_EPOCH + Duration::from_secs(1_700_000_000) }
+        Validators::strong("abc".into(), UNIX_EPOCH + Duration::from_secs(1_700_000_000))
     }
 
     #[test]
     fn if_none_match_and_since() {
         let v = v();
-        let lm = v.last_modified_header();
+        let lm = v.last_modified_header().unwrap();
         let c = |inm, ims| Conditions { if_none_match: inm, if_modified_since: ims, ..Default::default() };
         assert_eq!(v.evaluate(&c(Some("\"abc\""), None), true), Precondition::NotModified);
         assert_eq!(v.evaluate(&c(Some("W/\"abc\""), None), true), Precondition::NotModified);
@@ -142,8 +169,26 @@ mod tests {
         assert!(v.if_range_allows("\"abc\""));
         assert!(!v.if_range_allows("W/\"abc\""));
         assert!(!v.if_range_allows("\"old\""));
-        assert!(v.if_range_allows(&v.last_modified_header()));
+        assert!(v.if_range_allows(&v.last_modified_header().unwrap()));
         assert!(!v.if_range_allows("Mon, 01 Jan 2001 00:00:00 GMT"));
         assert!(!v.if_range_allows("nonsense"));
+    }
+
+    #[test]
+    fn weak_and_missing_validators() {
+        let weak = Validators::from_headers(Some("W/\"abc\""), None);
+        assert_eq!(weak.etag_header().as_deref(), Some("W/\"abc\""));
+        assert_eq!(weak.last_modified_header(), None);
+        let c = |inm, im| Conditions { if_none_match: inm, if_match: im, ..Default::default() };
+        assert_eq!(weak.evaluate(&c(Some("\"abc\""), None), true), Precondition::NotModified);
+        assert_eq!(weak.evaluate(&c(None, Some("\"abc\"")), true), Precondition::Failed);
+        assert!(!weak.if_range_allows("\"abc\""));
+        // No validators: nothing matches but `*`, dates are ignored, nothing is invented.
+        let none = Validators::from_headers(None, Some("not a date"));
+        assert_eq!((none.etag_header(), none.last_modified_header()), (None, None));
+        let since = Conditions { if_modified_since: Some("Mon, 01 Jan 2001 00:00:00 GMT"), ..Default::default() };
+        assert_eq!(none.evaluate(&since, true), Precondition::Proceed);
+        assert_eq!(none.evaluate(&c(Some("\"\""), None), true), Precondition::Proceed);
+        assert!(!none.if_range_allows("Mon, 01 Jan 2001 00:00:00 GMT"));
     }
 }

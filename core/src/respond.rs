@@ -35,8 +35,12 @@ pub async fn object_response(
     let v = &meta.validators;
 
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    insert(&mut headers, header::ETAG, &v.etag_header());
-    insert(&mut headers, header::LAST_MODIFIED, &v.last_modified_header());
+    if let Some(etag) = v.etag_header() {
+        insert(&mut headers, header::ETAG, &etag);
+    }
+    if let Some(lm) = v.last_modified_header() {
+        insert(&mut headers, header::LAST_MODIFIED, &lm);
+    }
 
     let conditions = Conditions {
         if_match: text(req, header::IF_MATCH),

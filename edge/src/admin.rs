@@ -218,23 +218,18 @@ pub(crate) fn apply_purge(state: &State, p: &PurgeSelector) -> Result<Vec<String
             let cid = cid.clone();
             // `/a/CID/...`, `/seek/CID/...`, `/m/CID.json`, `/enc/CID/...`
             Box::new(move |i| {
-                let path = i.key.split('?').next().unwrap_or("");
+                let path = i.primary.split('?').next().unwrap_or("");
                 path.split('/')
                     .any(|seg| seg == cid || seg.strip_prefix(cid.as_str()).is_some_and(|r| r.starts_with('.')))
             })
         }
         (_, Some(prefix), _) => {
             let prefix = prefix.clone();
-            Box::new(move |i| i.key.starts_with(prefix.as_str()))
+            Box::new(move |i| i.primary.starts_with(prefix.as_str()))
         }
         (_, _, tag) => {
             let tag = tag.as_deref().unwrap_or("").trim().to_owned();
-            Box::new(move |i| {
-                i.surrogate_key
-                    .as_ref()
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|keys| keys.split_ascii_whitespace().any(|k| k == tag))
-            })
+            Box::new(move |i| i.surrogate_keys().any(|k| k == tag))
         }
     };
     let matched = state.cache.objects_matching(matcher);
@@ -361,7 +356,11 @@ async fn run_prewarm(state: Arc<State>, job: Arc<Job>) {
 
 async fn warm_one(state: &Arc<State>, path: &str) -> Result<u64, String> {
     let key: Arc<str> = crate::cache_key(path, None).into();
-    let (info, _) = crate::discover(state, &key).await.map_err(|e| e.to_string())?;
+    let stored = state.cache.object(&key).filter(|i| !i.stale && i.freshness.is_fresh(std::time::SystemTime::now()));
+    let info = match stored {
+        Some(info) => info,
+        None => crate::serve::discover(state, &key, state.cache.object(&key)).await.map_err(|e| e.to_string())?.0,
+    };
     state.cache.want(&info);
     let reader = crate::reader::EdgeReader::new(state.clone(), info.clone());
     let mut stream = reader.read(0..info.len).await.map_err(|e| e.to_string())?;

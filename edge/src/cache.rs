@@ -14,41 +14,112 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use foyer::{
     BlockEngineConfig, Code, DeviceBuilder, EvictionConfig, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy, HybridCacheProperties, LfuConfig, Location, LruConfig, RecoverMode, S3FifoConfig, Source,
 };
-use http::HeaderValue;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use segue_core::conditional::Validators;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Eviction;
+use crate::http_cache::freshness::{from_millis, to_millis, Freshness};
+use crate::http_cache::vary::{self, Selecting};
 
-/// What the edge knows about one object version.
+/// One stored response: its header fields, freshness and body length (the body itself
+/// lives in the slice store under `key` and `generation`).
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {
-    /// The cache key: path and query (token parameters removed).
+    /// The primary cache key: path and query (token parameters removed).
+    pub primary: Arc<str>,
+    /// This variant's key (the primary key, plus a suffix when `Vary` selects among
+    /// responses): slices and fills are keyed by it.
     pub key: Arc<str>,
     /// The key shown in store-level messages (`ObjectMeta`): the path when it is a valid
     /// object key, else a neutral name. Computed once per version, not per request.
     pub store_key: segue_core::ObjectKey,
+    /// The stored status: 200 for a representation (also one learned from 206 parts);
+    /// another final status (404, 301, ...) is stored and served as it came.
+    pub status: StatusCode,
+    /// The stored header fields (RFC 9111 §3.1), without the framing of the message they
+    /// came in (`Content-Length`, and `Content-Range` of a part).
+    pub headers: HeaderMap,
+    /// The representation's length (a part's `Content-Range` complete length).
     pub len: u64,
-    /// Strong validator without quotes; empty if the upstream sent none.
-    pub etag: String,
-    pub last_modified: SystemTime,
-    pub content_type: Option<HeaderValue>,
-    pub cache_control: Option<HeaderValue>,
-    pub surrogate_key: Option<HeaderValue>,
+    /// Validators exactly as the upstream sent them (none invented).
+    pub validators: Validators,
+    /// The request fields `Vary` nominated, with the values that selected this response.
+    pub vary: Selecting,
+    pub freshness: Freshness,
     /// Slices of this version are cached under this generation; a new version of the
     /// object gets a new one, so stale slices are never mixed in.
     pub generation: u64,
-    /// When the object was first fetched (for `Age`).
-    pub fetched_at: SystemTime,
-    /// Soft-purged: the next request revalidates upstream (and keeps the slices if the
-    /// object is unchanged); while every upstream fails, the stale copy is served.
+    /// Soft-purged or invalidated: the next request revalidates upstream (and keeps the
+    /// slices if the object is unchanged); while every upstream fails, it may still be
+    /// served stale.
     pub stale: bool,
+    /// Byte ranges `[start, end)` held, when the object was learned from parts; `None`
+    /// when every byte was fetched (a missing slice is then an eviction, refetched).
+    pub present: Option<Vec<(u64, u64)>>,
+}
+
+impl ObjectInfo {
+    pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.header(http::header::CONTENT_TYPE).unwrap_or("application/octet-stream")
+    }
+
+    pub fn surrogate_keys(&self) -> impl Iterator<Item = &str> {
+        self.header("surrogate-key").unwrap_or("").split_ascii_whitespace()
+    }
+
+    /// Whether `[first, end)` is held (always for a fully fetched object).
+    pub fn holds(&self, first: u64, end: u64) -> bool {
+        match &self.present {
+            None => true,
+            Some(ranges) => missing(ranges, first, end).is_none(),
+        }
+    }
+}
+
+/// The smallest range `[a, b)` inside `[first, end)` covering every byte `ranges` lacks.
+pub fn missing(ranges: &[(u64, u64)], first: u64, end: u64) -> Option<(u64, u64)> {
+    let mut lo = None;
+    let mut hi = first;
+    let mut pos = first;
+    for &(a, b) in ranges.iter().filter(|(a, b)| *b > first && *a < end) {
+        if a > pos {
+            lo.get_or_insert(pos);
+            hi = a.min(end);
+        }
+        pos = pos.max(b);
+    }
+    if pos < end {
+        lo.get_or_insert(pos);
+        hi = end;
+    }
+    lo.map(|l| (l, hi))
+}
+
+/// `ranges` with `[a, b)` added, merged and sorted.
+pub fn add_range(ranges: &[(u64, u64)], a: u64, b: u64) -> Vec<(u64, u64)> {
+    let mut all: Vec<(u64, u64)> = ranges.to_vec();
+    all.push((a, b));
+    all.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+    for (a, b) in all {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -65,33 +136,50 @@ pub enum Tier {
     Ssd,
 }
 
+/// Variants kept per URL.
+const MAX_VARIANTS: usize = 16;
 /// Per-entry bookkeeping the cache costs beyond the bytes themselves.
 const ENTRY_OVERHEAD: usize = 160;
 /// Longest slice value accepted when decoding from disk (slices are at most 64 MiB).
 const MAX_SLICE: u64 = 64 << 20;
 
-/// A cached slice's bytes, as stored in both tiers.
+/// A cached slice's bytes, as stored in both tiers: usually the whole slice; a slice of
+/// an object learned from parts may hold a run of bytes starting `start` bytes in.
 #[derive(Debug, Clone)]
-pub struct Slice(pub Bytes);
+pub struct Slice {
+    pub start: u64,
+    pub data: Bytes,
+}
+
+impl Slice {
+    /// The bytes `[from, to)` (offsets within the slice), if this slice holds them all.
+    pub fn get(&self, from: u64, to: u64) -> Option<Bytes> {
+        let end = self.start + self.data.len() as u64;
+        (from >= self.start && to <= end && from < to)
+            .then(|| self.data.slice((from - self.start) as usize..(to - self.start) as usize))
+    }
+}
 
 impl Code for Slice {
     fn encode(&self, w: &mut impl Write) -> foyer::Result<()> {
-        w.write_all(&(self.0.len() as u64).to_le_bytes()).map_err(foyer::Error::io_error)?;
-        w.write_all(&self.0).map_err(foyer::Error::io_error)
+        w.write_all(&self.start.to_le_bytes()).map_err(foyer::Error::io_error)?;
+        w.write_all(&(self.data.len() as u64).to_le_bytes()).map_err(foyer::Error::io_error)?;
+        w.write_all(&self.data).map_err(foyer::Error::io_error)
     }
 
     fn decode(r: &mut impl std::io::Read) -> foyer::Result<Self> {
+        let start = read_u64(r)?;
         let len = read_u64(r)?;
-        if len > MAX_SLICE {
+        if len > MAX_SLICE || start > MAX_SLICE {
             return Err(foyer::Error::new(foyer::ErrorKind::Parse, "slice longer than any slice size"));
         }
         let mut v = vec![0u8; len as usize];
         r.read_exact(&mut v).map_err(foyer::Error::io_error)?;
-        Ok(Slice(v.into()))
+        Ok(Slice { start, data: v.into() })
     }
 
     fn estimated_size(&self) -> usize {
-        8 + self.0.len()
+        16 + self.data.len()
     }
 }
 
@@ -138,7 +226,8 @@ pub struct SsdOptions {
 
 pub struct Cache {
     slices: HybridCache<SliceKey, Slice>,
-    objects: moka::sync::Cache<Arc<str>, Arc<ObjectInfo>>,
+    /// Primary key -> its stored variants (one unless `Vary` selects among several).
+    objects: moka::sync::Cache<Arc<str>, Arc<Vec<Arc<ObjectInfo>>>>,
     journal: Option<Journal>,
     pub slice_size: u64,
     next_generation: AtomicU64,
@@ -175,7 +264,7 @@ impl Cache {
                 .memory(capacity_bytes as usize)
                 .with_shards(8)
                 .with_eviction_config(eviction.clone())
-                .with_weighter(|k: &SliceKey, v: &Slice| v.0.len() + k.object.len() + ENTRY_OVERHEAD)
+                .with_weighter(|k: &SliceKey, v: &Slice| v.data.len() + k.object.len() + ENTRY_OVERHEAD)
                 .storage()
         };
         let mut admit_after = 1;
@@ -212,12 +301,16 @@ impl Cache {
                 }
             }
         };
-        let objects = moka::sync::Cache::new(200_000);
-        let mut max_generation = 0;
+        let objects: moka::sync::Cache<Arc<str>, Arc<Vec<Arc<ObjectInfo>>>> = moka::sync::Cache::new(200_000);
+        // Generations only ever grow, across restarts too (the clock seeds them), so a slice
+        // left on the SSD by an object the journal lost is never read as another's.
+        let mut max_generation = to_millis(SystemTime::now()) * 1000;
         if let Some(j) = &journal {
             for info in j.recovered.iter() {
                 max_generation = max_generation.max(info.generation);
-                objects.insert(info.key.clone(), Arc::new(info.clone()));
+                let mut variants = objects.get(&info.primary).map(|v| v.as_ref().clone()).unwrap_or_default();
+                variants.push(Arc::new(info.clone()));
+                objects.insert(info.primary.clone(), Arc::new(variants));
             }
         }
         let journal_ok = journal.is_some();
@@ -272,41 +365,74 @@ impl Cache {
         }
     }
 
-    pub fn object(&self, key: &str) -> Option<Arc<ObjectInfo>> {
-        self.objects.get(key)
+    /// The first stored variant under a primary key (the sliced audio path keeps one).
+    pub fn object(&self, primary: &str) -> Option<Arc<ObjectInfo>> {
+        self.objects.get(primary).and_then(|v| v.first().cloned())
+    }
+
+    /// The stored response for this request: the variant whose `Vary`-nominated fields
+    /// match the request's (RFC 9111 §4.1).
+    pub fn lookup(&self, primary: &str, req: &HeaderMap) -> Option<Arc<ObjectInfo>> {
+        self.objects.get(primary).and_then(|v| v.iter().find(|i| vary::matches(&i.vary, req)).cloned())
     }
 
     /// Record a (new) object version; returns it with its generation. A stale entry for
     /// the same version (same length and ETag) is revalidated: it keeps its generation, so
     /// its cached slices stay valid.
     pub fn put_object(&self, mut info: ObjectInfo) -> Arc<ObjectInfo> {
-        info.generation = match self.objects.get(&info.key) {
-            Some(old) if old.stale && old.len == info.len && old.etag == info.etag && !info.etag.is_empty() => {
-                info.fetched_at = old.fetched_at;
+        let old = self.objects.get(&info.primary).and_then(|v| v.iter().find(|o| o.key == info.key).cloned());
+        info.generation = match old {
+            Some(old)
+                if old.len == info.len
+                    && old.status == info.status
+                    && old.validators.etag == info.validators.etag
+                    && !info.validators.etag.is_empty() =>
+            {
+                if info.present.is_some() {
+                    info.present = old.present.clone();
+                }
                 old.generation
             }
             _ => self.next_generation.fetch_add(1, Ordering::Relaxed),
         };
         info.stale = false;
+        self.store(info)
+    }
+
+    /// Store `info` as is (its generation kept): a 304's update, a part added.
+    pub fn store(&self, info: ObjectInfo) -> Arc<ObjectInfo> {
         if let Some(j) = &self.journal {
             j.append(&Record::from(&info));
         }
         let info = Arc::new(info);
-        self.objects.insert(info.key.clone(), info.clone());
+        let mut variants: Vec<Arc<ObjectInfo>> =
+            self.objects.get(&info.primary).map(|v| v.as_ref().clone()).unwrap_or_default();
+        variants.retain(|o| o.key != info.key);
+        variants.insert(0, info.clone());
+        // Bound the variants per URL (a Vary on a high-cardinality field): oldest go.
+        variants.truncate(MAX_VARIANTS);
+        self.objects.insert(info.primary.clone(), Arc::new(variants));
         info
     }
 
-    /// Forget an object version (its slices become unreachable and age out).
-    pub fn drop_object(&self, key: &str) {
-        if let Some(j) = &self.journal {
-            j.append(&Record::dropped(key));
-        }
-        self.objects.invalidate(key);
+    /// A generation for an object whose slices are written before its record (a whole
+    /// response stored as it streams).
+    pub fn new_generation(&self) -> u64 {
+        self.next_generation.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Every object whose key matches `pred`.
+    /// Forget every variant stored under a primary key (their slices become unreachable
+    /// and age out).
+    pub fn drop_object(&self, primary: &str) {
+        if let Some(j) = &self.journal {
+            j.append(&Record::dropped(primary));
+        }
+        self.objects.invalidate(primary);
+    }
+
+    /// Every stored variant `pred` selects.
     pub fn objects_matching(&self, pred: impl Fn(&ObjectInfo) -> bool) -> Vec<Arc<ObjectInfo>> {
-        self.objects.iter().map(|(_, v)| v).filter(|i| pred(i)).collect()
+        self.objects.iter().flat_map(|(_, v)| v.as_ref().clone()).filter(|i| pred(i)).collect()
     }
 
     /// Hard purge: the object's slices leave both tiers and the object is forgotten.
@@ -314,23 +440,30 @@ impl Cache {
         for index in 0..info.len.div_ceil(self.slice_size) {
             self.slices.remove(&SliceKey { object: info.key.clone(), generation: info.generation, index });
         }
-        self.drop_object(&info.key);
+        self.drop_object(&info.primary);
     }
 
     /// Soft purge: mark the object stale; the next request revalidates it upstream.
     pub fn mark_stale(&self, info: &ObjectInfo) {
         let mut stale = info.clone();
         stale.stale = true;
-        if let Some(j) = &self.journal {
-            j.append(&Record::from(&stale));
+        self.store(stale);
+    }
+
+    /// Invalidate (RFC 9111 §4.4): every variant under `primary` must be validated before
+    /// it is used again.
+    pub fn invalidate(&self, primary: &str) -> usize {
+        let Some(variants) = self.objects.get(primary) else { return 0 };
+        for info in variants.iter().filter(|i| !i.stale) {
+            self.mark_stale(info);
         }
-        self.objects.insert(stale.key.clone(), Arc::new(stale));
+        variants.len()
     }
 
     /// Objects known (memory index).
     pub fn object_count(&self) -> u64 {
         self.objects.run_pending_tasks();
-        self.objects.entry_count()
+        self.objects.iter().map(|(_, v)| v.len() as u64).sum()
     }
 
     /// An object that is wanted whole (pre-warm): every slice counts as asked for often
@@ -356,10 +489,10 @@ impl Cache {
     }
 
     /// The slice, from memory or else the SSD, and which tier had it.
-    pub async fn slice(&self, key: &SliceKey) -> Option<(Bytes, Tier)> {
+    pub async fn slice(&self, key: &SliceKey) -> Option<(Slice, Tier)> {
         if let Some(e) = self.slices.memory().get(key) {
             self.promote(key, &e);
-            return Some((e.value().0.clone(), Tier::Mem));
+            return Some((e.value().clone(), Tier::Mem));
         }
         if !self.ssd {
             return None;
@@ -367,7 +500,7 @@ impl Cache {
         match self.slices.get(key).await {
             Ok(Some(e)) => {
                 let tier = if e.source() == Source::Disk { Tier::Ssd } else { Tier::Mem };
-                Some((e.value().0.clone(), tier))
+                Some((e.value().clone(), tier))
             }
             Ok(None) => None,
             Err(e) => {
@@ -395,9 +528,12 @@ impl Cache {
         }
     }
 
-    pub fn put_slice(&self, key: SliceKey, data: Bytes) {
+    /// Store a slice's bytes; `start` is where they begin within the slice (0 but for a
+    /// part of an object learned from parts).
+    pub fn put_slice(&self, key: SliceKey, start: u64, data: Bytes) {
         let location = if self.admitted(&key) { Location::Default } else { Location::InMem };
-        self.slices.insert_with_properties(key, Slice(data), HybridCacheProperties::default().with_location(location));
+        let slice = Slice { start, data };
+        self.slices.insert_with_properties(key, slice, HybridCacheProperties::default().with_location(location));
     }
 
     fn admitted(&self, key: &SliceKey) -> bool {
@@ -489,7 +625,8 @@ impl Demand {
     }
 }
 
-/// One line of the object journal: an object version, or its removal.
+/// One line of the object journal: an object version, or the removal of every variant
+/// under a primary key.
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
     key: String,
@@ -499,40 +636,48 @@ struct Record {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct RecordObject {
+    variant: String,
+    status: u16,
+    headers: Vec<(String, String)>,
     len: u64,
-    etag: String,
-    last_modified: u64,
-    content_type: Option<String>,
-    cache_control: Option<String>,
-    surrogate_key: Option<String>,
+    vary: Selecting,
     generation: u64,
-    fetched_at: u64,
-    #[serde(default)]
+    lifetime_ms: u64,
+    initial_age_ms: u64,
+    response_time_ms: u64,
+    no_cache: bool,
+    no_stale: bool,
+    swr_secs: u64,
+    sie_secs: u64,
     stale: bool,
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-fn header(v: &Option<HeaderValue>) -> Option<String> {
-    v.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned)
+    present: Option<Vec<(u64, u64)>>,
 }
 
 impl From<&ObjectInfo> for Record {
     fn from(i: &ObjectInfo) -> Self {
+        let f = &i.freshness;
         Record {
-            key: i.key.to_string(),
+            key: i.primary.to_string(),
             object: Some(RecordObject {
+                variant: i.key.to_string(),
+                status: i.status.as_u16(),
+                headers: i
+                    .headers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                    .collect(),
                 len: i.len,
-                etag: i.etag.clone(),
-                last_modified: unix(i.last_modified),
-                content_type: header(&i.content_type),
-                cache_control: header(&i.cache_control),
-                surrogate_key: header(&i.surrogate_key),
+                vary: i.vary.clone(),
                 generation: i.generation,
-                fetched_at: unix(i.fetched_at),
+                lifetime_ms: f.lifetime.as_millis() as u64,
+                initial_age_ms: f.initial_age.as_millis() as u64,
+                response_time_ms: to_millis(f.response_time),
+                no_cache: f.no_cache,
+                no_stale: f.no_stale,
+                swr_secs: f.stale_while_revalidate.as_secs(),
+                sie_secs: f.stale_if_error.as_secs(),
                 stale: i.stale,
+                present: i.present.clone(),
             }),
         }
     }
@@ -545,21 +690,40 @@ impl Record {
 
     fn into_info(self) -> Option<ObjectInfo> {
         let o = self.object?;
-        let hv = |s: Option<String>| s.and_then(|s| HeaderValue::from_str(&s).ok());
+        let mut headers = HeaderMap::new();
+        for (k, v) in o.headers {
+            headers.append(HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(&v).ok()?);
+        }
+        let validators = validators_of(&headers);
         Some(ObjectInfo {
             store_key: crate::fetch::store_key(&self.key),
-            key: self.key.into(),
+            primary: self.key.into(),
+            key: o.variant.into(),
+            status: StatusCode::from_u16(o.status).ok()?,
+            headers,
             len: o.len,
-            etag: o.etag,
-            last_modified: UNIX_EPOCH + Duration::from_secs(o.last_modified),
-            content_type: hv(o.content_type),
-            cache_control: hv(o.cache_control),
-            surrogate_key: hv(o.surrogate_key),
+            validators,
+            vary: o.vary,
+            freshness: Freshness {
+                lifetime: Duration::from_millis(o.lifetime_ms),
+                initial_age: Duration::from_millis(o.initial_age_ms),
+                response_time: from_millis(o.response_time_ms),
+                no_cache: o.no_cache,
+                no_stale: o.no_stale,
+                stale_while_revalidate: Duration::from_secs(o.swr_secs),
+                stale_if_error: Duration::from_secs(o.sie_secs),
+            },
             generation: o.generation,
-            fetched_at: UNIX_EPOCH + Duration::from_secs(o.fetched_at),
             stale: o.stale,
+            present: o.present,
         })
     }
+}
+
+/// The validators in stored header fields.
+pub fn validators_of(headers: &HeaderMap) -> Validators {
+    let text = |n| headers.get(n).and_then(|v: &HeaderValue| v.to_str().ok());
+    Validators::from_headers(text(http::header::ETAG), text(http::header::LAST_MODIFIED))
 }
 
 /// Object records, one JSON line each, appended as objects are learned or dropped.
@@ -572,7 +736,9 @@ struct Journal {
 
 impl Journal {
     fn open(path: &Path) -> foyer::Result<Self> {
-        let mut latest: std::collections::HashMap<String, Option<ObjectInfo>> = Default::default();
+        // Per primary key, its variants by variant key (a removal clears them all).
+        let mut latest: std::collections::HashMap<String, std::collections::HashMap<String, ObjectInfo>> =
+            Default::default();
         match std::fs::File::open(path) {
             Ok(f) => {
                 for line in std::io::BufReader::new(f).lines() {
@@ -580,7 +746,14 @@ impl Journal {
                     match serde_json::from_str::<Record>(&line) {
                         Ok(r) => {
                             let key = r.key.clone();
-                            latest.insert(key, r.into_info());
+                            match r.into_info() {
+                                Some(info) => {
+                                    latest.entry(key).or_default().insert(info.key.to_string(), info);
+                                }
+                                None => {
+                                    latest.remove(&key);
+                                }
+                            }
                         }
                         Err(_) => tracing::warn!(path = %path.display(), "skipping a torn object journal line"),
                     }
@@ -589,7 +762,7 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(foyer::Error::io_error(e)),
         }
-        let recovered: Vec<ObjectInfo> = latest.into_values().flatten().collect();
+        let recovered: Vec<ObjectInfo> = latest.into_values().flat_map(|v| v.into_values()).collect();
         let tmp = path.with_extension("journal.tmp");
         {
             let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(foyer::Error::io_error)?);

@@ -79,9 +79,16 @@ pub struct Config {
     pub admin_tokens: Vec<String>,
     /// Signed-URL checks.
     pub tokens: TokenSettings,
-    /// Path prefixes whose requests must carry a valid token when `tokens.required`.
-    /// Default `["/a/", "/enc/"]` (audio; seek tables and manifests stay open).
-    pub token_prefixes: Vec<String>,
+    /// Per-path-prefix rules (`[[paths]]`): slicing, signed URLs, methods, default TTL.
+    /// Default: `/a/` and `/enc/` (audio) sliced and signed; every other path cached whole,
+    /// unsigned, GET and HEAD only. See `crate::policy::PathPolicy`.
+    pub paths: Vec<crate::policy::PathPolicy>,
+    /// Targeted cache-control fields obeyed, first valid one wins over `Cache-Control`
+    /// and `Expires` (RFC 9213). Default `["segue-cache-control", "cdn-cache-control"]`.
+    pub targeted_cache_control: Vec<String>,
+    /// Targeted fields removed from responses before clients see them (a POP facing
+    /// listeners; a parent POP keeps them for its children). Default: none.
+    pub strip_targeted: Vec<String>,
     /// Register with a control plane and heartbeat to it; the answers carry this POP's
     /// jobs (pre-warm, purge) and embargoes. Unset: standalone.
     pub control_plane: Option<ControlPlaneSettings>,
@@ -147,7 +154,9 @@ impl Default for Config {
             admin_tokens: Vec::new(),
             tokens: TokenSettings::default(),
             control_plane: None,
-            token_prefixes: vec!["/a/".into(), "/enc/".into()],
+            paths: crate::policy::defaults(),
+            targeted_cache_control: vec!["segue-cache-control".into(), "cdn-cache-control".into()],
+            strip_targeted: Vec::new(),
         }
     }
 }
@@ -214,8 +223,15 @@ impl Validate for Config {
                 "must be at least 16 characters, no spaces",
             )?;
         }
-        for (i, p) in self.token_prefixes.iter().enumerate() {
-            ensure(p.starts_with('/'), &format!("token_prefixes[{i}]"), "must start with '/'")?;
+        crate::policy::validate(&self.paths)?;
+        for (field, names) in [("targeted_cache_control", &self.targeted_cache_control), ("strip_targeted", &self.strip_targeted)] {
+            for (i, n) in names.iter().enumerate() {
+                ensure(
+                    http::HeaderName::from_bytes(n.as_bytes()).is_ok(),
+                    &format!("{field}[{i}]"),
+                    format!("{n:?} is not a header field name"),
+                )?;
+            }
         }
         if let Some(cp) = &self.control_plane {
             ensure(cp.url.starts_with("http://"), "control_plane.url", "must be an http:// URL")?;

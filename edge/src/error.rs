@@ -27,6 +27,37 @@ pub enum Error {
     /// The object changed upstream mid-response (validator or length mismatch).
     #[error("{0} changed upstream; retry")]
     Changed(String),
+    /// The path's policy does not accept this method.
+    #[error("{method} is not allowed here (allowed: {allow})")]
+    MethodNotAllowed { method: String, allow: String },
+    /// `Cache-Control: only-if-cached` and nothing usable is stored (RFC 9111 §5.2.1.7).
+    #[error("{0} is not in the cache (only-if-cached)")]
+    NotCached(String),
+    /// The upstream's own answer (a redirect, 4xx, 5xx) to a fill several requests wait
+    /// on: passed to each of them as it came, never replaced by the edge's JSON.
+    #[error("upstream answered {} for {}", .0.status, .0.path)]
+    Upstream(std::sync::Arc<Passthrough>),
+}
+
+/// An upstream answer kept whole (its body is small: an error page, a redirect).
+#[derive(Debug)]
+pub struct Passthrough {
+    pub path: String,
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Error {
+    /// Whether a stale copy may stand in (RFC 5861 stale-if-error): the upstream failed,
+    /// as opposed to answering.
+    pub fn is_upstream_failure(&self) -> bool {
+        match self {
+            Error::UpstreamUnavailable { .. } | Error::UpstreamTimeout(_) => true,
+            Error::Upstream(p) => p.status.is_server_error(),
+            _ => false,
+        }
+    }
 }
 
 fn embargo_time(until: i64) -> String {
@@ -47,10 +78,19 @@ impl Error {
             Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Changed(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Loop(_) => StatusCode::LOOP_DETECTED,
+            Error::Upstream(p) => p.status,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::NotCached(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
     pub fn into_response(self) -> http::Response<Body> {
+        if let Error::Upstream(p) = &self {
+            let mut r = http::Response::new(segue_core::server::full(p.body.clone()));
+            *r.status_mut() = p.status;
+            *r.headers_mut() = p.headers.clone();
+            return r;
+        }
         let status = self.status();
         let code = match &self {
             Error::BadPath(_) => "bad_path",
@@ -62,8 +102,17 @@ impl Error {
             Error::UpstreamTimeout(_) => "upstream_timeout",
             Error::Changed(_) => "object_changed",
             Error::Loop(_) => "loop_detected",
+            Error::Upstream(_) => "upstream_status",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::NotCached(_) => "not_cached",
         };
-        error_response(status, code, &self)
+        let mut r = error_response(status, code, &self);
+        if let Error::MethodNotAllowed { allow, .. } = &self {
+            if let Ok(v) = http::HeaderValue::from_str(allow) {
+                r.headers_mut().insert(http::header::ALLOW, v);
+            }
+        }
+        r
     }
 }
 

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use http::Method;
+
 use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
 use http_body_util::BodyExt;
@@ -12,12 +14,22 @@ use http_body_util::BodyExt;
 use crate::cache::{ObjectInfo, SliceKey};
 use crate::coalesce::Fill;
 use crate::error::Error;
+use crate::http_cache::validate;
 use crate::State;
 
 /// Run the fill for slice `index` of the object at `key` (path and query).
-/// `known` is the object's info when already known; its validator is checked.
-pub async fn run_fill(state: Arc<State>, fill: Arc<Fill>, key: Arc<str>, index: u64, known: Option<Arc<ObjectInfo>>) {
-    let result = fill_slice(&state, &fill, &key, index, known).await;
+/// `known` is the object's info when already known; its validator is checked. `stale` is
+/// a stored copy being revalidated: its validators go with the request, and a 304 renews
+/// it without moving a byte.
+pub async fn run_fill(
+    state: Arc<State>,
+    fill: Arc<Fill>,
+    key: Arc<str>,
+    index: u64,
+    known: Option<Arc<ObjectInfo>>,
+    stale: Option<Arc<ObjectInfo>>,
+) {
+    let result = fill_slice(&state, &fill, &key, index, known, stale).await;
     if let Err(e) = &result {
         tracing::debug!(object = %key, index, error = %e, "fill failed");
     }
@@ -31,6 +43,7 @@ async fn fill_slice(
     key: &Arc<str>,
     index: u64,
     known: Option<Arc<ObjectInfo>>,
+    stale: Option<Arc<ObjectInfo>>,
 ) -> Result<(), Error> {
     let size = state.cache.slice_size;
     let first = index * size;
@@ -40,10 +53,29 @@ async fn fill_slice(
         None => first + size - 1,
     };
     let started = Instant::now();
-    let fetched = state.upstreams.get(key, Some((first, last))).await?;
+    let request_time = SystemTime::now();
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("bytes={first}-{last}")) {
+        headers.insert(header::RANGE, v);
+    }
+    if let Some(s) = &stale {
+        for (name, value) in validate::conditional_headers(&s.headers) {
+            headers.insert(name, value);
+        }
+    }
+    let fetched = state.upstreams.fetch(&Method::GET, key, &headers).await?;
+    let response_time = SystemTime::now();
     let upstream = fetched.upstream;
     metrics::histogram!("edge_upstream_head_seconds").record(started.elapsed().as_secs_f64());
 
+    if let (StatusCode::NOT_MODIFIED, Some(s)) = (fetched.status, &stale) {
+        if validate::selects(&s.headers, &fetched.headers) {
+            let renewed = state.renew(s, &fetched.headers, request_time, response_time);
+            metrics::counter!("edge_revalidations_total", "result" => "not_modified").increment(1);
+            fill.set_head(Ok(renewed));
+            return Ok(());
+        }
+    }
     // What the response says about the object, and which bytes of the body are ours.
     let (total, body_offset) = match fetched.status {
         StatusCode::PARTIAL_CONTENT => {
@@ -62,41 +94,31 @@ async fn fill_slice(
         // An upstream that ignores Range sends everything; keep our slice of it.
         StatusCode::OK => (content_length(&fetched.headers).unwrap_or(0), first),
         StatusCode::RANGE_NOT_SATISFIABLE if unsatisfied_len(&fetched.headers) == Some(0) => (0, 0),
-        status => return Err(Error::UpstreamStatus { status: status.as_u16(), path: key.to_string() }),
+        _ => return Err(passthrough(key, fetched).await),
     };
-    let info = ObjectInfo {
-        key: key.clone(),
-        store_key: store_key(key),
-        len: total,
-        etag: fetched
-            .headers
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(|e| e.trim_start_matches("W/").trim_matches('"').to_owned())
-            .unwrap_or_default(),
-        last_modified: fetched
-            .headers
-            .get(header::LAST_MODIFIED)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-            .unwrap_or_else(SystemTime::now),
-        content_type: fetched.headers.get(header::CONTENT_TYPE).cloned(),
-        cache_control: fetched.headers.get(header::CACHE_CONTROL).cloned(),
-        surrogate_key: fetched.headers.get("surrogate-key").cloned(),
-        generation: 0,
-        fetched_at: SystemTime::now(),
-        stale: false,
-    };
+    let info = state.describe(
+        key.clone(),
+        key.clone(),
+        StatusCode::OK,
+        fetched.headers.clone(),
+        total,
+        Vec::new(),
+        request_time,
+        response_time,
+    );
     let info = match known {
-        Some(k) if k.len != info.len || k.etag != info.etag => {
+        Some(k) if k.len != info.len || k.validators.etag != info.validators.etag => {
             // The object changed upstream: forget every slice of the old version and let
             // the next request start over. This request fails visibly.
-            state.cache.drop_object(key);
+            state.cache.drop_object(&k.primary);
             metrics::counter!("edge_object_changed_total").increment(1);
             return Err(Error::Changed(key.to_string()));
         }
         Some(k) => k,
         None => {
+            if stale.is_some() {
+                metrics::counter!("edge_revalidations_total", "result" => "changed").increment(1);
+            }
             let info = state.cache.put_object(info);
             fill.set_head(Ok(info.clone()));
             info
@@ -149,7 +171,7 @@ async fn fill_slice(
         });
     }
     if let Some(chunks) = fill.completed_bytes_now() {
-        state.cache.put_slice(SliceKey { object: key.clone(), generation: info.generation, index }, join(chunks));
+        state.cache.put_slice(SliceKey { object: key.clone(), generation: info.generation, index }, 0, join(chunks));
     }
     Ok(())
 }
@@ -165,6 +187,42 @@ fn join(chunks: Vec<Bytes>) -> Bytes {
     out.into()
 }
 
+/// Largest upstream answer body kept to pass on to every waiter of a failed fill.
+const PASSTHROUGH_MAX: usize = 256 << 10;
+
+/// An answer that is not the object (a redirect, 404, 5xx): read whole (bounded) so every
+/// request waiting on the fill gets it as the upstream sent it.
+pub(crate) async fn passthrough(key: &str, fetched: crate::upstream::Fetched) -> Error {
+    let mut body = fetched.body;
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Ok(d) = f.into_data() {
+                    out.extend_from_slice(&d);
+                    if out.len() > PASSTHROUGH_MAX {
+                        return Error::UpstreamUnavailable {
+                            path: key.to_owned(),
+                            detail: format!("upstream answered {} with a body over {PASSTHROUGH_MAX} bytes", fetched.status),
+                        };
+                    }
+                }
+            }
+            Err(e) => {
+                return Error::UpstreamUnavailable { path: key.to_owned(), detail: format!("answer body failed: {e}") }
+            }
+        }
+    }
+    let mut headers = fetched.headers;
+    headers.remove(header::CONTENT_LENGTH);
+    Error::Upstream(Arc::new(crate::error::Passthrough {
+        path: key.to_owned(),
+        status: fetched.status,
+        headers,
+        body: out.into(),
+    }))
+}
+
 /// Edge paths are arbitrary; one that is not a valid object key gets a neutral name.
 pub(crate) fn store_key(key: &str) -> segue_core::ObjectKey {
     let path = key.trim_start_matches('/').split('?').next().unwrap_or("");
@@ -174,7 +232,7 @@ pub(crate) fn store_key(key: &str) -> segue_core::ObjectKey {
 }
 
 /// `Content-Range: bytes START-END/TOTAL` -> (START, TOTAL).
-fn content_range(h: &HeaderMap) -> Option<(u64, u64)> {
+pub(crate) fn content_range(h: &HeaderMap) -> Option<(u64, u64)> {
     let v = h.get(header::CONTENT_RANGE)?.to_str().ok()?;
     let rest = v.strip_prefix("bytes ")?;
     let (span, total) = rest.split_once('/')?;

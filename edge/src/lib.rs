@@ -13,16 +13,18 @@ pub mod config;
 mod error;
 mod fetch;
 mod heartbeat;
+pub mod http_cache;
+pub mod policy;
 mod reader;
+mod serve;
 pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
-use segue_core::range::{self, RangeOutcome};
 use segue_core::server::ReqBody;
 use segue_core::server::{self, Body, ServerOptions};
 use segue_core::token::Verifier;
@@ -30,8 +32,8 @@ use segue_core::token::Verifier;
 pub use config::Config;
 pub use error::Error;
 
-use cache::{Cache, ObjectInfo, SliceKey};
-use coalesce::{Coalescer, Joined};
+use cache::Cache;
+use coalesce::Coalescer;
 use upstream::Upstreams;
 
 pub struct State {
@@ -40,6 +42,12 @@ pub struct State {
     pub upstreams: Upstreams,
     /// Signed-URL policy; replaced whole on SIGHUP, read per request.
     tokens: std::sync::RwLock<Arc<TokenPolicy>>,
+    /// Per-path-prefix rules; replaced whole on SIGHUP.
+    policies: std::sync::RwLock<Arc<Vec<policy::PathPolicy>>>,
+    /// Targeted cache-control fields obeyed, in precedence order (RFC 9213).
+    targeted: Vec<HeaderName>,
+    /// Targeted fields removed before responses reach clients.
+    strip_targeted: Vec<HeaderName>,
     reader_timeout: Duration,
     writer_max_age: Duration,
     via: HeaderValue,
@@ -85,6 +93,9 @@ impl State {
             tokens: std::sync::RwLock::new(Arc::new(
                 TokenPolicy::new(config).map_err(|e| invalid(&e.field, e.message))?,
             )),
+            policies: std::sync::RwLock::new(Arc::new(config.paths.clone())),
+            targeted: header_names(&config.targeted_cache_control).map_err(|e| invalid("targeted_cache_control", e))?,
+            strip_targeted: header_names(&config.strip_targeted).map_err(|e| invalid("strip_targeted", e))?,
             reader_timeout: Duration::from_secs(config.reader_timeout_secs),
             writer_max_age: Duration::from_secs(config.writer_max_age_secs),
             via: HeaderValue::from_str(&via).map_err(|e| invalid("name", e.to_string()))?,
@@ -118,8 +129,11 @@ impl State {
 pub struct TokenPolicy {
     verifier: Verifier,
     required: bool,
-    prefixes: Vec<String>,
     country_header: http::HeaderName,
+}
+
+fn header_names(names: &[String]) -> Result<Vec<HeaderName>, String> {
+    names.iter().map(|n| HeaderName::from_bytes(n.as_bytes()).map_err(|e| format!("{n:?}: {e}"))).collect()
 }
 
 impl TokenPolicy {
@@ -127,7 +141,6 @@ impl TokenPolicy {
         Ok(TokenPolicy {
             verifier: config.tokens.verifier()?,
             required: config.tokens.required,
-            prefixes: config.token_prefixes.clone(),
             country_header: http::HeaderName::from_bytes(config.tokens.country_header.as_bytes())
                 .map_err(|e| segue_core::config::FieldError::new("tokens.country_header", e.to_string()))?,
         })
@@ -191,6 +204,7 @@ impl State {
     pub fn reload(&self, old: &Config, new: &Config) -> Result<Vec<&'static str>, segue_core::config::FieldError> {
         let policy = TokenPolicy::new(new)?;
         *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.paths.clone());
         if let (Some(shared), Some(_)) = (&self.tls, new.tls_listen) {
             segue_core::tls::reload(shared, &new.tls_certs)
                 .map_err(|e| segue_core::config::FieldError::new("tls_certs", e.to_string()))?;
@@ -201,7 +215,11 @@ impl State {
         }
         *self.admin_tokens.write().unwrap_or_else(|p| p.into_inner()) = new.admin_tokens.clone();
         let mut needs_restart = Vec::new();
-        let checks: [(&'static str, bool); 11] = [
+        let checks: [(&'static str, bool); 12] = [
+            (
+                "targeted_cache_control",
+                (&old.targeted_cache_control, &old.strip_targeted) != (&new.targeted_cache_control, &new.strip_targeted),
+            ),
             ("listen", old.listen != new.listen),
             ("admin_listen", old.admin_listen != new.admin_listen),
             ("tls_listen", old.tls_listen != new.tls_listen),
@@ -399,16 +417,25 @@ async fn handle(state: Arc<State>, req: Request<ReqBody>, peer: SocketAddr) -> R
             server::metrics_response()
         }
         _ if state.is_loop(req.headers()) => Error::Loop(state.via.to_str().unwrap_or("").to_owned()).into_response(),
-        (m, _) if m != Method::GET && m != Method::HEAD => {
-            let method = m.clone();
-            let path = req.uri().path().to_owned();
-            let version = req.version();
-            let range = req.headers().get(header::RANGE).cloned();
-            let resp = forward(&state, req).await.unwrap_or_else(Error::into_response);
-            finish(&state, started, &resp, peer, &method, &path, range.as_ref(), version);
-            return resp;
+        (m, path) => {
+            let policy = state.policy_for(path);
+            if !policy.allows(m) {
+                Error::MethodNotAllowed { method: m.to_string(), allow: policy.methods.join(", ") }.into_response()
+            } else if m != Method::GET && m != Method::HEAD {
+                let method = m.clone();
+                let path = req.uri().path().to_owned();
+                let version = req.version();
+                let range = req.headers().get(header::RANGE).cloned();
+                let resp = forward(&state, req).await.unwrap_or_else(Error::into_response);
+                finish(&state, started, &resp, peer, &method, &path, range.as_ref(), version);
+                return resp;
+            } else {
+                match check_request(&state, &req, &policy) {
+                    Ok(()) => serve::get(&state, &req, &policy).await.unwrap_or_else(Error::into_response),
+                    Err(e) => e.into_response(),
+                }
+            }
         }
-        _ => serve_object(&state, &req).await.unwrap_or_else(Error::into_response),
     };
     let mut resp = resp;
     if let Some(alt) = state.alt_svc.get() {
@@ -462,11 +489,23 @@ fn finish(
 }
 
 /// Methods the cache does not handle go upstream uncached (DESIGN: "forwards other methods
-/// uncached"), still behind the signed-URL check, marked `X-Cache: PASS`.
+/// uncached"), still behind the signed-URL check, marked `X-Cache: PASS`. A success of an
+/// unsafe method invalidates what the cache holds for the URL (RFC 9111 §4.4).
 async fn forward(state: &Arc<State>, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
-    check_request(state, &req)?;
+    let policy = state.policy_for(req.uri().path());
+    check_request(state, &req, &policy)?;
+    let method = req.method().clone();
+    let target = cache_key(req.uri().path(), req.uri().query());
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let resp = state.upstreams.forward(req).await?;
     metrics::counter!("edge_cache_results_total", "result" => "pass").increment(1);
+    for path in http_cache::invalidate::targets(&method, resp.status(), resp.headers(), &target, host.as_deref()) {
+        let (p, q) = path.split_once('?').map_or((path.as_str(), None), |(p, q)| (p, Some(q)));
+        let n = state.cache.invalidate(&cache_key(p, q));
+        if n > 0 {
+            metrics::counter!("edge_invalidated_objects_total").increment(n as u64);
+        }
+    }
     let (mut parts, body) = resp.into_parts();
     parts.headers.insert("x-cache", HeaderValue::from_static("PASS"));
     parts.headers.append(header::VIA, state.via.clone());
@@ -475,7 +514,7 @@ async fn forward(state: &Arc<State>, req: Request<ReqBody>) -> Result<Response<B
 }
 
 /// Path safety and the signed-URL check, for every request that reaches an upstream.
-fn check_request(state: &State, req: &Request<ReqBody>) -> Result<(), Error> {
+fn check_request(state: &State, req: &Request<ReqBody>, policy: &policy::PathPolicy) -> Result<(), Error> {
     let path = req.uri().path();
     if let Err(segue_core::key::PathError::Unsafe(why)) = segue_core::key::check_path_safety(path) {
         return Err(Error::BadPath(why));
@@ -485,7 +524,7 @@ fn check_request(state: &State, req: &Request<ReqBody>) -> Result<(), Error> {
         return Err(Error::Embargoed(until));
     }
     let tokens = state.token_policy();
-    if tokens.required && tokens.prefixes.iter().any(|p| path.starts_with(p.as_str())) {
+    if tokens.required && policy.tokens {
         let country = req.headers().get(&tokens.country_header).and_then(|v| v.to_str().ok());
         tokens.verifier.verify(req.method().as_str(), path, req.uri().query(), fetch::unix_now(), country)?;
     }
@@ -506,122 +545,4 @@ pub(crate) fn cache_key(path: &str, query: Option<&str>) -> String {
     } else {
         format!("{path}?{}", kept.join("&"))
     }
-}
-
-async fn serve_object(state: &Arc<State>, req: &Request<ReqBody>) -> Result<Response<Body>, Error> {
-    let method = req.method();
-    check_request(state, req)?;
-    let path = req.uri().path();
-    let key: Arc<str> = cache_key(path, req.uri().query()).into();
-
-    let (info, mut x_cache) = discover(state, &key).await?;
-    if x_cache == "HIT-MEM" && method == Method::GET {
-        x_cache = classify(state, &info, req.headers());
-    }
-    let counter_name = match x_cache {
-        "HIT-MEM" => "hit_mem",
-        "HIT-SSD" => "hit_ssd",
-        "MISS" => "miss",
-        _ => "coalesced",
-    };
-    metrics::counter!("edge_cache_results_total", "result" => counter_name).increment(1);
-    state.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if x_cache.starts_with("HIT") {
-        state.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    let mut headers = HeaderMap::new();
-    if let Some(v) = &info.cache_control {
-        headers.insert(header::CACHE_CONTROL, v.clone());
-    }
-    if let Some(v) = &info.surrogate_key {
-        headers.insert("surrogate-key", v.clone());
-    }
-    headers.insert("x-cache", HeaderValue::from_static(x_cache));
-    headers.insert(header::AGE, HeaderValue::from(info.fetched_at.elapsed().unwrap_or_default().as_secs()));
-    headers.insert(header::VIA, state.via.clone());
-    let content_type =
-        info.content_type.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream").to_owned();
-    let reader = Arc::new(reader::EdgeReader::new(state.clone(), info));
-    let counter = metrics::counter!("edge_body_bytes_total");
-    segue_core::respond::object_response(method == Method::HEAD, req.headers(), reader, &content_type, headers, counter)
-        .await
-        .map_err(|e| Error::UpstreamUnavailable { path: key.to_string(), detail: e.to_string() })
-}
-
-/// The object's identity: cached, or learned from the fill of its first slice. A
-/// soft-purged (stale) object is revalidated the same way; when no upstream can answer,
-/// the stale copy is served (stale-if-error), but never one the upstream said is gone.
-pub(crate) async fn discover(state: &Arc<State>, key: &Arc<str>) -> Result<(Arc<ObjectInfo>, &'static str), Error> {
-    let cached = state.cache.object(key);
-    if let Some(info) = &cached {
-        if !info.stale {
-            return Ok((info.clone(), "HIT-MEM"));
-        }
-    }
-    let fresh = || state.cache.object(key).is_some_and(|i| !i.stale);
-    let (fill, how) = match state.coalescer.join(key, 0, state.writer_max_age, fresh) {
-        Joined::Started(f) => {
-            tokio::spawn(fetch::run_fill(state.clone(), f.clone(), key.clone(), 0, None));
-            (Some(f), "MISS")
-        }
-        Joined::Joined(f) => (Some(f), "COALESCED"),
-        Joined::Ready => (None, "HIT-MEM"),
-    };
-    let found = match fill {
-        Some(fill) => fill.head(state.reader_timeout, key).await,
-        None => Err(Error::Changed(key.to_string())),
-    };
-    match found {
-        Ok(info) => Ok((info, how)),
-        // Discovery finished elsewhere, or this request joined a fill that does not
-        // report the head (a later slice's): the info is cached by now.
-        Err(e) => match (state.cache.object(key), cached) {
-            (Some(info), _) if !info.stale => Ok((info, how)),
-            (_, Some(stale)) if matches!(e, Error::UpstreamUnavailable { .. } | Error::UpstreamTimeout(_)) => {
-                tracing::warn!(object = %key, error = %e, "revalidation failed; serving the stale copy");
-                metrics::counter!("edge_stale_served_total").increment(1);
-                Ok((stale, "HIT-MEM"))
-            }
-            _ => Err(e),
-        },
-    }
-}
-
-/// HIT-MEM if every slice the response needs is in memory, HIT-SSD if all are cached and
-/// some only on the SSD, COALESCED if the missing ones are all being fetched already, MISS
-/// if this request will start a fetch.
-fn classify(state: &State, info: &Arc<ObjectInfo>, req: &HeaderMap) -> &'static str {
-    let size = state.cache.slice_size;
-    if info.len == 0 {
-        return "HIT-MEM";
-    }
-    let ranges: Vec<(u64, u64)> =
-        match req.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|r| range::resolve(r, info.len)) {
-            Some(RangeOutcome::Partial(rs)) => rs.iter().map(|r| (r.first, r.last)).collect(),
-            Some(RangeOutcome::Unsatisfiable) => return "HIT-MEM",
-            _ => vec![(0, info.len - 1)],
-        };
-    let mut result = "HIT-MEM";
-    for (first, last) in ranges {
-        for index in first / size..=last / size {
-            let key = SliceKey { object: info.key.clone(), generation: info.generation, index };
-            match state.cache.tier_of(&key) {
-                Some(cache::Tier::Mem) => continue,
-                Some(cache::Tier::Ssd) => {
-                    if result == "HIT-MEM" {
-                        result = "HIT-SSD";
-                    }
-                    continue;
-                }
-                None => {}
-            }
-            if state.coalescer.is_inflight(&info.key, index) {
-                result = "COALESCED";
-            } else {
-                return "MISS";
-            }
-        }
-    }
-    result
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use segue_core::conditional::Validators;
 use segue_core::store::{ByteStream, ObjectMeta, ObjectReader};
 
 use crate::cache::{ObjectInfo, SliceKey};
@@ -27,7 +26,7 @@ impl EdgeReader {
         let meta = ObjectMeta {
             key: info.store_key.clone(),
             len: info.len,
-            validators: Validators { etag: info.etag.clone(), last_modified: info.last_modified },
+            validators: info.validators.clone(),
         };
         EdgeReader { state, info, meta }
     }
@@ -62,14 +61,15 @@ impl Cursor {
             if self.fill.is_none() {
                 let key = SliceKey { object: self.info.key.clone(), generation: self.info.generation, index };
                 self.state.cache.note_request(&key);
-                if let Some((b, _tier)) = self.state.cache.slice(&key).await {
-                    let from = (self.pos - slice_start) as usize;
-                    let to = ((self.end.min(slice_end)) - slice_start) as usize;
-                    if to > b.len() || from >= to {
-                        return Some(Err(Error::Changed(self.info.key.to_string()).into()));
+                if let Some((s, _tier)) = self.state.cache.slice(&key).await {
+                    let from = self.pos - slice_start;
+                    let to = self.end.min(slice_end) - slice_start;
+                    // A slice holding only part of what is asked (of an object learned
+                    // from parts) is filled like a missing one.
+                    if let Some(b) = s.get(from, to) {
+                        self.pos = slice_start + to;
+                        return Some(Ok(b));
                     }
-                    self.pos = slice_start + to as u64;
-                    return Some(Ok(b.slice(from..to)));
                 }
                 let max_age = self.state.writer_max_age;
                 let cache = &self.state.cache;
@@ -81,6 +81,7 @@ impl Cursor {
                             self.info.key.clone(),
                             index,
                             Some(self.info.clone()),
+                            None,
                         ));
                         f
                     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -115,6 +115,19 @@ impl Upstreams {
 
     /// GET `path` (with query) with an optional byte range, failing over in order.
     pub async fn get(&self, path: &str, range: Option<(u64, u64)>) -> Result<Fetched, Error> {
+        let mut headers = HeaderMap::new();
+        if let Some((first, last)) = range {
+            if let Ok(v) = http::HeaderValue::from_str(&format!("bytes={first}-{last}")) {
+                headers.insert(http::header::RANGE, v);
+            }
+        }
+        self.fetch(&Method::GET, path, &headers).await
+    }
+
+    /// Send a GET or HEAD for `path` (with query) with `headers`, failing over in order on
+    /// connection errors, timeouts and 5xx answers. When every upstream answered 5xx, the
+    /// last answer is returned as it is (the cache decides between it and a stale copy).
+    pub async fn fetch(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<Fetched, Error> {
         let _ = self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some((b + 2).min(BUDGET_CAP)));
         let now = now_ms();
         // Closed circuits first, in configured order; if every circuit is open, try them
@@ -126,6 +139,7 @@ impl Upstreams {
         }
         let mut last = String::from("no upstream configured");
         let mut timed_out = false;
+        let mut server_error: Option<Fetched> = None;
         for (attempt, &i) in order.iter().enumerate() {
             if attempt > 0 && self.budget.fetch_sub(10, Ordering::Relaxed) < 10 {
                 self.budget.fetch_add(10, Ordering::Relaxed);
@@ -142,22 +156,32 @@ impl Upstreams {
                     })
                 }
             };
-            let mut req = Request::get(uri).header(http::header::VIA, &self.via);
-            if let Some((first, last)) = range {
-                req = req.header(http::header::RANGE, format!("bytes={first}-{last}"));
-            }
-            let req = match req.body(Empty::new().map_err(|never| match never {}).boxed_unsync()) {
+            let mut req = match Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+            {
                 Ok(r) => r,
                 Err(e) => return Err(Error::UpstreamUnavailable { path: path.to_owned(), detail: e.to_string() }),
             };
+            *req.headers_mut() = headers.clone();
+            if let Ok(v) = http::HeaderValue::from_str(&self.via) {
+                req.headers_mut().append(http::header::VIA, v);
+            }
             metrics::counter!("edge_upstream_requests_total", "upstream" => up.base.clone()).increment(1);
             match tokio::time::timeout(self.head_timeout, self.client.request(req)).await {
                 Ok(Ok(resp)) if !resp.status().is_server_error() => {
                     up.failures.store(0, Ordering::Relaxed);
-                    let (parts, body) = resp.into_parts();
+                    let (mut parts, body) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
                     return Ok(Fetched { status: parts.status, headers: parts.headers, body, upstream: i });
                 }
-                Ok(Ok(resp)) => last = format!("{} answered {}", up.base, resp.status()),
+                Ok(Ok(resp)) => {
+                    last = format!("{} answered {}", up.base, resp.status());
+                    let (mut parts, body) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    server_error = Some(Fetched { status: parts.status, headers: parts.headers, body, upstream: i });
+                }
                 Ok(Err(e)) => last = format!("{}: {e}", up.base),
                 Err(_) => {
                     timed_out = true;
@@ -165,6 +189,9 @@ impl Upstreams {
                 }
             }
             self.record_failure(i);
+        }
+        if let Some(answer) = server_error {
+            return Ok(answer);
         }
         if timed_out {
             Err(Error::UpstreamTimeout(format!("{path} ({last})")))
@@ -261,7 +288,7 @@ impl Upstreams {
 }
 
 /// Remove hop-by-hop headers, including any named by `Connection`.
-fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<String> = h
         .get_all(http::header::CONNECTION)
         .iter()

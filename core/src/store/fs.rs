@@ -51,7 +51,7 @@ fn meta_of(key: &ObjectKey, md: &std::fs::Metadata) -> ObjectMeta {
     let nanos = modified.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     // Size and modification time, like nginx: every atomic replace gets a new mtime.
     let etag = format!("{:x}-{:x}", md.len(), nanos);
-    ObjectMeta { key: key.clone(), len: md.len(), validators: Validators { etag, last_modified: modified } }
+    ObjectMeta { key: key.clone(), len: md.len(), validators: Validators::strong(etag, modified) }
 }
 
 fn not_found_or_io(key: &ObjectKey, path: &Path, e: io::Error) -> Error {

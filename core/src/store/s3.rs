@@ -259,7 +259,7 @@ impl ObjectReader for S3Reader {
             .bucket(&self.bucket)
             .key(&self.s3_key)
             .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .if_match(self.meta.validators.etag_header())
+            .set_if_match(self.meta.validators.etag_header())
             .send()
             .await
             .map_err(|e| s3_error(&key, e))?;
@@ -285,10 +285,7 @@ impl ObjectStore for S3Store {
         let meta = ObjectMeta {
             key: key.clone(),
             len: out.content_length().unwrap_or(0).max(0) as u64,
-            validators: Validators {
-                etag: clean_etag(out.e_tag()),
-                last_modified: to_system_time(out.last_modified()),
-            },
+            validators: Validators::strong(clean_etag(out.e_tag()), to_system_time(out.last_modified())),
         };
         Ok(Box::new(S3Reader { client: self.client.clone(), bucket: self.bucket.clone(), s3_key, meta }))
     }
@@ -341,10 +338,7 @@ impl ObjectStore for S3Store {
                 out.push(ObjectMeta {
                     key,
                     len: obj.size().unwrap_or(0).max(0) as u64,
-                    validators: Validators {
-                        etag: clean_etag(obj.e_tag()),
-                        last_modified: to_system_time(obj.last_modified()),
-                    },
+                    validators: Validators::strong(clean_etag(obj.e_tag()), to_system_time(obj.last_modified())),
                 });
             }
         }

@@ -1,0 +1,120 @@
+//! Per-path-prefix rules (`[[paths]]` in edge.toml): how a request under a prefix is cached
+//! and who may make it. The longest matching prefix wins; DESIGN.md: "audio-specific
+//! behaviour is configured per path prefix", and nothing else hard-codes a path layout.
+
+use http::Method;
+use segue_core::config::{ensure, FieldError};
+use serde::Deserialize;
+
+/// One `[[paths]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathPolicy {
+    /// Path prefix this applies to, starting with `/`; `/` matches everything.
+    pub prefix: String,
+    /// Fetch and cache objects in aligned slices of `slice_kib` (one upstream request per
+    /// slice, however many clients wait), for large range-read objects such as audio.
+    /// Off: a miss forwards the client's request (its `Range` included) and the answer is
+    /// stored as it comes. Default off.
+    #[serde(default)]
+    pub slice: bool,
+    /// Require a signed URL (`?exp=&kid=&sig=`) when `[tokens] required`. Default off.
+    #[serde(default)]
+    pub tokens: bool,
+    /// Methods accepted. GET and HEAD are served through the cache; any other listed
+    /// method is forwarded uncached (and a success invalidates what the cache holds for
+    /// the URL). `"*"` accepts every method. Others get 405. Default `["GET", "HEAD"]`,
+    /// so an origin's upload endpoint is not reachable through a POP unless listed.
+    #[serde(default = "default_methods")]
+    pub methods: Vec<String>,
+    /// Freshness (seconds) given to storable responses that carry none (no `max-age`,
+    /// `s-maxage` or `Expires`), instead of the RFC 9111 heuristic. Default 0: none.
+    #[serde(default)]
+    pub default_ttl_secs: u64,
+}
+
+fn default_methods() -> Vec<String> {
+    vec!["GET".into(), "HEAD".into()]
+}
+
+impl PathPolicy {
+    pub fn new(prefix: &str, slice: bool, tokens: bool) -> Self {
+        PathPolicy { prefix: prefix.into(), slice, tokens, methods: default_methods(), default_ttl_secs: 0 }
+    }
+
+    pub fn allows(&self, method: &Method) -> bool {
+        self.methods.iter().any(|m| m == "*" || m.eq_ignore_ascii_case(method.as_str()))
+    }
+
+    pub fn default_ttl(&self) -> Option<u64> {
+        (self.default_ttl_secs > 0).then_some(self.default_ttl_secs)
+    }
+}
+
+/// The shipped rules: audio and its encrypted variants sliced and signed; everything else
+/// (seek tables, manifests, artwork, other origins' paths) cached whole under the
+/// origin's rules, GET and HEAD only.
+pub fn defaults() -> Vec<PathPolicy> {
+    vec![PathPolicy::new("/a/", true, true), PathPolicy::new("/enc/", true, true)]
+}
+
+/// The rule for `path`: the longest matching prefix, else the catch-all default.
+pub fn for_path<'a>(rules: &'a [PathPolicy], path: &str) -> &'a PathPolicy {
+    static CATCH_ALL: std::sync::OnceLock<PathPolicy> = std::sync::OnceLock::new();
+    rules
+        .iter()
+        .filter(|r| path.starts_with(r.prefix.as_str()))
+        .max_by_key(|r| r.prefix.len())
+        .unwrap_or_else(|| CATCH_ALL.get_or_init(|| PathPolicy::new("/", false, false)))
+}
+
+pub fn validate(rules: &[PathPolicy]) -> Result<(), FieldError> {
+    for (i, r) in rules.iter().enumerate() {
+        let field = |name: &str| format!("paths[{i}].{name}");
+        ensure(r.prefix.starts_with('/'), &field("prefix"), "must start with '/'")?;
+        ensure(
+            !rules[..i].iter().any(|o| o.prefix == r.prefix),
+            &field("prefix"),
+            format!("{:?} is listed twice", r.prefix),
+        )?;
+        ensure(!r.methods.is_empty(), &field("methods"), "must list at least one method (GET, HEAD, ...)")?;
+        for (j, m) in r.methods.iter().enumerate() {
+            ensure(
+                m == "*" || (Method::from_bytes(m.as_bytes()).is_ok() && !m.is_empty()),
+                &format!("paths[{i}].methods[{j}]"),
+                format!("{m:?} is not an HTTP method"),
+            )?;
+        }
+        ensure(r.default_ttl_secs <= 365 * 86_400, &field("default_ttl_secs"), "must be 0-31536000")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_prefix_wins_and_defaults_are_safe() {
+        let mut rules = defaults();
+        rules.push(PathPolicy { methods: vec!["*".into()], ..PathPolicy::new("/a/open/", false, false) });
+        assert!(for_path(&rules, "/a/x/high.ogg").slice);
+        assert!(for_path(&rules, "/a/x/high.ogg").tokens);
+        assert!(!for_path(&rules, "/a/open/x").slice);
+        assert!(for_path(&rules, "/a/open/x").allows(&Method::DELETE));
+        let other = for_path(&rules, "/seek/x/high.json");
+        assert!(!other.slice && !other.tokens);
+        assert!(other.allows(&Method::HEAD) && !other.allows(&Method::POST));
+        assert!(!for_path(&rules, "/v1/masters").allows(&Method::POST));
+    }
+
+    #[test]
+    fn bad_rules_name_their_field() {
+        let bad = |r: PathPolicy| validate(&[r]).unwrap_err().field;
+        assert_eq!(bad(PathPolicy::new("a/", false, false)), "paths[0].prefix");
+        assert_eq!(bad(PathPolicy { methods: vec![], ..PathPolicy::new("/", false, false) }), "paths[0].methods");
+        assert_eq!(bad(PathPolicy { methods: vec!["GE T".into()], ..PathPolicy::new("/", false, false) }), "paths[0].methods[0]");
+        let twice = validate(&[PathPolicy::new("/a/", true, true), PathPolicy::new("/a/", false, false)]);
+        assert_eq!(twice.unwrap_err().field, "paths[1].prefix");
+    }
+}
