@@ -31,6 +31,17 @@ pub struct PathPolicy {
     /// `s-maxage` or `Expires`), instead of the RFC 9111 heuristic. Default 0: none.
     #[serde(default)]
     pub default_ttl_secs: u64,
+    /// Seconds past its freshness a stored response may still be served when the upstream
+    /// fails (no answer, connection closed, 5xx) and the response allows it (no
+    /// `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache`): RFC 9111 §4.2.4's
+    /// "disconnected" case; a response's own `stale-if-error` takes precedence. Default
+    /// 86400 (a day): an origin outage is not an outage for listeners.
+    #[serde(default = "default_stale_on_error")]
+    pub stale_on_error_secs: u64,
+}
+
+fn default_stale_on_error() -> u64 {
+    86_400
 }
 
 fn default_methods() -> Vec<String> {
@@ -39,7 +50,14 @@ fn default_methods() -> Vec<String> {
 
 impl PathPolicy {
     pub fn new(prefix: &str, slice: bool, tokens: bool) -> Self {
-        PathPolicy { prefix: prefix.into(), slice, tokens, methods: default_methods(), default_ttl_secs: 0 }
+        PathPolicy {
+            prefix: prefix.into(),
+            slice,
+            tokens,
+            methods: default_methods(),
+            default_ttl_secs: 0,
+            stale_on_error_secs: default_stale_on_error(),
+        }
     }
 
     pub fn allows(&self, method: &Method) -> bool {
@@ -86,6 +104,7 @@ pub fn validate(rules: &[PathPolicy]) -> Result<(), FieldError> {
             )?;
         }
         ensure(r.default_ttl_secs <= 365 * 86_400, &field("default_ttl_secs"), "must be 0-31536000")?;
+        ensure(r.stale_on_error_secs <= 365 * 86_400, &field("stale_on_error_secs"), "must be 0-31536000")?;
     }
     Ok(())
 }

@@ -49,7 +49,16 @@ impl State {
         }
         let status = if status == StatusCode::PARTIAL_CONTENT { StatusCode::OK } else { status };
         let freshness =
-            Freshness::new(status, &headers, &dirs, targeted, policy.default_ttl(), request_time, response_time);
+            Freshness::new(
+                status,
+                &headers,
+                &dirs,
+                targeted,
+                policy.default_ttl(),
+                policy.stale_on_error_secs,
+                request_time,
+                response_time,
+            );
         ObjectInfo {
             store_key: fetch::store_key(&primary),
             validators: cache::validators_of(&headers),

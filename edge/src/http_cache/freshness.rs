@@ -120,12 +120,16 @@ pub enum Reuse {
 }
 
 impl Freshness {
+    /// `stale_on_error`: how long past freshness the operator lets a stored response stand
+    /// in for a failed upstream when the response itself says nothing (`stale-if-error`).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         status: StatusCode,
         headers: &HeaderMap,
         dirs: &Directives,
         targeted: bool,
         default_ttl: Option<u64>,
+        stale_on_error: u64,
         request_time: SystemTime,
         response_time: SystemTime,
     ) -> Self {
@@ -136,7 +140,7 @@ impl Freshness {
             no_cache: dirs.no_cache == Some(Fields::All),
             no_stale: dirs.must_revalidate || dirs.proxy_revalidate || dirs.s_maxage.is_some(),
             stale_while_revalidate: Duration::from_secs(dirs.stale_while_revalidate.unwrap_or(0)),
-            stale_if_error: Duration::from_secs(dirs.stale_if_error.unwrap_or(0)),
+            stale_if_error: Duration::from_secs(dirs.stale_if_error.unwrap_or(stale_on_error)),
         }
     }
 
@@ -293,7 +297,7 @@ mod tests {
         let h = headers(list);
         let targeted = [HeaderName::from_static("cdn-cache-control")];
         let (d, t) = response_directives(&h, &targeted);
-        Freshness::new(StatusCode::from_u16(status).unwrap(), &h, &d, t, None, at(0), at(0))
+        Freshness::new(StatusCode::from_u16(status).unwrap(), &h, &d, t, None, 0, at(0), at(0))
     }
 
     #[test]

@@ -36,11 +36,11 @@ fn same_origin_path(v: &str, target: &str, host: Option<&str>) -> Option<String>
     if v.starts_with('/') {
         return Some(v.to_owned());
     }
-    if let Ok(uri) = v.parse::<http::Uri>() {
-        if let Some(authority) = uri.authority() {
-            let same = host.is_some_and(|h| h.eq_ignore_ascii_case(authority.as_str()));
-            return same.then(|| uri.path_and_query().map_or("/".into(), |p| p.as_str().to_owned()));
-        }
+    if v.contains("://") {
+        let uri = v.parse::<http::Uri>().ok()?;
+        let authority = uri.authority()?;
+        let same = host.is_some_and(|h| h.eq_ignore_ascii_case(authority.as_str()));
+        return same.then(|| uri.path_and_query().map_or("/".into(), |p| p.as_str().to_owned()));
     }
     if v.contains(':') {
         return None;

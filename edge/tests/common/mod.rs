@@ -37,6 +37,12 @@ pub async fn start_edge_with_state(
     config.reader_timeout_secs = 5;
     // Scripted upstreams count every request; health checks are tested on their own.
     config.upstream_probe_secs = 0;
+    // These tests exercise the slice engine on any path, and forwarding of any method.
+    let all = |prefix: &str, tokens: bool| segue_edge::policy::PathPolicy {
+        methods: vec!["*".into()],
+        ..segue_edge::policy::PathPolicy::new(prefix, true, tokens)
+    };
+    config.paths = vec![all("/", false), all("/a/", true), all("/enc/", true)];
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     // The listen address names the POP in Via, as in a real start.
@@ -195,6 +201,7 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
                 h.insert(header::CONTENT_LENGTH, (last - first + 1).into());
                 h.insert(header::ETAG, format!("\"{etag}\"").parse().unwrap());
                 h.insert(header::CONTENT_TYPE, "audio/ogg".parse().unwrap());
+                h.insert(header::CACHE_CONTROL, "max-age=3600".parse().unwrap());
                 r
             }
         },
