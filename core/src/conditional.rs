@@ -99,7 +99,9 @@ impl Validators {
             return false;
         }
         if v.starts_with('"') {
-            return !self.weak && !self.etag.is_empty() && parse_tag(v).is_some_and(|(weak, tag)| !weak && tag == self.etag);
+            return !self.weak
+                && !self.etag.is_empty()
+                && parse_tag(v).is_some_and(|(weak, tag)| !weak && tag == self.etag);
         }
         parse_date(v).is_some_and(|d| Some(d) == self.modified_secs())
     }

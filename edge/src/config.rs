@@ -224,7 +224,9 @@ impl Validate for Config {
             )?;
         }
         crate::policy::validate(&self.paths)?;
-        for (field, names) in [("targeted_cache_control", &self.targeted_cache_control), ("strip_targeted", &self.strip_targeted)] {
+        for (field, names) in
+            [("targeted_cache_control", &self.targeted_cache_control), ("strip_targeted", &self.strip_targeted)]
+        {
             for (i, n) in names.iter().enumerate() {
                 ensure(
                     http::HeaderName::from_bytes(n.as_bytes()).is_ok(),

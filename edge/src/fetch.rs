@@ -203,7 +203,10 @@ pub(crate) async fn passthrough(key: &str, fetched: crate::upstream::Fetched) ->
                     if out.len() > PASSTHROUGH_MAX {
                         return Error::UpstreamUnavailable {
                             path: key.to_owned(),
-                            detail: format!("upstream answered {} with a body over {PASSTHROUGH_MAX} bytes", fetched.status),
+                            detail: format!(
+                                "upstream answered {} with a body over {PASSTHROUGH_MAX} bytes",
+                                fetched.status
+                            ),
                         };
                     }
                 }

@@ -132,7 +132,10 @@ mod tests {
         let bad = |r: PathPolicy| validate(&[r]).unwrap_err().field;
         assert_eq!(bad(PathPolicy::new("a/", false, false)), "paths[0].prefix");
         assert_eq!(bad(PathPolicy { methods: vec![], ..PathPolicy::new("/", false, false) }), "paths[0].methods");
-        assert_eq!(bad(PathPolicy { methods: vec!["GE T".into()], ..PathPolicy::new("/", false, false) }), "paths[0].methods[0]");
+        assert_eq!(
+            bad(PathPolicy { methods: vec!["GE T".into()], ..PathPolicy::new("/", false, false) }),
+            "paths[0].methods[0]"
+        );
         let twice = validate(&[PathPolicy::new("/a/", true, true), PathPolicy::new("/a/", false, false)]);
         assert_eq!(twice.unwrap_err().field, "paths[1].prefix");
     }

@@ -23,11 +23,7 @@ pub struct EdgeReader {
 
 impl EdgeReader {
     pub fn new(state: Arc<State>, info: Arc<ObjectInfo>) -> Self {
-        let meta = ObjectMeta {
-            key: info.store_key.clone(),
-            len: info.len,
-            validators: info.validators.clone(),
-        };
+        let meta = ObjectMeta { key: info.store_key.clone(), len: info.len, validators: info.validators.clone() };
         EdgeReader { state, info, meta }
     }
 }

@@ -48,17 +48,16 @@ impl State {
             headers.remove(header::CONTENT_RANGE);
         }
         let status = if status == StatusCode::PARTIAL_CONTENT { StatusCode::OK } else { status };
-        let freshness =
-            Freshness::new(
-                status,
-                &headers,
-                &dirs,
-                targeted,
-                policy.default_ttl(),
-                policy.stale_on_error_secs,
-                request_time,
-                response_time,
-            );
+        let freshness = Freshness::new(
+            status,
+            &headers,
+            &dirs,
+            targeted,
+            policy.default_ttl(),
+            policy.stale_on_error_secs,
+            request_time,
+            response_time,
+        );
         ObjectInfo {
             store_key: fetch::store_key(&primary),
             validators: cache::validators_of(&headers),
@@ -107,7 +106,11 @@ impl State {
 }
 
 /// GET or HEAD of anything under a cached prefix.
-pub(crate) async fn get(state: &Arc<State>, req: &Request<ReqBody>, policy: &PathPolicy) -> Result<Response<Body>, Error> {
+pub(crate) async fn get(
+    state: &Arc<State>,
+    req: &Request<ReqBody>,
+    policy: &PathPolicy,
+) -> Result<Response<Body>, Error> {
     let primary: Arc<str> = crate::cache_key(req.uri().path(), req.uri().query()).into();
     let rdirs = freshness::request_directives(req.headers());
     let resp = if policy.slice {
@@ -373,7 +376,13 @@ async fn answer_stored(
     // Fetch the missing bytes, open-ended when they run to the end.
     let mut headers = req.headers().clone();
     crate::upstream::strip_hop_by_hop(&mut headers);
-    for h in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_UNMODIFIED_SINCE, header::IF_RANGE] {
+    for h in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ] {
         headers.remove(h);
     }
     let spec = if b == info.len { format!("bytes={a}-") } else { format!("bytes={a}-{}", b - 1) };
@@ -462,7 +471,13 @@ async fn forward_and_store(
     let mut headers = req.clone();
     crate::upstream::strip_hop_by_hop(&mut headers);
     if let Some(s) = &stored {
-        for h in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_UNMODIFIED_SINCE, header::IF_RANGE] {
+        for h in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+        ] {
             headers.remove(h);
         }
         for (name, value) in validate::conditional_headers(&s.headers) {
@@ -540,7 +555,9 @@ async fn respond_fetched(
     // What the body will be stored as: (offset of its first byte, the object's length).
     let shape = match (decision, fetched.status) {
         (Err(_), _) => None,
-        (Ok(()), StatusCode::PARTIAL_CONTENT) => fetch::content_range(&fetched.headers).map(|(start, total)| (start, Some(total))),
+        (Ok(()), StatusCode::PARTIAL_CONTENT) => {
+            fetch::content_range(&fetched.headers).map(|(start, total)| (start, Some(total)))
+        }
         (Ok(()), StatusCode::OK) => Some((0, content_length(&fetched.headers))),
         (Ok(()), _) => content_length(&fetched.headers).is_none_or(|l| l <= SMALL_BODY_MAX).then_some((0, None)),
     };
@@ -623,13 +640,16 @@ fn tee(
         let mut writer = SliceWriter::new(&state, &info, offset);
         let mut client = Some(tx);
         let mut failed = false;
+        // The last chunk is held back until the object is recorded, so a client that has
+        // the whole body finds it in the cache on its next request.
+        let mut held: Option<Bytes> = None;
         while let Some(frame) = body.frame().await {
             match frame {
                 Ok(f) => {
                     let Ok(data) = f.into_data() else { continue };
                     writer.push(&data).await;
-                    if let Some(tx) = &client {
-                        if tx.send(Ok(data)).await.is_err() {
+                    if let (Some(tx), Some(prev)) = (&client, held.replace(data)) {
+                        if tx.send(Ok(prev)).await.is_err() {
                             client = None;
                         }
                     }
@@ -637,6 +657,9 @@ fn tee(
                 Err(e) => {
                     failed = true;
                     if let Some(tx) = client.take() {
+                        if let Some(prev) = held.take() {
+                            let _ = tx.send(Ok(prev)).await;
+                        }
                         let _ = tx.send(Err(Box::new(e))).await;
                     }
                     break;
@@ -652,8 +675,12 @@ fn tee(
         };
         if failed || !complete {
             tracing::debug!(object = %info.key, got, "body incomplete; not stored");
+            if let (Some(tx), Some(last)) = (client, held) {
+                let _ = tx.send(Ok(last)).await;
+            }
             return;
         }
+        let last = held.take();
         if partial {
             let t = total.unwrap_or(0);
             info.len = t;
@@ -663,6 +690,9 @@ fn tee(
             info.len = got;
         }
         state.cache.store(info);
+        if let (Some(tx), Some(last)) = (client, last) {
+            let _ = tx.send(Ok(last)).await;
+        }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     use futures_util::TryStreamExt;
@@ -734,7 +764,10 @@ impl<'a> SliceWriter<'a> {
                 }
                 data = joined;
                 start = old.start;
-            } else if start <= old.start && start + data.len() as u64 >= old.start && old_end > start + data.len() as u64 {
+            } else if start <= old.start
+                && start + data.len() as u64 >= old.start
+                && old_end > start + data.len() as u64
+            {
                 data.extend_from_slice(&old.data[(start + data.len() as u64 - old.start) as usize..]);
             }
         }

@@ -445,7 +445,16 @@ mod tests {
         assert!(cdn(&["no-store"]).unwrap().no_store);
         assert!(cdn(&["max-age=10;a=1", "no-cache"]).unwrap().no_cache.is_some());
         // Ignored whole: absent, empty, bad syntax, wrong type, upper case keys.
-        for bad in [&[][..], &[""], &["max-age=10000, &&&&&"], &["max-age=\"10000\""], &["max-age=1.5"], &["MaX-aGe=3600"], &["max-age =100"], &["max-age=1,"]] {
+        for bad in [
+            &[][..],
+            &[""],
+            &["max-age=10000, &&&&&"],
+            &["max-age=\"10000\""],
+            &["max-age=1.5"],
+            &["MaX-aGe=3600"],
+            &["max-age =100"],
+            &["max-age=1,"],
+        ] {
             assert_eq!(cdn(bad), None, "{bad:?}");
         }
     }

@@ -36,9 +36,10 @@ pub fn response_directives(headers: &HeaderMap, targeted: &[HeaderName]) -> (Dir
 pub fn request_directives(headers: &HeaderMap) -> Directives {
     let mut d = Directives::cache_control(headers);
     if !headers.contains_key(http::header::CACHE_CONTROL)
-        && headers.get_all(http::header::PRAGMA).iter().any(|v| {
-            v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("no-cache")))
-        })
+        && headers
+            .get_all(http::header::PRAGMA)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("no-cache"))))
     {
         d.no_cache = Some(Fields::All);
     }
@@ -72,7 +73,9 @@ pub fn storable(
     if dirs.private == Some(Fields::All) {
         return Err("private");
     }
-    if req.contains_key(http::header::AUTHORIZATION) && !(dirs.public || dirs.s_maxage.is_some() || dirs.must_revalidate) {
+    if req.contains_key(http::header::AUTHORIZATION)
+        && !(dirs.public || dirs.s_maxage.is_some() || dirs.must_revalidate)
+    {
         return Err("authorization");
     }
     if status == StatusCode::PARTIAL_CONTENT && !headers.contains_key(http::header::CONTENT_RANGE) {
@@ -171,7 +174,11 @@ impl Freshness {
         }
         let left = self.lifetime.saturating_sub(age);
         if let Some(min) = req.min_fresh {
-            return if self.lifetime > age && left >= Duration::from_secs(min) { Reuse::Fresh } else { Reuse::Revalidate };
+            return if self.lifetime > age && left >= Duration::from_secs(min) {
+                Reuse::Fresh
+            } else {
+                Reuse::Revalidate
+            };
         }
         if self.lifetime > age {
             return Reuse::Fresh;
@@ -355,7 +362,8 @@ mod tests {
         assert_eq!(initial_age(&h, at(-2), at(0)), Duration::from_secs(30));
         let h = headers(&[("date", date_at(0)), ("age", "10".into())]);
         assert_eq!(initial_age(&h, at(-2), at(0)), Duration::from_secs(12));
-        let f = fresh_for(200, &[("date", date_at(0)), ("cache-control", "max-age=3600".into()), ("age", "7200".into())]);
+        let f =
+            fresh_for(200, &[("date", date_at(0)), ("cache-control", "max-age=3600".into()), ("age", "7200".into())]);
         assert!(!f.is_fresh(at(0)));
         assert_eq!(f.age_header(at(5)), 7205);
     }
@@ -407,9 +415,15 @@ mod tests {
         assert_eq!(check(201, &[("cache-control", "max-age=10")], &[]), Ok(()));
         assert_eq!(check(200, &[("cache-control", "max-age=10, no-store")], &[]), Err("no-store"));
         assert_eq!(check(200, &[("cache-control", "private, max-age=10")], &[]), Err("private"));
-        assert_eq!(check(200, &[("cdn-cache-control", "no-store"), ("cache-control", "max-age=10")], &[]), Err("no-store"));
+        assert_eq!(
+            check(200, &[("cdn-cache-control", "no-store"), ("cache-control", "max-age=10")], &[]),
+            Err("no-store")
+        );
         assert_eq!(check(200, &[("cdn-cache-control", "max-age=10"), ("cache-control", "no-store")], &[]), Ok(()));
-        assert_eq!(check(599, &[("cache-control", "max-age=10, no-store, must-understand")], &[]), Err("must-understand"));
+        assert_eq!(
+            check(599, &[("cache-control", "max-age=10, no-store, must-understand")], &[]),
+            Err("must-understand")
+        );
         assert_eq!(check(200, &[("cache-control", "max-age=10, no-store, must-understand")], &[]), Ok(()));
         assert_eq!(check(200, &[("cache-control", "max-age=10")], &[("authorization", "x")]), Err("authorization"));
         assert_eq!(check(200, &[("cache-control", "s-maxage=10")], &[("authorization", "x")]), Ok(()));

@@ -11,7 +11,13 @@ pub fn is_unsafe(method: &Method) -> bool {
 
 /// The paths (with query) an answer to an unsafe request invalidates, beside the target.
 /// `host` is the request's authority: absolute URIs must name it to count.
-pub fn targets(method: &Method, status: StatusCode, response: &HeaderMap, target: &str, host: Option<&str>) -> Vec<String> {
+pub fn targets(
+    method: &Method,
+    status: StatusCode,
+    response: &HeaderMap,
+    target: &str,
+    host: Option<&str>,
+) -> Vec<String> {
     if !is_unsafe(method) || !(status.is_success() || status.is_redirection()) {
         return Vec::new();
     }

@@ -51,7 +51,9 @@ pub fn selecting(names: &[String], req: &HeaderMap) -> Selecting {
                 return (name.clone(), None);
             }
             let joined: Vec<String> = values
-                .flat_map(|v| String::from_utf8_lossy(v.as_bytes()).split(',').map(|m| m.trim().to_owned()).collect::<Vec<_>>())
+                .flat_map(|v| {
+                    String::from_utf8_lossy(v.as_bytes()).split(',').map(|m| m.trim().to_owned()).collect::<Vec<_>>()
+                })
                 .collect();
             (name.clone(), Some(joined.join(",")))
         })
@@ -88,8 +90,19 @@ mod tests {
     fn vary_field_syntax() {
         assert_eq!(Vary::of(&h(&[])), Vary::None);
         assert_eq!(Vary::of(&h(&[("vary", "")])), Vary::None);
-        assert_eq!(Vary::of(&h(&[("vary", "Foo, bar"), ("vary", "FOO")])), Vary::Fields(vec!["foo".into(), "bar".into()]));
-        for star in [&[("vary", "*")][..], &[("vary", "*, *")], &[("vary", "*"), ("vary", "*")], &[("vary", ", *")], &[("vary", ""), ("vary", "*")], &[("vary", "*, Foo")], &[("vary", "Foo, *")]] {
+        assert_eq!(
+            Vary::of(&h(&[("vary", "Foo, bar"), ("vary", "FOO")])),
+            Vary::Fields(vec!["foo".into(), "bar".into()])
+        );
+        for star in [
+            &[("vary", "*")][..],
+            &[("vary", "*, *")],
+            &[("vary", "*"), ("vary", "*")],
+            &[("vary", ", *")],
+            &[("vary", ""), ("vary", "*")],
+            &[("vary", "*, Foo")],
+            &[("vary", "Foo, *")],
+        ] {
             assert_eq!(Vary::of(&h(star)), Vary::Any, "{star:?}");
         }
     }

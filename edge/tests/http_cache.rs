@@ -1,0 +1,300 @@
+//! The edge as an HTTP cache (RFC 9111, RFC 9213, RFC 5861), one directive family per
+//! test, through a real edge in front of a loopback origin whose answers each test
+//! scripts (and whose received requests it inspects).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
+use segue_core::server::Body;
+use tokio::net::TcpListener;
+
+/// What the origin answers: status, header fields, body.
+type Answer = (u16, Vec<(&'static str, String)>, &'static str);
+type Script = Arc<dyn Fn(&http::Method, &str, &HeaderMap) -> Answer + Send + Sync>;
+
+struct Origin {
+    addr: SocketAddr,
+    /// Every request seen: method, path and query, header fields.
+    seen: Arc<Mutex<Vec<(String, String, HeaderMap)>>>,
+    script: Arc<Mutex<Script>>,
+}
+
+impl Origin {
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+    fn last_header(&self, name: &str) -> Option<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.last().and_then(|(_, _, h)| h.get(name)).map(|v| v.to_str().unwrap().to_owned())
+    }
+    fn answer(&self, f: impl Fn(&http::Method, &str, &HeaderMap) -> Answer + Send + Sync + 'static) {
+        *self.script.lock().unwrap() = Arc::new(f);
+    }
+}
+
+async fn origin(f: impl Fn(&http::Method, &str, &HeaderMap) -> Answer + Send + Sync + 'static) -> Origin {
+    let seen: Arc<Mutex<Vec<(String, String, HeaderMap)>>> = Arc::default();
+    let script: Arc<Mutex<Script>> = Arc::new(Mutex::new(Arc::new(f)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (s2, sc2) = (seen.clone(), script.clone());
+    tokio::spawn(segue_core::server::serve(
+        listener,
+        Default::default(),
+        move |req, _| {
+            let (seen, script) = (s2.clone(), sc2.clone());
+            async move {
+                let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+                seen.lock().unwrap().push((req.method().to_string(), target.clone(), req.headers().clone()));
+                let f = script.lock().unwrap().clone();
+                let (status, headers, body) = f(req.method(), &target, req.headers());
+                let mut r = Response::new(segue_core::server::full(Bytes::from_static(body.as_bytes())) as Body);
+                *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                for (k, v) in headers {
+                    r.headers_mut().append(k, v.parse().unwrap());
+                }
+                r
+            }
+        },
+        std::future::pending(),
+    ));
+    Origin { addr, seen, script }
+}
+
+/// An edge with the shipped path rules (general paths cached whole) in front of `o`.
+async fn edge(o: &Origin, tweak: impl FnOnce(&mut segue_edge::Config)) -> SocketAddr {
+    let upstreams = vec![format!("http://{}", o.addr)];
+    common::start_edge(upstreams, |c| {
+        c.paths = segue_edge::policy::defaults();
+        tweak(c)
+    })
+    .await
+}
+
+async fn get(edge: SocketAddr, path: &str, headers: &[(&str, &str)]) -> common::Resp {
+    common::get(edge, path, headers).await
+}
+
+fn h(list: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    list.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+#[tokio::test]
+async fn max_age_serves_from_cache_and_stale_copies_revalidate_with_the_stored_etag() {
+    let o =
+        origin(|_, _, _| (200, h(&[("cache-control", "max-age=3600"), ("etag", "W/\"v1\""), ("x-a", "1")]), "hello"))
+            .await;
+    let e = edge(&o, |_| {}).await;
+    let miss = get(e, "/doc", &[]).await;
+    assert_eq!((miss.status, miss.h("x-cache"), &miss.body[..]), (200, "MISS", &b"hello"[..]));
+    let hit = get(e, "/doc", &[]).await;
+    assert_eq!((hit.status, hit.h("x-cache"), hit.h("etag"), hit.h("x-a")), (200, "HIT-MEM", "W/\"v1\"", "1"));
+    assert!(hit.headers.contains_key("age"));
+    assert_eq!(o.count(), 1);
+    // A client's conditional is answered from the stored weak tag.
+    assert_eq!(get(e, "/doc", &[("if-none-match", "W/\"v1\"")]).await.status, 304);
+    assert_eq!(o.count(), 1);
+
+    // max-age=0: every use revalidates, with the tag exactly as stored; a 304 updates the
+    // stored fields and the body stays.
+    let o = origin(|_, _, req| match req.get("if-none-match") {
+        Some(t) if t == "W/\"v1\"" => {
+            (304, h(&[("cache-control", "max-age=0"), ("etag", "W/\"v1\""), ("x-a", "2")]), "")
+        }
+        _ => (200, h(&[("cache-control", "max-age=0"), ("etag", "W/\"v1\""), ("x-a", "1")]), "hello"),
+    })
+    .await;
+    let e = edge(&o, |_| {}).await;
+    assert_eq!(get(e, "/doc", &[]).await.h("x-a"), "1");
+    let again = get(e, "/doc", &[]).await;
+    assert_eq!((again.h("x-cache"), again.h("x-a"), &again.body[..]), ("REVALIDATED", "2", &b"hello"[..]));
+    assert_eq!(o.last_header("if-none-match").as_deref(), Some("W/\"v1\""));
+    assert_eq!(o.count(), 2);
+    // No validator is invented for a response that had none.
+    let bare = origin(|_, _, _| (200, h(&[("cache-control", "max-age=0")]), "bare")).await;
+    let e = edge(&bare, |_| {}).await;
+    let first = get(e, "/b", &[]).await;
+    assert!(!first.headers.contains_key("etag") && !first.headers.contains_key("last-modified"));
+    get(e, "/b", &[]).await;
+    assert_eq!((bare.last_header("if-none-match"), bare.last_header("if-modified-since")), (None, None));
+}
+
+#[tokio::test]
+async fn no_store_private_and_credentials_are_not_reused() {
+    let o = origin(|_, path, _| match path {
+        "/no-store" => (200, h(&[("cache-control", "max-age=3600, no-store")]), "x"),
+        "/private" => (200, h(&[("cache-control", "max-age=3600, private")]), "x"),
+        "/public" => (200, h(&[("cache-control", "max-age=3600, public")]), "x"),
+        _ => (200, h(&[("cache-control", "max-age=3600")]), "x"),
+    })
+    .await;
+    let e = edge(&o, |_| {}).await;
+    for path in ["/no-store", "/private"] {
+        get(e, path, &[]).await;
+        let r = get(e, path, &[]).await;
+        assert_eq!(r.h("x-cache"), "PASS", "{path}");
+    }
+    assert_eq!(o.count(), 4);
+    // A response to a request with Authorization is reused only when it says `public`.
+    get(e, "/auth", &[("authorization", "Bearer a")]).await;
+    get(e, "/auth", &[("authorization", "Bearer a")]).await;
+    assert_eq!(o.count(), 6);
+    get(e, "/public", &[("authorization", "Bearer a")]).await;
+    assert_eq!(get(e, "/public", &[("authorization", "Bearer a")]).await.h("x-cache"), "HIT-MEM");
+    assert_eq!(o.count(), 7);
+}
+
+#[tokio::test]
+async fn vary_keeps_one_response_per_variant_and_never_stores_vary_star() {
+    let o = origin(|_, path, req| {
+        let lang = req.get("accept-language").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body: &'static str = if lang.starts_with("fr") { "bonjour" } else { "hello" };
+        let vary = if path == "/star" { "*" } else { "Accept-Language" };
+        (200, vec![("cache-control", "max-age=3600".into()), ("vary", vary.into())], body)
+    })
+    .await;
+    let e = edge(&o, |_| {}).await;
+    assert_eq!(&get(e, "/v", &[("accept-language", "en")]).await.body[..], b"hello");
+    assert_eq!(&get(e, "/v", &[("accept-language", "fr")]).await.body[..], b"bonjour");
+    let en = get(e, "/v", &[("accept-language", "en")]).await;
+    let fr = get(e, "/v", &[("accept-language", "fr")]).await;
+    assert_eq!(
+        (en.h("x-cache"), &en.body[..], fr.h("x-cache"), &fr.body[..]),
+        ("HIT-MEM", &b"hello"[..], "HIT-MEM", &b"bonjour"[..])
+    );
+    assert_eq!(get(e, "/v", &[]).await.h("x-cache"), "MISS");
+    assert_eq!(o.count(), 3);
+    get(e, "/star", &[]).await;
+    assert_eq!(get(e, "/star", &[]).await.h("x-cache"), "PASS");
+}
+
+#[tokio::test]
+async fn targeted_cache_control_wins_in_precedence_and_can_be_kept_from_clients() {
+    let o = origin(|_, path, _| match path {
+        "/cdn" => (200, h(&[("cache-control", "no-store"), ("cdn-cache-control", "max-age=3600")]), "c"),
+        "/segue" => (200, h(&[("segue-cache-control", "no-store"), ("cdn-cache-control", "max-age=3600")]), "s"),
+        _ => (200, h(&[("cache-control", "max-age=3600"), ("cdn-cache-control", "max-age=\"bad\", &&")]), "i"),
+    })
+    .await;
+    let e = edge(&o, |c| c.strip_targeted = vec!["segue-cache-control".into()]).await;
+    get(e, "/cdn", &[]).await;
+    let cdn = get(e, "/cdn", &[]).await;
+    assert_eq!((cdn.h("x-cache"), cdn.h("cdn-cache-control")), ("HIT-MEM", "max-age=3600"));
+    let segue = get(e, "/segue", &[]).await;
+    assert!(!segue.headers.contains_key("segue-cache-control"), "stripped before the client");
+    assert_eq!(get(e, "/segue", &[]).await.h("x-cache"), "PASS");
+    // An invalid targeted field is ignored: Cache-Control applies.
+    get(e, "/invalid", &[]).await;
+    assert_eq!(get(e, "/invalid", &[]).await.h("x-cache"), "HIT-MEM");
+}
+
+#[tokio::test]
+async fn upstream_statuses_pass_through_and_are_cached_only_as_allowed() {
+    let o = origin(|_, path, _| match path {
+        "/moved" => (301, h(&[("location", "/new"), ("cache-control", "max-age=3600")]), "moved"),
+        "/gone" => (404, h(&[("cache-control", "max-age=60"), ("content-type", "text/html")]), "<h1>no</h1>"),
+        "/busy" => (503, h(&[("retry-after", "7")]), "busy"),
+        _ => (302, h(&[("location", "/elsewhere")]), ""),
+    })
+    .await;
+    let e = edge(&o, |_| {}).await;
+    for _ in 0..2 {
+        let r = get(e, "/moved", &[]).await;
+        assert_eq!((r.status, r.h("location"), &r.body[..]), (301, "/new", &b"moved"[..]));
+        let r = get(e, "/gone", &[]).await;
+        assert_eq!((r.status, r.h("content-type"), &r.body[..]), (404, "text/html", &b"<h1>no</h1>"[..]));
+    }
+    assert_eq!(o.count(), 2, "the 301 and the 404 were stored with their freshness");
+    let r = get(e, "/busy", &[]).await;
+    assert_eq!((r.status, r.h("retry-after"), &r.body[..]), (503, "7", &b"busy"[..]));
+    let r = get(e, "/found", &[]).await;
+    assert_eq!((r.status, r.h("location")), (302, "/elsewhere"));
+    get(e, "/found", &[]).await;
+    assert_eq!(o.count(), 5, "a 302 without freshness is not reused");
+}
+
+#[tokio::test]
+async fn unsafe_methods_invalidate_and_are_refused_unless_the_path_allows_them() {
+    let o = origin(|m, _, _| match *m {
+        http::Method::POST => (201, h(&[("location", "/list?page=1")]), "made"),
+        _ => (200, h(&[("cache-control", "max-age=3600")]), "list"),
+    })
+    .await;
+    // Shipped defaults: GET and HEAD only, nothing reaches the origin.
+    let closed = edge(&o, |_| {}).await;
+    let r = common::request(closed, "POST", "/v1/masters", &[], b"master").await;
+    assert_eq!((r.status, r.h("allow")), (405, "GET, HEAD"));
+    assert_eq!(o.count(), 0);
+
+    let open = edge(&o, |c| {
+        c.paths.push(segue_edge::policy::PathPolicy {
+            methods: vec!["*".into()],
+            ..segue_edge::policy::PathPolicy::new("/", false, false)
+        })
+    })
+    .await;
+    get(open, "/list", &[]).await;
+    get(open, "/list?page=1", &[]).await;
+    assert_eq!(get(open, "/list", &[]).await.h("x-cache"), "HIT-MEM");
+    let r = common::request(open, "POST", "/list", &[], b"item").await;
+    assert_eq!(r.status, 201);
+    assert_eq!(o.count(), 3);
+    // The target and the same-origin Location are invalidated: both revalidate.
+    assert_ne!(get(open, "/list", &[]).await.h("x-cache"), "HIT-MEM");
+    assert_ne!(get(open, "/list?page=1", &[]).await.h("x-cache"), "HIT-MEM");
+    assert_eq!(o.count(), 5);
+}
+
+#[tokio::test]
+async fn a_failing_origin_gets_the_stale_copy_unless_the_response_forbids_it() {
+    let o = origin(|_, path, _| match path {
+        "/strict" => (200, h(&[("cache-control", "max-age=0, must-revalidate"), ("etag", "\"s\"")]), "strict"),
+        _ => (200, h(&[("cache-control", "max-age=0"), ("etag", "\"l\"")]), "lenient"),
+    })
+    .await;
+    let e = edge(&o, |_| {}).await;
+    get(e, "/lenient", &[]).await;
+    get(e, "/strict", &[]).await;
+    o.answer(|_, _, _| (500, h(&[]), "down"));
+    let r = get(e, "/lenient", &[]).await;
+    assert_eq!((r.status, r.h("x-cache"), &r.body[..]), (200, "STALE", &b"lenient"[..]));
+    let r = get(e, "/strict", &[]).await;
+    assert_eq!((r.status, &r.body[..]), (500, &b"down"[..]));
+}
+
+#[tokio::test]
+async fn parts_are_stored_served_in_sub_ranges_and_completed_with_the_missing_bytes() {
+    const WHOLE: &str = "0123456789";
+    let o = origin(|_, _, req| {
+        let range = req.get("range").map(|v| v.to_str().unwrap().to_owned());
+        let (a, b) = match range.as_deref() {
+            Some("bytes=0-4") => (0, 4),
+            Some("bytes=5-") => (5, 9),
+            _ => return (200, h(&[("cache-control", "max-age=3600"), ("etag", "\"p\"")]), WHOLE),
+        };
+        let cr = format!("bytes {a}-{b}/10");
+        (
+            206,
+            vec![("cache-control", "max-age=3600".into()), ("etag", "\"p\"".into()), ("content-range", cr)],
+            &WHOLE[a..=b],
+        )
+    })
+    .await;
+    let e = edge(&o, |_| {}).await;
+    let first = get(e, "/p", &[("range", "bytes=0-4")]).await;
+    assert_eq!((first.status, &first.body[..]), (206, &b"01234"[..]));
+    let sub = get(e, "/p", &[("range", "bytes=2-3")]).await;
+    assert_eq!((sub.status, sub.h("content-range"), &sub.body[..]), (206, "bytes 2-3/10", &b"23"[..]));
+    assert_eq!(o.count(), 1);
+    // The whole object: only the missing bytes are fetched, checked against the tag.
+    let whole = get(e, "/p", &[]).await;
+    assert_eq!((whole.status, &whole.body[..]), (200, WHOLE.as_bytes()));
+    assert_eq!(o.last_header("range").as_deref(), Some("bytes=5-"));
+    assert_eq!(o.last_header("if-range").as_deref(), Some("\"p\""));
+    assert_eq!(&get(e, "/p", &[]).await.body[..], WHOLE.as_bytes());
+    assert_eq!(o.count(), 2);
+}
