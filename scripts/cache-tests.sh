@@ -10,6 +10,8 @@
 # .cache-tests-suite/ in this checkout, git-ignored: `git clone
 # https://github.com/http-tests/cache-tests .cache-tests-suite`). The runner and
 # summariser come from ../shared/cache-tests/ (CACHE_TESTS_RUNNER overrides).
+#   PEER=nginx scripts/cache-tests.sh [OUT.json]   the same run against nginx (the suite's
+#                                                  own nginx config: proxy_cache, revalidate)
 # env: SEGUE_BIN (default: a release build of this checkout), EDGE_PORT (18180)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +29,8 @@ ORIGIN_PORT="${ORIGIN_PORT:-18100}"
 [[ -x "$RUNNER/run-against.sh" ]] || { echo "cache-tests.sh: no runner at $RUNNER (set CACHE_TESTS_RUNNER)" >&2; exit 2; }
 command -v node >/dev/null || { echo "cache-tests.sh: needs Node >= 20 (apt-get install nodejs npm)" >&2; exit 2; }
 
-if [[ -z "${SEGUE_BIN:-}" ]]; then
+PEER="${PEER:-segue}"
+if [[ "$PEER" == segue && -z "${SEGUE_BIN:-}" ]]; then
   cargo build --release --bin segue >&2
   SEGUE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/segue"
 fi
@@ -35,10 +38,45 @@ fi
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/segue-cache-tests.XXXXXX")"
 EDGE_PID=""
 cleanup() {
-  [[ -n "$EDGE_PID" ]] && kill "$EDGE_PID" 2>/dev/null && wait "$EDGE_PID" 2>/dev/null
+  if [[ -n "$EDGE_PID" ]]; then kill "$EDGE_PID" 2>/dev/null; wait "$EDGE_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+if [[ "$PEER" == nginx ]]; then
+  # shellcheck source=scripts/bench-lib.sh
+  source "$ROOT/scripts/bench-lib.sh"
+  need_nginx
+  mkdir -p "$WORK/nginx-cache/tmp"
+  cat >"$WORK/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=my-cache:8m max_size=1000m inactive=600m;
+  proxy_temp_path $WORK/nginx-cache/tmp;
+  server {
+    listen 127.0.0.1:$PORT;
+    location / {
+      proxy_pass http://127.0.0.1:$ORIGIN_PORT;
+      proxy_cache my-cache;
+      proxy_cache_revalidate on;
+      proxy_http_version 1.1;
+    }
+  }
+}
+CONF
+  "$NGINX" -c "$WORK/nginx.conf" -p "$WORK" >"$WORK/edge.log" 2>&1 &
+  EDGE_PID=$!
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+  RESULTS="${OUT:-$WORK/results.json}"
+  "$RUNNER/run-against.sh" "http://127.0.0.1:$PORT" "$RESULTS"
+  python3 "$RUNNER/summarize.py" "nginx=$RESULTS"
+  exit 0
+fi
 
 cat >"$WORK/edge.toml" <<TOML
 listen = "127.0.0.1:$PORT"

@@ -218,7 +218,8 @@ impl State {
         let checks: [(&'static str, bool); 12] = [
             (
                 "targeted_cache_control",
-                (&old.targeted_cache_control, &old.strip_targeted) != (&new.targeted_cache_control, &new.strip_targeted),
+                (&old.targeted_cache_control, &old.strip_targeted)
+                    != (&new.targeted_cache_control, &new.strip_targeted),
             ),
             ("listen", old.listen != new.listen),
             ("admin_listen", old.admin_listen != new.admin_listen),

@@ -134,8 +134,20 @@ mod tests {
 
     #[test]
     fn a_304_updates_all_but_framing() {
-        let stored = h(&[("etag", "\"v1\""), ("content-length", "36"), ("test-header", "A"), ("cache-control", "max-age=1"), ("keep", "k")]);
-        let nm = h(&[("etag", "\"v1\""), ("content-length", "10"), ("test-header", "B"), ("cache-control", "max-age=3600"), ("connection", "close")]);
+        let stored = h(&[
+            ("etag", "\"v1\""),
+            ("content-length", "36"),
+            ("test-header", "A"),
+            ("cache-control", "max-age=1"),
+            ("keep", "k"),
+        ]);
+        let nm = h(&[
+            ("etag", "\"v1\""),
+            ("content-length", "10"),
+            ("test-header", "B"),
+            ("cache-control", "max-age=3600"),
+            ("connection", "close"),
+        ]);
         assert!(selects(&stored, &nm));
         let merged = merge_304(&stored, &nm);
         assert_eq!(merged["content-length"], "36");
