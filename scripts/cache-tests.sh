@@ -48,7 +48,11 @@ if [[ "$PEER" == nginx ]]; then
   source "$ROOT/scripts/bench-lib.sh"
   need_nginx
   mkdir -p "$WORK/nginx-cache/tmp"
+  # Workers run as root when the script does: the cache folder is private to this user.
+  user_line=""
+  [[ "$(id -u)" == 0 ]] && user_line="user root;"
   cat >"$WORK/nginx.conf" <<CONF
+$user_line
 daemon off;
 worker_processes 1;
 pid $WORK/nginx.pid;
