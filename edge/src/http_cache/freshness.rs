@@ -201,11 +201,11 @@ impl Freshness {
     /// Whether the stored response may stand in for an origin that failed (5xx or no
     /// answer): within `stale-if-error` (RFC 5861 §4), or while still fresh.
     pub fn usable_on_error(&self, now: SystemTime) -> bool {
-        let age = self.age(now);
-        if self.lifetime > age {
-            return !self.no_cache;
+        if self.no_cache {
+            return false;
         }
-        !self.no_stale && age - self.lifetime <= self.stale_if_error
+        let age = self.age(now);
+        self.lifetime > age || (!self.no_stale && age - self.lifetime <= self.stale_if_error)
     }
 }
 
@@ -396,6 +396,7 @@ mod tests {
         assert!(sie.usable_on_error(at(35)) && !sie.usable_on_error(at(41)));
         assert!(!f("max-age=10, must-revalidate, stale-if-error=30").usable_on_error(at(15)));
         assert!(!f("max-age=10").usable_on_error(at(11)));
+        assert!(!f("max-age=10, no-cache, stale-if-error=30").usable_on_error(at(15)));
         let pragma = request_directives(&headers(&[("pragma", "no-cache".into())]));
         assert_eq!(f("max-age=10").reuse(&pragma, at(1)), Reuse::Revalidate);
     }
