@@ -92,6 +92,11 @@ impl Fill {
         }
     }
 
+    /// Wait until the fill is done (however it ended); false when `timeout` passed first.
+    pub async fn finished(&self, timeout: Duration) -> bool {
+        self.wait(timeout, "fill", |s| s.done.as_ref().map(|_| ())).await.is_ok()
+    }
+
     /// The object info, once the response head arrived. A fill of an already known object
     /// reports no head; once it is done, the caller is told to look in the cache.
     pub async fn head(&self, timeout: Duration, what: &str) -> Result<Arc<ObjectInfo>, Error> {

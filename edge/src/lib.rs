@@ -43,7 +43,7 @@ pub struct State {
     /// Signed-URL policy; replaced whole on SIGHUP, read per request.
     tokens: std::sync::RwLock<Arc<TokenPolicy>>,
     /// Per-path-prefix rules; replaced whole on SIGHUP.
-    policies: std::sync::RwLock<Arc<Vec<policy::PathPolicy>>>,
+    policies: std::sync::RwLock<Arc<Vec<Arc<policy::PathPolicy>>>>,
     /// Targeted cache-control fields obeyed, in precedence order (RFC 9213).
     targeted: Vec<HeaderName>,
     /// Targeted fields removed before responses reach clients.
@@ -93,7 +93,7 @@ impl State {
             tokens: std::sync::RwLock::new(Arc::new(
                 TokenPolicy::new(config).map_err(|e| invalid(&e.field, e.message))?,
             )),
-            policies: std::sync::RwLock::new(Arc::new(config.paths.clone())),
+            policies: std::sync::RwLock::new(Arc::new(policy::compile(&config.paths))),
             targeted: header_names(&config.targeted_cache_control).map_err(|e| invalid("targeted_cache_control", e))?,
             strip_targeted: header_names(&config.strip_targeted).map_err(|e| invalid("strip_targeted", e))?,
             reader_timeout: Duration::from_secs(config.reader_timeout_secs),
@@ -204,7 +204,7 @@ impl State {
     pub fn reload(&self, old: &Config, new: &Config) -> Result<Vec<&'static str>, segue_core::config::FieldError> {
         let policy = TokenPolicy::new(new)?;
         *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
-        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.paths.clone());
+        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy::compile(&new.paths));
         if let (Some(shared), Some(_)) = (&self.tls, new.tls_listen) {
             segue_core::tls::reload(shared, &new.tls_certs)
                 .map_err(|e| segue_core::config::FieldError::new("tls_certs", e.to_string()))?;

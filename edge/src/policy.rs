@@ -2,6 +2,8 @@
 //! and who may make it. The longest matching prefix wins; DESIGN.md: "audio-specific
 //! behaviour is configured per path prefix", and nothing else hard-codes a path layout.
 
+use std::sync::Arc;
+
 use http::Method;
 use segue_core::config::{ensure, FieldError};
 use serde::Deserialize;
@@ -76,14 +78,24 @@ pub fn defaults() -> Vec<PathPolicy> {
     vec![PathPolicy::new("/a/", true, true), PathPolicy::new("/enc/", true, true)]
 }
 
-/// The rule for `path`: the longest matching prefix, else the catch-all default.
-pub fn for_path<'a>(rules: &'a [PathPolicy], path: &str) -> &'a PathPolicy {
-    static CATCH_ALL: std::sync::OnceLock<PathPolicy> = std::sync::OnceLock::new();
+/// The rules as the request path uses them: longest prefix first, ending with a
+/// catch-all `/` (the default rule when the config names none).
+pub fn compile(rules: &[PathPolicy]) -> Vec<Arc<PathPolicy>> {
+    let mut out: Vec<Arc<PathPolicy>> = rules.iter().cloned().map(Arc::new).collect();
+    if !rules.iter().any(|r| r.prefix == "/") {
+        out.push(Arc::new(PathPolicy::new("/", false, false)));
+    }
+    out.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    out
+}
+
+/// The rule for `path` among compiled rules: the longest matching prefix.
+pub fn for_path(rules: &[Arc<PathPolicy>], path: &str) -> Arc<PathPolicy> {
     rules
         .iter()
-        .filter(|r| path.starts_with(r.prefix.as_str()))
-        .max_by_key(|r| r.prefix.len())
-        .unwrap_or_else(|| CATCH_ALL.get_or_init(|| PathPolicy::new("/", false, false)))
+        .find(|r| path.starts_with(r.prefix.as_str()))
+        .cloned()
+        .unwrap_or_else(|| Arc::new(PathPolicy::new("/", false, false)))
 }
 
 pub fn validate(rules: &[PathPolicy]) -> Result<(), FieldError> {
@@ -117,6 +129,7 @@ mod tests {
     fn longest_prefix_wins_and_defaults_are_safe() {
         let mut rules = defaults();
         rules.push(PathPolicy { methods: vec!["*".into()], ..PathPolicy::new("/a/open/", false, false) });
+        let rules = compile(&rules);
         assert!(for_path(&rules, "/a/x/high.ogg").slice);
         assert!(for_path(&rules, "/a/x/high.ogg").tokens);
         assert!(!for_path(&rules, "/a/open/x").slice);

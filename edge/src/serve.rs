@@ -99,9 +99,9 @@ impl State {
         self.cache.store(info)
     }
 
-    pub(crate) fn policy_for(&self, path: &str) -> PathPolicy {
+    pub(crate) fn policy_for(&self, path: &str) -> Arc<PathPolicy> {
         let rules = self.policies.read().unwrap_or_else(|p| p.into_inner()).clone();
-        crate::policy::for_path(&rules, path).clone()
+        crate::policy::for_path(&rules, path)
     }
 }
 
@@ -344,7 +344,45 @@ async fn whole(
     if rdirs.only_if_cached {
         return Err(Error::NotCached(primary.to_string()));
     }
-    forward_and_store(state, req.method(), req.headers(), primary, stored, rdirs).await
+    // Concurrent misses of one URL: the first goes upstream, the others wait for it and
+    // are answered from what it stored (a cache lock); when nothing usable was stored
+    // (uncacheable, a failure), each goes upstream itself.
+    let mut lock = None;
+    if req.method() == Method::GET {
+        match state.coalescer.join(primary, LOCK, state.writer_max_age, || false) {
+            Joined::Started(fill) => lock = Some(Lock { state: state.clone(), key: primary.clone(), fill }),
+            Joined::Joined(fill) => {
+                if fill.finished(state.reader_timeout).await {
+                    if let Some(info) = state.cache.lookup(primary, req.headers()) {
+                        if !info.stale && info.freshness.reuse(rdirs, SystemTime::now()) == Reuse::Fresh {
+                            return answer_stored(state, req, info, "COALESCED").await;
+                        }
+                    }
+                }
+            }
+            Joined::Ready => {}
+        }
+    }
+    forward_and_store(state, req.method(), req.headers(), primary, stored, rdirs, lock).await
+}
+
+/// The coalescer slot of an unsliced URL's cache lock (slices use 0..; background
+/// revalidations `u64::MAX`).
+const LOCK: u64 = u64::MAX - 1;
+
+/// Held by the request that went upstream for a URL; released (waiters woken) when the
+/// answer is stored or known not to be, which is when this is dropped.
+struct Lock {
+    state: Arc<State>,
+    key: Arc<str>,
+    fill: Arc<crate::coalesce::Fill>,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        self.fill.finish(Ok(()));
+        self.state.coalescer.remove(&self.key, LOCK, &self.fill);
+    }
 }
 
 /// Serve a stored representation, first fetching what a request needs of an object held
@@ -374,17 +412,7 @@ async fn answer_stored(
         return serve_stored(state, req, info, x_cache).await;
     };
     // Fetch the missing bytes, open-ended when they run to the end.
-    let mut headers = req.headers().clone();
-    crate::upstream::strip_hop_by_hop(&mut headers);
-    for h in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-    ] {
-        headers.remove(h);
-    }
+    let mut headers = upstream_headers(req.headers(), true);
     let spec = if b == info.len { format!("bytes={a}-") } else { format!("bytes={a}-{}", b - 1) };
     if let Ok(v) = HeaderValue::from_str(&spec) {
         headers.insert(header::RANGE, v);
@@ -414,6 +442,7 @@ async fn answer_stored(
             fetched,
             request_time,
             response_time,
+            None,
         );
         return Box::pin(answer).await;
     }
@@ -447,7 +476,7 @@ fn background_whole(state: &Arc<State>, req: &Request<ReqBody>, info: Arc<Object
     tokio::spawn(async move {
         let rdirs = Directives::default();
         let primary = info.primary.clone();
-        let result = forward_and_store(&state, &Method::GET, &headers, &primary, Some(info), &rdirs).await;
+        let result = forward_and_store(&state, &Method::GET, &headers, &primary, Some(info), &rdirs, None).await;
         // Drain the answer so a changed object is stored whole.
         if let Ok(resp) = result {
             let _ = resp.into_body().collect().await;
@@ -467,19 +496,10 @@ async fn forward_and_store(
     primary: &Arc<str>,
     stored: Option<Arc<ObjectInfo>>,
     rdirs: &Directives,
+    lock: Option<Lock>,
 ) -> Result<Response<Body>, Error> {
-    let mut headers = req.clone();
-    crate::upstream::strip_hop_by_hop(&mut headers);
+    let mut headers = upstream_headers(req, stored.is_some());
     if let Some(s) = &stored {
-        for h in [
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_MATCH,
-            header::IF_UNMODIFIED_SINCE,
-            header::IF_RANGE,
-        ] {
-            headers.remove(h);
-        }
         for (name, value) in validate::conditional_headers(&s.headers) {
             headers.insert(name, value);
         }
@@ -500,7 +520,26 @@ async fn forward_and_store(
         }
     };
     let response_time = SystemTime::now();
-    respond_fetched(state, method, req, primary, stored, rdirs, fetched, request_time, response_time).await
+    respond_fetched(state, method, req, primary, stored, rdirs, fetched, request_time, response_time, lock).await
+}
+
+/// The client's end-to-end fields for the upstream request, without its own conditionals
+/// when the cache sends its validators or a range of its own instead (`ours`).
+fn upstream_headers(req: &HeaderMap, ours: bool) -> HeaderMap {
+    let mut headers = req.clone();
+    crate::upstream::strip_hop_by_hop(&mut headers);
+    if ours {
+        for h in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+        ] {
+            headers.remove(h);
+        }
+    }
+    headers
 }
 
 /// A request with `method` and `headers` and an empty body, to answer through
@@ -524,6 +563,7 @@ async fn respond_fetched(
     fetched: crate::upstream::Fetched,
     request_time: SystemTime,
     response_time: SystemTime,
+    lock: Option<Lock>,
 ) -> Result<Response<Body>, Error> {
     let now = SystemTime::now();
     if fetched.status == StatusCode::NOT_MODIFIED {
@@ -601,7 +641,7 @@ async fn respond_fetched(
     resp_headers.append(header::VIA, state.via.clone());
     resp_headers.insert("x-cache", HeaderValue::from_static(x_cache));
     let status = fetched.status;
-    let body = tee(state.clone(), info, offset, total, partial, fetched.body);
+    let body = tee(state.clone(), info, offset, total, partial, fetched.body, lock);
     let mut r = Response::new(body);
     *r.status_mut() = status;
     *r.headers_mut() = resp_headers;
@@ -634,6 +674,7 @@ fn tee(
     total: Option<u64>,
     partial: bool,
     mut body: hyper::body::Incoming,
+    lock: Option<Lock>,
 ) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(16);
     tokio::spawn(async move {
@@ -690,6 +731,7 @@ fn tee(
             info.len = got;
         }
         state.cache.store(info);
+        drop(lock);
         if let (Some(tx), Some(last)) = (client, last) {
             let _ = tx.send(Ok(last)).await;
         }

@@ -289,13 +289,7 @@ impl Upstreams {
 
 /// Remove hop-by-hop headers, including any named by `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<String> = h
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()))
-        .filter(|n| !n.is_empty())
-        .collect();
+    let named = crate::http_cache::validate::connection_named(h);
     for name in HOP_BY_HOP.iter().copied().chain(named.iter().map(String::as_str)) {
         h.remove(name);
     }

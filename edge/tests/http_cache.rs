@@ -21,6 +21,8 @@ struct Origin {
     /// Every request seen: method, path and query, header fields.
     seen: Arc<Mutex<Vec<(String, String, HeaderMap)>>>,
     script: Arc<Mutex<Script>>,
+    /// Milliseconds every answer waits before its head is sent.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Origin {
@@ -41,13 +43,16 @@ async fn origin(f: impl Fn(&http::Method, &str, &HeaderMap) -> Answer + Send + S
     let script: Arc<Mutex<Script>> = Arc::new(Mutex::new(Arc::new(f)));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (s2, sc2) = (seen.clone(), script.clone());
+    let delay_ms: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+    let (s2, sc2, d2) = (seen.clone(), script.clone(), delay_ms.clone());
     tokio::spawn(segue_core::server::serve(
         listener,
         Default::default(),
         move |req, _| {
-            let (seen, script) = (s2.clone(), sc2.clone());
+            let (seen, script, delay) = (s2.clone(), sc2.clone(), d2.clone());
             async move {
+                let ms = delay.load(std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                 let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
                 seen.lock().unwrap().push((req.method().to_string(), target.clone(), req.headers().clone()));
                 let f = script.lock().unwrap().clone();
@@ -62,7 +67,7 @@ async fn origin(f: impl Fn(&http::Method, &str, &HeaderMap) -> Answer + Send + S
         },
         std::future::pending(),
     ));
-    Origin { addr, seen, script }
+    Origin { addr, seen, script, delay_ms }
 }
 
 /// An edge with the shipped path rules (general paths cached whole) in front of `o`.
@@ -297,4 +302,30 @@ async fn parts_are_stored_served_in_sub_ranges_and_completed_with_the_missing_by
     assert_eq!(o.last_header("if-range").as_deref(), Some("\"p\""));
     assert_eq!(&get(e, "/p", &[]).await.body[..], WHOLE.as_bytes());
     assert_eq!(o.count(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_misses_of_one_url_make_one_upstream_request() {
+    let o = origin(|_, path, _| match path {
+        "/nostore" => (200, h(&[("cache-control", "no-store")]), "each"),
+        _ => (200, h(&[("cache-control", "max-age=3600")]), "manifest"),
+    })
+    .await;
+    o.delay_ms.store(300, std::sync::atomic::Ordering::Relaxed);
+    let e = edge(&o, |_| {}).await;
+    let clients: Vec<_> = (0..20).map(|_| tokio::spawn(async move { get(e, "/m/x.json", &[]).await })).collect();
+    let mut coalesced = 0;
+    for c in clients {
+        let r = c.await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"manifest"[..]));
+        coalesced += (r.h("x-cache") == "COALESCED") as usize;
+    }
+    assert_eq!(o.count(), 1, "one upstream request for 20 concurrent misses");
+    assert!(coalesced >= 15, "{coalesced} of 20 waited for the first");
+    // An answer that may not be stored releases the waiters to ask for themselves.
+    let clients: Vec<_> = (0..5).map(|_| tokio::spawn(async move { get(e, "/nostore", &[]).await })).collect();
+    for c in clients {
+        assert_eq!(&c.await.unwrap().body[..], b"each");
+    }
+    assert_eq!(o.count(), 6);
 }

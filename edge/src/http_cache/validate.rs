@@ -23,13 +23,7 @@ const NOT_STORED: [&str; 10] = [
 /// Remove what must not be stored or forwarded: hop-by-hop fields, the fields listed in
 /// `Connection`, and fields a response's `private="..."`/`no-cache="..."` names.
 pub fn strip_unstored(headers: &mut HeaderMap, dirs: Option<&Directives>) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()))
-        .filter(|n| !n.is_empty())
-        .collect();
+    let named = connection_named(headers);
     for name in NOT_STORED.iter().copied().chain(named.iter().map(String::as_str)) {
         headers.remove(name);
     }
@@ -42,6 +36,17 @@ pub fn strip_unstored(headers: &mut HeaderMap, dirs: Option<&Directives>) {
             }
         }
     }
+}
+
+/// The field names a message's `Connection` lists (lower case): they too are hop-by-hop.
+pub fn connection_named(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|n| n.trim().to_ascii_lowercase()))
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// The validators to send when revalidating a stored response: `If-None-Match` with its
