@@ -64,6 +64,9 @@ pub struct ObjectInfo {
     /// Byte ranges `[start, end)` held, when the object was learned from parts; `None`
     /// when every byte was fetched (a missing slice is then an eviction, refetched).
     pub present: Option<Vec<(u64, u64)>>,
+    /// Not to be stored (`no-store`, `private`): it answers the requests that waited for
+    /// it, and neither it nor its slices are kept.
+    pub transient: bool,
 }
 
 impl ObjectInfo {
@@ -716,6 +719,7 @@ impl Record {
             generation: o.generation,
             stale: o.stale,
             present: o.present,
+            transient: false,
         })
     }
 }

@@ -94,9 +94,15 @@ async fn fill_slice(
         // An upstream that ignores Range sends everything; keep our slice of it.
         StatusCode::OK => (content_length(&fetched.headers).unwrap_or(0), first),
         StatusCode::RANGE_NOT_SATISFIABLE if unsatisfied_len(&fetched.headers) == Some(0) => (0, 0),
-        _ => return Err(passthrough(key, fetched).await),
+        _ => {
+            let answer = match passthrough(key, fetched).await {
+                Error::Upstream(p) => p,
+                e => return Err(e),
+            };
+            return store_answer(state, fill, key, answer, request_time, response_time);
+        }
     };
-    let info = state.describe(
+    let mut info = state.describe(
         key.clone(),
         key.clone(),
         StatusCode::OK,
@@ -106,6 +112,9 @@ async fn fill_slice(
         request_time,
         response_time,
     );
+    // A response the rules say not to store still answers the requests waiting on this
+    // fill; it is just never recorded, nor are its slices.
+    info.transient = !state.storable_fill(key, fetched.status, &fetched.headers);
     let info = match known {
         Some(k) if k.len != info.len || k.validators.etag != info.validators.etag => {
             // The object changed upstream: forget every slice of the old version and let
@@ -119,7 +128,7 @@ async fn fill_slice(
             if stale.is_some() {
                 metrics::counter!("edge_revalidations_total", "result" => "changed").increment(1);
             }
-            let info = state.cache.put_object(info);
+            let info = if info.transient { Arc::new(info) } else { state.cache.put_object(info) };
             fill.set_head(Ok(info.clone()));
             info
         }
@@ -170,6 +179,9 @@ async fn fill_slice(
             detail: format!("body ended after {got} of {want} bytes"),
         });
     }
+    if info.transient {
+        return Ok(());
+    }
     if let Some(chunks) = fill.completed_bytes_now() {
         state.cache.put_slice(SliceKey { object: key.clone(), generation: info.generation, index }, 0, join(chunks));
     }
@@ -185,6 +197,41 @@ fn join(chunks: Vec<Bytes>) -> Bytes {
         out.extend_from_slice(&c);
     }
     out.into()
+}
+
+/// An upstream answer that is not the object (a 404, a redirect): stored like any
+/// response when its rules allow (negative caching), and in any case handed to every
+/// request waiting on the fill as it came.
+fn store_answer(
+    state: &State,
+    fill: &Fill,
+    key: &Arc<str>,
+    answer: Arc<crate::error::Passthrough>,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Result<(), Error> {
+    if !state.storable_fill(key, answer.status, &answer.headers) {
+        return Err(Error::Upstream(answer));
+    }
+    let mut info = state.describe(
+        key.clone(),
+        key.clone(),
+        answer.status,
+        answer.headers.clone(),
+        answer.body.len() as u64,
+        Vec::new(),
+        request_time,
+        response_time,
+    );
+    info.generation = state.cache.new_generation();
+    let size = state.cache.slice_size as usize;
+    for (index, start) in (0..answer.body.len()).step_by(size).enumerate() {
+        let piece = answer.body.slice(start..(start + size).min(answer.body.len()));
+        let slice = SliceKey { object: key.clone(), generation: info.generation, index: index as u64 };
+        state.cache.put_slice(slice, 0, piece);
+    }
+    fill.set_head(Ok(state.cache.store(info)));
+    Ok(())
 }
 
 /// Largest upstream answer body kept to pass on to every waiter of a failed fill.

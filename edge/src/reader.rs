@@ -19,12 +19,19 @@ pub struct EdgeReader {
     state: Arc<State>,
     info: Arc<ObjectInfo>,
     meta: ObjectMeta,
+    /// The fill of the first slice, for an object whose slices are not stored.
+    first: Option<Arc<Fill>>,
 }
 
 impl EdgeReader {
     pub fn new(state: Arc<State>, info: Arc<ObjectInfo>) -> Self {
         let meta = ObjectMeta { key: info.store_key.clone(), len: info.len, validators: info.validators.clone() };
-        EdgeReader { state, info, meta }
+        EdgeReader { state, info, meta, first: None }
+    }
+
+    pub fn with_first_fill(mut self, first: Option<Arc<Fill>>) -> Self {
+        self.first = first;
+        self
     }
 }
 
@@ -34,6 +41,7 @@ struct Cursor {
     pos: u64,
     end: u64,
     fill: Option<FillCursor>,
+    first: Option<Arc<Fill>>,
 }
 
 struct FillCursor {
@@ -54,6 +62,9 @@ impl Cursor {
             let index = self.pos / size;
             let slice_start = index * size;
             let slice_end = (slice_start + size).min(self.info.len);
+            if let (None, 0, Some(first)) = (&self.fill, index, self.first.take()) {
+                self.fill = Some(FillCursor { fill: first, slice_start, next_chunk: 0, filled: 0 });
+            }
             if self.fill.is_none() {
                 let key = SliceKey { object: self.info.key.clone(), generation: self.info.generation, index };
                 self.state.cache.note_request(&key);
@@ -129,8 +140,14 @@ impl ObjectReader for EdgeReader {
                 detail: format!("{range:?} outside 0..{}", self.info.len),
             });
         }
-        let cursor =
-            Cursor { state: self.state.clone(), info: self.info.clone(), pos: range.start, end: range.end, fill: None };
+        let cursor = Cursor {
+            state: self.state.clone(),
+            info: self.info.clone(),
+            pos: range.start,
+            end: range.end,
+            fill: None,
+            first: self.first.clone(),
+        };
         Ok(Box::pin(futures_util::stream::unfold(cursor, |mut c| async move { c.next().await.map(|item| (item, c)) })))
     }
 }

@@ -71,7 +71,17 @@ impl State {
             generation: 0,
             stale: false,
             present: None,
+            transient: false,
         }
+    }
+
+    /// Whether a sliced fill's answer may be stored: the fill is shared, so no client's
+    /// request fields take part (audio paths are not credentialed).
+    pub(crate) fn storable_fill(&self, key: &str, status: StatusCode, headers: &HeaderMap) -> bool {
+        let (dirs, targeted) = freshness::response_directives(headers, &self.targeted);
+        let status = if status == StatusCode::PARTIAL_CONTENT { StatusCode::OK } else { status };
+        let ttl = self.policy_for(key).default_ttl();
+        freshness::storable(&Method::GET, &HeaderMap::new(), status, headers, &dirs, targeted, ttl).is_ok()
     }
 
     /// A stored response renewed by a 304 (RFC 9111 §4.3.4): fields merged, freshness
@@ -156,11 +166,11 @@ async fn sliced(
     let now = SystemTime::now();
     let stored = state.cache.object(primary);
     let reuse = stored.as_ref().map(|i| if i.stale { Reuse::Revalidate } else { i.freshness.reuse(rdirs, now) });
-    let (info, mut x_cache) = match (stored, reuse) {
-        (Some(info), Some(Reuse::Fresh)) => (info, "HIT-MEM"),
+    let (info, mut x_cache, first) = match (stored, reuse) {
+        (Some(info), Some(Reuse::Fresh)) => (info, "HIT-MEM", None),
         (Some(info), Some(Reuse::StaleWhileRevalidate)) => {
             revalidate_in_background(state, info.clone());
-            (info, "STALE")
+            (info, "STALE", None)
         }
         (stored, _) if rdirs.only_if_cached => {
             let _ = stored;
@@ -171,7 +181,8 @@ async fn sliced(
     if x_cache == "HIT-MEM" && req.method() == Method::GET {
         x_cache = classify(state, &info, req.headers());
     }
-    serve_stored(state, req, info, x_cache).await
+    let first = first.filter(|_| info.transient);
+    serve_from(state, req, info, x_cache, first).await
 }
 
 /// Revalidate `info` once in the background (stale-while-revalidate): concurrent requests
@@ -192,7 +203,7 @@ pub(crate) async fn discover(
     state: &Arc<State>,
     key: &Arc<str>,
     stale: Option<Arc<ObjectInfo>>,
-) -> Result<(Arc<ObjectInfo>, &'static str), Error> {
+) -> Result<(Arc<ObjectInfo>, &'static str, Option<Arc<crate::coalesce::Fill>>), Error> {
     let usable = |i: &ObjectInfo| !i.stale && i.freshness.is_fresh(SystemTime::now());
     let fresh = || state.cache.object(key).is_some_and(|i| usable(&i));
     let (fill, how) = match state.coalescer.join(key, 0, state.writer_max_age, fresh) {
@@ -203,22 +214,22 @@ pub(crate) async fn discover(
         Joined::Joined(f) => (Some(f), "COALESCED"),
         Joined::Ready => (None, "HIT-MEM"),
     };
-    let found = match fill {
+    let found = match &fill {
         Some(fill) => fill.head(state.reader_timeout, key).await,
         None => Err(Error::Changed(key.to_string())),
     };
     match found {
-        Ok(info) => Ok((info, how)),
+        Ok(info) => Ok((info, how, fill)),
         // Discovery finished elsewhere, or this request joined a fill that does not
         // report the head (a later slice's): the info is cached by now.
         Err(e) => match (state.cache.object(key), stale) {
-            (Some(info), _) if usable(&info) => Ok((info, how)),
+            (Some(info), _) if usable(&info) => Ok((info, how, None)),
             (_, Some(stale))
                 if e.is_upstream_failure() && (stale.stale || stale.freshness.usable_on_error(SystemTime::now())) =>
             {
                 tracing::warn!(object = %key, error = %e, "revalidation failed; serving the stale copy");
                 metrics::counter!("edge_stale_served_total").increment(1);
-                Ok((stale, "STALE"))
+                Ok((stale, "STALE", None))
             }
             _ => Err(e),
         },
@@ -282,13 +293,25 @@ async fn serve_stored(
     info: Arc<ObjectInfo>,
     x_cache: &'static str,
 ) -> Result<Response<Body>, Error> {
+    serve_from(state, req, info, x_cache, None).await
+}
+
+/// [`serve_stored`], reading the first slice from `first` (the fill that discovered a
+/// transient object: its bytes are nowhere else).
+async fn serve_from(
+    state: &Arc<State>,
+    req: &Request<ReqBody>,
+    info: Arc<ObjectInfo>,
+    x_cache: &'static str,
+    first: Option<Arc<crate::coalesce::Fill>>,
+) -> Result<Response<Body>, Error> {
     count(state, x_cache);
     let mut headers = info.headers.clone();
     headers.insert(header::AGE, HeaderValue::from(info.freshness.age_header(SystemTime::now())));
     headers.append(header::VIA, state.via.clone());
     headers.insert("x-cache", HeaderValue::from_static(x_cache));
     let is_head = req.method() == Method::HEAD;
-    let reader = Arc::new(reader::EdgeReader::new(state.clone(), info.clone()));
+    let reader = Arc::new(reader::EdgeReader::new(state.clone(), info.clone()).with_first_fill(first));
     if info.status != StatusCode::OK {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(info.len));
         let body = if is_head || info.len == 0 {

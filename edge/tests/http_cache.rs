@@ -329,3 +329,30 @@ async fn concurrent_misses_of_one_url_make_one_upstream_request() {
     }
     assert_eq!(o.count(), 6);
 }
+
+#[tokio::test]
+async fn sliced_paths_obey_no_store_and_cache_negative_answers() {
+    let o = origin(|_, path, _| match path {
+        "/a/secret/high.ogg" => (200, h(&[("cache-control", "no-store"), ("etag", "\"s\"")]), "secret audio"),
+        "/a/gone/high.ogg" => {
+            (404, h(&[("cache-control", "max-age=60"), ("content-type", "text/plain")]), "no such track")
+        }
+        _ => (200, h(&[("cache-control", "max-age=3600"), ("etag", "\"k\"")]), "kept audio"),
+    })
+    .await;
+    let e = edge(&o, |_| {}).await;
+    for _ in 0..2 {
+        let r = get(e, "/a/secret/high.ogg", &[]).await;
+        assert_eq!((r.status, &r.body[..]), (200, &b"secret audio"[..]));
+        assert_ne!(r.h("x-cache"), "HIT-MEM");
+    }
+    assert_eq!(o.count(), 2, "a no-store answer is fetched for each request");
+    for _ in 0..2 {
+        let r = get(e, "/a/gone/high.ogg", &[]).await;
+        assert_eq!((r.status, r.h("content-type"), &r.body[..]), (404, "text/plain", &b"no such track"[..]));
+    }
+    assert_eq!(o.count(), 3, "the 404 with freshness was stored once");
+    get(e, "/a/kept/high.ogg", &[]).await;
+    assert_eq!(get(e, "/a/kept/high.ogg", &[]).await.h("x-cache"), "HIT-MEM");
+    assert_eq!(o.count(), 4);
+}
