@@ -51,6 +51,8 @@ pub struct Fetched {
 }
 
 const BUDGET_CAP: i64 = 1_000;
+/// Largest request body kept to send an idempotent request a second time.
+const RETRY_BODY_MAX: u64 = 1 << 20;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -253,25 +255,58 @@ impl Upstreams {
         if let Ok(v) = http::HeaderValue::from_str(&self.via) {
             parts.headers.append(http::header::VIA, v);
         }
-        let req = Request::from_parts(parts, body.boxed_unsync());
-        metrics::counter!("edge_upstream_requests_total", "upstream" => up.base.clone()).increment(1);
-        match tokio::time::timeout(self.head_timeout, self.client.request(req)).await {
-            Ok(Ok(mut resp)) => {
-                strip_hop_by_hop(resp.headers_mut());
-                Ok(resp)
-            }
-            Ok(Err(e)) => {
-                self.record_failure(i);
-                Err(Error::UpstreamUnavailable { path, detail: format!("{}: {e}", up.base) })
-            }
-            Err(_) => {
-                self.record_failure(i);
-                Err(Error::UpstreamTimeout(format!(
-                    "{path} ({}: no response head within {:?})",
-                    up.base, self.head_timeout
-                )))
+        // An idempotent method with a small body may be sent twice (RFC 9110 §9.2.2): a
+        // pooled connection the upstream closed just as it was reused fails the first
+        // try without the request having been handled. Other requests get one attempt.
+        let small = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| (!parts.headers.contains_key(http::header::TRANSFER_ENCODING)).then_some(0))
+            .is_some_and(|n| n <= RETRY_BODY_MAX);
+        let idempotent = matches!(parts.method, Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE);
+        let (body, replay) = if idempotent && small {
+            let bytes = match collect_small(body).await {
+                Ok(b) => b,
+                Err(detail) => return Err(Error::UpstreamUnavailable { path, detail }),
+            };
+            (http_body_util::Full::new(bytes.clone()).map_err(|never| match never {}).boxed_unsync(), Some(bytes))
+        } else {
+            (body.boxed_unsync(), None)
+        };
+        let mut attempt = Some(Request::from_parts(parts.clone(), body));
+        let mut last = String::new();
+        let mut retried = false;
+        while let Some(req) = attempt.take() {
+            metrics::counter!("edge_upstream_requests_total", "upstream" => up.base.clone()).increment(1);
+            match tokio::time::timeout(self.head_timeout, self.client.request(req)).await {
+                Ok(Ok(mut resp)) => {
+                    strip_hop_by_hop(resp.headers_mut());
+                    return Ok(resp);
+                }
+                Ok(Err(e)) => {
+                    last = format!("{}: {e}", up.base);
+                    if let Some(bytes) = replay.as_ref().filter(|_| !retried && !e.is_connect()) {
+                        retried = true;
+                        tracing::debug!(path, error = %e, "idempotent request failed on its connection; sending it again");
+                        let body =
+                            http_body_util::Full::new(bytes.clone()).map_err(|never| match never {}).boxed_unsync();
+                        attempt = Some(Request::from_parts(parts.clone(), body));
+                        continue;
+                    }
+                }
+                Err(_) => {
+                    self.record_failure(i);
+                    return Err(Error::UpstreamTimeout(format!(
+                        "{path} ({}: no response head within {:?})",
+                        up.base, self.head_timeout
+                    )));
+                }
             }
         }
+        self.record_failure(i);
+        Err(Error::UpstreamUnavailable { path, detail: last })
     }
 
     /// Count a failure against upstream `i` (also for failures mid-body).
@@ -285,6 +320,22 @@ impl Upstreams {
             tracing::warn!(upstream = %up.base, "circuit opened after {n} consecutive failures");
         }
     }
+}
+
+/// A request body of at most `RETRY_BODY_MAX` bytes, whole.
+async fn collect_small(mut body: segue_core::server::ReqBody) -> Result<Bytes, String> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(f) => f.into_data().unwrap_or_default(),
+            Err(e) => return Err(format!("request body: {e}")),
+        };
+        out.extend_from_slice(&data);
+        if out.len() as u64 > RETRY_BODY_MAX {
+            return Err(format!("request body over its Content-Length ({RETRY_BODY_MAX} bytes at most)"));
+        }
+    }
+    Ok(out.into())
 }
 
 /// Remove hop-by-hop headers, including any named by `Connection`.

@@ -323,6 +323,49 @@ async fn other_methods_are_forwarded_uncached() {
     assert!(String::from_utf8_lossy(&r.body).contains("upstream_unavailable"));
 }
 
+/// An upstream that closes the first connection after reading a request, without
+/// answering (a keep-alive connection it timed out just as it was reused), then answers
+/// on a new one: an idempotent PUT is sent again and succeeds; a POST is not (it may have
+/// been handled) and fails visibly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_request_is_resent_once_when_its_connection_drops() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            n += 1;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = Vec::new();
+            // Read the head and the 5-byte body.
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") || !got.ends_with(b"hello") {
+                let k = s.read(&mut buf).await.unwrap();
+                if k == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..k]);
+            }
+            let line = String::from_utf8_lossy(&got).lines().next().unwrap_or("").to_owned();
+            log.lock().unwrap().push(line);
+            if n % 2 == 1 {
+                drop(s); // the first of each pair: closed without an answer
+                continue;
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+        }
+    });
+    let edge = start_edge(vec![format!("http://{up}")], |_| {}).await;
+    let r = request(edge, "PUT", "/config/x", &[], b"hello").await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
+    assert_eq!(*seen.lock().unwrap(), vec!["PUT /config/x HTTP/1.1", "PUT /config/x HTTP/1.1"]);
+    let r = request(edge, "POST", "/config/y", &[], b"hello").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(seen.lock().unwrap().len(), 3, "a POST is sent once");
+}
+
 /// Active health checks take a dead upstream out of rotation without client traffic and
 /// put it back as soon as it answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
