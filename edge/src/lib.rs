@@ -31,6 +31,7 @@ use segue_core::token::Verifier;
 
 pub use config::Config;
 pub use error::Error;
+pub(crate) use http_cache::key::cache_key;
 
 use cache::Cache;
 use coalesce::Coalescer;
@@ -530,20 +531,4 @@ fn check_request(state: &State, req: &Request<ReqBody>, policy: &policy::PathPol
         tokens.verifier.verify(req.method().as_str(), path, req.uri().query(), fetch::unix_now(), country)?;
     }
     Ok(())
-}
-
-/// The cache key: the path plus the query without token parameters, so every client's
-/// differently signed URL for one object shares one cache entry.
-pub(crate) fn cache_key(path: &str, query: Option<&str>) -> String {
-    let kept: Vec<&str> = query
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .filter(|p| !matches!(p.split('=').next(), Some("exp" | "kid" | "sig" | "nbf" | "country")))
-        .collect();
-    if kept.is_empty() {
-        path.to_owned()
-    } else {
-        format!("{path}?{}", kept.join("&"))
-    }
 }

@@ -356,3 +356,25 @@ async fn sliced_paths_obey_no_store_and_cache_negative_answers() {
     assert_eq!(get(e, "/a/kept/high.ogg", &[]).await.h("x-cache"), "HIT-MEM");
     assert_eq!(o.count(), 4);
 }
+
+#[tokio::test]
+async fn a_sliced_object_is_renewed_by_a_304_without_refetching_its_slices() {
+    // Three slices of audio; the origin ignores Range (the edge keeps its slice of each
+    // answer) and answers its validator with a 304.
+    let audio: &'static str =
+        Box::leak((0..600_000).map(|i| (b'a' + (i % 26) as u8) as char).collect::<String>().into_boxed_str());
+    let o = origin(move |_, _, req| match req.get("if-none-match") {
+        Some(t) if t == "\"v1\"" => (304, h(&[("cache-control", "max-age=0"), ("etag", "\"v1\""), ("x-rev", "2")]), ""),
+        _ => (200, h(&[("cache-control", "max-age=0"), ("etag", "\"v1\""), ("x-rev", "1")]), audio),
+    })
+    .await;
+    let e = edge(&o, |_| {}).await;
+    let first = get(e, "/a/t/high.ogg", &[]).await;
+    assert_eq!((first.status, first.body.len(), first.h("x-rev")), (200, 600_000, "1"));
+    assert_eq!(o.count(), 3, "one fetch per slice");
+    let again = get(e, "/a/t/high.ogg", &[]).await;
+    assert_eq!((again.h("x-cache"), again.h("x-rev")), ("REVALIDATED", "2"));
+    assert!(again.body == audio.as_bytes());
+    assert_eq!(o.count(), 4, "one conditional request; no slice fetched again");
+    assert_eq!(o.last_header("if-none-match").as_deref(), Some("\"v1\""));
+}

@@ -310,7 +310,8 @@ mod tests {
     #[test]
     fn lifetimes_from_rfc_9111() {
         let d = || ("date", date_at(0));
-        let table: &[(u16, Vec<(&str, String)>, u64)] = &[
+        type Row<'a> = (u16, Vec<(&'a str, String)>, u64);
+        let table: &[Row] = &[
             (200, vec![d(), ("cache-control", "max-age=60".into())], 60),
             (200, vec![d(), ("cache-control", "max-age=3600, s-maxage=10".into())], 10),
             (200, vec![d(), ("cache-control", "s-maxage=10".into()), ("cache-control", "max-age=3600".into())], 10),
