@@ -743,6 +743,7 @@ impl Journal {
         // Per primary key, its variants by variant key (a removal clears them all).
         let mut latest: std::collections::HashMap<String, std::collections::HashMap<String, ObjectInfo>> =
             Default::default();
+        let mut skipped = 0u64;
         match std::fs::File::open(path) {
             Ok(f) => {
                 for line in std::io::BufReader::new(f).lines() {
@@ -759,8 +760,13 @@ impl Journal {
                                 }
                             }
                         }
-                        Err(_) => tracing::warn!(path = %path.display(), "skipping a torn object journal line"),
+                        Err(_) => skipped += 1,
                     }
+                }
+                if skipped > 0 {
+                    // A torn last line after a crash, or records an older edge wrote: those
+                    // objects are simply fetched again.
+                    tracing::warn!(path = %path.display(), skipped, "skipped unreadable object journal lines");
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
