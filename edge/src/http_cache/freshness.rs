@@ -266,7 +266,7 @@ fn date(headers: &HeaderMap) -> Option<SystemTime> {
 
 /// An HTTP-date in any of its three forms (RFC 9110 §5.6.7); anything else is `None`.
 pub fn parse_date(v: &str) -> Option<SystemTime> {
-    httpdate::parse_http_date(v.trim()).ok()
+    super::date::parse(v)
 }
 
 /// Unix milliseconds, for the object journal.

@@ -4,6 +4,7 @@
 //! request path in `serve.rs` applies them.
 
 pub mod cache_control;
+pub mod date;
 pub mod freshness;
 pub mod invalidate;
 pub mod key;
