@@ -66,7 +66,7 @@ fn at(year: u64, month: u64, day: u64, time: &str) -> Option<SystemTime> {
     let t: Vec<&str> = time.split(':').collect();
     let [h, m, s] = t[..] else { return None };
     let (h, m, s) = (digits(h, 2)?, digits(m, 2)?, digits(s, 2)?);
-    let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let leap = |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
     let month_days = [31, if leap(year) { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     if year < 1970
         || !(1..=12).contains(&month)
