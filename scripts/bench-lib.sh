@@ -2,7 +2,8 @@
 # cleaned up on exit, the peers (nginx, a throwaway PostgreSQL), the Ogg-sized catalog,
 # the nginx configuration the edge benchmarks compare against, and small helpers.
 #
-#   bench_setup NAME            sets BIN, WORK, PIDS; defines log; traps cleanup
+#   bench_setup NAME            sets BIN (a release build, or $SEGUE_BIN), WORK, PIDS;
+#                               defines log; traps cleanup
 #   need_nginx                  installs nginx-light if missing; sets NGINX
 #   start_postgres PORT [-c k=v ...]
 #                               a throwaway cluster in $WORK/pg on 127.0.0.1:PORT, pinned to
@@ -15,8 +16,14 @@
 #                               slice 1m on SLICE_PORT, both on disk capped at CAP_MB
 
 bench_setup() {
-  cargo build --release --bin segue >&2
-  BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/segue"
+  # SEGUE_BIN benches a given binary (say, the release before a change) instead of a
+  # release build of this checkout.
+  if [ -n "${SEGUE_BIN:-}" ]; then
+    BIN="$(realpath "$SEGUE_BIN")"
+  else
+    cargo build --release --bin segue >&2
+    BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/release/segue"
+  fi
   WORK=$(mktemp -d "/tmp/segue-$1-bench.XXXXXX")
   PIDS=()
   BENCH_NAME=$1
