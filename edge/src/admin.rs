@@ -356,7 +356,7 @@ async fn run_prewarm(state: Arc<State>, job: Arc<Job>) {
 
 async fn warm_one(state: &Arc<State>, path: &str) -> Result<u64, String> {
     let key: Arc<str> = crate::cache_key(path, None).into();
-    let stored = state.cache.object(&key).filter(|i| !i.stale && i.freshness.is_fresh(std::time::SystemTime::now()));
+    let stored = state.cache.object(&key).filter(|i| i.is_fresh(std::time::SystemTime::now()));
     let info = match stored {
         Some(info) => info,
         None => crate::serve::discover(state, &key, state.cache.object(&key)).await.map_err(|e| e.to_string())?.0,

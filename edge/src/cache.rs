@@ -26,7 +26,8 @@ use segue_core::conditional::Validators;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Eviction;
-use crate::http_cache::freshness::{from_millis, to_millis, Freshness};
+use crate::http_cache::cache_control::Directives;
+use crate::http_cache::freshness::{from_millis, to_millis, Freshness, Reuse};
 use crate::http_cache::vary::{self, Selecting};
 
 /// One stored response: its header fields, freshness and body length (the body itself
@@ -80,6 +81,21 @@ impl ObjectInfo {
 
     pub fn surrogate_keys(&self) -> impl Iterator<Item = &str> {
         self.header("surrogate-key").unwrap_or("").split_ascii_whitespace()
+    }
+
+    /// How this stored response may answer a request now; a soft-purged or invalidated
+    /// one is always validated first.
+    pub fn reuse(&self, req: &Directives, now: SystemTime) -> Reuse {
+        if self.stale {
+            Reuse::Revalidate
+        } else {
+            self.freshness.reuse(req, now)
+        }
+    }
+
+    /// Fresh, and not marked stale by a purge or an invalidation.
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        !self.stale && self.freshness.is_fresh(now)
     }
 
     /// Whether `[first, end)` is held (always for a fully fetched object).

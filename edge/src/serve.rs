@@ -165,7 +165,7 @@ async fn sliced(
 ) -> Result<Response<Body>, Error> {
     let now = SystemTime::now();
     let stored = state.cache.object(primary);
-    let reuse = stored.as_ref().map(|i| if i.stale { Reuse::Revalidate } else { i.freshness.reuse(rdirs, now) });
+    let reuse = stored.as_ref().map(|i| i.reuse(rdirs, now));
     let (info, mut x_cache, first) = match (stored, reuse) {
         (Some(info), Some(Reuse::Fresh)) => (info, "HIT-MEM", None),
         (Some(info), Some(Reuse::StaleWhileRevalidate)) => {
@@ -204,7 +204,7 @@ pub(crate) async fn discover(
     key: &Arc<str>,
     stale: Option<Arc<ObjectInfo>>,
 ) -> Result<(Arc<ObjectInfo>, &'static str, Option<Arc<crate::coalesce::Fill>>), Error> {
-    let usable = |i: &ObjectInfo| !i.stale && i.freshness.is_fresh(SystemTime::now());
+    let usable = |i: &ObjectInfo| i.is_fresh(SystemTime::now());
     let fresh = || state.cache.object(key).is_some_and(|i| usable(&i));
     let (fill, how) = match state.coalescer.join(key, 0, state.writer_max_age, fresh) {
         Joined::Started(f) => {
@@ -350,12 +350,11 @@ async fn whole(
     rdirs: &Directives,
 ) -> Result<Response<Body>, Error> {
     let now = SystemTime::now();
-    // A request with credentials is never answered from the shared cache unless the
-    // stored response said so (RFC 9111 §3.5), which `storable` checked when storing.
+    // (A response to a request with credentials was only stored if it allowed a shared
+    // cache to reuse it, RFC 9111 §3.5: `storable` checked.)
     let stored = state.cache.lookup(primary, req.headers());
     if let Some(info) = &stored {
-        let reuse = if info.stale { Reuse::Revalidate } else { info.freshness.reuse(rdirs, now) };
-        match reuse {
+        match info.reuse(rdirs, now) {
             Reuse::Fresh => return answer_stored(state, req, info.clone(), "HIT-MEM").await,
             Reuse::StaleWhileRevalidate => {
                 background_whole(state, req, info.clone());
@@ -377,7 +376,7 @@ async fn whole(
             Joined::Joined(fill) => {
                 if fill.finished(state.reader_timeout).await {
                     if let Some(info) = state.cache.lookup(primary, req.headers()) {
-                        if !info.stale && info.freshness.reuse(rdirs, SystemTime::now()) == Reuse::Fresh {
+                        if info.reuse(rdirs, SystemTime::now()) == Reuse::Fresh {
                             return answer_stored(state, req, info, "COALESCED").await;
                         }
                     }
