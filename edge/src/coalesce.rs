@@ -24,25 +24,46 @@ struct FillState {
 
 pub struct Fill {
     pub started: Instant,
+    /// Milliseconds after `started` of the last bytes (or head) received: a fill is judged
+    /// stuck by how long it has made no progress, not by how long it has run.
+    progress_ms: std::sync::atomic::AtomicU64,
     state: Mutex<FillState>,
     notify: Notify,
 }
 
 impl Fill {
     fn new() -> Self {
-        Fill { started: Instant::now(), state: Mutex::new(FillState::default()), notify: Notify::new() }
+        Fill {
+            started: Instant::now(),
+            progress_ms: Default::default(),
+            state: Mutex::new(FillState::default()),
+            notify: Notify::new(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FillState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn progressed(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.progress_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the fill has gone without receiving anything.
+    pub fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.progress_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
     pub fn set_head(&self, head: Result<Arc<ObjectInfo>, Error>) {
+        self.progressed();
         self.lock().head = Some(head);
         self.notify.notify_waiters();
     }
 
     pub fn push(&self, chunk: Bytes) {
+        self.progressed();
         self.lock().chunks.push(chunk);
         self.notify.notify_waiters();
     }
@@ -146,8 +167,9 @@ impl Coalescer {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Join the fill for a slice, or create it. A fill older than `max_age` and still
-    /// running is replaced: exactly one caller (the one holding the lock) takes over.
+    /// Join the fill for a slice, or create it. A fill still running that has received
+    /// nothing for `max_age` is replaced: exactly one caller (the one holding the lock)
+    /// takes over.
     ///
     /// `cached` re-checks the cache under the lock before a new fill is created. A fill
     /// stores its data before it deregisters (under this lock), so a caller whose cache
@@ -156,9 +178,9 @@ impl Coalescer {
         let mut map = self.lock();
         let key = (object.clone(), index);
         match map.get(&key) {
-            Some(f) if f.started.elapsed() < max_age || f.is_done() => return Joined::Joined(f.clone()),
+            Some(f) if f.idle() < max_age || f.is_done() => return Joined::Joined(f.clone()),
             Some(f) => {
-                tracing::warn!(object = %object, index, age = ?f.started.elapsed(), "fill too old; taking over");
+                tracing::warn!(object = %object, index, idle = ?f.idle(), "fill made no progress; taking over");
                 metrics::counter!("edge_fill_takeovers_total").increment(1);
             }
             None if cached() => return Joined::Ready,

@@ -37,8 +37,12 @@ pub struct Config {
     pub upstream_idle_connections: usize,
     /// Seconds a waiting reader tolerates without new bytes from a fill. Default 10.
     pub reader_timeout_secs: u64,
-    /// Seconds after which an unfinished fill is too old and the next request takes over
-    /// with a fresh fetch. Default 30.
+    /// Seconds an upstream body may send nothing before its fetch is failed (its waiters
+    /// get the error, its connection is closed, the next request fetches afresh). Default
+    /// 10. TCP keepalive also probes idle upstream connections.
+    pub upstream_read_timeout_secs: u64,
+    /// Seconds an unfinished fill may go without progress before the next request takes
+    /// over with a fresh fetch. Default 30.
     pub writer_max_age_secs: u64,
     /// Consecutive failures that open an upstream's circuit. Default 3.
     pub upstream_failures_to_open: u32,
@@ -136,6 +140,7 @@ impl Default for Config {
             upstream_connect_timeout_secs: 5,
             upstream_idle_connections: 64,
             reader_timeout_secs: 10,
+            upstream_read_timeout_secs: 10,
             writer_max_age_secs: 30,
             upstream_failures_to_open: 3,
             upstream_open_secs: 5,
@@ -189,6 +194,7 @@ impl Validate for Config {
         )?;
         ensure((1..=4096).contains(&self.upstream_idle_connections), "upstream_idle_connections", "must be 1-4096")?;
         ensure((1..=600).contains(&self.reader_timeout_secs), "reader_timeout_secs", "must be 1-600")?;
+        ensure((1..=600).contains(&self.upstream_read_timeout_secs), "upstream_read_timeout_secs", "must be 1-600")?;
         ensure((1..=3600).contains(&self.writer_max_age_secs), "writer_max_age_secs", "must be 1-3600")?;
         ensure(self.upstream_probe_secs <= 3600, "upstream_probe_secs", "must be 0-3600")?;
         ensure(self.upstream_probe_path.starts_with('/'), "upstream_probe_path", "must start with '/'")?;

@@ -143,7 +143,17 @@ async fn fill_slice(
     let mut body = fetched.body;
     let (mut seen, mut got) = (0u64, 0u64);
     while got < want {
-        let frame = match body.frame().await {
+        let next = tokio::time::timeout(state.upstream_read_timeout, body.frame()).await;
+        let Ok(next) = next else {
+            // Stalled mid-body: fail the fill (every waiter sees it), close the connection.
+            state.upstreams.record_failure(upstream);
+            metrics::counter!("edge_upstream_stalls_total").increment(1);
+            return Err(Error::UpstreamTimeout(format!(
+                "{key}: upstream sent nothing for {:?} after {got} bytes",
+                state.upstream_read_timeout
+            )));
+        };
+        let frame = match next {
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 state.upstreams.record_failure(upstream);

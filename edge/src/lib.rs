@@ -50,6 +50,8 @@ pub struct State {
     /// Targeted fields removed before responses reach clients.
     strip_targeted: Vec<HeaderName>,
     reader_timeout: Duration,
+    /// How long an upstream body may send nothing before its fetch fails.
+    upstream_read_timeout: Duration,
     writer_max_age: Duration,
     via: HeaderValue,
     /// Bearer tokens of the admin API; replaced on SIGHUP.
@@ -98,6 +100,7 @@ impl State {
             targeted: header_names(&config.targeted_cache_control).map_err(|e| invalid("targeted_cache_control", e))?,
             strip_targeted: header_names(&config.strip_targeted).map_err(|e| invalid("strip_targeted", e))?,
             reader_timeout: Duration::from_secs(config.reader_timeout_secs),
+            upstream_read_timeout: Duration::from_secs(config.upstream_read_timeout_secs),
             writer_max_age: Duration::from_secs(config.writer_max_age_secs),
             via: HeaderValue::from_str(&via).map_err(|e| invalid("name", e.to_string()))?,
             admin_tokens: std::sync::RwLock::new(config.admin_tokens.clone()),
@@ -238,8 +241,17 @@ impl State {
             ("name", old.name != new.name),
             (
                 "timeouts",
-                (old.reader_timeout_secs, old.writer_max_age_secs, old.upstream_connect_timeout_secs)
-                    != (new.reader_timeout_secs, new.writer_max_age_secs, new.upstream_connect_timeout_secs),
+                (
+                    old.reader_timeout_secs,
+                    old.writer_max_age_secs,
+                    old.upstream_connect_timeout_secs,
+                    old.upstream_read_timeout_secs,
+                ) != (
+                    new.reader_timeout_secs,
+                    new.writer_max_age_secs,
+                    new.upstream_connect_timeout_secs,
+                    new.upstream_read_timeout_secs,
+                ),
             ),
         ];
         for (field, changed) in checks {

@@ -470,7 +470,14 @@ async fn answer_stored(
     }
     let mut body = fetched.body;
     let mut writer = SliceWriter::new(state, &info, a);
-    while let Some(frame) = body.frame().await {
+    loop {
+        let next = tokio::time::timeout(state.upstream_read_timeout, body.frame()).await.map_err(|_| {
+            Error::UpstreamTimeout(format!(
+                "{}: upstream sent nothing for {:?}",
+                info.primary, state.upstream_read_timeout
+            ))
+        })?;
+        let Some(frame) = next else { break };
         let frame = frame.map_err(|e| Error::UpstreamUnavailable {
             path: info.primary.to_string(),
             detail: format!("body failed: {e}"),
@@ -706,7 +713,20 @@ fn tee(
         // The last chunk is held back until the object is recorded, so a client that has
         // the whole body finds it in the cache on its next request.
         let mut held: Option<Bytes> = None;
-        while let Some(frame) = body.frame().await {
+        loop {
+            let Ok(next) = tokio::time::timeout(state.upstream_read_timeout, body.frame()).await else {
+                // Stalled mid-body: the client's response is cut (never ended cleanly).
+                metrics::counter!("edge_upstream_stalls_total").increment(1);
+                failed = true;
+                if let Some(tx) = client.take() {
+                    if let Some(prev) = held.take() {
+                        let _ = tx.send(Ok(prev)).await;
+                    }
+                    let _ = tx.send(Err("upstream stalled mid-body".into())).await;
+                }
+                break;
+            };
+            let Some(frame) = next else { break };
             match frame {
                 Ok(f) => {
                     let Ok(data) = f.into_data() else { continue };

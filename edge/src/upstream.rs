@@ -70,6 +70,9 @@ impl Upstreams {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(head_timeout));
+        // An upstream that vanished (power, a dropped route) without a FIN or RST is found
+        // by keepalive probes instead of never.
+        connector.set_keepalive(Some(Duration::from_secs(30)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(idle_connections)

@@ -262,6 +262,53 @@ async fn a_stuck_fill_is_taken_over_by_one_later_request() {
     stuck.abort();
 }
 
+/// An upstream that stalls mid-body forever: the fill fails once the upstream has sent
+/// nothing for `upstream_read_timeout_secs` (long before the readers' own 30 s timeout),
+/// its waiter's body is cut rather than left hanging, and the next request fetches afresh
+/// instead of joining the dead fill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_stalled_mid_body_fails_on_the_read_timeout_and_the_next_request_heals() {
+    let data = pattern(SLICE as usize, 11);
+    let up = start_scripted(data.clone()).await;
+    let never = Arc::new(Notify::new());
+    {
+        let mut s = up.script.lock().unwrap();
+        s.stall_after = Some((16 * 1024, never.clone()));
+        s.stall_once = true;
+    }
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |c| {
+        c.upstream_read_timeout_secs = 1;
+        c.reader_timeout_secs = 30;
+        c.writer_max_age_secs = 30;
+    })
+    .await;
+    // Liveness, not speed: the cut comes from the 1 s read timeout; without it the client
+    // would wait for the 30 s reader timeout.
+    let cut = tokio::time::timeout(Duration::from_secs(15), get(edge, "/stall.ogg", &[])).await;
+    let cut = cut.expect("the stalled fill was failed, not left hanging");
+    assert!(cut.body.len() < data.len(), "a stalled body never ends cleanly");
+    let healed = get(edge, "/stall.ogg", &[]).await;
+    assert_eq!((healed.status, healed.body.as_slice()), (200, data.as_ref()));
+    assert_eq!(up.count(), 2);
+}
+
+/// A slow but steady fill is not "stuck": a request arriving after `writer_max_age_secs`
+/// of its run joins it instead of fetching the slice a second time (takeover is decided by
+/// the time since the last bytes, not since the start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_fill_is_joined_not_taken_over() {
+    let data = pattern(SLICE as usize, 12);
+    let up = start_scripted(data.clone()).await;
+    up.script.lock().unwrap().pace = Some(Duration::from_millis(120)); // ~2 s per slice
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |c| c.writer_max_age_secs = 1).await;
+    let first = tokio::spawn(async move { get(edge, "/steady.ogg", &[]).await });
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    let second = get(edge, "/steady.ogg", &[]).await;
+    assert_eq!((second.status, second.body.as_slice()), (200, data.as_ref()));
+    assert_eq!(first.await.unwrap().body.as_slice(), data.as_ref());
+    assert_eq!(up.count(), 1, "the steady fill was joined");
+}
+
 /// Methods other than GET and HEAD go upstream uncached: method, body and end-to-end
 /// headers arrive, hop-by-hop ones do not, the answer comes back with `X-Cache: PASS`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

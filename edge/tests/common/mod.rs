@@ -85,6 +85,8 @@ pub struct Script {
     pub stall_once: bool,
     /// Serve these bytes with this ETag instead of the object (a new version upstream).
     pub replace: Option<(Bytes, String)>,
+    /// Wait this long before each 16 KiB chunk (a slow but steady upstream).
+    pub pace: Option<std::time::Duration>,
     requests_seen: u64,
 }
 
@@ -160,8 +162,9 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
                     if s.stall_once {
                         s.stall_after = None;
                     }
-                    (stall, die, chaos_stall)
+                    (stall, die, (chaos_stall, s.pace))
                 };
+                let (chaos_stall, pace) = chaos_stall;
                 const CHUNK: usize = 16 * 1024;
                 let chunks: Vec<Bytes> =
                     (0..body.len()).step_by(CHUNK).map(|i| body.slice(i..(i + CHUNK).min(body.len()))).collect();
@@ -172,6 +175,9 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
                 let stream = futures_util::stream::iter(chunks).enumerate().then(move |(i, c)| {
                     let (stall, cl, tag) = (stall.clone(), cl.clone(), tag.clone());
                     async move {
+                        if let Some(p) = pace {
+                            tokio::time::sleep(p).await;
+                        }
                         let sent = i * CHUNK;
                         if let Some(limit) = die {
                             if sent + c.len() > limit {
