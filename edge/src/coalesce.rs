@@ -29,6 +29,8 @@ pub struct Fill {
     progress_ms: std::sync::atomic::AtomicU64,
     state: Mutex<FillState>,
     notify: Notify,
+    /// The task fetching for this fill, aborted when a later request takes over.
+    task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Fill {
@@ -38,11 +40,24 @@ impl Fill {
             progress_ms: Default::default(),
             state: Mutex::new(FillState::default()),
             notify: Notify::new(),
+            task: Mutex::new(None),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FillState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_task(&self, task: tokio::task::AbortHandle) {
+        *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+
+    /// Stop the fetching task (its socket and buffered chunks are released; its waiters
+    /// are told by the task's drop guard).
+    fn abort_task(&self) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
     }
 
     fn progressed(&self) {
@@ -181,6 +196,7 @@ impl Coalescer {
             Some(f) if f.idle() < max_age || f.is_done() => return Joined::Joined(f.clone()),
             Some(f) => {
                 tracing::warn!(object = %object, index, idle = ?f.idle(), "fill made no progress; taking over");
+                f.abort_task();
                 metrics::counter!("edge_fill_takeovers_total").increment(1);
             }
             None if cached() => return Joined::Ready,

@@ -29,12 +29,47 @@ pub async fn run_fill(
     known: Option<Arc<ObjectInfo>>,
     stale: Option<Arc<ObjectInfo>>,
 ) {
+    let done = Finish { state: state.clone(), fill: fill.clone(), key: key.clone(), index };
     let result = fill_slice(&state, &fill, &key, index, known, stale).await;
     if let Err(e) = &result {
         tracing::debug!(object = %key, index, error = %e, "fill failed");
     }
     fill.finish(result.map(|_| ()));
-    state.coalescer.remove(&key, index, &fill);
+    drop(done);
+}
+
+/// Start [`run_fill`] in its own task, which a takeover can abort.
+pub fn spawn_fill(
+    state: &Arc<State>,
+    fill: &Arc<Fill>,
+    key: Arc<str>,
+    index: u64,
+    known: Option<Arc<ObjectInfo>>,
+    stale: Option<Arc<ObjectInfo>>,
+) {
+    let task = tokio::spawn(run_fill(state.clone(), fill.clone(), key, index, known, stale));
+    fill.set_task(task.abort_handle());
+}
+
+/// However a fill's task ends (finished, failed, aborted by a takeover, or panicked), its
+/// waiters are told and its slot is freed.
+struct Finish {
+    state: Arc<State>,
+    fill: Arc<Fill>,
+    key: Arc<str>,
+    index: u64,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if !self.fill.is_done() {
+            self.fill.finish(Err(Error::UpstreamUnavailable {
+                path: self.key.to_string(),
+                detail: "the fetch was stopped (taken over after making no progress)".into(),
+            }));
+        }
+        self.state.coalescer.remove(&self.key, self.index, &self.fill);
+    }
 }
 
 async fn fill_slice(

@@ -82,14 +82,7 @@ impl Cursor {
                 let cache = &self.state.cache;
                 let fill = match self.state.coalescer.join(&self.info.key, index, max_age, || cache.in_memory(&key)) {
                     Joined::Started(f) => {
-                        tokio::spawn(fetch::run_fill(
-                            self.state.clone(),
-                            f.clone(),
-                            self.info.key.clone(),
-                            index,
-                            Some(self.info.clone()),
-                            None,
-                        ));
+                        fetch::spawn_fill(&self.state, &f, self.info.key.clone(), index, Some(self.info.clone()), None);
                         f
                     }
                     Joined::Joined(f) => f,

@@ -191,7 +191,7 @@ fn revalidate_in_background(state: &Arc<State>, info: Arc<ObjectInfo>) {
     let fresh = || false;
     if let Joined::Started(f) = state.coalescer.join(&info.key, 0, state.writer_max_age, fresh) {
         metrics::counter!("edge_background_revalidations_total").increment(1);
-        tokio::spawn(fetch::run_fill(state.clone(), f, info.key.clone(), 0, None, Some(info)));
+        fetch::spawn_fill(state, &f, info.key.clone(), 0, None, Some(info));
     }
 }
 
@@ -208,7 +208,7 @@ pub(crate) async fn discover(
     let fresh = || state.cache.object(key).is_some_and(|i| usable(&i));
     let (fill, how) = match state.coalescer.join(key, 0, state.writer_max_age, fresh) {
         Joined::Started(f) => {
-            tokio::spawn(fetch::run_fill(state.clone(), f.clone(), key.clone(), 0, None, stale.clone()));
+            fetch::spawn_fill(state, &f, key.clone(), 0, None, stale.clone());
             (Some(f), if stale.is_some() { "REVALIDATED" } else { "MISS" })
         }
         Joined::Joined(f) => (Some(f), "COALESCED"),

@@ -247,6 +247,7 @@ async fn a_stuck_fill_is_taken_over_by_one_later_request() {
     let edge = start_edge(vec![format!("http://{}", up.addr)], |c| {
         c.writer_max_age_secs = 1;
         c.reader_timeout_secs = 30;
+        c.upstream_read_timeout_secs = 60;
     })
     .await;
     // The first client's fill stalls forever.
@@ -259,7 +260,10 @@ async fn a_stuck_fill_is_taken_over_by_one_later_request() {
         assert_eq!((r.status, r.body.as_slice()), (200, data.as_ref()));
     }
     assert_eq!(up.count(), 2, "one stuck fetch and one takeover: {:?}", up.requests.lock().unwrap());
-    stuck.abort();
+    // The replaced fetch was stopped, not left to its 30 s and 60 s timeouts: its waiter's
+    // body was cut at the takeover (a liveness bound, not a speed one).
+    let cut = tokio::time::timeout(Duration::from_secs(10), stuck).await.expect("the stuck fill's waiter was released");
+    assert!(cut.unwrap().body.len() < data.len());
 }
 
 /// An upstream that stalls mid-body forever: the fill fails once the upstream has sent
