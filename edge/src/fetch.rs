@@ -126,8 +126,14 @@ async fn fill_slice(
             }
             (total, 0)
         }
-        // An upstream that ignores Range sends everything; keep our slice of it.
-        StatusCode::OK => (content_length(&fetched.headers).unwrap_or(0), first),
+        // An upstream that ignores Range sends everything; keep our slice of it (and store
+        // every other slice it passes, below).
+        StatusCode::OK => match content_length(&fetched.headers) {
+            Some(len) => (len, first),
+            None => {
+                return fill_unknown_length(state, fill, key, index, known, fetched, request_time, response_time).await
+            }
+        },
         StatusCode::RANGE_NOT_SATISFIABLE if unsatisfied_len(&fetched.headers) == Some(0) => (0, 0),
         _ => {
             let answer = match passthrough(key, fetched).await {
@@ -175,11 +181,19 @@ async fn fill_slice(
     let want = last - first + 1;
 
     // Stream the body into the fill, trimming to our slice when the upstream sent more.
+    // A whole body (the upstream ignored Range) is read to its end and every slice it
+    // passes is stored, so the object's other slices cost no fetch from byte 0 each.
+    let mut passed = (body_offset > 0 || fetched.status == StatusCode::OK)
+        .then(|| Passed::new(state, key, info.generation, index))
+        .filter(|_| !info.transient);
     let mut body = fetched.body;
     let (mut seen, mut got) = (0u64, 0u64);
-    while got < want {
+    while got < want || passed.is_some() {
         let next = tokio::time::timeout(state.upstream_read_timeout, body.frame()).await;
         let Ok(next) = next else {
+            if got == want {
+                break; // ours is complete; only the extra slices are lost
+            }
             // Stalled mid-body: fail the fill (every waiter sees it), close the connection.
             state.upstreams.record_failure(upstream);
             metrics::counter!("edge_upstream_stalls_total").increment(1);
@@ -190,6 +204,7 @@ async fn fill_slice(
         };
         let frame = match next {
             Some(Ok(f)) => f,
+            Some(Err(_)) if got == want => break,
             Some(Err(e)) => {
                 state.upstreams.record_failure(upstream);
                 return Err(Error::UpstreamUnavailable {
@@ -197,13 +212,21 @@ async fn fill_slice(
                     detail: format!("body failed after {got} bytes: {e}"),
                 });
             }
-            None => break,
+            None => {
+                if let Some(p) = passed.take() {
+                    p.finish();
+                }
+                break;
+            }
         };
         let Ok(data) = frame.into_data() else { continue };
+        if let Some(p) = passed.as_mut() {
+            p.push(&data);
+        }
         let (lo, hi) = (seen, seen + data.len() as u64);
         seen = hi;
         let from = body_offset + got;
-        if hi <= from {
+        if hi <= from || got == want {
             continue;
         }
         let start = (from.max(lo) - lo) as usize;
@@ -229,6 +252,141 @@ async fn fill_slice(
     }
     if let Some(chunks) = fill.completed_bytes_now() {
         state.cache.put_slice(SliceKey { object: key.clone(), generation: info.generation, index }, 0, join(chunks));
+    }
+    Ok(())
+}
+
+/// The slices of a whole body passing through a slice fill, stored as they complete
+/// (all but the fill's own, which it stores itself).
+struct Passed<'a> {
+    state: &'a State,
+    key: &'a Arc<str>,
+    generation: u64,
+    own: u64,
+    /// Bytes of the current slice so far, and the body offset they start at.
+    buf: Vec<u8>,
+    start: u64,
+}
+
+impl<'a> Passed<'a> {
+    fn new(state: &'a State, key: &'a Arc<str>, generation: u64, own: u64) -> Self {
+        Passed { state, key, generation, own, buf: Vec::new(), start: 0 }
+    }
+
+    fn push(&mut self, mut data: &[u8]) {
+        let size = self.state.cache.slice_size as usize;
+        while !data.is_empty() {
+            let take = (size - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == size {
+                self.flush();
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let index = self.start / self.state.cache.slice_size;
+        let bytes = std::mem::take(&mut self.buf);
+        self.start += bytes.len() as u64;
+        if index != self.own && !bytes.is_empty() {
+            let slice = SliceKey { object: self.key.clone(), generation: self.generation, index };
+            self.state.cache.put_slice(slice, 0, bytes.into());
+        }
+    }
+
+    /// The body ended: its last (short) slice is complete too.
+    fn finish(mut self) {
+        self.flush();
+    }
+}
+
+/// A 200 without `Content-Length` (the upstream ignored Range and streams a length it
+/// does not announce): read whole, every slice stored as it passes, and the object
+/// recorded with the length it turned out to have, never as empty. Waiters get the head
+/// and their slice once the body has ended.
+#[allow(clippy::too_many_arguments)]
+async fn fill_unknown_length(
+    state: &State,
+    fill: &Fill,
+    key: &Arc<str>,
+    index: u64,
+    known: Option<Arc<ObjectInfo>>,
+    fetched: crate::upstream::Fetched,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Result<(), Error> {
+    let size = state.cache.slice_size;
+    let transient =
+        known.as_ref().map_or_else(|| !state.storable_fill(key, StatusCode::OK, &fetched.headers), |k| k.transient);
+    let generation = known.as_ref().map_or_else(|| state.cache.new_generation(), |k| k.generation);
+    let mut body = fetched.body;
+    let mut total = 0u64;
+    let mut ours: Vec<u8> = Vec::new();
+    let mut passed = Passed::new(state, key, generation, if transient { u64::MAX } else { index });
+    loop {
+        let next = tokio::time::timeout(state.upstream_read_timeout, body.frame()).await.map_err(|_| {
+            state.upstreams.record_failure(fetched.upstream);
+            Error::UpstreamTimeout(format!("{key}: upstream sent nothing for {:?}", state.upstream_read_timeout))
+        })?;
+        let frame = match next {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                state.upstreams.record_failure(fetched.upstream);
+                return Err(Error::UpstreamUnavailable { path: key.to_string(), detail: format!("body failed: {e}") });
+            }
+            None => break,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        // Our slice's bytes are kept for the waiters; the others only pass into the cache.
+        let (lo, hi) = (total, total + data.len() as u64);
+        let (a, b) = (lo.max(index * size), hi.min((index + 1) * size));
+        if a < b {
+            ours.extend_from_slice(&data[(a - lo) as usize..(b - lo) as usize]);
+        }
+        total = hi;
+        if !transient {
+            passed.push(&data);
+        }
+    }
+    if !transient {
+        passed.finish();
+    }
+    let info = match known {
+        Some(k) if k.len != total => {
+            state.cache.drop_object(&k.primary);
+            metrics::counter!("edge_object_changed_total").increment(1);
+            return Err(Error::Changed(key.to_string()));
+        }
+        Some(k) => k,
+        None => {
+            let mut info = state.describe(
+                key.clone(),
+                key.clone(),
+                StatusCode::OK,
+                fetched.headers,
+                total,
+                Vec::new(),
+                request_time,
+                response_time,
+            );
+            info.generation = generation;
+            info.transient = transient;
+            let info = if transient { Arc::new(info) } else { state.cache.store(info) };
+            fill.set_head(Ok(info.clone()));
+            info
+        }
+    };
+    if !ours.is_empty() {
+        let ours = Bytes::from(ours);
+        if !info.transient {
+            state.cache.put_slice(
+                SliceKey { object: key.clone(), generation: info.generation, index },
+                0,
+                ours.clone(),
+            );
+        }
+        fill.push(ours);
     }
     Ok(())
 }
