@@ -106,7 +106,19 @@ impl Error {
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::NotCached(_) => "not_cached",
         };
-        let mut r = error_response(status, code, &self);
+        // Upstream failures are logged whole; clients never learn upstream addresses.
+        let public = match &self {
+            Error::UpstreamUnavailable { path, .. } => {
+                tracing::debug!(error = %self, "answered an upstream failure");
+                format!("no upstream could serve {path}")
+            }
+            Error::UpstreamTimeout(_) => {
+                tracing::debug!(error = %self, "answered an upstream timeout");
+                "the upstream took too long to answer".to_owned()
+            }
+            e => e.to_string(),
+        };
+        let mut r = error_response(status, code, &public);
         if let Error::MethodNotAllowed { allow, .. } = &self {
             if let Ok(v) = http::HeaderValue::from_str(allow) {
                 r.headers_mut().insert(http::header::ALLOW, v);

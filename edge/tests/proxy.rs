@@ -371,7 +371,13 @@ async fn other_methods_are_forwarded_uncached() {
     let dead = start_edge(vec!["http://127.0.0.1:1".into()], |_| {}).await;
     let r = request(dead, "POST", "/v1/plays", &[], b"x").await;
     assert_eq!(r.status, 502);
-    assert!(String::from_utf8_lossy(&r.body).contains("upstream_unavailable"));
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(body.contains("upstream_unavailable"), "{body}");
+    assert!(!body.contains("127.0.0.1:1"), "the upstream's address reached the client: {body}");
+    let r = get(dead, "/a/x/high.ogg", &[]).await;
+    let body = String::from_utf8_lossy(&r.body);
+    assert_eq!(r.status, 502, "{body}");
+    assert!(!body.contains("127.0.0.1:1"), "the upstream's address reached the client: {body}");
 }
 
 /// An upstream that closes the first connection after reading a request, without
