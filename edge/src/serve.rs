@@ -231,9 +231,21 @@ pub(crate) async fn discover(
                 metrics::counter!("edge_stale_served_total").increment(1);
                 Ok((stale, "STALE", None))
             }
+            (_, Some(_)) if gone(&e) => {
+                // The upstream says the object is gone: the stale copy must not outlive it
+                // (nor stand in for a later failure).
+                tracing::info!(object = %key, "gone upstream; stored copy dropped");
+                state.cache.drop_object(key);
+                Err(e)
+            }
             _ => Err(e),
         },
     }
+}
+
+/// An upstream answer saying the object no longer exists.
+fn gone(e: &Error) -> bool {
+    matches!(e, Error::Upstream(p) if matches!(p.status, StatusCode::NOT_FOUND | StatusCode::GONE))
 }
 
 /// HIT-MEM if every slice the response needs is in memory, HIT-SSD if all are cached and
@@ -637,7 +649,8 @@ async fn respond_fetched(
     let Some((offset, total)) = shape else {
         if let Err(why) = decision {
             tracing::trace!(object = %primary, why, "not stored");
-            if dirs.no_store && stored.is_some() {
+            let gone = matches!(fetched.status, StatusCode::NOT_FOUND | StatusCode::GONE);
+            if (dirs.no_store || gone) && stored.is_some() {
                 state.cache.drop_object(primary);
             }
         }

@@ -431,3 +431,19 @@ async fn an_upstream_ignoring_range_is_read_once_and_an_unknown_length_is_never_
     assert_eq!((again.status, again.h("x-cache"), &again.body[..]), (206, "HIT-MEM", &audio.as_bytes()[599_990..]));
     assert_eq!(o.count(), 2);
 }
+
+#[tokio::test]
+async fn a_stale_copy_the_upstream_now_calls_gone_is_dropped_not_kept_for_errors() {
+    for path in ["/a/g/high.ogg", "/m/g.json"] {
+        let o = origin(|_, _, _| (200, h(&[("cache-control", "max-age=0"), ("etag", "\"g\"")]), "was here")).await;
+        let e = edge(&o, |_| {}).await;
+        assert_eq!(get(e, path, &[]).await.status, 200);
+        o.answer(|_, _, _| (404, h(&[("cache-control", "private")]), "gone"));
+        let r = get(e, path, &[]).await;
+        assert_eq!((r.status, &r.body[..]), (404, &b"gone"[..]), "{path}");
+        // The origin fails now: the dropped copy does not come back as a stale answer.
+        o.answer(|_, _, _| (500, h(&[]), "down"));
+        let r = get(e, path, &[]).await;
+        assert_eq!((r.status, &r.body[..]), (500, &b"down"[..]), "{path}");
+    }
+}
