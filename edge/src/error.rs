@@ -9,9 +9,6 @@ pub enum Error {
     BadPath(&'static str),
     #[error("{0}")]
     Forbidden(#[from] segue_core::token::TokenError),
-    /// The upstream answered with a final status we pass on (404, 403, ...).
-    #[error("upstream answered {status} for {path}")]
-    UpstreamStatus { status: u16, path: String },
     /// No upstream could be reached, or all failed: retrying later may help.
     #[error("no upstream could serve {path}: {detail}")]
     UpstreamUnavailable { path: String, detail: String },
@@ -73,7 +70,6 @@ impl Error {
         match self {
             Error::BadPath(_) => StatusCode::BAD_REQUEST,
             Error::Forbidden(_) | Error::Embargoed(_) => StatusCode::FORBIDDEN,
-            Error::UpstreamStatus { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
             Error::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Changed(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -96,8 +92,6 @@ impl Error {
             Error::BadPath(_) => "bad_path",
             Error::Forbidden(_) => "forbidden",
             Error::Embargoed(_) => "embargoed",
-            Error::UpstreamStatus { status: 404, .. } => "not_found",
-            Error::UpstreamStatus { .. } => "upstream_status",
             Error::UpstreamUnavailable { .. } => "upstream_unavailable",
             Error::UpstreamTimeout(_) => "upstream_timeout",
             Error::Changed(_) => "object_changed",

@@ -15,6 +15,7 @@ use crate::cache::{ObjectInfo, SliceKey};
 use crate::coalesce::Fill;
 use crate::error::Error;
 use crate::http_cache::validate;
+use crate::upstream::BodyError;
 use crate::State;
 
 /// Run the fill for slice `index` of the object at `key` (path and query).
@@ -189,22 +190,17 @@ async fn fill_slice(
     let mut body = fetched.body;
     let (mut seen, mut got) = (0u64, 0u64);
     while got < want || passed.is_some() {
-        let next = tokio::time::timeout(state.upstream_read_timeout, body.frame()).await;
-        let Ok(next) = next else {
-            if got == want {
-                break; // ours is complete; only the extra slices are lost
-            }
-            // Stalled mid-body: fail the fill (every waiter sees it), close the connection.
-            state.upstreams.record_failure(upstream);
-            metrics::counter!("edge_upstream_stalls_total").increment(1);
-            return Err(Error::UpstreamTimeout(format!(
-                "{key}: upstream sent nothing for {:?} after {got} bytes",
-                state.upstream_read_timeout
-            )));
-        };
-        let frame = match next {
+        let frame = match body.frame().await {
             Some(Ok(f)) => f,
+            // Ours is complete; only the extra slices are lost.
             Some(Err(_)) if got == want => break,
+            Some(Err(BodyError::Stalled(idle))) => {
+                // Stalled mid-body: fail the fill (every waiter sees it), close the connection.
+                state.upstreams.record_failure(upstream);
+                return Err(Error::UpstreamTimeout(format!(
+                    "{key}: upstream sent nothing for {idle:?} after {got} bytes"
+                )));
+            }
             Some(Err(e)) => {
                 state.upstreams.record_failure(upstream);
                 return Err(Error::UpstreamUnavailable {
@@ -325,12 +321,12 @@ async fn fill_unknown_length(
     let mut ours: Vec<u8> = Vec::new();
     let mut passed = Passed::new(state, key, generation, if transient { u64::MAX } else { index });
     loop {
-        let next = tokio::time::timeout(state.upstream_read_timeout, body.frame()).await.map_err(|_| {
-            state.upstreams.record_failure(fetched.upstream);
-            Error::UpstreamTimeout(format!("{key}: upstream sent nothing for {:?}", state.upstream_read_timeout))
-        })?;
-        let frame = match next {
+        let frame = match body.frame().await {
             Some(Ok(f)) => f,
+            Some(Err(BodyError::Stalled(idle))) => {
+                state.upstreams.record_failure(fetched.upstream);
+                return Err(Error::UpstreamTimeout(format!("{key}: upstream sent nothing for {idle:?}")));
+            }
             Some(Err(e)) => {
                 state.upstreams.record_failure(fetched.upstream);
                 return Err(Error::UpstreamUnavailable { path: key.to_string(), detail: format!("body failed: {e}") });

@@ -50,8 +50,6 @@ pub struct State {
     /// Targeted fields removed before responses reach clients.
     strip_targeted: Vec<HeaderName>,
     reader_timeout: Duration,
-    /// How long an upstream body may send nothing before its fetch fails.
-    upstream_read_timeout: Duration,
     writer_max_age: Duration,
     via: HeaderValue,
     /// Bearer tokens of the admin API; replaced on SIGHUP.
@@ -88,6 +86,7 @@ impl State {
             upstreams: Upstreams::new(
                 &config.upstreams,
                 Duration::from_secs(config.upstream_connect_timeout_secs),
+                Duration::from_secs(config.upstream_read_timeout_secs),
                 config.upstream_failures_to_open,
                 Duration::from_secs(config.upstream_open_secs),
                 config.upstream_idle_connections,
@@ -100,7 +99,6 @@ impl State {
             targeted: header_names(&config.targeted_cache_control).map_err(|e| invalid("targeted_cache_control", e))?,
             strip_targeted: header_names(&config.strip_targeted).map_err(|e| invalid("strip_targeted", e))?,
             reader_timeout: Duration::from_secs(config.reader_timeout_secs),
-            upstream_read_timeout: Duration::from_secs(config.upstream_read_timeout_secs),
             writer_max_age: Duration::from_secs(config.writer_max_age_secs),
             via: HeaderValue::from_str(&via).map_err(|e| invalid("name", e.to_string()))?,
             admin_tokens: std::sync::RwLock::new(config.admin_tokens.clone()),

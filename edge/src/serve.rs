@@ -21,6 +21,7 @@ use crate::http_cache::freshness::{self, Freshness, Reuse};
 use crate::http_cache::validate;
 use crate::http_cache::vary::{self, Vary};
 use crate::policy::PathPolicy;
+use crate::upstream::BodyError;
 use crate::{fetch, reader, State};
 
 /// Largest body of a non-200 answer (a redirect, an error page) that is stored.
@@ -482,17 +483,12 @@ async fn answer_stored(
     }
     let mut body = fetched.body;
     let mut writer = SliceWriter::new(state, &info, a);
-    loop {
-        let next = tokio::time::timeout(state.upstream_read_timeout, body.frame()).await.map_err(|_| {
-            Error::UpstreamTimeout(format!(
-                "{}: upstream sent nothing for {:?}",
-                info.primary, state.upstream_read_timeout
-            ))
-        })?;
-        let Some(frame) = next else { break };
-        let frame = frame.map_err(|e| Error::UpstreamUnavailable {
-            path: info.primary.to_string(),
-            detail: format!("body failed: {e}"),
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| match e {
+            BodyError::Stalled(idle) => {
+                Error::UpstreamTimeout(format!("{}: upstream sent nothing for {idle:?}", info.primary))
+            }
+            e => Error::UpstreamUnavailable { path: info.primary.to_string(), detail: format!("body failed: {e}") },
         })?;
         if let Ok(data) = frame.into_data() {
             writer.push(&data).await;
@@ -715,7 +711,7 @@ fn tee(
     offset: u64,
     total: Option<u64>,
     partial: bool,
-    mut body: hyper::body::Incoming,
+    mut body: crate::upstream::TimedBody,
     lock: Option<Lock>,
 ) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(16);
@@ -726,20 +722,9 @@ fn tee(
         // The last chunk is held back until the object is recorded, so a client that has
         // the whole body finds it in the cache on its next request.
         let mut held: Option<Bytes> = None;
-        loop {
-            let Ok(next) = tokio::time::timeout(state.upstream_read_timeout, body.frame()).await else {
-                // Stalled mid-body: the client's response is cut (never ended cleanly).
-                metrics::counter!("edge_upstream_stalls_total").increment(1);
-                failed = true;
-                if let Some(tx) = client.take() {
-                    if let Some(prev) = held.take() {
-                        let _ = tx.send(Ok(prev)).await;
-                    }
-                    let _ = tx.send(Err("upstream stalled mid-body".into())).await;
-                }
-                break;
-            };
-            let Some(frame) = next else { break };
+        // A stalled upstream fails the body like any other error: the client's response
+        // is cut, never ended cleanly.
+        while let Some(frame) = body.frame().await {
             match frame {
                 Ok(f) => {
                     let Ok(data) = f.into_data() else { continue };

@@ -27,6 +27,8 @@ pub struct Upstreams {
     list: Vec<Upstream>,
     client: Client<HttpConnector, UpstreamBody>,
     head_timeout: Duration,
+    /// How long an upstream body may send nothing (see [`TimedBody`]).
+    read_timeout: Duration,
     failures_to_open: u32,
     open_for: Duration,
     /// Retry budget in tenths of a retry: each request deposits 2 (capped), each retry
@@ -46,8 +48,75 @@ const HOP_BY_HOP: [&str; 8] =
 pub struct Fetched {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub body: Incoming,
+    pub body: TimedBody,
     pub upstream: usize,
+}
+
+/// An upstream body that fails once it has sent nothing for `read_timeout` while being
+/// read: every reader of an upstream body (a slice fill, a stored stream, a response
+/// passed through) is protected from a stalled upstream in this one place. The clock
+/// runs only while a frame is awaited, so a slow consumer is never taken for a stall.
+pub struct TimedBody {
+    inner: Incoming,
+    read_timeout: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
+}
+
+/// Why an upstream body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("upstream sent nothing for {0:?}")]
+    Stalled(Duration),
+    #[error(transparent)]
+    Body(#[from] hyper::Error),
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, read_timeout: Duration) -> Self {
+        let deadline = Box::pin(tokio::time::sleep(read_timeout));
+        TimedBody { inner, read_timeout, deadline, waiting: false }
+    }
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.get_mut();
+        if !this.waiting {
+            this.waiting = true;
+            let at = tokio::time::Instant::now() + this.read_timeout;
+            this.deadline.as_mut().reset(at);
+        }
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::Body)))
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    metrics::counter!("edge_upstream_stalls_total").increment(1);
+                    Poll::Ready(Some(Err(BodyError::Stalled(this.read_timeout))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 const BUDGET_CAP: i64 = 1_000;
@@ -62,6 +131,7 @@ impl Upstreams {
     pub fn new(
         bases: &[String],
         head_timeout: Duration,
+        read_timeout: Duration,
         failures_to_open: u32,
         open_for: Duration,
         idle_connections: usize,
@@ -92,6 +162,7 @@ impl Upstreams {
                 .collect(),
             client,
             head_timeout,
+            read_timeout,
             failures_to_open,
             open_for,
             budget: AtomicI64::new(BUDGET_CAP),
@@ -116,17 +187,6 @@ impl Upstreams {
 
     pub fn name(&self, i: usize) -> &str {
         self.list.get(i).map(|u| u.base.as_str()).unwrap_or("?")
-    }
-
-    /// GET `path` (with query) with an optional byte range, failing over in order.
-    pub async fn get(&self, path: &str, range: Option<(u64, u64)>) -> Result<Fetched, Error> {
-        let mut headers = HeaderMap::new();
-        if let Some((first, last)) = range {
-            if let Ok(v) = http::HeaderValue::from_str(&format!("bytes={first}-{last}")) {
-                headers.insert(http::header::RANGE, v);
-            }
-        }
-        self.fetch(&Method::GET, path, &headers).await
     }
 
     /// Send a GET or HEAD for `path` (with query) with `headers`, failing over in order on
@@ -179,12 +239,14 @@ impl Upstreams {
                     up.failures.store(0, Ordering::Relaxed);
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
+                    let body = TimedBody::new(body, self.read_timeout);
                     return Ok(Fetched { status: parts.status, headers: parts.headers, body, upstream: i });
                 }
                 Ok(Ok(resp)) => {
                     last = format!("{} answered {}", up.base, resp.status());
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
+                    let body = TimedBody::new(body, self.read_timeout);
                     server_error = Some(Fetched { status: parts.status, headers: parts.headers, body, upstream: i });
                 }
                 Ok(Err(e)) => last = format!("{}: {e}", up.base),
@@ -242,7 +304,7 @@ impl Upstreams {
     /// Forward a request the cache does not handle (methods other than GET and HEAD) to
     /// the first upstream whose circuit is closed, body streamed both ways. One attempt:
     /// the body can be sent only once, and the method may not be idempotent.
-    pub async fn forward(&self, req: Request<segue_core::server::ReqBody>) -> Result<http::Response<Incoming>, Error> {
+    pub async fn forward(&self, req: Request<segue_core::server::ReqBody>) -> Result<http::Response<TimedBody>, Error> {
         let now = now_ms();
         let i = (0..self.list.len()).find(|&i| self.list[i].open_until.load(Ordering::Relaxed) <= now).unwrap_or(0);
         let path = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
@@ -286,7 +348,7 @@ impl Upstreams {
             match tokio::time::timeout(self.head_timeout, self.client.request(req)).await {
                 Ok(Ok(mut resp)) => {
                     strip_hop_by_hop(resp.headers_mut());
-                    return Ok(resp);
+                    return Ok(resp.map(|b| TimedBody::new(b, self.read_timeout)));
                 }
                 Ok(Err(e)) => {
                     last = format!("{}: {e}", up.base);

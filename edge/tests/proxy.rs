@@ -234,16 +234,21 @@ async fn a_new_version_upstream_drops_the_old_slices_and_heals() {
     assert_eq!(r.body, v2.as_ref());
 }
 
+/// A scripted upstream whose next answer stops after 16 KiB and never goes on.
+async fn stalling_once(data: bytes::Bytes) -> Scripted {
+    let up = start_scripted(data).await;
+    {
+        let mut s = up.script.lock().unwrap();
+        s.stall_after = Some((16 * 1024, Arc::new(Notify::new())));
+        s.stall_once = true;
+    }
+    up
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_fill_is_taken_over_by_one_later_request() {
     let data = pattern(SLICE as usize, 10);
-    let up = start_scripted(data.clone()).await;
-    let never = Arc::new(Notify::new());
-    {
-        let mut s = up.script.lock().unwrap();
-        s.stall_after = Some((16 * 1024, never.clone()));
-        s.stall_once = true;
-    }
+    let up = stalling_once(data.clone()).await;
     let edge = start_edge(vec![format!("http://{}", up.addr)], |c| {
         c.writer_max_age_secs = 1;
         c.reader_timeout_secs = 30;
@@ -273,13 +278,7 @@ async fn a_stuck_fill_is_taken_over_by_one_later_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_stalled_mid_body_fails_on_the_read_timeout_and_the_next_request_heals() {
     let data = pattern(SLICE as usize, 11);
-    let up = start_scripted(data.clone()).await;
-    let never = Arc::new(Notify::new());
-    {
-        let mut s = up.script.lock().unwrap();
-        s.stall_after = Some((16 * 1024, never.clone()));
-        s.stall_once = true;
-    }
+    let up = stalling_once(data.clone()).await;
     let edge = start_edge(vec![format!("http://{}", up.addr)], |c| {
         c.upstream_read_timeout_secs = 1;
         c.reader_timeout_secs = 30;
