@@ -449,6 +449,15 @@ impl Cache {
         self.objects.invalidate(primary);
     }
 
+    /// Forget an object because this version of it changed upstream, unless it has been
+    /// replaced already (a newer version learned meanwhile stays).
+    pub fn drop_version(&self, info: &ObjectInfo) {
+        let current = self.objects.get(&info.primary);
+        if current.is_some_and(|v| v.iter().any(|o| o.key == info.key && o.generation == info.generation)) {
+            self.drop_object(&info.primary);
+        }
+    }
+
     /// Every stored variant `pred` selects.
     pub fn objects_matching(&self, pred: impl Fn(&ObjectInfo) -> bool) -> Vec<Arc<ObjectInfo>> {
         self.objects.iter().flat_map(|(_, v)| v.as_ref().clone()).filter(|i| pred(i)).collect()

@@ -31,6 +31,8 @@ pub struct Fill {
     notify: Notify,
     /// The task fetching for this fill, aborted when a later request takes over.
     task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The second slot's generation, when registered under one (`Coalescer::alias`).
+    alias: std::sync::atomic::AtomicU64,
 }
 
 impl Fill {
@@ -41,6 +43,7 @@ impl Fill {
             state: Mutex::new(FillState::default()),
             notify: Notify::new(),
             task: Mutex::new(None),
+            alias: Default::default(),
         }
     }
 
@@ -58,6 +61,14 @@ impl Fill {
         if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
         }
+    }
+
+    pub fn set_alias(&self, generation: u64) {
+        self.alias.store(generation, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn aliased(&self) -> Option<u64> {
+        Some(self.alias.load(std::sync::atomic::Ordering::Relaxed)).filter(|g| *g != UNKNOWN)
     }
 
     fn progressed(&self) {
@@ -159,12 +170,25 @@ impl Fill {
     }
 }
 
-/// Fills in flight, by (object key, slice index).
-type Inflight = HashMap<(Arc<str>, u64), Arc<Fill>>;
+/// Fills in flight, by (object key, generation, slice index). Keying by generation means
+/// a reader of one version of an object never reads the bytes of another's fill.
+type Inflight = HashMap<(Arc<str>, u64, u64), Arc<Fill>>;
 
-#[derive(Default)]
+/// The generation of slots whose fill does not yet know the object version: discovery
+/// (index 0) and the cache lock of an unsliced URL. Real generations are never 0.
+pub const UNKNOWN: u64 = 0;
+
+/// Independent shards, so fills of different objects never contend on one mutex.
+const SHARDS: usize = 16;
+
 pub struct Coalescer {
-    inflight: Mutex<Inflight>,
+    shards: Vec<Mutex<Inflight>>,
+}
+
+impl Default for Coalescer {
+    fn default() -> Self {
+        Coalescer { shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
+    }
 }
 
 pub enum Joined {
@@ -178,20 +202,33 @@ pub enum Joined {
 }
 
 impl Coalescer {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inflight> {
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    /// The shard of an object: every slot of one object lives in one shard.
+    fn lock(&self, object: &str) -> std::sync::MutexGuard<'_, Inflight> {
+        use std::hash::BuildHasher;
+        // A fixed-seed hasher is enough: shards only spread contention.
+        let h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(object) as usize
+            % SHARDS;
+        self.shards[h].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Join the fill for a slice, or create it. A fill still running that has received
+    /// Join the fill for a slot, or create it. A fill still running that has received
     /// nothing for `max_age` is replaced: exactly one caller (the one holding the lock)
     /// takes over.
     ///
     /// `cached` re-checks the cache under the lock before a new fill is created. A fill
     /// stores its data before it deregisters (under this lock), so a caller whose cache
     /// miss raced with a finishing fill sees the data here instead of fetching it again.
-    pub fn join(&self, object: &Arc<str>, index: u64, max_age: Duration, cached: impl FnOnce() -> bool) -> Joined {
-        let mut map = self.lock();
-        let key = (object.clone(), index);
+    pub fn join(
+        &self,
+        object: &Arc<str>,
+        generation: u64,
+        index: u64,
+        max_age: Duration,
+        cached: impl FnOnce() -> bool,
+    ) -> Joined {
+        let mut map = self.lock(object);
+        let key = (object.clone(), generation, index);
         match map.get(&key) {
             Some(f) if f.idle() < max_age || f.is_done() => return Joined::Joined(f.clone()),
             Some(f) => {
@@ -207,21 +244,34 @@ impl Coalescer {
         Joined::Started(f)
     }
 
-    pub fn is_inflight(&self, object: &Arc<str>, index: u64) -> bool {
-        self.lock().contains_key(&(object.clone(), index))
+    /// Register a running fill under a second slot as well (a discovery fill, once it
+    /// knows the version, is also that version's fill of slice 0), unless one is there.
+    pub fn alias(&self, object: &Arc<str>, generation: u64, index: u64, fill: &Arc<Fill>) -> bool {
+        let mut map = self.lock(object);
+        match map.entry((object.clone(), generation, index)) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(fill.clone());
+                true
+            }
+        }
+    }
+
+    pub fn is_inflight(&self, object: &Arc<str>, generation: u64, index: u64) -> bool {
+        self.lock(object).contains_key(&(object.clone(), generation, index))
     }
 
     /// Remove `fill` if it is still the registered one.
-    pub fn remove(&self, object: &Arc<str>, index: u64, fill: &Arc<Fill>) {
-        let mut map = self.lock();
-        let key = (object.clone(), index);
+    pub fn remove(&self, object: &Arc<str>, generation: u64, index: u64, fill: &Arc<Fill>) {
+        let mut map = self.lock(object);
+        let key = (object.clone(), generation, index);
         if map.get(&key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
             map.remove(&key);
         }
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -22,15 +22,17 @@ use crate::State;
 /// `known` is the object's info when already known; its validator is checked. `stale` is
 /// a stored copy being revalidated: its validators go with the request, and a 304 renews
 /// it without moving a byte.
+/// `generation` is the coalescer slot's (`UNKNOWN` for a discovery).
 pub async fn run_fill(
     state: Arc<State>,
     fill: Arc<Fill>,
     key: Arc<str>,
+    generation: u64,
     index: u64,
     known: Option<Arc<ObjectInfo>>,
     stale: Option<Arc<ObjectInfo>>,
 ) {
-    let done = Finish { state: state.clone(), fill: fill.clone(), key: key.clone(), index };
+    let done = Finish { state: state.clone(), fill: fill.clone(), key: key.clone(), generation, index };
     let result = fill_slice(&state, &fill, &key, index, known, stale).await;
     if let Err(e) = &result {
         tracing::debug!(object = %key, index, error = %e, "fill failed");
@@ -44,11 +46,12 @@ pub fn spawn_fill(
     state: &Arc<State>,
     fill: &Arc<Fill>,
     key: Arc<str>,
+    generation: u64,
     index: u64,
     known: Option<Arc<ObjectInfo>>,
     stale: Option<Arc<ObjectInfo>>,
 ) {
-    let task = tokio::spawn(run_fill(state.clone(), fill.clone(), key, index, known, stale));
+    let task = tokio::spawn(run_fill(state.clone(), fill.clone(), key, generation, index, known, stale));
     fill.set_task(task.abort_handle());
 }
 
@@ -58,6 +61,7 @@ struct Finish {
     state: Arc<State>,
     fill: Arc<Fill>,
     key: Arc<str>,
+    generation: u64,
     index: u64,
 }
 
@@ -69,13 +73,16 @@ impl Drop for Finish {
                 detail: "the fetch was stopped (taken over after making no progress)".into(),
             }));
         }
-        self.state.coalescer.remove(&self.key, self.index, &self.fill);
+        self.state.coalescer.remove(&self.key, self.generation, self.index, &self.fill);
+        if let Some(g) = self.fill.aliased() {
+            self.state.coalescer.remove(&self.key, g, self.index, &self.fill);
+        }
     }
 }
 
 async fn fill_slice(
     state: &State,
-    fill: &Fill,
+    fill: &Arc<Fill>,
     key: &Arc<str>,
     index: u64,
     known: Option<Arc<ObjectInfo>>,
@@ -161,7 +168,7 @@ async fn fill_slice(
         Some(k) if k.len != info.len || k.validators.etag != info.validators.etag => {
             // The object changed upstream: forget every slice of the old version and let
             // the next request start over. This request fails visibly.
-            state.cache.drop_object(&k.primary);
+            state.cache.drop_version(&k);
             metrics::counter!("edge_object_changed_total").increment(1);
             return Err(Error::Changed(key.to_string()));
         }
@@ -171,7 +178,7 @@ async fn fill_slice(
                 metrics::counter!("edge_revalidations_total", "result" => "changed").increment(1);
             }
             let info = if info.transient { Arc::new(info) } else { state.cache.put_object(info) };
-            fill.set_head(Ok(info.clone()));
+            announce(state, fill, key, &info);
             info
         }
     };
@@ -304,7 +311,7 @@ impl<'a> Passed<'a> {
 #[allow(clippy::too_many_arguments)]
 async fn fill_unknown_length(
     state: &State,
-    fill: &Fill,
+    fill: &Arc<Fill>,
     key: &Arc<str>,
     index: u64,
     known: Option<Arc<ObjectInfo>>,
@@ -350,7 +357,7 @@ async fn fill_unknown_length(
     }
     let info = match known {
         Some(k) if k.len != total => {
-            state.cache.drop_object(&k.primary);
+            state.cache.drop_version(&k);
             metrics::counter!("edge_object_changed_total").increment(1);
             return Err(Error::Changed(key.to_string()));
         }
@@ -369,7 +376,7 @@ async fn fill_unknown_length(
             info.generation = generation;
             info.transient = transient;
             let info = if transient { Arc::new(info) } else { state.cache.store(info) };
-            fill.set_head(Ok(info.clone()));
+            announce(state, fill, key, &info);
             info
         }
     };
@@ -385,6 +392,16 @@ async fn fill_unknown_length(
         fill.push(ours);
     }
     Ok(())
+}
+
+/// Tell the fill's waiters what the object is. A stored version's fill of slice 0 is also
+/// registered as that version's slice-0 fill, so readers of the version join it instead
+/// of fetching slice 0 again.
+fn announce(state: &State, fill: &Arc<Fill>, key: &Arc<str>, info: &Arc<ObjectInfo>) {
+    if !info.transient && state.coalescer.alias(key, info.generation, 0, fill) {
+        fill.set_alias(info.generation);
+    }
+    fill.set_head(Ok(info.clone()));
 }
 
 /// One exactly-sized copy of the slice. Even a single chunk is copied: it is a view into
@@ -403,7 +420,7 @@ fn join(chunks: Vec<Bytes>) -> Bytes {
 /// request waiting on the fill as it came.
 fn store_answer(
     state: &State,
-    fill: &Fill,
+    fill: &Arc<Fill>,
     key: &Arc<str>,
     answer: Arc<crate::error::Passthrough>,
     request_time: SystemTime,

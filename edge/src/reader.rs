@@ -78,11 +78,12 @@ impl Cursor {
                         return Some(Ok(b));
                     }
                 }
-                let max_age = self.state.writer_max_age;
+                let (max_age, generation) = (self.state.writer_max_age, self.info.generation);
                 let cache = &self.state.cache;
-                let fill = match self.state.coalescer.join(&self.info.key, index, max_age, || cache.in_memory(&key)) {
+                let fill = match self.state.coalescer.join(&self.info.key, generation, index, max_age, || cache.in_memory(&key)) {
                     Joined::Started(f) => {
-                        fetch::spawn_fill(&self.state, &f, self.info.key.clone(), index, Some(self.info.clone()), None);
+                        let (k, i) = (self.info.key.clone(), Some(self.info.clone()));
+                        fetch::spawn_fill(&self.state, &f, k, generation, index, i, None);
                         f
                     }
                     Joined::Joined(f) => f,

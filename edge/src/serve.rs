@@ -14,7 +14,7 @@ use segue_core::range::{self, RangeOutcome};
 use segue_core::server::{self, Body, BoxError, ReqBody};
 
 use crate::cache::{self, ObjectInfo, SliceKey};
-use crate::coalesce::Joined;
+use crate::coalesce::{Joined, UNKNOWN};
 use crate::error::Error;
 use crate::http_cache::cache_control::Directives;
 use crate::http_cache::freshness::{self, Freshness, Reuse};
@@ -190,9 +190,9 @@ async fn sliced(
 /// for the same object start no second revalidation.
 fn revalidate_in_background(state: &Arc<State>, info: Arc<ObjectInfo>) {
     let fresh = || false;
-    if let Joined::Started(f) = state.coalescer.join(&info.key, 0, state.writer_max_age, fresh) {
+    if let Joined::Started(f) = state.coalescer.join(&info.key, UNKNOWN, 0, state.writer_max_age, fresh) {
         metrics::counter!("edge_background_revalidations_total").increment(1);
-        fetch::spawn_fill(state, &f, info.key.clone(), 0, None, Some(info));
+        fetch::spawn_fill(state, &f, info.key.clone(), UNKNOWN, 0, None, Some(info));
     }
 }
 
@@ -207,9 +207,9 @@ pub(crate) async fn discover(
 ) -> Result<(Arc<ObjectInfo>, &'static str, Option<Arc<crate::coalesce::Fill>>), Error> {
     let usable = |i: &ObjectInfo| i.is_fresh(SystemTime::now());
     let fresh = || state.cache.object(key).is_some_and(|i| usable(&i));
-    let (fill, how) = match state.coalescer.join(key, 0, state.writer_max_age, fresh) {
+    let (fill, how) = match state.coalescer.join(key, UNKNOWN, 0, state.writer_max_age, fresh) {
         Joined::Started(f) => {
-            fetch::spawn_fill(state, &f, key.clone(), 0, None, stale.clone());
+            fetch::spawn_fill(state, &f, key.clone(), UNKNOWN, 0, None, stale.clone());
             (Some(f), if stale.is_some() { "REVALIDATED" } else { "MISS" })
         }
         Joined::Joined(f) => (Some(f), "COALESCED"),
@@ -275,7 +275,7 @@ fn classify(state: &State, info: &Arc<ObjectInfo>, req: &HeaderMap) -> &'static 
                 }
                 None => {}
             }
-            if state.coalescer.is_inflight(&info.key, index) {
+            if state.coalescer.is_inflight(&info.key, info.generation, index) {
                 result = "COALESCED";
             } else {
                 return "MISS";
@@ -384,7 +384,7 @@ async fn whole(
     // (uncacheable, a failure), each goes upstream itself.
     let mut lock = None;
     if req.method() == Method::GET {
-        match state.coalescer.join(primary, LOCK, state.writer_max_age, || false) {
+        match state.coalescer.join(primary, UNKNOWN, LOCK, state.writer_max_age, || false) {
             Joined::Started(fill) => lock = Some(Lock { state: state.clone(), key: primary.clone(), fill }),
             Joined::Joined(fill) => {
                 if fill.finished(state.reader_timeout).await {
@@ -401,8 +401,8 @@ async fn whole(
     forward_and_store(state, req.method(), req.headers(), primary, stored, rdirs, lock).await
 }
 
-/// The coalescer slot of an unsliced URL's cache lock (slices use 0..; background
-/// revalidations `u64::MAX`).
+/// The coalescer slot of an unsliced URL's cache lock (in generation `UNKNOWN`, where
+/// discovery uses 0 and background revalidations `u64::MAX`).
 const LOCK: u64 = u64::MAX - 1;
 
 /// Held by the request that went upstream for a URL; released (waiters woken) when the
@@ -416,7 +416,7 @@ struct Lock {
 impl Drop for Lock {
     fn drop(&mut self) {
         self.fill.finish(Ok(()));
-        self.state.coalescer.remove(&self.key, LOCK, &self.fill);
+        self.state.coalescer.remove(&self.key, UNKNOWN, LOCK, &self.fill);
     }
 }
 
@@ -505,7 +505,7 @@ async fn answer_stored(
 /// stale-while-revalidate on the unsliced path: one background revalidation per object.
 fn background_whole(state: &Arc<State>, req: &Request<ReqBody>, info: Arc<ObjectInfo>) {
     let fresh = || false;
-    let Joined::Started(fill) = state.coalescer.join(&info.key, u64::MAX, state.writer_max_age, fresh) else {
+    let Joined::Started(fill) = state.coalescer.join(&info.key, UNKNOWN, u64::MAX, state.writer_max_age, fresh) else {
         return;
     };
     metrics::counter!("edge_background_revalidations_total").increment(1);
@@ -519,7 +519,7 @@ fn background_whole(state: &Arc<State>, req: &Request<ReqBody>, info: Arc<Object
             let _ = resp.into_body().collect().await;
         }
         fill.finish(Ok(()));
-        state.coalescer.remove(&key, u64::MAX, &fill);
+        state.coalescer.remove(&key, UNKNOWN, u64::MAX, &fill);
     });
 }
 

@@ -234,6 +234,50 @@ async fn a_new_version_upstream_drops_the_old_slices_and_heals() {
     assert_eq!(r.body, v2.as_ref());
 }
 
+/// Fills are keyed by version: a reader of version 2 never joins a fill still streaming
+/// version 1's bytes of the same slice (which would mix two versions in one body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_of_a_new_version_never_joins_a_fill_of_the_old_one() {
+    let v1 = pattern(3 * SLICE as usize, 12);
+    let up = start_scripted(v1.clone()).await;
+    let (edge, state) = common::start_edge_with_state(vec![format!("http://{}", up.addr)], |c| {
+        c.reader_timeout_secs = 30;
+        c.writer_max_age_secs = 30;
+    })
+    .await;
+    assert_eq!(get(edge, "/mixed.ogg", &[("Range", "bytes=0-99")]).await.body, &v1[..100]);
+    // A version-1 reader's fill of slice 1 stalls after its head and 16 KiB.
+    let release = Arc::new(Notify::new());
+    {
+        let mut s = up.script.lock().unwrap();
+        s.stall_after = Some((16 * 1024, release.clone()));
+        s.stall_once = true;
+    }
+    let range = format!("bytes={}-{}", SLICE, 2 * SLICE - 1);
+    let old_reader = tokio::spawn(async move { get(edge, "/mixed.ogg", &[("Range", range.as_str())]).await });
+    while up.count() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Version 2 appears upstream and the edge forgets version 1 (an operator purge).
+    let v2 = pattern(3 * SLICE as usize, 13);
+    up.script.lock().unwrap().replace = Some((v2.clone(), "v2".into()));
+    state.cache.drop_object("/mixed.ogg");
+    let reader = tokio::spawn(async move { get(edge, "/mixed.ogg", &[]).await });
+    // Its slice 1 is fetched afresh (before the fix it joined the stalled fill and waited).
+    for _ in 0..500 {
+        if up.count() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    release.notify_waiters();
+    let r = reader.await.unwrap();
+    assert_eq!((r.status, r.h("etag")), (200, "\"v2\""));
+    assert!(r.body == v2.as_ref(), "one version per body");
+    let old = old_reader.await.unwrap();
+    assert!(old.body == v1[SLICE as usize..2 * SLICE as usize], "the old reader gets its own version");
+}
+
 /// A scripted upstream whose next answer stops after 16 KiB and never goes on.
 async fn stalling_once(data: bytes::Bytes) -> Scripted {
     let up = start_scripted(data).await;
