@@ -24,7 +24,6 @@ use segue_core::server::{json_error, json_response, Body};
 use segue_core::store::ObjectReader;
 use serde::{Deserialize, Serialize};
 
-use crate::cache::ObjectInfo;
 use crate::State;
 
 /// Largest admin request body.
@@ -209,30 +208,14 @@ fn stats(state: &State) -> serde_json::Value {
     })
 }
 
-/// Purge what `p` selects: the keys of the objects purged (none: nothing cached
-/// matches, which is what a purge wants), or why the selector is refused.
+/// Purge what `p` selects: the keys of the objects in the memory index purged now (none:
+/// nothing there matches), or why the selector is refused. Objects the index does not
+/// hold are judged by the rule when their records come back (`bans`).
 pub(crate) fn apply_purge(state: &State, p: &PurgeSelector) -> Result<Vec<String>, String> {
     p.validate()?;
-    let matcher: Box<dyn Fn(&ObjectInfo) -> bool> = match (&p.content_id, &p.prefix, &p.tag) {
-        (Some(cid), _, _) => {
-            let cid = cid.clone();
-            // `/a/CID/...`, `/seek/CID/...`, `/m/CID.json`, `/enc/CID/...`
-            Box::new(move |i| {
-                let path = i.primary.split('?').next().unwrap_or("");
-                path.split('/')
-                    .any(|seg| seg == cid || seg.strip_prefix(cid.as_str()).is_some_and(|r| r.starts_with('.')))
-            })
-        }
-        (_, Some(prefix), _) => {
-            let prefix = prefix.clone();
-            Box::new(move |i| i.primary.starts_with(prefix.as_str()))
-        }
-        (_, _, tag) => {
-            let tag = tag.as_deref().unwrap_or("").trim().to_owned();
-            Box::new(move |i| i.surrogate_keys().any(|k| k == tag))
-        }
-    };
-    let matched = state.cache.objects_matching(matcher);
+    // The rule first: a record reloaded into the index while this runs is judged by it.
+    state.cache.ban(p.clone());
+    let matched = state.cache.objects_matching(|i| crate::bans::selects(p, i));
     let mode = if p.soft { "soft" } else { "hard" };
     for info in &matched {
         if p.soft {
@@ -356,6 +339,7 @@ async fn run_prewarm(state: Arc<State>, job: Arc<Job>) {
 
 async fn warm_one(state: &Arc<State>, path: &str) -> Result<u64, String> {
     let key: Arc<str> = crate::cache_key(path, None).into();
+    state.cache.load(&key).await;
     let stored = state.cache.object(&key).filter(|i| i.is_fresh(std::time::SystemTime::now()));
     let info = match stored {
         Some(info) => info,

@@ -9,26 +9,28 @@
 //! to the SSD files, so a restarted edge serves what its SSD holds without asking
 //! upstream (warm restart).
 
-use std::hash::BuildHasher;
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use foyer::{
     BlockEngineConfig, Code, DeviceBuilder, EvictionConfig, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy, HybridCacheProperties, LfuConfig, Location, LruConfig, RecoverMode, S3FifoConfig, Source,
 };
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use segue_core::conditional::Validators;
-use serde::{Deserialize, Serialize};
+use segue_core::control::PurgeSelector;
 
+use crate::bans::{Ban, Bans, Verdict};
 use crate::config::Eviction;
 use crate::http_cache::cache_control::Directives;
-use crate::http_cache::freshness::{from_millis, to_millis, Freshness, Reuse};
+use crate::http_cache::freshness::{to_millis, Freshness, Reuse};
 use crate::http_cache::vary::{self, Selecting};
+use crate::journal::{Journal, Record};
 
 /// One stored response: its header fields, freshness and body length (the body itself
 /// lives in the slice store under `key` and `generation`).
@@ -162,6 +164,12 @@ const ENTRY_OVERHEAD: usize = 160;
 /// Longest slice value accepted when decoding from disk (slices are at most 64 MiB).
 const MAX_SLICE: u64 = 64 << 20;
 
+/// Where a primary key's records are kept in the slice tiers: generation 0 is never a
+/// version's (see `generation_for`), so this cannot collide with a slice.
+fn record_key(primary: &Arc<str>) -> SliceKey {
+    SliceKey { object: primary.clone(), generation: 0, index: u64::MAX }
+}
+
 /// A cached slice's bytes, as stored in both tiers: usually the whole slice; a slice of
 /// an object learned from parts may hold a run of bytes starting `start` bytes in.
 #[derive(Debug, Clone)]
@@ -258,6 +266,8 @@ pub struct Cache {
     ssd_space: Option<(PathBuf, u64, u64)>,
     /// Set while that filesystem is full: new slices then stay in memory.
     ssd_full: std::sync::atomic::AtomicBool,
+    /// Purge rules, for records reloaded from the SSD after a purge.
+    bans: Bans,
 }
 
 impl Cache {
@@ -269,6 +279,7 @@ impl Cache {
         slice_size: u64,
         eviction: Eviction,
         ssd: Option<SsdOptions>,
+        index_objects: u64,
     ) -> segue_core::Result<Self> {
         let eviction: EvictionConfig = match eviction {
             Eviction::TinyLfu => LfuConfig::default().into(),
@@ -320,11 +331,17 @@ impl Cache {
                 }
             }
         };
-        let objects: moka::sync::Cache<Arc<str>, Arc<Vec<Arc<ObjectInfo>>>> = moka::sync::Cache::new(200_000);
+        // The memory index is the hot part of what the tiers hold: a record it evicts is
+        // reloaded from the tiers (`load`), where each object's record is kept too.
+        let objects: moka::sync::Cache<Arc<str>, Arc<Vec<Arc<ObjectInfo>>>> = moka::sync::Cache::new(index_objects);
+        let bans = Bans::default();
         // Generations only ever grow, across restarts too (the clock seeds them), so a slice
         // left on the SSD by an object the journal lost is never read as another's.
         let mut max_generation = to_millis(SystemTime::now()) * 1000;
         if let Some(j) = &journal {
+            for ban in &j.bans {
+                bans.add(ban.clone());
+            }
             for info in j.recovered.iter() {
                 max_generation = max_generation.max(info.generation);
                 let mut variants = objects.get(&info.primary).map(|v| v.as_ref().clone()).unwrap_or_default();
@@ -348,6 +365,7 @@ impl Cache {
             ssd: journal_ok,
             ssd_space,
             ssd_full: std::sync::atomic::AtomicBool::new(false),
+            bans,
         })
     }
 
@@ -412,7 +430,7 @@ impl Cache {
                 }
                 old.generation
             }
-            _ => self.next_generation.fetch_add(1, Ordering::Relaxed),
+            _ => self.generation_for(&info),
         };
         info.stale = false;
         self.store(info)
@@ -430,14 +448,85 @@ impl Cache {
         variants.insert(0, info.clone());
         // Bound the variants per URL (a Vary on a high-cardinality field): oldest go.
         variants.truncate(MAX_VARIANTS);
+        self.write_record(&info.primary, &variants);
         self.objects.insert(info.primary.clone(), Arc::new(variants));
         info
     }
 
-    /// A generation for an object whose slices are written before its record (a whole
-    /// response stored as it streams).
+    /// The primary key's records, kept in the slice tiers beside its slices (on the SSD
+    /// with them): what `load` finds once the memory index has let the key go. An empty
+    /// list stands for a dropped key (a removal alone could resurface after a restart).
+    fn write_record(&self, primary: &Arc<str>, variants: &[Arc<ObjectInfo>]) {
+        let records: Vec<Record> = variants.iter().map(|i| Record::from(i.as_ref())).collect();
+        let Ok(data) = serde_json::to_vec(&records) else { return };
+        let location =
+            if self.ssd && !self.ssd_full.load(Ordering::Relaxed) { Location::Default } else { Location::InMem };
+        let props = HybridCacheProperties::default().with_location(location);
+        self.slices.insert_with_properties(record_key(primary), Slice { start: 0, data: data.into() }, props);
+    }
+
+    /// Bring a primary key's records back into the memory index from the tiers, when the
+    /// index no longer has them. Purges made since they were stored apply now.
+    pub async fn load(&self, primary: &str) {
+        if self.objects.contains_key(primary) {
+            return;
+        }
+        let key: Arc<str> = primary.into();
+        let Some((slice, _)) = self.slice(&record_key(&key)).await else { return };
+        let Ok(records) = serde_json::from_slice::<Vec<Record>>(&slice.data) else { return };
+        let mut banned = false;
+        let variants: Vec<Arc<ObjectInfo>> = records
+            .into_iter()
+            .filter_map(Record::into_info)
+            .filter_map(|i| match self.bans.judge(i) {
+                Verdict::Keep(i) => Some(Arc::new(i)),
+                Verdict::Drop => {
+                    banned = true;
+                    None
+                }
+            })
+            .collect();
+        if banned {
+            self.slices.insert(record_key(&key), Slice { start: 0, data: Bytes::from_static(b"[]") });
+        }
+        if variants.is_empty() {
+            return;
+        }
+        metrics::counter!("edge_index_reloads_total").increment(1);
+        // A version learned meanwhile wins over the reloaded records.
+        self.objects.entry(key).or_insert(Arc::new(variants));
+    }
+
+    /// A generation never used before, for a version without a strong validator or whose
+    /// length is not known yet.
     pub fn new_generation(&self) -> u64 {
         self.next_generation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Record a purge rule, for objects the memory index does not hold now (`load` judges
+    /// them when they come back).
+    pub fn ban(&self, selector: PurgeSelector) {
+        let ban = Ban::now(selector);
+        if let Some(j) = &self.journal {
+            j.append(&Record::ban(&ban));
+        }
+        self.bans.add(ban);
+    }
+
+    /// The generation a new version's slices are stored under. With a strong ETag and a
+    /// known length it is derived from them (and the variant and status): the same bytes
+    /// always land under the same generation, so a version whose record was lost (evicted
+    /// from every tier, or a journal line lost in a crash) finds its slices again when it
+    /// is learned anew. Otherwise a fresh number, never reused (the clock seeds them).
+    pub fn generation_for(&self, info: &ObjectInfo) -> u64 {
+        if info.validators.etag.is_empty() || info.validators.weak || info.len == 0 {
+            return self.new_generation();
+        }
+        let mut h =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
+        (info.key.as_ref(), info.status.as_u16(), info.validators.etag.as_str(), info.len).hash(&mut h);
+        // The top bit keeps derived numbers apart from counted ones (clock-seeded, < 2^63).
+        h.finish() | 1 << 63
     }
 
     /// Forget every variant stored under a primary key (their slices become unreachable
@@ -446,6 +535,7 @@ impl Cache {
         if let Some(j) = &self.journal {
             j.append(&Record::dropped(primary));
         }
+        self.write_record(&primary.into(), &[]);
         self.objects.invalidate(primary);
     }
 
@@ -653,180 +743,66 @@ impl Demand {
     }
 }
 
-/// One line of the object journal: an object version, or the removal of every variant
-/// under a primary key.
-#[derive(Debug, Serialize, Deserialize)]
-struct Record {
-    key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    object: Option<RecordObject>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct RecordObject {
-    variant: String,
-    status: u16,
-    headers: Vec<(String, String)>,
-    len: u64,
-    vary: Selecting,
-    generation: u64,
-    lifetime_ms: u64,
-    initial_age_ms: u64,
-    response_time_ms: u64,
-    no_cache: bool,
-    no_stale: bool,
-    swr_secs: u64,
-    sie_secs: u64,
-    stale: bool,
-    present: Option<Vec<(u64, u64)>>,
-}
-
-impl From<&ObjectInfo> for Record {
-    fn from(i: &ObjectInfo) -> Self {
-        let f = &i.freshness;
-        Record {
-            key: i.primary.to_string(),
-            object: Some(RecordObject {
-                variant: i.key.to_string(),
-                status: i.status.as_u16(),
-                headers: i
-                    .headers
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-                    .collect(),
-                len: i.len,
-                vary: i.vary.clone(),
-                generation: i.generation,
-                lifetime_ms: f.lifetime.as_millis() as u64,
-                initial_age_ms: f.initial_age.as_millis() as u64,
-                response_time_ms: to_millis(f.response_time),
-                no_cache: f.no_cache,
-                no_stale: f.no_stale,
-                swr_secs: f.stale_while_revalidate.as_secs(),
-                sie_secs: f.stale_if_error.as_secs(),
-                stale: i.stale,
-                present: i.present.clone(),
-            }),
-        }
-    }
-}
-
-impl Record {
-    fn dropped(key: &str) -> Self {
-        Record { key: key.to_owned(), object: None }
-    }
-
-    fn into_info(self) -> Option<ObjectInfo> {
-        let o = self.object?;
-        let mut headers = HeaderMap::new();
-        for (k, v) in o.headers {
-            headers.append(HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(&v).ok()?);
-        }
-        let validators = validators_of(&headers);
-        Some(ObjectInfo {
-            store_key: crate::fetch::store_key(&self.key),
-            primary: self.key.into(),
-            key: o.variant.into(),
-            status: StatusCode::from_u16(o.status).ok()?,
-            headers,
-            len: o.len,
-            validators,
-            vary: o.vary,
-            freshness: Freshness {
-                lifetime: Duration::from_millis(o.lifetime_ms),
-                initial_age: Duration::from_millis(o.initial_age_ms),
-                response_time: from_millis(o.response_time_ms),
-                no_cache: o.no_cache,
-                no_stale: o.no_stale,
-                stale_while_revalidate: Duration::from_secs(o.swr_secs),
-                stale_if_error: Duration::from_secs(o.sie_secs),
-            },
-            generation: o.generation,
-            stale: o.stale,
-            present: o.present,
-            transient: false,
-        })
-    }
-}
-
 /// The validators in stored header fields.
 pub fn validators_of(headers: &HeaderMap) -> Validators {
     let text = |n| headers.get(n).and_then(|v: &HeaderValue| v.to_str().ok());
     Validators::from_headers(text(http::header::ETAG), text(http::header::LAST_MODIFIED))
 }
 
-/// Object records, one JSON line each, appended as objects are learned or dropped.
-/// At start the journal is read (a torn last line from a crash is skipped), the newest
-/// record per key kept, and the compacted journal written atomically (temp + rename).
-struct Journal {
-    file: Mutex<std::fs::File>,
-    recovered: Vec<ObjectInfo>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Journal {
-    fn open(path: &Path) -> foyer::Result<Self> {
-        // Per primary key, its variants by variant key (a removal clears them all).
-        let mut latest: std::collections::HashMap<String, std::collections::HashMap<String, ObjectInfo>> =
-            Default::default();
-        let mut skipped = 0u64;
-        match std::fs::File::open(path) {
-            Ok(f) => {
-                for line in std::io::BufReader::new(f).lines() {
-                    let Ok(line) = line else { break };
-                    match serde_json::from_str::<Record>(&line) {
-                        Ok(r) => {
-                            let key = r.key.clone();
-                            match r.into_info() {
-                                Some(info) => {
-                                    latest.entry(key).or_default().insert(info.key.to_string(), info);
-                                }
-                                None => {
-                                    latest.remove(&key);
-                                }
-                            }
-                        }
-                        Err(_) => skipped += 1,
-                    }
-                }
-                if skipped > 0 {
-                    // A torn last line after a crash, or records an older edge wrote: those
-                    // objects are simply fetched again.
-                    tracing::warn!(path = %path.display(), skipped, "skipped unreadable object journal lines");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(foyer::Error::io_error(e)),
+    fn version(key: &str, etag: &str, len: u64) -> ObjectInfo {
+        let mut headers = HeaderMap::new();
+        if !etag.is_empty() {
+            headers.insert(http::header::ETAG, HeaderValue::from_str(etag).unwrap());
         }
-        let recovered: Vec<ObjectInfo> = latest.into_values().flat_map(|v| v.into_values()).collect();
-        let tmp = path.with_extension("journal.tmp");
-        {
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(foyer::Error::io_error)?);
-            for info in &recovered {
-                let line = serde_json::to_string(&Record::from(info)).unwrap_or_default();
-                writeln!(out, "{line}").map_err(foyer::Error::io_error)?;
-            }
-            let f = out.into_inner().map_err(|e| foyer::Error::io_error(e.into_error()))?;
-            f.sync_all().map_err(foyer::Error::io_error)?;
-        }
-        std::fs::rename(&tmp, path).map_err(foyer::Error::io_error)?;
-        let file = std::fs::OpenOptions::new().append(true).open(path).map_err(foyer::Error::io_error)?;
-        Ok(Journal { file: Mutex::new(file), recovered })
-    }
-
-    /// One `write` per record (O_APPEND), so a crash tears at most the last line.
-    fn append(&self, r: &Record) {
-        let Ok(mut line) = serde_json::to_vec(r) else { return };
-        line.push(b'\n');
-        let Ok(mut f) = self.file.lock() else { return };
-        if let Err(e) = f.write_all(&line) {
-            metrics::counter!("edge_ssd_errors_total").increment(1);
-            tracing::warn!(error = %e, "object journal write failed; this object will be refetched after a restart");
+        ObjectInfo {
+            primary: key.into(),
+            key: key.into(),
+            store_key: crate::fetch::store_key(key),
+            status: StatusCode::OK,
+            validators: validators_of(&headers),
+            headers,
+            len,
+            vary: Vec::new(),
+            freshness: Freshness {
+                lifetime: std::time::Duration::from_secs(60),
+                initial_age: std::time::Duration::ZERO,
+                response_time: SystemTime::now(),
+                no_cache: false,
+                no_stale: false,
+                stale_while_revalidate: std::time::Duration::ZERO,
+                stale_if_error: std::time::Duration::ZERO,
+            },
+            generation: 0,
+            stale: false,
+            present: None,
+            transient: false,
         }
     }
 
-    fn sync(&self) {
-        if let Ok(f) = self.file.lock() {
-            let _ = f.sync_all();
+    /// A strongly validated version gets the same generation in any edge, any run (so its
+    /// slices are found again once its record is lost); anything else a fresh one.
+    #[tokio::test]
+    async fn generations_derive_from_the_strong_validator_and_length() {
+        let a = Cache::new(1 << 20, 1 << 16, Eviction::Lru, None, 100).await.unwrap();
+        let b = Cache::new(1 << 20, 1 << 16, Eviction::Lru, None, 100).await.unwrap();
+        let v1 = version("/a/x/high.ogg", "\"v1\"", 1000);
+        assert_eq!(a.generation_for(&v1), b.generation_for(&v1));
+        assert_ne!(a.generation_for(&v1), 0);
+        for other in [
+            version("/a/x/high.ogg", "\"v2\"", 1000),
+            version("/a/x/high.ogg", "\"v1\"", 1001),
+            version("/a/y/high.ogg", "\"v1\"", 1000),
+        ] {
+            assert_ne!(a.generation_for(&v1), a.generation_for(&other));
+        }
+        for unvalidated in [version("/a/x/high.ogg", "W/\"v1\"", 1000), version("/a/x/high.ogg", "", 1000)] {
+            let (g1, g2) = (a.generation_for(&unvalidated), a.generation_for(&unvalidated));
+            assert_ne!(g1, g2, "no strong validator: never reused");
+            assert!(g1 < 1 << 63 && g1 != 0);
         }
     }
 }

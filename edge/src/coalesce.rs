@@ -206,8 +206,8 @@ impl Coalescer {
     fn lock(&self, object: &str) -> std::sync::MutexGuard<'_, Inflight> {
         use std::hash::BuildHasher;
         // A fixed-seed hasher is enough: shards only spread contention.
-        let h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .hash_one(object) as usize
+        let h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(object)
+            as usize
             % SHARDS;
         self.shards[h].lock().unwrap_or_else(|p| p.into_inner())
     }

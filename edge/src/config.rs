@@ -25,6 +25,12 @@ pub struct Config {
     /// Requests a slice must have had before it is written to the SSD, so one-hit
     /// wonders never churn the disk. Default 2; 1 writes every slice.
     pub ssd_admit_after: u8,
+    /// Object records the memory index keeps (each ~1-2 KiB of RAM). 0 (the default):
+    /// one per MiB of memory and SSD tier, at least 10,000 and at most 4,000,000. A
+    /// record the index lets go is reloaded from the tier that keeps it beside the
+    /// object's slices (one SSD read), so the index needs to cover the hot set only
+    /// (docs/OPERATING.md, sizing).
+    pub index_max_objects: u64,
     /// Slice size, KiB: objects are fetched and cached in aligned slices of this size.
     /// Default 256: players ask for 256 KiB ranges, and with 1 MiB slices every cold
     /// range cost four times its bytes upstream (docs/BENCHMARKS.md, scenario 4).
@@ -136,6 +142,7 @@ impl Default for Config {
             ssd_cache_dir: String::new(),
             ssd_cache_mb: 10240,
             ssd_admit_after: 2,
+            index_max_objects: 0,
             slice_kib: 256,
             upstream_connect_timeout_secs: 5,
             upstream_idle_connections: 64,
@@ -187,6 +194,7 @@ impl Validate for Config {
         ensure((16..=64 * 1024).contains(&self.slice_kib), "slice_kib", "must be 16-65536")?;
         ensure((64..=1 << 30).contains(&self.ssd_cache_mb), "ssd_cache_mb", "must be 64-1073741824")?;
         ensure((1..=100).contains(&self.ssd_admit_after), "ssd_admit_after", "must be 1-100")?;
+        ensure(self.index_max_objects <= 1 << 32, "index_max_objects", "must be 0 (automatic) to 4294967296")?;
         ensure(
             (1..=300).contains(&self.upstream_connect_timeout_secs),
             "upstream_connect_timeout_secs",
@@ -266,6 +274,16 @@ impl Config {
             host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect();
         let host = if host.is_empty() { "segue-edge".to_owned() } else { host };
         format!("{host}:{}", self.listen.port())
+    }
+
+    /// The memory index's capacity in object records (`index_max_objects`, or derived
+    /// from the tiers' sizes).
+    pub fn index_objects(&self) -> u64 {
+        if self.index_max_objects > 0 {
+            return self.index_max_objects;
+        }
+        let ssd = if self.ssd_cache_dir.is_empty() { 0 } else { self.ssd_cache_mb };
+        (self.mem_cache_mb + ssd).clamp(10_000, 4_000_000)
     }
 
     /// The SSD tier's settings, when one is configured.

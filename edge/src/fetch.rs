@@ -439,7 +439,7 @@ fn store_answer(
         request_time,
         response_time,
     );
-    info.generation = state.cache.new_generation();
+    info.generation = state.cache.generation_for(&info);
     let size = state.cache.slice_size as usize;
     for (index, start) in (0..answer.body.len()).step_by(size).enumerate() {
         let piece = answer.body.slice(start..(start + size).min(answer.body.len()));

@@ -7,6 +7,7 @@
 
 mod access_log;
 mod admin;
+mod bans;
 pub mod cache;
 pub mod coalesce;
 pub mod config;
@@ -14,6 +15,7 @@ mod error;
 mod fetch;
 mod heartbeat;
 pub mod http_cache;
+mod journal;
 pub mod policy;
 mod reader;
 mod serve;
@@ -80,8 +82,14 @@ impl State {
         };
         let via = format!("1.1 {}", config.via_name());
         Ok(State {
-            cache: Cache::new(config.mem_cache_mb << 20, config.slice_kib << 10, config.mem_eviction, config.ssd())
-                .await?,
+            cache: Cache::new(
+                config.mem_cache_mb << 20,
+                config.slice_kib << 10,
+                config.mem_eviction,
+                config.ssd(),
+                config.index_objects(),
+            )
+            .await?,
             coalescer: Coalescer::default(),
             upstreams: Upstreams::new(
                 &config.upstreams,

@@ -80,7 +80,11 @@ impl Cursor {
                 }
                 let (max_age, generation) = (self.state.writer_max_age, self.info.generation);
                 let cache = &self.state.cache;
-                let fill = match self.state.coalescer.join(&self.info.key, generation, index, max_age, || cache.in_memory(&key)) {
+                let fill = match self
+                    .state
+                    .coalescer
+                    .join(&self.info.key, generation, index, max_age, || cache.in_memory(&key))
+                {
                     Joined::Started(f) => {
                         let (k, i) = (self.info.key.clone(), Some(self.info.clone()));
                         fetch::spawn_fill(&self.state, &f, k, generation, index, i, None);

@@ -165,6 +165,7 @@ async fn sliced(
     rdirs: &Directives,
 ) -> Result<Response<Body>, Error> {
     let now = SystemTime::now();
+    state.cache.load(primary).await;
     let stored = state.cache.object(primary);
     let reuse = stored.as_ref().map(|i| i.reuse(rdirs, now));
     let (info, mut x_cache, first) = match (stored, reuse) {
@@ -365,6 +366,7 @@ async fn whole(
     let now = SystemTime::now();
     // (A response to a request with credentials was only stored if it allowed a shared
     // cache to reuse it, RFC 9111 §3.5: `storable` checked.)
+    state.cache.load(primary).await;
     let stored = state.cache.lookup(primary, req.headers());
     if let Some(info) = &stored {
         match info.reuse(rdirs, now) {
@@ -673,7 +675,7 @@ async fn respond_fetched(
         request_time,
         response_time,
     );
-    info.generation = state.cache.new_generation();
+    info.generation = state.cache.generation_for(&info);
     let partial = fetched.status == StatusCode::PARTIAL_CONTENT;
     let mut resp_headers = fetched.headers.clone();
     resp_headers.append(header::VIA, state.via.clone());

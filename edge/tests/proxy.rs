@@ -503,3 +503,48 @@ async fn health_checks_open_and_close_circuits() {
     }
     assert_eq!(circuit(0), "closed");
 }
+
+/// The memory index holds only the hot records: one it lets go is reloaded from the SSD
+/// (where it is kept beside the object's slices), so nothing already cached is fetched
+/// again; and a purge made while a record was out of the index still reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_index_let_go_come_back_from_the_ssd_and_purges_still_reach_them() {
+    let data = pattern(SLICE as usize + 1000, 14);
+    let up = start_scripted(data.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, state) = common::start_edge_with_state(vec![format!("http://{}", up.addr)], |c| {
+        c.ssd_cache_dir = dir.path().display().to_string();
+        c.ssd_cache_mb = 64;
+        c.ssd_admit_after = 1;
+        c.index_max_objects = 2;
+        c.admin_tokens = vec!["index-test-token".into()];
+    })
+    .await;
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    tokio::spawn(segue_edge::serve_admin(admin, state.clone(), Default::default(), std::future::pending()));
+
+    let paths: Vec<String> = (0..8).map(|i| format!("/ix/{i}.ogg")).collect();
+    for p in &paths {
+        assert!(get(edge, p, &[]).await.body == data.as_ref());
+    }
+    let fetched = up.count();
+    assert_eq!(fetched, 2 * paths.len(), "two slices per object");
+    assert!(state.cache.object_count() <= 2, "the index holds {} records", state.cache.object_count());
+    for p in &paths {
+        let r = get(edge, p, &[]).await;
+        assert!(r.status == 200 && r.body == data.as_ref(), "{p}");
+    }
+    assert_eq!(up.count(), fetched, "records the index let go were reloaded, not refetched");
+
+    // A hard purge of an object whose record is not in the index right now.
+    assert!(state.cache.object_count() <= 2);
+    let out = paths.iter().find(|p| state.cache.object(p).is_none()).expect("the index holds 2 of 8").clone();
+    let body = format!(r#"{{"prefix":"{out}"}}"#);
+    let auth = [("Authorization", "Bearer index-test-token"), ("Content-Type", "application/json")];
+    let purge = common::request(admin_addr, "POST", "/admin/purge", &auth, body.as_bytes()).await;
+    assert!(purge.status == 200 || purge.status == 404, "{}", purge.status);
+    let r = get(edge, &out, &[]).await;
+    assert_eq!((r.status, r.h("x-cache")), (200, "MISS"), "the purge reached the reloaded record");
+    assert!(up.count() > fetched);
+}
