@@ -80,7 +80,11 @@ impl Key {
         Key::new(id, secret)
     }
 
-    fn mac(&self, method: &str, path: &str, claims: &Claims) -> HmacSha256 {
+    /// The MAC over the request and claims. `others` are the query's other parameters, in
+    /// order (`a=1&b=2`): a signature covers the whole query, so nothing can be added to a
+    /// signed URL (a cache-busting `&x=N`) without breaking it. Without others the MAC is
+    /// what it always was, so URLs signed before this still verify.
+    fn mac(&self, method: &str, path: &str, others: &str, claims: &Claims) -> HmacSha256 {
         // new_from_slice accepts any key length for HMAC; the error arm cannot occur.
         let mut mac = match HmacSha256::new_from_slice(&self.secret) {
             Ok(m) => m,
@@ -96,13 +100,24 @@ impl Key {
             mac.update(b"\n");
         }
         mac.update(self.id.as_bytes());
+        if !others.is_empty() {
+            mac.update(b"\n?");
+            mac.update(others.as_bytes());
+        }
         mac
     }
 
     /// The query string (without `?`) that authorizes `method path` under `claims`.
     pub fn sign(&self, method: &str, path: &str, claims: &Claims) -> String {
-        let sig = hex::encode(self.mac(method, path, claims).finalize().into_bytes());
-        let mut q = format!("exp={}", claims.exp);
+        self.sign_query(method, path, "", claims)
+    }
+
+    /// The query string authorizing `method path?others` (`others` without `?`, kept
+    /// first and signed too).
+    pub fn sign_query(&self, method: &str, path: &str, others: &str, claims: &Claims) -> String {
+        let sig = hex::encode(self.mac(method, path, others, claims).finalize().into_bytes());
+        let mut q = if others.is_empty() { String::new() } else { format!("{others}&") };
+        q.push_str(&format!("exp={}", claims.exp));
         if let Some(nbf) = claims.nbf {
             q.push_str(&format!("&nbf={nbf}"));
         }
@@ -145,7 +160,7 @@ impl Verifier {
         let key = self.keys.get(t.kid).ok_or_else(|| TokenError::UnknownKey(t.kid.to_owned()))?;
         let sig = hex::decode(t.sig).map_err(|_| TokenError::Malformed("sig is not hex"))?;
         // Signature first: expiry and constraints of an unsigned token are meaningless.
-        key.mac(method, path, &t.claims).verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
+        key.mac(method, path, &t.others, &t.claims).verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
         if now > t.claims.exp.saturating_add(self.skew_secs) {
             return Err(TokenError::Expired);
         }
@@ -168,10 +183,13 @@ struct Parsed<'a> {
     kid: &'a str,
     sig: &'a str,
     claims: Claims,
+    /// The query's other parameters, in order, joined by `&`.
+    others: String,
 }
 
 fn parse_query(query: &str) -> Result<Parsed<'_>, TokenError> {
     let (mut exp, mut nbf, mut country, mut kid, mut sig) = (None, None, None, None, None);
+    let mut others: Vec<&str> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let slot = match name {
@@ -180,7 +198,10 @@ fn parse_query(query: &str) -> Result<Parsed<'_>, TokenError> {
             "country" => &mut country,
             "kid" => &mut kid,
             "sig" => &mut sig,
-            _ => continue,
+            _ => {
+                others.push(pair);
+                continue;
+            }
         };
         if slot.replace(value).is_some() {
             return Err(TokenError::Malformed("a token parameter appears twice"));
@@ -204,7 +225,7 @@ fn parse_query(query: &str) -> Result<Parsed<'_>, TokenError> {
     };
     let kid = kid.filter(|k| !k.is_empty()).ok_or(TokenError::Malformed("kid is missing"))?;
     let sig = sig.filter(|s| s.len() == 64).ok_or(TokenError::Malformed("sig must be 64 hex digits"))?;
-    Ok(Parsed { kid, sig, claims: Claims { exp, nbf, country } })
+    Ok(Parsed { kid, sig, claims: Claims { exp, nbf, country }, others: others.join("&") })
 }
 
 /// The `[tokens]` table of a serving role's config.
@@ -285,9 +306,20 @@ mod tests {
         assert_eq!(v.verify("POST", PATH, Some(&q), 900, None), Err(TokenError::BadSignature));
         let longer = q.replace("exp=1000", "exp=9999");
         assert_eq!(v.verify("GET", PATH, Some(&longer), 900, None), Err(TokenError::BadSignature));
-        // Extra unsigned parameters are ignored, order does not matter.
-        let shuffled = format!("foo=1&{}", q.split('&').rev().collect::<Vec<_>>().join("&"));
+        // The token's own parameters may come in any order...
+        let shuffled = q.split('&').rev().collect::<Vec<_>>().join("&");
         assert!(v.verify("GET", PATH, Some(&shuffled), 900, None).is_ok());
+        // ...but the signature covers the whole query: nothing can be added (cache
+        // busting), and what was signed with the URL cannot be changed or dropped.
+        for added in [format!("{q}&x=1"), format!("x=1&{q}"), format!("{q}&x")] {
+            assert_eq!(v.verify("GET", PATH, Some(&added), 900, None), Err(TokenError::BadSignature), "{added}");
+        }
+        let with = k.sign_query("GET", PATH, "tier=high&v=2", &Claims { exp: 1_000, ..Default::default() });
+        assert!(with.starts_with("tier=high&v=2&exp=1000&"));
+        assert!(v.verify("GET", PATH, Some(&with), 900, None).is_ok());
+        for changed in [with.replace("v=2", "v=3"), with.replace("tier=high&", ""), with.replace("&v=2", "")] {
+            assert_eq!(v.verify("GET", PATH, Some(&changed), 900, None), Err(TokenError::BadSignature), "{changed}");
+        }
     }
 
     #[test]

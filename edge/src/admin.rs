@@ -338,7 +338,7 @@ async fn run_prewarm(state: Arc<State>, job: Arc<Job>) {
 }
 
 async fn warm_one(state: &Arc<State>, path: &str) -> Result<u64, String> {
-    let key: Arc<str> = crate::cache_key(path, None).into();
+    let key: Arc<str> = state.policy_for(path).cache_key(path, None).into();
     state.cache.load(&key).await;
     let stored = state.cache.object(&key).filter(|i| i.is_fresh(std::time::SystemTime::now()));
     let info = match stored {

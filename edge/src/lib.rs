@@ -33,7 +33,6 @@ use segue_core::token::Verifier;
 
 pub use config::Config;
 pub use error::Error;
-pub(crate) use http_cache::key::cache_key;
 
 use cache::Cache;
 use coalesce::Coalescer;
@@ -515,13 +514,13 @@ async fn forward(state: &Arc<State>, req: Request<ReqBody>) -> Result<Response<B
     let policy = state.policy_for(req.uri().path());
     check_request(state, &req, &policy)?;
     let method = req.method().clone();
-    let target = cache_key(req.uri().path(), req.uri().query());
+    let target = policy.cache_key(req.uri().path(), req.uri().query());
     let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let resp = state.upstreams.forward(req).await?;
     metrics::counter!("edge_cache_results_total", "result" => "pass").increment(1);
     for path in http_cache::invalidate::targets(&method, resp.status(), resp.headers(), &target, host.as_deref()) {
         let (p, q) = path.split_once('?').map_or((path.as_str(), None), |(p, q)| (p, Some(q)));
-        let n = state.cache.invalidate(&cache_key(p, q));
+        let n = state.cache.invalidate(&state.policy_for(p).cache_key(p, q));
         if n > 0 {
             metrics::counter!("edge_invalidated_objects_total").increment(n as u64);
         }

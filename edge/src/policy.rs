@@ -40,6 +40,14 @@ pub struct PathPolicy {
     /// 86400 (a day): an origin outage is not an outage for listeners.
     #[serde(default = "default_stale_on_error")]
     pub stale_on_error_secs: u64,
+    /// The query parameters that select a response here, e.g. `["page", "sort"]`: the
+    /// others are left out of the cache key and of the request upstream, so a client
+    /// cannot mint new cache entries (and upstream fetches) by adding `&x=N`. `[]`: the
+    /// query never selects anything (content-addressed paths). Unset (the default for
+    /// other paths): every parameter selects, as RFC 9111 keys by the whole URI. The
+    /// signed-URL parameters are never part of the key.
+    #[serde(default)]
+    pub key_params: Option<Vec<String>>,
 }
 
 fn default_stale_on_error() -> u64 {
@@ -59,7 +67,13 @@ impl PathPolicy {
             methods: default_methods(),
             default_ttl_secs: 0,
             stale_on_error_secs: default_stale_on_error(),
+            key_params: None,
         }
+    }
+
+    /// The cache key of `path?query` under this rule.
+    pub fn cache_key(&self, path: &str, query: Option<&str>) -> String {
+        crate::http_cache::key::cache_key(path, query, self.key_params.as_deref())
     }
 
     pub fn allows(&self, method: &Method) -> bool {
@@ -71,11 +85,13 @@ impl PathPolicy {
     }
 }
 
-/// The shipped rules: audio and its encrypted variants sliced and signed; everything else
-/// (seek tables, manifests, artwork, other origins' paths) cached whole under the
-/// origin's rules, GET and HEAD only.
+/// The shipped rules: audio and its encrypted variants sliced and signed, their query
+/// never part of the key (the path names the content); everything else (seek tables,
+/// manifests, artwork, other origins' paths) cached whole under the origin's rules, GET
+/// and HEAD only.
 pub fn defaults() -> Vec<PathPolicy> {
-    vec![PathPolicy::new("/a/", true, true), PathPolicy::new("/enc/", true, true)]
+    let content = |prefix| PathPolicy { key_params: Some(Vec::new()), ..PathPolicy::new(prefix, true, true) };
+    vec![content("/a/"), content("/enc/")]
 }
 
 /// The rules as the request path uses them: longest prefix first, ending with a
@@ -117,6 +133,13 @@ pub fn validate(rules: &[PathPolicy]) -> Result<(), FieldError> {
         }
         ensure(r.default_ttl_secs <= 365 * 86_400, &field("default_ttl_secs"), "must be 0-31536000")?;
         ensure(r.stale_on_error_secs <= 365 * 86_400, &field("stale_on_error_secs"), "must be 0-31536000")?;
+        for (j, p) in r.key_params.iter().flatten().enumerate() {
+            ensure(
+                !p.is_empty() && !p.contains(['&', '=', ' ']),
+                &format!("paths[{i}].key_params[{j}]"),
+                format!("{p:?} is not a query parameter name"),
+            )?;
+        }
     }
     Ok(())
 }

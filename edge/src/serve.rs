@@ -122,7 +122,7 @@ pub(crate) async fn get(
     req: &Request<ReqBody>,
     policy: &PathPolicy,
 ) -> Result<Response<Body>, Error> {
-    let primary: Arc<str> = crate::cache_key(req.uri().path(), req.uri().query()).into();
+    let primary: Arc<str> = policy.cache_key(req.uri().path(), req.uri().query()).into();
     let rdirs = freshness::request_directives(req.headers());
     let resp = if policy.slice {
         sliced(state, req, &primary, &rdirs).await?
@@ -286,6 +286,33 @@ fn classify(state: &State, info: &Arc<ObjectInfo>, req: &HeaderMap) -> &'static 
     result
 }
 
+/// Upstream bytes one request may cause, as a multiple of the bytes it is sent (or two
+/// slices, which any single range may need).
+const MAX_FILL_RATIO: u64 = 4;
+
+/// Whether a multi-range request would make the edge fetch far more than it sends (64
+/// one-byte ranges over 64 uncached slices: ~16 MiB upstream for ~6 KB sent).
+fn too_costly(state: &State, info: &ObjectInfo, req: &HeaderMap) -> bool {
+    let Some(ranges) = requested(req, info.len).filter(|r| r.len() > 1) else { return false };
+    let size = state.cache.slice_size;
+    let sent: u64 = ranges.iter().map(|(a, b)| b - a).sum();
+    let budget = (MAX_FILL_RATIO * sent).max(2 * size);
+    let mut slices: Vec<u64> = ranges.iter().flat_map(|(a, b)| a / size..=(b - 1) / size).collect();
+    slices.sort_unstable();
+    slices.dedup();
+    let mut cost = 0;
+    for index in slices {
+        let key = SliceKey { object: info.key.clone(), generation: info.generation, index };
+        if state.cache.tier_of(&key).is_none() && !state.coalescer.is_inflight(&info.key, info.generation, index) {
+            cost += size;
+            if cost > budget {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// The byte spans `[first, end)` a request for a `len`-byte object needs; `None` when it
 /// needs none (an unsatisfiable range).
 fn requested(req: &HeaderMap, len: u64) -> Option<Vec<(u64, u64)>> {
@@ -344,7 +371,14 @@ async fn serve_from(
     headers.remove(header::CONTENT_TYPE);
     let counter = metrics::counter!("edge_body_bytes_total");
     let content_type = info.content_type().to_owned();
-    segue_core::respond::object_response(is_head, req.headers(), reader, &content_type, headers, counter)
+    let mut asked = std::borrow::Cow::Borrowed(req.headers());
+    if !is_head && too_costly(state, &info, req.headers()) {
+        // RFC 9110 §14.2: a server may ignore a Range of many small ranges; the whole
+        // representation costs upstream no more than it sends.
+        metrics::counter!("edge_ranges_ignored_total").increment(1);
+        asked.to_mut().remove(header::RANGE);
+    }
+    segue_core::respond::object_response(is_head, &asked, reader, &content_type, headers, counter)
         .await
         .map_err(|e| Error::UpstreamUnavailable { path: info.key.to_string(), detail: e.to_string() })
 }
