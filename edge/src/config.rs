@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use segue_core::config::{ensure, FieldError, Validate};
 use segue_core::token::TokenSettings;
@@ -35,12 +36,21 @@ pub struct Config {
     /// Default 256: players ask for 256 KiB ranges, and with 1 MiB slices every cold
     /// range cost four times its bytes upstream (docs/BENCHMARKS.md, scenario 4).
     pub slice_kib: u64,
-    /// Seconds to wait for an upstream's response head. Default 5.
+    /// Seconds to wait for one upstream's response head. Default 5. A fetch failing over
+    /// across upstreams stops at the reader timeout in all (the budget readers wait).
     pub upstream_connect_timeout_secs: u64,
     /// Idle upstream connections kept for reuse, per upstream. Default 64: enough for
     /// the fills of 64 busy client connections; each idle one holds a read buffer, so
     /// more costs memory outside the cache cap (docs/OPERATING.md, memory).
     pub upstream_idle_connections: usize,
+    /// Requests the edge may have in flight to one upstream (fills, forwarded requests,
+    /// revalidations; from request to end of body). More wait for a free one, for up to
+    /// the reader timeout: a cold storm reaches an origin as a bounded queue. Default 256.
+    pub upstream_max_connections: usize,
+    /// Slices fetched ahead of a sequential reader (one whose previous slice is cached),
+    /// so a cold stream gets more than one slice per upstream round trip. Skipped while
+    /// the upstream is more than half busy. Default 2; 0 turns it off.
+    pub read_ahead_slices: u64,
     /// Seconds a waiting reader tolerates without new bytes from a fill. Default 10.
     pub reader_timeout_secs: u64,
     /// Seconds an upstream body may send nothing before its fetch is failed (its waiters
@@ -146,6 +156,8 @@ impl Default for Config {
             slice_kib: 256,
             upstream_connect_timeout_secs: 5,
             upstream_idle_connections: 64,
+            upstream_max_connections: 256,
+            read_ahead_slices: 2,
             reader_timeout_secs: 10,
             upstream_read_timeout_secs: 10,
             writer_max_age_secs: 30,
@@ -201,6 +213,8 @@ impl Validate for Config {
             "must be 1-300",
         )?;
         ensure((1..=4096).contains(&self.upstream_idle_connections), "upstream_idle_connections", "must be 1-4096")?;
+        ensure((1..=65_536).contains(&self.upstream_max_connections), "upstream_max_connections", "must be 1-65536")?;
+        ensure(self.read_ahead_slices <= 8, "read_ahead_slices", "must be 0-8")?;
         ensure((1..=600).contains(&self.reader_timeout_secs), "reader_timeout_secs", "must be 1-600")?;
         ensure((1..=600).contains(&self.upstream_read_timeout_secs), "upstream_read_timeout_secs", "must be 1-600")?;
         ensure((1..=3600).contains(&self.writer_max_age_secs), "writer_max_age_secs", "must be 1-3600")?;
@@ -274,6 +288,21 @@ impl Config {
             host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.').collect();
         let host = if host.is_empty() { "segue-edge".to_owned() } else { host };
         format!("{host}:{}", self.listen.port())
+    }
+
+    pub fn upstream_settings(&self, via: String) -> crate::upstream::Settings {
+        let reader = Duration::from_secs(self.reader_timeout_secs);
+        crate::upstream::Settings {
+            head_timeout: Duration::from_secs(self.upstream_connect_timeout_secs),
+            read_timeout: Duration::from_secs(self.upstream_read_timeout_secs),
+            // A little under the readers' timeout, so they get the fetch's own error.
+            failover_budget: reader.saturating_sub(Duration::from_millis(500)).max(Duration::from_secs(1)),
+            failures_to_open: self.upstream_failures_to_open,
+            open_for: Duration::from_secs(self.upstream_open_secs),
+            idle_connections: self.upstream_idle_connections,
+            max_connections: self.upstream_max_connections,
+            via,
+        }
     }
 
     /// The memory index's capacity in object records (`index_max_objects`, or derived

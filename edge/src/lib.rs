@@ -52,6 +52,8 @@ pub struct State {
     strip_targeted: Vec<HeaderName>,
     reader_timeout: Duration,
     writer_max_age: Duration,
+    /// Slices fetched ahead of a sequential reader.
+    read_ahead: u64,
     via: HeaderValue,
     /// Bearer tokens of the admin API; replaced on SIGHUP.
     admin_tokens: std::sync::RwLock<Vec<String>>,
@@ -90,15 +92,7 @@ impl State {
             )
             .await?,
             coalescer: Coalescer::default(),
-            upstreams: Upstreams::new(
-                &config.upstreams,
-                Duration::from_secs(config.upstream_connect_timeout_secs),
-                Duration::from_secs(config.upstream_read_timeout_secs),
-                config.upstream_failures_to_open,
-                Duration::from_secs(config.upstream_open_secs),
-                config.upstream_idle_connections,
-                via.clone(),
-            ),
+            upstreams: Upstreams::new(&config.upstreams, config.upstream_settings(via.clone())),
             tokens: std::sync::RwLock::new(Arc::new(
                 TokenPolicy::new(config).map_err(|e| invalid(&e.field, e.message))?,
             )),
@@ -107,6 +101,7 @@ impl State {
             strip_targeted: header_names(&config.strip_targeted).map_err(|e| invalid("strip_targeted", e))?,
             reader_timeout: Duration::from_secs(config.reader_timeout_secs),
             writer_max_age: Duration::from_secs(config.writer_max_age_secs),
+            read_ahead: config.read_ahead_slices,
             via: HeaderValue::from_str(&via).map_err(|e| invalid("name", e.to_string()))?,
             admin_tokens: std::sync::RwLock::new(config.admin_tokens.clone()),
             jobs: admin::Jobs::default(),

@@ -42,6 +42,8 @@ struct Cursor {
     end: u64,
     fill: Option<FillCursor>,
     first: Option<Arc<Fill>>,
+    /// One past the last slice read-ahead was considered for (once per slice).
+    ahead_done: u64,
 }
 
 struct FillCursor {
@@ -53,6 +55,40 @@ struct FillCursor {
 }
 
 impl Cursor {
+    /// A reader going through to the end of slice `index`, sequentially (from the start,
+    /// or with the slice before it cached), will want the next ones: start their fills
+    /// now, so a cold stream gets several slices per upstream round trip instead of one.
+    /// Best effort: only while the upstream has spare capacity, never for what is cached
+    /// or already being fetched.
+    fn read_ahead(&self, index: u64) {
+        let (state, info) = (&self.state, &self.info);
+        let size = state.cache.slice_size;
+        let slices = info.len.div_ceil(size);
+        if state.read_ahead == 0 || info.transient || index + 1 >= slices {
+            return;
+        }
+        let key = |index| SliceKey { object: info.key.clone(), generation: info.generation, index };
+        if index > 0 && state.cache.tier_of(&key(index - 1)).is_none() {
+            return;
+        }
+        for next in index + 1..=(index + state.read_ahead).min(slices - 1) {
+            let k = key(next);
+            if state.cache.tier_of(&k).is_some() || state.coalescer.is_inflight(&info.key, info.generation, next) {
+                continue;
+            }
+            if !state.upstreams.has_spare_capacity() {
+                return;
+            }
+            let cached = || state.cache.in_memory(&k);
+            if let Joined::Started(f) =
+                state.coalescer.join(&info.key, info.generation, next, state.writer_max_age, cached)
+            {
+                metrics::counter!("edge_read_ahead_fills_total").increment(1);
+                fetch::spawn_fill(state, &f, info.key.clone(), info.generation, next, Some(info.clone()), None);
+            }
+        }
+    }
+
     async fn next(&mut self) -> Option<Result<Bytes, segue_core::Error>> {
         let size = self.state.cache.slice_size;
         loop {
@@ -68,6 +104,10 @@ impl Cursor {
             if self.fill.is_none() {
                 let key = SliceKey { object: self.info.key.clone(), generation: self.info.generation, index };
                 self.state.cache.note_request(&key);
+                if self.end >= slice_end && self.ahead_done < index + 1 {
+                    self.ahead_done = index + 1;
+                    self.read_ahead(index);
+                }
                 if let Some((s, _tier)) = self.state.cache.slice(&key).await {
                     let from = self.pos - slice_start;
                     let to = self.end.min(slice_end) - slice_start;
@@ -145,6 +185,7 @@ impl ObjectReader for EdgeReader {
             end: range.end,
             fill: None,
             first: self.first.clone(),
+            ahead_done: 0,
         };
         Ok(Box::pin(futures_util::stream::unfold(cursor, |mut c| async move { c.next().await.map(|item| (item, c)) })))
     }

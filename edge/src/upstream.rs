@@ -4,6 +4,7 @@
 //! next one, within a retry budget so an outage does not multiply upstream load.
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -21,14 +22,35 @@ struct Upstream {
     failures: AtomicU32,
     /// Unix millis until which the circuit is open.
     open_until: AtomicU64,
+    /// Requests this upstream may have in flight (head to end of body): more wait for a
+    /// slot, so a cold storm reaches an origin as a bounded queue, not a connection flood.
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// How the edge talks to its upstreams (from `edge.toml`).
+pub struct Settings {
+    /// Per upstream: time for the response head.
+    pub head_timeout: Duration,
+    /// How long an upstream body may send nothing (see [`TimedBody`]).
+    pub read_timeout: Duration,
+    /// Time for one fetch's head across every upstream it fails over to (and the wait
+    /// for a slot): what a waiting reader tolerates, so failover ends before readers
+    /// give up instead of after.
+    pub failover_budget: Duration,
+    pub failures_to_open: u32,
+    pub open_for: Duration,
+    pub idle_connections: usize,
+    pub max_connections: usize,
+    pub via: String,
 }
 
 pub struct Upstreams {
     list: Vec<Upstream>,
     client: Client<HttpConnector, UpstreamBody>,
     head_timeout: Duration,
-    /// How long an upstream body may send nothing (see [`TimedBody`]).
     read_timeout: Duration,
+    failover_budget: Duration,
+    max_connections: usize,
     failures_to_open: u32,
     open_for: Duration,
     /// Retry budget in tenths of a retry: each request deposits 2 (capped), each retry
@@ -61,6 +83,8 @@ pub struct TimedBody {
     read_timeout: Duration,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     waiting: bool,
+    /// The upstream's slot, freed when the body is done with (read or dropped).
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Why an upstream body failed.
@@ -73,9 +97,9 @@ pub enum BodyError {
 }
 
 impl TimedBody {
-    fn new(inner: Incoming, read_timeout: Duration) -> Self {
+    fn new(inner: Incoming, read_timeout: Duration, slot: Option<tokio::sync::OwnedSemaphorePermit>) -> Self {
         let deadline = Box::pin(tokio::time::sleep(read_timeout));
-        TimedBody { inner, read_timeout, deadline, waiting: false }
+        TimedBody { inner, read_timeout, deadline, waiting: false, _slot: slot }
     }
 }
 
@@ -128,24 +152,16 @@ fn now_ms() -> u64 {
 }
 
 impl Upstreams {
-    pub fn new(
-        bases: &[String],
-        head_timeout: Duration,
-        read_timeout: Duration,
-        failures_to_open: u32,
-        open_for: Duration,
-        idle_connections: usize,
-        via: String,
-    ) -> Self {
+    pub fn new(bases: &[String], s: Settings) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(head_timeout));
+        connector.set_connect_timeout(Some(s.head_timeout));
         // An upstream that vanished (power, a dropped route) without a FIN or RST is found
         // by keepalive probes instead of never.
         connector.set_keepalive(Some(Duration::from_secs(30)));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(idle_connections)
+            .pool_max_idle_per_host(s.idle_connections)
             // Fixed 64 KiB reads. hyper's adaptive reads grow each connection's buffer to
             // ~400 KiB, and body chunks handed to fills pin those buffers: with pooled
             // connections that was ~200 MB of RSS outside the cache cap (BENCHMARKS.md).
@@ -158,15 +174,18 @@ impl Upstreams {
                     base: b.trim_end_matches('/').to_owned(),
                     failures: AtomicU32::new(0),
                     open_until: AtomicU64::new(0),
+                    slots: Arc::new(tokio::sync::Semaphore::new(s.max_connections)),
                 })
                 .collect(),
             client,
-            head_timeout,
-            read_timeout,
-            failures_to_open,
-            open_for,
+            head_timeout: s.head_timeout,
+            read_timeout: s.read_timeout,
+            failover_budget: s.failover_budget,
+            max_connections: s.max_connections,
+            failures_to_open: s.failures_to_open,
+            open_for: s.open_for,
             budget: AtomicI64::new(BUDGET_CAP),
-            via,
+            via: s.via,
         }
     }
 
@@ -180,6 +199,7 @@ impl Upstreams {
                     "upstream": u.base,
                     "circuit": if u.open_until.load(Ordering::Relaxed) > now { "open" } else { "closed" },
                     "consecutive_failures": u.failures.load(Ordering::Relaxed),
+                    "in_flight": self.max_connections - u.slots.available_permits(),
                 })
             })
             .collect()
@@ -193,6 +213,7 @@ impl Upstreams {
     /// connection errors, timeouts and 5xx answers. When every upstream answered 5xx, the
     /// last answer is returned as it is (the cache decides between it and a stale copy).
     pub async fn fetch(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<Fetched, Error> {
+        let deadline = tokio::time::Instant::now() + self.failover_budget;
         let _ = self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some((b + 2).min(BUDGET_CAP)));
         let now = now_ms();
         // Closed circuits first, in configured order; if every circuit is open, try them
@@ -212,6 +233,16 @@ impl Upstreams {
                 break;
             }
             let up = &self.list[i];
+            // Wait for a slot of this upstream, within the fetch's budget.
+            let slot = match tokio::time::timeout_at(deadline, up.slots.clone().acquire_owned()).await {
+                Ok(Ok(slot)) => slot,
+                _ => {
+                    timed_out = true;
+                    metrics::counter!("edge_upstream_queue_timeouts_total", "upstream" => up.base.clone()).increment(1);
+                    last = format!("{}: all {} connections busy", up.base, self.max_connections);
+                    break;
+                }
+            };
             let uri: Uri = match format!("{}{path}", up.base).parse() {
                 Ok(u) => u,
                 Err(e) => {
@@ -234,28 +265,36 @@ impl Upstreams {
                 req.headers_mut().append(http::header::VIA, v);
             }
             metrics::counter!("edge_upstream_requests_total", "upstream" => up.base.clone()).increment(1);
-            match tokio::time::timeout(self.head_timeout, self.client.request(req)).await {
+            // Each attempt gets the head timeout, cut to its share of what is left of the
+            // budget, so every upstream in the order gets a try before readers give up.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let limit = self.head_timeout.min(left / (order.len() - attempt) as u32);
+            match tokio::time::timeout(limit, self.client.request(req)).await {
                 Ok(Ok(resp)) if !resp.status().is_server_error() => {
                     up.failures.store(0, Ordering::Relaxed);
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
-                    let body = TimedBody::new(body, self.read_timeout);
+                    let body = TimedBody::new(body, self.read_timeout, Some(slot));
                     return Ok(Fetched { status: parts.status, headers: parts.headers, body, upstream: i });
                 }
                 Ok(Ok(resp)) => {
                     last = format!("{} answered {}", up.base, resp.status());
                     let (mut parts, body) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
-                    let body = TimedBody::new(body, self.read_timeout);
+                    let body = TimedBody::new(body, self.read_timeout, Some(slot));
                     server_error = Some(Fetched { status: parts.status, headers: parts.headers, body, upstream: i });
                 }
                 Ok(Err(e)) => last = format!("{}: {e}", up.base),
                 Err(_) => {
                     timed_out = true;
-                    last = format!("{}: no response head within {:?}", up.base, self.head_timeout);
+                    last = format!("{}: no response head within {limit:?}", up.base);
                 }
             }
             self.record_failure(i);
+            if tokio::time::Instant::now() >= deadline {
+                last = format!("{last}; failover budget of {:?} spent", self.failover_budget);
+                break;
+            }
         }
         if let Some(answer) = server_error {
             return Ok(answer);
@@ -340,6 +379,12 @@ impl Upstreams {
         } else {
             (body.boxed_unsync(), None)
         };
+        let wait = tokio::time::timeout(self.failover_budget, up.slots.clone().acquire_owned()).await;
+        let Ok(Ok(slot)) = wait else {
+            metrics::counter!("edge_upstream_queue_timeouts_total", "upstream" => up.base.clone()).increment(1);
+            return Err(Error::UpstreamTimeout(format!("{path}: all {} connections busy", self.max_connections)));
+        };
+        let mut slot = Some(slot);
         let mut attempt = Some(Request::from_parts(parts.clone(), body));
         let mut last = String::new();
         let mut retried = false;
@@ -348,7 +393,7 @@ impl Upstreams {
             match tokio::time::timeout(self.head_timeout, self.client.request(req)).await {
                 Ok(Ok(mut resp)) => {
                     strip_hop_by_hop(resp.headers_mut());
-                    return Ok(resp.map(|b| TimedBody::new(b, self.read_timeout)));
+                    return Ok(resp.map(|b| TimedBody::new(b, self.read_timeout, slot.take())));
                 }
                 Ok(Err(e)) => {
                     last = format!("{}: {e}", up.base);
@@ -375,6 +420,14 @@ impl Upstreams {
     }
 
     /// Count a failure against upstream `i` (also for failures mid-body).
+    /// Whether the upstream a fetch would go to now is at most half busy: best-effort
+    /// fetches (read-ahead) are only made then, never queued behind client fills.
+    pub fn has_spare_capacity(&self) -> bool {
+        let now = now_ms();
+        let first = self.list.iter().find(|u| u.open_until.load(Ordering::Relaxed) <= now).or(self.list.first());
+        first.is_some_and(|u| u.slots.available_permits() * 2 >= self.max_connections)
+    }
+
     pub fn record_failure(&self, i: usize) {
         let Some(up) = self.list.get(i) else { return };
         metrics::counter!("edge_upstream_errors_total", "upstream" => up.base.clone()).increment(1);

@@ -603,3 +603,74 @@ async fn records_the_index_let_go_come_back_from_the_ssd_and_purges_still_reach_
     assert_eq!((r.status, r.h("x-cache")), (200, "MISS"), "the purge reached the reloaded record");
     assert!(up.count() > fetched);
 }
+
+/// At most `upstream_max_connections` requests reach one upstream at once; the others
+/// queue and are all served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_beyond_an_upstreams_connection_cap_queue_and_are_all_served() {
+    let data = pattern(SLICE as usize, 17);
+    let up = start_scripted(data.clone()).await;
+    up.script.lock().unwrap().pace = Some(Duration::from_millis(5));
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |c| {
+        c.upstream_max_connections = 2;
+        c.reader_timeout_secs = 30;
+    })
+    .await;
+    let clients: Vec<_> =
+        (0..6).map(|i| tokio::spawn(async move { get(edge, &format!("/cap/{i}.ogg"), &[]).await })).collect();
+    for c in clients {
+        let r = c.await.unwrap();
+        assert!(r.status == 200 && r.body == data.as_ref());
+    }
+    assert_eq!(up.count(), 6);
+    let peak = up.peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(peak <= 2, "{peak} requests in flight at the upstream");
+}
+
+/// An upstream that accepts connections and never answers costs a fetch only its share
+/// of the reader timeout: the next upstream is tried before readers give up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_past_a_hung_upstream_fits_in_the_reader_timeout() {
+    let hung = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hung.accept().await {
+            held.push(s);
+        }
+    });
+    let data = pattern(100_000, 18);
+    let up = start_scripted(data.clone()).await;
+    let edge = start_edge(vec![format!("http://{hung_addr}"), format!("http://{}", up.addr)], |c| {
+        c.upstream_connect_timeout_secs = 5;
+        c.reader_timeout_secs = 4;
+    })
+    .await;
+    let r = get(edge, "/failover.ogg", &[]).await;
+    assert_eq!((r.status, r.body.len()), (200, data.len()), "served by the second upstream");
+}
+
+/// A reader streaming an object slice by slice has the next slices fetched ahead of it;
+/// a reader that stops inside a slice (a probe) does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_readers_get_the_next_slices_fetched_ahead() {
+    let data = pattern(6 * SLICE as usize, 19);
+    let up = start_scripted(data.clone()).await;
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |c| c.read_ahead_slices = 2).await;
+    let probe = get(edge, "/ahead.ogg", &[("Range", "bytes=0-99")]).await;
+    assert_eq!(probe.body, &data[..100]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.count(), 1, "a probe fetches no more than its slice");
+    let first = get(edge, "/ahead.ogg", &[("Range", &format!("bytes=0-{}", SLICE - 1))]).await;
+    assert!(first.body == data[..SLICE as usize]);
+    for _ in 0..300 {
+        if up.count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(up.count(), 3, "slices 1 and 2 fetched ahead");
+    let second = get(edge, "/ahead.ogg", &[("Range", &format!("bytes={}-{}", SLICE, 2 * SLICE - 1))]).await;
+    assert!(second.body == data[SLICE as usize..2 * SLICE as usize]);
+    assert!(second.h("x-cache").starts_with("HIT") || second.h("x-cache") == "COALESCED", "{}", second.h("x-cache"));
+}

@@ -96,6 +96,17 @@ pub struct Scripted {
     /// Responses sent whole, per Range header.
     pub clean: Arc<Mutex<HashMap<String, usize>>>,
     pub script: Arc<Mutex<Script>>,
+    /// Most requests in flight at once (head sent, body not yet ended or dropped).
+    pub peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a request in flight until dropped (with its response body).
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Scripted {
@@ -119,6 +130,8 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (rq, cl, sc) = (requests.clone(), clean.clone(), script.clone());
+    let (active, peak): (Arc<std::sync::atomic::AtomicUsize>, Arc<std::sync::atomic::AtomicUsize>) = Default::default();
+    let peak2 = peak.clone();
     let objects = Arc::new(objects);
     tokio::spawn(segue_core::server::serve(
         listener,
@@ -126,6 +139,9 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
         move |req, _| {
             let (rq, cl, sc, objects, fallback) =
                 (rq.clone(), cl.clone(), sc.clone(), objects.clone(), fallback.clone());
+            let now = active.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            peak2.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+            let in_flight = InFlight(active.clone());
             async move {
                 let replaced = sc.lock().unwrap().replace.clone();
                 let (data, etag) = match replaced {
@@ -173,6 +189,7 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
                     die = None;
                 }
                 let stream = futures_util::stream::iter(chunks).enumerate().then(move |(i, c)| {
+                    let _in_flight = &in_flight;
                     let (stall, cl, tag) = (stall.clone(), cl.clone(), tag.clone());
                     async move {
                         if let Some(p) = pace {
@@ -213,7 +230,7 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
         },
         std::future::pending(),
     ));
-    Scripted { addr, requests, clean, script }
+    Scripted { addr, requests, clean, script, peak }
 }
 
 pub struct Resp {
