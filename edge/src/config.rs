@@ -93,6 +93,14 @@ pub struct Config {
     /// UDP address of the HTTP/3 listener (QUIC, same certificates as `tls_certs`);
     /// TCP responses then advertise it in `Alt-Svc`. Unset: no HTTP/3.
     pub h3_listen: Option<SocketAddr>,
+    /// Peers (CIDRs or addresses, e.g. the load balancers in front) whose
+    /// `tokens.country_header` is believed. From anyone else the header is removed and the
+    /// country comes from `geoip_db`. Default none.
+    pub trusted_proxies: Vec<String>,
+    /// A GeoIP database in the MaxMind format (GeoLite2/GeoIP2 Country or City) giving a
+    /// client address's country, for country-bound signed URLs. Re-read on SIGHUP. Empty
+    /// (the default): a country is known only from a trusted proxy's header.
+    pub geoip_db: String,
     /// Address of the admin API listener (purge, stats, pre-warm). Unset: no admin API.
     pub admin_listen: Option<SocketAddr>,
     /// Bearer tokens accepted by the admin API (at least one when `admin_listen` is set).
@@ -175,6 +183,8 @@ impl Default for Config {
             tls_certs: Vec::new(),
             h3_listen: None,
             admin_listen: None,
+            trusted_proxies: Vec::new(),
+            geoip_db: String::new(),
             admin_tokens: Vec::new(),
             tokens: TokenSettings::default(),
             control_plane: None,

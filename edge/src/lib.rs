@@ -13,6 +13,7 @@ pub mod coalesce;
 pub mod config;
 mod error;
 mod fetch;
+mod geo;
 mod heartbeat;
 pub mod http_cache;
 mod journal;
@@ -133,7 +134,8 @@ impl State {
 pub struct TokenPolicy {
     verifier: Verifier,
     required: bool,
-    country_header: http::HeaderName,
+    /// Where a request's country comes from (trusted header or GeoIP database).
+    geo: geo::Geo,
 }
 
 fn header_names(names: &[String]) -> Result<Vec<HeaderName>, String> {
@@ -145,8 +147,12 @@ impl TokenPolicy {
         Ok(TokenPolicy {
             verifier: config.tokens.verifier()?,
             required: config.tokens.required,
-            country_header: http::HeaderName::from_bytes(config.tokens.country_header.as_bytes())
-                .map_err(|e| segue_core::config::FieldError::new("tokens.country_header", e.to_string()))?,
+            geo: geo::Geo::new(
+                http::HeaderName::from_bytes(config.tokens.country_header.as_bytes())
+                    .map_err(|e| segue_core::config::FieldError::new("tokens.country_header", e.to_string()))?,
+                &config.trusted_proxies,
+                &config.geoip_db,
+            )?,
         })
     }
 }
@@ -418,8 +424,9 @@ pub async fn serve(
     server::serve(listener, opts, move |req, peer| handle(state.clone(), req, peer), shutdown).await;
 }
 
-async fn handle(state: Arc<State>, req: Request<ReqBody>, peer: SocketAddr) -> Response<Body> {
+async fn handle(state: Arc<State>, mut req: Request<ReqBody>, peer: SocketAddr) -> Response<Body> {
     let started = Instant::now();
+    state.token_policy().geo.strip_untrusted(peer.ip(), req.headers_mut());
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => server::health_response(),
         (&Method::GET, "/metrics") => {
@@ -440,11 +447,11 @@ async fn handle(state: Arc<State>, req: Request<ReqBody>, peer: SocketAddr) -> R
                 let path = req.uri().path().to_owned();
                 let version = req.version();
                 let range = req.headers().get(header::RANGE).cloned();
-                let resp = forward(&state, req).await.unwrap_or_else(Error::into_response);
+                let resp = forward(&state, req, peer).await.unwrap_or_else(Error::into_response);
                 finish(&state, started, &resp, peer, &method, &path, range.as_ref(), version);
                 return resp;
             } else {
-                match check_request(&state, &req, &policy) {
+                match check_request(&state, &req, &policy, peer) {
                     Ok(()) => serve::get(&state, &req, &policy).await.unwrap_or_else(Error::into_response),
                     Err(e) => e.into_response(),
                 }
@@ -505,9 +512,9 @@ fn finish(
 /// Methods the cache does not handle go upstream uncached (DESIGN: "forwards other methods
 /// uncached"), still behind the signed-URL check, marked `X-Cache: PASS`. A success of an
 /// unsafe method invalidates what the cache holds for the URL (RFC 9111 §4.4).
-async fn forward(state: &Arc<State>, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
+async fn forward(state: &Arc<State>, req: Request<ReqBody>, peer: SocketAddr) -> Result<Response<Body>, Error> {
     let policy = state.policy_for(req.uri().path());
-    check_request(state, &req, &policy)?;
+    check_request(state, &req, &policy, peer)?;
     let method = req.method().clone();
     let target = policy.cache_key(req.uri().path(), req.uri().query());
     let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -528,7 +535,12 @@ async fn forward(state: &Arc<State>, req: Request<ReqBody>) -> Result<Response<B
 }
 
 /// Path safety and the signed-URL check, for every request that reaches an upstream.
-fn check_request(state: &State, req: &Request<ReqBody>, policy: &policy::PathPolicy) -> Result<(), Error> {
+fn check_request(
+    state: &State,
+    req: &Request<ReqBody>,
+    policy: &policy::PathPolicy,
+    peer: SocketAddr,
+) -> Result<(), Error> {
     let path = req.uri().path();
     if let Err(segue_core::key::PathError::Unsafe(why)) = segue_core::key::check_path_safety(path) {
         return Err(Error::BadPath(why));
@@ -539,8 +551,11 @@ fn check_request(state: &State, req: &Request<ReqBody>, policy: &policy::PathPol
     }
     let tokens = state.token_policy();
     if tokens.required && policy.tokens {
-        let country = req.headers().get(&tokens.country_header).and_then(|v| v.to_str().ok());
-        tokens.verifier.verify(req.method().as_str(), path, req.uri().query(), fetch::unix_now(), country)?;
+        // Only a token bound to a country needs to know the request's.
+        let bound = req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("country=")));
+        let country = if bound { tokens.geo.country(peer.ip(), req.headers()) } else { None };
+        let now = fetch::unix_now();
+        tokens.verifier.verify(req.method().as_str(), path, req.uri().query(), now, country.as_deref())?;
     }
     Ok(())
 }

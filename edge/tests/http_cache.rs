@@ -260,9 +260,11 @@ async fn unsafe_methods_invalidate_and_are_refused_unless_the_path_allows_them()
     get(open, "/list", &[]).await;
     get(open, "/list?page=1", &[]).await;
     assert_eq!(get(open, "/list", &[]).await.h("x-cache"), "HIT-MEM");
-    let r = common::request(open, "POST", "/list", &[], b"item").await;
+    let r = common::request(open, "POST", "/list", &[("x-client-country", "SE")], b"item").await;
     assert_eq!(r.status, 201);
     assert_eq!(o.count(), 3);
+    // A country header from a client that is not a trusted proxy goes no further.
+    assert_eq!(o.last_header("x-client-country"), None);
     // The target and the same-origin Location are invalidated: both revalidate.
     assert_ne!(get(open, "/list", &[]).await.h("x-cache"), "HIT-MEM");
     assert_ne!(get(open, "/list?page=1", &[]).await.h("x-cache"), "HIT-MEM");

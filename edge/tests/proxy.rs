@@ -674,3 +674,44 @@ async fn sequential_readers_get_the_next_slices_fetched_ahead() {
     assert!(second.body == data[SLICE as usize..2 * SLICE as usize]);
     assert!(second.h("x-cache").starts_with("HIT") || second.h("x-cache") == "COALESCED", "{}", second.h("x-cache"));
 }
+
+/// A country-bound signed URL is checked against the country the edge determines: a
+/// trusted proxy's header, else the GeoIP database's answer for the client address; a
+/// header from anyone else is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn country_bound_tokens_believe_the_header_only_from_trusted_peers() {
+    let data = pattern(50_000, 20);
+    let up = start_scripted(data.clone()).await;
+    let secret = "00112233445566778899aabbccddeeff";
+    let key = segue_core::token::Key::from_hex("k1", secret).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("country.mmdb");
+    std::fs::write(&db, common::mmdb::country_db(&[("127.0.0.1/32", "SE"), ("10.0.0.0/8", "DE")])).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let path = "/a/geo/high.ogg";
+    let signed = |country: &str| {
+        let claims = segue_core::token::Claims { exp: now + 60, country: Some(country.into()), ..Default::default() };
+        format!("{path}?{}", key.sign("GET", path, &claims))
+    };
+    let start = |trusted: Vec<String>, geoip: String| {
+        start_edge(vec![format!("http://{}", up.addr)], move |c| {
+            c.tokens.required = true;
+            c.tokens.keys.insert("k1".into(), secret.into());
+            c.trusted_proxies = trusted;
+            c.geoip_db = geoip;
+        })
+    };
+    // The client itself: its header is ignored, the database places it in Sweden.
+    let direct = start(vec![], db.display().to_string()).await;
+    assert_eq!(get(direct, &signed("SE"), &[("x-client-country", "US")]).await.status, 200);
+    assert_eq!(get(direct, &signed("US"), &[("x-client-country", "US")]).await.status, 403);
+    // Behind a trusted proxy: its header decides; without one, the forwarded client's
+    // address is looked up (10.1.2.3 is in Germany).
+    let behind = start(vec!["127.0.0.0/8".into()], db.display().to_string()).await;
+    assert_eq!(get(behind, &signed("US"), &[("x-client-country", "US")]).await.status, 200);
+    assert_eq!(get(behind, &signed("DE"), &[("x-forwarded-for", "192.0.2.9, 10.1.2.3")]).await.status, 200);
+    assert_eq!(get(behind, &signed("SE"), &[("x-forwarded-for", "10.1.2.3")]).await.status, 403);
+    // No database and no trusted proxy: the country is unknown, a bound token refused.
+    let blind = start(vec![], String::new()).await;
+    assert_eq!(get(blind, &signed("US"), &[("x-client-country", "US")]).await.status, 403);
+}

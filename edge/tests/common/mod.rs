@@ -3,6 +3,8 @@
 //! HTTP client that shows truncated bodies as they are.
 #![allow(dead_code)]
 
+pub mod mmdb;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
