@@ -908,6 +908,92 @@ fn http2_rapid_reset_is_cut_off() {
     assert!(terminate(origin).success());
 }
 
+/// A returning TLS client resumes its session (no certificate exchange), also after the
+/// edge reloaded its certificates, and `/metrics` counts resumed handshakes.
+#[test]
+fn tls_sessions_resume_across_certificate_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, edge, addrs, ca_pem) = spawn_tls_edge(dir.path(), &[], "");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let roots = segue_core::client::roots_from_pem(&ca_pem).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    // One HTTP/1.1 request per connection (reading the answer also reads the tickets).
+    let connect = || {
+        rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let tcp = tokio::net::TcpStream::connect(addrs[1]).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("pop.segue.test").unwrap();
+            let mut s = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await.unwrap();
+            let kind = s.get_ref().1.handshake_kind();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: pop.segue.test\r\nConnection: close\r\n\r\n").await.unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out).await;
+            assert!(out.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out));
+            kind
+        })
+    };
+    assert_eq!(connect(), Some(rustls::HandshakeKind::Full));
+    assert_eq!(connect(), Some(rustls::HandshakeKind::Resumed));
+    Command::new("kill").args(["-HUP", &edge.id().to_string()]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(connect(), Some(rustls::HandshakeKind::Resumed), "a reload ended resumption");
+    let (_, page) = get(&format!("http://{}/metrics", addrs[0]), &[]);
+    let page = String::from_utf8_lossy(&page);
+    let resumed = page.lines().find(|l| l.starts_with("tls_handshakes_total{kind=\"resumed\"}"));
+    assert!(resumed.is_some_and(|l| l.ends_with(" 2")), "{page}");
+    assert!(terminate(edge).success());
+    assert!(terminate(origin).success());
+}
+
+/// An HTTP/2 client that never opens its flow-control window holds its streams no
+/// longer than the send timeout: the stalled responses are dropped and the connection
+/// closed.
+#[test]
+fn http2_streams_a_client_never_reads_are_dropped_after_the_send_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cid = "5c".repeat(32);
+    let data: Vec<u8> = (0..600_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let (origin, edge, addrs, ca_pem) = spawn_tls_edge(dir.path(), &[(&cid, &data)], "send_timeout_secs = 1");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let closed = rt.block_on(async {
+        let roots = segue_core::client::roots_from_pem(&ca_pem).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(addrs[1]).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("pop.segue.test").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)).connect(name, tcp).await.unwrap();
+        // A zero window: the server may send headers, never a byte of a body.
+        let (mut client, conn) =
+            h2::client::Builder::new().initial_window_size(0).handshake::<_, bytes::Bytes>(stream).await.unwrap();
+        let driver = tokio::spawn(conn);
+        let mut responses = Vec::new();
+        for _ in 0..8 {
+            let req = http::Request::get(format!("https://pop.segue.test/a/{cid}/high.ogg")).body(()).unwrap();
+            responses.push(client.send_request(req, true).unwrap().0);
+        }
+        // Liveness, not speed: the connection ends within a bound well past the 1 s limit.
+        tokio::time::timeout(Duration::from_secs(15), driver).await.is_ok()
+    });
+    assert!(closed, "a client that never reads held its HTTP/2 streams open");
+    let (_, page) = get(&format!("http://{}/metrics", addrs[0]), &[]);
+    assert!(String::from_utf8_lossy(&page).contains("http_stream_send_timeouts_total"));
+    assert_eq!(get(&format!("http://{}/healthz", addrs[0]), &[]).0, 200);
+    assert!(terminate(edge).success());
+    assert!(terminate(origin).success());
+}
+
 /// An edge with TLS (HTTP/1.1 + HTTP/2) and HTTP/3 listeners for `pop.segue.test`, in
 /// front of an origin holding `objects`; `extra` is appended to its config. Returns the
 /// origin, the edge, its [plain, tls, h3] addresses and the CA file.

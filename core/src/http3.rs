@@ -60,6 +60,8 @@ where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let handler = Arc::new(handler);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let incoming = tokio::select! {
@@ -68,17 +70,32 @@ where
                 None => break,
             },
             _ = &mut shutdown => break,
+            // Reap finished connections as they end.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let peer = incoming.remote_address();
+        let Ok(admitted) = crate::server::admit(&opts, peer, "h3") else {
+            incoming.refuse();
+            continue;
         };
         let (h, max_header, send_timeout) = (handler.clone(), opts.max_header_bytes as u64, opts.send_timeout);
-        tokio::spawn(async move {
-            let peer = incoming.remote_address();
-            if let Err(e) = connection(incoming, h, max_header, send_timeout).await {
+        let stopping = stopping.clone();
+        connections.spawn(async move {
+            if let Err(e) = connection(incoming, h, max_header, send_timeout, stopping).await {
                 tracing::debug!(%peer, error = %e, "HTTP/3 connection ended with an error");
             }
+            drop(admitted);
         });
     }
+    // Drain: every connection sends GOAWAY, takes no new requests and ends once those in
+    // flight are answered; after the grace period the endpoint closes what is left.
+    let _ = stop.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(opts.shutdown_grace, drained).await.is_err() {
+        tracing::warn!(grace = ?opts.shutdown_grace, "HTTP/3 requests still running after the grace period; closing");
+    }
     endpoint.close(0u32.into(), b"shutting down");
-    let _ = tokio::time::timeout(opts.shutdown_grace, endpoint.wait_idle()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
 async fn connection<H, F>(
@@ -86,6 +103,7 @@ async fn connection<H, F>(
     handler: Arc<H>,
     max_header: u64,
     send_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), BoxError>
 where
     H: Fn(Request<ReqBody>, SocketAddr) -> F + Send + Sync + 'static,
@@ -97,9 +115,32 @@ where
         .max_field_section_size(max_header)
         .build::<_, Bytes>(h3_quinn::Connection::new(conn))
         .await?;
-    while let Some(resolver) = h3.accept().await? {
+    let mut requests = tokio::task::JoinSet::new();
+    let mut draining = false;
+    loop {
+        let resolver = tokio::select! {
+            accepted = h3.accept() => match accepted? {
+                Some(r) => r,
+                None => break,
+            },
+            // The server is stopping (the only change ever sent), or gone.
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                h3.shutdown(0).await?;
+                if requests.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            Some(_) = requests.join_next(), if !requests.is_empty() => {
+                if draining && requests.is_empty() {
+                    break;
+                }
+                continue;
+            }
+        };
         let h = handler.clone();
-        tokio::spawn(async move {
+        requests.spawn(async move {
             let (req, stream) = match resolver.resolve_request().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -157,6 +198,7 @@ where
             let _ = send.finish().await;
         });
     }
+    while requests.join_next().await.is_some() {}
     Ok(())
 }
 

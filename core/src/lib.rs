@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod http3;
 pub mod ids;
 pub mod key;
+pub mod limits;
 pub mod manifest;
 pub mod range;
 pub mod respond;
@@ -19,6 +20,7 @@ pub mod seek_table;
 pub mod server;
 #[cfg(feature = "sql")]
 pub mod sql;
+pub mod stall_watch;
 pub mod store;
 pub mod telemetry;
 pub mod tier;

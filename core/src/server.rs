@@ -35,9 +35,11 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
-    /// A connection (or HTTP/3 stream) whose client reads nothing for this long is
-    /// closed, so a client that stops reading cannot hold a connection forever.
+    /// A connection (or HTTP/2 or HTTP/3 stream) whose client reads nothing for this long
+    /// is closed, so a client that stops reading cannot hold a connection forever.
     pub send_timeout: Duration,
+    /// Caps on open connections, shared by every listener given the same one.
+    pub limits: Option<Arc<crate::limits::ConnLimits>>,
 }
 
 impl Default for ServerOptions {
@@ -47,6 +49,7 @@ impl Default for ServerOptions {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             send_timeout: Duration::from_secs(60),
+            limits: None,
         }
     }
 }
@@ -72,6 +75,7 @@ where
             accepted = accept(&listener) => accepted,
             _ = &mut shutdown => break,
         };
+        let Ok(admitted) = admit(&opts, peer, "http/1.1") else { continue };
         let h = handler.clone();
         let service = hyper::service::service_fn(move |req| {
             let fut = h(boxed_request(req), peer);
@@ -83,10 +87,23 @@ where
             if let Err(e) = conn.await {
                 connection_error(peer, "http/1.1", &e);
             }
+            drop(admitted);
         });
     }
     drop(listener);
     drain(graceful, opts.shutdown_grace).await;
+}
+
+/// Whether a connection from `peer` may be served (`Err`: refused, to be dropped at once).
+pub(crate) fn admit(
+    opts: &ServerOptions,
+    peer: SocketAddr,
+    protocol: &'static str,
+) -> Result<Option<crate::limits::Admitted>, ()> {
+    match &opts.limits {
+        None => Ok(None),
+        Some(l) => l.admit(peer.ip(), protocol).map(Some).ok_or(()),
+    }
 }
 
 /// The next connection, with Nagle off. Accept errors (EMFILE and friends) back off
@@ -194,13 +211,21 @@ pub async fn serve_tls<H, F>(
             accepted = accept(&listener) => accepted,
             _ = &mut shutdown => break,
         };
+        let Ok(admitted) = admit(&opts, peer, "tls") else { continue };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.read().unwrap_or_else(|p| p.into_inner()).clone());
         let (h, builder, watcher, handshake, send_timeout) =
             (handler.clone(), builder.clone(), graceful.watcher(), opts.header_read_timeout, opts.send_timeout);
         tokio::spawn(async move {
             let stream = send_stall_limited(stream, send_timeout);
             let tls_stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
+                Ok(Ok(s)) => {
+                    let kind = match s.get_ref().1.handshake_kind() {
+                        Some(rustls::HandshakeKind::Resumed) => "resumed",
+                        _ => "full",
+                    };
+                    metrics::counter!("tls_handshakes_total", "kind" => kind).increment(1);
+                    s
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     metrics::counter!("tls_handshake_failures_total").increment(1);
@@ -212,14 +237,24 @@ pub async fn serve_tls<H, F>(
                     return;
                 }
             };
+            let stalls = crate::stall_watch::ConnWatch::new(send_timeout);
+            let streams = stalls.clone();
             let service = hyper::service::service_fn(move |req| {
                 let fut = h(boxed_request(req), peer);
-                async move { Ok::<_, Infallible>(fut.await) }
+                let streams = streams.clone();
+                async move { Ok::<_, Infallible>(fut.await.map(|b| streams.wrap(b))) }
             });
             let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                connection_error(peer, "tls", &*e);
+            tokio::select! {
+                result = watcher.watch(conn) => {
+                    if let Err(e) = result {
+                        connection_error(peer, "tls", &*e);
+                    }
+                }
+                // Every stream stalled: dropping the connection closes it.
+                () = stalls.run() => send_timed_out(peer, "h2"),
             }
+            drop(admitted);
         });
     }
     drop(listener);

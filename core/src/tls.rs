@@ -114,7 +114,31 @@ pub fn server_config_for(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { certs: loaded }));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let (ticketer, sessions) = resumption()?;
+    config.ticketer = ticketer;
+    config.session_storage = sessions;
     Ok(Arc::new(config))
+}
+
+/// Sessions the stateful cache keeps (TLS 1.2 session ids; a few hundred bytes each).
+const SESSION_CACHE_ENTRIES: usize = 32_768;
+
+type Resumption = (Arc<dyn rustls::server::ProducesTickets>, Arc<dyn rustls::server::StoresServerSessions>);
+
+/// Session resumption state shared by every config this process builds, so a
+/// certificate reload (SIGHUP) does not end it: session tickets under a rotating key (a
+/// new one every 6 hours, the one before still accepted; never written anywhere) and a
+/// stateful session cache. A resumed handshake skips the certificate exchange and the
+/// key agreement's signature: the CPU a POP spends on reconnecting listeners.
+fn resumption() -> Result<Resumption, Error> {
+    static SHARED: std::sync::OnceLock<Resumption> = std::sync::OnceLock::new();
+    if let Some(r) = SHARED.get() {
+        return Ok(r.clone());
+    }
+    let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| config_error("tls", "ticket key", e))?;
+    let sessions: Arc<dyn rustls::server::StoresServerSessions> =
+        rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
+    Ok(SHARED.get_or_init(|| (ticketer, sessions)).clone())
 }
 
 /// Build the shared, reloadable config.

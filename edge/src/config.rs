@@ -75,6 +75,13 @@ pub struct Config {
     pub header_read_timeout_secs: u64,
     /// Seconds in-flight requests may run after SIGTERM. Default 30.
     pub shutdown_grace_secs: u64,
+    /// Open client connections at most, over every client listener (HTTP/1.1, TLS,
+    /// HTTP/3); more are closed as soon as accepted, with a warning in the log at most
+    /// every 10 s. Default 100000; 0: no cap. The admin listener is not counted.
+    pub max_connections: usize,
+    /// Open connections from one client address at most. Default 1024, sized for
+    /// carrier-grade NAT (many listeners behind one address); 0: no cap.
+    pub max_connections_per_ip: usize,
     /// Seconds a response may wait on a client that reads nothing before its connection
     /// (HTTP/3: its stream) is closed. Default 60, like nginx's `send_timeout`.
     pub send_timeout_secs: u64,
@@ -177,6 +184,8 @@ impl Default for Config {
             header_read_timeout_secs: 10,
             shutdown_grace_secs: 30,
             send_timeout_secs: 60,
+            max_connections: 100_000,
+            max_connections_per_ip: 1024,
             access_log: String::new(),
             name: String::new(),
             tls_listen: None,

@@ -269,12 +269,16 @@ impl State {
     }
 }
 
+/// The client listeners' options. Clones share one set of connection caps (build it once
+/// and clone it for every client listener).
 pub fn server_options(config: &Config) -> ServerOptions {
+    let limits = segue_core::limits::ConnLimits::new(config.max_connections, config.max_connections_per_ip);
     ServerOptions {
         max_header_bytes: config.max_header_bytes,
         header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         send_timeout: Duration::from_secs(config.send_timeout_secs),
+        limits: Some(limits),
     }
 }
 
@@ -338,27 +342,31 @@ pub async fn run(
     };
     register(&state, &config, &listener, admin.as_ref());
     let mut tasks = Vec::new();
+    // The connection caps count every client listener's connections together.
+    let client_opts = server_options(&config);
     if let Some((listener, shared)) = tls {
-        let (state, opts, stop) = (state.clone(), server_options(&config), stopped(stop_rx.clone()));
+        let (state, opts, stop) = (state.clone(), client_opts.clone(), stopped(stop_rx.clone()));
         tasks.push(tokio::spawn(async move {
             server::serve_tls(listener, shared, opts, move |req, peer| handle(state.clone(), req, peer), stop).await;
         }));
     }
     if let Some(endpoint) = h3 {
-        let (state, opts, stop) = (state.clone(), server_options(&config), stopped(stop_rx.clone()));
+        let (state, opts, stop) = (state.clone(), client_opts.clone(), stopped(stop_rx.clone()));
         tasks.push(tokio::spawn(async move {
             segue_core::http3::serve(endpoint, opts, move |req, peer| handle(state.clone(), req, peer), stop).await;
         }));
     }
     if let Some(listener) = admin {
-        let (state, opts, stop) = (state.clone(), server_options(&config), stopped(stop_rx.clone()));
+        // The admin API stays reachable however many clients are connected.
+        let opts = ServerOptions { limits: None, ..client_opts.clone() };
+        let (state, stop) = (state.clone(), stopped(stop_rx.clone()));
         tasks.push(tokio::spawn(serve_admin(listener, state, opts, stop)));
     }
     let stopping = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    serve(listener, state.clone(), server_options(&config), stopping).await;
+    serve(listener, state.clone(), client_opts, stopping).await;
     for task in tasks {
         let _ = task.await;
     }

@@ -715,3 +715,29 @@ async fn country_bound_tokens_believe_the_header_only_from_trusted_peers() {
     let blind = start(vec![], String::new()).await;
     assert_eq!(get(blind, &signed("US"), &[("x-client-country", "US")]).await.status, 403);
 }
+
+/// Connections from one client address beyond `max_connections_per_ip` are closed as
+/// soon as they are accepted; the ones admitted are served, and a slot is free again
+/// once one of them closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_per_address_cap_are_refused() {
+    let up = start_scripted(pattern(1000, 21)).await;
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |c| c.max_connections_per_ip = 2).await;
+    async fn ask(s: &mut TcpStream) -> usize {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap_or(0)
+    }
+    let mut a = TcpStream::connect(edge).await.unwrap();
+    let mut b = TcpStream::connect(edge).await.unwrap();
+    assert!(ask(&mut a).await > 0 && ask(&mut b).await > 0);
+    let mut c = TcpStream::connect(edge).await.unwrap();
+    let mut buf = [0u8; 64];
+    let refused = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap();
+    assert!(matches!(refused, Ok(0) | Err(_)), "a third connection from one address is closed");
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut d = TcpStream::connect(edge).await.unwrap();
+    assert!(ask(&mut d).await > 0, "a closed connection frees its slot");
+    assert!(ask(&mut b).await > 0);
+}

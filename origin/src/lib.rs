@@ -73,6 +73,7 @@ pub fn server_options(config: &Config) -> ServerOptions {
         header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
         shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         send_timeout: Duration::from_secs(config.send_timeout_secs),
+        limits: None,
     }
 }
 
