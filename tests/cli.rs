@@ -994,6 +994,87 @@ fn http2_streams_a_client_never_reads_are_dropped_after_the_send_timeout() {
     assert!(terminate(origin).success());
 }
 
+/// Every hop of a POP over TLS: the origin behind an `https://` upstream and the control
+/// plane's heartbeats, both verified against the configured CA; an edge trusting another
+/// CA gets nothing from either (502, no registration).
+#[test]
+fn upstream_and_control_plane_hops_run_over_verified_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cid = "e7".repeat(32);
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_246_822_519) >> 9) as u8).collect();
+    put_object(d, &cid, &data);
+    let ca = test_ca();
+    std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
+    leaf_cert(&ca, &["127.0.0.1"], d, "hop");
+    let other = test_ca();
+    std::fs::write(d.join("other-ca.pem"), other.pem()).unwrap();
+    let certs = format!("[[tls_certs]]\ncert = \"{0}/hop.pem\"\nkey = \"{0}/hop.key\"\n", d.display());
+
+    let origin_cfg = d.join("origin.toml");
+    let store = d.join("store");
+    std::fs::write(
+        &origin_cfg,
+        format!("listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{certs}", store.display()),
+    )
+    .unwrap();
+    let mut o = segue();
+    o.args(["origin", "--config"]).arg(&origin_cfg);
+    let (origin, origin_addrs) = spawn_servers(o, 2);
+
+    let cp_cfg = d.join("cp.toml");
+    std::fs::write(
+        &cp_cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}/cp.db\"\n\
+             api_tokens = [\"{CP_API}\"]\n[pop_tokens]\nsecure = \"pop-token-secure-000000\"\n\
+             insecure = \"pop-token-insecure-0000\"\n{certs}",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let mut c = segue();
+    c.args(["control-plane", "--config"]).arg(&cp_cfg);
+    let (cp, cp_addrs) = spawn_servers(c, 2);
+
+    let edge = |name: &str, ca_file: &str| {
+        let cfg = d.join(format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen = \"127.0.0.1:0\"\nname = \"{name}\"\nupstreams = [\"https://{}\"]\n\
+                 [upstream_tls]\nca_file = \"{}/{ca_file}\"\n\
+                 [control_plane]\nurl = \"https://{}\"\ntoken = \"pop-token-{name}-{}\"\nregion = \"default\"\nheartbeat_secs = 1\n",
+                origin_addrs[1],
+                d.display(),
+                cp_addrs[1],
+                "0".repeat(if name == "secure" { 6 } else { 4 }),
+            ),
+        )
+        .unwrap();
+        let mut e = segue();
+        e.args(["edge", "--config"]).arg(&cfg);
+        spawn_servers(e, 1)
+    };
+    let (secure, secure_addrs) = edge("secure", "ca.pem");
+    let (insecure, insecure_addrs) = edge("insecure", "other-ca.pem");
+    let path = format!("/a/{cid}/high.ogg");
+    let (code, body) = get(&format!("http://{}{path}", secure_addrs[0]), &[]);
+    assert!(code == 200 && body == data, "through the TLS upstream: {code}");
+    let (code, _) = get(&format!("http://{}{path}", insecure_addrs[0]), &[]);
+    assert_eq!(code, 502, "an upstream certificate from an untrusted CA is refused");
+    wait_for("the POP registered over TLS", 20, || {
+        let (_, v) = admin(cp_addrs[0], "GET", "/v1/pops", Some(CP_API), None);
+        v["pops"].as_array().is_some_and(|p| p.iter().any(|p| p["id"] == "secure"))
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, v) = admin(cp_addrs[0], "GET", "/v1/pops", Some(CP_API), None);
+    assert!(v["pops"].as_array().is_some_and(|p| p.iter().all(|p| p["id"] != "insecure")), "{v}");
+    for p in [secure, insecure, cp, origin] {
+        assert!(terminate(p).success());
+    }
+}
+
 /// An edge with TLS (HTTP/1.1 + HTTP/2) and HTTP/3 listeners for `pop.segue.test`, in
 /// front of an origin holding `objects`; `extra` is appended to its config. Returns the
 /// origin, the edge, its [plain, tls, h3] addresses and the CA file.

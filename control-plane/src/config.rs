@@ -22,6 +22,12 @@ pub struct Region {
 pub struct Config {
     /// HTTP API address. Default `127.0.0.1:7080`.
     pub listen: SocketAddr,
+    /// Address of a TLS listener serving the same API (HTTP/1.1 and HTTP/2 by ALPN), so
+    /// POP tokens, purges, pre-warms and embargoes cannot be read or injected on the
+    /// path. Unset (the default): none.
+    pub tls_listen: Option<SocketAddr>,
+    /// `[[tls_certs]]` of the TLS listener: `cert`, `key` (PEM) and the SNI `names`.
+    pub tls_certs: Vec<segue_core::tls::CertSettings>,
     /// State: `sqlite://PATH` (created if missing) or `postgres://...`. Default
     /// `sqlite://./data/control-plane.db`.
     pub database: String,
@@ -55,6 +61,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7080)),
+            tls_listen: None,
+            tls_certs: Vec::new(),
             database: "sqlite://./data/control-plane.db".into(),
             origin: "http://127.0.0.1:7070".into(),
             api_tokens: Vec::new(),
@@ -83,6 +91,11 @@ fn token_ok(t: &str) -> bool {
 impl Validate for Config {
     fn validate(&self) -> Result<(), FieldError> {
         segue_core::sql::check_url("database", &self.database)?;
+        ensure(
+            self.tls_listen.is_none() || !self.tls_certs.is_empty(),
+            "tls_certs",
+            "tls_listen needs at least one [[tls_certs]] entry",
+        )?;
         ensure(self.origin.starts_with("http://"), "origin", "must be an http:// URL")?;
         for (i, t) in self.api_tokens.iter().enumerate() {
             ensure(token_ok(t), &format!("api_tokens[{i}]"), "must be at least 16 printable characters")?;

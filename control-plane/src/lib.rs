@@ -110,6 +110,16 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    // Certificates are read before anything starts: a bad file stops start-up.
+    let tls = match config.tls_listen {
+        Some(addr) => {
+            let shared = segue_core::tls::shared_config(&config.tls_certs)
+                .map_err(|e| Error::BadRequest(format!("TLS certificates: {e}")))?;
+            let l = server::bind(addr).await.map_err(|e| Error::BadRequest(format!("cannot listen on {addr}: {e}")))?;
+            Some((l, shared))
+        }
+        None => None,
+    };
     let pool = db::open(&config.database).await?;
     let opts = server_options(&config);
     let app = Arc::new(App::new(config, pool));
@@ -122,7 +132,17 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping.stopping.send(true);
     };
+    let tls_task = tls.map(|(l, shared)| {
+        let (app, opts, mut stop) = (app.clone(), opts.clone(), app.stopping.subscribe());
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::spawn(server::serve_tls(l, shared, opts, move |req, _peer| api::handle(app.clone(), req), stopped))
+    });
     server::serve(listener, opts, move |req, _peer| api::handle(handler_app.clone(), req), shutdown).await;
+    if let Some(t) = tls_task {
+        let _ = t.await;
+    }
     let _ = sched.await;
     app.pool.close().await;
     tracing::info!("control plane stopped");

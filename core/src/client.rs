@@ -168,14 +168,43 @@ impl Connector {
     /// A plain HTTP/1.1 connector for `http://host:port` (a trailing path is ignored),
     /// resolving the host now.
     pub fn http(base_url: &str) -> Result<Self, BoxError> {
-        let rest = base_url.strip_prefix("http://").ok_or_else(|| format!("{base_url:?} is not an http:// URL"))?;
+        Connector::for_url(base_url, None)
+    }
+
+    /// An HTTP/1.1 connector for `http://host:port` or, with `tls` (whom to trust, which
+    /// client certificate to present), `https://host:port` (default port 443); a
+    /// trailing path is ignored and the host is resolved now.
+    pub fn for_url(base_url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Self, BoxError> {
+        let (rest, secure) = match (base_url.strip_prefix("http://"), base_url.strip_prefix("https://")) {
+            (Some(r), _) => (r, false),
+            (_, Some(r)) => (r, true),
+            _ => return Err(format!("{base_url:?} is not an http:// or https:// URL").into()),
+        };
         let hostport = rest.split('/').next().unwrap_or(rest);
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        let with_port = if hostport.contains(':') {
+            hostport.to_owned()
+        } else {
+            format!("{hostport}:{}", if secure { 443 } else { 80 })
+        };
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(with_port.as_str())
             .map_err(|e| format!("{base_url:?}: {e}"))?
             .next()
             .ok_or_else(|| format!("{base_url:?}: the host has no address"))?;
         let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
-        Connector::new(Protocol::Http1, addr, host, None)
+        if !secure {
+            return Connector::new(Protocol::Http1, addr, host, None);
+        }
+        let tls = tls.ok_or_else(|| format!("{base_url:?}: https needs a TLS client config"))?;
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| format!("server name {host:?}: {e}"))?;
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Connector {
+            protocol: Protocol::Http1Tls,
+            addr,
+            authority: format!("{host}:{}", addr.port()).into(),
+            tls: Some((Arc::new(tls), name)),
+            quic: None,
+        })
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -333,8 +362,21 @@ pub async fn call(
     body: Option<Bytes>,
     timeout: std::time::Duration,
 ) -> Result<(http::StatusCode, Bytes), String> {
+    call_with(base, None, method, path, token, body, timeout).await
+}
+
+/// [`call`] to an `http://` or (with `tls`) `https://` base.
+pub async fn call_with(
+    base: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Bytes>,
+    timeout: std::time::Duration,
+) -> Result<(http::StatusCode, Bytes), String> {
     let exchange = async {
-        let connector = Connector::http(base).map_err(|e| e.to_string())?;
+        let connector = Connector::for_url(base, tls).map_err(|e| e.to_string())?;
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));

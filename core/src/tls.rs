@@ -141,6 +141,63 @@ fn resumption() -> Result<Resumption, Error> {
     Ok(SHARED.get_or_init(|| (ticketer, sessions)).clone())
 }
 
+/// How this process connects to its TLS upstreams (parent POPs, origins, the control
+/// plane): whom it trusts and the certificate it may present.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSettings {
+    /// PEM file of the CAs trusted for `https://` upstreams. Empty (the default): the
+    /// system's trusted roots.
+    pub ca_file: String,
+    /// PEM certificate chain and key presented to servers that ask for one (mutual
+    /// TLS). Empty (the default): none.
+    pub client_cert: String,
+    pub client_key: String,
+}
+
+/// The client TLS config of `settings` (TLS 1.2 and 1.3; ALPN is the caller's).
+pub fn client_config(s: &ClientSettings) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let field = |name: &str| format!("upstream_tls.{name}");
+    let mut roots = rustls::RootCertStore::empty();
+    if s.ca_file.is_empty() {
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _) = roots.add_parsable_certificates(native.certs);
+        if added == 0 {
+            return Err(config_error(&field("ca_file"), "system trust store", "no trusted CA certificates found"));
+        }
+    } else {
+        let certs = CertificateDer::pem_file_iter(Path::new(&s.ca_file))
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| config_error(&field("ca_file"), &s.ca_file, e))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(config_error(&field("ca_file"), &s.ca_file, "no usable CA certificate"));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(TLS12_AND_13)
+        .map_err(|e| config_error("upstream_tls", "tls", e))?
+        .with_root_certificates(roots);
+    let config = match (s.client_cert.is_empty(), s.client_key.is_empty()) {
+        (true, true) => builder.with_no_client_auth(),
+        (false, false) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(Path::new(&s.client_cert))
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| config_error(&field("client_cert"), &s.client_cert, e))?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(Path::new(&s.client_key))
+                .map_err(|e| config_error(&field("client_key"), &s.client_key, e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| config_error(&field("client_cert"), &s.client_cert, e))?
+        }
+        _ => {
+            return Err(config_error(&field("client_cert"), "tls", "give both client_cert and client_key, or neither"))
+        }
+    };
+    Ok(Arc::new(config))
+}
+
 /// Build the shared, reloadable config.
 pub fn shared_config(certs: &[CertSettings]) -> Result<SharedConfig, Error> {
     Ok(Arc::new(RwLock::new(server_config(certs)?)))

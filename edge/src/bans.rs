@@ -47,11 +47,6 @@ pub fn selects(p: &PurgeSelector, info: &ObjectInfo) -> bool {
     }
 }
 
-pub enum Verdict {
-    Keep(ObjectInfo),
-    Drop,
-}
-
 #[derive(Default)]
 pub struct Bans {
     list: RwLock<Vec<Ban>>,
@@ -76,30 +71,30 @@ impl Bans {
         self.list.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// What one rule says about `info`.
-    pub fn judge_one(ban: &Ban, mut info: ObjectInfo) -> Verdict {
+    /// What one rule says about `info`: kept (maybe marked stale), or `None` (dropped).
+    pub fn judge_one(ban: &Ban, mut info: ObjectInfo) -> Option<ObjectInfo> {
         if ban.hits(&info) {
             if !ban.selector.soft {
-                return Verdict::Drop;
+                return None;
             }
             info.stale = true;
         }
-        Verdict::Keep(info)
+        Some(info)
     }
 
-    /// What the rules made since `info` was stored say about it.
-    pub fn judge(&self, mut info: ObjectInfo) -> Verdict {
+    /// What the rules made since `info` was stored say about it (`None`: dropped).
+    pub fn judge(&self, mut info: ObjectInfo) -> Option<ObjectInfo> {
         let list = self.list.read().unwrap_or_else(|p| p.into_inner());
         let mut soft = false;
         for ban in list.iter().filter(|b| b.hits(&info)) {
             if !ban.selector.soft {
-                return Verdict::Drop;
+                return None;
             }
             soft = true;
         }
         if soft {
             info.stale = true;
         }
-        Verdict::Keep(info)
+        Some(info)
     }
 }

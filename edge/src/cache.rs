@@ -9,7 +9,7 @@
 //! to the SSD files, so a restarted edge serves what its SSD holds without asking
 //! upstream (warm restart).
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -25,7 +25,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use segue_core::conditional::Validators;
 use segue_core::control::PurgeSelector;
 
-use crate::bans::{Ban, Bans, Verdict};
+use crate::bans::{Ban, Bans};
 use crate::config::Eviction;
 use crate::http_cache::cache_control::Directives;
 use crate::http_cache::freshness::{to_millis, Freshness, Reuse};
@@ -478,12 +478,10 @@ impl Cache {
         let variants: Vec<Arc<ObjectInfo>> = records
             .into_iter()
             .filter_map(Record::into_info)
-            .filter_map(|i| match self.bans.judge(i) {
-                Verdict::Keep(i) => Some(Arc::new(i)),
-                Verdict::Drop => {
-                    banned = true;
-                    None
-                }
+            .filter_map(|i| {
+                let judged = self.bans.judge(i).map(Arc::new);
+                banned |= judged.is_none();
+                judged
             })
             .collect();
         if banned {
@@ -522,11 +520,10 @@ impl Cache {
         if info.validators.etag.is_empty() || info.validators.weak || info.len == 0 {
             return self.new_generation();
         }
-        let mut h =
-            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
-        (info.key.as_ref(), info.status.as_u16(), info.validators.etag.as_str(), info.len).hash(&mut h);
+        let hasher = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        let h = hasher.hash_one((info.key.as_ref(), info.status.as_u16(), info.validators.etag.as_str(), info.len));
         // The top bit keeps derived numbers apart from counted ones (clock-seeded, < 2^63).
-        h.finish() | 1 << 63
+        h | 1 << 63
     }
 
     /// Forget every variant stored under a primary key (their slices become unreachable

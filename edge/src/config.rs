@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use segue_core::config::{ensure, FieldError, Validate};
@@ -13,8 +14,13 @@ use serde::Deserialize;
 pub struct Config {
     /// Address of the HTTP listener. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// Upstreams in order of preference (parent POPs, then origins), as `http://host:port`.
+    /// Upstreams in order of preference (parent POPs, then origins), as `http://host:port`
+    /// or `https://host:port` (verified against `upstream_tls`).
     pub upstreams: Vec<String>,
+    /// `[upstream_tls]`: the CAs trusted for `https://` upstreams and control plane
+    /// (`ca_file`; default the system's roots) and an optional client certificate
+    /// (`client_cert`, `client_key`) for servers that require one.
+    pub upstream_tls: segue_core::tls::ClientSettings,
     /// Memory cache size, MiB. Default 1024.
     pub mem_cache_mb: u64,
     /// Memory tier eviction: `tiny_lfu` (W-TinyLFU; default), `s3_fifo` or `lru`.
@@ -162,6 +168,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             upstreams: Vec::new(),
+            upstream_tls: Default::default(),
             mem_cache_mb: 1024,
             mem_eviction: Eviction::TinyLfu,
             ssd_cache_dir: String::new(),
@@ -217,9 +224,11 @@ impl Validate for Config {
         ensure(!self.upstreams.is_empty(), "upstreams", "at least one upstream (http://host:port) is required")?;
         for (i, u) in self.upstreams.iter().enumerate() {
             let ok = u.parse::<http::Uri>().ok().is_some_and(|uri| {
-                uri.scheme_str() == Some("http") && uri.authority().is_some() && matches!(uri.path(), "" | "/")
+                matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.authority().is_some()
+                    && matches!(uri.path(), "" | "/")
             });
-            ensure(ok, &format!("upstreams[{i}]"), format!("{u:?} is not an http://host:port URL"))?;
+            ensure(ok, &format!("upstreams[{i}]"), format!("{u:?} is not an http(s)://host:port URL"))?;
         }
         ensure((1..=1024 * 1024).contains(&self.mem_cache_mb), "mem_cache_mb", "must be 1-1048576")?;
         ensure((16..=64 * 1024).contains(&self.slice_kib), "slice_kib", "must be 16-65536")?;
@@ -283,7 +292,11 @@ impl Validate for Config {
             }
         }
         if let Some(cp) = &self.control_plane {
-            ensure(cp.url.starts_with("http://"), "control_plane.url", "must be an http:// URL")?;
+            ensure(
+                cp.url.starts_with("http://") || cp.url.starts_with("https://"),
+                "control_plane.url",
+                "must be an http:// or https:// URL",
+            )?;
             ensure(
                 cp.token.len() >= 16 && !cp.token.contains(char::is_whitespace),
                 "control_plane.token",
@@ -309,7 +322,29 @@ impl Config {
         format!("{host}:{}", self.listen.port())
     }
 
-    pub fn upstream_settings(&self, via: String) -> crate::upstream::Settings {
+    /// The TLS client config for `https://` upstreams and control plane. Built (and its
+    /// files read) only when one is configured; otherwise one trusting nobody, which
+    /// plain `http://` never uses.
+    pub fn tls_client(&self) -> Result<Arc<rustls::ClientConfig>, segue_core::Error> {
+        let https = |u: &str| u.starts_with("https://");
+        let cp = self.control_plane.as_ref().is_some_and(|c| https(&c.url));
+        if self.upstreams.iter().any(|u| https(u)) || cp {
+            return segue_core::tls::client_config(&self.upstream_tls);
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| segue_core::Error::Config {
+                file: "tls".into(),
+                field: "upstream_tls".into(),
+                message: e.to_string(),
+            })?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        Ok(Arc::new(config))
+    }
+
+    pub fn upstream_settings(&self, via: String, tls: Arc<rustls::ClientConfig>) -> crate::upstream::Settings {
         let reader = Duration::from_secs(self.reader_timeout_secs);
         crate::upstream::Settings {
             head_timeout: Duration::from_secs(self.upstream_connect_timeout_secs),
@@ -321,6 +356,7 @@ impl Config {
             idle_connections: self.upstream_idle_connections,
             max_connections: self.upstream_max_connections,
             via,
+            tls,
         }
     }
 

@@ -30,6 +30,7 @@ enum Handled {
 
 struct Beat {
     cp: ControlPlaneSettings,
+    tls: Arc<rustls::ClientConfig>,
     base: Heartbeat,
     jobs: HashMap<String, Handled>,
 }
@@ -54,7 +55,7 @@ pub fn spawn(state: &Arc<State>, config: &Config, cp: ControlPlaneSettings) {
         wait_ms: 0,
     };
     let weak = Arc::downgrade(state);
-    let mut beat = Beat { cp, base, jobs: HashMap::new() };
+    let mut beat = Beat { cp, tls: state.tls_client.clone(), base, jobs: HashMap::new() };
     tokio::spawn(async move {
         let period = Duration::from_secs(beat.cp.heartbeat_secs);
         let mut failing = false;
@@ -150,8 +151,9 @@ impl Beat {
     async fn send(&self, hb: &Heartbeat, wait: Duration) -> Result<HeartbeatAnswer, String> {
         let body = serde_json::to_vec(hb).map_err(|e| e.to_string())?;
         let limit = wait + Duration::from_secs(10);
-        let (status, bytes) = segue_core::client::call(
+        let (status, bytes) = segue_core::client::call_with(
             &self.cp.url,
+            Some(self.tls.clone()),
             Method::POST,
             "/v1/pops/heartbeat",
             Some(&self.cp.token),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::bans::{Ban, Bans, Verdict};
+use crate::bans::{Ban, Bans};
 use crate::cache::{validators_of, ObjectInfo};
 use crate::http_cache::freshness::{from_millis, to_millis, Freshness};
 use crate::http_cache::vary::Selecting;
@@ -143,13 +143,9 @@ impl Journal {
                         Ok(Record { ban: Some(ban), .. }) => {
                             // The rule applies to what was recorded before it.
                             for variants in latest.values_mut() {
-                                let judged =
-                                    std::mem::take(variants).into_iter().filter_map(|(k, info)| match Bans::judge_one(
-                                        &ban, info,
-                                    ) {
-                                        Verdict::Keep(info) => Some((k, info)),
-                                        Verdict::Drop => None,
-                                    });
+                                let judged = std::mem::take(variants)
+                                    .into_iter()
+                                    .filter_map(|(k, info)| Bans::judge_one(&ban, info).map(|i| (k, i)));
                                 *variants = judged.collect();
                             }
                             latest.retain(|_, v| !v.is_empty());

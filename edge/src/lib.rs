@@ -55,6 +55,8 @@ pub struct State {
     writer_max_age: Duration,
     /// Slices fetched ahead of a sequential reader.
     read_ahead: u64,
+    /// TLS to `https://` upstreams and control plane.
+    tls_client: Arc<rustls::ClientConfig>,
     via: HeaderValue,
     /// Bearer tokens of the admin API; replaced on SIGHUP.
     admin_tokens: std::sync::RwLock<Vec<String>>,
@@ -83,6 +85,7 @@ impl State {
             message,
         };
         let via = format!("1.1 {}", config.via_name());
+        let tls_client = config.tls_client()?;
         Ok(State {
             cache: Cache::new(
                 config.mem_cache_mb << 20,
@@ -93,7 +96,8 @@ impl State {
             )
             .await?,
             coalescer: Coalescer::default(),
-            upstreams: Upstreams::new(&config.upstreams, config.upstream_settings(via.clone())),
+            upstreams: Upstreams::new(&config.upstreams, config.upstream_settings(via.clone(), tls_client.clone())),
+            tls_client,
             tokens: std::sync::RwLock::new(Arc::new(
                 TokenPolicy::new(config).map_err(|e| invalid(&e.field, e.message))?,
             )),

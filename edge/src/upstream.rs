@@ -12,6 +12,7 @@ use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
@@ -42,11 +43,13 @@ pub struct Settings {
     pub idle_connections: usize,
     pub max_connections: usize,
     pub via: String,
+    /// For `https://` upstreams: whom to trust and the client certificate to present.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 pub struct Upstreams {
     list: Vec<Upstream>,
-    client: Client<HttpConnector, UpstreamBody>,
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
     head_timeout: Duration,
     read_timeout: Duration,
     failover_budget: Duration,
@@ -159,6 +162,14 @@ impl Upstreams {
         // An upstream that vanished (power, a dropped route) without a FIN or RST is found
         // by keepalive probes instead of never.
         connector.set_keepalive(Some(Duration::from_secs(30)));
+        // `https://` upstreams (a parent POP's TLS listener, an origin behind TLS) are
+        // verified against `upstream_tls`; `http://` ones stay plain.
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*s.tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(s.idle_connections)

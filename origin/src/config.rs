@@ -13,6 +13,12 @@ use serde::Deserialize;
 pub struct Config {
     /// Address of the HTTP listener. Default `127.0.0.1:7070`.
     pub listen: SocketAddr,
+    /// Address of a TLS listener serving the same (HTTP/1.1 and HTTP/2 by ALPN), for
+    /// edges that reach the origin over an untrusted network (`https://` upstreams).
+    /// Unset (the default): none.
+    pub tls_listen: Option<SocketAddr>,
+    /// `[[tls_certs]]` of the TLS listener: `cert`, `key` (PEM) and the SNI `names`.
+    pub tls_certs: Vec<segue_core::tls::CertSettings>,
     /// Object store: a directory (key K at DIR/K) or `s3://bucket/prefix`. Default `./data/origin`.
     pub data_dir: String,
     /// S3 connection settings, used when `data_dir` is an `s3://` URL.
@@ -60,6 +66,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            tls_listen: None,
+            tls_certs: Vec::new(),
             data_dir: "./data/origin".into(),
             s3: S3Settings::default(),
             max_header_bytes: 16 * 1024,
@@ -77,6 +85,11 @@ impl Default for Config {
 impl Validate for Config {
     fn validate(&self) -> Result<(), FieldError> {
         ensure(!self.data_dir.is_empty(), "data_dir", "must not be empty")?;
+        ensure(
+            self.tls_listen.is_none() || !self.tls_certs.is_empty(),
+            "tls_certs",
+            "tls_listen needs at least one [[tls_certs]] entry",
+        )?;
         ensure((8 * 1024..=1024 * 1024).contains(&self.max_header_bytes), "max_header_bytes", "must be 8192-1048576")?;
         ensure((1..=300).contains(&self.header_read_timeout_secs), "header_read_timeout_secs", "must be 1-300")?;
         ensure((1..=3600).contains(&self.send_timeout_secs), "send_timeout_secs", "must be 1-3600")?;

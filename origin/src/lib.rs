@@ -91,8 +91,33 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let listener = server::bind(config.listen)
         .await
         .map_err(|e| segue_core::Error::Io { path: config.listen.to_string(), source: e })?;
+    let tls = match config.tls_listen {
+        Some(addr) => {
+            let shared = segue_core::tls::shared_config(&config.tls_certs)?;
+            let l =
+                server::bind(addr).await.map_err(|e| segue_core::Error::Io { path: addr.to_string(), source: e })?;
+            Some((l, shared))
+        }
+        None => None,
+    };
     tracing::info!(store = %state.store.describe(), "origin ready");
-    serve(listener, state, server_options(&config), shutdown).await;
+    // One shutdown signal stops both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tls_task = tls.map(|(l, shared)| {
+        let (state, opts, mut stop) = (state.clone(), server_options(&config), stop_rx.clone());
+        let stopped = async move {
+            let _ = stop.changed().await;
+        };
+        tokio::spawn(server::serve_tls(l, shared, opts, move |req, peer| handle(state.clone(), req, peer), stopped))
+    });
+    let stopping = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    serve(listener, state, server_options(&config), stopping).await;
+    if let Some(t) = tls_task {
+        let _ = t.await;
+    }
     Ok(())
 }
 
