@@ -4,9 +4,10 @@
 //! caching headers) learned from its first fetch.
 //!
 //! Slices are written to the SSD when they are inserted (so a `kill -9` loses at most the
-//! write buffer), but only once they have been asked for `ssd_admit_after` times: one-hit
-//! wonders stay in memory and never churn the disk. Object records live in a journal next
-//! to the SSD files, so a restarted edge serves what its SSD holds without asking
+//! write buffer). While the SSD tier still has room every slice is; once it is full only
+//! those asked for `ssd_admit_after` times, so one-hit wonders stay in memory and never
+//! churn the disk. Object records live in a journal next to the SSD files and beside each
+//! object's slices, so a restarted edge serves what its SSD holds without asking
 //! upstream (warm restart).
 
 use std::hash::BuildHasher;
@@ -266,6 +267,9 @@ pub struct Cache {
     ssd_space: Option<(PathBuf, u64, u64)>,
     /// Set while that filesystem is full: new slices then stay in memory.
     ssd_full: std::sync::atomic::AtomicBool,
+    /// Set while the SSD tier has never-used room: every slice is admitted then (nothing
+    /// is evicted for it), so a POP restarted between two requests of a slice still has it.
+    ssd_room: std::sync::atomic::AtomicBool,
     /// Purge rules, for records reloaded from the SSD after a purge.
     bans: Bans,
 }
@@ -365,8 +369,10 @@ impl Cache {
             ssd: journal_ok,
             ssd_space,
             ssd_full: std::sync::atomic::AtomicBool::new(false),
+            ssd_room: std::sync::atomic::AtomicBool::new(false),
             bans,
         })
+        .inspect(Cache::check_ssd_space)
     }
 
     /// Look at the SSD filesystem's free space. When it cannot take another block while
@@ -393,6 +399,7 @@ impl Cache {
             })
             .unwrap_or(0);
         let full = avail < *reserve && allocated + reserve < *capacity;
+        self.ssd_room.store(!full && allocated + 2 * reserve < *capacity, Ordering::Relaxed);
         let was = self.ssd_full.swap(full, Ordering::Relaxed);
         metrics::gauge!("edge_ssd_full").set(if full { 1.0 } else { 0.0 });
         if full && !was {
@@ -654,7 +661,8 @@ impl Cache {
     fn admitted(&self, key: &SliceKey) -> bool {
         self.ssd
             && !self.ssd_full.load(Ordering::Relaxed)
-            && self.demand.count(foyer::DefaultHasher::default().hash_one(key)) >= self.admit_after
+            && (self.ssd_room.load(Ordering::Relaxed)
+                || self.demand.count(foyer::DefaultHasher::default().hash_one(key)) >= self.admit_after)
     }
 
     /// A memory-only slice that has become popular enough is written to the SSD now.

@@ -29,8 +29,9 @@ pub struct Config {
     pub ssd_cache_dir: String,
     /// SSD tier size, MiB. Default 10240.
     pub ssd_cache_mb: u64,
-    /// Requests a slice must have had before it is written to the SSD, so one-hit
-    /// wonders never churn the disk. Default 2; 1 writes every slice.
+    /// Requests a slice must have had before it is written to a full SSD tier, so
+    /// one-hit wonders never churn the disk (while the tier has room every slice is
+    /// written). Default 2; 1 writes every slice.
     pub ssd_admit_after: u8,
     /// Object records the memory index keeps (each ~1-2 KiB of RAM). 0 (the default):
     /// one per MiB of memory and SSD tier, at least 10,000 and at most 4,000,000. A

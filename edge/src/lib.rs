@@ -73,7 +73,7 @@ pub struct State {
     /// Object requests answered, and those answered from the cache (for heartbeats).
     pub(crate) served: std::sync::atomic::AtomicU64,
     pub(crate) hits: std::sync::atomic::AtomicU64,
-    access_log: Option<access_log::AccessLog>,
+    access_log: Option<Arc<access_log::AccessLog>>,
 }
 
 impl State {
@@ -124,10 +124,10 @@ impl State {
             access_log: if config.access_log.is_empty() {
                 None
             } else {
-                Some(
+                Some(Arc::new(
                     access_log::AccessLog::open(&config.access_log)
                         .map_err(|e| invalid("access_log", e.to_string()))?,
-                )
+                ))
             },
         })
     }
@@ -460,8 +460,7 @@ async fn handle(state: Arc<State>, mut req: Request<ReqBody>, peer: SocketAddr) 
                 let version = req.version();
                 let range = req.headers().get(header::RANGE).cloned();
                 let resp = forward(&state, req, peer).await.unwrap_or_else(Error::into_response);
-                finish(&state, started, &resp, peer, &method, &path, range.as_ref(), version);
-                return resp;
+                return finish(&state, started, resp, peer, &method, &path, range.as_ref(), version);
             } else {
                 match check_request(&state, &req, &policy, peer) {
                     Ok(()) => serve::get(&state, &req, &policy).await.unwrap_or_else(Error::into_response),
@@ -477,8 +476,7 @@ async fn handle(state: Arc<State>, mut req: Request<ReqBody>, peer: SocketAddr) 
         }
     }
     let range = req.headers().get(header::RANGE);
-    finish(&state, started, &resp, peer, req.method(), req.uri().path(), range, req.version());
-    resp
+    finish(&state, started, resp, peer, req.method(), req.uri().path(), range, req.version())
 }
 
 /// Per-request metrics, the debug log line and the access log.
@@ -486,13 +484,13 @@ async fn handle(state: Arc<State>, mut req: Request<ReqBody>, peer: SocketAddr) 
 fn finish(
     state: &State,
     started: Instant,
-    resp: &Response<Body>,
+    resp: Response<Body>,
     peer: SocketAddr,
     method: &Method,
     path: &str,
     range: Option<&HeaderValue>,
     v: http::Version,
-) {
+) -> Response<Body> {
     let status = resp.status().as_u16();
     let protocol = match v {
         http::Version::HTTP_2 => "h2",
@@ -502,23 +500,28 @@ fn finish(
     metrics::counter!("edge_requests_total", "status" => status.to_string(), "protocol" => protocol).increment(1);
     metrics::histogram!("edge_response_head_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(%peer, %method, path, status, "request");
-    if let Some(log) = &state.access_log {
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
-        log.log(&access_log::Entry {
-            ts_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            peer,
-            method: method.as_str(),
-            path,
-            range: range.and_then(|r| r.to_str().ok()),
-            status,
-            bytes: header("content-length").and_then(|l| l.parse().ok()),
-            cache: header("x-cache"),
-            protocol,
-            ms: started.elapsed().as_secs_f64() * 1000.0,
-        });
-    }
+    let Some(log) = &state.access_log else { return resp };
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let expected = match (method, status) {
+        (&Method::HEAD, _) | (_, 204 | 304) => Some(0),
+        _ => header("content-length").and_then(|l| l.parse().ok()),
+    };
+    let entry = access_log::Entry {
+        ts_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        peer,
+        method: method.as_str().to_owned(),
+        path: path.to_owned(),
+        range: range.and_then(|r| r.to_str().ok()).map(str::to_owned),
+        status,
+        bytes: 0,
+        aborted: false,
+        cache: header("x-cache"),
+        protocol,
+        head_ms: started.elapsed().as_secs_f64() * 1000.0,
+        ms: 0.0,
+    };
+    let log = log.clone();
+    resp.map(|b| http_body_util::BodyExt::boxed_unsync(access_log::Logged::new(b, log, entry, started, expected)))
 }
 
 /// Methods the cache does not handle go upstream uncached (DESIGN: "forwards other methods

@@ -741,3 +741,60 @@ async fn connections_past_the_per_address_cap_are_refused() {
     assert!(ask(&mut d).await > 0, "a closed connection frees its slot");
     assert!(ask(&mut b).await > 0);
 }
+
+/// While the SSD tier has room every slice is written to it, not only those asked for
+/// `ssd_admit_after` times: a POP restarted between two requests of a slice still has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slice_asked_for_once_survives_a_restart_while_the_ssd_has_room() {
+    let data = pattern(2 * SLICE as usize, 22);
+    let up = start_scripted(data.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ssd = dir.path().display().to_string();
+    let config = |c: &mut segue_edge::Config| {
+        c.ssd_cache_dir = ssd.clone();
+        c.ssd_cache_mb = 64;
+        c.ssd_admit_after = 2;
+        c.read_ahead_slices = 0;
+    };
+    let (first, state) = common::start_edge_with_state(vec![format!("http://{}", up.addr)], config).await;
+    assert!(get(first, "/once.ogg", &[]).await.body == data.as_ref());
+    let fetched = up.count();
+    state.cache.close().await;
+    let (second, _) = common::start_edge_with_state(vec![format!("http://{}", up.addr)], config).await;
+    let r = get(second, "/once.ogg", &[]).await;
+    assert!(r.status == 200 && r.body == data.as_ref());
+    assert_eq!((r.h("x-cache"), up.count()), ("HIT-SSD", fetched), "served from the SSD after the restart");
+}
+
+/// The access log line is written when the response ends, with the bytes really sent and
+/// whether the client got all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_record_bytes_sent_and_aborted_responses() {
+    let data = pattern(4 * SLICE as usize, 23);
+    let up = start_scripted(data.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let path = log.display().to_string();
+    let edge = start_edge(vec![format!("http://{}", up.addr)], move |c| c.access_log = path).await;
+    assert!(get(edge, "/logged.ogg", &[]).await.body == data.as_ref());
+    // A client that reads a little of a slowly arriving object and hangs up.
+    up.script.lock().unwrap().pace = Some(Duration::from_millis(20));
+    let mut s = TcpStream::connect(edge).await.unwrap();
+    s.write_all(b"GET /slow.ogg HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let _ = s.read(&mut buf).await.unwrap();
+    drop(s);
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        lines = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!((lines[0]["bytes"].as_u64(), lines[0]["aborted"].as_bool()), (Some(data.len() as u64), Some(false)));
+    let cut = lines[1]["bytes"].as_u64().unwrap();
+    assert!(lines[1]["aborted"] == true && cut < data.len() as u64, "{}", lines[1]);
+}
