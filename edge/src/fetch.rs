@@ -320,6 +320,14 @@ async fn fill_unknown_length(
     response_time: SystemTime,
 ) -> Result<(), Error> {
     let size = state.cache.slice_size;
+    // Another version than the one being read: nothing of it may land under this one's
+    // generation (its length is only known at the end; its validator is known now).
+    if let Some(k) = known.as_ref().filter(|k| k.validators.etag != crate::cache::validators_of(&fetched.headers).etag)
+    {
+        state.cache.drop_version(k);
+        metrics::counter!("edge_object_changed_total").increment(1);
+        return Err(Error::Changed(key.to_string()));
+    }
     let transient =
         known.as_ref().map_or_else(|| !state.storable_fill(key, StatusCode::OK, &fetched.headers), |k| k.transient);
     let generation = known.as_ref().map_or_else(|| state.cache.new_generation(), |k| k.generation);

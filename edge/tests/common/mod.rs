@@ -89,7 +89,20 @@ pub struct Script {
     pub replace: Option<(Bytes, String)>,
     /// Wait this long before each 16 KiB chunk (a slow but steady upstream).
     pub pace: Option<std::time::Duration>,
+    /// Worse misbehaviour, per request by chance: stall forever mid-body, ignore Range
+    /// (a 200 with the whole body), send no Content-Length, serve another version.
+    pub faults: Option<Faults>,
     requests_seen: u64,
+}
+
+#[derive(Clone)]
+pub struct Faults {
+    pub seed: u64,
+    pub stall_forever: f64,
+    pub ignore_range: f64,
+    pub no_length: f64,
+    /// Another version of every object (same length, ETag "v2") and the chance of it.
+    pub other_version: Option<(Bytes, f64)>,
 }
 
 pub struct Scripted {
@@ -145,13 +158,42 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
             peak2.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
             let in_flight = InFlight(active.clone());
             async move {
-                let replaced = sc.lock().unwrap().replace.clone();
-                let (data, etag) = match replaced {
+                let (replaced, faults, seen) = {
+                    let s = sc.lock().unwrap();
+                    (s.replace.clone(), s.faults.clone(), s.requests_seen)
+                };
+                let mut fault_rng = faults.as_ref().map(|f| {
+                    use rand::SeedableRng;
+                    rand::rngs::SmallRng::seed_from_u64(f.seed ^ seen.wrapping_mul(0x2545_F491_4F6C_DD1D))
+                });
+                let mut roll = |p: f64| {
+                    use rand::Rng;
+                    fault_rng.as_mut().is_some_and(|r| r.random_bool(p.clamp(0.0, 1.0)))
+                };
+                let (mut data, mut etag) = match replaced {
                     Some((d, e)) => (d, e),
                     None => (objects.get(req.uri().path()).cloned().unwrap_or(fallback), "v1".to_string()),
                 };
-                let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                let tag = format!("{} {range}", req.uri().path());
+                let f = faults.clone().unwrap_or(Faults {
+                    seed: 0,
+                    stall_forever: 0.0,
+                    ignore_range: 0.0,
+                    no_length: 0.0,
+                    other_version: None,
+                });
+                if let Some((other, p)) = &f.other_version {
+                    if roll(*p) && other.len() == data.len() {
+                        (data, etag) = (other.clone(), "v2".to_string());
+                    }
+                }
+                let (forever, whole, unsized_) = (roll(f.stall_forever), roll(f.ignore_range), roll(f.no_length));
+                let mut range =
+                    req.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let asked = range.clone();
+                if whole {
+                    range.clear();
+                }
+                let tag = format!("{} {asked}", req.uri().path());
                 *rq.lock().unwrap().entry(tag.clone()).or_default() += 1;
                 let len = data.len() as u64;
                 let (first, last) = range
@@ -190,6 +232,7 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
                 if die.is_some_and(|d| d >= body.len()) {
                     die = None;
                 }
+                let forever_at = forever.then(|| n / 2);
                 let stream = futures_util::stream::iter(chunks).enumerate().then(move |(i, c)| {
                     let _in_flight = &in_flight;
                     let (stall, cl, tag) = (stall.clone(), cl.clone(), tag.clone());
@@ -208,6 +251,9 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
                                 n.notified().await;
                             }
                         }
+                        if forever_at == Some(i) {
+                            std::future::pending::<()>().await;
+                        }
                         if let Some((at, ms)) = chaos_stall {
                             if sent <= at && at < sent + CHUNK {
                                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -220,10 +266,14 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
                     }
                 });
                 let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)) as Body);
-                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                *r.status_mut() = if whole { StatusCode::OK } else { StatusCode::PARTIAL_CONTENT };
                 let h = r.headers_mut();
-                h.insert(header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}").parse().unwrap());
-                h.insert(header::CONTENT_LENGTH, (last - first + 1).into());
+                if !whole {
+                    h.insert(header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}").parse().unwrap());
+                }
+                if !unsized_ {
+                    h.insert(header::CONTENT_LENGTH, (last - first + 1).into());
+                }
                 h.insert(header::ETAG, format!("\"{etag}\"").parse().unwrap());
                 h.insert(header::CONTENT_TYPE, "audio/ogg".parse().unwrap());
                 h.insert(header::CACHE_CONTROL, "max-age=3600".parse().unwrap());
