@@ -698,7 +698,7 @@ impl Cache {
             tracing::warn!(error = %e, "closing the cache failed");
         }
         if let Some(j) = &self.journal {
-            j.sync();
+            j.sync().await;
         }
     }
 }

@@ -427,8 +427,8 @@ pub async fn serve(
         tokio::spawn(async move {
             loop {
                 let Some(state) = weak.upgrade() else { break };
-                state.cache.check_ssd_space();
-                drop(state);
+                // statvfs and a directory listing: blocking calls, kept off the runtime.
+                let _ = tokio::task::spawn_blocking(move || state.cache.check_ssd_space()).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });

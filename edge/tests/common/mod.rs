@@ -232,7 +232,7 @@ pub async fn start_scripted_objects(objects: HashMap<String, Bytes>, fallback: B
                 if die.is_some_and(|d| d >= body.len()) {
                     die = None;
                 }
-                let forever_at = forever.then(|| n / 2);
+                let forever_at = forever.then_some(n / 2);
                 let stream = futures_util::stream::iter(chunks).enumerate().then(move |(i, c)| {
                     let _in_flight = &in_flight;
                     let (stall, cl, tag) = (stall.clone(), cl.clone(), tag.clone());
