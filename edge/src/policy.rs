@@ -48,6 +48,11 @@ pub struct PathPolicy {
     /// signed-URL parameters are never part of the key.
     #[serde(default)]
     pub key_params: Option<Vec<String>>,
+    /// Freshness (seconds) given to a 404 or 410 that carries none, so requests for
+    /// what does not exist (a mistyped or not yet published object) reach the upstream
+    /// once per period, not once each. Default 0: as `default_ttl_secs`.
+    #[serde(default)]
+    pub negative_ttl_secs: u64,
 }
 
 fn default_stale_on_error() -> u64 {
@@ -68,6 +73,7 @@ impl PathPolicy {
             default_ttl_secs: 0,
             stale_on_error_secs: default_stale_on_error(),
             key_params: None,
+            negative_ttl_secs: 0,
         }
     }
 
@@ -83,14 +89,28 @@ impl PathPolicy {
     pub fn default_ttl(&self) -> Option<u64> {
         (self.default_ttl_secs > 0).then_some(self.default_ttl_secs)
     }
+
+    /// The freshness a response of `status` without its own gets.
+    pub fn default_ttl_for(&self, status: http::StatusCode) -> Option<u64> {
+        let negative = matches!(status, http::StatusCode::NOT_FOUND | http::StatusCode::GONE);
+        if negative && self.negative_ttl_secs > 0 {
+            return Some(self.negative_ttl_secs);
+        }
+        self.default_ttl()
+    }
 }
 
 /// The shipped rules: audio and its encrypted variants sliced and signed, their query
-/// never part of the key (the path names the content); everything else (seek tables,
+/// never part of the key (the path names the content), a missing one remembered for
+/// 10 s; everything else (seek tables,
 /// manifests, artwork, other origins' paths) cached whole under the origin's rules, GET
 /// and HEAD only.
 pub fn defaults() -> Vec<PathPolicy> {
-    let content = |prefix| PathPolicy { key_params: Some(Vec::new()), ..PathPolicy::new(prefix, true, true) };
+    let content = |prefix| PathPolicy {
+        key_params: Some(Vec::new()),
+        negative_ttl_secs: 10,
+        ..PathPolicy::new(prefix, true, true)
+    };
     vec![content("/a/"), content("/enc/")]
 }
 
@@ -133,6 +153,7 @@ pub fn validate(rules: &[PathPolicy]) -> Result<(), FieldError> {
         }
         ensure(r.default_ttl_secs <= 365 * 86_400, &field("default_ttl_secs"), "must be 0-31536000")?;
         ensure(r.stale_on_error_secs <= 365 * 86_400, &field("stale_on_error_secs"), "must be 0-31536000")?;
+        ensure(r.negative_ttl_secs <= 86_400, &field("negative_ttl_secs"), "must be 0-86400")?;
         for (j, p) in r.key_params.iter().flatten().enumerate() {
             ensure(
                 !p.is_empty() && !p.contains(['&', '=', ' ']),

@@ -54,7 +54,7 @@ impl State {
             &headers,
             &dirs,
             targeted,
-            policy.default_ttl(),
+            policy.default_ttl_for(status),
             policy.stale_on_error_secs,
             request_time,
             response_time,
@@ -81,7 +81,7 @@ impl State {
     pub(crate) fn storable_fill(&self, key: &str, status: StatusCode, headers: &HeaderMap) -> bool {
         let (dirs, targeted) = freshness::response_directives(headers, &self.targeted);
         let status = if status == StatusCode::PARTIAL_CONTENT { StatusCode::OK } else { status };
-        let ttl = self.policy_for(key).default_ttl();
+        let ttl = self.policy_for(key).default_ttl_for(status);
         freshness::storable(&Method::GET, &HeaderMap::new(), status, headers, &dirs, targeted, ttl).is_ok()
     }
 
@@ -663,7 +663,15 @@ async fn respond_fetched(
     } else if vary == Vary::Any {
         Err("vary *")
     } else {
-        freshness::storable(method, req, fetched.status, &fetched.headers, &dirs, targeted, policy.default_ttl())
+        freshness::storable(
+            method,
+            req,
+            fetched.status,
+            &fetched.headers,
+            &dirs,
+            targeted,
+            policy.default_ttl_for(fetched.status),
+        )
     };
     // What the body will be stored as: (offset of its first byte, the object's length).
     let shape = match (decision, fetched.status) {

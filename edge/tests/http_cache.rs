@@ -449,3 +449,19 @@ async fn a_stale_copy_the_upstream_now_calls_gone_is_dropped_not_kept_for_errors
         assert_eq!((r.status, &r.body[..]), (500, &b"down"[..]), "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_missing_content_object_is_remembered_for_the_negative_ttl() {
+    // A bare 404 (no freshness of its own), as an origin answers for an unknown object.
+    let o = origin(|_, _, _| (404, h(&[("content-type", "application/json")]), "{\"error\":\"not_found\"}")).await;
+    let e = edge(&o, |_| {}).await;
+    for _ in 0..3 {
+        assert_eq!(get(e, "/a/missing/high.ogg", &[]).await.status, 404);
+    }
+    assert_eq!(o.count(), 1, "content paths remember a 404 for negative_ttl_secs");
+    // Paths without a negative TTL keep RFC 9111's rule: no freshness, not reused.
+    for _ in 0..2 {
+        assert_eq!(get(e, "/m/missing.json", &[]).await.status, 404);
+    }
+    assert_eq!(o.count(), 3);
+}
