@@ -108,7 +108,7 @@ while :; do
   sleep 5
 done
 log "pre-warm $state in $(( $(date +%s) - t0 )) s"
-written=$(curl -s http://127.0.0.1:18283/metrics | awk '$1 == "edge_ssd_written_bytes" {printf "%.0f", $2}')
+written=$(curl -s -H "Authorization: Bearer $TOKEN" http://127.0.0.1:18290/metrics | awk '$1 == "edge_ssd_written_bytes" {printf "%.0f", $2}')
 slices=$(( written / 16400 ))
 kill "$EDGE"; wait "$EDGE" 2>/dev/null || true
 start16; graceful=$STARTED_MS

@@ -127,6 +127,10 @@ pub async fn handle(state: Arc<State>, req: Request<ReqBody>) -> Response<Body> 
     }
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    if (&method, path.as_str()) == (&Method::GET, "/metrics") {
+        // Scraped every few seconds: not logged like the actions below.
+        return crate::metrics_page(&state);
+    }
     let resp = match (method.clone(), path.as_str()) {
         (Method::GET, "/admin/stats") => json_response(StatusCode::OK, &stats(&state)),
         (Method::POST, "/admin/purge") => match body::<PurgeSelector>(req).await {

@@ -107,6 +107,10 @@ pub struct Config {
     /// UDP address of the HTTP/3 listener (QUIC, same certificates as `tls_certs`);
     /// TCP responses then advertise it in `Alt-Svc`. Unset: no HTTP/3.
     pub h3_listen: Option<SocketAddr>,
+    /// Serve `/metrics` on the client listeners too. With an admin listener it is served
+    /// there (behind the admin token) and, unless this is set, not on the public port;
+    /// without one it stays on the client listener. Default false.
+    pub public_metrics: bool,
     /// Peers (CIDRs or addresses, e.g. the load balancers in front) whose
     /// `tokens.country_header` is believed. From anyone else the header is removed and the
     /// country comes from `geoip_db`. Default none.
@@ -201,6 +205,7 @@ impl Default for Config {
             h3_listen: None,
             admin_listen: None,
             trusted_proxies: Vec::new(),
+            public_metrics: false,
             geoip_db: String::new(),
             admin_tokens: Vec::new(),
             tokens: TokenSettings::default(),

@@ -55,6 +55,8 @@ pub struct State {
     writer_max_age: Duration,
     /// Slices fetched ahead of a sequential reader.
     read_ahead: u64,
+    /// `/metrics` on the client listeners too (no admin listener, or `public_metrics`).
+    public_metrics: bool,
     /// TLS to `https://` upstreams and control plane.
     tls_client: Arc<rustls::ClientConfig>,
     via: HeaderValue,
@@ -107,6 +109,7 @@ impl State {
             reader_timeout: Duration::from_secs(config.reader_timeout_secs),
             writer_max_age: Duration::from_secs(config.writer_max_age_secs),
             read_ahead: config.read_ahead_slices,
+            public_metrics: config.public_metrics || config.admin_listen.is_none(),
             via: HeaderValue::from_str(&via).map_err(|e| invalid("name", e.to_string()))?,
             admin_tokens: std::sync::RwLock::new(config.admin_tokens.clone()),
             jobs: admin::Jobs::default(),
@@ -441,13 +444,10 @@ async fn handle(state: Arc<State>, mut req: Request<ReqBody>, peer: SocketAddr) 
     state.token_policy().geo.strip_untrusted(peer.ip(), req.headers_mut());
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => server::health_response(),
+        (&Method::GET, "/metrics") if state.public_metrics => metrics_page(&state),
+        // Not proxied either: an upstream's own metrics are not a client's business.
         (&Method::GET, "/metrics") => {
-            metrics::gauge!("edge_cache_bytes", "tier" => "mem").set(state.cache.memory_bytes() as f64);
-            let (written, read) = state.cache.ssd_io();
-            metrics::gauge!("edge_ssd_written_bytes").set(written as f64);
-            metrics::gauge!("edge_ssd_read_bytes").set(read as f64);
-            metrics::gauge!("edge_fills_inflight").set(state.coalescer.len() as f64);
-            server::metrics_response()
+            server::json_error(http::StatusCode::NOT_FOUND, "not_found", "/metrics is served on the admin listener")
         }
         _ if state.is_loop(req.headers()) => Error::Loop(state.via.to_str().unwrap_or("").to_owned()).into_response(),
         (m, path) => {
@@ -477,6 +477,16 @@ async fn handle(state: Arc<State>, mut req: Request<ReqBody>, peer: SocketAddr) 
     }
     let range = req.headers().get(header::RANGE);
     finish(&state, started, resp, peer, req.method(), req.uri().path(), range, req.version())
+}
+
+/// The Prometheus page, its gauges brought up to date.
+pub(crate) fn metrics_page(state: &State) -> Response<Body> {
+    metrics::gauge!("edge_cache_bytes", "tier" => "mem").set(state.cache.memory_bytes() as f64);
+    let (written, read) = state.cache.ssd_io();
+    metrics::gauge!("edge_ssd_written_bytes").set(written as f64);
+    metrics::gauge!("edge_ssd_read_bytes").set(read as f64);
+    metrics::gauge!("edge_fills_inflight").set(state.coalescer.len() as f64);
+    server::metrics_response()
 }
 
 /// Per-request metrics, the debug log line and the access log.
