@@ -117,16 +117,25 @@ where
         .await?;
     let mut requests = tokio::task::JoinSet::new();
     let mut draining = false;
+    let mut failed = None;
     loop {
         let resolver = tokio::select! {
-            accepted = h3.accept() => match accepted? {
-                Some(r) => r,
-                None => break,
+            accepted = h3.accept() => match accepted {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                // After GOAWAY the connection may report its closing as an error; the
+                // requests already running still get to finish below.
+                Err(e) => {
+                    failed = (!draining).then_some(e);
+                    break;
+                }
             },
             // The server is stopping (the only change ever sent), or gone.
             _ = stop.changed(), if !draining => {
                 draining = true;
-                h3.shutdown(0).await?;
+                // GOAWAY names the first stream not served: one past the last accepted
+                // (`shutdown(0)` would name the last one and disown its request).
+                h3.shutdown(1).await?;
                 if requests.is_empty() {
                     break;
                 }
@@ -199,7 +208,10 @@ where
         });
     }
     while requests.join_next().await.is_some() {}
-    Ok(())
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// A request body fed by a channel (the h3 stream is read by its own task).
