@@ -1088,6 +1088,41 @@ fn upstream_and_control_plane_hops_run_over_verified_tls() {
     }
 }
 
+/// On SIGTERM the HTTP/3 listener sends GOAWAY and lets a response in flight finish
+/// (within the grace period) instead of cutting its stream.
+#[test]
+fn http3_shutdown_drains_a_response_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let cid = "3d".repeat(32);
+    // Far more than the client's stream window: the server is mid-body when it is told
+    // to stop, held back by flow control until the client reads on.
+    let data: Vec<u8> = (0..24_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+    let (origin, edge, addrs, ca_pem) = spawn_tls_edge(dir.path(), &[(&cid, &data)], "");
+    let path = format!("/a/{cid}/high.ogg");
+    // Warm the cache, so the drained response is served from it.
+    assert_eq!(get(&format!("http://{}{path}", addrs[0]), &[]).0, 200);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let got = rt.block_on(async {
+        let roots = segue_core::client::roots_from_pem(&ca_pem).unwrap();
+        let h3 = segue_core::client::Connector::new(Protocol::Http3, addrs[2], "pop.segue.test", Some(roots)).unwrap();
+        let mut conn = h3.connect().await.unwrap();
+        let resp = conn.send(http::Request::get(path.as_str()).body(()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        Command::new("kill").args(["-TERM", &edge.id().to_string()]).status().unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        use http_body_util::BodyExt;
+        let r = resp.into_body().collect().await.map(|b| b.to_bytes().len());
+        if let Err(e) = &r {
+            eprintln!("h3 body error: {e:?}");
+        }
+        drop(conn);
+        r
+    });
+    assert_eq!(got.ok(), Some(data.len()), "the response in flight was cut at shutdown");
+    assert!(terminate(edge).success());
+    assert!(terminate(origin).success());
+}
+
 /// An edge with TLS (HTTP/1.1 + HTTP/2) and HTTP/3 listeners for `pop.segue.test`, in
 /// front of an origin holding `objects`; `extra` is appended to its config. Returns the
 /// origin, the edge, its [plain, tls, h3] addresses and the CA file.

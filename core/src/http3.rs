@@ -18,6 +18,9 @@ use crate::tls::CertSettings;
 
 /// Concurrent request streams per QUIC connection.
 const MAX_STREAMS: u32 = 256;
+/// How long a draining connection whose requests are answered stays open for their
+/// buffered bytes to reach the client.
+const DRAIN_LINGER: Duration = Duration::from_secs(3);
 
 fn quic_server_config(certs: &[CertSettings]) -> Result<quinn::ServerConfig, Error> {
     let tls = crate::tls::server_config_for(certs, &[b"h3"], true)?;
@@ -111,6 +114,7 @@ where
 {
     let conn = incoming.await?;
     let peer = conn.remote_address();
+    let quic = conn.clone();
     let mut h3 = h3::server::builder()
         .max_field_section_size(max_header)
         .build::<_, Bytes>(h3_quinn::Connection::new(conn))
@@ -208,6 +212,12 @@ where
         });
     }
     while requests.join_next().await.is_some() {}
+    if draining {
+        // A finished response may still sit in QUIC's send buffers: closing now would
+        // discard it. Linger until the client closes (a client done reading does) or
+        // for a few seconds, whichever is first.
+        let _ = tokio::time::timeout(DRAIN_LINGER, quic.closed()).await;
+    }
     match failed {
         Some(e) => Err(e.into()),
         None => Ok(()),
