@@ -363,6 +363,10 @@ fn edge_restarts_warm_from_its_ssd_and_never_serves_corrupt_slices() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(written >= data.len() as f64, "only {written} bytes reached the SSD");
+    // The object's record is written by the journal's own thread: wait until it is.
+    wait_for("the object's journal record", 10, || {
+        std::fs::read_to_string(ssd.join("objects.journal")).is_ok_and(|j| j.contains(&path))
+    });
 
     // kill -9, then restart: every byte from the SSD, nothing from upstream.
     let mut edge = edge;
