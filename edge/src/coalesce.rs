@@ -5,7 +5,7 @@
 //! every reader visibly and leaves no entry behind, so the next request fetches afresh.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,7 +27,10 @@ pub struct Fill {
     /// Milliseconds after `started` of the last bytes (or head) received: a fill is judged
     /// stuck by how long it has made no progress, not by how long it has run.
     progress_ms: std::sync::atomic::AtomicU64,
-    state: Mutex<FillState>,
+    /// Written once per chunk by the fetching task, read by every waiter it wakes: a
+    /// read-write lock, so a thousand woken waiters look at the new chunk side by side
+    /// instead of one at a time.
+    state: RwLock<FillState>,
     notify: Notify,
     /// The task fetching for this fill, aborted when a later request takes over.
     task: Mutex<Option<tokio::task::AbortHandle>>,
@@ -40,15 +43,19 @@ impl Fill {
         Fill {
             started: Instant::now(),
             progress_ms: Default::default(),
-            state: Mutex::new(FillState::default()),
+            state: RwLock::new(FillState::default()),
             notify: Notify::new(),
             task: Mutex::new(None),
             alias: Default::default(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FillState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, FillState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, FillState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn set_task(&self, task: tokio::task::AbortHandle) {
@@ -107,12 +114,12 @@ impl Fill {
     }
 
     pub fn is_done(&self) -> bool {
-        self.lock().done.is_some()
+        self.read().done.is_some()
     }
 
     /// All chunks received so far (the writer calls this once it has them all).
     pub fn completed_bytes_now(&self) -> Option<Vec<Bytes>> {
-        let s = self.lock();
+        let s = self.read();
         (s.done.is_none()).then(|| s.chunks.clone())
     }
 
@@ -130,7 +137,7 @@ impl Fill {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(v) = probe(&self.lock()) {
+            if let Some(v) = probe(&self.read()) {
                 return Ok(v);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
