@@ -417,11 +417,7 @@ const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// A metric from an edge's admin listener (where `/metrics` is once it has one).
 fn admin_metric(admin: SocketAddr, name: &str) -> f64 {
     let (_, page) = get(&format!("http://{admin}/metrics"), &["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")]);
-    String::from_utf8_lossy(&page)
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_in(&page, name, "")
 }
 
 /// An edge process with an admin listener: (child, [edge, admin]).
@@ -881,16 +877,7 @@ fn http2_rapid_reset_is_cut_off() {
     let attack = async {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(rustls::pki_types::CertificateDer::from(ca.der().to_vec())).unwrap();
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(addrs[1]).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("pop.segue.test").unwrap();
-        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)).connect(name, tcp).await.unwrap();
+        let stream = tls_connect(addrs[1], &tls_client(roots, &[b"h2"])).await;
         let (mut client, conn) = h2::client::handshake(stream).await.unwrap();
         let driver = tokio::spawn(conn);
         let mut opened = 0u32;
@@ -932,22 +919,12 @@ fn tls_sessions_resume_across_certificate_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let (origin, edge, addrs, ca_pem) = spawn_tls_edge(dir.path(), &[], "");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let roots = segue_core::client::roots_from_pem(&ca_pem).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = std::sync::Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
+    let tls = tls_client(segue_core::client::roots_from_pem(&ca_pem).unwrap(), &[]);
     // One HTTP/1.1 request per connection (reading the answer also reads the tickets).
     let connect = || {
         rt.block_on(async {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let tcp = tokio::net::TcpStream::connect(addrs[1]).await.unwrap();
-            let name = rustls::pki_types::ServerName::try_from("pop.segue.test").unwrap();
-            let mut s = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await.unwrap();
+            let mut s = tls_connect(addrs[1], &tls).await;
             let kind = s.get_ref().1.handshake_kind();
             s.write_all(b"GET /healthz HTTP/1.1\r\nHost: pop.segue.test\r\nConnection: close\r\n\r\n").await.unwrap();
             let mut out = Vec::new();
@@ -981,16 +958,7 @@ fn http2_streams_a_client_never_reads_are_dropped_after_the_send_timeout() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let closed = rt.block_on(async {
         let roots = segue_core::client::roots_from_pem(&ca_pem).unwrap();
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(addrs[1]).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("pop.segue.test").unwrap();
-        let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)).connect(name, tcp).await.unwrap();
+        let stream = tls_connect(addrs[1], &tls_client(roots, &[b"h2"])).await;
         // A zero window: the server may send headers, never a byte of a body.
         let (mut client, conn) =
             h2::client::Builder::new().initial_window_size(0).handshake::<_, bytes::Bytes>(stream).await.unwrap();
@@ -1125,6 +1093,28 @@ fn http3_shutdown_drains_a_response_in_flight() {
     assert_eq!(got.ok(), Some(data.len()), "the response in flight was cut at shutdown");
     assert!(terminate(edge).success());
     assert!(terminate(origin).success());
+}
+
+/// A TLS client config trusting `roots` and offering `alpn` (none: HTTP/1.1 by default).
+fn tls_client(roots: rustls::RootCertStore, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut c = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    std::sync::Arc::new(c)
+}
+
+/// A TLS connection to `pop.segue.test` at `addr`.
+async fn tls_connect(
+    addr: SocketAddr,
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("pop.segue.test").unwrap();
+    tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await.unwrap()
 }
 
 /// An edge with TLS (HTTP/1.1 + HTTP/2) and HTTP/3 listeners for `pop.segue.test`, in
@@ -1295,16 +1285,7 @@ fn header_floods_and_stalled_readers_are_limited_on_every_protocol() {
         got
     };
     let stalled_h2 = async {
-        let tls_config = {
-            let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let mut c = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots())
-                .with_no_client_auth();
-            c.alpn_protocols = vec![b"h2".to_vec()];
-            std::sync::Arc::new(c)
-        };
+        let tls_config = tls_client(roots(), &[b"h2"]);
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.set_recv_buffer_size(4096).unwrap();
         let tcp = sock.connect(tls).await.unwrap();

@@ -343,8 +343,7 @@ async fn run_prewarm(state: Arc<State>, job: Arc<Job>) {
 
 async fn warm_one(state: &Arc<State>, path: &str) -> Result<u64, String> {
     let key: Arc<str> = state.policy_for(path).cache_key(path, None).into();
-    state.cache.load(&key).await;
-    let stored = state.cache.object(&key).filter(|i| i.is_fresh(std::time::SystemTime::now()));
+    let stored = state.cache.load_object(&key).await.filter(|i| i.is_fresh(std::time::SystemTime::now()));
     let info = match stored {
         Some(info) => info,
         None => crate::serve::discover(state, &key, state.cache.object(&key)).await.map_err(|e| e.to_string())?.0,

@@ -417,7 +417,7 @@ impl Cache {
     /// The stored response for this request: the variant whose `Vary`-nominated fields
     /// match the request's (RFC 9111 §4.1).
     pub fn lookup(&self, primary: &str, req: &HeaderMap) -> Option<Arc<ObjectInfo>> {
-        self.objects.get(primary).and_then(|v| v.iter().find(|i| vary::matches(&i.vary, req)).cloned())
+        self.objects.get(primary).and_then(|v| selected(&v, req))
     }
 
     /// Record a (new) object version; returns it with its generation. A stale entry for
@@ -472,15 +472,15 @@ impl Cache {
         self.slices.insert_with_properties(record_key(primary), Slice { start: 0, data: data.into() }, props);
     }
 
-    /// Bring a primary key's records back into the memory index from the tiers, when the
-    /// index no longer has them. Purges made since they were stored apply now.
-    pub async fn load(&self, primary: &str) {
-        if self.objects.contains_key(primary) {
-            return;
+    /// A primary key's stored variants, from the memory index or else brought back into
+    /// it from the tiers. Purges made since they were stored apply now.
+    async fn variants(&self, primary: &str) -> Option<Arc<Vec<Arc<ObjectInfo>>>> {
+        if let Some(v) = self.objects.get(primary) {
+            return Some(v);
         }
         let key: Arc<str> = primary.into();
-        let Some((slice, _)) = self.slice(&record_key(&key)).await else { return };
-        let Ok(records) = serde_json::from_slice::<Vec<Record>>(&slice.data) else { return };
+        let (slice, _) = self.slice(&record_key(&key)).await?;
+        let records = serde_json::from_slice::<Vec<Record>>(&slice.data).ok()?;
         let mut banned = false;
         let variants: Vec<Arc<ObjectInfo>> = records
             .into_iter()
@@ -495,11 +495,22 @@ impl Cache {
             self.slices.insert(record_key(&key), Slice { start: 0, data: Bytes::from_static(b"[]") });
         }
         if variants.is_empty() {
-            return;
+            return None;
         }
         metrics::counter!("edge_index_reloads_total").increment(1);
         // A version learned meanwhile wins over the reloaded records.
-        self.objects.entry(key).or_insert(Arc::new(variants));
+        Some(self.objects.entry(key).or_insert(Arc::new(variants)).into_value())
+    }
+
+    /// [`Cache::object`], reloading the key's records from the tiers when the memory
+    /// index no longer has them (purges made since they were stored apply then).
+    pub async fn load_object(&self, primary: &str) -> Option<Arc<ObjectInfo>> {
+        self.variants(primary).await.and_then(|v| v.first().cloned())
+    }
+
+    /// [`Cache::lookup`], reloading like [`Cache::load_object`].
+    pub async fn load_lookup(&self, primary: &str, req: &HeaderMap) -> Option<Arc<ObjectInfo>> {
+        self.variants(primary).await.and_then(|v| selected(&v, req))
     }
 
     /// A generation never used before, for a version without a strong validator or whose
@@ -703,6 +714,11 @@ impl Cache {
     }
 }
 
+/// The variant whose `Vary`-nominated fields match the request's.
+fn selected(variants: &[Arc<ObjectInfo>], req: &HeaderMap) -> Option<Arc<ObjectInfo>> {
+    variants.iter().find(|i| vary::matches(&i.vary, req)).cloned()
+}
+
 fn foyer_error(e: foyer::Error) -> segue_core::Error {
     segue_core::Error::Store { message: format!("cache: {e}"), retryable: false }
 }
@@ -755,10 +771,11 @@ pub fn validators_of(headers: &HeaderMap) -> Validators {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn version(key: &str, etag: &str, len: u64) -> ObjectInfo {
+    /// A stored 200 of `len` bytes with `etag` (none when empty), fresh for a minute.
+    pub(crate) fn version(key: &str, etag: &str, len: u64) -> ObjectInfo {
         let mut headers = HeaderMap::new();
         if !etag.is_empty() {
             headers.insert(http::header::ETAG, HeaderValue::from_str(etag).unwrap());

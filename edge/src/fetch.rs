@@ -166,11 +166,7 @@ async fn fill_slice(
     info.transient = !state.storable_fill(key, fetched.status, &fetched.headers);
     let info = match known {
         Some(k) if k.len != info.len || k.validators.etag != info.validators.etag => {
-            // The object changed upstream: forget every slice of the old version and let
-            // the next request start over. This request fails visibly.
-            state.cache.drop_version(&k);
-            metrics::counter!("edge_object_changed_total").increment(1);
-            return Err(Error::Changed(key.to_string()));
+            return Err(changed(state, &k, key));
         }
         Some(k) => k,
         None => {
@@ -324,9 +320,7 @@ async fn fill_unknown_length(
     // generation (its length is only known at the end; its validator is known now).
     if let Some(k) = known.as_ref().filter(|k| k.validators.etag != crate::cache::validators_of(&fetched.headers).etag)
     {
-        state.cache.drop_version(k);
-        metrics::counter!("edge_object_changed_total").increment(1);
-        return Err(Error::Changed(key.to_string()));
+        return Err(changed(state, k, key));
     }
     let transient =
         known.as_ref().map_or_else(|| !state.storable_fill(key, StatusCode::OK, &fetched.headers), |k| k.transient);
@@ -364,11 +358,7 @@ async fn fill_unknown_length(
         passed.finish();
     }
     let info = match known {
-        Some(k) if k.len != total => {
-            state.cache.drop_version(&k);
-            metrics::counter!("edge_object_changed_total").increment(1);
-            return Err(Error::Changed(key.to_string()));
-        }
+        Some(k) if k.len != total => return Err(changed(state, &k, key)),
         Some(k) => k,
         None => {
             let mut info = state.describe(
@@ -400,6 +390,15 @@ async fn fill_unknown_length(
         fill.push(ours);
     }
     Ok(())
+}
+
+/// The object changed upstream under a fill of version `k`: forget that version's slices
+/// (unless a newer one replaced it already) so the next request starts over; this fill
+/// fails visibly.
+fn changed(state: &State, k: &ObjectInfo, key: &Arc<str>) -> Error {
+    state.cache.drop_version(k);
+    metrics::counter!("edge_object_changed_total").increment(1);
+    Error::Changed(key.to_string())
 }
 
 /// Tell the fill's waiters what the object is. A stored version's fill of slice 0 is also

@@ -307,35 +307,9 @@ fn write_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
 
     fn record(key: &str, generation: u64) -> Record {
-        let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::ETAG, HeaderValue::from_static("\"v\""));
-        let info = ObjectInfo {
-            primary: key.into(),
-            key: key.into(),
-            store_key: crate::fetch::store_key(key),
-            status: StatusCode::OK,
-            validators: validators_of(&headers),
-            headers,
-            len: 1000,
-            vary: Vec::new(),
-            freshness: Freshness {
-                lifetime: Duration::from_secs(60),
-                initial_age: Duration::ZERO,
-                response_time: SystemTime::now(),
-                no_cache: false,
-                no_stale: false,
-                stale_while_revalidate: Duration::ZERO,
-                stale_if_error: Duration::ZERO,
-            },
-            generation,
-            stale: false,
-            present: None,
-            transient: false,
-        };
-        Record::from(&info)
+        Record::from(&ObjectInfo { generation, ..crate::cache::tests::version(key, "\"v\"", 1000) })
     }
 
     /// A running edge re-learning the same objects over and over keeps its journal

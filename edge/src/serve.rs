@@ -165,8 +165,7 @@ async fn sliced(
     rdirs: &Directives,
 ) -> Result<Response<Body>, Error> {
     let now = SystemTime::now();
-    state.cache.load(primary).await;
-    let stored = state.cache.object(primary);
+    let stored = state.cache.load_object(primary).await;
     let reuse = stored.as_ref().map(|i| i.reuse(rdirs, now));
     let (info, mut x_cache, first) = match (stored, reuse) {
         (Some(info), Some(Reuse::Fresh)) => (info, "HIT-MEM", None),
@@ -400,8 +399,7 @@ async fn whole(
     let now = SystemTime::now();
     // (A response to a request with credentials was only stored if it allowed a shared
     // cache to reuse it, RFC 9111 §3.5: `storable` checked.)
-    state.cache.load(primary).await;
-    let stored = state.cache.lookup(primary, req.headers());
+    let stored = state.cache.load_lookup(primary, req.headers()).await;
     if let Some(info) = &stored {
         match info.reuse(rdirs, now) {
             Reuse::Fresh => return answer_stored(state, req, info.clone(), "HIT-MEM").await,

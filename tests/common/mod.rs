@@ -86,7 +86,12 @@ pub fn metric(addr: SocketAddr, name: &str) -> f64 {
 /// Sum of a metric's samples whose line contains `label` (e.g. `status="206"`).
 pub fn metric_with(addr: SocketAddr, name: &str, label: &str) -> f64 {
     let (_, page) = get(&format!("http://{addr}/metrics"), &[]);
-    String::from_utf8_lossy(&page)
+    metric_in(&page, name, label)
+}
+
+/// Sum of a metric's samples whose line contains `label`, in a Prometheus text page.
+pub fn metric_in(page: &[u8], name: &str, label: &str) -> f64 {
+    String::from_utf8_lossy(page)
         .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
