@@ -128,8 +128,8 @@ async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
 fn send_stall_limited(
     stream: tokio::net::TcpStream,
     limit: Duration,
-) -> std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>> {
-    let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+) -> std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<crate::zerocopy::ZeroCopyStream>>> {
+    let mut stream = tokio_io_timeout::TimeoutStream::new(crate::zerocopy::ZeroCopyStream::new(stream));
     stream.set_write_timeout(Some(limit));
     Box::pin(stream)
 }

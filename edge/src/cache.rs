@@ -26,6 +26,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use segue_core::conditional::Validators;
 use segue_core::control::PurgeSelector;
 
+use crate::arena::Arena;
 use crate::bans::{Ban, Bans};
 use crate::config::Eviction;
 use crate::http_cache::cache_control::Directives;
@@ -254,6 +255,8 @@ pub struct SsdOptions {
 
 pub struct Cache {
     slices: HybridCache<SliceKey, Slice>,
+    /// Where memory-tier slice bytes live (sent with `sendfile` on plain HTTP/1.1).
+    arena: Arena,
     /// Primary key -> its stored variants (one unless `Vary` selects among several).
     objects: moka::sync::Cache<Arc<str>, Arc<Vec<Arc<ObjectInfo>>>>,
     journal: Option<Journal>,
@@ -284,6 +287,7 @@ impl Cache {
         eviction: Eviction,
         ssd: Option<SsdOptions>,
         index_objects: u64,
+        zero_copy: bool,
     ) -> segue_core::Result<Self> {
         let eviction: EvictionConfig = match eviction {
             Eviction::TinyLfu => LfuConfig::default().into(),
@@ -358,8 +362,17 @@ impl Cache {
             (Some(o), true) => Some((o.dir.clone(), o.bytes, block_bytes.max(1))),
             _ => None,
         };
+        // Slots for every slice the memory tier can hold, with room for slices it has
+        // evicted that responses still send; beyond that, slices stay on the heap.
+        let arena = if zero_copy {
+            let slots = (capacity_bytes / slice_size) as usize * 3 / 2 + 256;
+            Arena::new(slice_size as usize, slots)
+        } else {
+            Arena::default()
+        };
         Ok(Cache {
             slices,
+            arena,
             objects,
             journal,
             slice_size,
@@ -664,9 +677,15 @@ impl Cache {
     /// Store a slice's bytes; `start` is where they begin within the slice (0 but for a
     /// part of an object learned from parts).
     pub fn put_slice(&self, key: SliceKey, start: u64, data: Bytes) {
+        let data = self.arena.adopt(data);
         let location = if self.admitted(&key) { Location::Default } else { Location::InMem };
         let slice = Slice { start, data };
         self.slices.insert_with_properties(key, slice, HybridCacheProperties::default().with_location(location));
+    }
+
+    /// An exactly-sized copy of a slice's chunks, where the cache keeps slice bytes.
+    pub fn own(&self, chunks: &[Bytes]) -> Bytes {
+        self.arena.copy(chunks)
     }
 
     fn admitted(&self, key: &SliceKey) -> bool {
@@ -691,6 +710,12 @@ impl Cache {
     /// Bytes held in memory.
     pub fn memory_bytes(&self) -> u64 {
         self.slices.memory().usage() as u64
+    }
+
+    /// Bytes of slices resident in the memory arena (included in `memory_bytes`, and
+    /// also those of evicted slices a response is still sending).
+    pub fn arena_bytes(&self) -> u64 {
+        self.arena.resident_bytes()
     }
 
     /// Bytes written to and read from the SSD since start.
@@ -809,8 +834,8 @@ pub(crate) mod tests {
     /// slices are found again once its record is lost); anything else a fresh one.
     #[tokio::test]
     async fn generations_derive_from_the_strong_validator_and_length() {
-        let a = Cache::new(1 << 20, 1 << 16, Eviction::Lru, None, 100).await.unwrap();
-        let b = Cache::new(1 << 20, 1 << 16, Eviction::Lru, None, 100).await.unwrap();
+        let a = Cache::new(1 << 20, 1 << 16, Eviction::Lru, None, 100, true).await.unwrap();
+        let b = Cache::new(1 << 20, 1 << 16, Eviction::Lru, None, 100, true).await.unwrap();
         let v1 = version("/a/x/high.ogg", "\"v1\"", 1000);
         assert_eq!(a.generation_for(&v1), b.generation_for(&v1));
         assert_ne!(a.generation_for(&v1), 0);

@@ -58,6 +58,11 @@ pub struct Config {
     /// so a cold stream gets more than one slice per upstream round trip. Skipped while
     /// the upstream is more than half busy. Default 2; 0 turns it off.
     pub read_ahead_slices: u64,
+    /// Keep memory-tier slices in a memory-mapped arena (a memfd) and send them on plain
+    /// HTTP/1.1 with `sendfile`, by reference, instead of copying every byte into the
+    /// socket. Default true. The arena's pages count as shared memory (`Shmem` in
+    /// /proc/meminfo, the `edge_arena_bytes` gauge), within `mem_cache_mb`.
+    pub zero_copy: bool,
     /// Seconds a waiting reader tolerates without new bytes from a fill. Default 10.
     pub reader_timeout_secs: u64,
     /// Seconds an upstream body may send nothing before its fetch is failed (its waiters
@@ -185,6 +190,7 @@ impl Default for Config {
             upstream_idle_connections: 64,
             upstream_max_connections: 256,
             read_ahead_slices: 2,
+            zero_copy: true,
             reader_timeout_secs: 10,
             upstream_read_timeout_secs: 10,
             writer_max_age_secs: 30,

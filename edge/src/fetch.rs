@@ -250,7 +250,8 @@ async fn fill_slice(
         return Ok(());
     }
     if let Some(chunks) = fill.completed_bytes_now() {
-        state.cache.put_slice(SliceKey { object: key.clone(), generation: info.generation, index }, 0, join(chunks));
+        let data = state.cache.own(&chunks);
+        state.cache.put_slice(SliceKey { object: key.clone(), generation: info.generation, index }, 0, data);
     }
     Ok(())
 }
@@ -409,17 +410,6 @@ fn announce(state: &State, fill: &Arc<Fill>, key: &Arc<str>, info: &Arc<ObjectIn
         fill.set_alias(info.generation);
     }
     fill.set_head(Ok(info.clone()));
-}
-
-/// One exactly-sized copy of the slice. Even a single chunk is copied: it is a view into
-/// hyper's read buffer, and caching the view would keep that whole (larger) buffer alive
-/// while the cache's weigher counts only the view's length.
-fn join(chunks: Vec<Bytes>) -> Bytes {
-    let mut out = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
-    for c in chunks {
-        out.extend_from_slice(&c);
-    }
-    out.into()
 }
 
 /// An upstream answer that is not the object (a 404, a redirect): stored like any

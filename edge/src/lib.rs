@@ -3,10 +3,11 @@
 //! every waiter as they arrive), ordered upstreams with failover, and signed-URL checks.
 //! Responses are built by `segue_core::respond`, the same code the origin uses.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // allowed only in `arena`, the mapped memory the cache sends from
 
 mod access_log;
 mod admin;
+mod arena;
 mod bans;
 pub mod cache;
 pub mod coalesce;
@@ -95,6 +96,7 @@ impl State {
                 config.mem_eviction,
                 config.ssd(),
                 config.index_objects(),
+                config.zero_copy,
             )
             .await?,
             coalescer: Coalescer::default(),
@@ -482,6 +484,7 @@ async fn handle(state: Arc<State>, mut req: Request<ReqBody>, peer: SocketAddr) 
 /// The Prometheus page, its gauges brought up to date.
 pub(crate) fn metrics_page(state: &State) -> Response<Body> {
     metrics::gauge!("edge_cache_bytes", "tier" => "mem").set(state.cache.memory_bytes() as f64);
+    metrics::gauge!("edge_arena_bytes").set(state.cache.arena_bytes() as f64);
     let (written, read) = state.cache.ssd_io();
     metrics::gauge!("edge_ssd_written_bytes").set(written as f64);
     metrics::gauge!("edge_ssd_read_bytes").set(read as f64);
