@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Edge vs nginx, side by side on this machine: segue edge, nginx proxy_cache with
-# proxy_cache_lock, and nginx with `slice 1m`, each in front of the same segue origin,
+# Edge vs nginx and Varnish, side by side on this machine: segue edge, nginx proxy_cache
+# with proxy_cache_lock, nginx with `slice 1m`, and Varnish (`-s malloc`), each in front of the same segue origin,
 # same files (Ogg-sized random objects), same byte cap, each server pinned to core 0 and
 # the load generator (segue loadtest, one core) to core 1.
 #
@@ -14,6 +14,8 @@
 #      direct fetch from the origin
 #   4. catalog 10x the byte cap, Zipf 0.9, 256 KiB ranges: byte hit ratio, peak RSS
 # Upstream traffic is read from the origin's own /metrics, the same way for every peer.
+# Hot scenarios also report each server's CPU time over the measured run (utime + stime
+# of its processes from /proc), as CPU per request and per GB served.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRACKS="${TRACKS:-1000}"
@@ -24,6 +26,7 @@ EDGE_EVICTION="${EDGE_EVICTION:-tiny_lfu}"
 . scripts/bench-lib.sh
 bench_setup edge
 need_nginx
+[[ " ${PEERS:-varnish} " == *" varnish "* ]] && need_varnish
 
 # The catalog: TRACKS objects of 0.6-8.7 MB (deterministic sizes), plus cold storm objects.
 make_catalog "$TRACKS"
@@ -65,10 +68,13 @@ start_peers() { # cap_mb
   for _ in $(seq 1 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
   NGINX_PID=$(cat "$WORK/nginx.pid")
   for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18180/healthz >/dev/null && break; sleep 0.1; done
+  VARNISH_PID=
+  if [[ " ${PEERS[*]} " == *" varnish "* ]]; then start_varnish 18183 18170 "$cap"; fi
 }
 stop_peers() {
   kill "$EDGE_PID" 2>/dev/null || true
   kill -QUIT "$NGINX_PID" 2>/dev/null || true
+  [ -n "$VARNISH_PID" ] && kill "$VARNISH_PID" 2>/dev/null || true
   # Wait until both are gone, so the next start is fresh (ports free, caches empty).
   for _ in $(seq 1 100); do
     kill -0 "$EDGE_PID" 2>/dev/null || kill -0 "$NGINX_PID" 2>/dev/null || break
@@ -77,8 +83,33 @@ stop_peers() {
   rm -rf "$WORK/nc1" "$WORK/nc2"
 }
 
-declare -A PORT=([segue]=18180 [nginx-lock]=18181 [nginx-slice]=18182)
-read -r -a PEERS <<<"${PEERS:-segue nginx-lock nginx-slice}"
+declare -A PORT=([segue]=18180 [nginx-lock]=18181 [nginx-slice]=18182 [varnish]=18183)
+read -r -a PEERS <<<"${PEERS:-segue nginx-lock nginx-slice varnish}"
+server_pid() { # peer -> the pids whose CPU is that server's
+  case $1 in
+    segue) echo "$EDGE_PID" ;;
+    varnish) echo "$VARNISH_PID" ;;
+    *) echo "$NGINX_PID" ;;  # nginx-lock and nginx-slice share one worker
+  esac
+}
+ratios() { # name of an array peer -> figure: "Ratio segue / PEER: N.NNx, ..." for each peer run
+  local -n fig=$1
+  local out="" p
+  [ -n "${fig[segue]:-}" ] || return 0
+  for p in "${PEERS[@]}"; do
+    [ "$p" = segue ] && continue
+    out+="${out:+, }segue / $p: $(awk "BEGIN{printf \"%.2f\", ${fig[segue]}/${fig[$p]}}")x"
+  done
+  echo "Ratio $out"
+}
+measured() { # peer loadtest-args... -> the loadtest JSON with "cpu_s" (server CPU seconds) added
+  local p=$1 t0 t1 r
+  shift
+  t0=$(cpu_ticks $(server_pid "$p"))
+  r=$(lt "${PORT[$p]}" "$@")
+  t1=$(cpu_ticks $(server_pid "$p"))
+  echo "$r" | python3 -c "import json,sys; r=json.load(sys.stdin); r['cpu_s']=($t1-$t0)/100; print(json.dumps(r))"
+}
 
 echo "## Edge vs nginx ($(date -u +%Y-%m-%d), TRACKS=$TRACKS, SECS=$SECS, edge slice_kib=$EDGE_SLICE_KIB mem_eviction=$EDGE_EVICTION)"
 echo
@@ -90,34 +121,34 @@ start_peers "$cap"
 fi
 if [[ "$ONLY" == *1* ]]; then
 echo "### 1. Hot 256 KiB ranges, 64 connections, Zipf 0.9 (cap ${cap} MB)"
-echo "| peer | req/s | MB/s | p50 ms | p99 ms | errors |"
-echo "|---|---|---|---|---|---|"
+echo "| peer | req/s | MB/s | p50 ms | p99 ms | errors | server CPU s | CPU µs / request |"
+echo "|---|---|---|---|---|---|---|---|"
 declare -A RPS
 for p in "${PEERS[@]}"; do
   # Hot means every byte cached: fetch every object whole once, then the mix once.
   sed "s|^|http://127.0.0.1:${PORT[$p]}|" "$WORK/paths.txt" | xargs -P 8 -I{} curl -sf -o /dev/null {}
   lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs "$SECS" >/dev/null
-  r=$(lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs "$SECS")
+  r=$(measured "$p" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs "$SECS")
   RPS[$p]=$(echo "$r" | field 'r["requests_per_sec"]')
-  echo "| $p | $(echo "$r" | field '"%.0f | %.0f | %.2f | %.2f | %d" % (r["requests_per_sec"], r["mb_per_sec"], r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"])') |"
+  echo "| $p | $(echo "$r" | field '"%.0f | %.0f | %.2f | %.2f | %d | %.2f | %.1f" % (r["requests_per_sec"], r["mb_per_sec"], r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"], r["cpu_s"], r["cpu_s"] * 1e6 / max(r["requests"], 1))') |"
 done
 echo
-echo "Ratio segue / nginx-lock: $(awk "BEGIN{printf \"%.2f\", ${RPS[segue]}/${RPS[nginx-lock]}}")x, segue / nginx-slice: $(awk "BEGIN{printf \"%.2f\", ${RPS[segue]}/${RPS[nginx-slice]}}")x"
+ratios RPS
 echo
 fi
 if [[ "$ONLY" == *2* ]]; then
 echo "### 2. Hot whole files, 16 connections, Zipf 0.9"
-echo "| peer | req/s | MB/s | p50 ms | p99 ms | errors |"
-echo "|---|---|---|---|---|---|"
+echo "| peer | req/s | MB/s | p50 ms | p99 ms | errors | server CPU s | CPU s / GB |"
+echo "|---|---|---|---|---|---|---|---|"
 declare -A MBS
 for p in "${PEERS[@]}"; do
   lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --range-kib 0 --connections 16 --duration-secs "$SECS" >/dev/null
-  r=$(lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --range-kib 0 --connections 16 --duration-secs "$SECS")
+  r=$(measured "$p" --paths-file "$WORK/paths.txt" --range-kib 0 --connections 16 --duration-secs "$SECS")
   MBS[$p]=$(echo "$r" | field 'r["mb_per_sec"]')
-  echo "| $p | $(echo "$r" | field '"%.0f | %.0f | %.2f | %.2f | %d" % (r["requests_per_sec"], r["mb_per_sec"], r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"])') |"
+  echo "| $p | $(echo "$r" | field '"%.0f | %.0f | %.2f | %.2f | %d | %.2f | %.3f" % (r["requests_per_sec"], r["mb_per_sec"], r["latency_ms"]["p50"], r["latency_ms"]["p99"], r["errors"], r["cpu_s"], r["cpu_s"] * 1e9 / max(r["bytes"], 1))') |"
 done
 echo
-echo "Ratio segue / nginx-lock: $(awk "BEGIN{printf \"%.2f\", ${MBS[segue]}/${MBS[nginx-lock]}}")x, segue / nginx-slice: $(awk "BEGIN{printf \"%.2f\", ${MBS[segue]}/${MBS[nginx-slice]}}")x"
+ratios MBS
 echo
 
 fi

@@ -5,6 +5,12 @@
 #   bench_setup NAME            sets BIN (a release build, or $SEGUE_BIN), WORK, PIDS;
 #                               defines log; traps cleanup
 #   need_nginx                  installs nginx-light if missing; sets NGINX
+#   need_varnish                installs varnish if missing; sets VARNISHD
+#   start_varnish PORT ORIGIN_PORT CAP_MB
+#                               varnishd -s malloc,CAP_MB in front of the origin, pinned to
+#                               core 0; sets VARNISH_PID (the manager; its child serves)
+#   cpu_ticks PID...            CPU time of those processes and their children so far,
+#                               in clock ticks (1/100 s)
 #   start_postgres PORT [-c k=v ...]
 #                               a throwaway cluster in $WORK/pg on 127.0.0.1:PORT, pinned to
 #                               core 0, user bench, trust auth; sets PSQL (psql as bench);
@@ -44,6 +50,30 @@ need_nginx() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light
   }
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+}
+
+need_varnish() {
+  command -v varnishd >/dev/null || command -v /usr/sbin/varnishd >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq varnish
+  }
+  VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
+}
+
+start_varnish() {
+  mkdir -p "$WORK/varnish"
+  taskset -c 0 "$VARNISHD" -F -j none -n "$WORK/varnish" -a "127.0.0.1:$1" -b "127.0.0.1:$2" \
+    -s "malloc,${3}m" -p thread_pool_min=64 >"$WORK/varnish.log" 2>&1 &
+  VARNISH_PID=$!
+  PIDS+=($VARNISH_PID)
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && break; sleep 0.1; done
+}
+
+cpu_ticks() {
+  local total=0 p
+  for p in "$@" $(for q in "$@"; do pgrep -P "$q"; done); do
+    [ -r "/proc/$p/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
 }
 
 start_postgres() {
