@@ -7,11 +7,13 @@
 # Disk: the catalog, plus up to twice it for nginx's two caches at once (about 14 GB at
 # TRACKS=1000); the script checks before it starts.
 #   TRACKS=300 SECS=10 scripts/bench-ssd.sh
+#   SKIP_RECOVERY=1 ...                    scenario 1 only
 #
 # 1. Catalog 10x the memory cap but within the SSD cap: 256 KiB ranges, Zipf 0.9,
 #    64 connections; a warm-up run, then the measured run (req/s, p99, byte hit ratio).
 #    segue: memory cap + SSD cap; nginx: proxy_cache on disk with max_size = the SSD cap
 #    (its memory is the kernel's page cache, which no cap bounds).
+#    Each server's CPU time over the measured run (/proc utime + stime) is reported too.
 # 2. Recovery: the whole catalog pre-warmed onto the SSD in 16 KiB slices (many slices),
 #    then the time from start to serving after SIGTERM and after kill -9.
 set -euo pipefail
@@ -47,17 +49,19 @@ echo "## Edge SSD tier vs nginx on disk ($(date -u +%Y-%m-%d), TRACKS=$TRACKS, S
 echo
 echo "### 1. Catalog $((total / 1000000)) MB: memory cap $mem MB (10x smaller), SSD cap $ssd MB (holds it), 256 KiB ranges, Zipf 0.9, 64 connections"
 echo
-echo "| peer | req/s | p50 ms | p99 ms | client MB | origin MB | byte hit ratio | peak RSS MB |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| peer | req/s | p50 ms | p99 ms | client MB | origin MB | byte hit ratio | peak RSS MB | server CPU s | CPU µs / request |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 
 measure() { # name port pid
   lt "$2" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs "$SECS" >/dev/null
-  local before after r client
+  local before after r client t0 t1
   before=$(origin_bytes)
+  t0=$(cpu_ticks "$3")
   r=$(lt "$2" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs "$SECS")
+  t1=$(cpu_ticks "$3")
   after=$(origin_bytes)
   client=$(echo "$r" | field 'r["bytes"]')
-  echo "| $1 | $(echo "$r" | field '"%.0f | %.2f | %.2f" % (r["requests_per_sec"], r["latency_ms"]["p50"], r["latency_ms"]["p99"])') | $((client / 1000000)) | $(((after - before) / 1000000)) | $(awk "BEGIN{printf \"%.3f\", 1-($after-$before)/$client}") | $(( $(rss_peak "$3") / 1024 )) |"
+  echo "| $1 | $(echo "$r" | field '"%.0f | %.2f | %.2f" % (r["requests_per_sec"], r["latency_ms"]["p50"], r["latency_ms"]["p99"])') | $((client / 1000000)) | $(((after - before) / 1000000)) | $(awk "BEGIN{printf \"%.3f\", 1-($after-$before)/$client}") | $(( $(rss_peak "$3") / 1024 )) | $(awk "BEGIN{printf \"%.2f | %.1f\", ($t1-$t0)/100, ($t1-$t0)*10000/$(echo "$r" | field 'r["requests"]')}") |"
 }
 
 # segue: memory above SSD.
@@ -84,6 +88,7 @@ echo
 echo "(byte hit ratio of the measured run, after a warm-up run of the same length; nginx's RSS excludes its cache, which is on disk and in the page cache)"
 echo
 
+[ -n "${SKIP_RECOVERY:-}" ] && exit 0
 # 2. Recovery.
 echo "### 2. Warm-restart recovery"
 echo

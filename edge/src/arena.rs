@@ -83,7 +83,33 @@ impl Drop for Slot {
     }
 }
 
+/// The arena slices read back from the SSD are decoded into. foyer decodes a value
+/// without any context of the cache it belongs to, so the cache names its arena here; an
+/// edge process has one cache (several, in tests, share the last one's).
+static DECODE: std::sync::RwLock<Option<Arena>> = std::sync::RwLock::new(None);
+
 impl Arena {
+    /// Make this the arena SSD reads are decoded into.
+    pub fn use_for_decoding(&self) {
+        *DECODE.write().unwrap_or_else(|p| p.into_inner()) = Some(self.clone());
+    }
+
+    /// `len` bytes from `r` (a slice read back from the SSD): in a slot of the decoding
+    /// arena when there is one and it is worth it, else on the heap.
+    pub fn decode(r: &mut impl std::io::Read, len: usize) -> std::io::Result<Bytes> {
+        let arena = DECODE.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(inner) = arena.as_ref().and_then(|a| a.inner.as_ref()) {
+            if (MIN_BYTES..=inner.slot_size).contains(&len) {
+                if let Some(b) = inner.store_from(r, len)? {
+                    return Ok(b);
+                }
+            }
+        }
+        let mut v = vec![0u8; len];
+        r.read_exact(&mut v)?;
+        Ok(v.into())
+    }
+
     /// An arena of `slots` slots of `slot_size` bytes; off (every slice on the heap) if
     /// the memfd cannot be made or mapped.
     pub fn new(slot_size: usize, slots: usize) -> Self {
@@ -161,14 +187,49 @@ impl Inner {
         p >= self.base && p < self.base + self.slot_size * self.slots
     }
 
-    fn store(self: &Arc<Self>, parts: &[Bytes], len: usize) -> Option<Bytes> {
+    /// A free slot for `len` bytes (owned by the returned guard: dropped unused, it is
+    /// freed again), or `None` when every slot is taken.
+    fn take(self: &Arc<Self>, len: usize) -> Option<Slot> {
         let Some(index) = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
             metrics::counter!("edge_arena_full_total").increment(1);
             return None;
         };
-        // From here the slot is owned by `slot`: an error frees it again on drop.
-        let slot = Slot { inner: self.clone(), index, len };
-        let mut offset = (index as usize * self.slot_size) as u64;
+        Some(Slot { inner: self.clone(), index, len })
+    }
+
+    /// `len` bytes read from `r` into a slot, through a small buffer; `Ok(None)` when no
+    /// slot is free (nothing read then) or the slot cannot be written.
+    fn store_from(self: &Arc<Self>, r: &mut impl std::io::Read, len: usize) -> std::io::Result<Option<Bytes>> {
+        let Some(slot) = self.take(len) else { return Ok(None) };
+        let mut offset = (slot.index as usize * self.slot_size) as u64;
+        let mut buf = [0u8; 16 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len());
+            r.read_exact(&mut buf[..n])?;
+            let mut chunk = &buf[..n];
+            while !chunk.is_empty() {
+                match rustix::io::pwrite(&self.fd, chunk, offset) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(w) => {
+                        offset += w as u64;
+                        chunk = &chunk[w..];
+                    }
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => {
+                        metrics::counter!("edge_arena_errors_total").increment(1);
+                        return Err(e.into());
+                    }
+                }
+            }
+            left -= n;
+        }
+        Ok(Some(Bytes::from_owner(slot)))
+    }
+
+    fn store(self: &Arc<Self>, parts: &[Bytes], len: usize) -> Option<Bytes> {
+        let slot = self.take(len)?;
+        let mut offset = (slot.index as usize * self.slot_size) as u64;
         let mut iov: Vec<IoSlice<'_>> = parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)).collect();
         let mut iov = &mut iov[..];
         while !iov.is_empty() {

@@ -202,9 +202,8 @@ impl Code for Slice {
         if len > MAX_SLICE || start > MAX_SLICE {
             return Err(foyer::Error::new(foyer::ErrorKind::Parse, "slice longer than any slice size"));
         }
-        let mut v = vec![0u8; len as usize];
-        r.read_exact(&mut v).map_err(foyer::Error::io_error)?;
-        Ok(Slice { start, data: v.into() })
+        let data = Arena::decode(r, len as usize).map_err(foyer::Error::io_error)?;
+        Ok(Slice { start, data })
     }
 
     fn estimated_size(&self) -> usize {
@@ -366,9 +365,13 @@ impl Cache {
         // evicted that responses still send; beyond that, slices stay on the heap.
         let arena = if zero_copy {
             let slots = (capacity_bytes / slice_size) as usize * 3 / 2 + 256;
-            Arena::new(slice_size as usize, slots)
+            let arena = Arena::new(slice_size as usize, slots);
+            arena.use_for_decoding();
+            arena
         } else {
-            Arena::default()
+            let heap = Arena::default();
+            heap.use_for_decoding();
+            heap
         };
         Ok(Cache {
             slices,
