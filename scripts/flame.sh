@@ -6,6 +6,8 @@
 #   scripts/flame.sh OUT.svg                    TRACKS=100 SECS=10 by default
 #   SEGUE_BIN=/path/to/old/segue scripts/flame.sh before.svg
 #   EDGE_TOML='zero_copy = false' scripts/flame.sh copy.svg
+#   SSD=1 scripts/flame.sh ssd.svg             memory 10x smaller than the catalog, over
+#                                              an SSD tier that holds it (bench-ssd.sh)
 # Needs perf (linux-perf) and inferno (`cargo install inferno`), installed if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +23,13 @@ make_catalog "$TRACKS"
 RUST_LOG=warn taskset -c 1 "$BIN" origin --listen 127.0.0.1:18370 --data-dir "$WORK/data" >"$WORK/origin.log" 2>&1 &
 PIDS+=($!)
 printf '%s\n' "${EDGE_TOML:-}" >"$WORK/edge.toml"
+mem=$(( total / 1000000 + 512 ))
+if [ -n "${SSD:-}" ]; then
+  mem=$(( total / 10000000 ))
+  printf 'ssd_cache_dir = "%s"\nssd_cache_mb = %s\n' "$WORK/ssd" $(( total * 3 / 2000000 )) >>"$WORK/edge.toml"
+fi
 RUST_LOG=warn taskset -c 0 "$BIN" edge --config "$WORK/edge.toml" --listen 127.0.0.1:18380 --upstream http://127.0.0.1:18370 \
-  --mem-cache-mb $(( total / 1000000 + 512 )) >"$WORK/edge.log" 2>&1 &
+  --mem-cache-mb "$mem" >"$WORK/edge.log" 2>&1 &
 EDGE=$!
 PIDS+=($EDGE)
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18380/healthz >/dev/null && break; sleep 0.1; done
@@ -34,7 +41,7 @@ sleep 1
 perf record -e cpu-clock -F 999 -g -p "$EDGE" -o "$WORK/perf.data" -- sleep $(( SECS - 2 )) 2>/dev/null
 wait "$LOAD"
 perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf >"$WORK/folded"
-inferno-flamegraph --title "segue edge, hot 256 KiB ranges ($(field '"%.0f req/s" % r["requests_per_sec"]' <"$WORK/load.json"))" \
+inferno-flamegraph --title "segue edge, ${SSD:+SSD tier, }256 KiB ranges ($(field '"%.0f req/s" % r["requests_per_sec"]' <"$WORK/load.json"))" \
   <"$WORK/folded" >"$OUT"
 log "wrote $OUT; top frames:"
 awk '{n = $NF; $NF = ""; split($0, f, ";"); top[f[length(f)]] += n; all += n} END {for (k in top) printf "%5.1f%% %s\n", 100 * top[k] / all, k}' "$WORK/folded" | sort -rn | head -12 >&2
