@@ -186,31 +186,36 @@ if [[ "$ONLY" == *4* ]]; then
 cap=$(( total / 10000000 ))
 start_peers "$cap"
 echo "### 4. Catalog ${total%??????} MB, cap ${cap} MB (10x), 256 KiB ranges, Zipf 0.9, 64 connections, $((SECS * 3)) s"
-echo "| peer | cap MB | req/s | client MB | origin MB | byte hit ratio | peak RSS MB | peak cache MB held |"
-echo "|---|---|---|---|---|---|---|---|"
-declare -A HELD=([segue]=0 [nginx-lock]=0 [nginx-slice]=0)
+echo "| peer | cap MB | req/s | client MB | origin MB | byte hit ratio | request hit ratio | peak RSS MB | peak cache MB held |"
+echo "|---|---|---|---|---|---|---|---|---|"
+declare -A HELD=([segue]=0 [nginx-lock]=0 [nginx-slice]=0 [varnish]=0)
 held_now() { # MB the peer holds right now: segue's cache gauge, nginx's cache directory
   case $1 in
     segue) curl -s http://127.0.0.1:18180/metrics | awk '$1 == "edge_cache_bytes{tier=\"mem\"}" {printf "%.0f", $2 / 1048576}' ;;
     nginx-lock) du -sm "$WORK/nc1" | cut -f1 ;;
     nginx-slice) du -sm "$WORK/nc2" | cut -f1 ;;
+    varnish) echo "$2" ;;  # -s malloc is capped; its RSS column shows what it holds
   esac
 }
 run4() { # peer cap_mb
   local p=$1 before r origin_reqs origin_mb client_mb pid peak=0 sampler
   before=$(origin_counters)
   # nginx enforces max_size lazily (its cache manager), so sample what it really holds.
-  ( m=0; while sleep 1; do h=$(held_now "$p"); [ "${h:-0}" -gt "$m" ] && m=$h && echo "$m" >"$WORK/held"; done ) &
+  ( m=0; while sleep 1; do h=$(held_now "$p" "$2"); [ "${h:-0}" -gt "$m" ] && m=$h && echo "$m" >"$WORK/held"; done ) &
   sampler=$!
   echo 0 >"$WORK/held"
-  r=$(lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs $((SECS * 3)))
+  r=$(lt "${PORT[$p]}" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs $((SECS * 3)) --trace-file "$WORK/trace-$p.txt")
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
   peak=$(cat "$WORK/held"); HELD[$p]=$peak
   read -r origin_reqs origin_mb <<<"$(origin_delta "$before")"
   log "$p: origin requests $origin_reqs, origin MB $origin_mb"
   client_mb=$(echo "$r" | field 'int(r["bytes"]/1e6)')
-  pid=$EDGE_PID; [ "$p" != segue ] && pid=$(pgrep -P "$NGINX_PID" | head -1)
-  echo "| $p | $2 | $(echo "$r" | field '"%.0f" % r["requests_per_sec"]') | $client_mb | $origin_mb | $(awk "BEGIN{printf \"%.3f\", 1-$origin_mb/$client_mb}") | $(( $(rss_peak "$pid") / 1024 )) | $peak |"
+  case $p in
+    segue) pid=$EDGE_PID ;;
+    varnish) pid=$(pgrep -P "$VARNISH_PID" | head -1) ;;
+    *) pid=$(pgrep -P "$NGINX_PID" | head -1) ;;
+  esac
+  echo "| $p | $2 | $(echo "$r" | field '"%.0f" % r["requests_per_sec"]') | $client_mb | $origin_mb | $(awk "BEGIN{printf \"%.3f\", 1-$origin_mb/$client_mb}") | $(echo "$r" | field '"%.3f" % r["request_hit_ratio"]') | $(( $(rss_peak "$pid") / 1024 )) | $peak |"
 }
 for p in "${PEERS[@]}"; do run4 "$p" "$cap"; done
 stop_peers
@@ -221,5 +226,12 @@ if [[ " ${PEERS[*]} " == *" segue "* && ${HELD[nginx-lock]} -gt $cap ]]; then
   stop_peers
 fi
 echo
-echo "(nginx keeps its cache on disk, so its RSS excludes the cached bytes, which sit in the page cache; segue's RSS includes its memory tier. \"Peak cache MB held\": segue's cache gauge, nginx's cache directory, sampled each second.)"
+if [ -f "$WORK/trace-segue.txt" ]; then
+  echo
+  echo "The LRU reference on segue's own request trace at the same cap (scripts/lru-reference.py):"
+  echo
+  scripts/lru-reference.py "$WORK/trace-segue.txt" $((cap * 1048576)) $((EDGE_SLICE_KIB * 1024)) | sed 's/^/- /'
+fi
+echo
+echo "(Request hit ratio: responses whose X-Cache says HIT, over all. nginx keeps its cache on disk, so its RSS excludes the cached bytes, which sit in the page cache; segue's RSS includes its memory tier. \"Peak cache MB held\": segue's cache gauge, nginx's cache directory, sampled each second.)"
 fi

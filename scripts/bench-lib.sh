@@ -61,7 +61,13 @@ need_varnish() {
 
 start_varnish() {
   mkdir -p "$WORK/varnish"
-  taskset -c 0 "$VARNISHD" -F -j none -n "$WORK/varnish" -a "127.0.0.1:$1" -b "127.0.0.1:$2" \
+  # The default VCL, plus X-Cache (HIT when the object came from the cache).
+  cat >"$WORK/varnish.vcl" <<VCL
+vcl 4.1;
+backend origin { .host = "127.0.0.1"; .port = "$2"; }
+sub vcl_deliver { if (obj.hits > 0) { set resp.http.X-Cache = "HIT"; } else { set resp.http.X-Cache = "MISS"; } }
+VCL
+  taskset -c 0 "$VARNISHD" -F -j none -n "$WORK/varnish" -a "127.0.0.1:$1" -f "$WORK/varnish.vcl" \
     -s "malloc,${3}m" -p thread_pool_min=64 >"$WORK/varnish.log" 2>&1 &
   VARNISH_PID=$!
   PIDS+=($VARNISH_PID)
@@ -121,6 +127,7 @@ http {
   sendfile on;
   keepalive_requests 1000000;
   proxy_http_version 1.1;
+  add_header X-Cache $upstream_cache_status always;
   upstream origin { server 127.0.0.1:$1; keepalive 64; }
   proxy_cache_path $WORK/nc1 levels=1:2 keys_zone=whole:64m max_size=${2}m inactive=1d use_temp_path=off;
   proxy_cache_path $WORK/nc2 levels=1:2 keys_zone=sliced:64m max_size=${2}m inactive=1d use_temp_path=off;

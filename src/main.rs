@@ -279,6 +279,10 @@ enum Command {
         /// Random seed (the same seed gives the same request sequence).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Write every request sent (`path first-byte last-byte`, one per line, in the
+        /// order sent) to this file, to replay the same trace in a cache simulation.
+        #[arg(long, value_name = "FILE")]
+        trace_file: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -517,6 +521,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             requests,
             storm,
             seed,
+            trace_file,
             json,
             ..
         } => {
@@ -543,6 +548,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 requests,
                 storm,
                 seed,
+                trace: trace_file,
             };
             let report = segue_loadtest::run(opts).await.map_err(|e| Failure::Runtime(e.to_string()))?;
             if json {

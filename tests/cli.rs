@@ -159,14 +159,27 @@ fn edge_binary_in_front_of_origin_binary() {
     // The load generator against the edge: every response complete, exact counts.
     let target = format!("http://{edge_addr}");
     let path = format!("/a/{}/high.ogg", "ab".repeat(32));
+    let trace = dir.path().join("trace.txt");
     let out = segue()
         .args(["loadtest", "--target", &target, "--path", &path, "--requests", "300", "--connections", "8", "--json"])
+        .arg("--trace-file")
+        .arg(&trace)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((report["requests"].as_u64(), report["errors"].as_u64()), (Some(300), Some(0)), "{report}");
     assert_eq!(report["statuses"]["206"].as_u64(), Some(300));
+    // The object was fetched whole above: every range is a cache hit, and the trace has
+    // each request as sent.
+    assert_eq!((report["hits"].as_u64(), report["request_hit_ratio"].as_f64()), (Some(300), Some(1.0)), "{report}");
+    let lines: Vec<String> = std::fs::read_to_string(&trace).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 300);
+    for l in &lines {
+        let f: Vec<&str> = l.split(' ').collect();
+        let (a, b): (u64, u64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+        assert!(f[0] == path && a % (256 * 1024) == 0 && b < data.len() as u64 && a <= b, "{l}");
+    }
     assert!(report["latency_ms"]["p99"].as_f64().unwrap() >= report["latency_ms"]["p50"].as_f64().unwrap());
     let out = segue()
         .args([

@@ -71,6 +71,8 @@ pub struct Options {
     /// Storm: open `connections` connections, then send one request on each at once.
     pub storm: bool,
     pub seed: u64,
+    /// Write every request (`path first last`, inclusive, one per line) here.
+    pub trace: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +90,13 @@ pub struct Report {
     pub ttfb_ms: Percentiles,
     /// Status code -> count.
     pub statuses: std::collections::BTreeMap<u16, u64>,
+    /// Complete responses the server says it answered from its cache (`X-Cache` starting
+    /// with `HIT`; every peer in the benchmarks is set up to send it), and their bytes.
+    pub hits: u64,
+    pub hit_bytes: u64,
+    /// hits / complete responses, and hit bytes / bytes.
+    pub request_hit_ratio: f64,
+    pub byte_hit_ratio: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -119,7 +128,8 @@ impl Report {
         format!(
             "{}: requests {}  errors {}  in {:.2} s\nthroughput {:.1} req/s  {:.1} MB/s\n\
              latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
-             ttfb ms     p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\nstatuses {:?}",
+             ttfb ms     p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\nstatuses {:?}\n\
+             cache hits (X-Cache: HIT...) {} of requests ({:.3}), {:.3} of bytes",
             self.protocol,
             self.requests,
             self.errors,
@@ -136,7 +146,10 @@ impl Report {
             t.p99,
             t.p999,
             t.max,
-            self.statuses
+            self.statuses,
+            self.hits,
+            self.request_hit_ratio,
+            self.byte_hit_ratio
         )
     }
 }
@@ -184,6 +197,7 @@ pub(crate) async fn connect(target: &Connector) -> Result<Connection, Error> {
 struct Sample {
     status: u16,
     ok: bool,
+    hit: bool,
     bytes: u64,
     total_us: u64,
     ttfb_us: u64,
@@ -200,6 +214,11 @@ async fn one(conn: &mut Connection, path: &str, range: Option<(u64, u64)>) -> Re
     let resp = conn.send(req).await.map_err(|_| ())?;
     let ttfb = start.elapsed();
     let status = resp.status();
+    let hit = resp
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.len() >= 3 && v[..3].eq_ignore_ascii_case("hit"));
     let expected: Option<u64> =
         resp.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let mut body = resp.into_body();
@@ -214,6 +233,7 @@ async fn one(conn: &mut Connection, path: &str, range: Option<(u64, u64)>) -> Re
     Ok(Sample {
         status: status.as_u16(),
         ok,
+        hit,
         bytes,
         total_us: start.elapsed().as_micros() as u64,
         ttfb_us: ttfb.as_micros() as u64,
@@ -324,9 +344,11 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
     for (i, mut conn) in conns.into_iter().enumerate() {
         let (plan, barrier, stop, budget) = (plan.clone(), barrier.clone(), stop.clone(), budget.clone());
         let (storm, seed) = (opts.storm, opts.seed.wrapping_add(i as u64 * 0x9E37_79B9));
+        let tracing = opts.trace.is_some();
         tasks.push(tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(seed);
             let mut samples = Vec::new();
+            let mut traced: Vec<(u64, String)> = Vec::new();
             barrier.wait().await;
             loop {
                 if stop.load(Ordering::Relaxed)
@@ -336,9 +358,16 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
                 }
                 let (path, range) = plan.pick(&mut rng);
                 match one(&mut conn, path, range).await {
-                    Ok(s) => samples.push(s),
+                    Ok(s) => {
+                        if tracing {
+                            let (a, b) = range.unwrap_or((0, s.bytes.saturating_sub(1)));
+                            let at = started.elapsed().as_micros() as u64 - s.total_us;
+                            traced.push((at, format!("{path} {a} {b}")));
+                        }
+                        samples.push(s)
+                    }
                     Err(()) => {
-                        samples.push(Sample { status: 0, ok: false, bytes: 0, total_us: 0, ttfb_us: 0 });
+                        samples.push(Sample { status: 0, ok: false, hit: false, bytes: 0, total_us: 0, ttfb_us: 0 });
                         // The connection is unusable after a failed exchange: reconnect.
                         match connect(&plan.target).await {
                             Ok(c) => conn = c,
@@ -350,7 +379,7 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
                     break;
                 }
             }
-            samples
+            (samples, traced)
         }));
     }
     if !opts.storm && opts.requests.is_none() {
@@ -358,18 +387,31 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
         stop.store(true, Ordering::Relaxed);
     }
     let mut all = Vec::new();
+    let mut traced = Vec::new();
     for t in tasks {
-        all.extend(t.await.unwrap_or_default());
+        let (samples, lines) = t.await.unwrap_or_default();
+        all.extend(samples);
+        traced.extend(lines);
+    }
+    if let Some(file) = &opts.trace {
+        // In the order the requests were sent.
+        traced.sort_unstable();
+        let text: String = traced.into_iter().map(|(_, l)| l + "\n").collect();
+        std::fs::write(file, text).map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     let mut statuses = std::collections::BTreeMap::new();
-    let (mut bytes, mut errors) = (0u64, 0u64);
+    let (mut bytes, mut errors, mut hits, mut hit_bytes) = (0u64, 0u64, 0u64, 0u64);
     let mut lat = Vec::with_capacity(all.len());
     let mut ttfb = Vec::with_capacity(all.len());
     for s in &all {
         *statuses.entry(s.status).or_insert(0) += 1;
         if s.ok {
             bytes += s.bytes;
+            if s.hit {
+                hits += 1;
+                hit_bytes += s.bytes;
+            }
             lat.push(s.total_us);
             ttfb.push(s.ttfb_us);
         } else {
@@ -387,6 +429,10 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
         latency_ms: Percentiles::of(lat),
         ttfb_ms: Percentiles::of(ttfb),
         statuses,
+        hits,
+        hit_bytes,
+        request_hit_ratio: hits as f64 / (all.len() as u64 - errors).max(1) as f64,
+        byte_hit_ratio: hit_bytes as f64 / bytes.max(1) as f64,
     })
 }
 
