@@ -127,7 +127,7 @@ http {
   sendfile on;
   keepalive_requests 1000000;
   proxy_http_version 1.1;
-  add_header X-Cache $upstream_cache_status always;
+  add_header X-Cache \$upstream_cache_status always;
   upstream origin { server 127.0.0.1:$1; keepalive 64; }
   proxy_cache_path $WORK/nc1 levels=1:2 keys_zone=whole:64m max_size=${2}m inactive=1d use_temp_path=off;
   proxy_cache_path $WORK/nc2 levels=1:2 keys_zone=sliced:64m max_size=${2}m inactive=1d use_temp_path=off;

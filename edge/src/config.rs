@@ -54,9 +54,11 @@ pub struct Config {
     /// revalidations; from request to end of body). More wait for a free one, for up to
     /// the reader timeout: a cold storm reaches an origin as a bounded queue. Default 256.
     pub upstream_max_connections: usize,
-    /// Slices fetched ahead of a sequential reader (one whose previous slice is cached),
-    /// so a cold stream gets more than one slice per upstream round trip. Skipped while
-    /// the upstream is more than half busy. Default 2; 0 turns it off.
+    /// Slices fetched ahead of a reader, so a cold stream gets more than one slice per
+    /// upstream round trip: within the range it asked for, and past it for a sequential
+    /// reader (a range starting at the object's start or where the same client's last
+    /// range of it ended). Skipped while the upstream is more than half busy. Default 2;
+    /// 0 turns it off.
     pub read_ahead_slices: u64,
     /// Keep memory-tier slices in a memory-mapped arena (a memfd) and send them on plain
     /// HTTP/1.1 with `sendfile`, by reference, instead of copying every byte into the

@@ -56,6 +56,9 @@ pub struct State {
     writer_max_age: Duration,
     /// Slices fetched ahead of a sequential reader.
     read_ahead: u64,
+    /// Where each client's last range of an object ended, to tell a reader going through
+    /// an object from one jumping about in it (`reader::Sequential`).
+    streams: reader::Streams,
     /// `/metrics` on the client listeners too (no admin listener, or `public_metrics`).
     public_metrics: bool,
     /// TLS to `https://` upstreams and control plane.
@@ -111,6 +114,7 @@ impl State {
             reader_timeout: Duration::from_secs(config.reader_timeout_secs),
             writer_max_age: Duration::from_secs(config.writer_max_age_secs),
             read_ahead: config.read_ahead_slices,
+            streams: reader::Streams::new(),
             public_metrics: config.public_metrics || config.admin_listen.is_none(),
             via: HeaderValue::from_str(&via).map_err(|e| invalid("name", e.to_string()))?,
             admin_tokens: std::sync::RwLock::new(config.admin_tokens.clone()),
@@ -464,6 +468,7 @@ async fn handle(state: Arc<State>, mut req: Request<ReqBody>, peer: SocketAddr) 
                 let resp = forward(&state, req, peer).await.unwrap_or_else(Error::into_response);
                 return finish(&state, started, resp, peer, &method, &path, range.as_ref(), version);
             } else {
+                req.extensions_mut().insert(reader::Client(peer.ip()));
                 match check_request(&state, &req, &policy, peer) {
                     Ok(()) => serve::get(&state, &req, &policy).await.unwrap_or_else(Error::into_response),
                     Err(e) => e.into_response(),

@@ -351,7 +351,9 @@ async fn serve_from(
     headers.append(header::VIA, state.via.clone());
     headers.insert("x-cache", HeaderValue::from_static(x_cache));
     let is_head = req.method() == Method::HEAD;
-    let reader = Arc::new(reader::EdgeReader::new(state.clone(), info.clone()).with_first_fill(first));
+    let client = req.extensions().get::<reader::Client>().copied();
+    let reader =
+        Arc::new(reader::EdgeReader::new(state.clone(), info.clone()).with_first_fill(first).with_client(client));
     if info.status != StatusCode::OK {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(info.len));
         let body = if is_head || info.len == 0 {

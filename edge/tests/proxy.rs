@@ -651,10 +651,10 @@ async fn failover_past_a_hung_upstream_fits_in_the_reader_timeout() {
 }
 
 /// A reader streaming an object slice by slice has the next slices fetched ahead of it;
-/// a reader that stops inside a slice (a probe) does not.
+/// a reader that stops inside a slice (a probe) or jumps does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_readers_get_the_next_slices_fetched_ahead() {
-    let data = pattern(6 * SLICE as usize, 19);
+    let data = pattern(8 * SLICE as usize, 19);
     let up = start_scripted(data.clone()).await;
     let edge = start_edge(vec![format!("http://{}", up.addr)], |c| c.read_ahead_slices = 2).await;
     let probe = get(edge, "/ahead.ogg", &[("Range", "bytes=0-99")]).await;
@@ -673,6 +673,26 @@ async fn sequential_readers_get_the_next_slices_fetched_ahead() {
     let second = get(edge, "/ahead.ogg", &[("Range", &format!("bytes={}-{}", SLICE, 2 * SLICE - 1))]).await;
     assert!(second.body == data[SLICE as usize..2 * SLICE as usize]);
     assert!(second.h("x-cache").starts_with("HIT") || second.h("x-cache") == "COALESCED", "{}", second.h("x-cache"));
+
+    // The second range continued the first, so slice 3 was fetched ahead of it.
+    for _ in 0..300 {
+        if up.count() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(up.count(), 4, "slice 3 fetched ahead of the second range");
+
+    // A jump (a range that does not start where this client's last one ended) gets only
+    // what it asks for, even with the slice before it cached; the range after it is a
+    // sequential read again.
+    let jump = get(edge, "/ahead.ogg", &[("Range", &format!("bytes={}-{}", 4 * SLICE, 5 * SLICE - 1))]).await;
+    assert!(jump.body == data[4 * SLICE as usize..5 * SLICE as usize]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.count(), 5, "a jump fetches its own slice only");
+    let next = get(edge, "/ahead.ogg", &[("Range", &format!("bytes={}-", 5 * SLICE))]).await;
+    assert!(next.body == data[5 * SLICE as usize..]);
+    assert_eq!(up.count(), 8);
 }
 
 /// A country-bound signed URL is checked against the country the edge determines: a
