@@ -2,13 +2,15 @@
 # Edge protocols vs nginx, side by side on this machine: hot 256 KiB ranges over
 # HTTP/1.1+TLS, HTTP/2 and HTTP/3 from the segue edge, and over HTTP/1.1+TLS and HTTP/2
 # from nginx (proxy_cache + lock, the same certificate, ciphers negotiated by default:
-# TLS 1.3 AES-256-GCM for both). Debian's nginx has no HTTP/3 module, so HTTP/3 has no
-# nginx row. Servers are pinned to core 0; the load generator (segue loadtest, which does
-# the client half of every TLS record) and the origin to core 1.
+# TLS 1.3 AES-256-GCM for both). Debian's nginx has no HTTP/3 module, so the HTTP/3 peer
+# is Caddy (Debian's caddy, `file_server` on the same files, the same certificate, all
+# three protocols). Servers are pinned to core 0; the load generator (segue loadtest,
+# which does the client half of every TLS record) and the origin to core 1.
 #
 #   scripts/bench-protocols.sh                 TRACKS=200 SECS=10 by default
 #   CONNS=64 STREAMS=8 scripts/bench-protocols.sh
 #   ROWS="segue-h2 nginx-h2" scripts/bench-protocols.sh      only these rows
+#   ROWS="segue-h3 caddy-h3" scripts/bench-protocols.sh      HTTP/3 against Caddy's
 #
 # HTTP/1.1 rows use CONNS connections; HTTP/2 and HTTP/3 rows use CONNS/STREAMS
 # connections carrying STREAMS concurrent streams each, so every row has CONNS requests
@@ -23,6 +25,7 @@ STREAMS="${STREAMS:-8}"
 . scripts/bench-lib.sh
 bench_setup protocols
 need_nginx
+command -v caddy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq caddy; }
 
 make_catalog "$TRACKS"
 chmod -R a+rX "$WORK"
@@ -76,6 +79,26 @@ http {
 }
 CONF
 taskset -c 0 "$NGINX" -c "$WORK/nginx.conf"
+cat >"$WORK/Caddyfile" <<CONF
+{
+	admin off
+	auto_https off
+	servers {
+		protocols h1 h2 h3
+	}
+}
+https://pop.segue.test:18245 {
+	bind 127.0.0.1
+	tls $WORK/pop.pem $WORK/pop.key
+	uri strip_prefix /a
+	root * $WORK/data/audio
+	file_server
+}
+CONF
+XDG_DATA_HOME="$WORK/caddy" XDG_CONFIG_HOME="$WORK/caddy" taskset -c 0 caddy run --config "$WORK/Caddyfile" \
+  --adapter caddyfile >"$WORK/caddy.log" 2>&1 &
+CADDY_PID=$!
+PIDS+=($CADDY_PID)
 for port in 18270 18280 18281; do
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" -o /dev/null && break; curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
@@ -102,11 +125,12 @@ echo "|---|---|---|---|---|---|---|---|---|---|"
 declare -A RPS
 h2conns=$((CONNS / STREAMS))
 for row in "segue 18243 h1-tls $CONNS 1" "segue 18243 h2 $h2conns $STREAMS" "segue 18243 h3 $h2conns $STREAMS" \
-  "nginx 18244 h1-tls $CONNS 1" "nginx 18244 h2 $h2conns $STREAMS"; do
+  "nginx 18244 h1-tls $CONNS 1" "nginx 18244 h2 $h2conns $STREAMS" "caddy 18245 h2 $h2conns $STREAMS" \
+  "caddy 18245 h3 $h2conns $STREAMS"; do
   read -r server port proto conns streams <<<"$row"
-  [[ " ${ROWS:-segue-h1-tls segue-h2 segue-h3 nginx-h1-tls nginx-h2} " == *" $server-$proto "* ]] || continue
+  [[ " ${ROWS:-segue-h1-tls segue-h2 segue-h3 nginx-h1-tls nginx-h2 caddy-h3} " == *" $server-$proto "* ]] || continue
   run "$port" "$proto" "$conns" "$streams" >/dev/null # warm-up: connections, TLS session, caches
-  if [ "$server" = segue ]; then pid=$EDGE_PID; else pid=$NGINX_WORKER; fi
+  case $server in segue) pid=$EDGE_PID ;; caddy) pid=$CADDY_PID ;; *) pid=$NGINX_WORKER ;; esac
   t0=$(cpu_ticks "$pid")
   { time run "$port" "$proto" "$conns" "$streams" >"$WORK/run.json"; } 2>"$WORK/time.txt"
   t1=$(cpu_ticks "$pid")
@@ -120,4 +144,5 @@ done
 echo
 ratio() { awk "BEGIN{printf \"%.2f\", $1/$2}"; }
 [ -n "${ROWS:-}" ] && exit 0
+echo "segue h3 vs Caddy h3: $(ratio "${RPS[segue-h3]}" "${RPS[caddy-h3]}")x; segue h2 vs its h1-tls: $(ratio "${RPS[segue-h2]}" "${RPS[segue-h1-tls]}")x; segue h3 vs its h2: $(ratio "${RPS[segue-h3]}" "${RPS[segue-h2]}")x"
 echo "Ratios vs nginx HTTP/2: segue h2 $(ratio "${RPS[segue-h2]}" "${RPS[nginx-h2]}")x, segue h3 $(ratio "${RPS[segue-h3]}" "${RPS[nginx-h2]}")x, segue h1-tls $(ratio "${RPS[segue-h1-tls]}" "${RPS[nginx-h2]}")x; segue h1-tls vs nginx h1-tls $(ratio "${RPS[segue-h1-tls]}" "${RPS[nginx-h1-tls]}")x"
