@@ -36,6 +36,9 @@ struct Slot {
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY: Slot = Slot { base: AtomicUsize::new(0), len: AtomicUsize::new(0), fd: AtomicI32::new(-1) };
 static REGIONS: [Slot; MAX_REGIONS] = [EMPTY; MAX_REGIONS];
+/// One past the highest slot ever registered: every write of every connection looks
+/// its buffers up, and most processes register nothing.
+static USED: AtomicUsize = AtomicUsize::new(0);
 static CLAIM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A registered mapping; dropping it unregisters. The caller keeps the mapping and its file
@@ -53,6 +56,7 @@ pub fn register(base: *const u8, len: usize, fd: RawFd) -> Option<Registration> 
     s.fd.store(fd, Ordering::Relaxed);
     // Published last: a reader that sees the length sees the rest.
     s.len.store(len, Ordering::Release);
+    USED.fetch_max(i + 1, Ordering::Release);
     Some(Registration(i))
 }
 
@@ -67,7 +71,7 @@ impl Drop for Registration {
 fn lookup(buf: &[u8]) -> Option<(RawFd, u64)> {
     let start = buf.as_ptr() as usize;
     let end = start.checked_add(buf.len())?;
-    for s in &REGIONS {
+    for s in &REGIONS[..USED.load(Ordering::Acquire)] {
         let len = s.len.load(Ordering::Acquire);
         if len == 0 {
             continue;
@@ -128,17 +132,16 @@ impl AsyncWrite for ZeroCopyStream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let mapped = bufs.iter().position(|b| !b.is_empty() && lookup(b).is_some());
+        let mapped = bufs.iter().enumerate().filter(|(_, b)| !b.is_empty()).find_map(|(i, b)| Some((i, lookup(b)?)));
         match mapped {
             None => Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs),
-            Some(0) => {
-                let Some((fd, off)) = lookup(&bufs[0]) else { return Poll::Ready(Ok(0)) };
+            Some((0, (fd, off))) => {
                 let len = bufs[0].len();
                 self.poll_send(cx, |sock| sendfile_from(sock, fd, off, len))
             }
             // What comes before the mapped bytes (the response head, a chunk header) goes
             // first, held back with MSG_MORE so it leaves in the same segment as the body.
-            Some(k) => self.poll_send(cx, |sock| {
+            Some((k, _)) => self.poll_send(cx, |sock| {
                 rustix::net::sendmsg(
                     sock,
                     &bufs[..k],

@@ -54,9 +54,16 @@ struct Slot {
     len: usize,
 }
 
+impl Slot {
+    /// Where the slot begins in the memfd (and, from `base`, in the mapping).
+    fn offset(&self) -> u64 {
+        (self.index as usize * self.inner.slot_size) as u64
+    }
+}
+
 impl AsRef<[u8]> for Slot {
     fn as_ref(&self) -> &[u8] {
-        let start = self.inner.base + self.index as usize * self.inner.slot_size;
+        let start = self.inner.base + self.offset() as usize;
         // SAFETY: the slot lies inside the mapping, which lives as long as `inner`; its
         // first `len` bytes were written before the view was made and are never written
         // again while a view exists.
@@ -67,11 +74,10 @@ impl AsRef<[u8]> for Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let inner = &self.inner;
-        let offset = (self.index as usize * inner.slot_size) as u64;
         let punched = rustix::fs::fallocate(
             &inner.fd,
             rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
-            offset,
+            self.offset(),
             self.len.next_multiple_of(PAGE) as u64,
         );
         // A slot whose pages could not be punched is never reused (a send may hold them).
@@ -98,11 +104,9 @@ impl Arena {
     /// arena when there is one and it is worth it, else on the heap.
     pub fn decode(r: &mut impl std::io::Read, len: usize) -> std::io::Result<Bytes> {
         let arena = DECODE.read().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(inner) = arena.as_ref().and_then(|a| a.inner.as_ref()) {
-            if (MIN_BYTES..=inner.slot_size).contains(&len) {
-                if let Some(b) = inner.store_from(r, len)? {
-                    return Ok(b);
-                }
+        if let Some(inner) = arena.as_ref().and_then(|a| a.slot_worthy(len)) {
+            if let Some(b) = inner.store_from(r, len)? {
+                return Ok(b);
             }
         }
         let mut v = vec![0u8; len];
@@ -127,12 +131,8 @@ impl Arena {
     /// larger network buffer that the cache must not keep alive.)
     pub fn copy(&self, parts: &[Bytes]) -> Bytes {
         let len: usize = parts.iter().map(Bytes::len).sum();
-        if let Some(inner) = &self.inner {
-            if (MIN_BYTES..=inner.slot_size).contains(&len) {
-                if let Some(b) = inner.store(parts, len) {
-                    return b;
-                }
-            }
+        if let Some(b) = self.slot_worthy(len).and_then(|inner| inner.store(parts, len)) {
+            return b;
         }
         let mut out = Vec::with_capacity(len);
         for p in parts {
@@ -143,12 +143,15 @@ impl Arena {
 
     /// `data` in a slot if it is not in one already (and is worth one); else as it is.
     pub fn adopt(&self, data: Bytes) -> Bytes {
-        match &self.inner {
-            Some(inner) if !inner.holds(&data) && (MIN_BYTES..=inner.slot_size).contains(&data.len()) => {
-                inner.store(std::slice::from_ref(&data), data.len()).unwrap_or(data)
-            }
+        match self.slot_worthy(data.len()) {
+            Some(inner) if !inner.holds(&data) => inner.store(std::slice::from_ref(&data), data.len()).unwrap_or(data),
             _ => data,
         }
+    }
+
+    /// The arena, if it is on and `len` bytes are worth a slot.
+    fn slot_worthy(&self, len: usize) -> Option<&Arc<Inner>> {
+        self.inner.as_ref().filter(|i| (MIN_BYTES..=i.slot_size).contains(&len))
     }
 
     /// Bytes resident in the arena's slots (pages written and not yet punched).
@@ -198,57 +201,49 @@ impl Inner {
     }
 
     /// `len` bytes read from `r` into a slot, through a small buffer; `Ok(None)` when no
-    /// slot is free (nothing read then) or the slot cannot be written.
+    /// slot is free (nothing read then).
     fn store_from(self: &Arc<Self>, r: &mut impl std::io::Read, len: usize) -> std::io::Result<Option<Bytes>> {
         let Some(slot) = self.take(len) else { return Ok(None) };
-        let mut offset = (slot.index as usize * self.slot_size) as u64;
+        let mut offset = slot.offset();
         let mut buf = [0u8; 16 * 1024];
         let mut left = len;
         while left > 0 {
             let n = left.min(buf.len());
             r.read_exact(&mut buf[..n])?;
-            let mut chunk = &buf[..n];
-            while !chunk.is_empty() {
-                match rustix::io::pwrite(&self.fd, chunk, offset) {
-                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                    Ok(w) => {
-                        offset += w as u64;
-                        chunk = &chunk[w..];
-                    }
-                    Err(rustix::io::Errno::INTR) => {}
-                    Err(e) => {
-                        metrics::counter!("edge_arena_errors_total").increment(1);
-                        return Err(e.into());
-                    }
-                }
-            }
+            self.write_at(&mut [IoSlice::new(&buf[..n])], offset)?;
+            offset += n as u64;
             left -= n;
         }
         Ok(Some(Bytes::from_owner(slot)))
     }
 
+    /// `parts` joined into a slot; `None` when no slot is free or it cannot be written
+    /// (out of memory for shmem, say: the heap copy is the fallback).
     fn store(self: &Arc<Self>, parts: &[Bytes], len: usize) -> Option<Bytes> {
         let slot = self.take(len)?;
-        let mut offset = (slot.index as usize * self.slot_size) as u64;
         let mut iov: Vec<IoSlice<'_>> = parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)).collect();
-        let mut iov = &mut iov[..];
+        self.write_at(&mut iov, slot.offset()).ok()?;
+        Some(Bytes::from_owner(slot))
+    }
+
+    /// Write all of `iov` to the memfd at `offset`.
+    fn write_at(&self, mut iov: &mut [IoSlice<'_>], mut offset: u64) -> std::io::Result<()> {
         while !iov.is_empty() {
             match rustix::io::pwritev(&self.fd, iov, offset) {
-                Ok(0) => return None,
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     offset += n as u64;
                     IoSlice::advance_slices(&mut iov, n);
                 }
                 Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {
-                    // Out of memory for shmem, say: the heap copy is the fallback.
                     tracing::debug!(error = %e, "arena write failed");
                     metrics::counter!("edge_arena_errors_total").increment(1);
-                    return None;
+                    return Err(e.into());
                 }
             }
         }
-        Some(Bytes::from_owner(slot))
+        Ok(())
     }
 }
 

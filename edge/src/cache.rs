@@ -364,15 +364,11 @@ impl Cache {
         // Slots for every slice the memory tier can hold, with room for slices it has
         // evicted that responses still send; beyond that, slices stay on the heap.
         let arena = if zero_copy {
-            let slots = (capacity_bytes / slice_size) as usize * 3 / 2 + 256;
-            let arena = Arena::new(slice_size as usize, slots);
-            arena.use_for_decoding();
-            arena
+            Arena::new(slice_size as usize, (capacity_bytes / slice_size) as usize * 3 / 2 + 256)
         } else {
-            let heap = Arena::default();
-            heap.use_for_decoding();
-            heap
+            Arena::default()
         };
+        arena.use_for_decoding();
         Ok(Cache {
             slices,
             arena,

@@ -117,7 +117,7 @@ impl Cursor {
         let key = |index| SliceKey { object: info.key.clone(), generation: info.generation, index };
         // Within the range asked for, the reader wants the slices anyway; past it, only
         // a sequential reader will.
-        let last = if self.sequential { slices - 1 } else { (self.end.div_ceil(size)).min(slices) - 1 };
+        let last = if self.sequential { slices - 1 } else { self.end.div_ceil(size).min(slices) - 1 };
         for next in index + 1..=(index + state.read_ahead).min(last) {
             let k = key(next);
             if state.cache.tier_of(&k).is_some() || state.coalescer.is_inflight(&info.key, info.generation, next) {
