@@ -407,7 +407,7 @@ fn edge_restarts_warm_from_its_ssd_and_never_serves_corrupt_slices() {
     // and fetched again, never served.
     for f in std::fs::read_dir(&ssd).unwrap() {
         let p = f.unwrap().path();
-        if !p.file_name().unwrap().to_string_lossy().starts_with("foyer") {
+        if !p.file_name().unwrap().to_string_lossy().starts_with("slices.") {
             continue;
         }
         let mut bytes = std::fs::read(&p).unwrap();

@@ -89,31 +89,7 @@ impl Drop for Slot {
     }
 }
 
-/// The arena slices read back from the SSD are decoded into. foyer decodes a value
-/// without any context of the cache it belongs to, so the cache names its arena here; an
-/// edge process has one cache (several, in tests, share the last one's).
-static DECODE: std::sync::RwLock<Option<Arena>> = std::sync::RwLock::new(None);
-
 impl Arena {
-    /// Make this the arena SSD reads are decoded into.
-    pub fn use_for_decoding(&self) {
-        *DECODE.write().unwrap_or_else(|p| p.into_inner()) = Some(self.clone());
-    }
-
-    /// `len` bytes from `r` (a slice read back from the SSD): in a slot of the decoding
-    /// arena when there is one and it is worth it, else on the heap.
-    pub fn decode(r: &mut impl std::io::Read, len: usize) -> std::io::Result<Bytes> {
-        let arena = DECODE.read().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(inner) = arena.as_ref().and_then(|a| a.slot_worthy(len)) {
-            if let Some(b) = inner.store_from(r, len)? {
-                return Ok(b);
-            }
-        }
-        let mut v = vec![0u8; len];
-        r.read_exact(&mut v)?;
-        Ok(v.into())
-    }
-
     /// An arena of `slots` slots of `slot_size` bytes; off (every slice on the heap) if
     /// the memfd cannot be made or mapped.
     pub fn new(slot_size: usize, slots: usize) -> Self {
@@ -198,23 +174,6 @@ impl Inner {
             return None;
         };
         Some(Slot { inner: self.clone(), index, len })
-    }
-
-    /// `len` bytes read from `r` into a slot, through a small buffer; `Ok(None)` when no
-    /// slot is free (nothing read then).
-    fn store_from(self: &Arc<Self>, r: &mut impl std::io::Read, len: usize) -> std::io::Result<Option<Bytes>> {
-        let Some(slot) = self.take(len) else { return Ok(None) };
-        let mut offset = slot.offset();
-        let mut buf = [0u8; 16 * 1024];
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(buf.len());
-            r.read_exact(&mut buf[..n])?;
-            self.write_at(&mut [IoSlice::new(&buf[..n])], offset)?;
-            offset += n as u64;
-            left -= n;
-        }
-        Ok(Some(Bytes::from_owner(slot)))
     }
 
     /// `parts` joined into a slot; `None` when no slot is free or it cannot be written

@@ -1,27 +1,24 @@
-//! The slice cache: aligned slices of objects in a memory tier, optionally above an SSD
-//! tier (foyer's hybrid cache: memory weighed in bytes, a block engine in a local
-//! directory below it), plus what the edge knows about each object (length, validators,
-//! caching headers) learned from its first fetch.
+//! The slice cache: aligned slices of objects in a memory tier (foyer, weighed in bytes),
+//! optionally beside an SSD tier (`ssd::SsdStore`, slots of one file read through the page
+//! cache), plus what the edge knows about each object (length, validators, caching
+//! headers) learned from its first fetch.
 //!
-//! Slices are written to the SSD when they are inserted (so a `kill -9` loses at most the
-//! write buffer). While the SSD tier still has room every slice is; once it is full only
+//! Slices are queued for the SSD when they are inserted (so a `kill -9` loses at most the
+//! write queue). While the SSD tier still has room every slice is; once it is full only
 //! those asked for `ssd_admit_after` times, so one-hit wonders stay in memory and never
-//! churn the disk. Object records live in a journal next to the SSD files and beside each
+//! churn the disk. A slice read from the SSD is not copied into the memory tier: the page
+//! cache already holds it, and memory then keeps what the SSD does not. Object records live in a journal next to the SSD files and beside each
 //! object's slices, so a restarted edge serves what its SSD holds without asking
 //! upstream (warm restart).
 
 use std::hash::BuildHasher;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use foyer::{
-    BlockEngineConfig, Code, DeviceBuilder, EvictionConfig, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, HybridCacheProperties, LfuConfig, Location, LruConfig, RecoverMode, S3FifoConfig, Source,
-};
+use foyer::{CacheBuilder, EvictionConfig, LfuConfig, LruConfig, S3FifoConfig};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use segue_core::conditional::Validators;
 use segue_core::control::PurgeSelector;
@@ -33,6 +30,7 @@ use crate::http_cache::cache_control::Directives;
 use crate::http_cache::freshness::{to_millis, Freshness, Reuse};
 use crate::http_cache::vary::{self, Selecting};
 use crate::journal::{Journal, Record};
+use crate::ssd::SsdStore;
 
 /// One stored response: its header fields, freshness and body length (the body itself
 /// lives in the slice store under `key` and `generation`).
@@ -152,6 +150,19 @@ pub struct SliceKey {
     pub index: u64,
 }
 
+impl SliceKey {
+    /// The key's 128-bit xxh3, stable across runs and builds: what the SSD stores slices
+    /// under (a collision is as unlikely as a random 128-bit match).
+    pub fn hash128(&self) -> u128 {
+        let mut b = Vec::with_capacity(self.object.len() + 17);
+        b.extend_from_slice(self.object.as_bytes());
+        b.push(0xff);
+        b.extend_from_slice(&self.generation.to_le_bytes());
+        b.extend_from_slice(&self.index.to_le_bytes());
+        twox_hash::XxHash3_128::oneshot(&b)
+    }
+}
+
 /// Which tier answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
@@ -163,8 +174,6 @@ pub enum Tier {
 const MAX_VARIANTS: usize = 16;
 /// Per-entry bookkeeping the cache costs beyond the bytes themselves.
 const ENTRY_OVERHEAD: usize = 160;
-/// Longest slice value accepted when decoding from disk (slices are at most 64 MiB).
-const MAX_SLICE: u64 = 64 << 20;
 
 /// Where a primary key's records are kept in the slice tiers: generation 0 is never a
 /// version's (see `generation_for`), so this cannot collide with a slice.
@@ -189,60 +198,6 @@ impl Slice {
     }
 }
 
-impl Code for Slice {
-    fn encode(&self, w: &mut impl Write) -> foyer::Result<()> {
-        w.write_all(&self.start.to_le_bytes()).map_err(foyer::Error::io_error)?;
-        w.write_all(&(self.data.len() as u64).to_le_bytes()).map_err(foyer::Error::io_error)?;
-        w.write_all(&self.data).map_err(foyer::Error::io_error)
-    }
-
-    fn decode(r: &mut impl std::io::Read) -> foyer::Result<Self> {
-        let start = read_u64(r)?;
-        let len = read_u64(r)?;
-        if len > MAX_SLICE || start > MAX_SLICE {
-            return Err(foyer::Error::new(foyer::ErrorKind::Parse, "slice longer than any slice size"));
-        }
-        let data = Arena::decode(r, len as usize).map_err(foyer::Error::io_error)?;
-        Ok(Slice { start, data })
-    }
-
-    fn estimated_size(&self) -> usize {
-        16 + self.data.len()
-    }
-}
-
-impl Code for SliceKey {
-    fn encode(&self, w: &mut impl Write) -> foyer::Result<()> {
-        w.write_all(&(self.object.len() as u64).to_le_bytes()).map_err(foyer::Error::io_error)?;
-        w.write_all(self.object.as_bytes()).map_err(foyer::Error::io_error)?;
-        w.write_all(&self.generation.to_le_bytes()).map_err(foyer::Error::io_error)?;
-        w.write_all(&self.index.to_le_bytes()).map_err(foyer::Error::io_error)
-    }
-
-    fn decode(r: &mut impl std::io::Read) -> foyer::Result<Self> {
-        let len = read_u64(r)?;
-        if len > 64 * 1024 {
-            return Err(foyer::Error::new(foyer::ErrorKind::Parse, "slice key longer than any request target"));
-        }
-        let mut v = vec![0u8; len as usize];
-        r.read_exact(&mut v).map_err(foyer::Error::io_error)?;
-        let object = String::from_utf8(v)
-            .map_err(|_| foyer::Error::new(foyer::ErrorKind::Parse, "slice key is not UTF-8"))?
-            .into();
-        Ok(SliceKey { object, generation: read_u64(r)?, index: read_u64(r)? })
-    }
-
-    fn estimated_size(&self) -> usize {
-        24 + self.object.len()
-    }
-}
-
-fn read_u64(r: &mut impl std::io::Read) -> foyer::Result<u64> {
-    let mut b = [0u8; 8];
-    r.read_exact(&mut b).map_err(foyer::Error::io_error)?;
-    Ok(u64::from_le_bytes(b))
-}
-
 /// Where the SSD tier lives and how big it may grow.
 #[derive(Debug, Clone)]
 pub struct SsdOptions {
@@ -253,7 +208,8 @@ pub struct SsdOptions {
 }
 
 pub struct Cache {
-    slices: HybridCache<SliceKey, Slice>,
+    /// The memory tier.
+    slices: foyer::Cache<SliceKey, Slice>,
     /// Where memory-tier slice bytes live (sent with `sendfile` on plain HTTP/1.1).
     arena: Arena,
     /// Primary key -> its stored variants (one unless `Vary` selects among several).
@@ -264,14 +220,12 @@ pub struct Cache {
     /// Requests per slice (approximate, decaying), for SSD admission.
     demand: Demand,
     admit_after: u8,
-    ssd: bool,
-    /// The SSD directory and the free space its filesystem must keep for new blocks.
+    /// The SSD tier, when configured and usable.
+    ssd: Option<SsdStore>,
+    /// The SSD directory, the tier's capacity, and the free space its filesystem must keep.
     ssd_space: Option<(PathBuf, u64, u64)>,
     /// Set while that filesystem is full: new slices then stay in memory.
     ssd_full: std::sync::atomic::AtomicBool,
-    /// Set while the SSD tier has never-used room: every slice is admitted then (nothing
-    /// is evicted for it), so a POP restarted between two requests of a slice still has it.
-    ssd_room: std::sync::atomic::AtomicBool,
     /// Purge rules, for records reloaded from the SSD after a purge.
     bans: Bans,
 }
@@ -293,51 +247,44 @@ impl Cache {
             Eviction::Lru => LruConfig::default().into(),
             Eviction::S3Fifo => S3FifoConfig::default().into(),
         };
-        let build = || {
-            HybridCacheBuilder::new()
-                .with_name("edge")
-                .with_policy(HybridCachePolicy::WriteOnInsertion)
-                .with_flush_on_close(true)
-                .memory(capacity_bytes as usize)
-                .with_shards(8)
-                .with_eviction_config(eviction.clone())
-                .with_weighter(|k: &SliceKey, v: &Slice| v.data.len() + k.object.len() + ENTRY_OVERHEAD)
-                .storage()
-        };
+        // Each shard holds an equal part of the cap; a small cap gets fewer shards so each
+        // still holds many slices (a shard smaller than a slice would keep one regardless).
+        let shards = (capacity_bytes / (slice_size * 64)).clamp(1, 8) as usize;
+        let slices = CacheBuilder::new(capacity_bytes as usize)
+            .with_name("edge")
+            .with_shards(shards)
+            .with_eviction_config(eviction)
+            .with_weighter(|k: &SliceKey, v: &Slice| v.data.len() + k.object.len() + ENTRY_OVERHEAD)
+            .build();
         let mut admit_after = 1;
-        let mut block_bytes = 0u64;
-        let (slices, journal) = match &ssd {
-            None => (build().build().await.map_err(foyer_error)?, None),
-            Some(opts) => {
-                admit_after = opts.admit_after.max(1);
-                let started = std::time::Instant::now();
-                let built = async {
-                    std::fs::create_dir_all(&opts.dir).map_err(foyer::Error::io_error)?;
-                    let device = FsDeviceBuilder::new(&opts.dir).with_capacity(opts.bytes as usize).build()?;
-                    let block = (16usize << 20).min(opts.bytes as usize / 4).max(slice_size as usize * 2);
-                    block_bytes = block as u64;
-                    build()
-                        .with_engine_config(BlockEngineConfig::new(device).with_block_size(block))
-                        .with_recover_mode(RecoverMode::Quiet)
-                        .build()
-                        .await
+        let mut store = None;
+        let mut journal = None;
+        if let Some(opts) = &ssd {
+            admit_after = opts.admit_after.max(1);
+            let started = std::time::Instant::now();
+            let dir = opts.dir.clone();
+            let (bytes, journal_path) = (opts.bytes, opts.dir.join("objects.journal"));
+            let opened = tokio::task::spawn_blocking(move || {
+                let opened = SsdStore::open(&dir, bytes, slice_size, zero_copy)?;
+                let journal = Journal::open(&journal_path).map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>((opened, journal))
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match opened {
+                Ok((opened, j)) => {
+                    tracing::info!(dir = %opts.dir.display(), objects = j.recovered.len(), slices = opened.recovered,
+                        took_ms = started.elapsed().as_millis() as u64, "SSD tier recovered");
+                    store = Some(opened.store);
+                    journal = Some(j);
                 }
-                .await;
-                match built.and_then(|c| Journal::open(&opts.dir.join("objects.journal")).map(|j| (c, j))) {
-                    Ok((cache, journal)) => {
-                        tracing::info!(dir = %opts.dir.display(), objects = journal.recovered.len(),
-                            took_ms = started.elapsed().as_millis() as u64, "SSD tier recovered");
-                        (cache, Some(journal))
-                    }
-                    Err(e) => {
-                        tracing::warn!(dir = %opts.dir.display(), error = %e,
-                            "SSD tier unusable; serving from memory only");
-                        metrics::counter!("edge_ssd_errors_total").increment(1);
-                        (build().build().await.map_err(foyer_error)?, None)
-                    }
+                Err(e) => {
+                    tracing::warn!(dir = %opts.dir.display(), error = %e,
+                        "SSD tier unusable; serving from memory only");
+                    metrics::counter!("edge_ssd_errors_total").increment(1);
                 }
             }
-        };
+        }
         // The memory index is the hot part of what the tiers hold: a record it evicts is
         // reloaded from the tiers (`load`), where each object's record is kept too.
         let objects: moka::sync::Cache<Arc<str>, Arc<Vec<Arc<ObjectInfo>>>> = moka::sync::Cache::new(index_objects);
@@ -356,9 +303,9 @@ impl Cache {
                 objects.insert(info.primary.clone(), Arc::new(variants));
             }
         }
-        let journal_ok = journal.is_some();
-        let ssd_space = match (&ssd, journal_ok) {
-            (Some(o), true) => Some((o.dir.clone(), o.bytes, block_bytes.max(1))),
+        // The filesystem must keep room for a few slices beyond what the tier has written.
+        let ssd_space = match (&ssd, &store) {
+            (Some(o), Some(_)) => Some((o.dir.clone(), o.bytes, (16 << 20).min(o.bytes / 4).max(slice_size * 2))),
             _ => None,
         };
         // Slots for every slice the memory tier can hold, with room for slices it has
@@ -368,7 +315,6 @@ impl Cache {
         } else {
             Arena::default()
         };
-        arena.use_for_decoding();
         Ok(Cache {
             slices,
             arena,
@@ -378,10 +324,9 @@ impl Cache {
             next_generation: AtomicU64::new(max_generation + 1),
             demand: Demand::new(),
             admit_after,
-            ssd: journal_ok,
+            ssd: store,
             ssd_space,
             ssd_full: std::sync::atomic::AtomicBool::new(false),
-            ssd_room: std::sync::atomic::AtomicBool::new(false),
             bans,
         })
         .inspect(Cache::check_ssd_space)
@@ -404,14 +349,13 @@ impl Cache {
             .map(|entries| {
                 entries
                     .filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("foyer"))
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("slices."))
                     .filter_map(|e| e.metadata().ok())
                     .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
                     .sum()
             })
             .unwrap_or(0);
         let full = avail < *reserve && allocated + reserve < *capacity;
-        self.ssd_room.store(!full && allocated + 2 * reserve < *capacity, Ordering::Relaxed);
         let was = self.ssd_full.swap(full, Ordering::Relaxed);
         metrics::gauge!("edge_ssd_full").set(if full { 1.0 } else { 0.0 });
         if full && !was {
@@ -478,10 +422,17 @@ impl Cache {
     fn write_record(&self, primary: &Arc<str>, variants: &[Arc<ObjectInfo>]) {
         let records: Vec<Record> = variants.iter().map(|i| Record::from(i.as_ref())).collect();
         let Ok(data) = serde_json::to_vec(&records) else { return };
-        let location =
-            if self.ssd && !self.ssd_full.load(Ordering::Relaxed) { Location::Default } else { Location::InMem };
-        let props = HybridCacheProperties::default().with_location(location);
-        self.slices.insert_with_properties(record_key(primary), Slice { start: 0, data: data.into() }, props);
+        self.put_record(primary, data.into());
+    }
+
+    /// A primary key's records, in memory and (unless it is full) on the SSD.
+    fn put_record(&self, primary: &Arc<str>, data: Bytes) {
+        let key = record_key(primary);
+        if let Some(ssd) = self.ssd.as_ref().filter(|_| !self.ssd_full.load(Ordering::Relaxed)) {
+            let hash = key.hash128();
+            ssd.replace(hash, 0, data.clone());
+        }
+        self.slices.insert(key, Slice { start: 0, data });
     }
 
     /// A primary key's stored variants, from the memory index or else brought back into
@@ -504,7 +455,7 @@ impl Cache {
             })
             .collect();
         if banned {
-            self.slices.insert(record_key(&key), Slice { start: 0, data: Bytes::from_static(b"[]") });
+            self.put_record(&key, Bytes::from_static(b"[]"));
         }
         if variants.is_empty() {
             return None;
@@ -583,7 +534,11 @@ impl Cache {
     /// Hard purge: the object's slices leave both tiers and the object is forgotten.
     pub fn purge(&self, info: &ObjectInfo) {
         for index in 0..info.len.div_ceil(self.slice_size) {
-            self.slices.remove(&SliceKey { object: info.key.clone(), generation: info.generation, index });
+            let key = SliceKey { object: info.key.clone(), generation: info.generation, index };
+            if let Some(ssd) = &self.ssd {
+                ssd.remove(key.hash128());
+            }
+            self.slices.remove(&key);
         }
         self.drop_object(&info.primary);
     }
@@ -614,12 +569,12 @@ impl Cache {
     /// An object that is wanted whole (pre-warm): every slice counts as asked for often
     /// enough to be admitted to the SSD.
     pub fn want(&self, info: &ObjectInfo) {
-        if !self.ssd {
+        if self.ssd.is_none() {
             return;
         }
         for index in 0..info.len.div_ceil(self.slice_size) {
             let key = SliceKey { object: info.key.clone(), generation: info.generation, index };
-            let hash = foyer::DefaultHasher::default().hash_one(&key);
+            let hash = key.hash128() as u64;
             for _ in 0..self.admit_after {
                 self.demand.note(hash);
             }
@@ -628,45 +583,33 @@ impl Cache {
 
     /// Count one request for a slice (SSD admission looks at these).
     pub fn note_request(&self, key: &SliceKey) {
-        if self.ssd {
-            self.demand.note(foyer::DefaultHasher::default().hash_one(key));
+        if self.ssd.is_some() {
+            self.demand.note(key.hash128() as u64);
         }
     }
 
     /// The slice, from memory or else the SSD, and which tier had it.
     pub async fn slice(&self, key: &SliceKey) -> Option<(Slice, Tier)> {
-        if let Some(e) = self.slices.memory().get(key) {
-            self.promote(key, &e);
-            return Some((e.value().clone(), Tier::Mem));
+        if let Some(e) = self.slices.get(key) {
+            let slice = e.value().clone();
+            self.promote(key, &slice);
+            return Some((slice, Tier::Mem));
         }
-        if !self.ssd {
-            return None;
-        }
-        match self.slices.get(key).await {
-            Ok(Some(e)) => {
-                let tier = if e.source() == Source::Disk { Tier::Ssd } else { Tier::Mem };
-                Some((e.value().clone(), tier))
-            }
-            Ok(None) => None,
-            Err(e) => {
-                metrics::counter!("edge_ssd_errors_total").increment(1);
-                tracing::warn!(object = %key.object, index = key.index, error = %e, "SSD read failed; treating as a miss");
-                None
-            }
-        }
+        let (start, data) = self.ssd.as_ref()?.get(key.hash128())?;
+        Some((Slice { start, data }, Tier::Ssd))
     }
 
     /// Whether the slice is in memory now (exact; fills insert into memory).
     pub fn in_memory(&self, key: &SliceKey) -> bool {
-        self.slices.memory().contains(key)
+        self.slices.contains(key)
     }
 
     /// Which tier would answer, without reading: memory (exact) or the SSD index (may
     /// rarely be a false positive, on a hash collision).
     pub fn tier_of(&self, key: &SliceKey) -> Option<Tier> {
-        if self.slices.memory().contains(key) {
+        if self.slices.contains(key) {
             Some(Tier::Mem)
-        } else if self.ssd && self.slices.contains(key) {
+        } else if self.ssd.as_ref().is_some_and(|s| s.contains(key.hash128())) {
             Some(Tier::Ssd)
         } else {
             None
@@ -677,9 +620,9 @@ impl Cache {
     /// part of an object learned from parts).
     pub fn put_slice(&self, key: SliceKey, start: u64, data: Bytes) {
         let data = self.arena.adopt(data);
-        let location = if self.admitted(&key) { Location::Default } else { Location::InMem };
         let slice = Slice { start, data };
-        self.slices.insert_with_properties(key, slice, HybridCacheProperties::default().with_location(location));
+        self.promote(&key, &slice);
+        self.slices.insert(key, slice);
     }
 
     /// An exactly-sized copy of a slice's chunks, where the cache keeps slice bytes.
@@ -687,28 +630,18 @@ impl Cache {
         self.arena.copy(chunks)
     }
 
-    fn admitted(&self, key: &SliceKey) -> bool {
-        self.ssd
-            && !self.ssd_full.load(Ordering::Relaxed)
-            && (self.ssd_room.load(Ordering::Relaxed)
-                || self.demand.count(foyer::DefaultHasher::default().hash_one(key)) >= self.admit_after)
-    }
-
-    /// A memory-only slice that has become popular enough is written to the SSD now.
-    fn promote(
-        &self,
-        key: &SliceKey,
-        e: &foyer::CacheEntry<SliceKey, Slice, foyer::DefaultHasher, HybridCacheProperties>,
-    ) {
-        if self.ssd && e.properties().location() == Location::InMem && self.admitted(key) {
-            let props = HybridCacheProperties::default().with_location(Location::Default);
-            self.slices.insert_with_properties(key.clone(), e.value().clone(), props);
+    /// A slice admitted to the SSD is queued for it (once: the store skips what it has).
+    fn promote(&self, key: &SliceKey, slice: &Slice) {
+        let Some(ssd) = self.ssd.as_ref().filter(|_| !self.ssd_full.load(Ordering::Relaxed)) else { return };
+        let hash = key.hash128();
+        if ssd.has_room() || self.demand.count(hash as u64) >= self.admit_after {
+            ssd.insert(hash, slice.start, slice.data.clone());
         }
     }
 
     /// Bytes held in memory.
     pub fn memory_bytes(&self) -> u64 {
-        self.slices.memory().usage() as u64
+        self.slices.usage() as u64
     }
 
     /// Bytes of slices resident in the memory arena (included in `memory_bytes`, and
@@ -719,18 +652,22 @@ impl Cache {
 
     /// Bytes written to and read from the SSD since start.
     pub fn ssd_io(&self) -> (u64, u64) {
-        let s = self.slices.statistics();
-        (s.disk_write_bytes() as u64, s.disk_read_bytes() as u64)
+        self.ssd.as_ref().map_or((0, 0), SsdStore::io)
+    }
+
+    /// Slices on the SSD now.
+    pub fn ssd_slices(&self) -> usize {
+        self.ssd.as_ref().map_or(0, SsdStore::slices)
     }
 
     pub fn has_ssd(&self) -> bool {
-        self.ssd
+        self.ssd.is_some()
     }
 
-    /// Flush memory to the SSD and close it (graceful shutdown).
+    /// Wait for queued SSD writes and the journal to reach the disk (graceful shutdown).
     pub async fn close(&self) {
-        if let Err(e) = self.slices.close().await {
-            tracing::warn!(error = %e, "closing the cache failed");
+        if let Some(ssd) = &self.ssd {
+            ssd.flush().await;
         }
         if let Some(j) = &self.journal {
             j.sync().await;
@@ -741,10 +678,6 @@ impl Cache {
 /// The variant whose `Vary`-nominated fields match the request's.
 fn selected(variants: &[Arc<ObjectInfo>], req: &HeaderMap) -> Option<Arc<ObjectInfo>> {
     variants.iter().find(|i| vary::matches(&i.vary, req)).cloned()
-}
-
-fn foyer_error(e: foyer::Error) -> segue_core::Error {
-    segue_core::Error::Store { message: format!("cache: {e}"), retryable: false }
 }
 
 /// Approximate request counts per slice hash: a count-min sketch of 4 rows of 4-bit-ish

@@ -21,6 +21,7 @@ mod journal;
 pub mod policy;
 mod reader;
 mod serve;
+mod ssd;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -493,6 +494,7 @@ pub(crate) fn metrics_page(state: &State) -> Response<Body> {
     let (written, read) = state.cache.ssd_io();
     metrics::gauge!("edge_ssd_written_bytes").set(written as f64);
     metrics::gauge!("edge_ssd_read_bytes").set(read as f64);
+    metrics::gauge!("edge_ssd_slices").set(state.cache.ssd_slices() as f64);
     metrics::gauge!("edge_fills_inflight").set(state.coalescer.len() as f64);
     server::metrics_response()
 }
