@@ -15,11 +15,19 @@
 #                               a throwaway cluster in $WORK/pg on 127.0.0.1:PORT, pinned to
 #                               core 0, user bench, trust auth; sets PSQL (psql as bench);
 #                               stopped by the cleanup
+#   make_cert                   a throwaway CA ($WORK/ca.pem) and a P-256 certificate for
+#                               pop.segue.test ($WORK/pop.pem, $WORK/pop.key)
+#   lt PORT ARGS...             segue loadtest on core 1 against 127.0.0.1:PORT, JSON out;
+#                               with LT_TLS=1 over HTTPS (HTTP/1.1) to pop.segue.test
+#   rss_kinds PID               "anon+shmem file" resident MB of a process now (the
+#                               memory it owns, and file pages it has mapped)
 #   make_catalog N              N objects of 0.6-8.7 MB under $WORK/data; sets total;
 #                               writes $WORK/paths.txt (most popular first)
-#   nginx_conf ORIGIN_PORT CAP_MB LOCK_PORT SLICE_PORT
+#   nginx_conf ORIGIN_PORT CAP_MB LOCK_PORT SLICE_PORT [TLS_PORT]
 #                               writes $WORK/nginx.conf: proxy_cache + lock on LOCK_PORT,
-#                               slice 1m on SLICE_PORT, both on disk capped at CAP_MB
+#                               slice 1m on SLICE_PORT, both on disk capped at CAP_MB; with
+#                               TLS_PORT, the proxy_cache + lock cache over HTTPS there too
+#                               (make_cert's certificate)
 
 bench_setup() {
   # SEGUE_BIN benches a given binary (say, the release before a change) instead of a
@@ -97,7 +105,25 @@ start_postgres() {
 
 log() { echo "bench-$BENCH_NAME: $*" >&2; }
 rss_peak() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-lt() { taskset -c 1 "$BIN" loadtest --target "http://127.0.0.1:$1" --json "${@:2}"; }
+rss_kinds() { awk '/RssAnon|RssShmem/ {a += $2} /RssFile/ {f = $2} END {printf "%d %d", a / 1024, f / 1024}' "/proc/$1/status"; }
+lt() {
+  if [ -n "${LT_TLS:-}" ]; then
+    taskset -c 1 "$BIN" loadtest --target "https://127.0.0.1:$1" --protocol h1-tls --server-name pop.segue.test \
+      --ca "$WORK/ca.pem" --json "${@:2}"
+  else
+    taskset -c 1 "$BIN" loadtest --target "http://127.0.0.1:$1" --json "${@:2}"
+  fi
+}
+
+make_cert() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
+    -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=pop.segue.test" \
+    -keyout "$WORK/pop.key" -out "$WORK/pop.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:pop.segue.test\n' >"$WORK/san.ext"
+  openssl x509 -req -in "$WORK/pop.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial -days 2 \
+    -extfile "$WORK/san.ext" -out "$WORK/pop.pem" 2>/dev/null
+}
 field() { python3 -c "import json,sys; r=json.load(sys.stdin); print($1)"; }
 
 make_catalog() {
@@ -133,6 +159,7 @@ http {
   proxy_cache_path $WORK/nc2 levels=1:2 keys_zone=sliced:64m max_size=${2}m inactive=1d use_temp_path=off;
   server {
     listen 127.0.0.1:$3;
+    $([ -n "${5:-}" ] && printf 'listen 127.0.0.1:%s ssl;\n    ssl_certificate %s;\n    ssl_certificate_key %s;' "$5" "$WORK/pop.pem" "$WORK/pop.key")
     location / {
       proxy_pass http://origin;
       proxy_set_header Connection "";

@@ -32,13 +32,7 @@ chmod -R a+rX "$WORK"
 log "catalog: $TRACKS objects, $((total / 1000000)) MB"
 
 # A CA and a certificate for pop.segue.test (P-256, like most CDN certificates).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
-  -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=pop.segue.test" \
-  -keyout "$WORK/pop.key" -out "$WORK/pop.csr" 2>/dev/null
-printf 'subjectAltName=DNS:pop.segue.test\n' >"$WORK/san.ext"
-openssl x509 -req -in "$WORK/pop.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial -days 2 \
-  -extfile "$WORK/san.ext" -out "$WORK/pop.pem" 2>/dev/null
+make_cert
 
 RUST_LOG=warn taskset -c 1 "$BIN" origin --listen 127.0.0.1:18270 --data-dir "$WORK/data" >"$WORK/origin.log" 2>&1 &
 PIDS+=($!)
@@ -110,7 +104,6 @@ for port in 18280 18281; do
   sed "s|^|http://127.0.0.1:$port|" "$WORK/paths.txt" | xargs -P 8 -I{} curl -sf -o /dev/null {}
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TIMEFORMAT='%U %S'
 run() { # port protocol connections streams
   taskset -c 1 "$BIN" loadtest --target "https://127.0.0.1:$1" --protocol "$2" --server-name pop.segue.test \

@@ -10,7 +10,8 @@
 #   SKIP_RECOVERY=1 ...                    scenario 1 only
 #
 # 1. Catalog 10x the memory cap but within the SSD cap: 256 KiB ranges, Zipf 0.9,
-#    64 connections; a warm-up run, then the measured run (req/s, p99, byte hit ratio).
+#    64 connections, over plain HTTP/1.1 and over HTTPS (the same cache, a second
+#    listener); a warm-up run, then the measured run (req/s, p99, byte hit ratio).
 #    segue: memory cap + SSD cap; nginx: proxy_cache on disk with max_size = the SSD cap
 #    (its memory is the kernel's page cache, which no cap bounds).
 #    Each server's CPU time over the measured run (/proc utime + stime) is reported too.
@@ -23,6 +24,7 @@ SECS="${SECS:-20}"
 . scripts/bench-lib.sh
 bench_setup ssd
 need_nginx
+make_cert
 TOKEN=bench-admin-token-0123456789
 
 need_mb=$(( TRACKS * 47 / 10 * 3 + 1024 ))
@@ -49,8 +51,8 @@ echo "## Edge SSD tier vs nginx on disk ($(date -u +%Y-%m-%d), TRACKS=$TRACKS, S
 echo
 echo "### 1. Catalog $((total / 1000000)) MB: memory cap $mem MB (10x smaller), SSD cap $ssd MB (holds it), 256 KiB ranges, Zipf 0.9, 64 connections"
 echo
-echo "| peer | req/s | p50 ms | p99 ms | client MB | origin MB | byte hit ratio | peak RSS MB | server CPU s | CPU µs / request |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| peer | req/s | p50 ms | p99 ms | client MB | origin MB | byte hit ratio | peak RSS MB | RSS owned / file-mapped MB | server CPU s | CPU µs / request |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 
 measure() { # name port pid
   lt "$2" --paths-file "$WORK/paths.txt" --connections 64 --duration-secs "$SECS" >/dev/null
@@ -61,25 +63,28 @@ measure() { # name port pid
   t1=$(cpu_ticks "$3")
   after=$(origin_bytes)
   client=$(echo "$r" | field 'r["bytes"]')
-  echo "| $1 | $(echo "$r" | field '"%.0f | %.2f | %.2f" % (r["requests_per_sec"], r["latency_ms"]["p50"], r["latency_ms"]["p99"])') | $((client / 1000000)) | $(((after - before) / 1000000)) | $(awk "BEGIN{printf \"%.3f\", 1-($after-$before)/$client}") | $(( $(rss_peak "$3") / 1024 )) | $(awk "BEGIN{printf \"%.2f | %.1f\", ($t1-$t0)/100, ($t1-$t0)*10000/$(echo "$r" | field 'r["requests"]')}") |"
+  echo "| $1 | $(echo "$r" | field '"%.0f | %.2f | %.2f" % (r["requests_per_sec"], r["latency_ms"]["p50"], r["latency_ms"]["p99"])') | $((client / 1000000)) | $(((after - before) / 1000000)) | $(awk "BEGIN{printf \"%.3f\", 1-($after-$before)/$client}") | $(( $(rss_peak "$3") / 1024 )) | $(rss_kinds "$3" | tr ' ' /) | $(awk "BEGIN{printf \"%.2f | %.1f\", ($t1-$t0)/100, ($t1-$t0)*10000/$(echo "$r" | field 'r["requests"]')}") |"
 }
 
 # segue: memory above SSD.
 printf 'mem_cache_mb = %s\nssd_cache_dir = "%s"\nssd_cache_mb = %s\n' "$mem" "$WORK/ssd" "$ssd" >"$WORK/edge.toml"
-RUST_LOG=warn taskset -c 0 "$BIN" edge --config "$WORK/edge.toml" --listen 127.0.0.1:18280 --upstream http://127.0.0.1:18270 >"$WORK/edge.out" 2>"$WORK/edge.log" &
+RUST_LOG=warn taskset -c 0 "$BIN" edge --config "$WORK/edge.toml" --listen 127.0.0.1:18280 --upstream http://127.0.0.1:18270 \
+  --tls-listen 127.0.0.1:18284 --tls-cert "$WORK/pop.pem" --tls-key "$WORK/pop.key" >"$WORK/edge.out" 2>"$WORK/edge.log" &
 EDGE=$!; PIDS+=($EDGE)
 wait_listening "$WORK/edge.out" >/dev/null
 measure segue 18280 "$EDGE"
+LT_TLS=1 measure "segue HTTPS" 18284 "$EDGE"
 kill "$EDGE"; wait "$EDGE" 2>/dev/null || true
 rm -rf "$WORK/ssd"  # disk space for the next peer
 
 # nginx: proxy_cache on disk, max_size = the SSD cap, with and without slice.
 mkdir -p "$WORK/nc1" "$WORK/nc2"
-nginx_conf 18270 "$ssd" 18281 18282
+nginx_conf 18270 "$ssd" 18281 18282 18285
 taskset -c 0 "$NGINX" -c "$WORK/nginx.conf"
 for _ in $(seq 1 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
 NGINX_PID=$(cat "$WORK/nginx.pid")
 measure "nginx proxy_cache + lock" 18281 "$(pgrep -P "$NGINX_PID" | head -1)"
+LT_TLS=1 measure "nginx proxy_cache + lock HTTPS" 18285 "$(pgrep -P "$NGINX_PID" | head -1)"
 measure "nginx slice 1m" 18282 "$(pgrep -P "$NGINX_PID" | head -1)"
 kill -QUIT "$NGINX_PID"
 for _ in $(seq 1 100); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done

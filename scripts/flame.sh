@@ -8,6 +8,7 @@
 #   EDGE_TOML='zero_copy = false' scripts/flame.sh copy.svg
 #   SSD=1 scripts/flame.sh ssd.svg             memory 10x smaller than the catalog, over
 #                                              an SSD tier that holds it (bench-ssd.sh)
+#   FOLDED=stacks.txt scripts/flame.sh x.svg   also keep the folded stacks (for grep)
 # Needs perf (linux-perf) and inferno (`cargo install inferno`), installed if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,7 @@ sleep 1
 perf record -e cpu-clock -F 999 -g -p "$EDGE" -o "$WORK/perf.data" -- sleep $(( SECS - 2 )) 2>/dev/null
 wait "$LOAD"
 perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf >"$WORK/folded"
+[ -n "${FOLDED:-}" ] && cp "$WORK/folded" "$FOLDED"
 inferno-flamegraph --title "segue edge, ${SSD:+SSD tier, }256 KiB ranges ($(field '"%.0f req/s" % r["requests_per_sec"]' <"$WORK/load.json"))" \
   <"$WORK/folded" >"$OUT"
 log "wrote $OUT; top frames:"
