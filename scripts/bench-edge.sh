@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Edge vs nginx and Varnish, side by side on this machine: segue edge, nginx proxy_cache
-# with proxy_cache_lock, nginx with `slice 1m`, and Varnish (`-s malloc`), each in front of the same segue origin,
+# Edge vs nginx, Varnish and ATS, side by side on this machine: segue edge, nginx
+# proxy_cache with proxy_cache_lock, nginx with `slice 1m`, Varnish (`-s malloc`) and
+# Apache Traffic Server (RAM cache), each in front of the same segue origin,
 # same files (Ogg-sized random objects), same byte cap, each server pinned to core 0 and
 # the load generator (segue loadtest, one core) to core 1.
 #
 #   scripts/bench-edge.sh            TRACKS=1000 SECS=10 by default
 #   TRACKS=300 SECS=5 scripts/bench-edge.sh
+#   PEERS="segue ats" ONLY=2 scripts/bench-edge.sh     some peers, some scenarios
 #
 # Scenarios (issue "Edge POP core"):
 #   1. hot 256 KiB ranges, 64 connections, Zipf 0.9 over the catalog
@@ -13,6 +15,7 @@
 #   3. 1,000 clients at once on one cold 8.4 MB object: upstream fetches, time vs one
 #      direct fetch from the origin
 #   4. catalog 10x the byte cap, Zipf 0.9, 256 KiB ranges: byte hit ratio, peak RSS
+#      (not ATS: its RAM cache sits on a disk cache, which would hold more than the cap)
 # Upstream traffic is read from the origin's own /metrics, the same way for every peer.
 # Hot scenarios also report each server's CPU time over the measured run (utime + stime
 # of its processes from /proc), as CPU per request and per GB served.
@@ -27,10 +30,11 @@ EDGE_EVICTION="${EDGE_EVICTION:-tiny_lfu}"
 bench_setup edge
 need_nginx
 [[ " ${PEERS:-varnish} " == *" varnish "* ]] && need_varnish
+[[ " ${PEERS:-ats} " == *" ats "* ]] && need_ats
 
 # The catalog: TRACKS objects of 0.6-8.7 MB (deterministic sizes), plus cold storm objects.
 make_catalog "$TRACKS"
-for name in cold0 cold1 cold2 cold3; do
+for name in cold0 cold1 cold2 cold3 cold4 cold5; do
   cid=$(printf '%s%060x' "c0de" "$(printf '%d' "'${name: -1}")")
   mkdir -p "$WORK/data/audio/$cid"
   head -c 8400000 /dev/urandom >"$WORK/data/audio/$cid/high.ogg"
@@ -70,11 +74,14 @@ start_peers() { # cap_mb
   for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18180/healthz >/dev/null && break; sleep 0.1; done
   VARNISH_PID=
   if [[ " ${PEERS[*]} " == *" varnish "* ]]; then start_varnish 18183 18170 "$cap"; fi
+  ATS_PID=
+  if [[ " ${PEERS[*]} " == *" ats "* && -z "${NO_ATS:-}" ]]; then start_ats 18184 18170 "$cap"; fi
 }
 stop_peers() {
   kill "$EDGE_PID" 2>/dev/null || true
   kill -QUIT "$NGINX_PID" 2>/dev/null || true
   [ -n "$VARNISH_PID" ] && kill "$VARNISH_PID" 2>/dev/null || true
+  [ -n "$ATS_PID" ] && kill "$ATS_PID" 2>/dev/null || true
   # Wait until both are gone, so the next start is fresh (ports free, caches empty).
   for _ in $(seq 1 100); do
     kill -0 "$EDGE_PID" 2>/dev/null || kill -0 "$NGINX_PID" 2>/dev/null || break
@@ -83,12 +90,13 @@ stop_peers() {
   rm -rf "$WORK/nc1" "$WORK/nc2"
 }
 
-declare -A PORT=([segue]=18180 [nginx-lock]=18181 [nginx-slice]=18182 [varnish]=18183)
-read -r -a PEERS <<<"${PEERS:-segue nginx-lock nginx-slice varnish}"
+declare -A PORT=([segue]=18180 [nginx-lock]=18181 [nginx-slice]=18182 [varnish]=18183 [ats]=18184)
+read -r -a PEERS <<<"${PEERS:-segue nginx-lock nginx-slice varnish ats}"
 server_pid() { # peer -> the pids whose CPU is that server's
   case $1 in
     segue) echo "$EDGE_PID" ;;
     varnish) echo "$VARNISH_PID" ;;
+    ats) echo "$ATS_PID" ;;
     *) echo "$NGINX_PID" ;;  # nginx-lock and nginx-slice share one worker
   esac
 }
@@ -184,7 +192,7 @@ fi
 # 4: catalog 10x the cap.
 if [[ "$ONLY" == *4* ]]; then
 cap=$(( total / 10000000 ))
-start_peers "$cap"
+NO_ATS=1 start_peers "$cap"
 echo "### 4. Catalog ${total%??????} MB, cap ${cap} MB (10x), 256 KiB ranges, Zipf 0.9, 64 connections, $((SECS * 3)) s"
 echo "| peer | cap MB | req/s | client MB | origin MB | byte hit ratio | request hit ratio | peak RSS MB | peak cache MB held |"
 echo "|---|---|---|---|---|---|---|---|---|"
@@ -217,11 +225,11 @@ run4() { # peer cap_mb
   esac
   echo "| $p | $2 | $(echo "$r" | field '"%.0f" % r["requests_per_sec"]') | $client_mb | $origin_mb | $(awk "BEGIN{printf \"%.3f\", 1-$origin_mb/$client_mb}") | $(echo "$r" | field '"%.3f" % r["request_hit_ratio"]') | $(( $(rss_peak "$pid") / 1024 )) | $peak |"
 }
-for p in "${PEERS[@]}"; do run4 "$p" "$cap"; done
+for p in "${PEERS[@]}"; do [ "$p" = ats ] || run4 "$p" "$cap"; done
 stop_peers
 # The edge again, capped at the most bytes nginx-lock really held, for a like-for-like row.
 if [[ " ${PEERS[*]} " == *" segue "* && ${HELD[nginx-lock]} -gt $cap ]]; then
-  start_peers "${HELD[nginx-lock]}"
+  NO_ATS=1 start_peers "${HELD[nginx-lock]}"
   run4 segue "${HELD[nginx-lock]}"
   stop_peers
 fi

@@ -9,6 +9,11 @@
 #   start_varnish PORT ORIGIN_PORT CAP_MB
 #                               varnishd -s malloc,CAP_MB in front of the origin, pinned to
 #                               core 0; sets VARNISH_PID (the manager; its child serves)
+#   need_ats                    installs trafficserver if missing
+#   start_ats PORT ORIGIN_PORT CAP_MB
+#                               Apache Traffic Server in front of the origin: a RAM cache of
+#                               CAP_MB over a disk cache in $WORK/ats, one event thread,
+#                               pinned to core 0; sets ATS_PID
 #   cpu_ticks PID...            CPU time of those processes and their children so far,
 #                               in clock ticks (1/100 s)
 #   start_postgres PORT [-c k=v ...]
@@ -18,7 +23,8 @@
 #   make_cert                   a throwaway CA ($WORK/ca.pem) and a P-256 certificate for
 #                               pop.segue.test ($WORK/pop.pem, $WORK/pop.key)
 #   lt PORT ARGS...             segue loadtest on core 1 against 127.0.0.1:PORT, JSON out;
-#                               with LT_TLS=1 over HTTPS (HTTP/1.1) to pop.segue.test
+#                               with LT_PROTO=h1-tls|h2|h3 over that protocol with TLS to
+#                               pop.segue.test (make_cert's CA)
 #   rss_kinds PID               "anon+shmem file" resident MB of a process now (the
 #                               memory it owns, and file pages it has mapped)
 #   make_catalog N              N objects of 0.6-8.7 MB under $WORK/data; sets total;
@@ -67,6 +73,54 @@ need_varnish() {
   VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
 }
 
+need_ats() {
+  command -v traffic_server >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq trafficserver
+  }
+}
+
+start_ats() {
+  local a="$WORK/ats"
+  rm -rf "$a"
+  mkdir -p "$a/etc" "$a/cache" "$a/log" "$a/run" "$a/var"
+  cp -r /etc/trafficserver/. "$a/etc/"
+  # A layout of our own, so nothing under /etc or /var is touched.
+  cat >"$a/runroot.yaml" <<YAML
+prefix: /usr
+exec_prefix: /usr
+bindir: /usr/bin
+sbindir: /usr/sbin
+sysconfdir: $a/etc
+datadir: $a/cache
+includedir: /usr/include
+libdir: /usr/lib/trafficserver
+libexecdir: /usr/lib/trafficserver/modules
+localstatedir: $a/var
+runtimedir: $a/run
+logdir: $a/log
+cachedir: $a/cache
+YAML
+  echo "$a/cache $(( $3 * 2 + 256 ))M" >"$a/etc/storage.config"
+  echo "map / http://127.0.0.1:$2/" >"$a/etc/remap.config"
+  # Later lines win over the packaged defaults above them. RAM cache = the cap, and no
+  # object too big for it (the default cutoff is 4 MB; the catalog goes to 8.7 MB).
+  cat >>"$a/etc/records.config" <<CONF
+CONFIG proxy.config.http.server_ports STRING $1:ipv4:ip-in=127.0.0.1
+CONFIG proxy.config.cache.ram_cache.size INT $(( $3 * 1000000 ))
+CONFIG proxy.config.cache.ram_cache_cutoff INT 16000000
+CONFIG proxy.config.admin.user_id STRING #-1
+CONFIG proxy.config.exec_thread.autoconfig INT 0
+CONFIG proxy.config.exec_thread.limit INT 1
+CONFIG proxy.config.http.cache.required_headers INT 0
+CONFIG proxy.config.diags.logfile.filename STRING $a/log/diags.log
+CONFIG proxy.config.http.insert_response_via_str INT 0
+CONF
+  (cd "$a" && exec taskset -c 0 traffic_server --run-root="$a/runroot.yaml" >"$a/ts.out" 2>&1) &
+  ATS_PID=$!
+  PIDS+=($ATS_PID)
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && break; sleep 0.1; done
+}
+
 start_varnish() {
   mkdir -p "$WORK/varnish"
   # The default VCL, plus X-Cache (HIT when the object came from the cache).
@@ -107,8 +161,8 @@ log() { echo "bench-$BENCH_NAME: $*" >&2; }
 rss_peak() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 rss_kinds() { awk '/RssAnon|RssShmem/ {a += $2} /RssFile/ {f = $2} END {printf "%d %d", a / 1024, f / 1024}' "/proc/$1/status"; }
 lt() {
-  if [ -n "${LT_TLS:-}" ]; then
-    taskset -c 1 "$BIN" loadtest --target "https://127.0.0.1:$1" --protocol h1-tls --server-name pop.segue.test \
+  if [ -n "${LT_PROTO:-}" ]; then
+    taskset -c 1 "$BIN" loadtest --target "https://127.0.0.1:$1" --protocol "$LT_PROTO" --server-name pop.segue.test \
       --ca "$WORK/ca.pem" --json "${@:2}"
   else
     taskset -c 1 "$BIN" loadtest --target "http://127.0.0.1:$1" --json "${@:2}"

@@ -73,7 +73,7 @@ RUST_LOG=warn taskset -c 0 "$BIN" edge --config "$WORK/edge.toml" --listen 127.0
 EDGE=$!; PIDS+=($EDGE)
 wait_listening "$WORK/edge.out" >/dev/null
 measure segue 18280 "$EDGE"
-LT_TLS=1 measure "segue HTTPS" 18284 "$EDGE"
+LT_PROTO=h1-tls measure "segue HTTPS" 18284 "$EDGE"
 kill "$EDGE"; wait "$EDGE" 2>/dev/null || true
 rm -rf "$WORK/ssd"  # disk space for the next peer
 
@@ -84,7 +84,7 @@ taskset -c 0 "$NGINX" -c "$WORK/nginx.conf"
 for _ in $(seq 1 100); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
 NGINX_PID=$(cat "$WORK/nginx.pid")
 measure "nginx proxy_cache + lock" 18281 "$(pgrep -P "$NGINX_PID" | head -1)"
-LT_TLS=1 measure "nginx proxy_cache + lock HTTPS" 18285 "$(pgrep -P "$NGINX_PID" | head -1)"
+LT_PROTO=h1-tls measure "nginx proxy_cache + lock HTTPS" 18285 "$(pgrep -P "$NGINX_PID" | head -1)"
 measure "nginx slice 1m" 18282 "$(pgrep -P "$NGINX_PID" | head -1)"
 kill -QUIT "$NGINX_PID"
 for _ in $(seq 1 100); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
