@@ -53,23 +53,64 @@ const VERIFIED: u8 = 4;
 /// Taken by the writer for a slice being written.
 const WRITING: u8 = 8;
 
+/// What memory holds per slot (32 bytes; the checksum stays in the header on disk and is
+/// read back for the one check a recovered slot gets).
 #[derive(Clone, Copy, Default)]
 struct Meta {
     hash: u128,
-    checksum: u64,
     start: u32,
     len: u32,
     pins: u32,
     flags: u8,
 }
 
+/// The index's keys are xxh3 hashes already: hashing them again is wasted work.
+#[derive(Default, Clone, Copy)]
+struct KeyHash;
+
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used; fold anything else in anyway.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64 ^ (v >> 64) as u64;
+    }
+}
+
+/// The index key of a slice key hash.
+fn short(hash: u128) -> u64 {
+    hash as u64
+}
+
 struct State {
-    index: HashMap<u128, u32>,
+    /// Key hash (its low 64 bits) -> slot; the slot's `Meta` has all 128 to confirm.
+    index: HashMap<u64, u32, KeyHash>,
     meta: Vec<Meta>,
     /// Slots with no slice and no view (`flags == 0 && pins == 0`), each exactly once.
     free: Vec<u32>,
     /// Slices queued for writing, so a popular one is queued once.
-    pending: HashSet<u128>,
+    pending: HashSet<u128, KeyHash>,
     hand: u32,
     seq: u64,
 }
@@ -190,10 +231,10 @@ impl SsdStore {
         rustix::fs::ftruncate(&data, len as u64).map_err(io_err)?;
 
         let mut st = State {
-            index: HashMap::new(),
+            index: HashMap::default(),
             meta: vec![Meta::default(); slots as usize],
             free: Vec::new(),
-            pending: HashSet::new(),
+            pending: HashSet::default(),
             hand: 0,
             seq: 0,
         };
@@ -204,8 +245,8 @@ impl SsdStore {
             let want = ((slots - slot) as usize).min(16384) * HEADER;
             let got = read_full_at(&headers, &mut buf[..want], SUPERBLOCK + slot as u64 * HEADER as u64)?;
             for h in buf[..got].chunks_exact(HEADER) {
-                if let Some((hash, start, len, checksum, seq)) = parse_header(h, stride) {
-                    let keep = match st.index.get(&hash) {
+                if let Some((hash, start, len, _, seq)) = parse_header(h, stride) {
+                    let keep = match st.index.get(&short(hash)) {
                         Some(&other) if seqs[other as usize] > seq => false,
                         Some(&other) => {
                             st.meta[other as usize] = Meta::default();
@@ -214,8 +255,8 @@ impl SsdStore {
                         None => true,
                     };
                     if keep {
-                        st.index.insert(hash, slot);
-                        st.meta[slot as usize] = Meta { hash, checksum, start, len, pins: 0, flags: USED };
+                        st.index.insert(short(hash), slot);
+                        st.meta[slot as usize] = Meta { hash, start, len, pins: 0, flags: USED };
                         seqs[slot as usize] = seq;
                     }
                     st.seq = st.seq.max(seq);
@@ -275,15 +316,24 @@ impl SsdStore {
         let inner = &self.inner;
         let (slot, m) = {
             let mut st = inner.lock();
-            let slot = *st.index.get(&hash)?;
+            let slot = *st.index.get(&short(hash))?;
             let m = &mut st.meta[slot as usize];
+            if m.hash != hash {
+                return None;
+            }
             m.pins += 1;
             m.flags |= REFERENCED;
             (slot, *m)
         };
         let bytes = Bytes::from_owner(View { inner: inner.clone(), slot, len: m.len as usize });
         if m.flags & VERIFIED == 0 {
-            if twox_hash::XxHash3_64::oneshot(&bytes) != m.checksum {
+            let mut header = [0u8; HEADER];
+            let checksum = read_full_at(&inner.headers, &mut header, inner.header_offset(slot))
+                .ok()
+                .and_then(|_| parse_header(&header, inner.stride))
+                .filter(|h| h.0 == hash)
+                .map(|h| h.3);
+            if checksum != Some(twox_hash::XxHash3_64::oneshot(&bytes)) {
                 drop(bytes);
                 metrics::counter!("edge_ssd_corrupt_total").increment(1);
                 tracing::warn!(slot, "SSD slice failed its checksum; dropped");
@@ -297,7 +347,7 @@ impl SsdStore {
     }
 
     pub fn contains(&self, hash: u128) -> bool {
-        self.inner.lock().index.contains_key(&hash)
+        self.inner.lock().holds(hash)
     }
 
     /// Queue a slice for writing (once: not if it is stored or queued already). Dropped,
@@ -318,7 +368,7 @@ impl SsdStore {
         }
         {
             let mut st = self.inner.lock();
-            if !replace && (st.pending.contains(&hash) || st.index.contains_key(&hash)) {
+            if !replace && (st.pending.contains(&hash) || st.holds(hash)) {
                 return;
             }
             st.pending.insert(hash);
@@ -335,7 +385,10 @@ impl SsdStore {
     pub fn remove(&self, hash: u128) {
         let slot = {
             let mut st = self.inner.lock();
-            let Some(slot) = st.index.remove(&hash) else { return };
+            if !st.holds(hash) {
+                return;
+            }
+            let Some(slot) = st.index.remove(&short(hash)) else { return };
             st.release(slot, &self.inner.free_slots);
             slot
         };
@@ -371,6 +424,10 @@ impl SsdStore {
 }
 
 impl State {
+    fn holds(&self, hash: u128) -> bool {
+        self.index.get(&short(hash)).is_some_and(|&slot| self.meta[slot as usize].hash == hash)
+    }
+
     /// A slot's slice is gone (evicted or removed): the slot is free once no view pins it.
     fn release(&mut self, slot: u32, free_slots: &AtomicU64) {
         let m = &mut self.meta[slot as usize];
@@ -407,8 +464,8 @@ impl State {
             }
             let hash = m.hash;
             m.flags = WRITING;
-            if self.index.get(&hash) == Some(&slot) {
-                self.index.remove(&hash);
+            if self.index.get(&short(hash)) == Some(&slot) {
+                self.index.remove(&short(hash));
             }
             metrics::counter!("edge_ssd_evictions_total").increment(1);
             return Some((slot, true));
@@ -473,11 +530,10 @@ impl Inner {
         st.pending.remove(&hash);
         match written {
             Ok(()) => {
-                if let Some(old) = st.index.insert(hash, slot) {
+                if let Some(old) = st.index.insert(short(hash), slot) {
                     st.release(old, &self.free_slots);
                 }
-                st.meta[slot as usize] =
-                    Meta { hash, checksum, start, len: data.len() as u32, pins: 0, flags: USED | VERIFIED };
+                st.meta[slot as usize] = Meta { hash, start, len: data.len() as u32, pins: 0, flags: USED | VERIFIED };
                 self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
