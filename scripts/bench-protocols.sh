@@ -11,6 +11,8 @@
 #   CONNS=64 STREAMS=8 scripts/bench-protocols.sh
 #   ROWS="segue-h2 nginx-h2" scripts/bench-protocols.sh      only these rows
 #   ROWS="segue-h3 caddy-h3" scripts/bench-protocols.sh      HTTP/3 against Caddy's
+# Row "h2-256k": HTTP/2 with the client accepting 256 KiB DATA frames (--h2-max-frame-kib;
+# browsers accept 16 KiB, the default of the "h2" rows).
 #
 # HTTP/1.1 rows use CONNS connections; HTTP/2 and HTTP/3 rows use CONNS/STREAMS
 # connections carrying STREAMS concurrent streams each, so every row has CONNS requests
@@ -105,8 +107,10 @@ for port in 18280 18281; do
 done
 
 TIMEFORMAT='%U %S'
-run() { # port protocol connections streams
-  taskset -c 1 "$BIN" loadtest --target "https://127.0.0.1:$1" --protocol "$2" --server-name pop.segue.test \
+run() { # port protocol connections streams (protocol h2-256k: h2, client accepting 256 KiB frames)
+  local proto=(--protocol "$2")
+  [ "$2" = h2-256k ] && proto=(--protocol h2 --h2-max-frame-kib 256)
+  taskset -c 1 "$BIN" loadtest --target "https://127.0.0.1:$1" "${proto[@]}" --server-name pop.segue.test \
     --ca "$WORK/ca.pem" --connections "$3" --streams "$4" --paths-file "$WORK/paths.txt" \
     --duration-secs "$SECS" --json
 }
@@ -117,11 +121,12 @@ echo "| server | protocol | connections x streams | req/s | MB/s | p50 ms | p99 
 echo "|---|---|---|---|---|---|---|---|---|---|"
 declare -A RPS
 h2conns=$((CONNS / STREAMS))
-for row in "segue 18243 h1-tls $CONNS 1" "segue 18243 h2 $h2conns $STREAMS" "segue 18243 h3 $h2conns $STREAMS" \
+for row in "segue 18243 h1-tls $CONNS 1" "segue 18243 h2 $h2conns $STREAMS" "segue 18243 h2-256k $h2conns $STREAMS" \
+  "segue 18243 h3 $h2conns $STREAMS" \
   "nginx 18244 h1-tls $CONNS 1" "nginx 18244 h2 $h2conns $STREAMS" "caddy 18245 h2 $h2conns $STREAMS" \
-  "caddy 18245 h3 $h2conns $STREAMS"; do
+  "caddy 18245 h3 $h2conns $STREAMS" "nginx 18244 h2-256k $h2conns $STREAMS"; do
   read -r server port proto conns streams <<<"$row"
-  [[ " ${ROWS:-segue-h1-tls segue-h2 segue-h3 nginx-h1-tls nginx-h2 caddy-h3} " == *" $server-$proto "* ]] || continue
+  [[ " ${ROWS:-segue-h1-tls segue-h2 segue-h2-256k segue-h3 nginx-h1-tls nginx-h2 caddy-h3} " == *" $server-$proto "* ]] || continue
   run "$port" "$proto" "$conns" "$streams" >/dev/null # warm-up: connections, TLS session, caches
   case $server in segue) pid=$EDGE_PID ;; caddy) pid=$CADDY_PID ;; *) pid=$NGINX_WORKER ;; esac
   t0=$(cpu_ticks "$pid")
@@ -137,5 +142,5 @@ done
 echo
 ratio() { awk "BEGIN{printf \"%.2f\", $1/$2}"; }
 [ -n "${ROWS:-}" ] && exit 0
-echo "segue h3 vs Caddy h3: $(ratio "${RPS[segue-h3]}" "${RPS[caddy-h3]}")x; segue h2 vs its h1-tls: $(ratio "${RPS[segue-h2]}" "${RPS[segue-h1-tls]}")x; segue h3 vs its h2: $(ratio "${RPS[segue-h3]}" "${RPS[segue-h2]}")x"
+echo "segue h3 vs Caddy h3: $(ratio "${RPS[segue-h3]}" "${RPS[caddy-h3]}")x; segue h2 vs its h1-tls: $(ratio "${RPS[segue-h2]}" "${RPS[segue-h1-tls]}")x (256 KiB frames: $(ratio "${RPS[segue-h2-256k]}" "${RPS[segue-h1-tls]}")x); segue h3 vs its h2: $(ratio "${RPS[segue-h3]}" "${RPS[segue-h2]}")x"
 echo "Ratios vs nginx HTTP/2: segue h2 $(ratio "${RPS[segue-h2]}" "${RPS[nginx-h2]}")x, segue h3 $(ratio "${RPS[segue-h3]}" "${RPS[nginx-h2]}")x, segue h1-tls $(ratio "${RPS[segue-h1-tls]}" "${RPS[nginx-h2]}")x; segue h1-tls vs nginx h1-tls $(ratio "${RPS[segue-h1-tls]}" "${RPS[nginx-h1-tls]}")x"

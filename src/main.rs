@@ -267,6 +267,9 @@ enum Command {
         /// Concurrent requests per connection (h2 and h3 only).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
         streams: u32,
+        /// h2: the largest DATA frame accepted, in KiB (16, browsers' default, up to 16383).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(16..=16383))]
+        h2_max_frame_kib: u32,
         /// Seconds to run.
         #[arg(long, default_value_t = 10)]
         duration_secs: u64,
@@ -512,6 +515,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             ca,
             server_name,
             streams,
+            h2_max_frame_kib,
             paths,
             paths_file,
             range_kib,
@@ -537,7 +541,8 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             }
             let opts = segue_loadtest::Options {
                 target: segue_loadtest::target(&target, protocol, server_name.as_deref(), ca.as_deref())
-                    .map_err(|e| Failure::Usage(e.to_string()))?,
+                    .map_err(|e| Failure::Usage(e.to_string()))?
+                    .with_h2_max_frame((h2_max_frame_kib * 1024).min((1 << 24) - 1)),
                 paths,
                 mix: if range_kib == 0 { segue_loadtest::Mix::Whole } else { segue_loadtest::Mix::Ranges },
                 range_bytes: range_kib * 1024,

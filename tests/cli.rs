@@ -808,6 +808,34 @@ fn tls_listener_serves_http2_and_http1_by_sni_and_reloads_certificates() {
     }
     let (_, code, whole) = tls_get(tls, "pop-a.segue.test", &ca_pem, &path, &["--http2"]);
     assert!(code == 200 && whole == data);
+    // HTTP/2 DATA frames are as large as the client accepts: 16 KiB by default, larger
+    // when it says so (fewer frames, records and sends per response).
+    let largest_frame = |max_frame: Option<u32>| {
+        rt.block_on(async {
+            use http_body_util::BodyExt;
+            let roots = segue_core::client::roots_from_pem(&ca_pem).unwrap();
+            let tls_addr: std::net::SocketAddr = format!("127.0.0.1:{tls}").parse().unwrap();
+            let mut h2 =
+                segue_core::client::Connector::new(Protocol::Http2, tls_addr, "pop-a.segue.test", Some(roots)).unwrap();
+            if let Some(m) = max_frame {
+                h2 = h2.with_h2_max_frame(m);
+            }
+            let mut conn = h2.connect().await.unwrap();
+            let req = http::Request::get(path.as_str()).header("range", "bytes=0-999999").body(()).unwrap();
+            let mut body = conn.send(req).await.unwrap().into_body();
+            let (mut largest, mut total) = (0, 0);
+            while let Some(frame) = body.frame().await {
+                if let Ok(chunk) = frame.unwrap().into_data() {
+                    largest = largest.max(chunk.len());
+                    total += chunk.len();
+                }
+            }
+            assert_eq!(total, 1_000_000);
+            largest
+        })
+    };
+    assert_eq!(largest_frame(None), 16_384);
+    assert!(largest_frame(Some(256 * 1024)) > 65_536, "the server kept to 16 KiB frames");
     let (code, x_cache, whole) = h3_get("x9.cdn.segue.test", None);
     assert!(code == 200 && whole == data && x_cache.is_some());
     // TCP responses advertise HTTP/3.

@@ -24,6 +24,9 @@ use crate::server::BoxError;
 /// A response body, whatever the protocol it arrived over.
 pub type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// HTTP/2's default (and smallest) maximum frame size.
+const H2_DEFAULT_FRAME: u32 = 16 * 1024;
+
 /// The wire protocol of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -80,6 +83,8 @@ impl FromStr for Protocol {
 #[derive(Clone)]
 pub struct Connector {
     protocol: Protocol,
+    /// HTTP/2: the largest frame this client accepts (SETTINGS_MAX_FRAME_SIZE).
+    h2_max_frame: u32,
     addr: SocketAddr,
     /// `host[:port]` for Host / `:authority`.
     authority: Arc<str>,
@@ -121,7 +126,8 @@ impl Connector {
         } else {
             format!("{server_name}:{}", addr.port()).into()
         };
-        let mut connector = Connector { protocol, addr, authority, tls: None, quic: None };
+        let mut connector =
+            Connector { protocol, addr, authority, tls: None, quic: None, h2_max_frame: H2_DEFAULT_FRAME };
         if !protocol.uses_tls() {
             return Ok(connector);
         }
@@ -165,6 +171,14 @@ impl Connector {
         Ok(connector)
     }
 
+    /// HTTP/2: accept DATA frames of up to `bytes` (16 KiB to 16 MiB - 1, clamped). The
+    /// default, 16 KiB, is what browsers accept; a server sends audio in fewer, larger
+    /// frames to a client that accepts them.
+    pub fn with_h2_max_frame(mut self, bytes: u32) -> Self {
+        self.h2_max_frame = bytes.clamp(H2_DEFAULT_FRAME, (1 << 24) - 1);
+        self
+    }
+
     /// A plain HTTP/1.1 connector for `http://host:port` (a trailing path is ignored),
     /// resolving the host now.
     pub fn http(base_url: &str) -> Result<Self, BoxError> {
@@ -204,6 +218,7 @@ impl Connector {
             authority: format!("{host}:{}", addr.port()).into(),
             tls: Some((Arc::new(tls), name)),
             quic: None,
+            h2_max_frame: H2_DEFAULT_FRAME,
         })
     }
 
@@ -245,6 +260,7 @@ impl Connector {
                 return Err("the server did not agree to HTTP/2 (ALPN)".into());
             }
             let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .max_frame_size(self.h2_max_frame)
                 .initial_stream_window_size(4 << 20)
                 .initial_connection_window_size(16 << 20)
                 .handshake(TokioIo::new(stream))
