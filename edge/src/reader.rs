@@ -4,6 +4,7 @@
 //! response code as the origin (`segue_core::respond`).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -33,28 +34,41 @@ pub struct Client(pub std::net::IpAddr);
 /// at the object's start) is a sequential reader's, which read-ahead serves; a range
 /// that starts anywhere else is a jump, and fetching past it would mostly fetch bytes
 /// nobody asks for (on a random-range load, it cost a third of the upstream bytes).
-pub struct Streams(moka::sync::Cache<(Client, Arc<str>), u64>);
+///
+/// A direct-mapped table of (client, object) tags and range ends, consulted on every
+/// ranged request: two atomic loads and two stores, no allocation, no lock. Two pairs
+/// that share a slot overwrite each other, which at worst makes one reader look like a
+/// jump (no read-ahead past its range) or a jump look sequential (one slice fetched
+/// ahead); both are only prefetch decisions.
+pub struct Streams(Box<[(AtomicU64, AtomicU64)]>);
+
+const STREAM_SLOTS: usize = 1 << 17;
 
 impl Streams {
     pub fn new() -> Self {
-        Streams(
-            moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(std::time::Duration::from_secs(120))
-                .build(),
-        )
+        Streams((0..STREAM_SLOTS).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect())
     }
 
     /// Whether `client` reading `range` of `object` continues its last range (and note
     /// where this one ends).
     fn continues(&self, client: Option<Client>, object: &Arc<str>, range: &Range<u64>) -> bool {
         let Some(client) = client else { return range.start == 0 };
-        let key = (client, object.clone());
-        let follows = range.start == 0 || self.0.get(&key) == Some(range.start);
-        self.0.insert(key, range.end);
+        // A tag of 0 marks an empty slot, so tags are never 0.
+        let tag = std::hash::BuildHasher::hash_one(&TAGS, (client, object.as_ref())) | 1;
+        let (t, end) = &self.0[(tag >> 40) as usize % STREAM_SLOTS];
+        let follows =
+            range.start == 0 || (t.load(Ordering::Relaxed) == tag && end.load(Ordering::Relaxed) == range.start);
+        t.store(tag, Ordering::Relaxed);
+        end.store(range.end, Ordering::Relaxed);
         follows
     }
 }
+
+/// Fixed keys: the table lives in memory only. A flood of requests can push other
+/// readers' entries out, as it could from any bounded table; what that costs is
+/// read-ahead, never a wrong byte.
+static TAGS: std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher> =
+    std::hash::BuildHasherDefault::new();
 
 impl Default for Streams {
     fn default() -> Self {
