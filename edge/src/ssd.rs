@@ -205,6 +205,7 @@ impl SsdStore {
             return Err(std::io::Error::other("the SSD cap is smaller than one slice"));
         }
         std::fs::create_dir_all(dir)?;
+        remove_foyer_files(dir);
         let open = |name: &str| -> std::io::Result<OwnedFd> {
             let f =
                 std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join(name))?;
@@ -546,6 +547,23 @@ impl Inner {
     }
 }
 
+/// Edges before this store kept the SSD tier in foyer's files (`foyer-storage-*`) in the
+/// same directory. Their slices cannot be read here and their space is needed.
+fn remove_foyer_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with("foyer") && e.file_type().is_ok_and(|t| t.is_file()) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => tracing::info!(file = %e.path().display(), "removed a previous SSD tier's file"),
+                Err(err) => {
+                    tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a previous SSD tier's file")
+                }
+            }
+        }
+    }
+}
+
 fn make_header(hash: u128, start: u32, len: u32, checksum: u64, seq: u64) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
     h[0..4].copy_from_slice(&HEADER_MAGIC.to_le_bytes());
@@ -621,6 +639,7 @@ mod tests {
     #[test]
     fn slices_come_back_after_a_reopen_and_a_corrupt_one_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("foyer-storage-0"), b"an older edge's tier").unwrap();
         let slice = 64 << 10;
         let datas: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i + 1; slice - i as usize * 1000]).collect();
         {
@@ -629,6 +648,7 @@ mod tests {
                 s.insert(i as u128 + 10, i as u64 * 7, Bytes::from(d.clone()));
             }
             wait_written(&s, 4);
+            assert!(!dir.path().join("foyer-storage-0").exists(), "the old tier's files are removed");
             let (start, b) = s.get(12).unwrap();
             assert_eq!((start, &b[..]), (14, &datas[2][..]));
         }
