@@ -26,6 +26,7 @@ SECS="${SECS:-10}"
 ONLY="${ONLY:-1234}"                    # which scenarios to run
 EDGE_SLICE_KIB="${EDGE_SLICE_KIB:-256}"  # edge settings under test
 EDGE_EVICTION="${EDGE_EVICTION:-tiny_lfu}"
+# EDGE_TOML: more edge.toml lines, e.g. EDGE_TOML='read_ahead_slices = 0'.
 . scripts/bench-lib.sh
 bench_setup edge
 need_nginx
@@ -61,7 +62,7 @@ for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18170/healthz >/dev/null && 
 
 start_peers() { # cap_mb
   local cap=$1
-  printf 'slice_kib = %s\nmem_eviction = "%s"\n' "$EDGE_SLICE_KIB" "$EDGE_EVICTION" >"$WORK/edge.toml"
+  printf 'slice_kib = %s\nmem_eviction = "%s"\n%s\n' "$EDGE_SLICE_KIB" "$EDGE_EVICTION" "${EDGE_TOML:-}" >"$WORK/edge.toml"
   RUST_LOG=warn taskset -c 0 "$BIN" edge --config "$WORK/edge.toml" --listen 127.0.0.1:18180 --upstream http://127.0.0.1:18170 --mem-cache-mb "$cap" >"$WORK/edge.log" 2>&1 &
   EDGE_PID=$!
   PIDS+=($EDGE_PID)
