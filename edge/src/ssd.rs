@@ -44,6 +44,9 @@ const HEADER_MAGIC: u32 = 0x5347_5331;
 /// queues it again): a slow disk must not hold up responses or grow memory.
 const QUEUE: usize = 256;
 
+/// Most slots the CLOCK hand passes for one slice written.
+const SWEEP: u32 = 4096;
+
 /// A slot holds a slice readable through the index.
 const USED: u8 = 1;
 /// Read since the CLOCK hand last passed.
@@ -451,8 +454,12 @@ impl State {
                 return Some((slot, m.len > 0));
             }
         }
+        // The hand moves at most SWEEP slots per slice written, so the lock is held for
+        // a bounded time on a tier of millions of slots where most were read lately; if
+        // every slot it passed had been read, the first of them goes.
         let slots = self.meta.len() as u32;
-        for _ in 0..2 * slots {
+        let mut second_chance = None;
+        for _ in 0..(2 * slots).min(SWEEP) {
             let slot = self.hand;
             self.hand = (self.hand + 1) % slots;
             let m = &mut self.meta[slot as usize];
@@ -461,17 +468,24 @@ impl State {
             }
             if m.flags & REFERENCED != 0 {
                 m.flags &= !REFERENCED;
+                second_chance.get_or_insert(slot);
                 continue;
             }
-            let hash = m.hash;
-            m.flags = WRITING;
-            if self.index.get(&short(hash)) == Some(&slot) {
-                self.index.remove(&short(hash));
-            }
-            metrics::counter!("edge_ssd_evictions_total").increment(1);
-            return Some((slot, true));
+            return Some((self.evict(slot), true));
         }
-        None
+        second_chance.map(|slot| (self.evict(slot), true))
+    }
+
+    /// Take a slot's slice out of the index, and the slot for a new one.
+    fn evict(&mut self, slot: u32) -> u32 {
+        let m = &mut self.meta[slot as usize];
+        let hash = m.hash;
+        m.flags = WRITING;
+        if self.index.get(&short(hash)) == Some(&slot) {
+            self.index.remove(&short(hash));
+        }
+        metrics::counter!("edge_ssd_evictions_total").increment(1);
+        slot
     }
 }
 
@@ -692,6 +706,33 @@ mod tests {
         wait_written(&s, 3);
         assert!(s.contains(1) && !s.contains(2) && s.contains(5));
         assert!(pinned.iter().all(|&b| b == 1));
+    }
+
+    /// On a big tier where every slice was read lately, one write moves the hand a
+    /// bounded distance and evicts the first slice it passed, not after a full sweep.
+    #[test]
+    fn a_tier_read_all_over_evicts_within_a_bounded_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let slice = 4096usize;
+        let n = 2 * SWEEP as u128 + 10;
+        let s = SsdStore::open(dir.path(), n as u64 * slice as u64, slice as u64, true).unwrap().store;
+        for h in 1..=n {
+            s.insert(h, 0, Bytes::from(vec![h as u8; 100]));
+            if h % 200 == 0 {
+                wait_written(&s, h as usize);
+            }
+        }
+        wait_written(&s, n as usize);
+        for h in 1..=n {
+            assert!(s.get(h).is_some());
+        }
+        s.insert(n + 1, 0, Bytes::from(vec![7u8; 100]));
+        wait_written(&s, n as usize);
+        assert!(s.contains(n + 1), "the new slice was written");
+        assert!(!s.contains(1), "the first slice the hand passed went");
+        assert!(s.contains(SWEEP as u128 + 1), "slices beyond the sweep kept their second chance");
+        let st = s.inner.lock();
+        assert_eq!(st.meta[SWEEP as usize + 1].flags & REFERENCED, REFERENCED, "the hand stopped within the sweep");
     }
 
     /// A slot reused while a `sendfile` of its old bytes is still in the kernel: the peer
