@@ -15,7 +15,7 @@
 #![allow(unsafe_code)]
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::task::{ready, Context, Poll};
@@ -65,6 +65,89 @@ impl Drop for Registration {
         let _g = CLAIM.lock().unwrap_or_else(|p| p.into_inner());
         REGIONS[self.0].len.store(0, Ordering::Release);
     }
+}
+
+/// A read-only shared mapping of a file's first `len` bytes, unmapped on drop; made with
+/// `register`, its bytes are also sent by reference (while the registry has room). The
+/// owner keeps the file open for as long as the mapping lives (declare the mapping before
+/// the file in a struct, so it is dropped, and unregistered, first).
+#[derive(Debug)]
+pub struct Mapping {
+    base: usize,
+    len: usize,
+    registration: Option<Registration>,
+}
+
+impl Mapping {
+    pub fn new(fd: BorrowedFd<'_>, len: usize, register: bool) -> io::Result<Self> {
+        // SAFETY: a fresh mapping, which nothing else refers to yet.
+        let base = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ,
+                rustix::mm::MapFlags::SHARED | rustix::mm::MapFlags::NORESERVE,
+                fd,
+                0,
+            )?
+        } as usize;
+        let registration = register.then(|| self::register(base as *const u8, len, fd.as_raw_fd())).flatten();
+        if register && registration.is_none() {
+            tracing::warn!("zero-copy registry full; these cached bytes are sent by copying");
+        }
+        Ok(Mapping { base, len, registration })
+    }
+
+    /// Whether `p` points into the mapping.
+    pub fn contains(&self, p: *const u8) -> bool {
+        (self.base..self.base + self.len).contains(&(p as usize))
+    }
+
+    /// `len` bytes at `offset` of the file.
+    ///
+    /// # Safety
+    /// The range lies inside the mapping, and nothing writes those bytes of the file while
+    /// the returned slice lives.
+    pub unsafe fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        debug_assert!(offset + len <= self.len);
+        // SAFETY: the caller's promise; the mapping lives as long as `self`.
+        unsafe { std::slice::from_raw_parts((self.base + offset) as *const u8, len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        drop(self.registration.take());
+        // SAFETY: the owner drops the mapping once nothing refers into it.
+        unsafe {
+            let _ = rustix::mm::munmap(self.base as *mut _, self.len);
+        }
+    }
+}
+
+/// Free a file range's pages (and blocks): a send still holding them keeps them, and
+/// what is written there next lands in fresh pages. How an owner of a registered mapping
+/// reuses bytes it may have sent.
+pub fn punch_hole(fd: impl AsFd, offset: u64, len: u64) -> io::Result<()> {
+    let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+    Ok(rustix::fs::fallocate(fd, flags, offset, len)?)
+}
+
+/// Write all of `iov` to the file at `offset`.
+pub fn write_all_at(fd: impl AsFd, mut iov: &mut [IoSlice<'_>], mut offset: u64) -> io::Result<()> {
+    let fd = fd.as_fd();
+    while !iov.is_empty() {
+        match rustix::io::pwritev(fd, iov, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                offset += n as u64;
+                IoSlice::advance_slices(&mut iov, n);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// The file and offset holding `buf`, if it lies wholly inside a registered mapping.

@@ -14,10 +14,11 @@
 #![allow(unsafe_code)]
 
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use segue_core::zerocopy::{punch_hole, write_all_at, Mapping};
 
 /// Below this a slice stays on the heap: sending it by reference saves less than the
 /// slot and the syscalls cost.
@@ -30,21 +31,11 @@ pub struct Arena {
 }
 
 struct Inner {
+    /// Before `fd`: dropped (and unregistered) first, once no view is left.
+    mapping: Mapping,
     fd: OwnedFd,
-    base: usize,
     slot_size: usize,
-    slots: usize,
     free: Mutex<Vec<u32>>,
-    _registration: Option<segue_core::zerocopy::Registration>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // SAFETY: every view holds the Arc, so none is left; the mapping is ours.
-        unsafe {
-            let _ = rustix::mm::munmap(self.base as *mut _, self.slot_size * self.slots);
-        }
-    }
 }
 
 /// One slot's bytes; the last view dropping frees the slot.
@@ -55,7 +46,7 @@ struct Slot {
 }
 
 impl Slot {
-    /// Where the slot begins in the memfd (and, from `base`, in the mapping).
+    /// Where the slot begins in the memfd (and in the mapping).
     fn offset(&self) -> u64 {
         (self.index as usize * self.inner.slot_size) as u64
     }
@@ -63,23 +54,16 @@ impl Slot {
 
 impl AsRef<[u8]> for Slot {
     fn as_ref(&self) -> &[u8] {
-        let start = self.inner.base + self.offset() as usize;
-        // SAFETY: the slot lies inside the mapping, which lives as long as `inner`; its
-        // first `len` bytes were written before the view was made and are never written
-        // again while a view exists.
-        unsafe { std::slice::from_raw_parts(start as *const u8, self.len) }
+        // SAFETY: the slot lies inside the mapping; its first `len` bytes were written
+        // before the view was made and are never written again while a view exists.
+        unsafe { self.inner.mapping.bytes(self.offset() as usize, self.len) }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let inner = &self.inner;
-        let punched = rustix::fs::fallocate(
-            &inner.fd,
-            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
-            self.offset(),
-            self.len.next_multiple_of(PAGE) as u64,
-        );
+        let punched = punch_hole(&inner.fd, self.offset(), self.len.next_multiple_of(PAGE) as u64);
         // A slot whose pages could not be punched is never reused (a send may hold them).
         if punched.is_ok() {
             inner.free.lock().unwrap_or_else(|p| p.into_inner()).push(self.index);
@@ -142,28 +126,13 @@ impl Inner {
         let len = slot_size * slots;
         let fd = rustix::fs::memfd_create("segue-edge-slices", rustix::fs::MemfdFlags::CLOEXEC)?;
         rustix::fs::ftruncate(&fd, len as u64)?;
-        // SAFETY: a fresh shared read-only mapping of our own memfd.
-        let base = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                rustix::mm::ProtFlags::READ,
-                rustix::mm::MapFlags::SHARED | rustix::mm::MapFlags::NORESERVE,
-                &fd,
-                0,
-            )?
-        } as usize;
-        let registration = segue_core::zerocopy::register(base as *const u8, len, fd.as_raw_fd());
-        if registration.is_none() {
-            tracing::warn!("zero-copy registry full; cached bytes are sent by copying");
-        }
+        let mapping = Mapping::new(fd.as_fd(), len, true)?;
         let free = (0..slots as u32).rev().collect();
-        Ok(Inner { fd, base, slot_size, slots, free: Mutex::new(free), _registration: registration })
+        Ok(Inner { mapping, fd, slot_size, free: Mutex::new(free) })
     }
 
     fn holds(&self, data: &[u8]) -> bool {
-        let p = data.as_ptr() as usize;
-        p >= self.base && p < self.base + self.slot_size * self.slots
+        self.mapping.contains(data.as_ptr())
     }
 
     /// A free slot for `len` bytes (owned by the returned guard: dropped unused, it is
@@ -186,23 +155,11 @@ impl Inner {
     }
 
     /// Write all of `iov` to the memfd at `offset`.
-    fn write_at(&self, mut iov: &mut [IoSlice<'_>], mut offset: u64) -> std::io::Result<()> {
-        while !iov.is_empty() {
-            match rustix::io::pwritev(&self.fd, iov, offset) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    offset += n as u64;
-                    IoSlice::advance_slices(&mut iov, n);
-                }
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "arena write failed");
-                    metrics::counter!("edge_arena_errors_total").increment(1);
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(())
+    fn write_at(&self, iov: &mut [IoSlice<'_>], offset: u64) -> std::io::Result<()> {
+        write_all_at(&self.fd, iov, offset).inspect_err(|e| {
+            tracing::debug!(error = %e, "arena write failed");
+            metrics::counter!("edge_arena_errors_total").increment(1);
+        })
     }
 }
 

@@ -26,13 +26,15 @@
 #![allow(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::IoSlice;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use segue_core::zerocopy::{punch_hole, write_all_at, Mapping};
 
 const PAGE: usize = 4096;
 const SUPERBLOCK: u64 = PAGE as u64;
@@ -119,25 +121,15 @@ struct State {
 }
 
 struct Inner {
+    /// Before `data`: dropped (and unregistered) first, once no view is left.
+    mapping: Mapping,
     data: OwnedFd,
     headers: OwnedFd,
-    base: usize,
     stride: usize,
-    slots: u32,
     state: Mutex<State>,
     free_slots: AtomicU64,
     written: AtomicU64,
     read: AtomicU64,
-    _registration: Option<segue_core::zerocopy::Registration>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // SAFETY: every view holds the Arc, so none is left; the mapping is ours.
-        unsafe {
-            let _ = rustix::mm::munmap(self.base as *mut _, self.stride * self.slots as usize);
-        }
-    }
 }
 
 enum Op {
@@ -175,10 +167,9 @@ struct View {
 
 impl AsRef<[u8]> for View {
     fn as_ref(&self) -> &[u8] {
-        let start = self.inner.base + self.slot as usize * self.inner.stride;
-        // SAFETY: the slot lies inside the mapping, which lives as long as `inner`; a
-        // pinned slot is never written (the writer only takes unpinned ones).
-        unsafe { std::slice::from_raw_parts(start as *const u8, self.len) }
+        // SAFETY: the slot lies inside the mapping; a pinned slot is never written (the
+        // writer only takes unpinned ones).
+        unsafe { self.inner.mapping.bytes(self.slot as usize * self.inner.stride, self.len) }
     }
 }
 
@@ -192,10 +183,6 @@ impl Drop for View {
             self.inner.free_slots.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
-
-fn io_err(e: rustix::io::Errno) -> std::io::Error {
-    e.into()
 }
 
 impl SsdStore {
@@ -221,18 +208,18 @@ impl SsdStore {
         superblock[12..16].copy_from_slice(&slots.to_le_bytes());
         superblock[16..24].copy_from_slice(&(stride as u64).to_le_bytes());
         let mut found = [0u8; PAGE];
-        let n = rustix::io::pread(&headers, &mut found, 0).map_err(io_err)?;
+        let n = rustix::io::pread(&headers, &mut found, 0)?;
         if n < PAGE || found != superblock {
             if n > 0 {
                 tracing::warn!(dir = %dir.display(), "SSD store has another layout (slice size or cap changed); starting it empty");
             }
-            rustix::fs::ftruncate(&headers, 0).map_err(io_err)?;
-            rustix::fs::ftruncate(&data, 0).map_err(io_err)?;
-            write_all_at(&headers, &superblock, 0)?;
+            rustix::fs::ftruncate(&headers, 0)?;
+            rustix::fs::ftruncate(&data, 0)?;
+            write_all_at(&headers, &mut [IoSlice::new(&superblock)], 0)?;
         }
-        rustix::fs::ftruncate(&headers, SUPERBLOCK + slots as u64 * HEADER as u64).map_err(io_err)?;
+        rustix::fs::ftruncate(&headers, SUPERBLOCK + slots as u64 * HEADER as u64)?;
         let len = stride * slots as usize;
-        rustix::fs::ftruncate(&data, len as u64).map_err(io_err)?;
+        rustix::fs::ftruncate(&data, len as u64)?;
 
         let mut st = State {
             index: HashMap::default(),
@@ -274,39 +261,22 @@ impl SsdStore {
         st.free = (0..slots).rev().filter(|&s| st.meta[s as usize].flags == 0).collect();
         let recovered = st.index.len();
 
-        // SAFETY: a fresh shared read-only mapping of our own file, which stays open as
-        // long as the mapping (both live in `Inner`).
-        let base = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                rustix::mm::ProtFlags::READ,
-                rustix::mm::MapFlags::SHARED | rustix::mm::MapFlags::NORESERVE,
-                &data,
-                0,
-            )
-            .map_err(io_err)?
-        } as usize;
         // Sending by reference is safe only if a reused slot can be punched out first.
         let punch = punch_hole(&data, (len - PAGE) as u64, PAGE as u64).is_ok();
         if !punch && zero_copy {
             tracing::warn!(dir = %dir.display(), "the SSD filesystem cannot punch holes; SSD hits are sent by copying");
         }
-        let registration = (zero_copy && punch)
-            .then(|| segue_core::zerocopy::register(base as *const u8, len, data.as_raw_fd()))
-            .flatten();
+        let mapping = Mapping::new(data.as_fd(), len, zero_copy && punch)?;
         let free_slots = AtomicU64::new(st.free.len() as u64);
         let inner = Arc::new(Inner {
             data,
             headers,
-            base,
+            mapping,
             stride,
-            slots,
             state: Mutex::new(st),
             free_slots,
             written: AtomicU64::new(0),
             read: AtomicU64::new(0),
-            _registration: registration,
         });
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let writer = inner.clone();
@@ -507,7 +477,8 @@ impl Inner {
                     // Only the writer takes slots, so an unused slot cannot be taken meanwhile.
                     let unused = self.lock().meta[slot as usize].flags & (USED | WRITING) == 0;
                     if unused {
-                        let _ = write_all_at(&self.headers, &[0u8; HEADER], self.header_offset(slot));
+                        let _ =
+                            write_all_at(&self.headers, &mut [IoSlice::new(&[0u8; HEADER])], self.header_offset(slot));
                     }
                 }
                 Op::Flush(done) => {
@@ -538,8 +509,8 @@ impl Inner {
                 // Fresh pages for the new bytes: a send may still hold the old ones.
                 punch_hole(&self.data, offset, self.stride as u64)?;
             }
-            write_all_at(&self.data, data, offset)?;
-            write_all_at(&self.headers, &header, self.header_offset(slot))
+            write_all_at(&self.data, &mut [IoSlice::new(data)], offset)?;
+            write_all_at(&self.headers, &mut [IoSlice::new(&header)], self.header_offset(slot))
         })();
         let mut st = self.lock();
         st.pending.remove(&hash);
@@ -601,26 +572,6 @@ fn parse_header(h: &[u8], stride: usize) -> Option<(u128, u32, u32, u64, u64)> {
     let len = u32_at(4);
     let hash = u128::from_le_bytes(h[8..24].try_into().ok()?);
     (len as usize <= stride && len > 0).then(|| (hash, u32_at(24), len, u64_at(32), u64_at(40)))
-}
-
-fn punch_hole(fd: &OwnedFd, offset: u64, len: u64) -> std::io::Result<()> {
-    let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
-    rustix::fs::fallocate(fd, flags, offset, len).map_err(io_err)
-}
-
-fn write_all_at(fd: &OwnedFd, mut buf: &[u8], mut offset: u64) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match rustix::io::pwrite(fd, buf, offset) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                buf = &buf[n..];
-                offset += n as u64;
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 fn read_full_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
