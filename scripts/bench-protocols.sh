@@ -108,11 +108,10 @@ done
 
 TIMEFORMAT='%U %S'
 run() { # port protocol connections streams (protocol h2-256k: h2, client accepting 256 KiB frames)
-  local proto=(--protocol "$2")
-  [ "$2" = h2-256k ] && proto=(--protocol h2 --h2-max-frame-kib 256)
-  taskset -c 1 "$BIN" loadtest --target "https://127.0.0.1:$1" "${proto[@]}" --server-name pop.segue.test \
-    --ca "$WORK/ca.pem" --connections "$3" --streams "$4" --paths-file "$WORK/paths.txt" \
-    --duration-secs "$SECS" --json
+  local proto=$2 frames=()
+  [ "$2" = h2-256k ] && proto=h2 frames=(--h2-max-frame-kib 256)
+  LT_PROTO=$proto lt "$1" "${frames[@]}" --connections "$3" --streams "$4" --paths-file "$WORK/paths.txt" \
+    --duration-secs "$SECS"
 }
 
 echo "## Edge protocols vs nginx ($(date -u +%Y-%m-%d), TRACKS=$TRACKS, SECS=$SECS, $CONNS requests in flight)"
