@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use segue_core::config::validated;
 
+mod listen;
 mod plays;
 mod release;
 mod up;
@@ -298,46 +299,11 @@ enum Command {
     /// Reports time to first audio, bytes fetched, POP failovers, gaps, underruns and
     /// rebuffers (with --speed), skip latencies, and a warning when the fetches are too
     /// slow for the tier. Exits 1 naming the track and URL when a track cannot be played.
-    Play {
-        /// App API base URL.
-        #[arg(long, default_value = "http://127.0.0.1:7090", value_name = "URL")]
-        app_api: String,
-        /// File holding the listener's API key (or an admin token).
-        #[arg(long, value_name = "FILE")]
-        token_file: PathBuf,
-        /// Quality tier: low, normal, standard, high or very_high.
-        #[arg(long, default_value = "high")]
-        tier: String,
-        /// Country the listener is in (default: the user's).
-        #[arg(long)]
-        country: Option<String>,
-        /// WAV file to write (atomically).
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-        /// Start the first track this many milliseconds in (a seek through its seek
-        /// table: the bytes before the nearest entry are never fetched).
-        #[arg(long, default_value_t = 0, value_name = "MS")]
-        start_ms: u64,
-        /// Crossfade between tracks (equal-power), milliseconds; 0: gapless.
-        #[arg(long, default_value_t = 0, value_name = "MS")]
-        crossfade_ms: u32,
-        /// Skip to the next track after this long in each (reports the skip latency).
-        #[arg(long, value_name = "MS")]
-        skip_after_ms: Option<u32>,
-        /// Stop after this much audio (a preview), milliseconds.
-        #[arg(long, value_name = "MS")]
-        duration_ms: Option<u64>,
-        /// Pace playback like a sound device at this speed (1 = real time), so a late
-        /// next track fades out instead of cutting; 0: render as fast as audio arrives.
-        #[arg(long, default_value_t = 0.0)]
-        speed: f64,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Track ids, in play order.
-        #[arg(required = true, value_name = "TRACK")]
-        tracks: Vec<String>,
-    },
+    ///
+    /// Reports each play to the app API the way an app does: written to an on-device
+    /// outbox first (fsynced), sent in batches with retry, removed only once
+    /// acknowledged; plays that could not be sent wait for the next run (or --sync).
+    Play(Box<listen::PlayArgs>),
     /// Serve packaged audio by byte range from an object store (filesystem or S3).
     Origin {
         /// TOML config file (see config/origin.toml); flags below override it.
@@ -377,7 +343,7 @@ fn main() -> ExitCode {
 
 /// Usage errors (bad config or flag values) exit 2, like clap's own; the rest exit 1.
 /// The API token from a file, if one is named.
-fn read_token(file: Option<PathBuf>) -> Result<Option<String>, Failure> {
+pub(crate) fn read_token(file: Option<PathBuf>) -> Result<Option<String>, Failure> {
     file.map(|f| {
         std::fs::read_to_string(&f)
             .map(|t| t.trim().to_owned())
@@ -590,67 +556,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }
-        Command::Play {
-            app_api,
-            token_file,
-            tier,
-            country,
-            out,
-            start_ms,
-            crossfade_ms,
-            skip_after_ms,
-            duration_ms,
-            speed,
-            json,
-            tracks,
-        } => {
-            if tier.parse::<segue_core::Tier>().is_err() {
-                return Err(Failure::Usage(format!("--tier {tier:?} is not low, normal, standard, high or very_high")));
-            }
-            if !(0.0..=1000.0).contains(&speed) {
-                return Err(Failure::Usage("--speed must be 0-1000".into()));
-            }
-            let token = read_token(Some(token_file))?.unwrap_or_default();
-            let api = segue_player::api::AppApi::new(&app_api, &token);
-            let opts = segue_player::engine::Options {
-                tier,
-                country,
-                crossfade_ms,
-                speed: (speed > 0.0).then_some(speed),
-                start_ms,
-                skip_after_ms,
-                duration_ms,
-                ..Default::default()
-            };
-            let report = segue_player::render::render(&api, &tracks, opts, &out)
-                .await
-                .map_err(|e| Failure::Runtime(e.to_string()))?;
-            for w in &report.warnings {
-                eprintln!("segue play: warning: {w}");
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-            } else {
-                println!(
-                    "{}: {} tracks, {:.1} s of audio at {} Hz x{}\ntime to first audio {:.0} ms (after {} bytes), \
-                     {} bytes fetched, {} failovers, gaps {} samples, {} underruns, {} rebuffers, in {:.2} s",
-                    out.display(),
-                    report.tracks,
-                    report.frames as f64 / f64::from(report.sample_rate.max(1)),
-                    report.sample_rate,
-                    report.channels,
-                    report.time_to_first_audio_ms,
-                    report.bytes_before_first_audio,
-                    report.bytes_fetched,
-                    report.failovers,
-                    report.gap_samples,
-                    report.underruns,
-                    report.rebuffers,
-                    report.seconds
-                );
-            }
-            Ok(())
-        }
+        Command::Play(args) => listen::play(*args).await,
         Command::Plays { action, config, database } => {
             plays::plays(action, app_api_config(config, None, database)?).await
         }

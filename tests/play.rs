@@ -33,6 +33,7 @@ fn play(
     let run = segue()
         .args(["play", "--app-api", &format!("http://{app}"), "--country", "SE", "--json", "--token-file"])
         .arg(token_file)
+        .env("SEGUE_OUTBOX", out.parent().unwrap().join("outbox"))
         .arg("--out")
         .arg(out)
         .args(extra)
@@ -506,5 +507,159 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     }
     assert_eq!(audio_requests.len(), 3, "{audio_requests:?}");
     assert!(audio_requests.values().all(|n| *n == 1), "each object fetched once: {audio_requests:?}");
+    assert!(terminate(up).success());
+}
+
+/// Where a proxy in front of the app API kills the player when its play report comes by.
+#[derive(Clone, Copy, PartialEq)]
+enum Cut {
+    /// The play is in the outbox; the app API never sees the report.
+    BeforeSend,
+    /// The app API stored the play and answered; the player never reads the answer.
+    BeforeAck,
+}
+
+/// A proxy to `app` that passes every request through (one per connection, as the
+/// player makes them), except a play report, at which it kills process `pid` with -9.
+fn killing_proxy(
+    app: std::net::SocketAddr,
+    cut: Cut,
+    pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { continue };
+            let pid = pid.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 8192];
+                let head_end = loop {
+                    match client.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                    if let Some(at) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&req[..head_end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                while req.len() < head_end + length {
+                    match client.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let kill = || {
+                    let pid = pid.load(std::sync::atomic::Ordering::SeqCst).to_string();
+                    assert!(std::process::Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+                };
+                let report = head.starts_with("post /v1/play-events ");
+                if report && cut == Cut::BeforeSend {
+                    return kill();
+                }
+                // Ask the app API to close after answering, so its answer ends at EOF.
+                let mut forward = req[..head_end - 2].to_vec();
+                forward.extend_from_slice(b"connection: close\r\n\r\n");
+                forward.extend_from_slice(&req[head_end..]);
+                let mut upstream = std::net::TcpStream::connect(app).unwrap();
+                upstream.write_all(&forward).unwrap();
+                let mut answer = Vec::new();
+                upstream.read_to_end(&mut answer).unwrap();
+                if report {
+                    return kill();
+                }
+                let _ = client.write_all(&answer);
+            });
+        }
+    });
+    addr
+}
+
+/// Plays of `track` the app API counted.
+fn plays_of(app: std::net::SocketAddr, token: &str, track: &str) -> i64 {
+    let (code, v) = admin(app, "GET", &format!("/v1/admin/plays/counts?track={track}"), Some(token), None);
+    assert_eq!(code, 200, "{v}");
+    v["counts"].as_array().unwrap().iter().map(|r| r["plays"].as_i64().unwrap()).sum()
+}
+
+/// The player reports each play through its outbox: killed with -9 after the play is
+/// written but before it is sent, and after the app API stored it but before the player
+/// read the answer, the play is counted exactly once when the outbox is next synced.
+#[test]
+fn plays_reach_the_app_api_exactly_once_through_player_kills() {
+    use std::os::unix::process::ExitStatusExt;
+    let Up { dir, up, app, token, .. } = start_up();
+    let ids = album_ids(app, &token);
+    let (code, u) = admin(app, "POST", "/v1/admin/users", Some(&token), Some(r#"{"name":"ana","country":"SE"}"#));
+    assert_eq!(code, 201, "{u}");
+    let key_file = dir.path().join("ana.key");
+    std::fs::write(&key_file, u["api_key"].as_str().unwrap()).unwrap();
+    let outbox = dir.path().join("ana-outbox");
+    let waiting = || {
+        std::fs::read_dir(&outbox)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+            .count()
+    };
+    let player = |api: std::net::SocketAddr, args: &[&str]| {
+        let mut c = segue();
+        c.args(["play", "--app-api", &format!("http://{api}"), "--json", "--token-file"])
+            .arg(&key_file)
+            .arg("--outbox")
+            .arg(&outbox)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let pid = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let out = dir.path().join("ana.wav");
+    let out = out.to_str().unwrap();
+
+    // Killed before the report leaves: the play waits in the outbox, uncounted.
+    let proxy = killing_proxy(app, Cut::BeforeSend, pid.clone());
+    let child = player(proxy, &["--out", out, &ids[0]]).spawn().unwrap();
+    pid.store(child.id(), std::sync::atomic::Ordering::SeqCst);
+    let run = child.wait_with_output().unwrap();
+    assert_eq!(run.status.signal(), Some(9), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(waiting(), 1, "the play is in the outbox");
+    assert_eq!(plays_of(app, &token, &ids[0]), 0);
+
+    // Killed after the app API stored it, before the player read the answer.
+    let proxy = killing_proxy(app, Cut::BeforeAck, pid.clone());
+    let child = player(proxy, &["--sync"]).spawn().unwrap();
+    pid.store(child.id(), std::sync::atomic::Ordering::SeqCst);
+    let run = child.wait_with_output().unwrap();
+    assert_eq!(run.status.signal(), Some(9), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(waiting(), 1, "not acknowledged to the player, so still waiting");
+    assert_eq!(plays_of(app, &token, &ids[0]), 1);
+
+    // The next sync resends it: a duplicate, counted once, and the outbox is empty.
+    let run = player(app, &["--sync"]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!((v["plays"]["duplicates"].as_u64(), v["plays"]["waiting"].as_u64()), (Some(1), Some(0)), "{v}");
+    assert_eq!(plays_of(app, &token, &ids[0]), 1);
+    assert_eq!(waiting(), 0);
+
+    // A normal run reports as it plays; --no-report leaves no trace.
+    let run = player(app, &["--out", out, &ids[1]]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["plays"]["waiting"].as_u64(), Some(0), "{v}");
+    let run = player(app, &["--out", out, "--no-report", &ids[2]]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!((plays_of(app, &token, &ids[1]), plays_of(app, &token, &ids[2])), (1, 0));
+    // The play is the listener's: the whole 3 s track, in their home country.
+    let (_, counts) = admin(app, "GET", &format!("/v1/admin/plays/counts?track={}", ids[1]), Some(&token), None);
+    assert_eq!(counts["counts"][0]["country"], "SE", "{counts}");
+    assert_eq!(counts["counts"][0]["ms_played"].as_i64().map(|m| (m - 3000).abs() <= 1), Some(true), "{counts}");
     assert!(terminate(up).success());
 }

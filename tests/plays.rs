@@ -208,6 +208,60 @@ fn report_dataset(tracks: &[String], t0: i64) -> Vec<serde_json::Value> {
     ]
 }
 
+/// The same event id again: the same payload is a duplicate, another payload (a longer
+/// `ms_played`) a conflict, kept for audit and not counted. A device whose clock is two
+/// hours behind has its plays moved to when they happened, by the offset its `sent_ms`
+/// shows, and a retry of them (another `sent_ms`) is still a duplicate.
+#[test]
+fn a_reused_event_id_is_a_conflict_and_a_wrong_device_clock_is_corrected() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("app/app.db").display());
+    let (origin, origin_addr) = spawn_origin(dir.path());
+    let port = free_port();
+    let cfg = write_config(dir.path(), port, &db, origin_addr, "");
+    let app = start_app(&cfg);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let tracks = catalog(dir.path(), addr);
+    let now = now_ms();
+    let first = event("c-1", "u1", &tracks[0], now - 120_000, 45_000, "SE");
+    let mut longer = first.clone();
+    longer["ms_played"] = 90_000.into();
+    let statuses = |v: &serde_json::Value| -> Vec<String> {
+        v["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap().to_owned()).collect()
+    };
+    let (code, v) = post_plays(addr, APP_ADMIN, &[first.clone(), first.clone(), longer.clone()]);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(statuses(&v), ["accepted", "duplicate", "conflict"], "{v}");
+    let (_, v) = post_plays(addr, APP_ADMIN, &[longer, first]);
+    assert_eq!(statuses(&v), ["conflict", "duplicate"], "{v}");
+    let (_, status) = admin(addr, "GET", "/v1/admin/plays/status", Some(APP_ADMIN), None);
+    assert_eq!((status["seq"].as_i64(), status["conflicts"].as_i64()), (Some(1), Some(2)), "{status}");
+    assert_eq!(totals(addr), (1, 1), "the first payload counts, once");
+
+    // Two hours behind: the device says its play started 2 h 1 min ago; it was 1 min ago.
+    let skew = 2 * 3_600_000;
+    let device_now = now_ms() - skew;
+    let late = event("c-2", "u1", &tracks[1], device_now - 60_000, 45_000, "SE");
+    let body = |sent_ms: i64| serde_json::json!({ "sent_ms": sent_ms, "events": [late.clone()] }).to_string();
+    let (code, v) = admin(addr, "POST", "/v1/play-events", Some(APP_ADMIN), Some(&body(device_now)));
+    assert_eq!((code, statuses(&v)), (200, vec!["accepted".to_owned()]), "{v}");
+    let offset = v["clock_offset_ms"].as_i64().unwrap();
+    assert!((offset - skew).abs() < 10_000, "offset {offset} ms, the clock is {skew} ms behind");
+    let (code, v) = admin(addr, "POST", "/v1/play-events", Some(APP_ADMIN), Some(&body(device_now + 5_000)));
+    assert_eq!((code, statuses(&v)), (200, vec!["duplicate".to_owned()]), "a retry: {v}");
+    let script = format!(
+        "import sqlite3; print(sqlite3.connect({:?}).execute(\"SELECT started_ms FROM play_events WHERE event_id = 'c-2'\").fetchone()[0])",
+        dir.path().join("app/app.db").display().to_string()
+    );
+    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    let started: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!((started - (now - 60_000)).abs() < 15_000, "logged as started at {started}, about {}", now - 60_000);
+    let (ok, out) = verify(&cfg, &[]);
+    assert!(ok, "{out}");
+    kill_9(app);
+    kill_9(origin);
+}
+
 #[test]
 fn plays_count_exactly_once_through_kill_9_and_report_royalties_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();

@@ -56,6 +56,10 @@ fn required(query: Option<&str>, name: &str) -> Result<String, Error> {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlayBatch {
+    /// The device's clock when it sent the batch, Unix ms: how wrong it is corrects the
+    /// events' `started_ms`.
+    #[serde(default)]
+    sent_ms: Option<i64>,
     events: Vec<serde_json::Value>,
 }
 
@@ -68,6 +72,7 @@ struct PlayResult {
 
 /// Check each event, log the good ones durably, and say what became of each.
 async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<serde_json::Value, Error> {
+    use crate::play_store::Applied;
     use crate::plays::{self, Outcome};
     let max = app.config.plays.max_batch;
     if batch.events.len() > max {
@@ -86,10 +91,12 @@ async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<se
         .collect();
     let wanted: Vec<&str> = parsed.iter().filter_map(|(_, e)| e.as_ref().ok().map(|e| e.track.as_str())).collect();
     let lengths = app.track_lengths(&wanted).await?;
+    let now = now_ms();
     let limits = plays::Limits {
-        now_ms: now_ms(),
+        now_ms: now,
         max_future_ms: app.config.plays.max_future_secs as i64 * 1000,
         max_age_ms: app.config.plays.max_age_days as i64 * 86_400_000,
+        clock_offset_ms: plays::clock_offset(now, batch.sent_ms, app.config.plays.clock_tolerance_secs as i64 * 1000),
     };
     let mut results = Vec::with_capacity(parsed.len());
     let mut good = Vec::new();
@@ -97,7 +104,7 @@ async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<se
     for (id, event) in parsed {
         let checked = event.and_then(|e| {
             let length = lengths.get(&e.track).copied();
-            plays::check(e, &user.id, length, &limits)
+            plays::check(e, &user.id, &user.country, length, &limits)
         });
         let outcome = match checked {
             Ok(p) => {
@@ -110,24 +117,32 @@ async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<se
         results.push(PlayResult { event_id: id, outcome });
     }
     let fresh = if good.is_empty() { Vec::new() } else { app.plays.append(good).await? };
-    for (at, new) in good_at.into_iter().zip(fresh) {
-        if !new {
-            results[at].outcome = Outcome::Duplicate;
+    for (at, verdict) in good_at.into_iter().zip(fresh) {
+        match verdict {
+            Applied::New => {}
+            Applied::Duplicate => results[at].outcome = Outcome::Duplicate,
+            Applied::Conflict => {
+                results[at].outcome = Outcome::Conflict {
+                    message: "this event id was logged before with a different payload; the first one counts".into(),
+                }
+            }
         }
     }
-    let mut tally = [0u64; 3];
+    let mut tally = [0u64; 4];
     for r in &results {
         tally[match r.outcome {
             Outcome::Accepted => 0,
             Outcome::Duplicate => 1,
-            Outcome::Rejected { .. } => 2,
+            Outcome::Conflict { .. } => 2,
+            Outcome::Rejected { .. } => 3,
         }] += 1;
     }
-    for (n, label) in tally.iter().zip(["accepted", "duplicate", "rejected"]) {
+    for (n, label) in tally.iter().zip(["accepted", "duplicate", "conflict", "rejected"]) {
         metrics::counter!("plays_events_total", "outcome" => label).increment(*n);
     }
     Ok(serde_json::json!({
-        "accepted": tally[0], "duplicates": tally[1], "rejected": tally[2], "results": results,
+        "accepted": tally[0], "duplicates": tally[1], "conflicts": tally[2], "rejected": tally[3],
+        "clock_offset_ms": limits.clock_offset_ms, "results": results,
     }))
 }
 
@@ -206,7 +221,11 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
                 crate::config::PlayLogKind::Embedded => "embedded",
                 crate::config::PlayLogKind::Nats => "nats",
             };
-            Ok(json_response(StatusCode::OK, &serde_json::json!({ "log": log, "seq": seq, "hash": hash, "lag": lag })))
+            let conflicts = crate::play_store::conflict_count(&app.pool).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "log": log, "seq": seq, "hash": hash, "lag": lag, "conflicts": conflicts }),
+            ))
         }
         (&Method::PUT, ["v1", "admin", "tracks", id, "shares"]) => {
             admin_only(&user)?;

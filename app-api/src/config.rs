@@ -85,6 +85,9 @@ pub struct Plays {
     pub max_batch: usize,
     /// A play may start at most this far in the future (client clock skew). Default 300.
     pub max_future_secs: u64,
+    /// A batch's `sent_ms` this close to the server's clock is taken as right (transit
+    /// time); past it, the difference corrects the events' `started_ms`. Default 30.
+    pub clock_tolerance_secs: u64,
     /// Offline plays older than this are refused. Default 31 days.
     pub max_age_days: u64,
     /// The report refuses to run while events wait longer than this to be applied
@@ -102,6 +105,7 @@ impl Default for Plays {
             log: PlayLogKind::Embedded,
             max_batch: 1000,
             max_future_secs: 300,
+            clock_tolerance_secs: 30,
             max_age_days: 31,
             report_max_lag_secs: 60,
             nats: Nats::default(),

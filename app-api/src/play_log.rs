@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, PlayLogKind};
 use crate::error::Error;
-use crate::play_store;
+use crate::play_store::{self, Applied};
 use crate::plays::Play;
 
 /// Events applied in one embedded transaction at most (more wait for the next).
@@ -30,7 +30,7 @@ pub enum PlayLog {
 
 pub struct Job {
     plays: Vec<Play>,
-    reply: oneshot::Sender<Result<Vec<bool>, String>>,
+    reply: oneshot::Sender<Result<Vec<Applied>, String>>,
 }
 
 /// How far the pipeline is behind: events acknowledged but not yet in the database.
@@ -75,8 +75,8 @@ impl PlayLog {
         }
     }
 
-    /// Make `plays` durable. Per event: `true` if new, `false` if a duplicate.
-    pub async fn append(&self, plays: Vec<Play>) -> Result<Vec<bool>, Error> {
+    /// Make `plays` durable. Per event: new, a duplicate, or a conflict.
+    pub async fn append(&self, plays: Vec<Play>) -> Result<Vec<Applied>, Error> {
         match self {
             PlayLog::Embedded(tx) => {
                 let (reply, answer) = oneshot::channel();
@@ -177,28 +177,42 @@ impl JetStream {
         Ok(JetStream { js, stream: n.stream.clone(), subject: n.subject.clone(), pool })
     }
 
-    async fn publish(&self, plays: Vec<Play>) -> Result<Vec<bool>, Error> {
-        // Events already in the database are duplicates whatever the dedup window says
-        // (an offline device re-syncing days later).
+    async fn publish(&self, plays: Vec<Play>) -> Result<Vec<Applied>, Error> {
+        // Events already in the database are duplicates (or conflicts) whatever the dedup
+        // window says (an offline device re-syncing days later).
         let stored = play_store::already_logged(&self.pool, &plays).await?;
         let mut acks = Vec::with_capacity(plays.len());
+        let mut conflicts = Vec::new();
         for p in &plays {
-            if stored.contains(&(p.user.clone(), p.event_id.clone())) {
-                acks.push(None);
+            let verdict = play_store::judge(p, stored.get(&(p.user.clone(), p.event_id.clone())));
+            if verdict != Applied::New {
+                if verdict == Applied::Conflict {
+                    conflicts.push(p);
+                }
+                acks.push(Err(verdict));
                 continue;
             }
             let payload = serde_json::to_vec(p).map_err(|e| Error::BadRequest(e.to_string()))?;
+            // The message id covers the payload too: a retry is dropped by the dedup window,
+            // while the same id with another payload reaches the consumer, which finds the
+            // first one logged and keeps this one as a conflict.
             let msg = jetstream::message::PublishMessage::build()
-                .message_id(format!("{}/{}", p.user, p.event_id))
+                .message_id(format!("{}/{}/{}", p.user, p.event_id, play_store::Fingerprint::of(p).digest()))
                 .payload(payload.into());
             let ack = self.js.send_publish(self.subject.clone(), msg).await.map_err(|e| nats_error("publish", e))?;
-            acks.push(Some(ack));
+            acks.push(Ok(ack));
+        }
+        if !conflicts.is_empty() {
+            play_store::conflicts_found(&self.pool, &conflicts).await?;
         }
         let mut out = Vec::with_capacity(acks.len());
         for ack in acks {
             out.push(match ack {
-                None => false,
-                Some(ack) => !ack.await.map_err(|e| nats_error("publish ack", e))?.duplicate,
+                Err(verdict) => verdict,
+                Ok(ack) => match ack.await.map_err(|e| nats_error("publish ack", e))?.duplicate {
+                    true => Applied::Duplicate,
+                    false => Applied::New,
+                },
             });
         }
         Ok(out)
@@ -335,7 +349,7 @@ async fn consume_batch(consumer: &jetstream::consumer::PullConsumer, pool: &AnyP
         return Ok(());
     }
     let flags = play_store::apply(pool, &plays).await?;
-    let new = flags.iter().filter(|f| **f).count() as u64;
+    let new = flags.iter().filter(|f| **f == Applied::New).count() as u64;
     metrics::counter!("plays_consumer_applied_total").increment(new);
     metrics::counter!("plays_consumer_duplicates_total").increment(flags.len() as u64 - new);
     for m in messages {

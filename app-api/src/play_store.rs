@@ -4,7 +4,7 @@
 //! nothing, and it runs in one transaction, so an event is counted exactly when it is
 //! logged.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -34,6 +34,13 @@ struct Record<'a> {
     device: &'a str,
     skipped: bool,
     received_ms: i64,
+    /// Left out when 0, so the links of events logged before it existed still verify.
+    #[serde(skip_serializing_if = "is_zero")]
+    clock_offset_ms: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// The next link: SHA-256 of the previous hash (hex), a newline, and the record's JSON.
@@ -50,6 +57,7 @@ pub fn link(prev: &str, seq: i64, p: &Play) -> String {
         device: &p.device,
         skipped: p.skipped,
         received_ms: p.received_ms,
+        clock_offset_ms: p.clock_offset_ms,
     };
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
@@ -87,29 +95,133 @@ fn is_sqlite(conn: &sqlx::AnyConnection) -> bool {
     conn.backend_name().eq_ignore_ascii_case("sqlite")
 }
 
-/// The (user, event id) keys of `plays` already in the log.
-async fn logged(tx: &mut sqlx::AnyConnection, plays: &[Play]) -> Result<HashSet<(String, String)>, Error> {
-    let mut found = HashSet::new();
+/// What became of an event offered to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    New,
+    /// Logged before with the same payload (a retry): nothing changes.
+    Duplicate,
+    /// Logged before with a different payload: nothing changes, and it is kept for audit.
+    Conflict,
+}
+
+/// What a retry of an event repeats: the fields the device sent, with `started_ms` as
+/// the device's clock said (before the server's correction, which differs per send).
+/// The country is left out: the server may have filled it in from the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    track: String,
+    device_started_ms: i64,
+    ms_played: i64,
+    tier: String,
+    device: String,
+    skipped: bool,
+}
+
+impl Fingerprint {
+    pub fn of(p: &Play) -> Fingerprint {
+        Fingerprint {
+            track: p.track.clone(),
+            device_started_ms: p.started_ms.saturating_sub(p.clock_offset_ms),
+            ms_played: p.ms_played,
+            tier: p.tier.clone(),
+            device: p.device.clone(),
+            skipped: p.skipped,
+        }
+    }
+}
+
+impl Fingerprint {
+    /// A short digest of the payload (hex), to tell two payloads of one id apart.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(
+            format!(
+                "{}\n{}\n{}\n{}\n{}\n{}",
+                self.track, self.device_started_ms, self.ms_played, self.tier, self.device, self.skipped
+            )
+            .as_bytes(),
+        );
+        hex::encode(&h.finalize()[..8])
+    }
+}
+
+type Logged = HashMap<(String, String), Fingerprint>;
+
+/// The events of `plays` already in the log, by (user, event id).
+async fn logged(tx: &mut sqlx::AnyConnection, plays: &[Play]) -> Result<Logged, Error> {
+    let mut found = HashMap::new();
     let sqlite = is_sqlite(tx);
     for chunk in plays.chunks(LOOKUP_CHUNK) {
         let list = placeholders(sqlite, 1, chunk.len());
-        let sql = format!("SELECT user_id, event_id FROM play_events WHERE event_id IN {list}");
+        let sql = format!(
+            "SELECT user_id, event_id, track_id, started_ms - clock_offset_ms, ms_played, tier, device, skipped \
+             FROM play_events WHERE event_id IN {list}"
+        );
         let mut q = sqlx::query(&sql);
         for p in chunk {
             q = q.bind(p.event_id.as_str());
         }
         for row in q.fetch_all(&mut *tx).await? {
-            found.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+            let fp = Fingerprint {
+                track: row.try_get(2)?,
+                device_started_ms: row.try_get(3)?,
+                ms_played: row.try_get(4)?,
+                tier: row.try_get(5)?,
+                device: row.try_get(6)?,
+                skipped: row.try_get::<i64, _>(7)? != 0,
+            };
+            found.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?), fp);
         }
     }
     Ok(found)
 }
 
-/// The keys of `plays` already in the log, outside any transaction (a hint for answers;
+/// The events of `plays` already in the log, outside any transaction (a hint for answers;
 /// `apply` decides).
-pub async fn already_logged(pool: &AnyPool, plays: &[Play]) -> Result<HashSet<(String, String)>, Error> {
+pub async fn already_logged(pool: &AnyPool, plays: &[Play]) -> Result<Logged, Error> {
     let mut conn = pool.acquire().await?;
     logged(&mut conn, plays).await
+}
+
+/// Keep refused events whose id was logged with another payload, for audit.
+async fn record_conflicts(conn: &mut sqlx::AnyConnection, conflicts: &[&Play]) -> Result<(), Error> {
+    for p in conflicts {
+        let payload = serde_json::to_string(p).unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO play_conflicts (user_id, event_id, received_ms, payload) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(p.user.as_str())
+        .bind(p.event_id.as_str())
+        .bind(p.received_ms)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await?;
+        tracing::warn!(user = %p.user, event = %p.event_id, "play event id reused with a different payload");
+    }
+    metrics::counter!("plays_conflicts_total").increment(conflicts.len() as u64);
+    Ok(())
+}
+
+/// [`record_conflicts`] outside a transaction (the JetStream publisher).
+pub async fn conflicts_found(pool: &AnyPool, conflicts: &[&Play]) -> Result<(), Error> {
+    let mut conn = pool.acquire().await?;
+    record_conflicts(&mut conn, conflicts).await
+}
+
+/// Events kept by `record_conflicts`.
+pub async fn conflict_count(pool: &AnyPool) -> Result<i64, Error> {
+    Ok(sqlx::query("SELECT COUNT(*) FROM play_conflicts").fetch_one(pool).await?.try_get(0)?)
+}
+
+/// Whether `p` repeats what is logged under its key (`None`: nothing is).
+pub fn judge(p: &Play, logged: Option<&Fingerprint>) -> Applied {
+    match logged {
+        None => Applied::New,
+        Some(fp) if *fp == Fingerprint::of(p) => Applied::Duplicate,
+        Some(_) => Applied::Conflict,
+    }
 }
 
 /// One (track, day, country) cell of counts.
@@ -131,40 +243,50 @@ impl Tally {
 type CountKey = (String, String, String);
 
 /// Append the events not yet logged, in order, and count them, in one transaction.
-/// Returns, per event, whether it was new (`false`: a duplicate, of the log or of an
-/// earlier event in `plays`).
-pub async fn apply(pool: &AnyPool, plays: &[Play]) -> Result<Vec<bool>, Error> {
+/// Returns what became of each: new, or a duplicate or conflict of the log or of an
+/// earlier event in `plays`.
+pub async fn apply(pool: &AnyPool, plays: &[Play]) -> Result<Vec<Applied>, Error> {
     let mut tx = pool.begin().await?;
     // Lock the head first: appenders queue here rather than race for the same seq.
     sqlx::query("UPDATE play_chain SET seq = seq WHERE id = 1").execute(&mut *tx).await?;
     let head = sqlx::query("SELECT seq, hash FROM play_chain WHERE id = 1").fetch_one(&mut *tx).await?;
     let (mut seq, mut hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
-    let logged = logged(&mut tx, plays).await?;
-    let mut batch: HashSet<(&str, &str)> = HashSet::with_capacity(plays.len());
+    let mut logged = logged(&mut tx, plays).await?;
     let mut fresh = Vec::with_capacity(plays.len());
+    let mut conflicts = Vec::new();
     let mut counts: BTreeMap<CountKey, Tally> = BTreeMap::new();
     let mut out = Vec::with_capacity(plays.len());
     for p in plays {
-        let new = batch.insert((&p.user, &p.event_id))
-            && (logged.is_empty() || !logged.contains(&(p.user.clone(), p.event_id.clone())));
-        out.push(new);
-        if new {
-            seq += 1;
-            hash = link(&hash, seq, p);
-            counts.entry((p.track.clone(), day_of(p.started_ms), p.country.clone())).or_default().add(p);
-            fresh.push((seq, hash.clone(), p));
+        let key = (p.user.clone(), p.event_id.clone());
+        let verdict = judge(p, logged.get(&key));
+        out.push(verdict);
+        match verdict {
+            Applied::New => {
+                logged.insert(key, Fingerprint::of(p));
+                seq += 1;
+                hash = link(&hash, seq, p);
+                counts.entry((p.track.clone(), day_of(p.started_ms), p.country.clone())).or_default().add(p);
+                fresh.push((seq, hash.clone(), p));
+            }
+            Applied::Conflict => conflicts.push(p),
+            Applied::Duplicate => {}
         }
     }
-    if fresh.is_empty() {
+    if fresh.is_empty() && conflicts.is_empty() {
         tx.rollback().await?;
+        return Ok(out);
+    }
+    record_conflicts(&mut tx, &conflicts).await?;
+    if fresh.is_empty() {
+        tx.commit().await?;
         return Ok(out);
     }
     let sqlite = is_sqlite(&tx);
     for chunk in fresh.chunks(CHUNK) {
         let sql = format!(
             "INSERT INTO play_events (seq, user_id, event_id, track_id, started_ms, ms_played, tier, country, \
-             device, skipped, received_ms, hash) VALUES {}",
-            placeholders(sqlite, chunk.len(), 12)
+             device, skipped, received_ms, hash, clock_offset_ms) VALUES {}",
+            placeholders(sqlite, chunk.len(), 13)
         );
         let mut q = sqlx::query(&sql);
         for (seq, hash, p) in chunk {
@@ -180,7 +302,8 @@ pub async fn apply(pool: &AnyPool, plays: &[Play]) -> Result<Vec<bool>, Error> {
                 .bind(p.device.as_str())
                 .bind(i64::from(p.skipped))
                 .bind(p.received_ms)
-                .bind(hash.as_str());
+                .bind(hash.as_str())
+                .bind(p.clock_offset_ms);
         }
         q.execute(&mut *tx).await?;
     }
@@ -295,7 +418,7 @@ pub async fn verify(
     loop {
         let rows = sqlx::query(
             "SELECT seq, user_id, event_id, track_id, started_ms, ms_played, tier, country, device, skipped, \
-             received_ms, hash FROM play_events WHERE seq > $1 ORDER BY seq LIMIT 10000",
+             received_ms, hash, clock_offset_ms FROM play_events WHERE seq > $1 ORDER BY seq LIMIT 10000",
         )
         .bind(seq)
         .fetch_all(pool)
@@ -316,6 +439,7 @@ pub async fn verify(
                 device: r.try_get(8)?,
                 skipped: r.try_get::<i64, _>(9)? != 0,
                 received_ms: r.try_get(10)?,
+                clock_offset_ms: r.try_get(12)?,
             };
             let stored: String = r.try_get(11)?;
             if at != seq + 1 {

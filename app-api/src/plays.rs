@@ -27,8 +27,9 @@ pub struct PlayEvent {
     /// How much was heard, milliseconds.
     pub ms_played: i64,
     pub tier: String,
-    /// ISO 3166-1 alpha-2 country the play happened in.
-    pub country: String,
+    /// ISO 3166-1 alpha-2 country the play happened in; default the account's home country.
+    #[serde(default)]
+    pub country: Option<String>,
     pub device: String,
     #[serde(default)]
     pub skipped: bool,
@@ -48,6 +49,10 @@ pub struct Play {
     pub device: String,
     pub skipped: bool,
     pub received_ms: i64,
+    /// Server clock minus the device's when it sent the event, when past the tolerance
+    /// (`started_ms` is corrected by it); 0 otherwise.
+    #[serde(default)]
+    pub clock_offset_ms: i64,
 }
 
 impl Play {
@@ -73,7 +78,15 @@ fn reject(reason: &'static str, message: impl Into<String>) -> Rejection {
 pub enum Outcome {
     Accepted,
     Duplicate,
-    Rejected { reason: &'static str, message: String },
+    /// The event id was logged before with a different payload: the first stays counted,
+    /// this one is kept for audit.
+    Conflict {
+        message: String,
+    },
+    Rejected {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// The limits `check` applies, from `[plays]`, and the clock.
@@ -81,6 +94,26 @@ pub struct Limits {
     pub now_ms: i64,
     pub max_future_ms: i64,
     pub max_age_ms: i64,
+    /// How far the sending device's clock is behind the server's (see `clock_offset`).
+    pub clock_offset_ms: i64,
+}
+
+/// The correction for a batch's device clock: server time minus the device's time when it
+/// sent the batch (`sent_ms`). Offsets within `tolerance_ms` are transit time and clock
+/// jitter, not a wrong clock, and are not applied (so a retry of the same event lands on
+/// the same `started_ms` as the first try).
+pub fn clock_offset(now_ms: i64, sent_ms: Option<i64>, tolerance_ms: i64) -> i64 {
+    match sent_ms {
+        Some(sent) => {
+            let offset = now_ms.saturating_sub(sent);
+            if offset.saturating_abs() > tolerance_ms {
+                offset
+            } else {
+                0
+            }
+        }
+        None => 0,
+    }
 }
 
 fn check_id(field: &str, v: &str) -> Result<(), Rejection> {
@@ -108,7 +141,15 @@ pub fn parse(value: serde_json::Value, caller: &str, admin: bool) -> Result<Play
 }
 
 /// Check an event against the limits and the track's length (`None`: no such track).
-pub fn check(event: PlayEvent, caller: &str, duration_ms: Option<i64>, limits: &Limits) -> Result<Play, Rejection> {
+/// `home_country`: the caller's account country, the play's country when the event names
+/// none (empty for a gateway posting for others, which must name it).
+pub fn check(
+    event: PlayEvent,
+    caller: &str,
+    home_country: &str,
+    duration_ms: Option<i64>,
+    limits: &Limits,
+) -> Result<Play, Rejection> {
     check_id("track", &event.track)?;
     check_id("device", &event.device)?;
     let duration = duration_ms.ok_or_else(|| reject("unknown_track", format!("no track {:?}", event.track)))?;
@@ -118,9 +159,15 @@ pub fn check(event: PlayEvent, caller: &str, duration_ms: Option<i64>, limits: &
             format!("tier {:?} is not one of {}", event.tier, segue_core::Tier::ALL.map(|t| t.as_str()).join(", ")),
         ));
     }
-    if event.country.len() != 2 || !event.country.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(reject("bad_country", format!("country {:?} is not an ISO 3166-1 alpha-2 code", event.country)));
+    let country = match event.country {
+        Some(c) => c,
+        None if event.user.is_none() && !home_country.is_empty() => home_country.to_owned(),
+        None => return Err(reject("bad_country", "country is required (no account country to default to)")),
+    };
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(reject("bad_country", format!("country {country:?} is not an ISO 3166-1 alpha-2 code")));
     }
+    let started_ms = event.started_ms.saturating_add(limits.clock_offset_ms);
     if event.ms_played < 0 {
         return Err(reject("bad_duration", format!("ms_played {} is negative", event.ms_played)));
     }
@@ -130,18 +177,17 @@ pub fn check(event: PlayEvent, caller: &str, duration_ms: Option<i64>, limits: &
             format!("ms_played {} is longer than the track ({duration} ms)", event.ms_played),
         ));
     }
-    if event.started_ms.saturating_add(event.ms_played) > limits.now_ms + limits.max_future_ms {
+    if started_ms.saturating_add(event.ms_played) > limits.now_ms + limits.max_future_ms {
         return Err(reject(
             "future",
-            format!("the play ends at {} ms, in the future", event.started_ms.saturating_add(event.ms_played)),
+            format!("the play ends at {} ms, in the future", started_ms.saturating_add(event.ms_played)),
         ));
     }
-    if event.started_ms < limits.now_ms - limits.max_age_ms {
+    if started_ms < limits.now_ms - limits.max_age_ms {
         return Err(reject(
             "too_old",
             format!(
-                "started_ms {} is older than the {} days offline plays are kept",
-                event.started_ms,
+                "started_ms {started_ms} is older than the {} days offline plays are kept",
                 limits.max_age_ms / 86_400_000
             ),
         ));
@@ -150,13 +196,14 @@ pub fn check(event: PlayEvent, caller: &str, duration_ms: Option<i64>, limits: &
         user: event.user.unwrap_or_else(|| caller.to_owned()),
         event_id: event.event_id,
         track: event.track,
-        started_ms: event.started_ms,
+        started_ms,
         ms_played: event.ms_played,
         tier: event.tier,
-        country: event.country,
+        country,
         device: event.device,
         skipped: event.skipped,
         received_ms: limits.now_ms,
+        clock_offset_ms: limits.clock_offset_ms,
     })
 }
 
@@ -198,7 +245,7 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { now_ms: 1_800_000_000_000, max_future_ms: 300_000, max_age_ms: 31 * 86_400_000 }
+        Limits { now_ms: 1_800_000_000_000, max_future_ms: 300_000, max_age_ms: 31 * 86_400_000, clock_offset_ms: 0 }
     }
 
     fn event() -> serde_json::Value {
@@ -207,7 +254,7 @@ mod tests {
     }
 
     fn run(v: serde_json::Value, duration: Option<i64>) -> Result<Play, Rejection> {
-        check(parse(v, "usr_a", false)?, "usr_a", duration, &limits())
+        check(parse(v, "usr_a", false)?, "usr_a", "SE", duration, &limits())
     }
 
     #[test]
@@ -236,7 +283,54 @@ mod tests {
         // An admin (a trusted gateway) posts for anyone.
         let mut e = event();
         e["user"] = "usr_b".into();
-        assert_eq!(check(parse(e, "admin", true).unwrap(), "admin", Some(200_000), &limits()).unwrap().user, "usr_b");
+        assert_eq!(
+            check(parse(e.clone(), "admin", true).unwrap(), "admin", "", Some(200_000), &limits()).unwrap().user,
+            "usr_b"
+        );
+        // ... but must say where the play happened.
+        e.as_object_mut().unwrap().remove("country");
+        let err = check(parse(e, "admin", true).unwrap(), "admin", "", Some(200_000), &limits()).unwrap_err();
+        assert_eq!(err.reason, "bad_country");
+        // A listener's play without a country is in the account's.
+        let mut e = event();
+        e.as_object_mut().unwrap().remove("country");
+        assert_eq!(run(e, Some(200_000)).unwrap().country, "SE");
+    }
+
+    #[test]
+    fn a_wrong_device_clock_is_corrected_by_the_offset_seen_at_send_time() {
+        let now = limits().now_ms;
+        // Within the tolerance: transit time, not applied.
+        assert_eq!(clock_offset(now, Some(now - 800), 30_000), 0);
+        assert_eq!(clock_offset(now, None, 30_000), 0);
+        // A device an hour behind: its plays would read as an hour old; an hour ahead, as
+        // in the future (refused). Both land where they happened.
+        let behind = clock_offset(now, Some(now - 3_600_000), 30_000);
+        assert_eq!(behind, 3_600_000);
+        let mut e = event();
+        e["started_ms"] = (now - 3_600_000 - 60_000).into();
+        let p = check(
+            parse(e, "usr_a", false).unwrap(),
+            "usr_a",
+            "SE",
+            Some(200_000),
+            &Limits { clock_offset_ms: behind, ..limits() },
+        )
+        .unwrap();
+        assert_eq!((p.started_ms, p.clock_offset_ms), (now - 60_000, behind));
+        let ahead = clock_offset(now, Some(now + 3_600_000), 30_000);
+        let mut e = event();
+        e["started_ms"] = (now + 3_600_000 - 60_000).into();
+        let raw = check(parse(e.clone(), "usr_a", false).unwrap(), "usr_a", "SE", Some(200_000), &limits());
+        assert_eq!(raw.unwrap_err().reason, "future");
+        let fixed = check(
+            parse(e, "usr_a", false).unwrap(),
+            "usr_a",
+            "SE",
+            Some(200_000),
+            &Limits { clock_offset_ms: ahead, ..limits() },
+        );
+        assert_eq!(fixed.unwrap().started_ms, now - 60_000);
     }
 
     #[test]

@@ -391,6 +391,20 @@ pub async fn call_with(
     body: Option<Bytes>,
     timeout: std::time::Duration,
 ) -> Result<(http::StatusCode, Bytes), String> {
+    let (resp, body) = call_full(base, tls, method, path, token, body, timeout).await?;
+    Ok((resp.status(), body))
+}
+
+/// [`call_with`], answering the whole response head (for headers such as `Retry-After`).
+pub async fn call_full(
+    base: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Bytes>,
+    timeout: std::time::Duration,
+) -> Result<(Response<()>, Bytes), String> {
     let exchange = async {
         let connector = Connector::for_url(base, tls).map_err(|e| e.to_string())?;
         let mut req = Request::builder().method(method).uri(path);
@@ -401,8 +415,7 @@ pub async fn call_with(
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         let req = req.body(body.unwrap_or_default()).map_err(|e| e.to_string())?;
-        let (resp, body) = fetch_body(&connector, req).await.map_err(|e| e.to_string())?;
-        Ok((resp.status(), body))
+        fetch_body(&connector, req).await.map_err(|e| e.to_string())
     };
     tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("no answer within {timeout:?}"))?
 }

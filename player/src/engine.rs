@@ -9,7 +9,8 @@
 //! Output goes to a sink as interleaved 16-bit PCM, in chunks.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::task::JoinHandle;
@@ -102,9 +103,58 @@ fn tier_kbps(tier: &str) -> f64 {
     tier.parse::<segue_core::Tier>().map_or(0.0, |t| f64::from(t.kbps()))
 }
 
+/// One track as the listener heard it: what a play event reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Played {
+    pub track: String,
+    /// When its first audio was played, by this device's clock (Unix ms).
+    pub started_ms: i64,
+    /// Audio of it played, milliseconds (a seek start or a skip makes it shorter).
+    pub ms_played: i64,
+    /// The listener moved on before its end.
+    pub skipped: bool,
+}
+
+/// Told of each play as it ends (to put it in the outbox before anything else happens).
+pub type OnPlay = Arc<dyn Fn(Played) + Send + Sync>;
+
 pub struct Engine {
     src: Source,
     opts: Options,
+    on_play: Option<OnPlay>,
+}
+
+/// The track playing now, for its play event.
+struct Listening {
+    track: usize,
+    started_ms: Option<i64>,
+    frames: u64,
+}
+
+impl Listening {
+    fn new(track: usize) -> Listening {
+        Listening { track, started_ms: None, frames: 0 }
+    }
+
+    /// `frames` more of it were played.
+    fn heard(&mut self, frames: u64) {
+        if frames > 0 && self.started_ms.is_none() {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            self.started_ms = Some(now.as_millis() as i64);
+        }
+        self.frames += frames;
+    }
+
+    fn end(self, tracks: &[String], rate: u32, skipped: bool, on_play: Option<&OnPlay>) {
+        if let (Some(f), Some(started_ms)) = (on_play, self.started_ms) {
+            f(Played {
+                track: tracks[self.track].clone(),
+                started_ms,
+                ms_played: (self.frames * 1000 / u64::from(rate.max(1))) as i64,
+                skipped,
+            });
+        }
+    }
 }
 
 /// The output side of a session: the pacing clock, the sink and the counts.
@@ -164,7 +214,13 @@ impl Engine {
             tier: opts.tier.clone(),
             country: opts.country.clone(),
         };
-        Engine { src, opts }
+        Engine { src, opts, on_play: None }
+    }
+
+    /// Call `f` with each play as it ends.
+    pub fn on_play(mut self, f: OnPlay) -> Engine {
+        self.on_play = Some(f);
+        self
     }
 
     /// Fetch the first `prefetch_bytes` of `track` in the background.
@@ -208,6 +264,8 @@ impl Engine {
         let mut next: Option<Deck> = None;
         let mut index = 0usize;
         let mut first_audio = true;
+        let mut heard = Listening::new(0);
+        let on_play = self.on_play.as_ref();
         while !out.done() {
             let total = current.total;
             let left = total - pos;
@@ -232,6 +290,7 @@ impl Engine {
                     .unwrap_or_else(|| Deck::open(&self.src, &tracks[index + 1], prefetched.remove(&(index + 1)), 0));
                 deck.want_as(chunk, (rate, channels)).await?;
                 out.stats.skip_latency_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
+                std::mem::replace(&mut heard, Listening::new(index + 1)).end(tracks, rate, true, on_play);
                 current = deck;
                 pos = 0;
                 index += 1;
@@ -261,7 +320,9 @@ impl Engine {
                             *s = (f32::from(*s) * g) as i16;
                         }
                     }
+                    let before = out.stats.frames;
                     out.emit(&faded).await;
+                    heard.heard(out.stats.frames - before);
                     out.silence_until(&mut deck, b_needs).await;
                     deck.want_as(b_needs, (rate, channels)).await?;
                     pos = 0;
@@ -279,13 +340,24 @@ impl Engine {
                             mixed[f * ch + c] = (a * ga + b * gb).round().clamp(-32768.0, 32767.0) as i16;
                         }
                     }
+                    let before = out.stats.frames;
                     out.emit(&mixed).await;
+                    // The fade is the end of this track and the start of the next: both heard.
+                    let faded = out.stats.frames - before;
+                    heard.heard(faded);
+                    std::mem::replace(&mut heard, Listening::new(index + 1)).end(tracks, rate, false, on_play);
+                    heard.heard(faded);
                     out.stats.gap_samples += left - n as u64;
                     pos = n as u64;
                 } else {
                     deck.want_as(b_needs, (rate, channels)).await?;
+                    let before = out.stats.frames;
                     out.emit(tail).await;
+                    heard.heard(out.stats.frames - before);
                     pos = 0;
+                }
+                if heard.track == index {
+                    std::mem::replace(&mut heard, Listening::new(index + 1)).end(tracks, rate, false, on_play);
                 }
                 current = deck;
                 index += 1;
@@ -306,9 +378,12 @@ impl Engine {
                 out.stats.time_to_first_audio_ms = started.elapsed().as_secs_f64() * 1000.0;
                 out.stats.bytes_before_first_audio = fetcher.bytes();
             }
+            let before = out.stats.frames;
             out.emit(&current.samples[pos as usize * ch..end as usize * ch]).await;
+            heard.heard(out.stats.frames - before);
             pos = end;
         }
+        heard.end(tracks, rate, false, on_play);
         for (_, p) in prefetched {
             p.abort();
         }

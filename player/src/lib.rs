@@ -5,7 +5,8 @@
 //! decodes Ogg Vorbis as the bytes arrive and trims it to the exact samples the seek table promises
 //! (`decode`), one track per deck (`deck`), and plays the queue on two decks: gapless or crossfaded, prefetching the
 //! next tracks' first bytes, fading out instead of cutting when the next track is late
-//! (`engine`); `render` writes what it plays to a WAV file.
+//! (`engine`); `render` writes what it plays to a WAV file. Each play is kept in an
+//! on-device outbox (`outbox`) before it is reported to the app API (`report`).
 
 #![forbid(unsafe_code)]
 
@@ -14,7 +15,9 @@ mod deck;
 pub mod decode;
 pub mod engine;
 pub mod fetch;
+pub mod outbox;
 pub mod render;
+pub mod report;
 
 /// The player's one error type.
 #[derive(Debug, thiserror::Error)]

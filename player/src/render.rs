@@ -4,12 +4,22 @@ use std::path::Path;
 
 use crate::api::AppApi;
 use crate::decode::Pcm;
-use crate::engine::{Engine, Options, Stats};
+use crate::engine::{Engine, OnPlay, Options, Stats};
 use crate::Error;
 
-/// Play `tracks` through the engine and write the output to `out` as WAV.
-pub async fn render(api: &AppApi, tracks: &[String], opts: Options, out: &Path) -> Result<Stats, Error> {
-    let engine = Engine::new(api.clone(), opts);
+/// Play `tracks` through the engine and write the output to `out` as WAV; `on_play` is
+/// told of each play as it ends.
+pub async fn render(
+    api: &AppApi,
+    tracks: &[String],
+    opts: Options,
+    out: &Path,
+    on_play: Option<OnPlay>,
+) -> Result<Stats, Error> {
+    let mut engine = Engine::new(api.clone(), opts);
+    if let Some(f) = on_play {
+        engine = engine.on_play(f);
+    }
     let mut samples = Vec::new();
     let stats = engine.play(tracks, |chunk| samples.extend_from_slice(chunk)).await?;
     write_wav(out, &Pcm { sample_rate: stats.sample_rate, channels: stats.channels, samples })?;

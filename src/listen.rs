@@ -1,0 +1,212 @@
+//! `segue play`: a queue of tracks played the way an app's player does, into a WAV file,
+//! with every play reported through the on-device outbox.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use segue_player::engine::{OnPlay, Played};
+use segue_player::outbox::{new_event_id, Outbox, PlayRecord};
+use segue_player::report::{Reporter, Sync};
+
+use crate::{read_token, Failure};
+
+#[derive(Args)]
+pub struct PlayArgs {
+    /// App API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:7090", value_name = "URL")]
+    app_api: String,
+    /// File holding the listener's API key (or an admin token).
+    #[arg(long, value_name = "FILE")]
+    token_file: PathBuf,
+    /// Quality tier: low, normal, standard, high or very_high.
+    #[arg(long, default_value = "high")]
+    tier: String,
+    /// Country the listener is in (default: the user's).
+    #[arg(long)]
+    country: Option<String>,
+    /// WAV file to write (atomically).
+    #[arg(long, value_name = "FILE", required_unless_present = "sync")]
+    out: Option<PathBuf>,
+    /// Start the first track this many milliseconds in (a seek through its seek
+    /// table: the bytes before the nearest entry are never fetched).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    start_ms: u64,
+    /// Crossfade between tracks (equal-power), milliseconds; 0: gapless.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    crossfade_ms: u32,
+    /// Skip to the next track after this long in each (reports the skip latency).
+    #[arg(long, value_name = "MS")]
+    skip_after_ms: Option<u32>,
+    /// Stop after this much audio (a preview), milliseconds.
+    #[arg(long, value_name = "MS")]
+    duration_ms: Option<u64>,
+    /// Pace playback like a sound device at this speed (1 = real time), so a late
+    /// next track fades out instead of cutting; 0: render as fast as audio arrives.
+    #[arg(long, default_value_t = 0.0)]
+    speed: f64,
+    /// Where plays wait until the app API acknowledges them [default:
+    /// $XDG_STATE_HOME/segue/outbox, else ~/.local/state/segue/outbox].
+    #[arg(long, value_name = "DIR", env = "SEGUE_OUTBOX")]
+    outbox: Option<PathBuf>,
+    /// Do not report the plays of this run (nothing is written to the outbox).
+    #[arg(long, conflicts_with = "sync")]
+    no_report: bool,
+    /// Play nothing: send the plays waiting in the outbox and show its state. Exits 1
+    /// when some could not be sent (they keep waiting).
+    #[arg(long)]
+    sync: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Track ids, in play order.
+    #[arg(required_unless_present = "sync", value_name = "TRACK")]
+    tracks: Vec<String>,
+}
+
+/// The outbox folder when none is given.
+fn default_outbox() -> Result<PathBuf, Failure> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state")))
+        .ok_or_else(|| Failure::Usage("--outbox is needed: neither XDG_STATE_HOME nor HOME is set".into()))?;
+    Ok(state.join("segue/outbox"))
+}
+
+fn print_sync(sync: &Sync, outbox: &Outbox) {
+    println!(
+        "plays: {} sent ({} accepted, {} duplicates, {} set aside in rejected/), {} waiting in {}",
+        sync.sent,
+        sync.accepted,
+        sync.duplicates,
+        sync.set_aside,
+        sync.waiting,
+        outbox.dir().display()
+    );
+    if let Some(e) = &sync.error {
+        eprintln!("segue play: plays not sent now: {e}");
+    }
+}
+
+pub async fn play(a: PlayArgs) -> Result<(), Failure> {
+    if a.tier.parse::<segue_core::Tier>().is_err() {
+        return Err(Failure::Usage(format!("--tier {:?} is not low, normal, standard, high or very_high", a.tier)));
+    }
+    if !(0.0..=1000.0).contains(&a.speed) {
+        return Err(Failure::Usage("--speed must be 0-1000".into()));
+    }
+    let token = read_token(Some(a.token_file))?.unwrap_or_default();
+    let api = segue_player::api::AppApi::new(&a.app_api, &token);
+    let reporter = if a.no_report {
+        None
+    } else {
+        let dir = match a.outbox {
+            Some(d) => d,
+            None => default_outbox()?,
+        };
+        let outbox = Outbox::open(&dir).map_err(|e| Failure::Usage(e.to_string()))?;
+        Some(Arc::new(Reporter::new(api.clone(), Arc::new(outbox))))
+    };
+    if a.sync {
+        let Some(r) = reporter else { return Ok(()) };
+        let sync = r.sync().await;
+        if a.json {
+            println!("{}", serde_json::json!({ "plays": sync, "outbox": r.outbox().dir() }));
+        } else {
+            print_sync(&sync, r.outbox());
+        }
+        return match sync.error {
+            Some(e) => Err(Failure::Runtime(format!("plays not sent: {e}"))),
+            None => Ok(()),
+        };
+    }
+    let out = a.out.ok_or_else(|| Failure::Usage("--out is required".into()))?;
+    let opts = segue_player::engine::Options {
+        tier: a.tier.clone(),
+        country: a.country.clone(),
+        crossfade_ms: a.crossfade_ms,
+        speed: (a.speed > 0.0).then_some(a.speed),
+        start_ms: a.start_ms,
+        skip_after_ms: a.skip_after_ms,
+        duration_ms: a.duration_ms,
+        ..Default::default()
+    };
+    // Each play goes to the outbox as it ends, then a background sync sends it; what that
+    // sync has not delivered by the end of the run, the final sync does (or the next run).
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (on_play, sender) = match &reporter {
+        None => (None, None),
+        Some(r) => {
+            let (keeper, wake_sender) = (r.clone(), wake.clone());
+            let (tier, country) = (a.tier.clone(), a.country.clone());
+            let on_play: OnPlay = Arc::new(move |p: Played| {
+                let record = PlayRecord {
+                    event_id: new_event_id(),
+                    track: p.track,
+                    started_ms: p.started_ms,
+                    ms_played: p.ms_played,
+                    tier: tier.clone(),
+                    device: keeper.outbox().device().to_owned(),
+                    skipped: p.skipped,
+                    country: country.clone(),
+                };
+                match keeper.outbox().add(&record) {
+                    Ok(()) => wake_sender.notify_one(),
+                    Err(e) => eprintln!("segue play: warning: the play of {} was not kept: {e}", record.track),
+                }
+            });
+            let (r, wake) = (r.clone(), wake.clone());
+            let sender = tokio::spawn(async move {
+                loop {
+                    wake.notified().await;
+                    r.sync().await;
+                }
+            });
+            (Some(on_play), Some(sender))
+        }
+    };
+    let played = segue_player::render::render(&api, &a.tracks, opts, &out, on_play).await;
+    if let Some(s) = sender {
+        s.abort();
+        let _ = s.await;
+    }
+    let sync = match &reporter {
+        Some(r) => Some(r.sync().await),
+        None => None,
+    };
+    let report = played.map_err(|e| Failure::Runtime(e.to_string()))?;
+    for w in &report.warnings {
+        eprintln!("segue play: warning: {w}");
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        if let (Some(s), Some(r)) = (&sync, &reporter) {
+            v["plays"] = serde_json::to_value(s).unwrap_or_default();
+            v["outbox"] = serde_json::to_value(r.outbox().dir()).unwrap_or_default();
+        }
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!(
+            "{}: {} tracks, {:.1} s of audio at {} Hz x{}\ntime to first audio {:.0} ms (after {} bytes), \
+             {} bytes fetched, {} failovers, gaps {} samples, {} underruns, {} rebuffers, in {:.2} s",
+            out.display(),
+            report.tracks,
+            report.frames as f64 / f64::from(report.sample_rate.max(1)),
+            report.sample_rate,
+            report.channels,
+            report.time_to_first_audio_ms,
+            report.bytes_before_first_audio,
+            report.bytes_fetched,
+            report.failovers,
+            report.gap_samples,
+            report.underruns,
+            report.rebuffers,
+            report.seconds
+        );
+        if let (Some(s), Some(r)) = (&sync, &reporter) {
+            print_sync(s, r.outbox());
+        }
+    }
+    Ok(())
+}
