@@ -663,3 +663,103 @@ fn plays_reach_the_app_api_exactly_once_through_player_kills() {
     assert_eq!(counts["counts"][0]["ms_played"].as_i64().map(|m| (m - 3000).abs() <= 1), Some(true), "{counts}");
     assert!(terminate(up).success());
 }
+
+/// An edge in front of `origin` that requires signed URLs (the `segue up` key) and
+/// places loopback clients in `country` (as a GeoIP database would place a listener).
+fn edge_in(dir: &std::path::Path, origin: std::net::SocketAddr, country: &str) -> (std::process::Child, String) {
+    let key = std::fs::read_to_string(dir.join("signing.key")).unwrap();
+    let cfg = dir.join(format!("edge-{country}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nupstreams = [\"http://{origin}\"]\nunknown_country = \"{country}\"\n\
+             [tokens]\nrequired = true\n[tokens.keys]\nup = \"{}\"\n",
+            key.trim()
+        ),
+    )
+    .unwrap();
+    let mut e = segue();
+    e.args(["edge", "--config"]).arg(&cfg);
+    let (child, addr) = spawn_server(e);
+    (child, format!("http://{addr}"))
+}
+
+/// The same path and token on another host.
+fn on_host(url: &str, base: &str) -> String {
+    let path = &url[url.find("://").unwrap() + 3..];
+    format!("{base}{}", &path[path.find('/').unwrap()..])
+}
+
+/// A new listener of `country`: their API key.
+fn listener(app: std::net::SocketAddr, token: &str, name: &str, country: &str) -> String {
+    let body = format!(r#"{{"name":"{name}","country":"{country}"}}"#);
+    let (code, u) = admin(app, "POST", "/v1/admin/users", Some(token), Some(&body));
+    assert_eq!(code, 201, "{u}");
+    u["api_key"].as_str().unwrap().to_owned()
+}
+
+/// Rights follow the listener: a US account cannot pick SE's rights at the app API, its
+/// URLs are bound to US, and an edge that places the request in SE refuses them. A right
+/// withdrawn reaches URLs already issued through the control plane's heartbeat answers
+/// within 30 s, and a new grant lifts it.
+#[test]
+fn rights_bind_to_the_listener_and_a_withdrawal_reaches_issued_urls_within_30_s() {
+    let Up { dir, up, app, origin, token, .. } = start_up();
+    let ids = album_ids(app, &token);
+    let us = listener(app, &token, "sam", "US");
+    let stream =
+        |key: &str, query: &str| admin(app, "GET", &format!("/v1/tracks/{}/stream{query}", ids[0]), Some(key), None);
+
+    // At the app API: another country is refused; the home country is the default.
+    let (code, v) = stream(&us, "?country=SE");
+    assert_eq!((code, v["error"].as_str()), (403, Some("country_mismatch")), "{v}");
+    let (code, v) = stream(&us, "");
+    assert_eq!((code, v["country"].as_str()), (200, Some("US")), "{v}");
+    let url = v["url"].as_str().unwrap().to_owned();
+    assert!(url.contains("country=US"), "the URL is bound to the listener's country: {url}");
+    // A URL edited to another country no longer verifies.
+    let (se_edge, se) = edge_in(dir.path(), origin, "SE");
+    let (us_edge, us_base) = edge_in(dir.path(), origin, "US");
+    let (code, _) = get(&on_host(&url.replace("country=US", "country=SE"), &se), &[]);
+    assert_eq!(code, 403, "a forged country claim");
+    // At the edge: the US URL from a request the edge places in SE is refused.
+    let (code, body) = get(&on_host(&url, &se), &[]);
+    assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
+    let (code, _) = get(&on_host(&url, &us_base), &["-r", "0-99"]);
+    assert_eq!(code, 206, "from the US it plays");
+
+    // A withdrawal: the app API refuses new URLs at once, and the POP refuses the old one
+    // within 30 s (heartbeats every 5 s in `segue up`).
+    let se_key = listener(app, &token, "sofia", "SE");
+    let (code, v) = stream(&se_key, "");
+    assert_eq!(code, 200, "{v}");
+    let old = v["url"].as_str().unwrap().to_owned();
+    let (code, _) = get(&old, &["-r", "0-99"]);
+    assert_eq!(code, 206);
+    let rights = format!("/v1/admin/tracks/{}/rights", ids[0]);
+    let started = std::time::Instant::now();
+    let (code, v) = admin(app, "DELETE", &format!("{rights}/SE"), Some(&token), None);
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = stream(&se_key, "");
+    assert_eq!((code, v["error"].as_str()), (403, Some("forbidden")), "no new URL: {v}");
+    wait_for("the POP to refuse the withdrawn URL", 30, || get(&old, &["-r", "0-99"]).0 == 403);
+    let took = started.elapsed();
+    eprintln!("withdrawal reached the POP in {:.1} s", took.as_secs_f64());
+    let (_, body) = get(&old, &[]);
+    assert!(String::from_utf8_lossy(&body).contains("rights_withdrawn"), "{}", String::from_utf8_lossy(&body));
+    // Other countries' URLs of the same track still play.
+    let (code, _) = get(&on_host(&url, &us_base), &["-r", "0-99"]);
+    assert_eq!(code, 206);
+
+    // Granted again: new URLs, and the POP lets them through once the withdrawal is lifted.
+    let (code, v) = admin(app, "PUT", &rights, Some(&token), Some(r#"{"countries":["SE"]}"#));
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = stream(&se_key, "");
+    assert_eq!(code, 200, "{v}");
+    let fresh = v["url"].as_str().unwrap().to_owned();
+    wait_for("the POP to lift the withdrawal", 30, || get(&fresh, &["-r", "0-99"]).0 == 206);
+    for e in [se_edge, us_edge] {
+        assert!(terminate(e).success());
+    }
+    assert!(terminate(up).success());
+}

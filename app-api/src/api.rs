@@ -8,7 +8,7 @@
 //! GET   /v1/me                   user     who the key belongs to
 //! GET   /v1/search?q=&types=&limit=  user  tracks, albums, artists; prefix and typo tolerant
 //! POST  /v1/admin/tracks         admin    create from a packaged content id
-//! GET   /v1/tracks/ID/stream?tier=&country=  user  rights check, then signed edge URLs
+//! GET   /v1/tracks/ID/stream?tier=&country=  user  rights check, then country-bound signed edge URLs
 //! PATCH /v1/admin/tracks/ID      admin    edit
 //! PUT   /v1/admin/tracks/ID/rights           admin  grant rights in countries
 //! GET   /v1/admin/tracks/ID/rights           admin  list them
@@ -146,10 +146,10 @@ async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<se
     }))
 }
 
-pub async fn handle(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
+pub async fn handle(app: Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let resp = route(&app, req).await.unwrap_or_else(|e| e.response());
+    let resp = route(&app, req, peer).await.unwrap_or_else(|e| e.response());
     metrics::counter!("app_requests_total", "status" => resp.status().as_str().to_owned()).increment(1);
     if method != Method::GET || !resp.status().is_success() {
         tracing::info!(%method, path, status = resp.status().as_u16(), "request");
@@ -178,7 +178,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<ReqBody>) -> Res
     segue_core::server::read_json(req, MAX_BODY).await.map_err(Error::BadRequest)
 }
 
-async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, Error> {
+async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr) -> Result<Response<Body>, Error> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (&method, path.as_str()) {
@@ -342,11 +342,9 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
                     segue_core::Tier::ALL.map(|t| t.as_str()).join(", ")
                 ))
             })?;
-            let country = segue_core::server::query_param(query, "country").unwrap_or(&user.country).to_owned();
-            if country.is_empty() {
-                return Err(Error::BadRequest("country is required (the user has none)".into()));
-            }
-            crate::rights::check_country(&country)?;
+            let located = app.geo.country(peer.ip(), req.headers());
+            let asked = segue_core::server::query_param(query, "country");
+            let country = crate::rights::listener_country(&user, asked, located)?;
             let stream = stream_url(app, &user, id, tier, &country).await?;
             Ok(json_response(StatusCode::OK, &stream))
         }
@@ -354,6 +352,11 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
             admin_only(&user)?;
             let grant: crate::rights::Grant = read_json(req).await?;
             let rights = app.rights.grant(&app.pool, id, &grant, now_ms()).await?;
+            if let Some(track) = catalog::track(&app.pool, id).await? {
+                for c in &grant.countries {
+                    crate::rights::lift_withdrawal(&app.config, &track.content_id, c).await;
+                }
+            }
             tracing::info!(track = id, countries = grant.countries.len(), by = user.id, "rights granted");
             Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": id, "rights": rights })))
         }
@@ -364,6 +367,12 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
         }
         (&Method::DELETE, ["v1", "admin", "tracks", id, "rights", country]) => {
             admin_only(&user)?;
+            crate::rights::check_country(country)?;
+            let track =
+                catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
+            // POPs first: once the right is gone here no new URL is signed, and the
+            // withdrawal stops the ones already out.
+            crate::rights::push_withdrawal(&app.config, &track.content_id, country, now_ms()).await?;
             if !app.rights.revoke(&app.pool, id, country).await? {
                 return Err(Error::NotFound(format!("track {id:?} has no right in {country}")));
             }
@@ -490,12 +499,14 @@ async fn stream_url(
 ) -> Result<crate::stream::Stream, Error> {
     let track = catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
     let now = now_ms();
-    let release_at = app.rights.check(&app.pool, id, country, now).await?;
+    let right = app.rights.check(&app.pool, id, country, now).await?;
+    let release_at = right.release_at_ms;
     let key =
         app.signing.as_ref().ok_or_else(|| Error::Unavailable("stream URLs need [signing] in the config".into()))?;
     let region = app.config.region_of(country);
     let (primary, fallback, pops_from) = crate::stream::choose(&app.pops, &app.config, region, &user.id, id).await?;
-    let exp = (now / 1000) as u64 + app.config.signing.ttl_secs;
+    // Never valid past the right's end.
+    let exp = ((now / 1000) as u64 + app.config.signing.ttl_secs).min((right.valid_until_ms / 1000).max(0) as u64);
     // Not-before = the release time: an edge refuses the URL before it, cached bytes or not.
     let nbf = (release_at > 0).then_some((release_at / 1000) as u64);
     let path = format!("/a/{}/{tier}.ogg", track.content_id);
@@ -503,8 +514,9 @@ async fn stream_url(
     Ok(crate::stream::Stream {
         track_id: track.id.clone(),
         tier: tier.as_str().to_owned(),
-        url: crate::stream::signed(key, &primary, &path, exp, nbf),
-        fallback_url: fallback.map(|f| crate::stream::signed(key, &f, &path, exp, nbf)),
+        url: crate::stream::signed(key, &primary, &path, exp, nbf, country),
+        fallback_url: fallback.map(|f| crate::stream::signed(key, &f, &path, exp, nbf, country)),
+        country: country.to_owned(),
         seek_table_url: format!("{primary}/seek/{}/{tier}.json", track.content_id),
         expires_at: exp,
         duration_ms: track.duration_ms,

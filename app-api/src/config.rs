@@ -29,6 +29,8 @@ pub struct Config {
     pub signing: Signing,
     /// Where healthy POPs are learned. Unset: only `fallback_pops`.
     pub control_plane: Option<ControlPlane>,
+    /// `[geo]`: the country a request comes from (travelling listeners).
+    pub geo: Geo,
     /// Seconds a POP list from the control plane is used before asking again. Default 10.
     pub pop_cache_secs: u64,
     /// POP base URLs used when the control plane is unreachable and nothing is cached
@@ -55,6 +57,7 @@ impl Default for Config {
             request_timeout_secs: 10,
             signing: Signing::default(),
             control_plane: None,
+            geo: Geo::default(),
             pop_cache_secs: 10,
             fallback_pops: Vec::new(),
             regions: Default::default(),
@@ -189,6 +192,34 @@ impl Default for Signing {
     }
 }
 
+/// `[geo]`: where a request comes from, so a listener travelling outside their account's
+/// country gets the rights of where they are. Only trusted sources count: a load
+/// balancer's header (from `trusted_proxies` only) or a GeoIP database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Geo {
+    /// Peers (CIDRs or addresses) whose `country_header` is believed. Default none.
+    pub trusted_proxies: Vec<String>,
+    /// Default `x-client-country`.
+    pub country_header: String,
+    /// A MaxMind-format database (GeoLite2/GeoIP2 Country or City). Empty (default): none.
+    pub geoip_db: String,
+}
+
+impl Default for Geo {
+    fn default() -> Self {
+        Geo { trusted_proxies: Vec::new(), country_header: "x-client-country".into(), geoip_db: String::new() }
+    }
+}
+
+impl Geo {
+    pub fn open(&self) -> Result<segue_core::geo::Geo, segue_core::config::FieldError> {
+        let header = http::HeaderName::from_bytes(self.country_header.as_bytes())
+            .map_err(|e| segue_core::config::FieldError::new("geo.country_header", e.to_string()))?;
+        segue_core::geo::Geo::new(header, &self.trusted_proxies, &self.geoip_db, "")
+    }
+}
+
 /// `[control_plane]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +268,7 @@ impl Validate for Config {
             ensure(cp.token.len() >= 16, "control_plane.token", "must be at least 16 characters")?;
         }
         ensure((1..=300).contains(&self.pop_cache_secs), "pop_cache_secs", "must be 1-300")?;
+        self.geo.open()?;
         for (i, p) in self.fallback_pops.iter().enumerate() {
             ensure(
                 p.starts_with("http://") || p.starts_with("https://"),

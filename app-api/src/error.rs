@@ -15,6 +15,9 @@ pub enum Error {
     Forbidden(String),
     #[error("{0}")]
     Embargoed(String),
+    /// A country the listener asked for that nothing says they are in.
+    #[error("{0}")]
+    CountryMismatch(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -43,6 +46,7 @@ impl Error {
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::Embargoed(_) => (StatusCode::FORBIDDEN, "embargoed"),
+            Error::CountryMismatch(_) => (StatusCode::FORBIDDEN, "country_mismatch"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -45,6 +45,8 @@ pub struct App {
     pub search: search::Search,
     pub rights: rights::Rights,
     pub pops: stream::PopDirectory,
+    /// Where a request comes from (trusted header or GeoIP database).
+    pub geo: segue_core::geo::Geo,
     /// The stream-URL signing key, when configured.
     pub signing: Option<segue_core::token::Key>,
     /// Where play events are made durable.
@@ -140,7 +142,9 @@ pub async fn serve(
         )
     };
     let plays = play_log::PlayLog::open(&config, pool.clone()).await?;
+    let geo = config.geo.open().map_err(|e| Error::BadRequest(format!("{}: {}", e.field, e.message)))?;
     let app = Arc::new(App {
+        geo,
         config,
         plays,
         track_lengths: moka::sync::Cache::builder()
@@ -154,7 +158,7 @@ pub async fn serve(
         signing,
     });
     let handler_app = app.clone();
-    server::serve(listener, opts, move |req, _peer| api::handle(handler_app.clone(), req), shutdown).await;
+    server::serve(listener, opts, move |req, peer| api::handle(handler_app.clone(), req, peer), shutdown).await;
     app.pool.close().await;
     tracing::info!("app-api stopped");
     Ok(())

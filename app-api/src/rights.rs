@@ -46,6 +46,85 @@ pub fn check_country(c: &str) -> Result<(), Error> {
     }
 }
 
+/// The country a stream request is for. Rights follow where the listener is: a trusted
+/// answer (`located`: a load balancer's header from a trusted proxy, or the GeoIP
+/// database) when there is one, else the account's home country. A `?country=` the
+/// listener asks for is taken only when one of those agrees; anything else is a 403, so a
+/// US account cannot pick SE's catalog. Admin tokens (operators, gateways) may name any.
+pub fn listener_country(
+    user: &crate::catalog::User,
+    asked: Option<&str>,
+    located: Option<String>,
+) -> Result<String, Error> {
+    if let Some(a) = asked {
+        check_country(a)?;
+        let agrees = match &located {
+            Some(l) => l == a,
+            None => user.country == a,
+        };
+        if user.admin || agrees {
+            return Ok(a.to_owned());
+        }
+        let home = if user.country.is_empty() { "no country".to_owned() } else { user.country.clone() };
+        return Err(Error::CountryMismatch(format!(
+            "country {a} cannot be chosen: this account's country is {home}{}",
+            located.map(|l| format!(" and the request comes from {l}")).unwrap_or_default()
+        )));
+    }
+    match located {
+        Some(l) => Ok(l),
+        None if !user.country.is_empty() => Ok(user.country.clone()),
+        None => Err(Error::BadRequest("country is required (the account has none)".into())),
+    }
+}
+
+/// Tell every POP (through the control plane's heartbeat answers) that URLs for
+/// `content_id` bound to `country` no longer work, until the longest-lived one signed so
+/// far has expired. Without a control plane there are no POPs to tell. A failure is a
+/// 503: the right is not withdrawn here either, so the admin retries.
+pub async fn push_withdrawal(
+    config: &crate::Config,
+    content_id: &str,
+    country: &str,
+    now_ms: i64,
+) -> Result<(), Error> {
+    let Some(cp) = &config.control_plane else { return Ok(()) };
+    let until = now_ms / 1000 + config.signing.ttl_secs as i64 + 1;
+    let body = serde_json::json!({ "content_id": content_id, "country": country, "until": until });
+    let (status, answer) = segue_core::client::call(
+        &cp.url,
+        http::Method::POST,
+        "/v1/withdrawals",
+        Some(&cp.token),
+        Some(body.to_string().into()),
+        Duration::from_secs(config.request_timeout_secs),
+    )
+    .await
+    .map_err(|e| Error::Unavailable(format!("control plane {}: {e}; the right was not withdrawn", cp.url)))?;
+    if status != http::StatusCode::CREATED {
+        return Err(Error::Unavailable(format!(
+            "control plane {} answered {status} {}; the right was not withdrawn",
+            cp.url,
+            String::from_utf8_lossy(&answer).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The right was granted again: lift a withdrawal the POPs may still hold. Best effort:
+/// if it fails, new URLs are refused at POPs until the withdrawal expires (at most the
+/// URL lifetime), which errs on the side of the rights holder.
+pub async fn lift_withdrawal(config: &crate::Config, content_id: &str, country: &str) {
+    let Some(cp) = &config.control_plane else { return };
+    let path = format!("/v1/withdrawals/{content_id}/{country}");
+    let timeout = Duration::from_secs(config.request_timeout_secs);
+    match segue_core::client::call(&cp.url, http::Method::DELETE, &path, Some(&cp.token), None, timeout).await {
+        Ok((s, _)) if s.is_success() => {}
+        Ok((s, body)) => tracing::warn!(status = %s, body = %String::from_utf8_lossy(&body), "withdrawal not lifted"),
+        Err(e) => tracing::warn!(error = %e, "withdrawal not lifted"),
+    }
+}
+
 pub struct Rights {
     cache: moka::sync::Cache<(String, String), Option<Right>>,
 }
@@ -83,8 +162,8 @@ impl Rights {
         Ok(right)
     }
 
-    /// Allowed now? `Ok(release_at_ms)` or 403 with the reason.
-    pub async fn check(&self, pool: &AnyPool, track: &str, country: &str, now: i64) -> Result<i64, Error> {
+    /// Allowed now? The right, or 403 with the reason.
+    pub async fn check(&self, pool: &AnyPool, track: &str, country: &str, now: i64) -> Result<Right, Error> {
         let right = self.get(pool, track, country).await?;
         let Some(r) = right else {
             return Err(Error::Forbidden(format!("no rights to stream this track in {country}")));
@@ -107,7 +186,7 @@ impl Rights {
                 crate::format_time(r.valid_until_ms)
             )));
         }
-        Ok(r.release_at_ms)
+        Ok(r)
     }
 
     /// Grant rights, in one transaction; the cache entries change at once here.

@@ -139,6 +139,9 @@ pub struct Stream {
     pub fallback_url: Option<String>,
     pub seek_table_url: String,
     pub expires_at: u64,
+    /// The country the URLs are bound to (where the listener is, for rights and for their
+    /// plays); a POP refuses them from anywhere else.
+    pub country: String,
     pub duration_ms: i64,
     /// Exact samples per channel and rate: decode, trim by the Ogg granule positions and
     /// stop at `samples` for gapless playback.
@@ -154,7 +157,16 @@ pub struct Stream {
 }
 
 /// Sign `path` on `base` for GET with `exp` and `nbf`.
-pub fn signed(key: &segue_core::token::Key, base: &str, path: &str, exp: u64, nbf: Option<u64>) -> String {
-    let claims = segue_core::token::Claims { exp, nbf, country: None };
+/// A signed URL for `path` on `base`, valid `[nbf, exp)` from `country` only (the edge
+/// checks where the request comes from).
+pub fn signed(
+    key: &segue_core::token::Key,
+    base: &str,
+    path: &str,
+    exp: u64,
+    nbf: Option<u64>,
+    country: &str,
+) -> String {
+    let claims = segue_core::token::Claims { exp, nbf, country: Some(country.to_owned()) };
     format!("{base}{path}?{}", key.sign("GET", path, &claims))
 }

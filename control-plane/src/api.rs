@@ -12,6 +12,9 @@
 //! POST /v1/releases/ID/cancel      api token    -> cancelled (pending jobs stop)
 //! POST /v1/purges                  api token    {content_id|prefix|tag, soft, region?} -> 202
 //! GET  /v1/purges/ID               api token    per-POP progress
+//! POST /v1/withdrawals             api token    {content_id, country, until} rights withdrawn -> 201
+//! GET  /v1/withdrawals             api token    those in force
+//! DELETE /v1/withdrawals/CID/CC    api token    lift one (the right was granted again)
 //! ```
 
 use std::sync::Arc;
@@ -98,13 +101,51 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
             json(StatusCode::ACCEPTED, &purge_status(app, &id).await?)
         }
         (&Method::GET, ["v1", "purges", id]) => json(StatusCode::OK, &purge_status(app, id).await?),
-        (_, ["v1", "pops" | "releases" | "purges", ..]) => Ok(segue_core::server::json_error(
+        (&Method::POST, ["v1", "withdrawals"]) => {
+            let w: segue_core::control::Withdrawal = read_json(req).await?;
+            check_withdrawal(&w.content_id, &w.country)?;
+            let now = now_ms();
+            let until_ms = w.until.saturating_mul(1000);
+            if until_ms <= now || until_ms > now + MAX_WITHDRAWAL_MS {
+                return Err(Error::BadRequest(format!(
+                    "until {} must be a Unix second in the next {} days (the longest URL lifetime)",
+                    w.until,
+                    MAX_WITHDRAWAL_MS / 86_400_000
+                )));
+            }
+            db::put_withdrawal(&app.pool, &w.content_id, &w.country, until_ms, now).await?;
+            tracing::info!(content = w.content_id, country = w.country, until = w.until, "rights withdrawn");
+            json(StatusCode::CREATED, &w)
+        }
+        (&Method::GET, ["v1", "withdrawals"]) => {
+            json(StatusCode::OK, &serde_json::json!({ "withdrawals": db::withdrawals(&app.pool, now_ms()).await? }))
+        }
+        (&Method::DELETE, ["v1", "withdrawals", content_id, country]) => {
+            check_withdrawal(content_id, country)?;
+            let lifted = db::delete_withdrawal(&app.pool, content_id, country).await?;
+            tracing::info!(content = content_id, country, lifted, "withdrawal lifted");
+            json(StatusCode::OK, &serde_json::json!({ "content_id": content_id, "country": country, "lifted": lifted }))
+        }
+        (_, ["v1", "pops" | "releases" | "purges" | "withdrawals", ..]) => Ok(segue_core::server::json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             &format!("{method} {path}"),
         )),
         _ => Err(Error::NotFound(format!("no route {path}"))),
     }
+}
+
+/// Withdrawals last at most this long (the app API's longest URL lifetime is a day).
+const MAX_WITHDRAWAL_MS: i64 = 7 * 86_400_000;
+
+fn check_withdrawal(content_id: &str, country: &str) -> Result<(), Error> {
+    content_id
+        .parse::<ContentId>()
+        .map_err(|_| Error::BadRequest(format!("content_id {content_id:?} is not a content id (64 hex digits)")))?;
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(Error::BadRequest(format!("country {country:?} is not an ISO 3166-1 alpha-2 code")));
+    }
+    Ok(())
 }
 
 fn no_release(id: &str) -> Error {
@@ -187,7 +228,8 @@ async fn heartbeat(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Bod
         .into_iter()
         .map(|(content_id, ms)| Embargo { content_id, until: if ms == i64::MAX { i64::MAX } else { ms / 1000 } })
         .collect();
-    json(StatusCode::OK, &HeartbeatAnswer { embargoes, jobs })
+    let withdrawn = db::withdrawals(&app.pool, now_ms()).await?;
+    json(StatusCode::OK, &HeartbeatAnswer { embargoes, jobs, withdrawn })
 }
 
 pub use segue_core::server::bearer;

@@ -13,9 +13,15 @@ pub type Pool = AnyPool;
 /// Open the database (creating a SQLite file and its folder if missing) and bring its
 /// schema up to date.
 pub async fn open(url: &str) -> Result<Pool, Error> {
-    segue_core::sql::open(url, &[(1, "init", include_str!("../migrations/0001_init.sql"))])
-        .await
-        .map_err(Error::Database)
+    segue_core::sql::open(
+        url,
+        &[
+            (1, "init", include_str!("../migrations/0001_init.sql")),
+            (2, "withdrawals", include_str!("../migrations/0002_withdrawals.sql")),
+        ],
+    )
+    .await
+    .map_err(Error::Database)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -456,4 +462,53 @@ pub async fn embargoes(pool: &Pool, region: &str, now: i64) -> Result<Vec<(Strin
     .iter()
     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
     .collect::<Result<_, sqlx::Error>>()?)
+}
+
+/// Record (or extend) a withdrawal of `content_id` in `country` until `until_ms`.
+pub async fn put_withdrawal(
+    pool: &Pool,
+    content_id: &str,
+    country: &str,
+    until_ms: i64,
+    now: i64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO withdrawals (content_id, country, until_ms, created_ms) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (content_id, country) DO UPDATE SET until_ms = excluded.until_ms",
+    )
+    .bind(content_id)
+    .bind(country)
+    .bind(until_ms)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Lift a withdrawal (the right was granted again). Whether there was one.
+pub async fn delete_withdrawal(pool: &Pool, content_id: &str, country: &str) -> Result<bool, Error> {
+    let n = sqlx::query("DELETE FROM withdrawals WHERE content_id = $1 AND country = $2")
+        .bind(content_id)
+        .bind(country)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
+}
+
+/// Withdrawals still in force at `now` (expired ones are deleted on the way).
+pub async fn withdrawals(pool: &Pool, now: i64) -> Result<Vec<segue_core::control::Withdrawal>, Error> {
+    sqlx::query("DELETE FROM withdrawals WHERE until_ms <= $1").bind(now).execute(pool).await?;
+    Ok(sqlx::query("SELECT content_id, country, until_ms FROM withdrawals ORDER BY content_id, country")
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(segue_core::control::Withdrawal {
+                content_id: r.try_get(0)?,
+                country: r.try_get(1)?,
+                until: r.try_get::<i64, _>(2)? / 1000,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?)
 }

@@ -55,6 +55,20 @@ pub struct HeartbeatAnswer {
     /// repeat idempotent).
     #[serde(default)]
     pub jobs: Vec<Job>,
+    /// Rights withdrawn: URLs for this content bound to this country stop working, cached
+    /// bytes or not, though they were signed before the withdrawal.
+    #[serde(default)]
+    pub withdrawn: Vec<Withdrawal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub content_id: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// Unix seconds after which no URL signed before the withdrawal is valid anyway (their
+    /// longest lifetime), so the entry can go.
+    pub until: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod fsutil;
+pub mod geo;
 pub mod http3;
 pub mod ids;
 pub mod key;

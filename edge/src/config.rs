@@ -126,6 +126,10 @@ pub struct Config {
     /// client address's country, for country-bound signed URLs. Re-read on SIGHUP. Empty
     /// (the default): a country is known only from a trusted proxy's header.
     pub geoip_db: String,
+    /// The country of a client that neither a trusted proxy's header nor `geoip_db`
+    /// places (loopback and private addresses; a lab without a database), for
+    /// country-bound signed URLs. Empty (the default): unknown, and such URLs are refused.
+    pub unknown_country: String,
     /// Address of the admin API listener (purge, stats, pre-warm). Unset: no admin API.
     pub admin_listen: Option<SocketAddr>,
     /// Bearer tokens accepted by the admin API (at least one when `admin_listen` is set).
@@ -215,6 +219,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             public_metrics: false,
             geoip_db: String::new(),
+            unknown_country: String::new(),
             admin_tokens: Vec::new(),
             tokens: TokenSettings::default(),
             control_plane: None,

@@ -21,6 +21,9 @@ pub enum Error {
     /// Part of a release not yet dropped in this POP's region.
     #[error("embargoed until {}", embargo_time(*.0))]
     Embargoed(i64),
+    /// The rights to this content in this country were withdrawn after the URL was signed.
+    #[error("the rights to stream this in {0} were withdrawn")]
+    Withdrawn(String),
     /// The object changed upstream mid-response (validator or length mismatch).
     #[error("{0} changed upstream; retry")]
     Changed(String),
@@ -69,7 +72,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::BadPath(_) => StatusCode::BAD_REQUEST,
-            Error::Forbidden(_) | Error::Embargoed(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::Embargoed(_) | Error::Withdrawn(_) => StatusCode::FORBIDDEN,
             Error::UpstreamUnavailable { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Changed(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -92,6 +95,7 @@ impl Error {
             Error::BadPath(_) => "bad_path",
             Error::Forbidden(_) => "forbidden",
             Error::Embargoed(_) => "embargoed",
+            Error::Withdrawn(_) => "rights_withdrawn",
             Error::UpstreamUnavailable { .. } => "upstream_unavailable",
             Error::UpstreamTimeout(_) => "upstream_timeout",
             Error::Changed(_) => "object_changed",

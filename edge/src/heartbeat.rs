@@ -116,6 +116,7 @@ impl Beat {
         };
         let state = weak.upgrade()?;
         state.set_embargoes(answer.embargoes.into_iter().map(|e| (e.content_id, e.until)).collect());
+        state.set_withdrawn(answer.withdrawn);
         // Jobs the control plane no longer lists are settled there: forget finished ones.
         let listed: Vec<&str> = answer.jobs.iter().map(|j| j.id.as_str()).collect();
         self.jobs.retain(|id, j| {

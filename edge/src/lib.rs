@@ -14,7 +14,7 @@ pub mod coalesce;
 pub mod config;
 mod error;
 mod fetch;
-mod geo;
+
 mod heartbeat;
 pub mod http_cache;
 mod journal;
@@ -77,6 +77,9 @@ pub struct State {
     /// Content id -> Unix second its embargo in this POP's region ends, from the control
     /// plane's heartbeat answers.
     embargoes: std::sync::RwLock<Arc<std::collections::HashMap<String, i64>>>,
+    /// Content id -> countries whose rights were withdrawn, each with the Unix second the
+    /// entry can go (from the control plane's heartbeat answer).
+    withdrawn: std::sync::RwLock<Arc<Withdrawn>>,
     /// Object requests answered, and those answered from the cache (for heartbeats).
     pub(crate) served: std::sync::atomic::AtomicU64,
     pub(crate) hits: std::sync::atomic::AtomicU64,
@@ -129,6 +132,7 @@ impl State {
             probe: (config.upstream_probe_secs > 0)
                 .then(|| (Duration::from_secs(config.upstream_probe_secs), config.upstream_probe_path.clone())),
             embargoes: Default::default(),
+            withdrawn: Default::default(),
             served: Default::default(),
             hits: Default::default(),
             access_log: if config.access_log.is_empty() {
@@ -143,13 +147,16 @@ impl State {
     }
 }
 
+/// Content id -> (country, Unix second the entry expires) of withdrawn rights.
+type Withdrawn = std::collections::HashMap<String, Vec<(String, i64)>>;
+
 /// What signed-URL checking needs, built from the config as one unit so a reload swaps
 /// keys, prefixes and the country header together.
 pub struct TokenPolicy {
     verifier: Verifier,
     required: bool,
     /// Where a request's country comes from (trusted header or GeoIP database).
-    geo: geo::Geo,
+    geo: segue_core::geo::Geo,
 }
 
 fn header_names(names: &[String]) -> Result<Vec<HeaderName>, String> {
@@ -161,11 +168,12 @@ impl TokenPolicy {
         Ok(TokenPolicy {
             verifier: config.tokens.verifier()?,
             required: config.tokens.required,
-            geo: geo::Geo::new(
+            geo: segue_core::geo::Geo::new(
                 http::HeaderName::from_bytes(config.tokens.country_header.as_bytes())
                     .map_err(|e| segue_core::config::FieldError::new("tokens.country_header", e.to_string()))?,
                 &config.trusted_proxies,
                 &config.geoip_db,
+                &config.unknown_country,
             )?,
         })
     }
@@ -209,6 +217,32 @@ impl State {
             metrics::gauge!("edge_embargoed_content").set(map.len() as f64);
             *current = Arc::new(map);
         }
+    }
+
+    /// Replace the withdrawn-rights list (from a control-plane heartbeat answer).
+    pub(crate) fn set_withdrawn(&self, list: Vec<segue_core::control::Withdrawal>) {
+        let mut map = Withdrawn::new();
+        for w in list {
+            map.entry(w.content_id).or_default().push((w.country, w.until));
+        }
+        let mut current = self.withdrawn.write().unwrap_or_else(|p| p.into_inner());
+        if **current != map {
+            tracing::info!(content = map.len(), "withdrawn-rights list updated");
+            metrics::gauge!("edge_withdrawn_content").set(map.len() as f64);
+            *current = Arc::new(map);
+        }
+    }
+
+    /// Whether the rights to `path`'s content in `country` were withdrawn.
+    fn withdrawn(&self, path: &str, country: &str) -> bool {
+        let map = self.withdrawn.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if map.is_empty() {
+            return false;
+        }
+        let Ok(parsed) = segue_core::key::ObjectPath::parse(path) else { return false };
+        let now = fetch::unix_now() as i64;
+        map.get(&parsed.content_id().to_string())
+            .is_some_and(|l| l.iter().any(|(c, until)| c == country && *until > now))
     }
 
     /// The Unix second `path`'s content is embargoed until, if it still is.
@@ -585,12 +619,24 @@ fn check_request(
         return Err(Error::Embargoed(until));
     }
     let tokens = state.token_policy();
+    // The country the URL was signed for, if it is bound to one.
+    let bound = req.uri().query().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("country=")));
     if tokens.required && policy.tokens {
         // Only a token bound to a country needs to know the request's.
-        let bound = req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("country=")));
-        let country = if bound { tokens.geo.country(peer.ip(), req.headers()) } else { None };
+        let country = if bound.is_some() { tokens.geo.country(peer.ip(), req.headers()) } else { None };
         let now = fetch::unix_now();
         tokens.verifier.verify(req.method().as_str(), path, req.uri().query(), now, country.as_deref())?;
+    }
+    // Rights withdrawn after the URL was signed: by the country it is bound to (checked
+    // above against where the request comes from), else where the request comes from.
+    if !state.withdrawn.read().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        let country = match bound {
+            Some(c) => Some(c.to_owned()),
+            None => tokens.geo.country(peer.ip(), req.headers()),
+        };
+        if let Some(c) = country.filter(|c| state.withdrawn(path, c)) {
+            return Err(Error::Withdrawn(c));
+        }
     }
     Ok(())
 }

@@ -7,21 +7,24 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use crate::config::FieldError;
 use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use maxminddb::PathElement;
-use segue_core::config::FieldError;
 
 pub struct Geo {
     header: HeaderName,
     trusted: Vec<IpNet>,
     db: Option<maxminddb::Reader<Vec<u8>>>,
+    /// The country of a client neither source places, if the operator names one.
+    fallback: Option<String>,
 }
 
 impl Geo {
     /// `trusted`: CIDRs (or single addresses) of peers whose country header is believed;
-    /// `db`: a MaxMind-format database file (GeoLite2/GeoIP2 Country or City), or empty.
-    pub fn new(header: HeaderName, trusted: &[String], db: &str) -> Result<Self, FieldError> {
+    /// `db`: a MaxMind-format database file (GeoLite2/GeoIP2 Country or City), or empty;
+    /// `fallback`: the country of clients neither places (empty: unknown).
+    pub fn new(header: HeaderName, trusted: &[String], db: &str, fallback: &str) -> Result<Self, FieldError> {
         let trusted = trusted
             .iter()
             .enumerate()
@@ -39,7 +42,15 @@ impl Geo {
             tracing::info!(path = db, kind = %reader.metadata.database_type, "GeoIP database loaded");
             Some(reader)
         };
-        Ok(Geo { header, trusted, db })
+        let fallback = match fallback {
+            "" => None,
+            f => Some(
+                country_code(f)
+                    .filter(|c| c == f)
+                    .ok_or_else(|| FieldError::new("unknown_country", format!("{f:?} is not a code such as SE")))?,
+            ),
+        };
+        Ok(Geo { header, trusted, db, fallback })
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -50,14 +61,19 @@ impl Geo {
     /// Remove the country header from a request an untrusted peer sent.
     pub fn strip_untrusted(&self, peer: IpAddr, headers: &mut HeaderMap) {
         if !self.is_trusted(peer) && headers.remove(&self.header).is_some() {
-            metrics::counter!("edge_untrusted_country_headers_total").increment(1);
+            metrics::counter!("untrusted_country_headers_total").increment(1);
         }
     }
 
     /// The request's country (two upper-case letters), or `None` when unknown: a trusted
     /// peer's header, else the database's answer for the client's address (behind a
-    /// trusted peer, the nearest untrusted address in `X-Forwarded-For`).
+    /// trusted peer, the nearest untrusted address in `X-Forwarded-For`), else the
+    /// configured fallback.
     pub fn country(&self, peer: IpAddr, headers: &HeaderMap) -> Option<String> {
+        self.located(peer, headers).or_else(|| self.fallback.clone())
+    }
+
+    fn located(&self, peer: IpAddr, headers: &HeaderMap) -> Option<String> {
         if self.is_trusted(peer) {
             if let Some(c) = headers.get(&self.header).and_then(|v| v.to_str().ok()).and_then(country_code) {
                 return Some(c);
@@ -75,7 +91,7 @@ impl Geo {
                 None
             }
         };
-        metrics::counter!("edge_geoip_lookups_total", "result" => if result.is_some() { "found" } else { "unknown" })
+        metrics::counter!("geoip_lookups_total", "result" => if result.is_some() { "found" } else { "unknown" })
             .increment(1);
         result
     }
