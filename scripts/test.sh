@@ -13,12 +13,14 @@ trap 'scripts/services.sh stop' EXIT
 # Debian packages the tests use, installed when missing so this command works on a fresh
 # machine: curl (range checks), python3-pip (moto, the S3 server), and the reference tools
 # packaged audio is checked with: ogginfo (vorbis-tools), oggz-validate (oggz-tools),
-# ffmpeg. PostgreSQL and NATS are installed by scripts/services.sh when it starts them.
+# ffmpeg; promtool (prometheus) checks the alert rules in config/alerts. PostgreSQL and
+# NATS are installed by scripts/services.sh when it starts them.
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v ogginfo >/dev/null || need+=(vorbis-tools)
 command -v oggz-validate >/dev/null || need+=(oggz-tools)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
+command -v promtool >/dev/null || need+=(prometheus)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then

@@ -103,7 +103,17 @@ pub async fn run(
 ) -> Result<Report, Error> {
     crate::fraud::scan(pool, &request.month, &config.plays.fraud, crate::now_ms()).await?;
     let lag = plays.lag().await?;
-    report(pool, request, lag, config.plays.report_max_lag_secs).await
+    let result = report(pool, request, lag, config.plays.report_max_lag_secs).await;
+    // For alerting (config/alerts): 1 while the last report was refused for lag.
+    match &result {
+        Ok(_) => metrics::gauge!("royalty_report_blocked").set(0.0),
+        Err(Error::Lagging(_)) => {
+            metrics::gauge!("royalty_report_blocked").set(1.0);
+            metrics::counter!("royalty_reports_blocked_total").increment(1);
+        }
+        Err(_) => {}
+    }
+    result
 }
 
 /// Compute the report; refuses (409 `pipeline_lagging`) when the pipeline lags more
