@@ -20,13 +20,18 @@ command -v curl >/dev/null || need+=(curl)
 command -v ogginfo >/dev/null || need+=(vorbis-tools)
 command -v oggz-validate >/dev/null || need+=(oggz-tools)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
-command -v promtool >/dev/null || need+=(prometheus)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]} (Debian packages)" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+fi
+if ! command -v promtool >/dev/null; then
+  # Only its promtool is used; no exporters, no daemon.
+  echo "test.sh: installing prometheus (Debian package, for promtool)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
