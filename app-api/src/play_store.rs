@@ -411,6 +411,14 @@ pub async fn verify(
             problems.push(p);
         }
     };
+    // One read-only snapshot for the whole walk: events appended meanwhile by a live
+    // system are simply not seen, instead of reading as a moved head or counts that
+    // disagree with the log. (PostgreSQL: REPEATABLE READ; SQLite in WAL mode: a read
+    // transaction sees the database as of its first read.)
+    let mut tx = pool.begin().await?;
+    if !is_sqlite(&tx) {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    }
     let (mut seq, mut hash) = (0i64, GENESIS.to_owned());
     let mut events = 0i64;
     let mut counts: BTreeMap<CountKey, Tally> = BTreeMap::new();
@@ -421,7 +429,7 @@ pub async fn verify(
              received_ms, hash, clock_offset_ms FROM play_events WHERE seq > $1 ORDER BY seq LIMIT 10000",
         )
         .bind(seq)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
             break;
@@ -467,7 +475,8 @@ pub async fn verify(
         }
         progress(seq);
     }
-    let (head_seq, head_hash) = head(pool).await?;
+    let row = sqlx::query("SELECT seq, hash FROM play_chain WHERE id = 1").fetch_one(&mut *tx).await?;
+    let (head_seq, head_hash): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
     if head_seq != seq || head_hash != hash {
         note(format!(
             "the chain head says seq {head_seq} hash {head_hash}, the log recomputes to seq {seq} hash {hash}{}",
@@ -480,8 +489,9 @@ pub async fn verify(
         }
     }
     let stored = sqlx::query("SELECT track_id, day, country, plays, streams, ms_played FROM play_counts")
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
+    tx.rollback().await?;
     let mut stored_counts = BTreeMap::new();
     for r in &stored {
         let c = count_row(r)?;
