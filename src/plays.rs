@@ -57,6 +57,11 @@ pub enum PlaysAction {
         /// Report even though the pipeline lags.
         #[arg(long)]
         force: bool,
+        /// Close the month with this report: it is stored as issued and every later
+        /// request for the month gets it; plays of it that arrive later are paid next
+        /// month as adjustments. Months close in order.
+        #[arg(long, conflicts_with_all = ["force", "as_of"])]
+        close: bool,
     },
 }
 
@@ -107,10 +112,10 @@ pub async fn plays(action: PlaysAction, config: Config) -> Result<(), Failure> {
                 )))
             }
         }
-        PlaysAction::Report { month, pool: amount, currency, format, out, as_of, force } => {
+        PlaysAction::Report { month, pool: amount, currency, format, out, as_of, force, close } => {
             let pool_minor = royalty::parse_money(&amount)
                 .ok_or_else(|| Failure::Usage(format!("--pool {amount:?} is not an amount like 125000.00")))?;
-            let request = royalty::Request { month, pool_minor, currency, as_of, force };
+            let request = royalty::Request { month, pool_minor, currency, as_of, force, close };
             let pool = segue_app_api::catalog::open(&config.database).await.map_err(runtime)?;
             let log = PlayLog::open(&config, pool.clone()).await.map_err(runtime)?;
             let lag = log.lag().await.map_err(runtime)?;

@@ -262,6 +262,99 @@ fn a_reused_event_id_is_a_conflict_and_a_wrong_device_clock_is_corrected() {
     kill_9(origin);
 }
 
+/// `YYYY-MM` `n` months after `month` (before, when negative).
+fn month_step(month: &str, n: i32) -> String {
+    let index = month[..4].parse::<i32>().unwrap() * 12 + month[5..].parse::<i32>().unwrap() - 1 + n;
+    format!("{:04}-{:02}", index.div_euclid(12), index.rem_euclid(12) + 1)
+}
+
+/// A report closes its month: later requests get the same bytes, even after the shares
+/// change and a late play of that month arrives. The late play is paid in the next
+/// month's report as an adjustment (a line played in the closed month); re-rendering the
+/// closed month at its log position uses the shares in force when it closed.
+#[test]
+fn late_plays_are_next_months_adjustments_and_a_closed_report_never_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("app/app.db").display());
+    let (origin, origin_addr) = spawn_origin(dir.path());
+    let port = free_port();
+    let cfg = write_config(dir.path(), port, &db, origin_addr, "");
+    let app = start_app(&cfg);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let tracks = catalog(dir.path(), addr);
+    let (a, b) = (&tracks[0], &tracks[1]);
+    let shares = |t: &str, body: &str| {
+        let (code, v) = admin(addr, "PUT", &format!("/v1/admin/tracks/{t}/shares"), Some(APP_ADMIN), Some(body));
+        assert_eq!(code, 200, "{v}");
+    };
+    shares(a, r#"{"shares":[{"holder":"label","share_bps":10000}]}"#);
+    let (month, t0) = past_month();
+    let (next, t1) = (month_step(&month, 1), t0 + 31 * 86_400_000);
+    let plays = [
+        event("m-1", "u1", a, t0, 45_000, "SE"),
+        event("m-2", "u1", a, t0 + 600_000, 45_000, "SE"),
+        event("n-1", "u1", b, t1, 45_000, "SE"),
+    ];
+    assert_eq!(post_plays(addr, APP_ADMIN, &plays).1["accepted"].as_u64(), Some(3));
+    let report = |m: &str, query: &str| {
+        let url = format!("http://{addr}/v1/admin/royalties?month={m}&currency=EUR&{query}");
+        let (code, body) = get(&url, &["-H", &format!("Authorization: Bearer {APP_ADMIN}")]);
+        (code, String::from_utf8_lossy(&body).into_owned())
+    };
+
+    let (code, closed) = report(&month, "pool=100.00&format=csv&close=true");
+    assert_eq!(code, 200, "{closed}");
+    assert_eq!(closed, format!("month,played_in,track,isrc,title,holder,share_bps,streams,amount,currency\n{month},{month},{a},SEABC2600000,Track a,label,10000,2,100.00,EUR\n"));
+    let (_, json) = report(&month, "pool=100.00&format=json");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["closed"], true, "{v}");
+    let closed_seq = v["audit_seq"].as_i64().unwrap();
+
+    // After the close: new shares, and a play of the closed month arrives late.
+    shares(a, r#"{"shares":[{"holder":"label","share_bps":5000},{"holder":"artist","share_bps":5000}]}"#);
+    assert_eq!(post_plays(addr, APP_ADMIN, &[event("m-3", "u2", a, t0 + 3_600_000, 45_000, "DE")]).1["accepted"], 1);
+    assert_eq!(report(&month, "pool=100.00&format=csv"), (200, closed.clone()), "the closed report is unchanged");
+    assert_eq!(
+        report(&month, &format!("pool=100.00&format=csv&as_of={closed_seq}")),
+        (200, closed.clone()),
+        "re-rendered with the shares of then"
+    );
+    let (code, v) = report(&month, "pool=90.00");
+    assert!(code == 409 && v.contains("closed with a pool of 100.00"), "{code} {v}");
+    let (code, v) = report(&month, "pool=100.00&close=true");
+    assert_eq!(code, 409, "closed once: {v}");
+
+    // The next month pays its own stream and the late one, marked as played in the
+    // closed month, with today's shares.
+    let (code, csv) = report(&next, "pool=30.00&format=csv");
+    assert_eq!(code, 200, "{csv}");
+    let mut want = vec![
+        format!("{next},{month},{a},SEABC2600000,Track a,artist,5000,1,7.50,EUR"),
+        format!("{next},{month},{a},SEABC2600000,Track a,label,5000,1,7.50,EUR"),
+        format!("{next},{next},{b},SEABC2600001,Track b,unclaimed,10000,1,15.00,EUR"),
+    ];
+    want.sort();
+    let got: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(got, want, "{csv}");
+    let (_, json) = report(&next, "pool=30.00&format=json");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((v["streams"].as_i64(), v["adjustment_streams"].as_i64()), (Some(2), Some(1)), "{v}");
+
+    // Months close in order, and the one before the first close was closed with it.
+    let after = month_step(&month, 3);
+    let (code, v) = report(&after, "pool=1.00&close=true");
+    assert!(code == 409 && v.contains("close in order"), "{code} {v}");
+    let before = month_step(&month, -1);
+    let (code, v) = report(&before, "pool=1.00");
+    assert_eq!(code, 409, "{v}");
+    let (code, v) = report(&next, "pool=30.00&close=true");
+    assert_eq!(code, 200, "{v}");
+    let (ok, out) = verify(&cfg, &[]);
+    assert!(ok, "{out}");
+    kill_9(app);
+    kill_9(origin);
+}
+
 /// `segue plays verify` on a live system: plays keep arriving while it walks the log,
 /// and it still finds the log intact (it reads one snapshot, not a log that grows under it).
 #[test]
@@ -445,11 +538,11 @@ fn plays_count_exactly_once_through_kill_9_and_report_royalties_on_sqlite() {
         get(&format!("http://{addr}{report_path}"), &["-H", &format!("Authorization: Bearer {APP_ADMIN}")]);
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&csv));
     let expected = format!(
-        "month,track,isrc,title,holder,share_bps,streams,amount,currency\n\
-         {month},{a},SEABC2600000,Track a,artist,3000,5,150.00,EUR\n\
-         {month},{a},SEABC2600000,Track a,label,7000,5,350.01,EUR\n\
-         {month},{b},SEABC2600001,Track b,label,10000,3,300.00,EUR\n\
-         {month},{c},SEABC2600002,Track c,unclaimed,10000,2,200.00,EUR\n",
+        "month,played_in,track,isrc,title,holder,share_bps,streams,amount,currency\n\
+         {month},{month},{a},SEABC2600000,Track a,artist,3000,5,150.00,EUR\n\
+         {month},{month},{a},SEABC2600000,Track a,label,7000,5,350.01,EUR\n\
+         {month},{month},{b},SEABC2600001,Track b,label,10000,3,300.00,EUR\n\
+         {month},{month},{c},SEABC2600002,Track c,unclaimed,10000,2,200.00,EUR\n",
         a = tracks[0],
         b = tracks[1],
         c = tracks[2]

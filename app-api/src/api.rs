@@ -29,7 +29,7 @@
 //! POST  /v1/admin/fraud/scan?month=   admin  flag accounts
 //! GET   /v1/admin/fraud?month=&status=  admin  flags
 //! POST  /v1/admin/fraud/review   admin    clear or confirm an account's flags
-//! GET   /v1/admin/royalties?month=&pool=&currency=&format=&as_of=&force=  admin  the report
+//! GET   /v1/admin/royalties?month=&pool=&currency=&format=&as_of=&force=&close=  admin  the report
 //! ```
 
 use std::sync::Arc;
@@ -236,7 +236,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             }
             let body: Shares = read_json(req).await?;
             catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
-            crate::royalty::set_shares(&app.pool, id, &body.shares).await?;
+            crate::royalty::set_shares(&app.pool, id, &body.shares, now_ms()).await?;
             tracing::info!(track = id, holders = body.shares.len(), by = user.id, "shares set");
             Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": id, "shares": body.shares })))
         }
@@ -295,6 +295,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
                 currency: segue_core::server::query_param(query, "currency").unwrap_or("EUR").to_owned(),
                 as_of,
                 force: matches!(segue_core::server::query_param(query, "force"), Some("1" | "true")),
+                close: matches!(segue_core::server::query_param(query, "close"), Some("1" | "true")),
             };
             let report = crate::royalty::run(&app.pool, &app.config, &app.plays, &request).await?;
             let (body, kind) =

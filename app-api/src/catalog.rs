@@ -17,6 +17,7 @@ pub async fn open(url: &str) -> Result<AnyPool, Error> {
             (3, "playlists", include_str!("../migrations/0003_playlists.sql")),
             (4, "plays", include_str!("../migrations/0004_plays.sql")),
             (5, "play_integrity", include_str!("../migrations/0005_play_integrity.sql")),
+            (6, "royalty_periods", include_str!("../migrations/0006_royalty_periods.sql")),
         ],
     )
     .await

@@ -111,6 +111,7 @@ pub async fn scan(pool: &AnyPool, month: &str, rules: &Fraud, now_ms: i64) -> Re
 
     let mut new = 0;
     for (user, reason, detail) in found {
+        let mut tx = pool.begin().await?;
         let done = sqlx::query(
             "INSERT INTO fraud_flags (user_id, month, reason, detail, status, flagged_ms, reviewed_ms, reviewer, note) \
              VALUES ($1, $2, $3, $4, 'open', $5, 0, '', '') ON CONFLICT (user_id, month, reason) DO NOTHING",
@@ -120,8 +121,12 @@ pub async fn scan(pool: &AnyPool, month: &str, rules: &Fraud, now_ms: i64) -> Re
         .bind(reason)
         .bind(detail.as_str())
         .bind(now_ms)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+        if done.rows_affected() > 0 {
+            crate::periods::flag_history(&mut tx, &user, month, Some(reason), "open", now_ms).await?;
+        }
+        tx.commit().await?;
         if done.rows_affected() > 0 {
             tracing::warn!(user, month, reason, detail, "account flagged");
             metrics::counter!("plays_fraud_flags_total", "reason" => reason).increment(1);
@@ -178,6 +183,7 @@ pub async fn review(pool: &AnyPool, r: &Review, reviewer: &str, now_ms: i64) -> 
     if !matches!(r.verdict.as_str(), "cleared" | "confirmed") {
         return Err(Error::BadRequest(format!("verdict {:?} must be cleared or confirmed", r.verdict)));
     }
+    let mut tx = pool.begin().await?;
     let done = sqlx::query(
         "UPDATE fraud_flags SET status = $1, reviewed_ms = $2, reviewer = $3, note = $4 \
          WHERE user_id = $5 AND month = $6",
@@ -188,10 +194,12 @@ pub async fn review(pool: &AnyPool, r: &Review, reviewer: &str, now_ms: i64) -> 
     .bind(r.note.as_str())
     .bind(r.user.as_str())
     .bind(r.month.as_str())
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
         return Err(Error::NotFound(format!("no flags for user {:?} in {}", r.user, r.month)));
     }
+    crate::periods::flag_history(&mut tx, &r.user, &r.month, None, &r.verdict, now_ms).await?;
+    tx.commit().await?;
     Ok(done.rows_affected())
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod fraud;
 pub mod openapi;
 pub mod ot;
+pub mod periods;
 pub mod play_log;
 pub mod play_store;
 pub mod playlists;

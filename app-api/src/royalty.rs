@@ -6,11 +6,17 @@
 //! Money is integer minor units (cents) all the way: the lines' largest remainders get
 //! the last cents, so the lines sum to the pool exactly, and the same log (up to the
 //! report's `audit_seq`) always renders the same bytes.
+//!
+//! A report can close its month (`periods`): it is then stored as issued, and plays that
+//! arrive for closed months later are paid in the next month's report as adjustments
+//! (lines whose `played_in` is the earlier month), sharing that month's pool.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyPool, Row};
+
+use crate::periods;
 
 use crate::error::Error;
 use crate::fraud::check_month;
@@ -33,6 +39,8 @@ pub struct Request {
     pub as_of: Option<i64>,
     /// Report even though the pipeline lags.
     pub force: bool,
+    /// Close the month with this report (not with `force` or `as_of`).
+    pub close: bool,
 }
 
 /// `"1234.56"` (at most two decimals) as 123456 minor units.
@@ -57,8 +65,11 @@ pub fn check_currency(c: &str) -> Result<(), Error> {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Line {
+    /// The month the streams were played in: the report's, or an earlier closed month's
+    /// for an adjustment (plays that reached the log after that month was closed).
+    pub played_in: String,
     pub track: String,
     pub isrc: String,
     pub title: String,
@@ -68,19 +79,23 @@ pub struct Line {
     pub amount: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HolderTotal {
     pub holder: String,
     pub amount: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub month: String,
     pub currency: String,
     pub pool: String,
-    /// Paid streams counted.
+    /// This is the month's closing report, as stored when it was closed.
+    pub closed: bool,
+    /// Paid streams counted, adjustments included.
     pub streams: i64,
+    /// Of them, streams of earlier closed months that reached the log after their close.
+    pub adjustment_streams: i64,
     /// Pool / streams, six decimals.
     pub per_stream: String,
     /// Accounts left out (flagged, not cleared) and the streams they had.
@@ -101,7 +116,11 @@ pub async fn run(
     plays: &crate::play_log::PlayLog,
     request: &Request,
 ) -> Result<Report, Error> {
-    crate::fraud::scan(pool, &request.month, &config.plays.fraud, crate::now_ms()).await?;
+    // A closed month's flags are settled: scanning it again would change nothing shown.
+    let closed = periods::closes(pool).await?.iter().any(|c| c.month == request.month);
+    if !closed {
+        crate::fraud::scan(pool, &request.month, &config.plays.fraud, crate::now_ms()).await?;
+    }
     let lag = plays.lag().await?;
     let result = report(pool, request, lag, config.plays.report_max_lag_secs).await;
     // For alerting (config/alerts): 1 while the last report was refused for lag.
@@ -117,12 +136,52 @@ pub async fn run(
 }
 
 /// Compute the report; refuses (409 `pipeline_lagging`) when the pipeline lags more
-/// than `max_lag_secs` unless forced.
+/// than `max_lag_secs` unless forced. A closed month answers its stored report.
 pub async fn report(pool: &AnyPool, req: &Request, lag: Lag, max_lag_secs: u64) -> Result<Report, Error> {
     let (start, end) = check_month(&req.month)?;
     check_currency(&req.currency)?;
     if req.pool_minor < 0 {
         return Err(Error::BadRequest("pool must not be negative".into()));
+    }
+    if req.close && (req.force || req.as_of.is_some()) {
+        return Err(Error::BadRequest(
+            "a month is closed on the whole log of a caught-up pipeline: no force, no as_of".into(),
+        ));
+    }
+    let closes = periods::closes(pool).await?;
+    let this = closes.iter().find(|c| c.month == req.month);
+    if let Some(c) = this {
+        if req.close {
+            return Err(Error::Conflict(format!("{} is already closed", req.month)));
+        }
+        if req.as_of.is_none() {
+            let stored: Report = serde_json::from_str(&c.report)
+                .map_err(|e| Error::Database(format!("the closed report of {} does not read: {e}", req.month)))?;
+            if (stored.pool.as_str(), stored.currency.as_str())
+                != (format_money(req.pool_minor).as_str(), req.currency.as_str())
+            {
+                return Err(Error::Conflict(format!(
+                    "{} was closed with a pool of {} {}; a closed report is not recomputed",
+                    req.month, stored.pool, stored.currency
+                )));
+            }
+            return Ok(stored);
+        }
+    } else if let Some(first) = closes.first().filter(|f| req.month < f.month) {
+        return Err(Error::Conflict(format!(
+            "{} is before the first closed month ({}), which closed it: its late plays are adjustments of later reports",
+            req.month, first.month
+        )));
+    }
+    let last = closes.last();
+    if req.close {
+        if let Some(l) = last.filter(|l| periods::next_month(&l.month).as_deref() != Some(req.month.as_str())) {
+            let next = periods::next_month(&l.month).unwrap_or_default();
+            return Err(Error::Conflict(format!(
+                "months close in order: the last closed is {}, so {next} closes next, not {}",
+                l.month, req.month
+            )));
+        }
     }
     if lag.seconds > max_lag_secs as f64 && !req.force {
         return Err(Error::Lagging(format!(
@@ -145,87 +204,70 @@ pub async fn report(pool: &AnyPool, req: &Request, lag: Lag, max_lag_secs: u64) 
     } else {
         sqlx::query("SELECT hash FROM play_events WHERE seq = $1").bind(seq).fetch_one(pool).await?.try_get(0)?
     };
+    // Shares and flags as they were when the month was closed; as they are now if open.
+    let at = this.map_or_else(crate::now_ms, |c| c.closed_ms);
+    let excluded = periods::excluded_at(pool, &req.month, at).await?;
 
-    let excluded: Vec<String> = sqlx::query(
-        "SELECT DISTINCT user_id FROM fraud_flags WHERE month = $1 AND status <> 'cleared' ORDER BY user_id",
-    )
-    .bind(req.month.as_str())
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| r.try_get(0))
-    .collect::<Result<_, _>>()?;
-
-    // Paid streams per track, split into counted and excluded ones.
-    let rows = sqlx::query(
-        "SELECT e.track_id, COALESCE(t.isrc, ''), COALESCE(t.title, ''), \
-         SUM(CASE WHEN f.user_id IS NULL THEN 1 ELSE 0 END), SUM(CASE WHEN f.user_id IS NULL THEN 0 ELSE 1 END) \
-         FROM play_events e \
-         LEFT JOIN tracks t ON t.id = e.track_id \
-         LEFT JOIN (SELECT DISTINCT user_id FROM fraud_flags WHERE month = $1 AND status <> 'cleared') f \
-           ON f.user_id = e.user_id \
-         WHERE e.started_ms >= $2 AND e.started_ms < $3 AND e.ms_played >= $4 AND e.seq <= $5 \
-         GROUP BY e.track_id, t.isrc, t.title ORDER BY e.track_id",
-    )
-    .bind(req.month.as_str())
-    .bind(start)
-    .bind(end)
-    .bind(STREAM_MS)
-    .bind(seq)
-    .fetch_all(pool)
-    .await?;
-    struct TrackStreams {
-        isrc: String,
-        title: String,
-        streams: i64,
-    }
+    // Paid streams per (month played in, track): the month's own, then the late plays of
+    // closed months when this is the month after the last close.
     let mut tracks = BTreeMap::new();
-    let mut excluded_streams = 0i64;
-    for r in rows {
-        let track: String = r.try_get(0)?;
-        // SUM is BIGINT on SQLite and NUMERIC on PostgreSQL: read it as text.
-        let counted = sum(&r, 3)?;
-        excluded_streams += sum(&r, 4)?;
-        if counted > 0 {
-            tracks.insert(track, TrackStreams { isrc: r.try_get(1)?, title: r.try_get(2)?, streams: counted });
+    let mut excluded_streams = streams(pool, &req.month, (start, end), (-1, seq), at, &mut tracks).await?;
+    let mut adjustment_streams = 0;
+    let prior = closes.iter().filter(|c| c.month < req.month).last();
+    if let Some(p) = prior.filter(|p| periods::next_month(&p.month).as_deref() == Some(req.month.as_str())) {
+        let (_, closed_end) = check_month(&p.month)?;
+        let first: Option<i64> = sqlx::query(
+            "SELECT MIN(started_ms) FROM play_events WHERE started_ms < $1 AND seq > $2 AND seq <= $3 AND ms_played >= $4",
+        )
+        .bind(closed_end)
+        .bind(p.seq)
+        .bind(seq)
+        .bind(STREAM_MS)
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+        let mut month = first.map(periods::month_of);
+        while let Some(m) = month.filter(|m| *m <= p.month) {
+            let bounds = check_month(&m)?;
+            let before = tracks.values().map(|t: &TrackStreams| t.streams).sum::<i64>();
+            excluded_streams += streams(pool, &m, bounds, (p.seq, seq), at, &mut tracks).await?;
+            adjustment_streams += tracks.values().map(|t| t.streams).sum::<i64>() - before;
+            month = periods::next_month(&m);
         }
     }
     let total: i64 = tracks.values().map(|t| t.streams).sum();
 
     let mut shares: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
-    for r in sqlx::query("SELECT track_id, holder, share_bps FROM track_shares ORDER BY track_id, holder")
-        .fetch_all(pool)
-        .await?
-    {
-        shares.entry(r.try_get(0)?).or_default().push((r.try_get(1)?, r.try_get(2)?));
+    for (track, holder, bps) in periods::shares_at(pool, at).await? {
+        shares.entry(track).or_default().push((holder, bps));
     }
 
-    // (track, holder, bps) with its weight streams × bps, over total × 10000.
+    // (month, track, holder, bps) with its weight streams × bps, over total × 10000.
     let mut parts = Vec::new();
-    for track in tracks.keys() {
+    for key in tracks.keys() {
         let mut given = 0;
-        for (holder, bps) in shares.get(track).map(Vec::as_slice).unwrap_or_default() {
-            parts.push((track.clone(), holder.clone(), *bps));
+        for (holder, bps) in shares.get(&key.1).map(Vec::as_slice).unwrap_or_default() {
+            parts.push((key.clone(), holder.clone(), *bps));
             given += bps;
         }
         if given < FULL_BPS {
-            parts.push((track.clone(), UNCLAIMED.to_owned(), FULL_BPS - given));
+            parts.push((key.clone(), UNCLAIMED.to_owned(), FULL_BPS - given));
         }
     }
     let denominator = i128::from(total) * i128::from(FULL_BPS);
     let mut amounts: Vec<(i64, i128)> = parts
         .iter()
-        .map(|(track, _, bps)| {
+        .map(|(key, _, bps)| {
             if denominator == 0 {
                 return (0, 0);
             }
-            let num = i128::from(req.pool_minor) * i128::from(tracks[track].streams) * i128::from(*bps);
+            let num = i128::from(req.pool_minor) * i128::from(tracks[key].streams) * i128::from(*bps);
             ((num / denominator) as i64, num % denominator)
         })
         .collect();
     let given: i64 = amounts.iter().map(|a| a.0).sum();
     let mut left = if denominator == 0 { 0 } else { req.pool_minor - given };
-    // Largest remainder first; ties in (track, holder) order, which `parts` already is.
+    // Largest remainder first; ties in (month, track, holder) order, which `parts` already is.
     let mut order: Vec<usize> = (0..amounts.len()).collect();
     order.sort_by(|&a, &b| amounts[b].1.cmp(&amounts[a].1).then(a.cmp(&b)));
     for i in order {
@@ -240,14 +282,15 @@ pub async fn report(pool: &AnyPool, req: &Request, lag: Lag, max_lag_secs: u64) 
     let lines: Vec<Line> = parts
         .into_iter()
         .zip(amounts)
-        .map(|((track, holder, bps), (amount, _))| {
+        .map(|((key, holder, bps), (amount, _))| {
             *holders.entry(holder.clone()).or_default() += amount;
-            let t = &tracks[&track];
+            let t = &tracks[&key];
             Line {
+                played_in: key.0,
                 isrc: t.isrc.clone(),
                 title: t.title.clone(),
                 streams: t.streams,
-                track,
+                track: key.1,
                 holder,
                 share_bps: bps,
                 amount: format_money(amount),
@@ -261,11 +304,13 @@ pub async fn report(pool: &AnyPool, req: &Request, lag: Lag, max_lag_secs: u64) 
         let micro = i128::from(req.pool_minor) * 10_000 / i128::from(total);
         format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
     };
-    Ok(Report {
+    let mut report = Report {
         month: req.month.clone(),
         currency: req.currency.clone(),
         pool: format_money(req.pool_minor),
+        closed: false,
         streams: total,
+        adjustment_streams,
         per_stream,
         excluded_accounts: excluded,
         excluded_streams,
@@ -273,7 +318,66 @@ pub async fn report(pool: &AnyPool, req: &Request, lag: Lag, max_lag_secs: u64) 
         audit_hash,
         lines,
         holders: holders.into_iter().map(|(holder, a)| HolderTotal { holder, amount: format_money(a) }).collect(),
-    })
+    };
+    if req.close {
+        report.closed = true;
+        let stored = serde_json::to_string(&report).map_err(|e| Error::Database(e.to_string()))?;
+        periods::close(pool, &periods::Close { month: req.month.clone(), seq, closed_ms: at, report: stored }).await?;
+    }
+    Ok(report)
+}
+
+struct TrackStreams {
+    isrc: String,
+    title: String,
+    streams: i64,
+}
+
+/// Add the paid streams played in `month` (`bounds`, Unix ms) and logged at seq in
+/// `(after, upto]` to `tracks`, by (month, track), leaving out the accounts flagged for
+/// that month as of `at`. Returns the streams left out.
+async fn streams(
+    pool: &AnyPool,
+    month: &str,
+    bounds: (i64, i64),
+    (after, upto): (i64, i64),
+    at: i64,
+    tracks: &mut BTreeMap<(String, String), TrackStreams>,
+) -> Result<i64, Error> {
+    // The flag subquery takes its month and time as $1 and $2.
+    let rows = sqlx::query(&format!(
+        "SELECT e.track_id, COALESCE(t.isrc, ''), COALESCE(t.title, ''), \
+         SUM(CASE WHEN f.user_id IS NULL THEN 1 ELSE 0 END), SUM(CASE WHEN f.user_id IS NULL THEN 0 ELSE 1 END) \
+         FROM play_events e \
+         LEFT JOIN tracks t ON t.id = e.track_id \
+         LEFT JOIN ({}) f ON f.user_id = e.user_id \
+         WHERE e.started_ms >= $3 AND e.started_ms < $4 AND e.ms_played >= $5 AND e.seq > $6 AND e.seq <= $7 \
+         GROUP BY e.track_id, t.isrc, t.title ORDER BY e.track_id",
+        periods::EXCLUDED_AT
+    ))
+    .bind(month)
+    .bind(at)
+    .bind(bounds.0)
+    .bind(bounds.1)
+    .bind(STREAM_MS)
+    .bind(after)
+    .bind(upto)
+    .fetch_all(pool)
+    .await?;
+    let mut excluded = 0;
+    for r in rows {
+        let track: String = r.try_get(0)?;
+        // SUM is BIGINT on SQLite and NUMERIC on PostgreSQL: read it as text.
+        let counted = sum(&r, 3)?;
+        excluded += sum(&r, 4)?;
+        if counted > 0 {
+            tracks.insert(
+                (month.to_owned(), track),
+                TrackStreams { isrc: r.try_get(1)?, title: r.try_get(2)?, streams: counted },
+            );
+        }
+    }
+    Ok(excluded)
 }
 
 fn sum(r: &sqlx::any::AnyRow, i: usize) -> Result<i64, Error> {
@@ -295,11 +399,12 @@ fn csv_field(s: &str) -> String {
 impl Report {
     /// One line per (track, holder), with a header.
     pub fn csv(&self) -> String {
-        let mut out = String::from("month,track,isrc,title,holder,share_bps,streams,amount,currency\n");
+        let mut out = String::from("month,played_in,track,isrc,title,holder,share_bps,streams,amount,currency\n");
         for l in &self.lines {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{}\n",
                 self.month,
+                l.played_in,
                 csv_field(&l.track),
                 csv_field(&l.isrc),
                 csv_field(&l.title),
@@ -328,8 +433,9 @@ pub struct Share {
     pub share_bps: i64,
 }
 
-/// Replace a track's shares; they must sum to 10000 basis points (100 %).
-pub async fn set_shares(pool: &AnyPool, track: &str, shares: &[Share]) -> Result<(), Error> {
+/// Replace a track's shares; they must sum to 10000 basis points (100 %). The old ones
+/// stay on record (`periods::share_version`) for re-rendering closed months.
+pub async fn set_shares(pool: &AnyPool, track: &str, shares: &[Share], now_ms: i64) -> Result<(), Error> {
     let mut seen = std::collections::BTreeSet::new();
     for (i, s) in shares.iter().enumerate() {
         if s.holder.is_empty() || s.holder.len() > 128 || s.holder.trim() != s.holder {
@@ -359,6 +465,7 @@ pub async fn set_shares(pool: &AnyPool, track: &str, shares: &[Share]) -> Result
             .execute(&mut *tx)
             .await?;
     }
+    periods::share_version(&mut tx, track, shares, now_ms).await?;
     tx.commit().await?;
     Ok(())
 }
