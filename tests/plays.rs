@@ -92,7 +92,7 @@ fn send_until_acked(port: u16, events: &[serde_json::Value], failures: &AtomicU6
 }
 
 /// The event ids a client sends while the servers are being killed: `batches` batches of
-/// `per` events, all plays of `tracks`, two thirds of them streams.
+/// `per` events, all plays of `tracks` by 211 listeners, two thirds of them streams.
 fn storm_batches(tracks: &[String], batches: usize, per: usize) -> Vec<Vec<serde_json::Value>> {
     let start = now_ms() - 3_600_000;
     (0..batches)
@@ -101,14 +101,18 @@ fn storm_batches(tracks: &[String], batches: usize, per: usize) -> Vec<Vec<serde
                 .map(|i| {
                     let n = b * per + i;
                     let ms = if n.is_multiple_of(3) { 12_000 } else { 45_000 };
-                    event(
+                    // Many listeners, each play on a device of its own: 100 ms apart on
+                    // one device they would overlap, and the app API refuses that.
+                    let mut e = event(
                         &format!("k9-{n}"),
-                        &format!("usr_{}", n % 7),
+                        &format!("usr_{}", n % 211),
                         &tracks[n % 3],
                         start + n as i64 * 100,
                         ms,
                         "SE",
-                    )
+                    );
+                    e["device"] = format!("rig-{n}").into();
+                    e
                 })
                 .collect()
         })
@@ -258,6 +262,118 @@ fn a_reused_event_id_is_a_conflict_and_a_wrong_device_clock_is_corrected() {
     assert!((started - (now - 60_000)).abs() < 15_000, "logged as started at {started}, about {}", now - 60_000);
     let (ok, out) = verify(&cfg, &[]);
     assert!(ok, "{out}");
+    kill_9(app);
+    kill_9(origin);
+}
+
+/// Abuse limits: one device plays one track at a time (an overlapping play is refused,
+/// another device's is not), an account listens at most 24 h a day, a key over its rate
+/// gets 429 with Retry-After, and a gateway key posts for others without being an admin.
+#[test]
+fn overlapping_plays_a_25_hour_day_and_a_flooding_key_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("app/app.db").display());
+    let (origin, origin_addr) = spawn_origin(dir.path());
+    let port = free_port();
+    let limits = "[limits]\nrequests_per_sec = 1\nrequest_burst = 8\nplay_events_per_sec = 1\nplay_event_burst = 20\n";
+    let cfg = dir.path().join("app.toml");
+    write_config(dir.path(), port, &db, origin_addr, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}{limits}")).unwrap();
+    let app = start_app(&cfg);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let tracks = catalog(dir.path(), addr);
+    let user = |name: &str, extra: &str| {
+        let body = format!(r#"{{"name":"{name}","country":"SE"{extra}}}"#);
+        let (code, u) = admin(addr, "POST", "/v1/admin/users", Some(APP_ADMIN), Some(&body));
+        assert_eq!(code, 201, "{u}");
+        (u["api_key"].as_str().unwrap().to_owned(), u["user"]["id"].as_str().unwrap().to_owned())
+    };
+    let (listener, listener_id) = user("ana", "");
+    let (gateway, _) = user("partner", r#","gateway":true"#);
+    let statuses = |v: &serde_json::Value| -> Vec<String> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["reason"].as_str().or(r["status"].as_str()).unwrap().to_owned())
+            .collect()
+    };
+    let now = now_ms();
+    let mine = |id: &str, device: &str, started: i64| {
+        let mut e = event(id, &listener_id, &tracks[0], started, 180_000, "SE");
+        e["device"] = device.into();
+        e.as_object_mut().unwrap().remove("user");
+        e
+    };
+    // 180 s plays: the next at +170 s is a crossfade; at +60 s, on the same device, two at once.
+    let (code, v) = post_plays(
+        addr,
+        &listener,
+        &[
+            mine("o-1", "phone", now - 900_000),
+            mine("o-2", "phone", now - 730_000),
+            mine("o-3", "phone", now - 670_000),
+            mine("o-4", "laptop", now - 670_000),
+        ],
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(statuses(&v), ["accepted", "accepted", "overlap", "accepted"], "{v}");
+    // A retry of an accepted play is a duplicate, not an overlap with itself.
+    let (_, v) = post_plays(addr, &listener, &[mine("o-2", "phone", now - 730_000)]);
+    assert_eq!(statuses(&v), ["duplicate"], "{v}");
+
+    // A gateway posts for others (not an admin), up to 24 h a day per account: 200 s plays
+    // on two devices from 00:00 of a past day; the one past 24 h is refused.
+    let (_, t0) = past_month();
+    let midnight = t0 - 10 * 3_600_000;
+    let day: Vec<serde_json::Value> = (0..433)
+        .map(|i| {
+            let mut e = event(&format!("d-{i}"), "u-day", &tracks[1], midnight + (i / 2) * 200_000, 200_000, "SE");
+            e["device"] = if i % 2 == 0 { "a" } else { "b" }.into();
+            e
+        })
+        .collect();
+    let mut last = serde_json::Value::Null;
+    for chunk in day.chunks(150) {
+        let (code, v) = post_plays(addr, &gateway, chunk);
+        assert_eq!(code, 200, "{v}");
+        last = v;
+    }
+    assert_eq!(statuses(&last).last().map(String::as_str), Some("daily_limit"), "{last}");
+    assert_eq!(last["accepted"].as_u64(), Some(432 - 300), "{last}");
+    let (code, v) = admin(addr, "GET", "/v1/admin/plays/status", Some(&gateway), None);
+    assert_eq!((code, v["error"].as_str()), (403, Some("forbidden")), "a gateway is not an admin: {v}");
+
+    // Over the listener's event burst (20; 5 used): 429 with Retry-After, nothing stored.
+    let flood: Vec<serde_json::Value> =
+        (0..18).map(|i| mine(&format!("f-{i}"), "tablet", now - 4_000_000 + i * 190_000)).collect();
+    let url = format!("http://{addr}/v1/play-events");
+    let body = serde_json::json!({ "events": flood }).to_string();
+    let (code, head) = get(
+        &url,
+        &[
+            "-i",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {listener}"),
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ],
+    );
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert_eq!(code, 429, "{head}");
+    assert!(head.contains("retry-after: ") && head.contains("rate_limited"), "{head}");
+    // Requests too: the burst of 8 is spent by now.
+    let codes: Vec<u16> = (0..8).map(|_| admin(addr, "GET", "/v1/me", Some(&listener), None).0).collect();
+    assert!(codes.contains(&429), "{codes:?}");
+    // Admin tokens are operators': not limited.
+    assert!((0..20).all(|_| admin(addr, "GET", "/v1/admin/plays/status", Some(APP_ADMIN), None).0 == 200));
+    let (_, status) = admin(addr, "GET", "/v1/admin/plays/status", Some(APP_ADMIN), None);
+    assert_eq!(status["seq"].as_i64(), Some(3 + 432), "{status}");
     kill_9(app);
     kill_9(origin);
 }
@@ -675,8 +791,13 @@ fn plays_count_exactly_once_through_nats_jetstream_into_postgresql() {
     // The consumer stops: acknowledged events wait in the stream, the lag shows in
     // /metrics, and the report refuses until it catches up (or is forced).
     assert!(terminate(consumer).success());
-    let late: Vec<_> =
-        (0..50).map(|i| event(&format!("late-{i}"), "u1", &tracks[0], now_ms() - 90_000, 45_000, "NO")).collect();
+    let late: Vec<_> = (0..50)
+        .map(|i| {
+            let mut e = event(&format!("late-{i}"), &format!("u{i}"), &tracks[0], now_ms() - 90_000, 45_000, "NO");
+            e["device"] = format!("rig-late-{i}").into();
+            e
+        })
+        .collect();
     let (code, v) = post_plays(addr, APP_ADMIN, &late);
     assert_eq!((code, v["accepted"].as_u64()), (200, Some(50)), "{v}");
     std::thread::sleep(Duration::from_millis(2500));

@@ -81,12 +81,13 @@ async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<se
             batch.events.len()
         )));
     }
+    app.rate_limits.play_events(user, batch.events.len())?;
     let parsed: Vec<(String, Result<plays::PlayEvent, plays::Rejection>)> = batch
         .events
         .into_iter()
         .map(|v| {
             let id = v.get("event_id").and_then(|i| i.as_str()).unwrap_or_default().to_owned();
-            (id, plays::parse(v, &user.id, user.admin))
+            (id, plays::parse(v, &user.id, user.posts_for_others()))
         })
         .collect();
     let wanted: Vec<&str> = parsed.iter().filter_map(|(_, e)| e.as_ref().ok().map(|e| e.track.as_str())).collect();
@@ -99,22 +100,40 @@ async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<se
         clock_offset_ms: plays::clock_offset(now, batch.sent_ms, app.config.plays.clock_tolerance_secs as i64 * 1000),
     };
     let mut results = Vec::with_capacity(parsed.len());
-    let mut good = Vec::new();
-    let mut good_at = Vec::new();
+    let mut checked = Vec::with_capacity(parsed.len());
     for (id, event) in parsed {
-        let checked = event.and_then(|e| {
+        checked.push(event.and_then(|e| {
             let length = lengths.get(&e.track).copied();
             plays::check(e, &user.id, &user.country, length, &limits)
+        }));
+        results.push(PlayResult { event_id: id, outcome: Outcome::Accepted });
+    }
+    // The abuse limits judge new plays only: a retry of a logged one is a duplicate, not
+    // an overlap with itself.
+    let candidates: Vec<&crate::plays::Play> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
+    let logged = crate::play_store::already_logged(&app.pool, &candidates).await?;
+    let fresh: Vec<&crate::plays::Play> =
+        candidates.into_iter().filter(|p| !logged.contains_key(&(p.user.clone(), p.event_id.clone()))).collect();
+    let verdicts = crate::limits::listening(&app.pool, &fresh).await?;
+    let refused: std::collections::HashMap<(String, String), plays::Rejection> =
+        fresh.iter().zip(verdicts).filter_map(|(p, v)| v.map(|r| ((p.user.clone(), p.event_id.clone()), r))).collect();
+    let mut good = Vec::new();
+    let mut good_at = Vec::new();
+    for (at, c) in checked.into_iter().enumerate() {
+        let c = c.and_then(|p| match refused.get(&(p.user.clone(), p.event_id.clone())) {
+            Some(r) => Err(r.clone()),
+            None => Ok(p),
         });
-        let outcome = match checked {
+        match c {
             Ok(p) => {
-                good_at.push(results.len());
+                good_at.push(at);
                 good.push(p);
-                Outcome::Accepted
             }
-            Err(r) => Outcome::Rejected { reason: r.reason, message: r.message },
-        };
-        results.push(PlayResult { event_id: id, outcome });
+            Err(r) => {
+                metrics::counter!("plays_rejected_total", "reason" => r.reason).increment(1);
+                results[at].outcome = Outcome::Rejected { reason: r.reason, message: r.message }
+            }
+        }
     }
     let fresh = if good.is_empty() { Vec::new() } else { app.plays.append(good).await? };
     for (at, verdict) in good_at.into_iter().zip(fresh) {
@@ -161,7 +180,13 @@ pub async fn handle(app: Arc<App>, req: Request<ReqBody>, peer: std::net::Socket
 async fn caller(app: &App, headers: &http::HeaderMap) -> Result<User, Error> {
     let token = segue_core::server::bearer(headers).ok_or(Error::Unauthorized)?;
     if app.config.admin_tokens.iter().any(|t| segue_core::token::constant_time_eq(t.as_bytes(), token.as_bytes())) {
-        return Ok(User { id: "admin".into(), name: "admin token".into(), country: String::new(), admin: true });
+        return Ok(User {
+            id: "admin".into(),
+            name: "admin token".into(),
+            country: String::new(),
+            admin: true,
+            gateway: false,
+        });
     }
     catalog::user_by_token(&app.pool, token).await?.ok_or(Error::Unauthorized)
 }
@@ -188,6 +213,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
         _ => {}
     }
     let user = caller(app, req.headers()).await?;
+    app.rate_limits.request(&user)?;
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["v1", "me"]) => Ok(json_response(StatusCode::OK, &user)),
@@ -473,10 +499,19 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
                 country: String,
                 #[serde(default)]
                 admin: bool,
+                #[serde(default)]
+                gateway: bool,
             }
             let u: NewUser = read_json(req).await?;
-            let (created, token) = catalog::create_user(&app.pool, &u.name, &u.country, u.admin, now_ms()).await?;
-            tracing::info!(user = created.id, admin = created.admin, by = user.id, "user created");
+            let (created, token) =
+                catalog::create_user(&app.pool, &u.name, &u.country, u.admin, u.gateway, now_ms()).await?;
+            tracing::info!(
+                user = created.id,
+                admin = created.admin,
+                gateway = created.gateway,
+                by = user.id,
+                "user created"
+            );
             Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "user": created, "api_key": token })))
         }
         (_, ["v1", "tracks" | "albums" | "artists" | "me" | "search" | "admin" | "playlists", ..]) => {

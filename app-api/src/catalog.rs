@@ -18,6 +18,7 @@ pub async fn open(url: &str) -> Result<AnyPool, Error> {
             (4, "plays", include_str!("../migrations/0004_plays.sql")),
             (5, "play_integrity", include_str!("../migrations/0005_play_integrity.sql")),
             (6, "royalty_periods", include_str!("../migrations/0006_royalty_periods.sql")),
+            (7, "abuse_limits", include_str!("../migrations/0007_abuse_limits.sql")),
         ],
     )
     .await
@@ -453,6 +454,15 @@ pub struct User {
     pub name: String,
     pub country: String,
     pub admin: bool,
+    /// May post plays for other users (a partner's backend); no admin routes.
+    pub gateway: bool,
+}
+
+impl User {
+    /// Whether this caller may report plays of other users.
+    pub fn posts_for_others(&self) -> bool {
+        self.admin || self.gateway
+    }
 }
 
 pub fn token_hash(token: &str) -> String {
@@ -466,6 +476,7 @@ pub async fn create_user(
     name: &str,
     country: &str,
     admin: bool,
+    gateway: bool,
     now: i64,
 ) -> Result<(User, String), Error> {
     check_text("name", name, 256)?;
@@ -475,21 +486,23 @@ pub async fn create_user(
     let id = new_id("usr")?;
     let token = format!("{}{}", new_id("key")?, &new_id("x")?[2..]);
     sqlx::query(
-        "INSERT INTO users (id, name, country, token_sha256, admin, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO users (id, name, country, token_sha256, admin, gateway, created_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&id)
     .bind(name.trim())
     .bind(country)
     .bind(token_hash(&token))
     .bind(admin as i64)
+    .bind(gateway as i64)
     .bind(now)
     .execute(pool)
     .await?;
-    Ok((User { id, name: name.trim().to_owned(), country: country.to_owned(), admin }, token))
+    Ok((User { id, name: name.trim().to_owned(), country: country.to_owned(), admin, gateway }, token))
 }
 
 pub async fn user_by_token(pool: &AnyPool, token: &str) -> Result<Option<User>, Error> {
-    let Some(r) = sqlx::query("SELECT id, name, country, admin FROM users WHERE token_sha256 = $1")
+    let Some(r) = sqlx::query("SELECT id, name, country, admin, gateway FROM users WHERE token_sha256 = $1")
         .bind(token_hash(token))
         .fetch_optional(pool)
         .await?
@@ -501,6 +514,7 @@ pub async fn user_by_token(pool: &AnyPool, token: &str) -> Result<Option<User>, 
         name: r.try_get(1)?,
         country: r.try_get(2)?,
         admin: r.try_get::<i64, _>(3)? != 0,
+        gateway: r.try_get::<i64, _>(4)? != 0,
     }))
 }
 

@@ -31,6 +31,8 @@ pub struct Config {
     pub control_plane: Option<ControlPlane>,
     /// `[geo]`: the country a request comes from (travelling listeners).
     pub geo: Geo,
+    /// `[limits]`: per-key rate limits.
+    pub limits: Limits,
     /// Seconds a POP list from the control plane is used before asking again. Default 10.
     pub pop_cache_secs: u64,
     /// POP base URLs used when the control plane is unreachable and nothing is cached
@@ -58,6 +60,7 @@ impl Default for Config {
             signing: Signing::default(),
             control_plane: None,
             geo: Geo::default(),
+            limits: Limits::default(),
             pop_cache_secs: 10,
             fallback_pops: Vec::new(),
             regions: Default::default(),
@@ -192,6 +195,42 @@ impl Default for Signing {
     }
 }
 
+/// `[limits]`: per-key rates (token buckets; 0 turns one off). Admin tokens from the
+/// config are not limited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Requests per second a user key may make, sustained. Default 20.
+    pub requests_per_sec: f64,
+    /// And in a burst. Default 200.
+    pub request_burst: f64,
+    /// Play events per second a user key may post, sustained. Default 1 (a listener
+    /// plays far fewer).
+    pub play_events_per_sec: f64,
+    /// And at once (an offline month synced). Default 20000.
+    pub play_event_burst: f64,
+    /// The same for gateway keys (posting for many users). Defaults 1000, 5000, 50000, 500000.
+    pub gateway_requests_per_sec: f64,
+    pub gateway_request_burst: f64,
+    pub gateway_play_events_per_sec: f64,
+    pub gateway_play_event_burst: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            requests_per_sec: 20.0,
+            request_burst: 200.0,
+            play_events_per_sec: 1.0,
+            play_event_burst: 20_000.0,
+            gateway_requests_per_sec: 1000.0,
+            gateway_request_burst: 5000.0,
+            gateway_play_events_per_sec: 50_000.0,
+            gateway_play_event_burst: 500_000.0,
+        }
+    }
+}
+
 /// `[geo]`: where a request comes from, so a listener travelling outside their account's
 /// country gets the rights of where they are. Only trusted sources count: a load
 /// balancer's header (from `trusted_proxies` only) or a GeoIP database.
@@ -269,6 +308,19 @@ impl Validate for Config {
         }
         ensure((1..=300).contains(&self.pop_cache_secs), "pop_cache_secs", "must be 1-300")?;
         self.geo.open()?;
+        let l = &self.limits;
+        for (name, v) in [
+            ("limits.requests_per_sec", l.requests_per_sec),
+            ("limits.request_burst", l.request_burst),
+            ("limits.play_events_per_sec", l.play_events_per_sec),
+            ("limits.play_event_burst", l.play_event_burst),
+            ("limits.gateway_requests_per_sec", l.gateway_requests_per_sec),
+            ("limits.gateway_request_burst", l.gateway_request_burst),
+            ("limits.gateway_play_events_per_sec", l.gateway_play_events_per_sec),
+            ("limits.gateway_play_event_burst", l.gateway_play_event_burst),
+        ] {
+            ensure(v.is_finite() && (0.0..=1e9).contains(&v), name, "must be 0-1000000000 (0: no limit)")?;
+        }
         for (i, p) in self.fallback_pops.iter().enumerate() {
             ensure(
                 p.starts_with("http://") || p.starts_with("https://"),

@@ -28,6 +28,9 @@ pub enum Error {
     Upstream(String),
     #[error("{0}")]
     Lagging(String),
+    /// Over a rate limit: retry after this many seconds.
+    #[error("too many requests for this key; retry in {0} s")]
+    RateLimited(u64),
     #[error("database: {0}")]
     Database(String),
 }
@@ -53,7 +56,12 @@ impl Error {
             Error::Lagging(_) => (StatusCode::CONFLICT, "pipeline_lagging"),
             Error::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             Error::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+            Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         };
-        error_response(status, code, self)
+        let mut resp = error_response(status, code, self);
+        if let Error::RateLimited(secs) = self {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(*secs));
+        }
+        resp
     }
 }

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod fraud;
+pub mod limits;
 pub mod openapi;
 pub mod ot;
 pub mod periods;
@@ -48,6 +49,8 @@ pub struct App {
     pub pops: stream::PopDirectory,
     /// Where a request comes from (trusted header or GeoIP database).
     pub geo: segue_core::geo::Geo,
+    /// Per-key token buckets.
+    pub rate_limits: limits::RateLimits,
     /// The stream-URL signing key, when configured.
     pub signing: Option<segue_core::token::Key>,
     /// Where play events are made durable.
@@ -146,6 +149,7 @@ pub async fn serve(
     let geo = config.geo.open().map_err(|e| Error::BadRequest(format!("{}: {}", e.field, e.message)))?;
     let app = Arc::new(App {
         geo,
+        rate_limits: limits::RateLimits::new(config.limits.clone()),
         config,
         plays,
         track_lengths: moka::sync::Cache::builder()

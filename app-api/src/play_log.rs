@@ -180,7 +180,7 @@ impl JetStream {
     async fn publish(&self, plays: Vec<Play>) -> Result<Vec<Applied>, Error> {
         // Events already in the database are duplicates (or conflicts) whatever the dedup
         // window says (an offline device re-syncing days later).
-        let stored = play_store::already_logged(&self.pool, &plays).await?;
+        let stored = play_store::already_logged(&self.pool, &plays.iter().collect::<Vec<_>>()).await?;
         let mut acks = Vec::with_capacity(plays.len());
         let mut conflicts = Vec::new();
         for p in &plays {

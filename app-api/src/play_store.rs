@@ -149,7 +149,7 @@ impl Fingerprint {
 type Logged = HashMap<(String, String), Fingerprint>;
 
 /// The events of `plays` already in the log, by (user, event id).
-async fn logged(tx: &mut sqlx::AnyConnection, plays: &[Play]) -> Result<Logged, Error> {
+async fn logged(tx: &mut sqlx::AnyConnection, plays: &[&Play]) -> Result<Logged, Error> {
     let mut found = HashMap::new();
     let sqlite = is_sqlite(tx);
     for chunk in plays.chunks(LOOKUP_CHUNK) {
@@ -179,7 +179,7 @@ async fn logged(tx: &mut sqlx::AnyConnection, plays: &[Play]) -> Result<Logged, 
 
 /// The events of `plays` already in the log, outside any transaction (a hint for answers;
 /// `apply` decides).
-pub async fn already_logged(pool: &AnyPool, plays: &[Play]) -> Result<Logged, Error> {
+pub async fn already_logged(pool: &AnyPool, plays: &[&Play]) -> Result<Logged, Error> {
     let mut conn = pool.acquire().await?;
     logged(&mut conn, plays).await
 }
@@ -251,7 +251,7 @@ pub async fn apply(pool: &AnyPool, plays: &[Play]) -> Result<Vec<Applied>, Error
     sqlx::query("UPDATE play_chain SET seq = seq WHERE id = 1").execute(&mut *tx).await?;
     let head = sqlx::query("SELECT seq, hash FROM play_chain WHERE id = 1").fetch_one(&mut *tx).await?;
     let (mut seq, mut hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
-    let mut logged = logged(&mut tx, plays).await?;
+    let mut logged = logged(&mut tx, &plays.iter().collect::<Vec<_>>()).await?;
     let mut fresh = Vec::with_capacity(plays.len());
     let mut conflicts = Vec::new();
     let mut counts: BTreeMap<CountKey, Tally> = BTreeMap::new();
@@ -324,6 +324,44 @@ pub async fn apply(pool: &AnyPool, plays: &[Play]) -> Result<Vec<Applied>, Error
                 .bind(t.plays)
                 .bind(t.streams)
                 .bind(t.ms_played);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    // What the abuse limits read (`limits::listening`): listening per user per day, and
+    // each device's latest play.
+    let mut days: BTreeMap<(&str, String), i64> = BTreeMap::new();
+    let mut latest: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
+    for (_, _, p) in &fresh {
+        *days.entry((p.user.as_str(), day_of(p.started_ms))).or_default() += p.ms_played;
+        let l = latest.entry((p.user.as_str(), p.device.as_str())).or_insert((i64::MIN, i64::MIN));
+        if p.started_ms > l.0 {
+            *l = (p.started_ms, p.started_ms.saturating_add(p.ms_played));
+        }
+    }
+    let days: Vec<_> = days.into_iter().collect();
+    for chunk in days.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO play_user_days (user_id, day, ms_played) VALUES {} ON CONFLICT (user_id, day) \
+             DO UPDATE SET ms_played = play_user_days.ms_played + excluded.ms_played",
+            placeholders(sqlite, chunk.len(), 3)
+        );
+        let mut q = sqlx::query(&sql);
+        for ((user, day), ms) in chunk {
+            q = q.bind(*user).bind(day.as_str()).bind(*ms);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    let latest: Vec<_> = latest.into_iter().collect();
+    for chunk in latest.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO play_devices (user_id, device, last_started_ms, last_end_ms) VALUES {} \
+             ON CONFLICT (user_id, device) DO UPDATE SET last_started_ms = excluded.last_started_ms, \
+             last_end_ms = excluded.last_end_ms WHERE excluded.last_started_ms > play_devices.last_started_ms",
+            placeholders(sqlite, chunk.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for ((user, device), (started, end)) in chunk {
+            q = q.bind(*user).bind(*device).bind(*started).bind(*end);
         }
         q.execute(&mut *tx).await?;
     }

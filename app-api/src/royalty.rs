@@ -213,7 +213,7 @@ pub async fn report(pool: &AnyPool, req: &Request, lag: Lag, max_lag_secs: u64) 
     let mut tracks = BTreeMap::new();
     let mut excluded_streams = streams(pool, &req.month, (start, end), (-1, seq), at, &mut tracks).await?;
     let mut adjustment_streams = 0;
-    let prior = closes.iter().filter(|c| c.month < req.month).last();
+    let prior = closes.iter().rfind(|c| c.month < req.month);
     if let Some(p) = prior.filter(|p| periods::next_month(&p.month).as_deref() == Some(req.month.as_str())) {
         let (_, closed_end) = check_month(&p.month)?;
         let first: Option<i64> = sqlx::query(

@@ -36,7 +36,7 @@ pub struct PlaysOptions {
 pub struct PlaysReport {
     pub requests: u64,
     pub errors: u64,
-    /// Events in acknowledged (200) batches.
+    /// Events the app API accepted (new plays, stored).
     pub events: u64,
     pub seconds: f64,
     pub events_per_sec: f64,
@@ -70,30 +70,76 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// One batch body. Event ids are random 128-bit hex, as clients' UUIDs are (so the
-/// server's idempotency index sees random keys); each play started up to ten minutes
-/// ago, as heartbeats and short offline gaps report them.
-fn batch_body(o: &PlaysOptions, rng: &mut SmallRng) -> Bytes {
+/// Where each listener of one connection is in their day: their plays follow each other
+/// (one every 61 s from 20 hours ago, on their own device), as a real listener's do, so
+/// none overlaps another or passes 24 h a day (the app API refuses both).
+struct Listeners {
+    /// This connection's share of the users: `first`, `first + step`, ...
+    first: u64,
+    step: u64,
+    count: u64,
+    next: std::collections::HashMap<u64, i64>,
+    base_ms: i64,
+}
+
+const SPACING_MS: i64 = 61_000;
+
+impl Listeners {
+    fn new(o: &PlaysOptions, connection: usize) -> Listeners {
+        let step = o.connections.max(1) as u64;
+        let count = (o.users.max(1) / step).max(1);
+        Listeners {
+            first: connection as u64,
+            step,
+            count,
+            next: std::collections::HashMap::new(),
+            base_ms: now_ms() - 20 * 3_600_000,
+        }
+    }
+
+    /// A listener and the start of their next play (`None`: every one is up to now).
+    fn next(&mut self, rng: &mut SmallRng, now: i64) -> Option<(u64, i64)> {
+        for _ in 0..64 {
+            let user = self.first + self.step * rng.random_range(0..self.count);
+            let k = self.next.entry(user).or_insert(0);
+            let started = self.base_ms + *k * SPACING_MS;
+            if started < now - SPACING_MS {
+                *k += 1;
+                return Some((user, started));
+            }
+        }
+        None
+    }
+}
+
+/// One batch body. Event ids are UUIDv7, made by the player's own generator (so the
+/// server's idempotency index sees what devices send: time-ordered keys).
+fn batch_body(o: &PlaysOptions, rng: &mut SmallRng, listeners: &mut Listeners) -> Bytes {
     let now = now_ms();
-    let mut s = String::with_capacity(o.batch * 220 + 16);
+    let mut s = String::with_capacity(o.batch * 230 + 16);
     s.push_str("{\"events\":[");
     for i in 0..o.batch {
+        let Some((user, started)) = listeners.next(rng, now) else { break };
         if i > 0 {
             s.push(',');
         }
         let track = &o.tracks[rng.random_range(0..o.tracks.len())];
-        let user = rng.random_range(0..o.users.max(1));
-        let started = now - rng.random_range(60_000..600_000i64);
-        let id: u128 = rng.random();
+        let id = segue_player::outbox::new_event_id();
         let played = rng.random_range(5_000..60_000i64);
         let skipped = played < 30_000;
         s.push_str(&format!(
-            "{{\"event_id\":\"{id:032x}\",\"user\":\"lt-user-{user}\",\"track\":\"{track}\",\"started_ms\":{started},\
-             \"ms_played\":{played},\"tier\":\"high\",\"country\":\"SE\",\"device\":\"loadtest\",\"skipped\":{skipped}}}"
+            "{{\"event_id\":\"{id}\",\"user\":\"lt-user-{user}\",\"track\":\"{track}\",\"started_ms\":{started},\
+             \"ms_played\":{played},\"tier\":\"high\",\"country\":\"SE\",\"device\":\"lt-dev-{user}\",\"skipped\":{skipped}}}"
         ));
     }
     s.push_str("]}");
     Bytes::from(s)
+}
+
+/// The `accepted` count at the start of a play-events answer (keys are sorted).
+fn accepted(body: &[u8]) -> u64 {
+    let rest = body.strip_prefix(b"{\"accepted\":").unwrap_or_default();
+    rest.iter().take_while(|b| b.is_ascii_digit()).fold(0, |n, b| n * 10 + u64::from(b - b'0'))
 }
 
 /// Post batches on `connections` connections for `duration`.
@@ -116,8 +162,9 @@ pub async fn run(o: PlaysOptions) -> Result<PlaysReport, Error> {
             let mut rng = SmallRng::seed_from_u64(o.seed ^ (now_ms() as u64).wrapping_add(c as u64 * 0x9E37_79B9));
             let mut samples: Vec<(u16, u64)> = Vec::new();
             let mut events = 0u64;
+            let mut listeners = Listeners::new(&o, c);
             while !stop.load(Ordering::Relaxed) {
-                let body = batch_body(&o, &mut rng);
+                let body = batch_body(&o, &mut rng, &mut listeners);
                 let req = Request::post("/v1/play-events")
                     .header(header::AUTHORIZATION, format!("Bearer {}", o.token))
                     .header(header::CONTENT_TYPE, "application/json")
@@ -127,14 +174,14 @@ pub async fn run(o: PlaysOptions) -> Result<PlaysReport, Error> {
                 let answer = async {
                     let resp = conn.send_body(req).await.map_err(|_| ())?;
                     let status = resp.status();
-                    resp.into_body().collect().await.map_err(|_| ())?;
-                    Ok::<_, ()>(status)
+                    let body = resp.into_body().collect().await.map_err(|_| ())?.to_bytes();
+                    Ok::<_, ()>((status, body))
                 }
                 .await;
                 match answer {
-                    Ok(status) => {
+                    Ok((status, body)) => {
                         if status == StatusCode::OK {
-                            events += o.batch as u64;
+                            events += accepted(&body);
                         }
                         samples.push((status.as_u16(), t.elapsed().as_micros() as u64));
                     }
