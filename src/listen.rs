@@ -150,6 +150,7 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
                     device: keeper.outbox().device().to_owned(),
                     skipped: p.skipped,
                     country: country.clone(),
+                    session: p.session,
                 };
                 match keeper.outbox().add(&record) {
                     Ok(()) => wake_sender.notify_one(),
@@ -157,22 +158,32 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
                 }
             });
             let (r, wake) = (r.clone(), wake.clone());
+            let (stop, mut stopped) = tokio::sync::watch::channel(false);
             let sender = tokio::spawn(async move {
+                let mut done = Sync::default();
                 loop {
-                    wake.notified().await;
-                    r.sync().await;
+                    tokio::select! {
+                        _ = wake.notified() => {}
+                        _ = stopped.changed() => break,
+                    }
+                    // Not cancelled midway: what it sent, it also settles in the outbox.
+                    done = done.then(r.sync().await);
                 }
+                done
             });
-            (Some(on_play), Some(sender))
+            (Some(on_play), Some((stop, sender)))
         }
     };
     let played = segue_player::render::render(&api, &a.tracks, opts, &out, on_play).await;
-    if let Some(s) = sender {
-        s.abort();
-        let _ = s.await;
-    }
+    let earlier = match sender {
+        Some((stop, task)) => {
+            let _ = stop.send(true);
+            task.await.unwrap_or_default()
+        }
+        None => Sync::default(),
+    };
     let sync = match &reporter {
-        Some(r) => Some(r.sync().await),
+        Some(r) => Some(earlier.then(r.sync().await)),
         None => None,
     };
     let report = played.map_err(|e| Failure::Runtime(e.to_string()))?;

@@ -63,6 +63,30 @@ pub enum PlaysAction {
         #[arg(long, conflicts_with_all = ["force", "as_of"])]
         close: bool,
     },
+    /// End-of-day reconciliation: match a UTC day's counted plays to what the POPs
+    /// delivered in their sessions (from the edges' access logs), and list per track the
+    /// plays without delivery and the deliveries without a play.
+    ///
+    /// Exits 0 with the report (CSV per track, or JSON with example sessions); 1 when a
+    /// log cannot be read.
+    Reconcile {
+        /// The day, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        day: String,
+        /// Edge access logs (edge.toml access_log) of every POP, for that day.
+        #[arg(long = "access-log", value_name = "FILE", required = true, num_args = 1..)]
+        access_logs: Vec<PathBuf>,
+        /// Deliveries smaller than this are not "without play" (players prefetch the
+        /// first 256 KiB of tracks they may not play).
+        #[arg(long, default_value_t = 300_000, value_name = "BYTES")]
+        min_bytes: u64,
+        /// csv or json.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
+        format: String,
+        /// Write here (atomically) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 pub async fn plays(action: PlaysAction, config: Config) -> Result<(), Failure> {
@@ -70,6 +94,34 @@ pub async fn plays(action: PlaysAction, config: Config) -> Result<(), Failure> {
     match action {
         PlaysAction::Consume => {
             segue_app_api::play_log::consume(config, segue_core::server::shutdown_signal()).await.map_err(runtime)
+        }
+        PlaysAction::Reconcile { day, access_logs, min_bytes, format, out } => {
+            let pool = segue_app_api::catalog::open(&config.database).await.map_err(runtime)?;
+            let logs: Vec<&std::path::Path> = access_logs.iter().map(PathBuf::as_path).collect();
+            let result = segue_app_api::reconcile::run(&pool, &day, &logs, min_bytes).await;
+            pool.close().await;
+            let r = result.map_err(|e| match e {
+                segue_app_api::Error::BadRequest(m) => Failure::Usage(m),
+                e => runtime(e),
+            })?;
+            let body =
+                if format == "csv" { r.csv() } else { serde_json::to_string_pretty(&r).unwrap_or_default() + "\n" };
+            match out {
+                None => print!("{body}"),
+                Some(path) => segue_core::fsutil::write_atomic(&path, body.as_bytes(), 0o644)
+                    .map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))?,
+            }
+            let (undelivered, unreported) =
+                r.tracks.iter().fold((0, 0), |(a, b), t| (a + t.plays_without_delivery, b + t.deliveries_without_play));
+            eprintln!(
+                "segue plays: {day}: {} tracks, {undelivered} plays without delivery, {unreported} deliveries without play \
+                 ({} log lines, {} deliveries, {} plays without a session)",
+                r.tracks.len(),
+                r.log_lines,
+                r.deliveries,
+                r.plays_without_session
+            );
+            Ok(())
         }
         PlaysAction::Verify { anchor, json } => {
             let anchor = anchor

@@ -763,3 +763,74 @@ fn rights_bind_to_the_listener_and_a_withdrawal_reaches_issued_urls_within_30_s(
     }
     assert!(terminate(up).success());
 }
+
+/// End-of-day reconciliation over the edge's access log: the player's plays match their
+/// deliveries (same session, same track); a play reported with a session nothing
+/// delivered, and a delivery nobody reported, are both found.
+#[test]
+fn reconciliation_finds_a_play_without_delivery_and_a_delivery_without_play() {
+    let Up { dir, up, app, token, .. } = start_up();
+    let ids = album_ids(app, &token);
+    let key = listener(app, &token, "rita", "SE");
+    let key_file = dir.path().join("rita.key");
+    std::fs::write(&key_file, &key).unwrap();
+    let run = segue()
+        .args(["play", "--app-api", &format!("http://{app}"), "--json", "--token-file"])
+        .arg(&key_file)
+        .arg("--outbox")
+        .arg(dir.path().join("rita-outbox"))
+        .arg("--out")
+        .arg(dir.path().join("rita.wav"))
+        .args(&ids[..2])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["plays"]["accepted"].as_u64(), Some(2), "{v}");
+    // Planted: a play of track 3 in a session no POP served.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let planted = serde_json::json!({"events": [{"event_id": "planted-1", "track": ids[2], "started_ms": now - 60_000,
+        "ms_played": 2_000, "tier": "high", "device": "rig", "session": "ses_planted"}]});
+    let (code, v) = admin(app, "POST", "/v1/play-events", Some(&key), Some(&planted.to_string()));
+    assert_eq!((code, v["accepted"].as_u64()), (200, Some(1)), "{v}");
+    // Planted: track 4 fetched whole and never reported.
+    let (_, stream) = admin(app, "GET", &format!("/v1/tracks/{}/stream", ids[3]), Some(&key), None);
+    let unreported = stream["session"].as_str().unwrap().to_owned();
+    let (code, body) = get(stream["url"].as_str().unwrap(), &[]);
+    assert!(code == 200 && !body.is_empty());
+    wait_for("the access log to hold the fetch", 10, || {
+        access_log(dir.path()).iter().any(|l| l["session"].as_str() == Some(unreported.as_str()))
+    });
+
+    let day =
+        String::from_utf8(std::process::Command::new("date").args(["-u", "+%F"]).output().unwrap().stdout).unwrap();
+    let out = segue()
+        .args(["plays", "reconcile", "--day", day.trim(), "--format", "json", "--min-bytes", "1", "--database"])
+        .arg(format!("sqlite://{}", dir.path().join("app-api.db").display()))
+        .arg("--access-log")
+        .arg(dir.path().join("edge-access.log"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let line = |track: &str| r["tracks"].as_array().unwrap().iter().find(|t| t["track"] == track).cloned().unwrap();
+    for t in &ids[..2] {
+        let l = line(t);
+        assert_eq!((l["plays"].as_u64(), l["delivered_plays"].as_u64()), (Some(1), Some(1)), "{l}");
+        assert_eq!(l["deliveries_without_play"].as_u64(), Some(0), "{l}");
+    }
+    let l = line(&ids[2]);
+    assert_eq!(l["plays_without_delivery"].as_u64(), Some(1), "{l}");
+    assert_eq!(l["undelivered_sessions"][0], "ses_planted", "{l}");
+    let l = line(&ids[3]);
+    assert_eq!((l["plays"].as_u64(), l["deliveries_without_play"].as_u64()), (Some(0), Some(1)), "{l}");
+    assert_eq!(l["unreported_sessions"][0].as_str(), Some(unreported.as_str()), "{l}");
+    // A missing log is an error naming it.
+    let out = segue()
+        .args(["plays", "reconcile", "--day", day.trim(), "--access-log", "/nonexistent.log", "--database"])
+        .arg(format!("sqlite://{}", dir.path().join("app-api.db").display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("/nonexistent.log"));
+    assert!(terminate(up).success());
+}

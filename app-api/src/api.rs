@@ -546,12 +546,14 @@ async fn stream_url(
     // Not-before = the release time: an edge refuses the URL before it, cached bytes or not.
     let nbf = (release_at > 0).then_some((release_at / 1000) as u64);
     let path = format!("/a/{}/{tier}.ogg", track.content_id);
+    let session = catalog::new_id("ses")?;
     metrics::counter!("app_stream_urls_total", "source" => pops_from).increment(1);
     Ok(crate::stream::Stream {
         track_id: track.id.clone(),
         tier: tier.as_str().to_owned(),
-        url: crate::stream::signed(key, &primary, &path, exp, nbf, country),
-        fallback_url: fallback.map(|f| crate::stream::signed(key, &f, &path, exp, nbf, country)),
+        url: crate::stream::signed(key, &primary, &path, exp, nbf, country, &session),
+        fallback_url: fallback.map(|f| crate::stream::signed(key, &f, &path, exp, nbf, country, &session)),
+        session,
         country: country.to_owned(),
         seek_table_url: format!("{primary}/seek/{}/{tier}.json", track.content_id),
         expires_at: exp,

@@ -19,6 +19,7 @@ pub async fn open(url: &str) -> Result<AnyPool, Error> {
             (5, "play_integrity", include_str!("../migrations/0005_play_integrity.sql")),
             (6, "royalty_periods", include_str!("../migrations/0006_royalty_periods.sql")),
             (7, "abuse_limits", include_str!("../migrations/0007_abuse_limits.sql")),
+            (8, "play_sessions", include_str!("../migrations/0008_play_sessions.sql")),
         ],
     )
     .await

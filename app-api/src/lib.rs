@@ -22,6 +22,7 @@ pub mod play_log;
 pub mod play_store;
 pub mod playlists;
 pub mod plays;
+pub mod reconcile;
 pub mod rights;
 pub mod royalty;
 pub mod search;

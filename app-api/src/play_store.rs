@@ -37,6 +37,9 @@ struct Record<'a> {
     /// Left out when 0, so the links of events logged before it existed still verify.
     #[serde(skip_serializing_if = "is_zero")]
     clock_offset_ms: i64,
+    /// Left out when empty, for the same reason.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    session: &'a str,
 }
 
 fn is_zero(v: &i64) -> bool {
@@ -58,6 +61,7 @@ pub fn link(prev: &str, seq: i64, p: &Play) -> String {
         skipped: p.skipped,
         received_ms: p.received_ms,
         clock_offset_ms: p.clock_offset_ms,
+        session: &p.session,
     };
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
@@ -285,8 +289,8 @@ pub async fn apply(pool: &AnyPool, plays: &[Play]) -> Result<Vec<Applied>, Error
     for chunk in fresh.chunks(CHUNK) {
         let sql = format!(
             "INSERT INTO play_events (seq, user_id, event_id, track_id, started_ms, ms_played, tier, country, \
-             device, skipped, received_ms, hash, clock_offset_ms) VALUES {}",
-            placeholders(sqlite, chunk.len(), 13)
+             device, skipped, received_ms, hash, clock_offset_ms, session) VALUES {}",
+            placeholders(sqlite, chunk.len(), 14)
         );
         let mut q = sqlx::query(&sql);
         for (seq, hash, p) in chunk {
@@ -303,7 +307,8 @@ pub async fn apply(pool: &AnyPool, plays: &[Play]) -> Result<Vec<Applied>, Error
                 .bind(i64::from(p.skipped))
                 .bind(p.received_ms)
                 .bind(hash.as_str())
-                .bind(p.clock_offset_ms);
+                .bind(p.clock_offset_ms)
+                .bind(p.session.as_str());
         }
         q.execute(&mut *tx).await?;
     }
@@ -464,7 +469,7 @@ pub async fn verify(
     loop {
         let rows = sqlx::query(
             "SELECT seq, user_id, event_id, track_id, started_ms, ms_played, tier, country, device, skipped, \
-             received_ms, hash, clock_offset_ms FROM play_events WHERE seq > $1 ORDER BY seq LIMIT 10000",
+             received_ms, hash, clock_offset_ms, session FROM play_events WHERE seq > $1 ORDER BY seq LIMIT 10000",
         )
         .bind(seq)
         .fetch_all(&mut *tx)
@@ -486,6 +491,7 @@ pub async fn verify(
                 skipped: r.try_get::<i64, _>(9)? != 0,
                 received_ms: r.try_get(10)?,
                 clock_offset_ms: r.try_get(12)?,
+                session: r.try_get(13)?,
             };
             let stored: String = r.try_get(11)?;
             if at != seq + 1 {

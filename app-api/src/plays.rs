@@ -33,6 +33,9 @@ pub struct PlayEvent {
     pub device: String,
     #[serde(default)]
     pub skipped: bool,
+    /// The stream session it came from (the stream answer's `session`).
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 /// A checked event, as logged. `received_ms` is stamped once, by the first app-api that
@@ -53,6 +56,9 @@ pub struct Play {
     /// (`started_ms` is corrected by it); 0 otherwise.
     #[serde(default)]
     pub clock_offset_ms: i64,
+    /// The stream session, or empty.
+    #[serde(default)]
+    pub session: String,
 }
 
 impl Play {
@@ -152,6 +158,9 @@ pub fn check(
 ) -> Result<Play, Rejection> {
     check_id("track", &event.track)?;
     check_id("device", &event.device)?;
+    if let Some(s) = &event.session {
+        check_id("session", s)?;
+    }
     let duration = duration_ms.ok_or_else(|| reject("unknown_track", format!("no track {:?}", event.track)))?;
     if event.tier.parse::<segue_core::Tier>().is_err() {
         return Err(reject(
@@ -204,6 +213,7 @@ pub fn check(
         skipped: event.skipped,
         received_ms: limits.now_ms,
         clock_offset_ms: limits.clock_offset_ms,
+        session: event.session.unwrap_or_default(),
     })
 }
 

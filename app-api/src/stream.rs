@@ -139,6 +139,9 @@ pub struct Stream {
     pub fallback_url: Option<String>,
     pub seek_table_url: String,
     pub expires_at: u64,
+    /// This stream's session: in the URLs' `sid`, and to be sent with the play event, so
+    /// plays and CDN deliveries can be matched (`segue plays reconcile`).
+    pub session: String,
     /// The country the URLs are bound to (where the listener is, for rights and for their
     /// plays); a POP refuses them from anywhere else.
     pub country: String,
@@ -158,7 +161,8 @@ pub struct Stream {
 
 /// Sign `path` on `base` for GET with `exp` and `nbf`.
 /// A signed URL for `path` on `base`, valid `[nbf, exp)` from `country` only (the edge
-/// checks where the request comes from).
+/// checks where the request comes from), carrying the stream session `sid` (signed too,
+/// and written to the POP's access log for reconciliation).
 pub fn signed(
     key: &segue_core::token::Key,
     base: &str,
@@ -166,7 +170,8 @@ pub fn signed(
     exp: u64,
     nbf: Option<u64>,
     country: &str,
+    session: &str,
 ) -> String {
     let claims = segue_core::token::Claims { exp, nbf, country: Some(country.to_owned()) };
-    format!("{base}{path}?{}", key.sign("GET", path, &claims))
+    format!("{base}{path}?{}", key.sign_query("GET", path, &format!("sid={session}"), &claims))
 }

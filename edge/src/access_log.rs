@@ -1,5 +1,5 @@
 //! The access log: one JSON line per request (time, client, method, path without its
-//! query, Range, status, body bytes really sent, whether the response was cut short,
+//! query (tokens are secrets), the stream session of a signed URL, Range, status, body bytes really sent, whether the response was cut short,
 //! cache result, protocol, milliseconds to the head and to the end), written when the
 //! response ends (sent whole, failed, or abandoned by the client), appended to a file by
 //! a writer task so a slow disk never holds a request. When the queue is full a line is
@@ -32,6 +32,10 @@ pub struct Entry {
     pub peer: SocketAddr,
     pub method: String,
     pub path: String,
+    /// The stream session of a signed URL (`sid`): not a secret, what reconciling plays
+    /// with deliveries matches on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     pub range: Option<String>,
     pub status: u16,
     /// Body bytes sent (handed to the connection).

@@ -497,11 +497,11 @@ async fn handle(state: Arc<State>, mut req: Request<ReqBody>, peer: SocketAddr) 
                 Error::MethodNotAllowed { method: m.to_string(), allow: policy.methods.join(", ") }.into_response()
             } else if m != Method::GET && m != Method::HEAD {
                 let method = m.clone();
-                let path = req.uri().path().to_owned();
+                let uri = req.uri().clone();
                 let version = req.version();
                 let range = req.headers().get(header::RANGE).cloned();
                 let resp = forward(&state, req, peer).await.unwrap_or_else(Error::into_response);
-                return finish(&state, started, resp, peer, &method, &path, range.as_ref(), version);
+                return finish(&state, started, resp, peer, &method, &uri, range.as_ref(), version);
             } else {
                 req.extensions_mut().insert(reader::Client(peer.ip()));
                 match check_request(&state, &req, &policy, peer) {
@@ -518,7 +518,7 @@ async fn handle(state: Arc<State>, mut req: Request<ReqBody>, peer: SocketAddr) 
         }
     }
     let range = req.headers().get(header::RANGE);
-    finish(&state, started, resp, peer, req.method(), req.uri().path(), range, req.version())
+    finish(&state, started, resp, peer, req.method(), req.uri(), range, req.version())
 }
 
 /// The Prometheus page, its gauges brought up to date.
@@ -533,6 +533,13 @@ pub(crate) fn metrics_page(state: &State) -> Response<Body> {
     server::metrics_response()
 }
 
+/// The `sid` of a query, when it is a plausible session id.
+fn session_of(query: &str) -> Option<String> {
+    let sid = query.split('&').find_map(|p| p.strip_prefix("sid="))?;
+    let ok = (1..=64).contains(&sid.len()) && sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    ok.then(|| sid.to_owned())
+}
+
 /// Per-request metrics, the debug log line and the access log.
 #[allow(clippy::too_many_arguments)]
 fn finish(
@@ -541,10 +548,11 @@ fn finish(
     resp: Response<Body>,
     peer: SocketAddr,
     method: &Method,
-    path: &str,
+    uri: &http::Uri,
     range: Option<&HeaderValue>,
     v: http::Version,
 ) -> Response<Body> {
+    let path = uri.path();
     let status = resp.status().as_u16();
     let protocol = match v {
         http::Version::HTTP_2 => "h2",
@@ -565,6 +573,7 @@ fn finish(
         peer,
         method: method.as_str().to_owned(),
         path: path.to_owned(),
+        session: uri.query().and_then(session_of),
         range: range.and_then(|r| r.to_str().ok()).map(str::to_owned),
         status,
         bytes: 0,

@@ -22,6 +22,9 @@ pub struct StreamInfo {
     /// Exact samples per channel of the master, and its rate.
     pub samples: u64,
     pub sample_rate: u32,
+    /// The stream session (in the URLs' `sid`), reported with the play.
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 impl StreamInfo {
@@ -81,6 +84,7 @@ mod tests {
             duration_ms: 1,
             samples: 1,
             sample_rate: 44_100,
+            session: None,
         };
         assert_eq!(info.seek_table_fallback().as_deref(), Some("http://b:2/seek/c/high.json"));
     }

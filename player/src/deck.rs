@@ -32,6 +32,8 @@ enum Event {
         total: u64,
     },
     Pcm(Vec<i16>),
+    /// The stream session the track is fetched in.
+    Session(String),
     End,
     Failed(Error),
 }
@@ -47,6 +49,8 @@ pub(crate) struct Deck {
     pub total: u64,
     /// Decoded so far, interleaved, never past `total`.
     pub samples: Vec<i16>,
+    /// The stream session (from the stream answer), once known.
+    pub session: Option<String>,
     failed: Option<Error>,
 }
 
@@ -71,7 +75,16 @@ impl Deck {
                 let _ = tx.send(Event::Failed(e));
             }
         });
-        Deck { track: track.to_owned(), events, loader, format: None, total: 0, samples: Vec::new(), failed: None }
+        Deck {
+            track: track.to_owned(),
+            events,
+            loader,
+            format: None,
+            total: 0,
+            samples: Vec::new(),
+            session: None,
+            failed: None,
+        }
     }
 
     fn channels(&self) -> usize {
@@ -103,6 +116,7 @@ impl Deck {
                     )));
                 }
             }
+            Event::Session(s) => self.session = Some(s),
             Event::Failed(e) => self.failed = Some(e),
         }
     }
@@ -227,6 +241,9 @@ async fn load(src: &Source, track: &str, head: Option<Head>, start_ms: u64, tx: 
         Some((info, bytes)) => (info, Some(bytes)),
         None => (src.api.stream(track, &src.tier, src.country.as_deref()).await?, None),
     };
+    if let Some(s) = &info.session {
+        let _ = tx.send(Event::Session(s.clone()));
+    }
     let table = async {
         let bytes = src.fetcher.get(&info.seek_table_url, info.seek_table_fallback().as_deref(), None).await?;
         segue_core::seek_table::SeekTable::from_json(&bytes).map_err(|e| Error::Decode(format!("{track}: {e}")))

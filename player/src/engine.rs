@@ -113,6 +113,8 @@ pub struct Played {
     pub ms_played: i64,
     /// The listener moved on before its end.
     pub skipped: bool,
+    /// The stream session it was fetched in.
+    pub session: Option<String>,
 }
 
 /// Told of each play as it ends (to put it in the outbox before anything else happens).
@@ -145,13 +147,14 @@ impl Listening {
         self.frames += frames;
     }
 
-    fn end(self, tracks: &[String], rate: u32, skipped: bool, on_play: Option<&OnPlay>) {
+    fn end(self, tracks: &[String], deck: &Deck, rate: u32, skipped: bool, on_play: Option<&OnPlay>) {
         if let (Some(f), Some(started_ms)) = (on_play, self.started_ms) {
             f(Played {
                 track: tracks[self.track].clone(),
                 started_ms,
                 ms_played: (self.frames * 1000 / u64::from(rate.max(1))) as i64,
                 skipped,
+                session: deck.session.clone(),
             });
         }
     }
@@ -290,7 +293,7 @@ impl Engine {
                     .unwrap_or_else(|| Deck::open(&self.src, &tracks[index + 1], prefetched.remove(&(index + 1)), 0));
                 deck.want_as(chunk, (rate, channels)).await?;
                 out.stats.skip_latency_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
-                std::mem::replace(&mut heard, Listening::new(index + 1)).end(tracks, rate, true, on_play);
+                std::mem::replace(&mut heard, Listening::new(index + 1)).end(tracks, &current, rate, true, on_play);
                 current = deck;
                 pos = 0;
                 index += 1;
@@ -345,7 +348,8 @@ impl Engine {
                     // The fade is the end of this track and the start of the next: both heard.
                     let faded = out.stats.frames - before;
                     heard.heard(faded);
-                    std::mem::replace(&mut heard, Listening::new(index + 1)).end(tracks, rate, false, on_play);
+                    std::mem::replace(&mut heard, Listening::new(index + 1))
+                        .end(tracks, &current, rate, false, on_play);
                     heard.heard(faded);
                     out.stats.gap_samples += left - n as u64;
                     pos = n as u64;
@@ -357,7 +361,8 @@ impl Engine {
                     pos = 0;
                 }
                 if heard.track == index {
-                    std::mem::replace(&mut heard, Listening::new(index + 1)).end(tracks, rate, false, on_play);
+                    std::mem::replace(&mut heard, Listening::new(index + 1))
+                        .end(tracks, &current, rate, false, on_play);
                 }
                 current = deck;
                 index += 1;
@@ -383,7 +388,7 @@ impl Engine {
             heard.heard(out.stats.frames - before);
             pos = end;
         }
-        heard.end(tracks, rate, false, on_play);
+        heard.end(tracks, &current, rate, false, on_play);
         for (_, p) in prefetched {
             p.abort();
         }

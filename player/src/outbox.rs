@@ -33,6 +33,9 @@ pub struct PlayRecord {
     /// Where the listener was, when the app knows better than the account's home country.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
+    /// The stream session the track was fetched in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 /// What waits in the outbox.
@@ -190,6 +193,7 @@ mod tests {
             device: outbox.device().into(),
             skipped: false,
             country: None,
+            session: None,
         }
     }
 

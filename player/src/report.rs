@@ -34,6 +34,20 @@ pub struct Sync {
     pub error: Option<String>,
 }
 
+impl Sync {
+    /// Add a later sync's work: counts add up; what waits and the error are the later's.
+    pub fn then(self, later: Sync) -> Sync {
+        Sync {
+            sent: self.sent + later.sent,
+            accepted: self.accepted + later.accepted,
+            duplicates: self.duplicates + later.duplicates,
+            set_aside: self.set_aside + later.set_aside,
+            waiting: later.waiting,
+            error: later.error,
+        }
+    }
+}
+
 pub struct Reporter {
     api: AppApi,
     outbox: Arc<Outbox>,
