@@ -358,6 +358,7 @@ mod tests {
             format: None,
             total: 0,
             samples: Vec::new(),
+            session: None,
             failed: None,
         }
     }
