@@ -16,7 +16,15 @@ pub enum PlaysAction {
     /// event is not counted twice), and acks it after the commit. Run one or more; they
     /// share the durable consumer. Serves /metrics (pipeline lag) on
     /// plays.nats.consumer_listen. Stops on SIGTERM.
-    Consume,
+    ///
+    /// Each partition (plays.nats.partitions) has its own durable consumer; this process
+    /// consumes all of them, or those given with --partition (run one process per
+    /// partition to spread them over machines).
+    Consume {
+        /// A partition to consume (0-based; repeat for several). Default: all.
+        #[arg(long = "partition", value_name = "K")]
+        partitions: Vec<usize>,
+    },
     /// Check the audit log: recompute the hash chain over every event and the counts
     /// per track, day and country, and compare them with what is stored.
     ///
@@ -92,8 +100,13 @@ pub enum PlaysAction {
 pub async fn plays(action: PlaysAction, config: Config) -> Result<(), Failure> {
     let runtime = |e: segue_app_api::Error| Failure::Runtime(e.to_string());
     match action {
-        PlaysAction::Consume => {
-            segue_app_api::play_log::consume(config, segue_core::server::shutdown_signal()).await.map_err(runtime)
+        PlaysAction::Consume { partitions } => {
+            segue_app_api::play_stream::consume(config, partitions, segue_core::server::shutdown_signal())
+                .await
+                .map_err(|e| match e {
+                    segue_app_api::Error::BadRequest(m) => Failure::Usage(m),
+                    e => runtime(e),
+                })
         }
         PlaysAction::Reconcile { day, access_logs, min_bytes, format, out } => {
             let pool = segue_app_api::catalog::open(&config.database).await.map_err(runtime)?;

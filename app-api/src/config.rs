@@ -124,8 +124,27 @@ impl Default for Plays {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Nats {
-    /// Server URL. Default `nats://127.0.0.1:4222`.
+    /// Server URL, or several comma-separated (the nodes of a cluster; the client moves
+    /// to another when one fails). Default `nats://127.0.0.1:4222`.
     pub url: String,
+    /// Copies of the stream JetStream keeps, on that many cluster nodes (1-5; 3 in
+    /// production: one node can fail with nothing acknowledged lost). Default 1.
+    pub replicas: usize,
+    /// Partitions: an event goes to subject `SUBJECT.P`, P from its track, and each
+    /// partition has its own durable consumer, so consumers apply in parallel. Default 1.
+    pub partitions: usize,
+    /// A NATS credentials file (`.creds`: user JWT and NKey seed). Empty: none.
+    pub credentials_file: String,
+    /// CA certificate (PEM) to verify the servers' TLS certificates with; setting it
+    /// requires TLS. Empty: the system roots, TLS only if the server asks.
+    pub tls_ca_file: String,
+    /// Refuse a server that does not offer TLS. Default false.
+    pub tls_required: bool,
+    /// Where messages that are not play events, or that no database accepts, are moved
+    /// (with why, in headers) instead of blocking the consumer: this subject, in stream
+    /// `dead_letter_stream`. Defaults `segue.plays-dead` and `PLAYS_DEAD`.
+    pub dead_letter_subject: String,
+    pub dead_letter_stream: String,
     /// JetStream stream (created if missing, file storage). Default `PLAYS`.
     pub stream: String,
     /// Subject events are published on. Default `segue.plays`.
@@ -146,6 +165,13 @@ impl Default for Nats {
     fn default() -> Self {
         Nats {
             url: "nats://127.0.0.1:4222".into(),
+            replicas: 1,
+            partitions: 1,
+            credentials_file: String::new(),
+            tls_ca_file: String::new(),
+            tls_required: false,
+            dead_letter_subject: "segue.plays-dead".into(),
+            dead_letter_stream: "PLAYS_DEAD".into(),
             stream: "PLAYS".into(),
             subject: "segue.plays".into(),
             duplicate_window_secs: 7200,
@@ -286,6 +312,8 @@ impl Config {
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), FieldError> {
+        let name_ok_early =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         segue_core::sql::check_url("database", &self.database)?;
         ensure(self.origin.starts_with("http://"), "origin", "must be an http:// URL")?;
         ensure(!self.search_dir.is_empty(), "search_dir", "is required")?;
@@ -344,7 +372,30 @@ impl Validate for Config {
         ensure((1..=366).contains(&p.max_age_days), "plays.max_age_days", "must be 1-366")?;
         ensure(p.report_max_lag_secs <= 86_400, "plays.report_max_lag_secs", "must be at most 86400")?;
         let n = &p.nats;
-        ensure(n.url.starts_with("nats://"), "plays.nats.url", "must be a nats://HOST:PORT URL")?;
+        ensure(
+            n.url.split(',').all(|u| u.trim().starts_with("nats://") || u.trim().starts_with("tls://")),
+            "plays.nats.url",
+            "must be nats://HOST:PORT (or tls://), comma-separated for a cluster",
+        )?;
+        ensure((1..=5).contains(&n.replicas), "plays.nats.replicas", "must be 1-5")?;
+        ensure((1..=64).contains(&n.partitions), "plays.nats.partitions", "must be 1-64")?;
+        ensure(
+            name_ok_early(&n.dead_letter_stream),
+            "plays.nats.dead_letter_stream",
+            "must be letters, digits, - or _",
+        )?;
+        ensure(
+            !n.dead_letter_subject.is_empty()
+                && !n.dead_letter_subject.contains(['*', '>', ' '])
+                && !n.dead_letter_subject.starts_with(&format!("{}.", n.subject)),
+            "plays.nats.dead_letter_subject",
+            "must be a plain subject outside SUBJECT.*",
+        )?;
+        for (name, f) in
+            [("plays.nats.credentials_file", &n.credentials_file), ("plays.nats.tls_ca_file", &n.tls_ca_file)]
+        {
+            ensure(f.is_empty() || std::path::Path::new(f).is_file(), name, "is not a readable file")?;
+        }
         let name_ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         ensure(name_ok(&n.stream), "plays.nats.stream", "must be letters, digits, - or _")?;
         ensure(name_ok(&n.consumer), "plays.nats.consumer", "must be letters, digits, - or _")?;

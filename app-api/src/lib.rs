@@ -20,6 +20,7 @@ pub mod ot;
 pub mod periods;
 pub mod play_log;
 pub mod play_store;
+pub mod play_stream;
 pub mod playlists;
 pub mod plays;
 pub mod reconcile;
