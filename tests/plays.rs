@@ -831,3 +831,117 @@ fn kill_then(child: Child, start: impl FnOnce() -> Child) -> Child {
     kill_9(child);
     start()
 }
+
+/// A 3-node JetStream cluster on loopback (Debian's nats-server), the play stream
+/// replicated on all three and split in two partitions. One node is killed with -9
+/// mid-ingest: the client retries what was not acknowledged, and once the consumer has
+/// caught up every acknowledged event is counted exactly once. A message that is not a
+/// play, and one PostgreSQL refuses (a NUL byte), go to the dead-letter stream; the rest
+/// of their batches is applied.
+#[test]
+fn a_three_node_jetstream_cluster_loses_nothing_when_a_node_dies() {
+    let db = fresh_postgres_db("segue_cluster_test");
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, origin_addr) = spawn_origin(dir.path());
+    let nodes: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let mut servers: Vec<Option<Child>> = (0..3)
+        .map(|i| {
+            let routes: Vec<String> =
+                (0..3).filter(|j| *j != i).map(|j| format!("nats://127.0.0.1:{}", nodes[j].1)).collect();
+            let log = std::fs::File::create(dir.path().join(format!("nats-{i}.log"))).unwrap();
+            let child = Command::new("nats-server")
+                .args(["-a", "127.0.0.1", "-p", &nodes[i].0.to_string(), "-js", "-n", &format!("n{i}")])
+                .arg("-sd")
+                .arg(dir.path().join(format!("nats-{i}")))
+                .args(["--cluster_name", "segue", "--cluster", &format!("nats://127.0.0.1:{}", nodes[i].1)])
+                .args(["--routes", &routes.join(",")])
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("nats-server (Debian: nats-server; scripts/services.sh installs it)");
+            Some(child)
+        })
+        .collect();
+    let urls: Vec<String> = nodes.iter().map(|(p, _)| format!("nats://127.0.0.1:{p}")).collect();
+    let (port, metrics_port) = (free_port(), free_port());
+    let plays = format!(
+        "log = \"nats\"\n[plays.nats]\nurl = \"{}\"\nreplicas = 3\npartitions = 2\nstream = \"PLAYS_C\"\n\
+         subject = \"segue.cluster\"\ndead_letter_stream = \"PLAYS_C_DEAD\"\ndead_letter_subject = \"segue.cluster-dead\"\n\
+         consumer_listen = \"127.0.0.1:{metrics_port}\"\nconsumer_batch = 200\n",
+        urls.join(",")
+    );
+    let cfg = write_config(dir.path(), port, &db, origin_addr, &plays);
+    // The cluster elects its JetStream leader within seconds; until then the stream
+    // cannot be created and the app API exits naming the error.
+    let healthy = || get(&format!("http://127.0.0.1:{port}/healthz"), &[]).0 == 200;
+    let mut app = None;
+    for _ in 0..30 {
+        let mut c = segue();
+        c.args(["app-api", "--config"]).arg(&cfg).stderr(std::process::Stdio::null());
+        let Ok((mut child, _)) = try_spawn_servers(c, 1) else { continue };
+        // It listens first, then connects to NATS and exits if it cannot.
+        while !healthy() && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if healthy() {
+            app = Some(child);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let app = app.expect("the app API never started against the cluster");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let tracks = catalog(dir.path(), addr);
+    let consumer = start_consumer(&cfg);
+
+    // Poison, published raw on partition 0 through the last node: not JSON, and a play
+    // PostgreSQL refuses.
+    let now = now_ms();
+    let bad_play = serde_json::json!({"user": "u-x", "event_id": "poison-1", "track": tracks[0],
+        "started_ms": now - 60_000, "ms_played": 40_000, "tier": "high", "country": "SE", "device": "a\u{0}b",
+        "skipped": false, "received_ms": now});
+    {
+        use std::io::{BufRead, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", nodes[2].0)).unwrap();
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        let mut info = String::new();
+        r.read_line(&mut info).unwrap();
+        let mut out = b"CONNECT {\"verbose\":false}\r\n".to_vec();
+        for payload in [b"not a play".to_vec(), bad_play.to_string().into_bytes()] {
+            out.extend_from_slice(format!("PUB segue.cluster.0 {}\r\n", payload.len()).as_bytes());
+            out.extend_from_slice(&payload);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"PING\r\n");
+        s.write_all(&out).unwrap();
+        let mut line = String::new();
+        while !line.starts_with("PONG") {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+        }
+    }
+
+    let mut killed = false;
+    let failures = send_through_kills(port, storm_batches(&tracks, 60, 50), || {
+        if !killed {
+            let mut node = servers[0].take().unwrap();
+            node.kill().unwrap();
+            node.wait().unwrap();
+            killed = true;
+        }
+    });
+    eprintln!("{failures} requests failed while a node was down");
+    wait_for("the consumer to apply every acknowledged event", 90, || totals(addr) == (3000, 2000));
+    wait_for("the stream to drain", 30, || lag_events(addr) == 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(totals(addr), (3000, 2000), "no event lost, none counted twice");
+    assert_eq!(metric(format!("127.0.0.1:{metrics_port}").parse().unwrap(), "plays_consumer_dead_lettered_total"), 2.0);
+    let (ok, out) = verify(&cfg, &[]);
+    assert!(ok && out.contains("3000 events"), "{out}");
+    kill_9(consumer);
+    kill_9(app);
+    kill_9(origin);
+    for s in servers.into_iter().flatten() {
+        kill_9(s);
+    }
+}

@@ -209,21 +209,29 @@ pub async fn consume(
     let mut consumers = Vec::new();
     for k in &partitions {
         let name = format!("{}-p{k}", n.consumer);
-        let consumer: jetstream::consumer::PullConsumer = stream
-            .get_or_create_consumer(
-                &name,
-                jetstream::consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: format!("{}.{k}", n.subject),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: (n.consumer_batch * 4) as i64,
-                    num_replicas: n.replicas,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| nats_error(&format!("consumer {name}"), e))?;
+        let config = jetstream::consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: format!("{}.{k}", n.subject),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: (n.consumer_batch * 4) as i64,
+            num_replicas: n.replicas,
+            ..Default::default()
+        };
+        // A cluster still electing the consumer's leader answers with a timeout: retry
+        // for a while rather than give up at start.
+        let mut tries = 0;
+        let consumer: jetstream::consumer::PullConsumer = loop {
+            match stream.get_or_create_consumer(&name, config.clone()).await {
+                Ok(c) => break c,
+                Err(e) if tries < 30 => {
+                    tries += 1;
+                    tracing::warn!(consumer = name, error = %e, "cannot create the consumer yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(nats_error(&format!("consumer {name}"), e)),
+            }
+        };
         consumers.push((*k, consumer));
     }
     tracing::info!(

@@ -20,7 +20,12 @@ pub fn spawn_server(cmd: Command) -> (Child, SocketAddr) {
 }
 
 /// Start a process that prints `n` `listening on ADDR` lines and collect them in order.
-pub fn spawn_servers(mut cmd: Command, n: usize) -> (Child, Vec<SocketAddr>) {
+pub fn spawn_servers(cmd: Command, n: usize) -> (Child, Vec<SocketAddr>) {
+    try_spawn_servers(cmd, n).unwrap_or_else(|e| panic!("server did not print `listening on`: {e}"))
+}
+
+/// [`spawn_servers`], or why not (the process exited first, or took 120 s).
+pub fn try_spawn_servers(mut cmd: Command, n: usize) -> Result<(Child, Vec<SocketAddr>), String> {
     // stderr is inherited unless the caller redirected it.
     let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn segue");
     let stdout = child.stdout.take().unwrap();
@@ -32,10 +37,18 @@ pub fn spawn_servers(mut cmd: Command, n: usize) -> (Child, Vec<SocketAddr>) {
             }
         }
     });
-    let addrs = (0..n)
-        .map(|_| rx.recv_timeout(Duration::from_secs(120)).expect("server did not print `listening on`"))
-        .collect();
-    (child, addrs)
+    let mut addrs = Vec::with_capacity(n);
+    for _ in 0..n {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(a) => addrs.push(a),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e.to_string());
+            }
+        }
+    }
+    Ok((child, addrs))
 }
 
 /// Put `data` in an origin store under `dir/store` as `/a/{cid}/high.ogg`.
