@@ -11,14 +11,22 @@
 #   per transaction, CONNS clients): no HTTP, no validation, no chain, no counts.
 # Servers on core 0, load generators on core 1.
 #
+#   3. consumers: NATS JetStream with P partitions (P = 1, 2, 4): events published with
+#      no consumer running, then `segue plays consume` (one worker per partition) drains
+#      them into PostgreSQL; the drain rate per P.
+# Event ids are UUIDv7 from the player's own generator; the embedded path and its peer
+# are measured on an empty database, then again with PRELOAD events (1,000,000) in.
+#
 #   scripts/bench-plays.sh                 SECS=15 CONNS=16 BATCH=100
 #   PATHS=embedded scripts/bench-plays.sh  only the embedded path and its peer
+#   PATHS=consumers scripts/bench-plays.sh consumer scaling only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${SECS:-15}"
 CONNS="${CONNS:-16}"
 BATCH="${BATCH:-100}"
-PATHS="${PATHS:-embedded nats}"
+PATHS="${PATHS:-embedded nats consumers}"
+PRELOAD="${PRELOAD:-1000000}"
 want() { [[ " $PATHS " == *" $1 "* ]]; }
 . scripts/bench-lib.sh
 bench_setup plays
@@ -72,17 +80,23 @@ PIDS+=($!)
 wait_up 127.0.0.1:18401
 TRACKS=$(catalog 127.0.0.1:18401)
 log "embedded: ${SECS}s of $CONNS connections x $BATCH events"
-for run in $(seq 1 "${RUNS:-1}"); do
-  loadtest 127.0.0.1:18401 "$TRACKS" >"$WORK/embedded.json"
-  log "embedded run $run: $(field 'round(r["events_per_sec"])' <"$WORK/embedded.json") events/s"
+loadtest 127.0.0.1:18401 "$TRACKS" >"$WORK/embedded.json"
+log "embedded, empty database: $(field 'round(r["events_per_sec"])' <"$WORK/embedded.json") events/s"
+seq_now() { curl -sf -H "Authorization: Bearer $TOKEN" "http://$1/v1/admin/plays/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["seq"])'; }
+while [ "$(seq_now 127.0.0.1:18401)" -lt "$PRELOAD" ]; do
+  log "preloading: $(seq_now 127.0.0.1:18401) of $PRELOAD events"
+  SECS=10 loadtest 127.0.0.1:18401 "$TRACKS" >/dev/null
 done
+E_IN=$(seq_now 127.0.0.1:18401)
+loadtest 127.0.0.1:18401 "$TRACKS" >"$WORK/embedded-full.json"
+log "embedded, $E_IN events in: $(field 'round(r["events_per_sec"])' <"$WORK/embedded-full.json") events/s"
 "$BIN" plays verify --config "$WORK/embedded.toml" >"$WORK/embedded-verify.txt"
 
 # Peer for the embedded path: the same rows straight into SQLite.
 log "peer: Python sqlite3, same rows, one transaction per batch"
-SQLITE_PEER=$(taskset -c 0 python3 - "$WORK/peer.db" "$BATCH" "$SECS" <<'PY'
+SQLITE_PEERS=$(taskset -c 0 python3 - "$WORK/peer.db" "$BATCH" "$SECS" "$PRELOAD" <<'PY'
 import random, sqlite3, sys, time
-db, batch, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+db, batch, secs, preload = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 c = sqlite3.connect(db, isolation_level=None)
 c.execute("PRAGMA journal_mode=WAL"); c.execute("PRAGMA synchronous=FULL")
 c.execute("""CREATE TABLE play_events (seq INTEGER PRIMARY KEY, user_id TEXT NOT NULL, event_id TEXT NOT NULL,
@@ -90,22 +104,38 @@ c.execute("""CREATE TABLE play_events (seq INTEGER PRIMARY KEY, user_id TEXT NOT
   country TEXT NOT NULL, device TEXT NOT NULL, skipped BIGINT NOT NULL, received_ms BIGINT NOT NULL,
   hash TEXT NOT NULL, UNIQUE (event_id, user_id))""")
 c.execute("CREATE INDEX by_start ON play_events (started_ms)")
-rng, n, t0 = random.Random(1), 0, time.time()
-now = int(t0 * 1000)
-while time.time() - t0 < secs:
-    rows = [(f"lt-user-{rng.randrange(10000)}", "%032x" % rng.getrandbits(128), f"trk_{rng.randrange(100):012x}",
+rng = random.Random(1)
+def uuid7():
+    # What the player's generator makes: 48 bits of Unix ms, version 7, random bits.
+    ms = int(time.time() * 1000)
+    return "%08x-%04x-7%03x-%04x-%012x" % (ms >> 16, ms & 0xFFFF, rng.getrandbits(12),
+                                          0x8000 | rng.getrandbits(14), rng.getrandbits(48))
+def insert(n):
+    now = int(time.time() * 1000)
+    rows = [(f"lt-user-{rng.randrange(10000)}", uuid7(), f"trk_{rng.randrange(100):012x}",
              now - rng.randrange(60000, 600000), rng.randrange(5000, 60000), "high", "SE", "loadtest", 0, now,
-             "%064x" % rng.getrandbits(256)) for i in range(batch)]
+             "%064x" % rng.getrandbits(256)) for i in range(n)]
     c.execute("BEGIN")
     c.executemany("INSERT INTO play_events (user_id, event_id, track_id, started_ms, ms_played, tier, country, device, "
                   "skipped, received_ms, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", rows)
     c.execute("COMMIT")
-    n += batch
-print(f"{n / (time.time() - t0):.0f}")
+def measure():
+    n, t0 = 0, time.time()
+    while time.time() - t0 < secs:
+        insert(batch)
+        n += batch
+    return n / (time.time() - t0)
+empty = measure()
+while c.execute("SELECT COUNT(*) FROM play_events").fetchone()[0] < preload:
+    insert(10000)
+print(f"{empty:.0f} {measure():.0f}")
 PY
 )
 
+SQLITE_PEER=${SQLITE_PEERS% *}
+SQLITE_PEER_FULL=${SQLITE_PEERS#* }
 E_EPS=$(field 'round(r["events_per_sec"])' <"$WORK/embedded.json")
+E_FULL=$(field 'round(r["events_per_sec"])' <"$WORK/embedded-full.json")
 E_P50=$(field 'r["latency_ms"]["p50"]' <"$WORK/embedded.json")
 E_P99=$(field 'r["latency_ms"]["p99"]' <"$WORK/embedded.json")
 fi
@@ -174,14 +204,69 @@ N_P99=$(field 'r["latency_ms"]["p99"]' <"$WORK/nats.json")
 N_E2E=$(python3 -c "print(round($APPLIED / $DRAIN_S))")
 fi
 
+# 3. Consumer scaling: P partitions, one consumer worker each, draining a backlog.
+declare -A DRAIN
+if want consumers; then
+want nats || { start_postgres 18403; mkdir -p "$WORK/nats"; taskset -c 0 nats-server -a 127.0.0.1 -p 18404 -js -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 & PIDS+=($!); sleep 0.5; }
+for P in 1 2 4; do
+  "${PSQL[@]}" -c "CREATE DATABASE scale$P"
+  cat >"$WORK/scale$P.toml" <<CONF
+listen = "127.0.0.1:18406"
+database = "postgres://bench@127.0.0.1:18403/scale$P"
+search_dir = "$WORK/scale$P-search"
+origin = "http://127.0.0.1:18400"
+admin_tokens = ["$TOKEN"]
+[plays]
+log = "nats"
+[plays.nats]
+url = "nats://127.0.0.1:18404"
+stream = "SCALE$P"
+subject = "segue.scale$P"
+consumer = "scale$P"
+partitions = $P
+consumer_listen = "127.0.0.1:18407"
+consumer_batch = 500
+CONF
+  taskset -c 0 "$BIN" app-api --config "$WORK/scale$P.toml" >"$WORK/scale$P-app.log" 2>&1 &
+  APP=$!
+  wait_up 127.0.0.1:18406
+  TRACKS=$(catalog 127.0.0.1:18406)
+  log "consumers: P=$P: publishing a backlog (${SECS}s) with no consumer running"
+  loadtest 127.0.0.1:18406 "$TRACKS" >"$WORK/scale$P.json"
+  BACKLOG=$(curl -sf -H "Authorization: Bearer $TOKEN" http://127.0.0.1:18406/v1/admin/plays/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["lag"]["events"])')
+  START=$(date +%s%N)
+  "$BIN" plays consume --config "$WORK/scale$P.toml" >"$WORK/scale$P-consumer.log" 2>&1 &
+  CONSUMER=$!
+  for _ in $(seq 1 12000); do
+    [ "$(curl -sf -H "Authorization: Bearer $TOKEN" http://127.0.0.1:18406/v1/admin/plays/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["lag"]["events"])')" = 0 ] && break
+    sleep 0.05
+  done
+  SECS_DRAIN=$(python3 -c "print(($(date +%s%N) - $START) / 1e9)")
+  DRAIN[$P]="$BACKLOG $(python3 -c "print(round($BACKLOG / $SECS_DRAIN))")"
+  log "consumers: P=$P: $BACKLOG events drained in ${SECS_DRAIN}s"
+  kill "$CONSUMER" "$APP"; wait "$CONSUMER" "$APP" 2>/dev/null || true
+done
+fi
+
 echo "## Play-event ingest ($(date -u +%Y-%m-%d), ${SECS}s, $CONNS connections x $BATCH events per request)"
 echo
 echo "| path | events/s | batch p50 ms | batch p99 ms | vs its bare database |"
 echo "|---|---|---|---|---|"
-want embedded && echo "| segue embedded (HTTP, SQLite, chain + counts) | $E_EPS | $E_P50 | $E_P99 | $(python3 -c "print(f'{$E_EPS / $SQLITE_PEER:.2f}x')") |"
-want embedded && echo "| bare SQLite (Python sqlite3, one txn per batch) | $SQLITE_PEER | | | 1x |"
+want embedded && echo "| segue embedded (HTTP, SQLite, chain + counts), empty database | $E_EPS | $E_P50 | $E_P99 | $(python3 -c "print(f'{$E_EPS / $SQLITE_PEER:.2f}x')") |"
+want embedded && echo "| bare SQLite (Python sqlite3, one txn per batch), empty | $SQLITE_PEER | | | 1x |"
+want embedded && echo "| segue embedded, $E_IN events in | $E_FULL | $(field 'r["latency_ms"]["p50"]' <"$WORK/embedded-full.json") | $(field 'r["latency_ms"]["p99"]' <"$WORK/embedded-full.json") | $(python3 -c "print(f'{$E_FULL / $SQLITE_PEER_FULL:.2f}x')") |"
+want embedded && echo "| bare SQLite, $PRELOAD rows in | $SQLITE_PEER_FULL | | | 1x |"
 want nats && echo "| segue at scale: acknowledged by JetStream | $N_EPS | $N_P50 | $N_P99 | $(python3 -c "print(f'{$N_EPS / $PG_EPS:.2f}x')") |"
 want nats && echo "| segue at scale: applied to PostgreSQL, end to end ($APPLIED events in ${DRAIN_S}s) | $N_E2E | | | $(python3 -c "print(f'{$N_E2E / $PG_EPS:.2f}x')") |"
 want nats && echo "| bare PostgreSQL (pgbench, INSERT of $BATCH rows per txn) | $PG_EPS | ${PG_LAT} (avg) | | 1x |"
 want embedded && echo && echo "verify after the embedded run: $(cat "$WORK/embedded-verify.txt")"
+if want consumers; then
+  echo
+  echo "| partitions = consumers | backlog events | drained events/s | vs 1 |"
+  echo "|---|---|---|---|"
+  for P in 1 2 4; do
+    set -- ${DRAIN[$P]}
+    echo "| $P | $1 | $2 | $(python3 -c "print(f'{$2 / ${DRAIN[1]#* }:.2f}x')") |"
+  done
+fi
 true
