@@ -212,20 +212,46 @@ fn report_dataset(tracks: &[String], t0: i64) -> Vec<serde_json::Value> {
     ]
 }
 
+/// An app API on SQLite with the three-track catalog: its config's `extra` sections
+/// appended (e.g. `[limits]`).
+struct SqliteApp {
+    dir: tempfile::TempDir,
+    cfg: std::path::PathBuf,
+    app: Child,
+    origin: Child,
+    addr: std::net::SocketAddr,
+    tracks: Vec<String>,
+}
+
+fn sqlite_app(extra: &str) -> SqliteApp {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("app/app.db").display());
+    let (origin, origin_addr) = spawn_origin(dir.path());
+    let port = free_port();
+    let cfg = write_config(dir.path(), port, &db, origin_addr, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}{extra}")).unwrap();
+    let app = start_app(&cfg);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let tracks = catalog(dir.path(), addr);
+    SqliteApp { dir, cfg, app, origin, addr, tracks }
+}
+
+impl SqliteApp {
+    fn stop(self) {
+        kill_9(self.app);
+        kill_9(self.origin);
+    }
+}
+
 /// The same event id again: the same payload is a duplicate, another payload (a longer
 /// `ms_played`) a conflict, kept for audit and not counted. A device whose clock is two
 /// hours behind has its plays moved to when they happened, by the offset its `sent_ms`
 /// shows, and a retry of them (another `sent_ms`) is still a duplicate.
 #[test]
 fn a_reused_event_id_is_a_conflict_and_a_wrong_device_clock_is_corrected() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("app/app.db").display());
-    let (origin, origin_addr) = spawn_origin(dir.path());
-    let port = free_port();
-    let cfg = write_config(dir.path(), port, &db, origin_addr, "");
-    let app = start_app(&cfg);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let tracks = catalog(dir.path(), addr);
+    let s = sqlite_app("");
+    let (dir, cfg, addr, tracks) = (s.dir.path(), &s.cfg, s.addr, &s.tracks);
     let now = now_ms();
     let first = event("c-1", "u1", &tracks[0], now - 120_000, 45_000, "SE");
     let mut longer = first.clone();
@@ -255,15 +281,14 @@ fn a_reused_event_id_is_a_conflict_and_a_wrong_device_clock_is_corrected() {
     assert_eq!((code, statuses(&v)), (200, vec!["duplicate".to_owned()]), "a retry: {v}");
     let script = format!(
         "import sqlite3; print(sqlite3.connect({:?}).execute(\"SELECT started_ms FROM play_events WHERE event_id = 'c-2'\").fetchone()[0])",
-        dir.path().join("app/app.db").display().to_string()
+        dir.join("app/app.db").display().to_string()
     );
     let out = Command::new("python3").args(["-c", &script]).output().unwrap();
     let started: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!((started - (now - 60_000)).abs() < 15_000, "logged as started at {started}, about {}", now - 60_000);
-    let (ok, out) = verify(&cfg, &[]);
+    let (ok, out) = verify(cfg, &[]);
     assert!(ok, "{out}");
-    kill_9(app);
-    kill_9(origin);
+    s.stop();
 }
 
 /// Abuse limits: one device plays one track at a time (an overlapping play is refused,
@@ -271,18 +296,10 @@ fn a_reused_event_id_is_a_conflict_and_a_wrong_device_clock_is_corrected() {
 /// gets 429 with Retry-After, and a gateway key posts for others without being an admin.
 #[test]
 fn overlapping_plays_a_25_hour_day_and_a_flooding_key_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("app/app.db").display());
-    let (origin, origin_addr) = spawn_origin(dir.path());
-    let port = free_port();
-    let limits = "[limits]\nrequests_per_sec = 1\nrequest_burst = 8\nplay_events_per_sec = 1\nplay_event_burst = 20\n";
-    let cfg = dir.path().join("app.toml");
-    write_config(dir.path(), port, &db, origin_addr, "");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, format!("{text}{limits}")).unwrap();
-    let app = start_app(&cfg);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let tracks = catalog(dir.path(), addr);
+    let s = sqlite_app(
+        "[limits]\nrequests_per_sec = 1\nrequest_burst = 8\nplay_events_per_sec = 1\nplay_event_burst = 20\n",
+    );
+    let (addr, tracks) = (s.addr, &s.tracks);
     let user = |name: &str, extra: &str| {
         let body = format!(r#"{{"name":"{name}","country":"SE"{extra}}}"#);
         let (code, u) = admin(addr, "POST", "/v1/admin/users", Some(APP_ADMIN), Some(&body));
@@ -374,8 +391,7 @@ fn overlapping_plays_a_25_hour_day_and_a_flooding_key_are_refused() {
     assert!((0..20).all(|_| admin(addr, "GET", "/v1/admin/plays/status", Some(APP_ADMIN), None).0 == 200));
     let (_, status) = admin(addr, "GET", "/v1/admin/plays/status", Some(APP_ADMIN), None);
     assert_eq!(status["seq"].as_i64(), Some(3 + 432), "{status}");
-    kill_9(app);
-    kill_9(origin);
+    s.stop();
 }
 
 /// `YYYY-MM` `n` months after `month` (before, when negative).
@@ -390,14 +406,8 @@ fn month_step(month: &str, n: i32) -> String {
 /// closed month at its log position uses the shares in force when it closed.
 #[test]
 fn late_plays_are_next_months_adjustments_and_a_closed_report_never_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("app/app.db").display());
-    let (origin, origin_addr) = spawn_origin(dir.path());
-    let port = free_port();
-    let cfg = write_config(dir.path(), port, &db, origin_addr, "");
-    let app = start_app(&cfg);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let tracks = catalog(dir.path(), addr);
+    let s = sqlite_app("");
+    let (cfg, addr, tracks) = (&s.cfg, s.addr, &s.tracks);
     let (a, b) = (&tracks[0], &tracks[1]);
     let shares = |t: &str, body: &str| {
         let (code, v) = admin(addr, "PUT", &format!("/v1/admin/tracks/{t}/shares"), Some(APP_ADMIN), Some(body));
@@ -465,25 +475,18 @@ fn late_plays_are_next_months_adjustments_and_a_closed_report_never_changes() {
     assert_eq!(code, 409, "{v}");
     let (code, v) = report(&next, "pool=30.00&close=true");
     assert_eq!(code, 200, "{v}");
-    let (ok, out) = verify(&cfg, &[]);
+    let (ok, out) = verify(cfg, &[]);
     assert!(ok, "{out}");
-    kill_9(app);
-    kill_9(origin);
+    s.stop();
 }
 
 /// `segue plays verify` on a live system: plays keep arriving while it walks the log,
 /// and it still finds the log intact (it reads one snapshot, not a log that grows under it).
 #[test]
 fn verify_reads_one_snapshot_while_plays_arrive() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("app/app.db").display());
-    let (origin, origin_addr) = spawn_origin(dir.path());
-    let port = free_port();
-    let cfg = write_config(dir.path(), port, &db, origin_addr, "");
-    let app = start_app(&cfg);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let tracks = catalog(dir.path(), addr);
-    for batch in storm_batches(&tracks, 50, 200) {
+    let s = sqlite_app("");
+    let (cfg, addr, tracks) = (&s.cfg, s.addr, &s.tracks);
+    for batch in storm_batches(tracks, 50, 200) {
         assert_eq!(post_plays(addr, APP_ADMIN, &batch).0, 200);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -505,14 +508,13 @@ fn verify_reads_one_snapshot_while_plays_arrive() {
         }
     });
     for _ in 0..20 {
-        let (ok, out) = verify(&cfg, &[]);
+        let (ok, out) = verify(cfg, &[]);
         assert!(ok, "a live log reads as tampered: {out}");
     }
     stop.store(true, Ordering::Relaxed);
     let sent = writer.join().unwrap();
     assert!(sent > 0, "no plays arrived while verify ran");
-    kill_9(app);
-    kill_9(origin);
+    s.stop();
 }
 
 #[test]
