@@ -108,31 +108,15 @@ async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<se
         }));
         results.push(PlayResult { event_id: id, outcome: Outcome::Accepted });
     }
-    // The abuse limits judge new plays only: a retry of a logged one is a duplicate, not
-    // an overlap with itself.
-    let candidates: Vec<&crate::plays::Play> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
-    let logged = crate::play_store::already_logged(&app.pool, &candidates).await?;
-    let fresh: Vec<&crate::plays::Play> =
-        candidates.into_iter().filter(|p| !logged.contains_key(&(p.user.clone(), p.event_id.clone()))).collect();
-    let verdicts = crate::limits::listening(&app.pool, &fresh).await?;
-    let refused: std::collections::HashMap<(String, String), plays::Rejection> =
-        fresh.iter().zip(verdicts).filter_map(|(p, v)| v.map(|r| ((p.user.clone(), p.event_id.clone()), r))).collect();
     let mut good = Vec::new();
     let mut good_at = Vec::new();
     for (at, c) in checked.into_iter().enumerate() {
-        let c = c.and_then(|p| match refused.get(&(p.user.clone(), p.event_id.clone())) {
-            Some(r) => Err(r.clone()),
-            None => Ok(p),
-        });
         match c {
             Ok(p) => {
                 good_at.push(at);
                 good.push(p);
             }
-            Err(r) => {
-                metrics::counter!("plays_rejected_total", "reason" => r.reason).increment(1);
-                results[at].outcome = Outcome::Rejected { reason: r.reason, message: r.message }
-            }
+            Err(r) => results[at].outcome = Outcome::Rejected { reason: r.reason, message: r.message },
         }
     }
     let fresh = if good.is_empty() { Vec::new() } else { app.plays.append(good).await? };
@@ -145,10 +129,14 @@ async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<se
                     message: "this event id was logged before with a different payload; the first one counts".into(),
                 }
             }
+            Applied::Refused(r) => results[at].outcome = Outcome::Rejected { reason: r.reason, message: r.message },
         }
     }
     let mut tally = [0u64; 4];
     for r in &results {
+        if let Outcome::Rejected { reason, .. } = &r.outcome {
+            metrics::counter!("plays_rejected_total", "reason" => *reason).increment(1);
+        }
         tally[match r.outcome {
             Outcome::Accepted => 0,
             Outcome::Duplicate => 1,

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::{AnyPool, Row};
+use sqlx::Row;
 
 use crate::catalog::User;
 use crate::config::Limits as Settings;
@@ -31,7 +31,10 @@ const CHUNK: usize = 256;
 
 /// Check new plays (in batch order) against each account's listening that day and each
 /// device's latest play; a rejection per play, or `None`.
-pub async fn listening(pool: &AnyPool, plays: &[&Play]) -> Result<Vec<Option<Rejection>>, Error> {
+pub async fn listening(conn: &mut sqlx::AnyConnection, plays: &[&Play]) -> Result<Vec<Option<Rejection>>, Error> {
+    if plays.is_empty() {
+        return Ok(Vec::new());
+    }
     let users: Vec<&str> = plays.iter().map(|p| p.user.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
     let days: Vec<String> = plays.iter().map(|p| day_of(p.started_ms)).collect::<BTreeSet<_>>().into_iter().collect();
     let mut listened: HashMap<(String, String), i64> = HashMap::new();
@@ -50,7 +53,7 @@ pub async fn listening(pool: &AnyPool, plays: &[&Play]) -> Result<Vec<Option<Rej
         for d in &days {
             q = q.bind(d.as_str());
         }
-        for r in q.fetch_all(pool).await? {
+        for r in q.fetch_all(&mut *conn).await? {
             listened.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
         }
         let sql = format!(
@@ -61,7 +64,7 @@ pub async fn listening(pool: &AnyPool, plays: &[&Play]) -> Result<Vec<Option<Rej
         for u in chunk {
             q = q.bind(*u);
         }
-        for r in q.fetch_all(pool).await? {
+        for r in q.fetch_all(&mut *conn).await? {
             devices.insert((r.try_get(0)?, r.try_get(1)?), (r.try_get(2)?, r.try_get(3)?));
         }
     }

@@ -100,13 +100,15 @@ fn is_sqlite(conn: &sqlx::AnyConnection) -> bool {
 }
 
 /// What became of an event offered to the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     New,
     /// Logged before with the same payload (a retry): nothing changes.
     Duplicate,
     /// Logged before with a different payload: nothing changes, and it is kept for audit.
     Conflict,
+    /// New, but over an abuse limit (`limits::listening`): not logged.
+    Refused(crate::plays::Rejection),
 }
 
 /// What a retry of an event repeats: the fields the device sent, with `started_ms` as
@@ -256,14 +258,31 @@ pub async fn apply(pool: &AnyPool, plays: &[Play]) -> Result<Vec<Applied>, Error
     let head = sqlx::query("SELECT seq, hash FROM play_chain WHERE id = 1").fetch_one(&mut *tx).await?;
     let (mut seq, mut hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
     let mut logged = logged(&mut tx, &plays.iter().collect::<Vec<_>>()).await?;
+    // The abuse limits judge the new events (first copies not in the log), in the same
+    // transaction that reads and then updates what they count.
+    let mut seen = std::collections::HashSet::new();
+    let candidates: Vec<(usize, &Play)> = plays
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            !logged.contains_key(&(p.user.clone(), p.event_id.clone())) && seen.insert((&p.user, &p.event_id))
+        })
+        .collect();
+    let verdicts = crate::limits::listening(&mut tx, &candidates.iter().map(|c| c.1).collect::<Vec<_>>()).await?;
+    let mut refused: HashMap<usize, crate::plays::Rejection> =
+        candidates.iter().zip(verdicts).filter_map(|((i, _), v)| v.map(|r| (*i, r))).collect();
     let mut fresh = Vec::with_capacity(plays.len());
     let mut conflicts = Vec::new();
     let mut counts: BTreeMap<CountKey, Tally> = BTreeMap::new();
     let mut out = Vec::with_capacity(plays.len());
-    for p in plays {
+    for (i, p) in plays.iter().enumerate() {
+        if let Some(r) = refused.remove(&i) {
+            out.push(Applied::Refused(r));
+            continue;
+        }
         let key = (p.user.clone(), p.event_id.clone());
         let verdict = judge(p, logged.get(&key));
-        out.push(verdict);
+        out.push(verdict.clone());
         match verdict {
             Applied::New => {
                 logged.insert(key, Fingerprint::of(p));
@@ -273,7 +292,7 @@ pub async fn apply(pool: &AnyPool, plays: &[Play]) -> Result<Vec<Applied>, Error
                 fresh.push((seq, hash.clone(), p));
             }
             Applied::Conflict => conflicts.push(p),
-            Applied::Duplicate => {}
+            Applied::Duplicate | Applied::Refused(_) => {}
         }
     }
     if fresh.is_empty() && conflicts.is_empty() {
