@@ -717,6 +717,22 @@ fn rights_bind_to_the_listener_and_a_withdrawal_reaches_issued_urls_within_30_s(
     assert_eq!((code, v["country"].as_str()), (200, Some("US")), "{v}");
     let url = v["url"].as_str().unwrap().to_owned();
     assert!(url.contains("country=US"), "the URL is bound to the listener's country: {url}");
+    // Its plays are where the session was signed for, whatever the client says.
+    let session = v["session"].as_str().unwrap().to_owned();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let play = |id: &str, country: Option<&str>| {
+        let mut e = serde_json::json!({"event_id": id, "track": ids[0], "started_ms": now - 60_000,
+            "ms_played": 2_000, "tier": "high", "device": "phone", "session": session});
+        if let Some(c) = country {
+            e["country"] = c.into();
+        }
+        let body = serde_json::json!({ "events": [e] }).to_string();
+        admin(app, "POST", "/v1/play-events", Some(&us), Some(&body)).1["results"][0].clone()
+    };
+    assert_eq!(play("us-1", Some("SE"))["reason"], "country_mismatch");
+    assert_eq!(play("us-2", None)["status"], "accepted");
+    let (_, counts) = admin(app, "GET", &format!("/v1/admin/plays/counts?track={}", ids[0]), Some(&token), None);
+    assert_eq!(counts["counts"][0]["country"], "US", "{counts}");
     // A URL edited to another country no longer verifies.
     let (se_edge, se) = edge_in(dir.path(), origin, "SE");
     let (us_edge, us_base) = edge_in(dir.path(), origin, "US");

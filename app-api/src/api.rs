@@ -104,7 +104,17 @@ async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<se
     for (id, event) in parsed {
         checked.push(event.and_then(|e| {
             let length = lengths.get(&e.track).copied();
-            plays::check(e, &user.id, &user.country, length, &limits)
+            // A listener's play happened where its stream session was signed for (a
+            // session is bound to the user), else in the account's country; what the
+            // client says is not taken on its own.
+            let session = e.session.as_deref().zip(app.signing.as_ref());
+            let streamed = session.and_then(|(s, key)| crate::stream::session_country(key, &user.id, s));
+            let place = match &streamed {
+                _ if user.posts_for_others() => plays::Place::Told,
+                Some(c) => plays::Place::Known(c),
+                None => plays::Place::Known(&user.country),
+            };
+            plays::check(e, &user.id, place, length, &limits)
         }));
         results.push(PlayResult { event_id: id, outcome: Outcome::Accepted });
     }
@@ -534,7 +544,7 @@ async fn stream_url(
     // Not-before = the release time: an edge refuses the URL before it, cached bytes or not.
     let nbf = (release_at > 0).then_some((release_at / 1000) as u64);
     let path = format!("/a/{}/{tier}.ogg", track.content_id);
-    let session = catalog::new_id("ses")?;
+    let session = crate::stream::session_id(key, &user.id, country)?;
     metrics::counter!("app_stream_urls_total", "source" => pops_from).increment(1);
     Ok(crate::stream::Stream {
         track_id: track.id.clone(),

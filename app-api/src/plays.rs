@@ -146,13 +146,20 @@ pub fn parse(value: serde_json::Value, caller: &str, admin: bool) -> Result<Play
     Ok(event)
 }
 
+/// Where a play happened, as far as the server can tell.
+pub enum Place<'a> {
+    /// A listener's own play: the country its stream session was signed for, else the
+    /// account's. A play naming another country is refused.
+    Known(&'a str),
+    /// A gateway or an admin token, trusted to say (and required to).
+    Told,
+}
+
 /// Check an event against the limits and the track's length (`None`: no such track).
-/// `home_country`: the caller's account country, the play's country when the event names
-/// none (empty for a gateway posting for others, which must name it).
 pub fn check(
     event: PlayEvent,
     caller: &str,
-    home_country: &str,
+    place: Place<'_>,
     duration_ms: Option<i64>,
     limits: &Limits,
 ) -> Result<Play, Rejection> {
@@ -168,10 +175,20 @@ pub fn check(
             format!("tier {:?} is not one of {}", event.tier, segue_core::Tier::ALL.map(|t| t.as_str()).join(", ")),
         ));
     }
-    let country = match event.country {
-        Some(c) => c,
-        None if event.user.is_none() && !home_country.is_empty() => home_country.to_owned(),
-        None => return Err(reject("bad_country", "country is required (no account country to default to)")),
+    if let Some(c) = event.country.as_ref().filter(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(reject("bad_country", format!("country {c:?} is not an ISO 3166-1 alpha-2 code")));
+    }
+    let country = match (event.country, place) {
+        (Some(c), Place::Told) => c,
+        (Some(c), Place::Known(k)) if c == k => c,
+        (Some(c), Place::Known(k)) => {
+            return Err(reject(
+                "country_mismatch",
+                format!("the play names {c}, but its stream session or its account places it in {k}"),
+            ))
+        }
+        (None, Place::Known(k)) if !k.is_empty() => k.to_owned(),
+        (None, _) => return Err(reject("bad_country", "country is required (no account country to default to)")),
     };
     if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(reject("bad_country", format!("country {country:?} is not an ISO 3166-1 alpha-2 code")));
@@ -264,7 +281,7 @@ mod tests {
     }
 
     fn run(v: serde_json::Value, duration: Option<i64>) -> Result<Play, Rejection> {
-        check(parse(v, "usr_a", false)?, "usr_a", "SE", duration, &limits())
+        check(parse(v, "usr_a", false)?, "usr_a", Place::Known("SE"), duration, &limits())
     }
 
     #[test]
@@ -294,17 +311,21 @@ mod tests {
         let mut e = event();
         e["user"] = "usr_b".into();
         assert_eq!(
-            check(parse(e.clone(), "admin", true).unwrap(), "admin", "", Some(200_000), &limits()).unwrap().user,
+            check(parse(e.clone(), "admin", true).unwrap(), "admin", Place::Told, Some(200_000), &limits())
+                .unwrap()
+                .user,
             "usr_b"
         );
         // ... but must say where the play happened.
         e.as_object_mut().unwrap().remove("country");
-        let err = check(parse(e, "admin", true).unwrap(), "admin", "", Some(200_000), &limits()).unwrap_err();
+        let err = check(parse(e, "admin", true).unwrap(), "admin", Place::Told, Some(200_000), &limits()).unwrap_err();
         assert_eq!(err.reason, "bad_country");
         // A listener's play without a country is in the account's.
         let mut e = event();
         e.as_object_mut().unwrap().remove("country");
         assert_eq!(run(e, Some(200_000)).unwrap().country, "SE");
+        // ... and one naming another country than it is known to be in is refused.
+        assert_eq!(with("country", "US".into()), "country_mismatch");
     }
 
     #[test]
@@ -322,7 +343,7 @@ mod tests {
         let p = check(
             parse(e, "usr_a", false).unwrap(),
             "usr_a",
-            "SE",
+            Place::Known("SE"),
             Some(200_000),
             &Limits { clock_offset_ms: behind, ..limits() },
         )
@@ -331,12 +352,13 @@ mod tests {
         let ahead = clock_offset(now, Some(now + 3_600_000), 30_000);
         let mut e = event();
         e["started_ms"] = (now + 3_600_000 - 60_000).into();
-        let raw = check(parse(e.clone(), "usr_a", false).unwrap(), "usr_a", "SE", Some(200_000), &limits());
+        let raw =
+            check(parse(e.clone(), "usr_a", false).unwrap(), "usr_a", Place::Known("SE"), Some(200_000), &limits());
         assert_eq!(raw.unwrap_err().reason, "future");
         let fixed = check(
             parse(e, "usr_a", false).unwrap(),
             "usr_a",
-            "SE",
+            Place::Known("SE"),
             Some(200_000),
             &Limits { clock_offset_ms: ahead, ..limits() },
         );

@@ -160,6 +160,26 @@ pub struct Stream {
 }
 
 /// Sign `path` on `base` for GET with `exp` and `nbf`.
+/// A new stream session of `user` in `country`: `s-RANDOM-CC-TAG`, the tag the signing
+/// key's over the rest and the user, so a play that names it proves where it was
+/// streamed (`session_country`) and a made-up or borrowed one proves nothing.
+pub fn session_id(key: &segue_core::token::Key, user: &str, country: &str) -> Result<String, Error> {
+    let random = crate::catalog::new_id("s")?;
+    let random = random.trim_start_matches("s_");
+    Ok(format!("s-{random}-{country}-{}", key.tag(&["session", random, country, user])))
+}
+
+/// The country of a session `session_id` made for `user`, if it is one.
+pub fn session_country(key: &segue_core::token::Key, user: &str, session: &str) -> Option<String> {
+    let mut parts = session.strip_prefix("s-")?.split('-');
+    let (random, country, tag) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let want = key.tag(&["session", random, country, user]);
+    segue_core::token::constant_time_eq(want.as_bytes(), tag.as_bytes()).then(|| country.to_owned())
+}
+
 /// A signed URL for `path` on `base`, valid `[nbf, exp)` from `country` only (the edge
 /// checks where the request comes from), carrying the stream session `sid` (signed too,
 /// and written to the POP's access log for reconciliation).
@@ -174,4 +194,18 @@ pub fn signed(
 ) -> String {
     let claims = segue_core::token::Claims { exp, nbf, country: Some(country.to_owned()) };
     format!("{base}{path}?{}", key.sign_query("GET", path, &format!("sid={session}"), &claims))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_session_proves_its_country_only_to_its_user() {
+        let key = segue_core::token::Key::from_hex("k", "00112233445566778899aabbccddeeff").unwrap();
+        let s = super::session_id(&key, "usr_a", "SE").unwrap();
+        assert!(s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "{s}");
+        assert_eq!(super::session_country(&key, "usr_a", &s).as_deref(), Some("SE"));
+        assert_eq!(super::session_country(&key, "usr_b", &s), None, "another user's session");
+        assert_eq!(super::session_country(&key, "usr_a", &s.replace("-SE-", "-US-")), None, "an edited country");
+        assert_eq!(super::session_country(&key, "usr_a", "ses_planted"), None);
+    }
 }

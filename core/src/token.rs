@@ -107,6 +107,21 @@ impl Key {
         mac
     }
 
+    /// A short tag (16 hex digits) over `parts`, to make an id the server can later
+    /// recognise as its own (a stream session bound to a user and a country).
+    pub fn tag(&self, parts: &[&str]) -> String {
+        let mut mac = match HmacSha256::new_from_slice(&self.secret) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC takes keys of any length"),
+        };
+        mac.update(b"segue-tag-v1\n");
+        for p in parts {
+            mac.update(p.as_bytes());
+            mac.update(b"\n");
+        }
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+
     /// The query string (without `?`) that authorizes `method path` under `claims`.
     pub fn sign(&self, method: &str, path: &str, claims: &Claims) -> String {
         self.sign_query(method, path, "", claims)
