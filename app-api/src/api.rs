@@ -107,13 +107,12 @@ async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<se
             // A listener's play happened where its stream session was signed for (a
             // session is bound to the user), else in the account's country; what the
             // client says is not taken on its own.
+            if user.posts_for_others() {
+                return plays::check(e, &user.id, plays::Place::Told, length, &limits);
+            }
             let session = e.session.as_deref().zip(app.signing.as_ref());
             let streamed = session.and_then(|(s, key)| crate::stream::session_country(key, &user.id, s));
-            let place = match &streamed {
-                _ if user.posts_for_others() => plays::Place::Told,
-                Some(c) => plays::Place::Known(c),
-                None => plays::Place::Known(&user.country),
-            };
+            let place = plays::Place::Known(streamed.as_deref().unwrap_or(&user.country));
             plays::check(e, &user.id, place, length, &limits)
         }));
         results.push(PlayResult { event_id: id, outcome: Outcome::Accepted });

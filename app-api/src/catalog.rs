@@ -481,7 +481,7 @@ pub async fn create_user(
     now: i64,
 ) -> Result<(User, String), Error> {
     check_text("name", name, 256)?;
-    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+    if !segue_core::geo::is_country_code(country) {
         return Err(Error::BadRequest(format!("country {country:?} must be an ISO 3166-1 alpha-2 code (SE, US, ...)")));
     }
     let id = new_id("usr")?;

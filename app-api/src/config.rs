@@ -359,7 +359,7 @@ impl Validate for Config {
         for (r, countries) in &self.regions {
             for c in countries {
                 ensure(
-                    c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()),
+                    segue_core::geo::is_country_code(c),
                     &format!("regions.{r}"),
                     format!("{c:?} is not an ISO 3166-1 alpha-2 code"),
                 )?;

@@ -29,8 +29,8 @@ pub const OVERLAP_SLACK_MS: i64 = 15_000;
 /// Users per `IN (...)` lookup.
 const CHUNK: usize = 256;
 
-/// Check new plays (in batch order) against each account's listening that day and each
-/// device's latest play; a rejection per play, or `None`.
+/// Check new plays (each event once, in batch order) against each account's listening
+/// that day and each device's latest play; a rejection per play, or `None`.
 pub async fn listening(conn: &mut sqlx::AnyConnection, plays: &[&Play]) -> Result<Vec<Option<Rejection>>, Error> {
     if plays.is_empty() {
         return Ok(Vec::new());
@@ -72,13 +72,8 @@ pub async fn listening(conn: &mut sqlx::AnyConnection, plays: &[&Play]) -> Resul
     let mut order: Vec<usize> = (0..plays.len()).collect();
     order.sort_by_key(|&i| plays[i].started_ms);
     let mut out = vec![None; plays.len()];
-    let mut seen = std::collections::HashSet::new();
     for i in order {
         let p = plays[i];
-        // A second copy of an event in the batch is the log's to call duplicate or conflict.
-        if !seen.insert((p.user.as_str(), p.event_id.as_str())) {
-            continue;
-        }
         let end = p.started_ms.saturating_add(p.ms_played);
         let device = (p.user.clone(), p.device.clone());
         if let Some(&(last_start, last_end)) = devices.get(&device) {
@@ -162,29 +157,29 @@ impl RateLimits {
 
     /// One request by `user` (config admin tokens are not limited).
     pub fn request(&self, user: &User) -> Result<(), Error> {
-        if user.id == "admin" && user.admin {
-            return Ok(());
-        }
         let s = &self.settings;
-        let limit = if user.gateway {
-            (s.gateway_requests_per_sec, s.gateway_request_burst)
-        } else {
-            (s.requests_per_sec, s.request_burst)
+        let limit = match user.gateway {
+            true => (s.gateway_requests_per_sec, s.gateway_request_burst),
+            false => (s.requests_per_sec, s.request_burst),
         };
-        self.take((user.id.clone(), false), 1.0, limit)
+        self.charge(user, false, 1.0, limit)
     }
 
     /// `n` play events posted by `user`.
     pub fn play_events(&self, user: &User, n: usize) -> Result<(), Error> {
+        let s = &self.settings;
+        let limit = match user.gateway {
+            true => (s.gateway_play_events_per_sec, s.gateway_play_event_burst),
+            false => (s.play_events_per_sec, s.play_event_burst),
+        };
+        self.charge(user, true, n as f64, limit)
+    }
+
+    /// Take `n` from `user`'s bucket of that kind, unless the caller is a config admin token.
+    fn charge(&self, user: &User, events: bool, n: f64, limit: (f64, f64)) -> Result<(), Error> {
         if user.id == "admin" && user.admin {
             return Ok(());
         }
-        let s = &self.settings;
-        let limit = if user.gateway {
-            (s.gateway_play_events_per_sec, s.gateway_play_event_burst)
-        } else {
-            (s.play_events_per_sec, s.play_event_burst)
-        };
-        self.take((user.id.clone(), true), n as f64, limit)
+        self.take((user.id.clone(), events), n, limit)
     }
 }

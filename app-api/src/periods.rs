@@ -92,16 +92,14 @@ pub const EXCLUDED_AT: &str = "SELECT DISTINCT h.user_id FROM fraud_flag_history
        AND l.reason = h.reason AND l.at_ms <= $2 AND l.at_ms > h.at_ms)";
 
 pub async fn excluded_at(pool: &AnyPool, month: &str, at_ms: i64) -> Result<Vec<String>, Error> {
-    let mut users: Vec<String> = sqlx::query(&format!("{EXCLUDED_AT} ORDER BY h.user_id"))
+    Ok(sqlx::query(&format!("{EXCLUDED_AT} ORDER BY h.user_id"))
         .bind(month)
         .bind(at_ms)
         .fetch_all(pool)
         .await?
         .iter()
         .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
-    users.dedup();
-    Ok(users)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Record a fraud flag's new status (`reason` None: every flag of the user that month).

@@ -135,9 +135,7 @@ impl Fingerprint {
             skipped: p.skipped,
         }
     }
-}
 
-impl Fingerprint {
     /// A short digest of the payload (hex), to tell two payloads of one id apart.
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
@@ -155,7 +153,7 @@ impl Fingerprint {
 type Logged = HashMap<(String, String), Fingerprint>;
 
 /// The events of `plays` already in the log, by (user, event id).
-async fn logged(tx: &mut sqlx::AnyConnection, plays: &[&Play]) -> Result<Logged, Error> {
+pub(crate) async fn logged(tx: &mut sqlx::AnyConnection, plays: &[&Play]) -> Result<Logged, Error> {
     let mut found = HashMap::new();
     let sqlite = is_sqlite(tx);
     for chunk in plays.chunks(LOOKUP_CHUNK) {
@@ -183,11 +181,23 @@ async fn logged(tx: &mut sqlx::AnyConnection, plays: &[&Play]) -> Result<Logged,
     Ok(found)
 }
 
-/// The events of `plays` already in the log, outside any transaction (a hint for answers;
-/// `apply` decides).
-pub async fn already_logged(pool: &AnyPool, plays: &[&Play]) -> Result<Logged, Error> {
-    let mut conn = pool.acquire().await?;
-    logged(&mut conn, plays).await
+/// The abuse limits' verdicts (`limits::listening`) on the new events of `plays`: the
+/// first copy of each event not in `logged`. By index in `plays`, the refused ones only.
+pub(crate) async fn refusals(
+    conn: &mut sqlx::AnyConnection,
+    plays: &[Play],
+    logged: &Logged,
+) -> Result<HashMap<usize, crate::plays::Rejection>, Error> {
+    let mut seen = std::collections::HashSet::new();
+    let candidates: Vec<(usize, &Play)> = plays
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            !logged.contains_key(&(p.user.clone(), p.event_id.clone())) && seen.insert((&p.user, &p.event_id))
+        })
+        .collect();
+    let verdicts = crate::limits::listening(conn, &candidates.iter().map(|c| c.1).collect::<Vec<_>>()).await?;
+    Ok(candidates.iter().zip(verdicts).filter_map(|((i, _), v)| v.map(|r| (*i, r))).collect())
 }
 
 /// Keep refused events whose id was logged with another payload, for audit.
@@ -258,19 +268,8 @@ pub async fn apply(pool: &AnyPool, plays: &[Play]) -> Result<Vec<Applied>, Error
     let head = sqlx::query("SELECT seq, hash FROM play_chain WHERE id = 1").fetch_one(&mut *tx).await?;
     let (mut seq, mut hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
     let mut logged = logged(&mut tx, &plays.iter().collect::<Vec<_>>()).await?;
-    // The abuse limits judge the new events (first copies not in the log), in the same
-    // transaction that reads and then updates what they count.
-    let mut seen = std::collections::HashSet::new();
-    let candidates: Vec<(usize, &Play)> = plays
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| {
-            !logged.contains_key(&(p.user.clone(), p.event_id.clone())) && seen.insert((&p.user, &p.event_id))
-        })
-        .collect();
-    let verdicts = crate::limits::listening(&mut tx, &candidates.iter().map(|c| c.1).collect::<Vec<_>>()).await?;
-    let mut refused: HashMap<usize, crate::plays::Rejection> =
-        candidates.iter().zip(verdicts).filter_map(|((i, _), v)| v.map(|r| (*i, r))).collect();
+    // The abuse limits, in the same transaction that reads and then updates what they count.
+    let mut refused = refusals(&mut tx, plays, &logged).await?;
     let mut fresh = Vec::with_capacity(plays.len());
     let mut conflicts = Vec::new();
     let mut counts: BTreeMap<CountKey, Tally> = BTreeMap::new();

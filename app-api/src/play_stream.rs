@@ -111,22 +111,12 @@ impl JetStream {
     pub(crate) async fn publish(&self, plays: Vec<Play>) -> Result<Vec<Applied>, Error> {
         // Events already in the database are duplicates (or conflicts) whatever the dedup
         // window says (an offline device re-syncing days later).
-        let stored = play_store::already_logged(&self.pool, &plays.iter().collect::<Vec<_>>()).await?;
+        let mut conn = self.pool.acquire().await?;
+        let stored = play_store::logged(&mut conn, &plays.iter().collect::<Vec<_>>()).await?;
         // The abuse limits, before the stream: once acknowledged, a play is counted. (They
         // see what the consumer has applied; plays still in the stream are not in them.)
-        let mut seen = std::collections::HashSet::new();
-        let candidates: Vec<(usize, &Play)> = plays
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| {
-                !stored.contains_key(&(p.user.clone(), p.event_id.clone())) && seen.insert((&p.user, &p.event_id))
-            })
-            .collect();
-        let mut conn = self.pool.acquire().await?;
-        let verdicts = crate::limits::listening(&mut conn, &candidates.iter().map(|c| c.1).collect::<Vec<_>>()).await?;
+        let mut refused = play_store::refusals(&mut conn, &plays, &stored).await?;
         drop(conn);
-        let mut refused: std::collections::HashMap<usize, crate::plays::Rejection> =
-            candidates.iter().zip(verdicts).filter_map(|((i, _), v)| v.map(|r| (*i, r))).collect();
         let mut acks = Vec::with_capacity(plays.len());
         let mut conflicts = Vec::new();
         for (i, p) in plays.iter().enumerate() {

@@ -175,7 +175,9 @@ pub fn check(
             format!("tier {:?} is not one of {}", event.tier, segue_core::Tier::ALL.map(|t| t.as_str()).join(", ")),
         ));
     }
-    if let Some(c) = event.country.as_ref().filter(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase())) {
+    // What the event says is checked here; what the server knows (an account's or a
+    // session's country) was checked when it was made.
+    if let Some(c) = event.country.as_ref().filter(|c| !segue_core::geo::is_country_code(c)) {
         return Err(reject("bad_country", format!("country {c:?} is not an ISO 3166-1 alpha-2 code")));
     }
     let country = match (event.country, place) {
@@ -190,9 +192,6 @@ pub fn check(
         (None, Place::Known(k)) if !k.is_empty() => k.to_owned(),
         (None, _) => return Err(reject("bad_country", "country is required (no account country to default to)")),
     };
-    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(reject("bad_country", format!("country {country:?} is not an ISO 3166-1 alpha-2 code")));
-    }
     let started_ms = event.started_ms.saturating_add(limits.clock_offset_ms);
     if event.ms_played < 0 {
         return Err(reject("bad_duration", format!("ms_played {} is negative", event.ms_played)));

@@ -39,7 +39,7 @@ pub struct Grant {
 }
 
 pub fn check_country(c: &str) -> Result<(), Error> {
-    if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+    if segue_core::geo::is_country_code(c) {
         Ok(())
     } else {
         Err(Error::BadRequest(format!("country {c:?} must be an ISO 3166-1 alpha-2 code (SE, US, ...)")))
@@ -50,7 +50,7 @@ pub fn check_country(c: &str) -> Result<(), Error> {
 /// answer (`located`: a load balancer's header from a trusted proxy, or the GeoIP
 /// database) when there is one, else the account's home country. A `?country=` the
 /// listener asks for is taken only when one of those agrees; anything else is a 403, so a
-/// US account cannot pick SE's catalog. Admin tokens (operators, gateways) may name any.
+/// US account cannot pick SE's catalog. Admins (operators) may name any.
 pub fn listener_country(
     user: &crate::catalog::User,
     asked: Option<&str>,

@@ -117,12 +117,12 @@ pub async fn run(
     request: &Request,
 ) -> Result<Report, Error> {
     // A closed month's flags are settled: scanning it again would change nothing shown.
-    let closed = periods::closes(pool).await?.iter().any(|c| c.month == request.month);
-    if !closed {
+    let closes = periods::closes(pool).await?;
+    if !closes.iter().any(|c| c.month == request.month) {
         crate::fraud::scan(pool, &request.month, &config.plays.fraud, crate::now_ms()).await?;
     }
     let lag = plays.lag().await?;
-    let result = report(pool, request, lag, config.plays.report_max_lag_secs).await;
+    let result = report(pool, request, lag, config.plays.report_max_lag_secs, &closes).await;
     // For alerting (config/alerts): 1 while the last report was refused for lag.
     match &result {
         Ok(_) => metrics::gauge!("royalty_report_blocked").set(0.0),
@@ -136,8 +136,15 @@ pub async fn run(
 }
 
 /// Compute the report; refuses (409 `pipeline_lagging`) when the pipeline lags more
-/// than `max_lag_secs` unless forced. A closed month answers its stored report.
-pub async fn report(pool: &AnyPool, req: &Request, lag: Lag, max_lag_secs: u64) -> Result<Report, Error> {
+/// than `max_lag_secs` unless forced. A closed month answers its stored report; `closes`
+/// are the closed months (`periods::closes`), oldest first.
+pub async fn report(
+    pool: &AnyPool,
+    req: &Request,
+    lag: Lag,
+    max_lag_secs: u64,
+    closes: &[periods::Close],
+) -> Result<Report, Error> {
     let (start, end) = check_month(&req.month)?;
     check_currency(&req.currency)?;
     if req.pool_minor < 0 {
@@ -148,7 +155,6 @@ pub async fn report(pool: &AnyPool, req: &Request, lag: Lag, max_lag_secs: u64) 
             "a month is closed on the whole log of a caught-up pipeline: no force, no as_of".into(),
         ));
     }
-    let closes = periods::closes(pool).await?;
     let this = closes.iter().find(|c| c.month == req.month);
     if let Some(c) = this {
         if req.close {

@@ -173,7 +173,7 @@ pub fn session_id(key: &segue_core::token::Key, user: &str, country: &str) -> Re
 pub fn session_country(key: &segue_core::token::Key, user: &str, session: &str) -> Option<String> {
     let mut parts = session.strip_prefix("s-")?.split('-');
     let (random, country, tag) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+    if parts.next().is_some() || !segue_core::geo::is_country_code(country) {
         return None;
     }
     let want = key.tag(&["session", random, country, user]);

@@ -142,7 +142,7 @@ fn check_withdrawal(content_id: &str, country: &str) -> Result<(), Error> {
     content_id
         .parse::<ContentId>()
         .map_err(|_| Error::BadRequest(format!("content_id {content_id:?} is not a content id (64 hex digits)")))?;
-    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+    if !segue_core::geo::is_country_code(country) {
         return Err(Error::BadRequest(format!("country {country:?} is not an ISO 3166-1 alpha-2 code")));
     }
     Ok(())

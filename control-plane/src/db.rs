@@ -464,7 +464,8 @@ pub async fn embargoes(pool: &Pool, region: &str, now: i64) -> Result<Vec<(Strin
     .collect::<Result<_, sqlx::Error>>()?)
 }
 
-/// Record (or extend) a withdrawal of `content_id` in `country` until `until_ms`.
+/// Record (or extend) a withdrawal of `content_id` in `country` until `until_ms`, and
+/// forget expired ones (here, not on the heartbeat path, which only reads).
 pub async fn put_withdrawal(
     pool: &Pool,
     content_id: &str,
@@ -482,6 +483,7 @@ pub async fn put_withdrawal(
     .bind(now)
     .execute(pool)
     .await?;
+    sqlx::query("DELETE FROM withdrawals WHERE until_ms <= $1").bind(now).execute(pool).await?;
     Ok(())
 }
 
@@ -496,19 +498,21 @@ pub async fn delete_withdrawal(pool: &Pool, content_id: &str, country: &str) -> 
     Ok(n > 0)
 }
 
-/// Withdrawals still in force at `now` (expired ones are deleted on the way).
+/// Withdrawals still in force at `now`.
 pub async fn withdrawals(pool: &Pool, now: i64) -> Result<Vec<segue_core::control::Withdrawal>, Error> {
-    sqlx::query("DELETE FROM withdrawals WHERE until_ms <= $1").bind(now).execute(pool).await?;
-    Ok(sqlx::query("SELECT content_id, country, until_ms FROM withdrawals ORDER BY content_id, country")
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(segue_core::control::Withdrawal {
-                content_id: r.try_get(0)?,
-                country: r.try_get(1)?,
-                until: r.try_get::<i64, _>(2)? / 1000,
-            })
+    Ok(sqlx::query(
+        "SELECT content_id, country, until_ms FROM withdrawals WHERE until_ms > $1 ORDER BY content_id, country",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(segue_core::control::Withdrawal {
+            content_id: r.try_get(0)?,
+            country: r.try_get(1)?,
+            until: r.try_get::<i64, _>(2)? / 1000,
         })
-        .collect::<Result<_, sqlx::Error>>()?)
+    })
+    .collect::<Result<_, sqlx::Error>>()?)
 }

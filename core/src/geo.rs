@@ -124,6 +124,12 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether `s` is an ISO 3166-1 alpha-2 code as Segue stores them: two upper-case
+/// ASCII letters.
+pub fn is_country_code(s: &str) -> bool {
+    s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
 fn country_code(s: &str) -> Option<String> {
     (s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic())).then(|| s.to_ascii_uppercase())
 }

@@ -112,9 +112,8 @@ impl Reporter {
 
     /// Apply the app API's per-play answers to the outbox.
     fn settle(&self, chunk: &[PlayRecord], answer: &serde_json::Value, sync: &mut Sync) -> Result<(), Error> {
-        let results = answer["results"].as_array().cloned().unwrap_or_default();
         let mut done = Vec::new();
-        for r in &results {
+        for r in answer["results"].as_array().into_iter().flatten() {
             let Some(play) = chunk.iter().find(|p| Some(p.event_id.as_str()) == r["event_id"].as_str()) else {
                 continue;
             };
