@@ -251,8 +251,10 @@ pub async fn serve_tls<H, F>(
                         connection_error(peer, "tls", &*e);
                     }
                 }
-                // Every stream stalled: dropping the connection closes it.
-                () = stalls.run() => send_timed_out(peer, "h2"),
+                // Every stream stalled: dropping the connection closes it. Counted under
+                // the listener's label like a socket write timeout: which of the two
+                // fires first on a stalled HTTP/2 client is a race.
+                () = stalls.run() => send_timed_out(peer, "tls"),
             }
             drop(admitted);
         });
