@@ -7,6 +7,7 @@ pub mod client;
 pub mod conditional;
 pub mod config;
 pub mod control;
+pub mod drm;
 pub mod error;
 pub mod fsutil;
 pub mod geo;
