@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use segue_core::config::validated;
 
+mod keys;
 mod listen;
 mod plays;
 mod release;
@@ -165,6 +166,19 @@ enum Command {
         /// Database URL (overrides the config's).
         #[arg(long, global = true, value_name = "URL")]
         database: Option<String>,
+    },
+    /// Content-key custody: rotate the key-encryption key (rewraps content keys only).
+    ///
+    /// Reads the origin's config: its object store and its [drm] KEKs.
+    Keys {
+        #[command(subcommand)]
+        action: keys::KeysAction,
+        /// The origin's TOML config file.
+        #[arg(long, global = true, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Object store (overrides the config's): a directory, or s3://bucket/prefix.
+        #[arg(long, global = true, value_name = "DIR|URL")]
+        data_dir: Option<String>,
     },
     /// Create, schedule, follow and cancel releases on the control plane.
     ///
@@ -557,6 +571,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }
         Command::Play(args) => listen::play(*args).await,
+        Command::Keys { action, config, data_dir } => keys::keys(action, config, data_dir).await,
         Command::Plays { action, config, database } => {
             plays::plays(action, app_api_config(config, None, database)?).await
         }
@@ -618,6 +633,7 @@ async fn ingest(
     let store = segue_core::store::open_store(&data_dir, &cfg.s3)
         .await
         .map_err(|e| Failure::Usage(format!("--data-dir: {e}")))?;
+    let keks = cfg.drm.keks().map_err(|e| Failure::Usage(format!("{}: {}", e.field, e.message)))?;
     let files = ingest::collect(&paths).map_err(|e| Failure::Usage(e.to_string()))?;
     if files.is_empty() {
         return Err(Failure::Usage("no WAV or FLAC masters found in the given paths".into()));
@@ -630,9 +646,9 @@ async fn ingest(
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let started = std::time::Instant::now();
-    let store = store.as_ref();
+    let (store, keks) = (store.as_ref(), keks.as_ref());
     let mut results = futures_util::stream::iter(files.iter())
-        .map(|f| async move { (f, ingest::ingest_file(store, f).await) })
+        .map(|f| async move { (f, ingest::ingest_file(store, keks, f).await) })
         .buffer_unordered(usize::from(jobs));
     // indicatif draws nothing when stderr is not a terminal; per-master lines still must.
     let say = |line: String| if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) };

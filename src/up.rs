@@ -43,6 +43,12 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result
     // Stream URLs are signed with this key; the edge knows it (and does not require
     // tokens, so plain URLs keep working on this one machine).
     let (_, signing_key) = persistent_secret(&data_dir, "signing.key")?;
+    // Content keys rest wrapped under this KEK; the license server reads them from the
+    // origin with the keys token.
+    let kek_file = data_dir.join("kek");
+    segue_core::drm::kek::Keks::create_file(&kek_file, "up1")
+        .map_err(|e| Failure::Runtime(format!("{}: {e}", kek_file.display())))?;
+    let (_, keys_token) = persistent_secret(&data_dir, "origin-keys.token")?;
     use segue_core::server;
     use std::sync::Arc;
 
@@ -50,13 +56,19 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result
     let origin_cfg = segue_origin::Config {
         listen: origin_listen,
         data_dir: origin_dir.to_string_lossy().into_owned(),
+        drm: segue_origin::config::DrmSettings {
+            kek_file: kek_file.to_string_lossy().into_owned(),
+            key_tokens: vec![keys_token.clone()],
+        },
         ..Default::default()
     };
     let origin_cfg = validated(&PathBuf::from("(segue up)"), origin_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
     let store = segue_core::store::FsStore::new(&origin_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
     eprintln!("segue up: preparing the demo catalog in {}", origin_dir.display());
-    let tracks =
-        segue_origin::demo::ensure(&store, secs).await.map_err(|e| Failure::Runtime(format!("demo catalog: {e}")))?;
+    let keks = origin_cfg.drm.keks().map_err(|e| Failure::Runtime(format!("{}: {}", e.field, e.message)))?;
+    let tracks = segue_origin::demo::ensure(&store, keks.as_ref(), secs)
+        .await
+        .map_err(|e| Failure::Runtime(format!("demo catalog: {e}")))?;
     let made = tracks.iter().filter(|t| t.created).count();
     eprintln!("segue up: demo catalog ready ({} tracks, {made} packaged now)", tracks.len());
 
@@ -115,6 +127,12 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result
         signing: segue_app_api::config::Signing { kid: "up".into(), secret_hex: signing_key, ttl_secs: 3600 },
         control_plane: Some(segue_app_api::config::ControlPlane { url: format!("http://{cp_addr}"), token: api_token }),
         fallback_pops: vec![format!("http://{edge_addr}")],
+        drm: segue_app_api::config::DrmSettings {
+            kek_file: kek_file.to_string_lossy().into_owned(),
+            origin_key_token: keys_token,
+            signing_key_file: data_dir.join("drm-signing.key").to_string_lossy().into_owned(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let app_cfg = validated(&PathBuf::from("(segue up)"), app_cfg).map_err(|e| Failure::Usage(e.to_string()))?;

@@ -511,7 +511,48 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             );
             Ok(json_response(StatusCode::CREATED, &serde_json::json!({ "user": created, "api_key": token })))
         }
-        (_, ["v1", "tracks" | "albums" | "artists" | "me" | "search" | "admin" | "playlists", ..]) => {
+        (&Method::GET, ["v1", "drm", "server-key"]) => Ok(json_response(StatusCode::OK, &app.drm.public())),
+        (&Method::POST, ["v1", "drm", "devices"]) => {
+            let d: crate::drm::NewDevice = read_json(req).await?;
+            let device = crate::drm::register(&app.pool, &app.config.drm, &user, &d, now_ms()).await?;
+            Ok(json_response(StatusCode::CREATED, &device))
+        }
+        (&Method::GET, ["v1", "drm", "devices"]) => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "devices": crate::drm::devices(&app.pool, &user).await? }),
+        )),
+        (&Method::DELETE, ["v1", "drm", "devices", id]) => {
+            crate::drm::remove(&app.pool, &user, id, now_ms()).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "removed": id })))
+        }
+        (&Method::POST, ["v1", "drm", "licenses"]) => {
+            let located = app.geo.country(peer.ip(), req.headers());
+            let r: crate::drm::LicenseRequest = read_json(req).await?;
+            let started = std::time::Instant::now();
+            let issued = crate::drm::issue(app, &user, &r, located, now_ms()).await?;
+            metrics::histogram!("drm_license_issue_seconds").record(started.elapsed().as_secs_f64());
+            Ok(json_response(StatusCode::CREATED, &issued))
+        }
+        (&Method::GET, ["v1", "drm", "licenses", id, "downloads"]) => {
+            Ok(json_response(StatusCode::OK, &crate::drm::downloads(app, &user, id, now_ms()).await?))
+        }
+        (&Method::POST, ["v1", "drm", "renewals"]) => {
+            let r: crate::drm::RenewRequest = read_json(req).await?;
+            Ok(json_response(StatusCode::OK, &crate::drm::renew(app, &user, &r.licenses, now_ms()).await?))
+        }
+        (&Method::PUT, ["v1", "admin", "users", id, "subscription"]) => {
+            admin_only(&user)?;
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Subscription {
+                ends_ms: i64,
+            }
+            let sub: Subscription = read_json(req).await?;
+            crate::drm::set_subscription(&app.pool, id, sub.ends_ms).await?;
+            tracing::info!(user = id, ends_ms = sub.ends_ms, by = user.id, "subscription set");
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "user": id, "ends_ms": sub.ends_ms })))
+        }
+        (_, ["v1", "tracks" | "albums" | "artists" | "me" | "search" | "admin" | "playlists" | "drm", ..]) => {
             Ok(segue_core::server::json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

@@ -20,6 +20,7 @@ pub async fn open(url: &str) -> Result<AnyPool, Error> {
             (6, "royalty_periods", include_str!("../migrations/0006_royalty_periods.sql")),
             (7, "abuse_limits", include_str!("../migrations/0007_abuse_limits.sql")),
             (8, "play_sessions", include_str!("../migrations/0008_play_sessions.sql")),
+            (9, "drm", include_str!("../migrations/0009_drm.sql")),
         ],
     )
     .await

@@ -46,6 +46,63 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Play events: where they go, what is valid, fraud rules.
     pub plays: Plays,
+    /// The license server: devices, licenses for offline listening, renewals.
+    pub drm: DrmSettings,
+}
+
+/// `[drm]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrmSettings {
+    /// Key-encryption keys that unwrap content keys: the origin's file (same format).
+    /// Empty: `SEGUE_KEK`; neither turns the license server off (503).
+    pub kek_file: String,
+    /// Bearer token for the origin's `GET /v1/keys/{cid}` (one of its `[drm] key_tokens`).
+    pub origin_key_token: String,
+    /// The Ed25519 key that signs licenses (32 raw bytes), made on first start.
+    /// Default `./data/drm-signing.key`.
+    pub signing_key_file: String,
+    /// Devices a user may register at once. Default 5.
+    pub max_devices: u32,
+    /// Days a license (or a renewal) lasts. Default 30.
+    pub license_days: u32,
+    /// Hours a device may still play after expiry. Default 48.
+    pub grace_hours: u32,
+    /// Tracks one device may hold licenses for. Default 10000.
+    pub max_tracks_per_device: u32,
+}
+
+impl Default for DrmSettings {
+    fn default() -> Self {
+        DrmSettings {
+            kek_file: String::new(),
+            origin_key_token: String::new(),
+            signing_key_file: "./data/drm-signing.key".into(),
+            max_devices: 5,
+            license_days: 30,
+            grace_hours: 48,
+            max_tracks_per_device: 10_000,
+        }
+    }
+}
+
+impl DrmSettings {
+    fn validate(&self) -> Result<(), FieldError> {
+        ensure((1..=100).contains(&self.max_devices), "drm.max_devices", "must be 1-100")?;
+        ensure((1..=366).contains(&self.license_days), "drm.license_days", "must be 1-366")?;
+        ensure(self.grace_hours <= 24 * 30, "drm.grace_hours", "must be at most 720")?;
+        ensure((1..=1_000_000).contains(&self.max_tracks_per_device), "drm.max_tracks_per_device", "must be 1-1000000")?;
+        ensure(!self.signing_key_file.is_empty(), "drm.signing_key_file", "is required")?;
+        ensure(
+            self.origin_key_token.is_empty() || self.origin_key_token.len() >= 16,
+            "drm.origin_key_token",
+            "must be at least 16 characters",
+        )?;
+        segue_core::drm::kek::Keks::load(&self.kek_file).map(|_| ()).map_err(|message| FieldError {
+            field: if self.kek_file.is_empty() { segue_core::drm::kek::ENV.into() } else { "drm.kek_file".into() },
+            message,
+        })
+    }
 }
 
 impl Default for Config {
@@ -67,6 +124,7 @@ impl Default for Config {
             default_region: "default".into(),
             shutdown_grace_secs: 10,
             plays: Plays::default(),
+            drm: DrmSettings::default(),
         }
     }
 }
@@ -317,6 +375,7 @@ impl Validate for Config {
         segue_core::sql::check_url("database", &self.database)?;
         ensure(self.origin.starts_with("http://"), "origin", "must be an http:// URL")?;
         ensure(!self.search_dir.is_empty(), "search_dir", "is required")?;
+        self.drm.validate()?;
         for (i, t) in self.admin_tokens.iter().enumerate() {
             ensure(
                 t.len() >= segue_core::token::MIN_SECRET_LEN && t.bytes().all(|b| b.is_ascii_graphic()),

@@ -28,6 +28,13 @@ pub enum Error {
     Upstream(String),
     #[error("{0}")]
     Lagging(String),
+    /// A device or track limit of the license server.
+    #[error("{0}")]
+    DeviceLimit(String),
+    #[error("{0}")]
+    SubscriptionEnded(String),
+    #[error("{0}")]
+    Revoked(String),
     /// Over a rate limit: retry after this many seconds.
     #[error("too many requests for this key; retry in {0} s")]
     RateLimited(u64),
@@ -57,6 +64,9 @@ impl Error {
             Error::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             Error::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             Error::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Error::DeviceLimit(_) => (StatusCode::CONFLICT, "device_limit"),
+            Error::SubscriptionEnded(_) => (StatusCode::FORBIDDEN, "subscription_ended"),
+            Error::Revoked(_) => (StatusCode::FORBIDDEN, "revoked"),
         };
         let mut resp = error_response(status, code, self);
         if let Error::RateLimited(secs) = self {

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod catalog;
 pub mod config;
+pub mod drm;
 pub mod error;
 pub mod fraud;
 pub mod limits;
@@ -57,6 +58,8 @@ pub struct App {
     pub signing: Option<segue_core::token::Key>,
     /// Where play events are made durable.
     pub plays: play_log::PlayLog,
+    /// Devices, licenses and renewals for offline listening.
+    pub drm: drm::LicenseServer,
     /// Track id -> length in ms, to check play durations without a query per event.
     pub track_lengths: moka::sync::Cache<String, i64>,
 }
@@ -148,10 +151,12 @@ pub async fn serve(
         )
     };
     let plays = play_log::PlayLog::open(&config, pool.clone()).await?;
+    let drm = drm::LicenseServer::open(&config.drm)?;
     let geo = config.geo.open().map_err(|e| Error::BadRequest(format!("{}: {}", e.field, e.message)))?;
     let app = Arc::new(App {
         geo,
         rate_limits: limits::RateLimits::new(config.limits.clone()),
+        drm,
         config,
         plays,
         track_lengths: moka::sync::Cache::builder()

@@ -357,6 +357,13 @@ pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
+/// Whether the request's bearer token is one of `tokens`. Every token is compared, each in
+/// constant time, so timing reveals neither which one nor how much of one matched.
+pub fn bearer_matches(headers: &http::HeaderMap, tokens: &[String]) -> bool {
+    let Some(given) = bearer(headers).filter(|g| !g.is_empty()) else { return false };
+    tokens.iter().fold(false, |ok, t| ok | crate::token::constant_time_eq(t.as_bytes(), given.as_bytes()))
+}
+
 /// The value of `name` in a query string (no percent-decoding: Segue's own parameters
 /// never need it).
 pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {

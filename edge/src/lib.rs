@@ -193,16 +193,8 @@ impl State {
 
     /// `Authorization: Bearer T` with T one of the admin tokens (compared in constant time).
     fn admin_authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(given) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-        else {
-            return false;
-        };
         let tokens = self.admin_tokens.read().unwrap_or_else(|p| p.into_inner());
-        tokens.iter().fold(false, |ok, t| ok | segue_core::token::constant_time_eq(t.as_bytes(), given.as_bytes()))
+        segue_core::server::bearer_matches(headers, &tokens)
     }
 
     fn token_policy(&self) -> Arc<TokenPolicy> {

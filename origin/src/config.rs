@@ -40,6 +40,29 @@ pub struct Config {
     pub tokens: TokenSettings,
     /// Master uploads (`POST /v1/masters`).
     pub ingest: IngestSettings,
+    /// Content keys and encrypted variants (`/enc/`).
+    pub drm: DrmSettings,
+}
+
+/// The `[drm]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrmSettings {
+    /// File of key-encryption keys (`ID:HEX` lines, the first current). Empty (the
+    /// default): the `SEGUE_KEK` environment variable; neither turns encrypted variants off.
+    pub kek_file: String,
+    /// Bearer tokens that may read wrapped content keys (the license server's). Default none.
+    pub key_tokens: Vec<String>,
+}
+
+impl DrmSettings {
+    /// The KEKs, if configured.
+    pub fn keks(&self) -> Result<Option<segue_core::drm::kek::Keks>, FieldError> {
+        segue_core::drm::kek::Keks::load(&self.kek_file).map_err(|message| FieldError {
+            field: if self.kek_file.is_empty() { segue_core::drm::kek::ENV.into() } else { "drm.kek_file".into() },
+            message,
+        })
+    }
 }
 
 /// The `[ingest]` table.
@@ -78,6 +101,7 @@ impl Default for Config {
             surrogate_keys: true,
             tokens: TokenSettings::default(),
             ingest: IngestSettings::default(),
+            drm: DrmSettings::default(),
         }
     }
 }
@@ -107,6 +131,10 @@ impl Validate for Config {
         for (i, t) in self.ingest.tokens.iter().enumerate() {
             ensure(t.len() >= 16, &format!("ingest.tokens[{i}]"), "must be at least 16 characters")?;
         }
+        for (i, t) in self.drm.key_tokens.iter().enumerate() {
+            ensure(t.len() >= 16, &format!("drm.key_tokens[{i}]"), "must be at least 16 characters")?;
+        }
+        self.drm.keks()?;
         self.tokens.verifier().map(|_| ())
     }
 }

@@ -37,7 +37,11 @@ struct Cut {
 
 /// Make sure the demo catalog is in `store`; package what is missing.
 /// `secs_per_track` sets the length (tests use a few seconds, `segue up` 20).
-pub async fn ensure(store: &dyn ObjectStore, secs_per_track: u32) -> Result<Vec<DemoTrack>, Error> {
+pub async fn ensure(
+    store: &dyn ObjectStore,
+    keks: Option<&segue_core::drm::kek::Keks>,
+    secs_per_track: u32,
+) -> Result<Vec<DemoTrack>, Error> {
     let mut plan = Vec::new();
     for i in 0..4u32 {
         let cut = Cut { piece: 1, start_sec: i * secs_per_track, secs: secs_per_track };
@@ -62,7 +66,7 @@ pub async fn ensure(store: &dyn ObjectStore, secs_per_track: u32) -> Result<Vec<
         .await
         .map_err(|e| Error::Encode(format!("demo synthesis: {e}")))??;
         let samples = master.frames();
-        let packaged = package::package(store, master).await?;
+        let packaged = package::package(store, master, keks).await?;
         out.push(DemoTrack {
             title,
             album,

@@ -19,6 +19,9 @@ pub enum Error {
     /// Encoding failed on valid input: a bug or resource problem on our side.
     #[error("packaging failed: {0}")]
     Encode(String),
+    /// A content key could not be read or unwrapped (never carries key material).
+    #[error("content key: {0}")]
+    Key(String),
     #[error(transparent)]
     Store(#[from] segue_core::Error),
 }
@@ -32,6 +35,7 @@ impl Error {
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Error::Master { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "bad_master"),
             Error::Encode(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encode_failed"),
+            Error::Key(_) => (StatusCode::INTERNAL_SERVER_ERROR, "key_unavailable"),
             Error::Store(segue_core::Error::NotFound(_)) => (StatusCode::NOT_FOUND, "not_found"),
             // The object was replaced mid-request; a retry will see one consistent version.
             Error::Store(segue_core::Error::Changed(_)) => (StatusCode::SERVICE_UNAVAILABLE, "object_changed"),

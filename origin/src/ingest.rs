@@ -95,11 +95,15 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
 }
 
 /// Decode and package one master file.
-pub async fn ingest_file(store: &dyn ObjectStore, path: &Path) -> Result<IngestReport, Error> {
+pub async fn ingest_file(
+    store: &dyn ObjectStore,
+    keks: Option<&segue_core::drm::kek::Keks>,
+    path: &Path,
+) -> Result<IngestReport, Error> {
     let owned = path.to_owned();
     let master = tokio::task::spawn_blocking(move || master::decode_file(&owned))
         .await
         .map_err(|e| Error::Encode(format!("decoder task failed: {e}")))??;
-    let packaged = package::package(store, master).await?;
+    let packaged = package::package(store, master, keks).await?;
     Ok(IngestReport::new(path, &packaged))
 }

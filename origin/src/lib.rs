@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 mod error;
 pub mod ingest;
+pub mod keys;
 pub mod master;
 mod object;
 pub mod ogg;
@@ -38,6 +39,12 @@ pub struct State {
     ingest: config::IngestSettings,
     /// Packaging is CPU-bound: uploads take turns.
     ingest_slots: tokio::sync::Semaphore,
+    /// Key-encryption keys: `None` turns encrypted variants and key custody off.
+    pub keks: Option<Arc<segue_core::drm::kek::Keks>>,
+    /// Bearer tokens that may read wrapped content keys (`GET /v1/keys/{cid}`).
+    key_tokens: Vec<String>,
+    /// Unwrapped content keys of recent `enc/` requests.
+    content_keys: moka::sync::Cache<segue_core::ContentId, segue_core::drm::cipher::ContentKey>,
 }
 
 impl State {
@@ -63,6 +70,12 @@ impl State {
             surrogate_keys: config.surrogate_keys,
             ingest: config.ingest.clone(),
             ingest_slots: tokio::sync::Semaphore::new(config.ingest.max_concurrent.max(1)),
+            keks: config.drm.keks().map_err(|e| invalid(e.field, e.message))?.map(Arc::new),
+            key_tokens: config.drm.key_tokens.clone(),
+            content_keys: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
         })
     }
 }
@@ -146,6 +159,7 @@ async fn handle(state: Arc<State>, req: Request<ReqBody>, peer: SocketAddr) -> R
         (_, "/v1/masters") => {
             server::json_error(http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST")
         }
+        (&Method::GET, p) if p.starts_with("/v1/keys/") => wrapped_key(&state, &req, &p["/v1/keys/".len()..]).await,
         _ => match ObjectPath::parse(&path) {
             Ok(p) => object::serve(&state, &req, p).await.unwrap_or_else(Error::into_response),
             Err(PathError::Unsafe(why)) => Error::BadPath(why).into_response(),
@@ -165,5 +179,21 @@ fn method_label(m: &Method) -> &'static str {
         Method::GET => "GET",
         Method::HEAD => "HEAD",
         _ => "other",
+    }
+}
+
+/// `GET /v1/keys/{cid}`: a content key, still wrapped, for the license server (which
+/// holds the KEK). Only `[drm] key_tokens` may ask.
+async fn wrapped_key(state: &State, req: &Request<ReqBody>, cid: &str) -> Response<Body> {
+    if state.key_tokens.is_empty() || !server::bearer_matches(req.headers(), &state.key_tokens) {
+        return server::json_error(http::StatusCode::UNAUTHORIZED, "unauthorized", "a [drm] key_tokens bearer token is required");
+    }
+    let Ok(cid) = cid.parse::<segue_core::ContentId>() else {
+        return server::json_error(http::StatusCode::BAD_REQUEST, "bad_content_id", "a content id is 64 hex digits");
+    };
+    match keys::wrapped(state.store.as_ref(), &cid).await {
+        Ok(Some(w)) => server::json_response(http::StatusCode::OK, &w),
+        Ok(None) => Error::NotFound(format!("no key for content {cid}")).into_response(),
+        Err(e) => e.into_response(),
     }
 }

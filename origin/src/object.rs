@@ -7,8 +7,11 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response};
 use segue_core::respond;
 use segue_core::server::Body;
-use segue_core::store::ObjectReader;
-use segue_core::ObjectPath;
+use std::ops::Range;
+
+use segue_core::drm::cipher::{ContentKey, ObjectCipher};
+use segue_core::store::{ByteStream, ObjectMeta, ObjectReader};
+use segue_core::{ContentId, ObjectPath, Tier};
 
 use crate::error::Error;
 use crate::State;
@@ -28,10 +31,14 @@ pub async fn serve(
         state.verifier.verify(method.as_str(), req.uri().path(), req.uri().query(), now, country)?;
     }
 
-    let reader: Arc<dyn ObjectReader> = Arc::from(state.store.open(&path.key()).await.map_err(|e| match e {
-        segue_core::Error::NotFound(_) => Error::NotFound(path.http_path()),
-        e => Error::Store(e),
-    })?);
+    let reader: Arc<dyn ObjectReader> = match path {
+        ObjectPath::Encrypted(cid, tier) => {
+            let key = encryption_key(state, &cid).await?;
+            let plain = open(state, ObjectPath::Audio(cid, tier), &path).await?;
+            Arc::new(Encrypted::new(plain, key, &cid, tier))
+        }
+        _ => Arc::from(open(state, path, &path).await?),
+    };
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, state.cache_control.clone());
     if state.surrogate_keys {
@@ -45,6 +52,76 @@ pub async fn serve(
         }
     }
     let counter = metrics::counter!("origin_body_bytes_total");
+
     Ok(respond::object_response(method == Method::HEAD, req.headers(), reader, path.content_type(), headers, counter)
         .await?)
+}
+
+async fn open(state: &State, what: ObjectPath, asked: &ObjectPath) -> Result<Box<dyn ObjectReader>, Error> {
+    state.store.open(&what.key()).await.map_err(|e| match e {
+        segue_core::Error::NotFound(_) => Error::NotFound(asked.http_path()),
+        e => Error::Store(e),
+    })
+}
+
+/// The content key for an `enc/` request: from the cache, else unwrapped from the store.
+async fn encryption_key(state: &State, cid: &ContentId) -> Result<ContentKey, Error> {
+    let Some(keks) = &state.keks else {
+        return Err(Error::NotFound(format!(
+            "/enc/{cid}/..: encrypted variants are off on this origin (no [drm] kek_file or SEGUE_KEK)"
+        )));
+    };
+    if let Some(k) = state.content_keys.get(cid) {
+        return Ok(k);
+    }
+    let key = crate::keys::content_key(state.store.as_ref(), keks, cid)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("/enc/{cid}/..: this content has no key (run `segue keys rotate`)")))?;
+    state.content_keys.insert(*cid, key.clone());
+    Ok(key)
+}
+
+/// An `enc/` object: the plain object's bytes under AES-128-CTR, encrypted as they are
+/// read (`segue_core::drm::cipher` has the layout). Same length, so ranges map one to
+/// one; its own strong validator, derived from the plain one's.
+struct Encrypted {
+    plain: Box<dyn ObjectReader>,
+    meta: ObjectMeta,
+    key: ContentKey,
+    cid: ContentId,
+    tier: Tier,
+}
+
+impl Encrypted {
+    fn new(plain: Box<dyn ObjectReader>, key: ContentKey, cid: &ContentId, tier: Tier) -> Self {
+        let mut meta = plain.meta().clone();
+        meta.key = ObjectPath::Encrypted(*cid, tier).key();
+        if !meta.validators.etag.is_empty() {
+            meta.validators.etag.push_str("-enc");
+        }
+        Encrypted { plain, meta, key, cid: *cid, tier }
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectReader for Encrypted {
+    fn meta(&self) -> &ObjectMeta {
+        &self.meta
+    }
+
+    async fn read(&self, range: Range<u64>) -> segue_core::Result<ByteStream> {
+        use futures_util::StreamExt;
+        let mut cipher = ObjectCipher::new(&self.key, &self.cid, self.tier);
+        let mut offset = range.start;
+        let stream = self.plain.read(range).await?;
+        Ok(Box::pin(stream.map(move |chunk| {
+            chunk.map(|b| {
+                let mut out = bytes::BytesMut::from(&b[..]);
+                cipher.apply(offset, &mut out);
+                offset += out.len() as u64;
+                metrics::counter!("origin_encrypted_bytes_total").increment(out.len() as u64);
+                out.freeze()
+            })
+        })))
+    }
 }

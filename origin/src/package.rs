@@ -12,6 +12,7 @@ use std::num::{NonZeroU32, NonZeroU8};
 use bytes::Bytes;
 use segue_core::manifest::{Loudness, Manifest, SourceInfo, TierInfo, MANIFEST_VERSION};
 use segue_core::seek_table::SeekTable;
+use segue_core::drm::kek::Keks;
 use segue_core::store::{self, ObjectStore};
 use segue_core::{ObjectKey, Tier};
 use vorbis_rs::{VorbisBitrateManagementStrategy, VorbisEncoderBuilder};
@@ -36,15 +37,16 @@ pub struct EncodedTier {
     pub seek: SeekTable,
 }
 
-/// Package `master` into `store`, unless its content is already there.
-pub async fn package(store: &dyn ObjectStore, master: Master) -> Result<Packaged, Error> {
+/// Package `master` into `store`, unless its content is already there. With `keks`, the
+/// content also gets a content key (wrapped), before its manifest makes it visible.
+pub async fn package(store: &dyn ObjectStore, master: Master, keks: Option<&Keks>) -> Result<Packaged, Error> {
     let cid = master.content_id;
     // One packaging per content id at a time in this process: the same audio arriving
     // twice at once (WAV and FLAC of one master in one `segue ingest`) is encoded once,
     // and the second caller finds the manifest.
     let lock = inflight_lock(cid);
     let _held = lock.lock().await;
-    let result = package_locked(store, master).await;
+    let result = package_locked(store, master, keks).await;
     drop(_held);
     release_inflight(cid, lock);
     result
@@ -65,8 +67,11 @@ fn release_inflight(cid: segue_core::ContentId, lock: std::sync::Arc<tokio::sync
     }
 }
 
-async fn package_locked(store: &dyn ObjectStore, master: Master) -> Result<Packaged, Error> {
+async fn package_locked(store: &dyn ObjectStore, master: Master, keks: Option<&Keks>) -> Result<Packaged, Error> {
     let cid = master.content_id;
+    if let Some(keks) = keks {
+        crate::keys::ensure(store, keks, &cid).await?;
+    }
     if let Some(existing) = read_manifest(store, &cid).await? {
         return Ok(Packaged { manifest: existing, created: false });
     }

@@ -7,7 +7,6 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use segue_core::server::ReqBody;
 use segue_core::server::{full, json_error, Body};
-use subtle::ConstantTimeEq;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::Error;
@@ -23,16 +22,7 @@ pub async fn post_master(state: &State, req: Request<ReqBody>) -> Response<Body>
             "uploads are disabled on this origin ([ingest] tokens is empty)",
         );
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Compare against every token in constant time, so timing reveals neither which
-    // token nor how much of one matched.
-    let ok = s.tokens.iter().fold(0u8, |acc, t| acc | t.as_bytes().ct_eq(presented.as_bytes()).unwrap_u8());
-    if presented.is_empty() || ok == 0 {
+    if !segue_core::server::bearer_matches(req.headers(), &s.tokens) {
         let mut r = json_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -111,7 +101,7 @@ pub async fn post_master(state: &State, req: Request<ReqBody>) -> Response<Body>
         Ok(Err(e)) => return e.into_response(),
         Err(e) => return Error::Encode(format!("decoder task failed: {e}")).into_response(),
     };
-    match crate::package::package(state.store.as_ref(), master).await {
+    match crate::package::package(state.store.as_ref(), master, state.keks.as_deref()).await {
         Ok(p) => {
             let report = ingest::IngestReport::new(std::path::Path::new(&name), &p);
             tracing::info!(file = %name, content_id = %report.content_id, created = p.created, bytes = received, "master uploaded");

@@ -132,7 +132,7 @@ async fn package_and_check(
     let store = FsStore::new(dir.join("store")).unwrap();
     let master = decode_file(master_path).unwrap();
     assert_eq!((master.sample_rate, master.channels.len() as u16, master.frames()), (rate, channels, frames));
-    let packaged = package::package(&store, master).await.unwrap();
+    let packaged = package::package(&store, master, None).await.unwrap();
     assert!(packaged.created);
     let m = &packaged.manifest;
     assert_eq!(m.tiers.len(), 5);
@@ -196,10 +196,10 @@ async fn flac_and_wav_of_the_same_audio_are_stored_once() {
     assert_eq!(from_wav.content_id, from_flac.content_id);
 
     let store = FsStore::new(dir.path().join("store")).unwrap();
-    let first = package::package(&store, from_flac).await.unwrap();
+    let first = package::package(&store, from_flac, None).await.unwrap();
     assert!(first.created);
     let before: Vec<_> = store.list("").await.unwrap();
-    let again = package::package(&store, from_wav).await.unwrap();
+    let again = package::package(&store, from_wav, None).await.unwrap();
     assert!(!again.created, "a repeat ingest writes nothing");
     assert_eq!(again.manifest, first.manifest);
     assert_eq!(store.list("").await.unwrap(), before, "objects untouched (same validators)");
@@ -211,7 +211,7 @@ async fn music_like_input_hits_nominal_bitrates_within_10_percent() {
     let store = FsStore::new(store_dir.path()).unwrap();
     let [l, r] = demo::music(1, 0, 15);
     let master = Master::from_planar("music", 44_100, vec![l, r]).unwrap();
-    let m = package::package(&store, master).await.unwrap().manifest;
+    let m = package::package(&store, master, None).await.unwrap().manifest;
     for (tier, info) in &m.tiers {
         let nominal = f64::from(tier.kbps());
         assert!((info.kbps - nominal).abs() <= nominal * 0.10, "{tier}: {} kbps vs nominal {nominal}", info.kbps);
