@@ -27,11 +27,10 @@ pub async fn keys(action: KeysAction, config: Option<PathBuf>, data_dir: Option<
     if let Some(d) = data_dir {
         cfg.data_dir = d;
     }
-    let keks = cfg
-        .drm
-        .keks()
-        .map_err(|e| Failure::Usage(format!("{}: {}", e.field, e.message)))?
-        .ok_or_else(|| Failure::Usage("no key-encryption key: set [drm] kek_file in --config, or SEGUE_KEK".into()))?;
+    let keks =
+        cfg.drm.keks().map_err(|e| Failure::Usage(format!("{}: {}", e.field, e.message)))?.ok_or_else(|| {
+            Failure::Usage("no key-encryption key: set [drm] kek_file in --config, or SEGUE_KEK".into())
+        })?;
     let store = segue_core::store::open_store(&cfg.data_dir, &cfg.s3)
         .await
         .map_err(|e| Failure::Usage(format!("--data-dir: {e}")))?;

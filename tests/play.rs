@@ -55,46 +55,6 @@ fn access_log(dir: &std::path::Path) -> Vec<serde_json::Value> {
     text.split_inclusive('\n').filter(|l| l.ends_with('\n')).map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-/// A running `segue up` with 3 s demo tracks.
-struct Up {
-    /// Its data directory (the app API token, signing key, access log, origin store).
-    dir: tempfile::TempDir,
-    up: std::process::Child,
-    origin: std::net::SocketAddr,
-    edge: std::net::SocketAddr,
-    app: std::net::SocketAddr,
-    /// The app API's admin token, and the file holding it.
-    token: String,
-    token_file: std::path::PathBuf,
-}
-
-fn start_up() -> Up {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = segue();
-    cmd.args(["up", "--demo-track-secs", "3", "--data-dir"]).arg(dir.path());
-    for flag in ["--origin-listen", "--edge-listen", "--control-plane-listen", "--app-api-listen"] {
-        cmd.args([flag, "127.0.0.1:0"]);
-    }
-    let (up, addrs) = spawn_servers(cmd, 4);
-    let token_file = dir.path().join("app-api.token");
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
-    Up { up, origin: addrs[0], edge: addrs[1], app: addrs[3], token, token_file, dir }
-}
-
-/// The demo album's track ids in order, once the app API has them.
-fn album_ids(app: std::net::SocketAddr, token: &str) -> Vec<String> {
-    let mut album = serde_json::Value::Null;
-    wait_for("the demo album in the app API", 30, || {
-        let (_, hits) = admin(app, "GET", "/v1/search?q=continuum&types=track", Some(token), None);
-        let Some(id) = hits["hits"][0]["id"].as_str() else { return false };
-        let (_, track) = admin(app, "GET", &format!("/v1/tracks/{id}"), Some(token), None);
-        album =
-            admin(app, "GET", &format!("/v1/albums/{}", track["album"]["id"].as_str().unwrap()), Some(token), None).1;
-        album["tracks"].as_array().is_some_and(|t| t.len() == 4)
-    });
-    album["tracks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
-}
-
 /// Another app API, `name`, on `segue up`'s catalog (same database and signing key) whose
 /// POPs are `pops`, in order: the process and its address.
 fn app_api_with_pops(

@@ -91,7 +91,11 @@ impl DrmSettings {
         ensure((1..=100).contains(&self.max_devices), "drm.max_devices", "must be 1-100")?;
         ensure((1..=366).contains(&self.license_days), "drm.license_days", "must be 1-366")?;
         ensure(self.grace_hours <= 24 * 30, "drm.grace_hours", "must be at most 720")?;
-        ensure((1..=1_000_000).contains(&self.max_tracks_per_device), "drm.max_tracks_per_device", "must be 1-1000000")?;
+        ensure(
+            (1..=1_000_000).contains(&self.max_tracks_per_device),
+            "drm.max_tracks_per_device",
+            "must be 1-1000000",
+        )?;
         ensure(!self.signing_key_file.is_empty(), "drm.signing_key_file", "is required")?;
         ensure(
             self.origin_key_token.is_empty() || self.origin_key_token.len() >= 16,

@@ -35,8 +35,9 @@ impl LicenseServer {
         let keks = Keks::load(&s.kek_file).map_err(Error::BadRequest)?;
         let path = Path::new(&s.signing_key_file);
         let key = match std::fs::read(path) {
-            Ok(bytes) => ServerKey::from_bytes(&bytes)
-                .map_err(|e| Error::BadRequest(format!("{}: {e}", path.display())))?,
+            Ok(bytes) => {
+                ServerKey::from_bytes(&bytes).map_err(|e| Error::BadRequest(format!("{}: {e}", path.display())))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = ServerKey::generate();
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -267,9 +268,10 @@ pub async fn issue(
     let pool = &app.pool;
     let sub_ends = subscribed(pool, &user.id, now).await?;
     let device_public = device_key(pool, user, &req.device).await?;
-    let tier: Tier = req.tier.as_deref().unwrap_or("high").parse().map_err(|_| {
-        Error::BadRequest(format!("tier must be one of {}", Tier::ALL.map(|t| t.as_str()).join(", ")))
-    })?;
+    let tier: Tier =
+        req.tier.as_deref().unwrap_or("high").parse().map_err(|_| {
+            Error::BadRequest(format!("tier must be one of {}", Tier::ALL.map(|t| t.as_str()).join(", ")))
+        })?;
     let ids = requested_tracks(pool, user, req).await?;
     if ids.is_empty() {
         return Err(Error::BadRequest("the license would cover no tracks".into()));
@@ -395,7 +397,9 @@ async fn content_keys(config: &Config, keks: &Keks, tracks: &[LicensedTrack]) ->
         .await?;
     tracks
         .iter()
-        .map(|t| fetched.get(&t.content_id).cloned().ok_or_else(|| Error::Upstream("a content key went missing".into())))
+        .map(|t| {
+            fetched.get(&t.content_id).cloned().ok_or_else(|| Error::Upstream("a content key went missing".into()))
+        })
         .collect()
 }
 
@@ -475,15 +479,8 @@ pub async fn renew(app: &App, user: &User, ids: &[String], now: i64) -> Result<s
             .bind(id)
             .execute(pool)
             .await?;
-        let r = Renewal {
-            version: 1,
-            license: id.clone(),
-            device,
-            renewed_ms: now,
-            expires_ms: until,
-            grace_ms,
-            revoked,
-        };
+        let r =
+            Renewal { version: 1, license: id.clone(), device, renewed_ms: now, expires_ms: until, grace_ms, revoked };
         renewals.push(app.drm.key.sign_renewal(&r));
     }
     metrics::counter!("drm_renewals_total").increment(renewals.len() as u64);
@@ -504,10 +501,8 @@ pub async fn downloads(app: &App, user: &User, license: &str, now: i64) -> Resul
         return Err(Error::Revoked(format!("license {license} was revoked")));
     }
     let (country, tier): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-    let key = app
-        .signing
-        .as_ref()
-        .ok_or_else(|| Error::Unavailable("download URLs need [signing] in the config".into()))?;
+    let key =
+        app.signing.as_ref().ok_or_else(|| Error::Unavailable("download URLs need [signing] in the config".into()))?;
     let tracks = sqlx::query(
         "SELECT t.id, t.content_id FROM drm_license_tracks lt JOIN tracks t ON t.id = lt.track_id \
          WHERE lt.license_id = $1 ORDER BY t.album_id, t.disc_number, t.track_number",

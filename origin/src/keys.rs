@@ -57,11 +57,7 @@ pub struct Rotation {
 
 /// Rewrap every content key not under the current KEK, and give every packaged content
 /// without a key one. `progress` is called with (done, total) after each content.
-pub async fn rotate(
-    store: Arc<dyn ObjectStore>,
-    keks: &Keks,
-    progress: impl Fn(u64, u64),
-) -> Result<Rotation, Error> {
+pub async fn rotate(store: Arc<dyn ObjectStore>, keks: &Keks, progress: impl Fn(u64, u64)) -> Result<Rotation, Error> {
     let manifests = store.list("manifest/").await?;
     let mut cids: Vec<ContentId> = manifests
         .iter()

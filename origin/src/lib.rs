@@ -186,7 +186,11 @@ fn method_label(m: &Method) -> &'static str {
 /// holds the KEK). Only `[drm] key_tokens` may ask.
 async fn wrapped_key(state: &State, req: &Request<ReqBody>, cid: &str) -> Response<Body> {
     if state.key_tokens.is_empty() || !server::bearer_matches(req.headers(), &state.key_tokens) {
-        return server::json_error(http::StatusCode::UNAUTHORIZED, "unauthorized", "a [drm] key_tokens bearer token is required");
+        return server::json_error(
+            http::StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a [drm] key_tokens bearer token is required",
+        );
     }
     let Ok(cid) = cid.parse::<segue_core::ContentId>() else {
         return server::json_error(http::StatusCode::BAD_REQUEST, "bad_content_id", "a content id is 64 hex digits");

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroU8};
 
 use bytes::Bytes;
+use segue_core::drm::kek::Keks;
 use segue_core::manifest::{Loudness, Manifest, SourceInfo, TierInfo, MANIFEST_VERSION};
 use segue_core::seek_table::SeekTable;
-use segue_core::drm::kek::Keks;
 use segue_core::store::{self, ObjectStore};
 use segue_core::{ObjectKey, Tier};
 use vorbis_rs::{VorbisBitrateManagementStrategy, VorbisEncoderBuilder};

@@ -55,15 +55,20 @@ impl Keks {
     pub fn parse(source: &str, text: &str) -> Result<Keks, String> {
         let mut keys = BTreeMap::new();
         let mut current = None;
-        for (n, entry) in text.split(['\n', ',']).enumerate() {
-            let entry = entry.split('#').next().unwrap_or("").trim();
+        // Comments run to the end of a line; entries are split by lines and commas.
+        let entries = text.lines().flat_map(|line| line.split('#').next().unwrap_or("").split(','));
+        for (n, entry) in entries.enumerate() {
+            let entry = entry.trim();
             if entry.is_empty() {
                 continue;
             }
             let bad = |why: &str| format!("{source}: entry {}: {why}", n + 1);
             let (id, hex) = entry.split_once(':').ok_or_else(|| bad("expected ID:HEX"))?;
             let (id, hex) = (id.trim(), hex.trim());
-            if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            if id.is_empty()
+                || id.len() > 32
+                || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 return Err(bad("the id must be 1-32 of A-Z a-z 0-9 - _"));
             }
             let mut key = Zeroizing::new([0u8; 32]);
@@ -163,7 +168,7 @@ mod tests {
         let w = old.wrap(&cid, &key);
         assert_eq!(old.unwrap(&cid, &w).unwrap(), key);
         // Rotation: k2 first, k1 still there to unwrap.
-        let both = Keks::parse("t", &format!("# new\nk2:{B}, k1:{A}")).unwrap();
+        let both = Keks::parse("t", &format!("# new, rotated\nk2:{B}, k1:{A}  # old, going")).unwrap();
         assert_eq!(both.current(), "k2");
         assert!(!both.is_current(&w));
         let rewrapped = both.wrap(&cid, &both.unwrap(&cid, &w).unwrap());

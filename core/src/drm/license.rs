@@ -81,8 +81,7 @@ impl ServerKey {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<ServerKey, DrmError> {
-        let secret: [u8; 32] =
-            bytes.try_into().map_err(|_| DrmError::Malformed("a signing key is 32 bytes".into()))?;
+        let secret: [u8; 32] = bytes.try_into().map_err(|_| DrmError::Malformed("a signing key is 32 bytes".into()))?;
         Ok(ServerKey(SigningKey::from_bytes(&secret)))
     }
 
@@ -269,12 +268,20 @@ pub struct Renewal {
 /// Whether a license lets a device play now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
-    Valid { left_ms: i64 },
+    Valid {
+        left_ms: i64,
+    },
     /// Past expiry, inside the grace period: plays, and should renew.
-    Grace { left_ms: i64 },
-    Expired { since_ms: i64 },
+    Grace {
+        left_ms: i64,
+    },
+    Expired {
+        since_ms: i64,
+    },
     /// The clock reads earlier than a time the device has already seen.
-    ClockRolledBack { by_ms: i64 },
+    ClockRolledBack {
+        by_ms: i64,
+    },
 }
 
 /// How far back a clock may step (NTP corrections, time zones do not move UTC) before it
