@@ -17,8 +17,19 @@ pub struct PlayArgs {
     #[arg(long, default_value = "http://127.0.0.1:7090", value_name = "URL")]
     app_api: String,
     /// File holding the listener's API key (or an admin token).
-    #[arg(long, value_name = "FILE")]
-    token_file: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "offline")]
+    token_file: Option<PathBuf>,
+    /// Play from the device directory of `segue offline sync`, with no network at all:
+    /// licenses checked offline, audio decrypted in memory. Plays wait in the outbox.
+    /// With no TRACK, every licensed track plays, in license order.
+    #[arg(long, requires = "device_dir", conflicts_with = "sync")]
+    offline: bool,
+    /// The offline device directory (with --offline).
+    #[arg(long, value_name = "DIR")]
+    device_dir: Option<PathBuf>,
+    /// The time to check licenses against, Unix ms (tests of expiry; default: now).
+    #[arg(long, hide = true, value_name = "MS")]
+    clock_ms: Option<i64>,
     /// Quality tier: low, normal, standard, high or very_high.
     #[arg(long, default_value = "high")]
     tier: String,
@@ -60,7 +71,7 @@ pub struct PlayArgs {
     #[arg(long)]
     json: bool,
     /// Track ids, in play order.
-    #[arg(required_unless_present = "sync", value_name = "TRACK")]
+    #[arg(required_unless_present_any = ["sync", "offline"], value_name = "TRACK")]
     tracks: Vec<String>,
 }
 
@@ -96,7 +107,7 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
     if !(0.0..=1000.0).contains(&a.speed) {
         return Err(Failure::Usage("--speed must be 0-1000".into()));
     }
-    let token = read_token(Some(a.token_file))?.unwrap_or_default();
+    let token = read_token(a.token_file)?.unwrap_or_default();
     let api = segue_player::api::AppApi::new(&a.app_api, &token);
     let reporter = if a.no_report {
         None
@@ -157,7 +168,7 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
                     Err(e) => eprintln!("segue play: warning: the play of {} was not kept: {e}", record.track),
                 }
             });
-            let (r, wake) = (r.clone(), wake.clone());
+            let (r, wake, offline) = (r.clone(), wake.clone(), a.offline);
             let (stop, mut stopped) = tokio::sync::watch::channel(false);
             let sender = tokio::spawn(async move {
                 let mut done = Sync::default();
@@ -166,15 +177,27 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
                         _ = wake.notified() => {}
                         _ = stopped.changed() => break,
                     }
-                    // Not cancelled midway: what it sent, it also settles in the outbox.
-                    done = done.then(r.sync().await);
+                    // Offline plays wait in the outbox: nothing here reaches for the network.
+                    if !offline {
+                        // Not cancelled midway: what it sent, it also settles in the outbox.
+                        done = done.then(r.sync().await);
+                    }
                 }
                 done
             });
             (Some(on_play), Some((stop, sender)))
         }
     };
-    let played = segue_player::render::render(&api, &a.tracks, opts, &out, on_play).await;
+    let (engine, tracks) = match &a.device_dir {
+        Some(dir) if a.offline => {
+            let now = a.clock_ms.unwrap_or_else(crate::offline::now_ms);
+            let library = segue_player::library::Library::open(dir, now).map_err(|e| Failure::Usage(e.to_string()))?;
+            let tracks = if a.tracks.is_empty() { library.tracks() } else { a.tracks.clone() };
+            (segue_player::engine::Engine::offline(Arc::new(library), opts), tracks)
+        }
+        _ => (segue_player::engine::Engine::new(api.clone(), opts), a.tracks.clone()),
+    };
+    let played = segue_player::render::render(engine, &tracks, &out, on_play).await;
     let earlier = match sender {
         Some((stop, task)) => {
             let _ = stop.send(true);
@@ -183,7 +206,8 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
         None => Sync::default(),
     };
     let sync = match &reporter {
-        Some(r) => Some(earlier.then(r.sync().await)),
+        Some(r) if !a.offline => Some(earlier.then(r.sync().await)),
+        Some(r) => Some(earlier.then(Sync { waiting: r.outbox().pending().map_or(0, |p| p.len()), ..Sync::default() })),
         None => None,
     };
     let report = played.map_err(|e| Failure::Runtime(e.to_string()))?;

@@ -10,6 +10,7 @@ use segue_core::config::validated;
 
 mod keys;
 mod listen;
+mod offline;
 mod plays;
 mod release;
 mod up;
@@ -166,6 +167,24 @@ enum Command {
         /// Database URL (overrides the config's).
         #[arg(long, global = true, value_name = "URL")]
         database: Option<String>,
+    },
+    /// Offline listening: sync licensed, encrypted audio into a device directory, renew
+    /// its licenses, show them. Play it with `segue play --offline --device-dir DIR`.
+    Offline {
+        #[command(subcommand)]
+        action: offline::OfflineAction,
+        /// The device directory (made on first sync).
+        #[arg(long, global = true, value_name = "DIR")]
+        device_dir: Option<PathBuf>,
+        /// App API base URL.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:7090", value_name = "URL")]
+        app_api: String,
+        /// File holding the listener's API key.
+        #[arg(long, global = true, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long, global = true)]
+        json: bool,
     },
     /// Content-key custody: rotate the key-encryption key (rewraps content keys only).
     ///
@@ -571,6 +590,10 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }
         Command::Play(args) => listen::play(*args).await,
+        Command::Offline { action, device_dir, app_api, token_file, json } => {
+            let dir = device_dir.ok_or_else(|| Failure::Usage("--device-dir is required".into()))?;
+            offline::offline(action, dir, app_api, token_file, json).await
+        }
         Command::Keys { action, config, data_dir } => keys::keys(action, config, data_dir).await,
         Command::Plays { action, config, database } => {
             plays::plays(action, app_api_config(config, None, database)?).await
@@ -692,5 +715,16 @@ async fn ingest(
         Ok(())
     } else {
         Err(Failure::Runtime(format!("{} of {} masters failed:\n  {}", failed.len(), files.len(), failed.join("\n  "))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks its own rules (conflicts, requirements, globals) only when a command
+    /// is built: this builds them all.
+    #[test]
+    fn every_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

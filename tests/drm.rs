@@ -322,3 +322,152 @@ fn content_keys_rotate_to_a_new_kek_without_touching_audio() {
     assert!(body.contains("k2") && !body.contains(&"5a".repeat(8)), "{body}");
     assert!(terminate(origin).success());
 }
+
+/// `segue play --offline` of `tracks` (none: the whole library) at `clock_ms`: the run's
+/// output, and its JSON report when it succeeded.
+fn play_offline(
+    device: &std::path::Path,
+    out: &std::path::Path,
+    clock_ms: Option<i64>,
+    extra: &[&str],
+    tracks: &[String],
+) -> (std::process::Output, serde_json::Value) {
+    let mut c = segue();
+    c.args(["play", "--offline", "--json", "--device-dir"]).arg(device).arg("--out").arg(out);
+    c.arg("--outbox").arg(out.with_extension("outbox"));
+    if let Some(ms) = clock_ms {
+        c.args(["--clock-ms", &ms.to_string()]);
+    }
+    let run = c.args(extra).args(tracks).output().unwrap();
+    let report = serde_json::from_slice(&run.stdout).unwrap_or_default();
+    (run, report)
+}
+
+fn wav(path: &std::path::Path) -> Vec<i16> {
+    hound::WavReader::open(path).unwrap().samples::<i16>().map(Result::unwrap).collect()
+}
+
+/// Sync an album, stop every server, and play it on the device: gapless and equal to the
+/// online rendering sample for sample; a seek decrypts only from its seek entry; the
+/// license lives by the device's clock (grace, expiry, a clock set back).
+#[test]
+fn a_synced_album_plays_offline_like_online_and_its_license_lives_by_the_device_clock() {
+    let up = start_up();
+    let ids = album_ids(up.app, &up.token);
+    let key = listener(up.app, &up.token, "sailor");
+    let work = tempfile::tempdir().unwrap();
+    let key_file = work.path().join("key");
+    std::fs::write(&key_file, &key).unwrap();
+    let (_, track) = admin(up.app, "GET", &format!("/v1/tracks/{}", ids[0]), Some(&key), None);
+    let album = track["album"]["id"].as_str().unwrap().to_owned();
+    let app = format!("http://{}", up.app);
+
+    // The online rendering, for comparison.
+    let online = work.path().join("online.wav");
+    let online_crossfaded = work.path().join("online-crossfade.wav");
+    for (out, extra) in [(&online, "--crossfade-ms=0"), (&online_crossfaded, "--crossfade-ms=700")] {
+        let run = segue()
+            .args(["play", "--no-report", extra, "--app-api", &app, "--token-file"])
+            .arg(&key_file)
+            .arg("--out")
+            .arg(out)
+            .args(&ids)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    }
+
+    let device = work.path().join("device");
+    let sync = |extra: &[&str]| {
+        let run = segue()
+            .args(["offline", "sync", "--json", "--device-name", "cabin", "--app-api", &app, "--token-file"])
+            .arg(&key_file)
+            .arg("--device-dir")
+            .arg(&device)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        serde_json::from_slice::<serde_json::Value>(&run.stdout).unwrap()
+    };
+    let synced = sync(&["--album", &album]);
+    assert_eq!((synced["tracks"].as_u64(), synced["objects"].as_u64()), (Some(4), Some(4)), "{synced}");
+    assert!(synced["downloaded_bytes"].as_u64().unwrap() > 0);
+    // A sync cut short left half an object as `.part`: the next sync of the album (a
+    // second license, which ends last: the device plays by it) fetches the other half only.
+    let cid = track["content_id"].as_str().unwrap();
+    let object = device.join(format!("objects/{cid}/high.ogg"));
+    let whole = std::fs::read(&object).unwrap();
+    std::fs::remove_file(&object).unwrap();
+    std::fs::write(object.with_extension("ogg.part"), &whole[..whole.len() / 2]).unwrap();
+    let again = sync(&["--album", &album]);
+    assert_eq!(again["downloaded_bytes"].as_u64(), Some((whole.len() - whole.len() / 2) as u64), "{again}");
+    assert!(std::fs::read(&object).unwrap() == whole);
+    let expires = again["expires_ms"].as_i64().unwrap();
+    assert!(expires >= synced["expires_ms"].as_i64().unwrap());
+    // Renewal of both at once; the status, offline, shows them valid.
+    let run = segue()
+        .args(["offline", "renew", "--json", "--app-api", &app, "--token-file"])
+        .arg(&key_file)
+        .arg("--device-dir")
+        .arg(&device)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let renewed: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(renewed["renewed"].as_array().map(Vec::len), Some(2), "{renewed}");
+    let run = segue().args(["offline", "status", "--json", "--device-dir"]).arg(&device).output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert!(status["licenses"].as_array().unwrap().iter().all(|l| l["state"] == "valid"), "{status}");
+    let expires =
+        status["licenses"].as_array().unwrap().iter().map(|l| l["expires_ms"].as_i64().unwrap()).max().unwrap();
+    assert!(terminate(up.up).success());
+
+    // Offline: no server is running.
+    let offline = work.path().join("offline.wav");
+    let (run, report) = play_offline(&device, &offline, None, &[], &ids);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(report["gap_samples"], 0);
+    assert_eq!(report["bytes_fetched"], 0);
+    assert!(wav(&offline) == wav(&online), "the offline rendering differs from the online one");
+    let (run, _) = play_offline(&device, &offline, None, &["--crossfade-ms", "700"], &ids);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(wav(&offline) == wav(&online_crossfaded), "the crossfaded renderings differ");
+    assert_eq!(report["plays"]["waiting"], 4, "offline plays wait in the outbox: {report}");
+    // Nothing decrypted was written to the device directory.
+    let mut files = vec![device.clone()];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(!bytes.starts_with(b"OggS") && !bytes.starts_with(b"RIFF"), "{} is plain audio", p.display());
+        }
+    }
+
+    // A seek decrypts from the seek entry before it, never the bytes in between.
+    let table = std::fs::read(device.join(format!("seek/{cid}/high.json"))).unwrap();
+    let table = segue_core::seek_table::SeekTable::from_json(&table).unwrap();
+    let target = 2 * u64::from(table.sample_rate);
+    let entry = table.entry_for(target - segue_player::decode::PREROLL).unwrap().offset;
+    let (run, report) = play_offline(&device, &offline, None, &["--start-ms", "2000"], &ids[..1]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(report["bytes_decrypted"].as_u64(), Some(table.header_bytes + table.total_bytes - entry), "{report}");
+    assert!(entry > table.header_bytes + 10_000, "the seek entry is well into the object");
+
+    // The device's clock: day 29 plays; 30 days + 47 h plays with a grace warning; past
+    // the grace period, and with the clock set back, it refuses.
+    let (h, d) = (3_600_000, 86_400_000);
+    let (run, _) = play_offline(&device, &offline, Some(expires - d), &[], &ids[..1]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let (run, report) = play_offline(&device, &offline, Some(expires + 47 * h), &[], &ids[..1]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("grace period, 1 h left"), "{warnings}");
+    let (run, _) = play_offline(&device, &offline, Some(expires + 2 * d + 1), &[], &ids[..1]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("grace period is over"), "{err}");
+    let (run, _) = play_offline(&device, &offline, Some(expires - 20 * d), &[], &ids[..1]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("clock"), "{err}");
+}

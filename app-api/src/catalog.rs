@@ -201,7 +201,7 @@ pub async fn create_track(
     manifest: &segue_core::manifest::Manifest,
     now: i64,
 ) -> Result<String, Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = segue_core::sql::begin_write(pool).await?;
     let mut artist_ids = Vec::new();
     for a in &t.artists {
         let id = artist_id(&mut tx, a, now).await?;

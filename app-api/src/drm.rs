@@ -127,7 +127,7 @@ pub async fn register(pool: &AnyPool, s: &DrmSettings, user: &User, d: &NewDevic
         return Err(Error::BadRequest("name must be 1-100 characters".into()));
     }
     license::check_device_public(&d.public_key).map_err(|e| Error::BadRequest(e.to_string()))?;
-    let mut tx = pool.begin().await?;
+    let mut tx = segue_core::sql::begin_write(pool).await?;
     // Lock the user's row: two registrations at once cannot both pass the limit.
     sqlx::query("UPDATE users SET id = id WHERE id = $1").bind(&user.id).execute(&mut *tx).await?;
     let active: Vec<String> = sqlx::query("SELECT public_key FROM drm_devices WHERE user_id = $1 AND removed_ms = 0")
@@ -174,7 +174,7 @@ pub async fn devices(pool: &AnyPool, user: &User) -> Result<Vec<Device>, Error> 
 
 /// Remove a device: its licenses are revoked and can no longer renew.
 pub async fn remove(pool: &AnyPool, user: &User, device: &str, now: i64) -> Result<(), Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = segue_core::sql::begin_write(pool).await?;
     let done = sqlx::query("UPDATE drm_devices SET removed_ms = $1 WHERE id = $2 AND user_id = $3 AND removed_ms = 0")
         .bind(now)
         .bind(device)
@@ -293,7 +293,7 @@ pub async fn issue(
         let cid = t.content_id.parse().map_err(|_| Error::Database(format!("track {id} has a bad content id")))?;
         tracks.push(LicensedTrack { track: t.id, content_id: cid });
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = segue_core::sql::begin_write(pool).await?;
     // One device's licenses change one at a time: the track limit holds under races.
     sqlx::query("UPDATE drm_devices SET id = id WHERE id = $1").bind(&req.device).execute(&mut *tx).await?;
     let held: BTreeSet<String> = sqlx::query(

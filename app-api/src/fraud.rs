@@ -111,7 +111,7 @@ pub async fn scan(pool: &AnyPool, month: &str, rules: &Fraud, now_ms: i64) -> Re
 
     let mut new = 0;
     for (user, reason, detail) in found {
-        let mut tx = pool.begin().await?;
+        let mut tx = segue_core::sql::begin_write(pool).await?;
         let done = sqlx::query(
             "INSERT INTO fraud_flags (user_id, month, reason, detail, status, flagged_ms, reviewed_ms, reviewer, note) \
              VALUES ($1, $2, $3, $4, 'open', $5, 0, '', '') ON CONFLICT (user_id, month, reason) DO NOTHING",
@@ -183,7 +183,7 @@ pub async fn review(pool: &AnyPool, r: &Review, reviewer: &str, now_ms: i64) -> 
     if !matches!(r.verdict.as_str(), "cleared" | "confirmed") {
         return Err(Error::BadRequest(format!("verdict {:?} must be cleared or confirmed", r.verdict)));
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = segue_core::sql::begin_write(pool).await?;
     let done = sqlx::query(
         "UPDATE fraud_flags SET status = $1, reviewed_ms = $2, reviewer = $3, note = $4 \
          WHERE user_id = $5 AND month = $6",

@@ -262,7 +262,7 @@ type CountKey = (String, String, String);
 /// Returns what became of each: new, or a duplicate or conflict of the log or of an
 /// earlier event in `plays`.
 pub async fn apply(pool: &AnyPool, plays: &[Play]) -> Result<Vec<Applied>, Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = segue_core::sql::begin_write(pool).await?;
     // Lock the head first: appenders queue here rather than race for the same seq.
     sqlx::query("UPDATE play_chain SET seq = seq WHERE id = 1").execute(&mut *tx).await?;
     let head = sqlx::query("SELECT seq, hash FROM play_chain WHERE id = 1").fetch_one(&mut *tx).await?;

@@ -202,7 +202,7 @@ pub async fn edit(pool: &AnyPool, id: &str, user: &User, edit: &Edit, now: i64) 
         // Commit only if nobody committed since we read.
         let new_version = p.version + applied.len() as i64;
         let items = serde_json::to_string(&list).map_err(|e| Error::Database(e.to_string()))?;
-        let mut tx = pool.begin().await?;
+        let mut tx = segue_core::sql::begin_write(pool).await?;
         let won = sqlx::query(
             "UPDATE playlists SET version = $1, items = $2, updated_ms = $3 WHERE id = $4 AND version = $5 AND deleted = 0",
         )

@@ -203,7 +203,7 @@ impl Rights {
         if from < 0 || release < 0 || until <= from {
             return Err(Error::BadRequest("valid_until_ms must be after valid_from_ms (both Unix ms)".into()));
         }
-        let mut tx = pool.begin().await?;
+        let mut tx = segue_core::sql::begin_write(pool).await?;
         if sqlx::query("SELECT id FROM tracks WHERE id = $1").bind(track).fetch_optional(&mut *tx).await?.is_none() {
             return Err(Error::NotFound(format!("no track {track:?}")));
         }

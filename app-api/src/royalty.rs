@@ -461,7 +461,7 @@ pub async fn set_shares(pool: &AnyPool, track: &str, shares: &[Share], now_ms: i
     if !shares.is_empty() && sum != FULL_BPS {
         return Err(Error::BadRequest(format!("shares sum to {sum} basis points, not 10000")));
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = segue_core::sql::begin_write(pool).await?;
     sqlx::query("DELETE FROM track_shares WHERE track_id = $1").bind(track).execute(&mut *tx).await?;
     for s in shares {
         sqlx::query("INSERT INTO track_shares (track_id, holder, share_bps) VALUES ($1, $2, $3)")

@@ -146,7 +146,7 @@ pub struct NewRelease<'a> {
 /// Insert a release with its content and regions in one transaction. `Ok(false)` when
 /// the id is taken.
 pub async fn create_release(pool: &Pool, r: &NewRelease<'_>, now: i64) -> Result<bool, Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = segue_core::sql::begin_write(pool).await?;
     let inserted = sqlx::query(
         "INSERT INTO releases (id, title, state, release_at_ms, local_time, lead_secs, tiers, created_ms, updated_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
@@ -230,7 +230,7 @@ pub async fn release_ids(pool: &Pool) -> Result<Vec<String>, Error> {
 
 /// Move a release from one of `from` to `to`; false when it was in none of them.
 pub async fn set_release_state(pool: &Pool, id: &str, from: &[&str], to: &str, now: i64) -> Result<bool, Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = segue_core::sql::begin_write(pool).await?;
     let Some(row) = sqlx::query("SELECT state FROM releases WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?
     else {
         return Ok(false);
@@ -402,7 +402,7 @@ pub async fn create_purge(
     pops: &[String],
     now: i64,
 ) -> Result<(), Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = segue_core::sql::begin_write(pool).await?;
     sqlx::query("INSERT INTO purges (id, selector, region, created_ms) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(selector)

@@ -73,6 +73,18 @@ pub async fn open(url: &str, steps: &[Step]) -> Result<AnyPool, String> {
     Ok(pool)
 }
 
+/// A transaction that will write. On SQLite it takes the write lock at BEGIN
+/// (`IMMEDIATE`): a deferred transaction that reads first and then writes cannot wait
+/// for the lock (SQLite answers SQLITE_BUSY at once rather than deadlock), so a
+/// concurrent writer would fail it. PostgreSQL locks rows as it goes.
+pub async fn begin_write(pool: &AnyPool) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    if pool.connect_options().database_url.scheme() == "sqlite" {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        pool.begin().await
+    }
+}
+
 /// Config check of a database URL: the engines `open` supports.
 pub fn check_url(field: &str, url: &str) -> Result<(), crate::config::FieldError> {
     crate::config::ensure(

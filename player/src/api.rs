@@ -37,6 +37,23 @@ impl StreamInfo {
     }
 }
 
+/// Where stream answers come from: the app API, or the offline library (no network).
+#[derive(Clone)]
+pub enum Catalog {
+    Online(AppApi),
+    Offline(std::sync::Arc<crate::library::Library>),
+}
+
+impl Catalog {
+    pub async fn stream(&self, track: &str, tier: &str, country: Option<&str>) -> Result<StreamInfo, Error> {
+        match self {
+            Catalog::Online(api) => api.stream(track, tier, country).await,
+            // The license says the tier; a device holds the one it synced.
+            Catalog::Offline(library) => library.stream(track),
+        }
+    }
+}
+
 /// The app API at `base` (`http://host:port`) with a user's key.
 #[derive(Debug, Clone)]
 pub struct AppApi {
@@ -52,6 +69,28 @@ impl AppApi {
             token: token.to_owned(),
             timeout: Duration::from_secs(10),
         }
+    }
+
+    /// A JSON call; a non-2xx answer is an error carrying the server's message.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, Error> {
+        let body = body.map(|b| bytes::Bytes::from(b.to_string()));
+        let (status, answer) =
+            segue_core::client::call(&self.base, method.clone(), path, Some(&self.token), body, self.timeout)
+                .await
+                .map_err(|e| Error::Api(format!("{}: {e}", self.base)))?;
+        let json: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+        if !status.is_success() {
+            let why = json["detail"]
+                .as_str()
+                .map_or_else(|| String::from_utf8_lossy(&answer).trim().to_owned(), str::to_owned);
+            return Err(Error::Api(format!("{method} {path}: {status}: {why}")));
+        }
+        Ok(json)
     }
 
     /// Stream info for `track` at `tier`, in `country` (default: the user's).

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::api::{AppApi, StreamInfo};
+use crate::api::{Catalog, StreamInfo};
 use crate::decode::{StreamDecoder, PREROLL};
 use crate::fetch::{Download, Fetcher};
 use crate::Error;
@@ -14,7 +14,7 @@ use crate::Error;
 /// What to load: a track of the queue at a tier, from a position.
 #[derive(Clone)]
 pub(crate) struct Source {
-    pub api: AppApi,
+    pub catalog: Catalog,
     pub fetcher: Fetcher,
     pub tier: String,
     pub country: Option<String>,
@@ -239,7 +239,7 @@ async fn stream(
 async fn load(src: &Source, track: &str, head: Option<Head>, start_ms: u64, tx: &Events) -> Result<(), Error> {
     let (info, head) = match head {
         Some((info, bytes)) => (info, Some(bytes)),
-        None => (src.api.stream(track, &src.tier, src.country.as_deref()).await?, None),
+        None => (src.catalog.stream(track, &src.tier, src.country.as_deref()).await?, None),
     };
     if let Some(s) = &info.session {
         let _ = tx.send(Event::Session(s.clone()));

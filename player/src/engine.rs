@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use crate::api::AppApi;
+use crate::api::{AppApi, Catalog};
 use crate::deck::{Deck, Head, Source};
 use crate::fetch::Fetcher;
 use crate::Error;
@@ -80,6 +80,8 @@ pub struct Stats {
     /// Bytes fetched (stream table and audio) when the first audio played.
     pub bytes_before_first_audio: u64,
     pub bytes_fetched: u64,
+    /// Bytes of encrypted audio decrypted (offline only).
+    pub bytes_decrypted: u64,
     pub failovers: u64,
     /// Boundaries where the next track was not ready, and the silence that filled them
     /// (with any mid-track rebuffering).
@@ -211,12 +213,18 @@ impl<S: FnMut(&[i16])> Output<S> {
 
 impl Engine {
     pub fn new(api: AppApi, opts: Options) -> Engine {
-        let src = Source {
-            api,
-            fetcher: Fetcher::with_timeout(Duration::from_secs(30)),
-            tier: opts.tier.clone(),
-            country: opts.country.clone(),
-        };
+        Engine::with(Catalog::Online(api), Fetcher::with_timeout(Duration::from_secs(30)), opts)
+    }
+
+    /// An engine that plays from an offline library: no network at all.
+    pub fn offline(library: Arc<crate::library::Library>, opts: Options) -> Engine {
+        let mut fetcher = Fetcher::default();
+        fetcher.library = Some(library.clone());
+        Engine::with(Catalog::Offline(library), fetcher, opts)
+    }
+
+    fn with(catalog: Catalog, fetcher: Fetcher, opts: Options) -> Engine {
+        let src = Source { catalog, fetcher, tier: opts.tier.clone(), country: opts.country.clone() };
         Engine { src, opts, on_play: None }
     }
 
@@ -230,7 +238,7 @@ impl Engine {
     fn prefetch(&self, track: &str) -> JoinHandle<Option<Head>> {
         let (src, track, bytes) = (self.src.clone(), track.to_owned(), self.opts.prefetch_bytes);
         tokio::spawn(async move {
-            let info = src.api.stream(&track, &src.tier, src.country.as_deref()).await.ok()?;
+            let info = src.catalog.stream(&track, &src.tier, src.country.as_deref()).await.ok()?;
             let head = src.fetcher.get(&info.url, info.fallback_url.as_deref(), Some((0, bytes - 1))).await.ok()?;
             Some((info, head))
         })
@@ -394,6 +402,10 @@ impl Engine {
         }
         let mut stats = out.stats;
         stats.bytes_fetched = fetcher.bytes();
+        if let Some(library) = &fetcher.library {
+            stats.bytes_decrypted = library.decrypted();
+            stats.warnings.extend(library.warnings());
+        }
         stats.failovers = fetcher.failovers();
         stats.bandwidth_kbps = fetcher.kbps();
         let need = tier_kbps(&self.opts.tier);

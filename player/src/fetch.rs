@@ -23,6 +23,8 @@ pub struct Fetcher {
     failovers: Arc<AtomicU64>,
     /// How long a request may wait for its response head or its next chunk.
     pub timeout: Option<Duration>,
+    /// Where `offline:` URLs are read from (and decrypted), with no network.
+    pub library: Option<Arc<crate::library::Library>>,
 }
 
 /// `http://host:port` and the path with its query, of a URL.
@@ -97,6 +99,17 @@ impl Download {
     /// than the timeout or a body cut short moves to the other POP from the next byte;
     /// when every POP has failed without a byte in between, the error names them all.
     pub async fn next(&mut self) -> Result<Option<Bytes>, Error> {
+        if let Some(rel) = self.urls[0].strip_prefix(crate::library::SCHEME) {
+            let library = self.fetcher.library.as_ref().ok_or_else(|| Error::Fetch {
+                url: self.urls[0].clone(),
+                detail: "offline URLs need an offline library".into(),
+            })?;
+            let chunk = library.read(rel, self.next, self.end)?;
+            if let Some(c) = &chunk {
+                self.next += c.len() as u64;
+            }
+            return Ok(chunk);
+        }
         loop {
             if self.end.is_some_and(|e| self.next > e) {
                 return Ok(None);

@@ -15,9 +15,11 @@ mod deck;
 pub mod decode;
 pub mod engine;
 pub mod fetch;
+pub mod library;
 pub mod outbox;
 pub mod render;
 pub mod report;
+pub mod sync;
 
 /// The player's one error type.
 #[derive(Debug, thiserror::Error)]

@@ -2,21 +2,18 @@
 
 use std::path::Path;
 
-use crate::api::AppApi;
 use crate::decode::Pcm;
-use crate::engine::{Engine, OnPlay, Options, Stats};
+use crate::engine::{Engine, OnPlay, Stats};
 use crate::Error;
 
-/// Play `tracks` through the engine and write the output to `out` as WAV; `on_play` is
+/// Play `tracks` through `engine` and write the output to `out` as WAV; `on_play` is
 /// told of each play as it ends.
 pub async fn render(
-    api: &AppApi,
+    mut engine: Engine,
     tracks: &[String],
-    opts: Options,
     out: &Path,
     on_play: Option<OnPlay>,
 ) -> Result<Stats, Error> {
-    let mut engine = Engine::new(api.clone(), opts);
     if let Some(f) = on_play {
         engine = engine.on_play(f);
     }
