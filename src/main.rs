@@ -638,6 +638,11 @@ fn app_api_config(
             cfg.signing.secret_hex = k;
         }
     }
+    if let Ok(t) = std::env::var("SEGUE_ORIGIN_KEY_TOKEN") {
+        if !t.is_empty() {
+            cfg.drm.origin_key_token = t;
+        }
+    }
     let source = config.unwrap_or_else(|| PathBuf::from("(flags)"));
     validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))
 }

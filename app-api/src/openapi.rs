@@ -33,6 +33,59 @@ fn id_param() -> Value {
 }
 
 pub fn document() -> Value {
+    let mut doc = catalog_and_plays();
+    drm(&mut doc);
+    doc
+}
+
+/// The license server's schemas and routes.
+fn drm(doc: &mut Value) {
+    let string = json!({ "type": "string" });
+    let int = json!({ "type": "integer" });
+    let signed = json!({ "type": "object", "required": ["kid", "payload", "signature"], "properties": {
+        "kid": string, "payload": { "type": "string", "description": "base64 of the license or renewal JSON" },
+        "signature": { "type": "string", "description": "base64 Ed25519 over `segue {kind} v1\\n` + payload" } } });
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["Signed"] = signed;
+    schemas["ServerKey"] =
+        json!({ "type": "object", "properties": { "kid": string, "public_key": string, "algorithm": string } });
+    schemas["NewDevice"] = json!({ "type": "object", "required": ["name", "public_key"], "properties": {
+        "name": string, "public_key": { "type": "string", "description": "base64 of a 32-byte X25519 public key" } } });
+    schemas["Device"] = json!({ "type": "object", "properties": { "id": string, "name": string, "public_key": string, "created_ms": int } });
+    schemas["Devices"] = json!({ "type": "object", "properties": { "devices": { "type": "array", "items": { "$ref": "#/components/schemas/Device" } } } });
+    schemas["LicenseRequest"] = json!({ "type": "object", "required": ["device"], "properties": {
+        "device": string, "tracks": { "type": "array", "items": string }, "album": string, "playlist": string,
+        "tier": { "enum": ["low", "normal", "standard", "high", "very_high"] } } });
+    schemas["Issued"] = json!({ "type": "object", "properties": { "id": string, "expires_ms": int, "grace_ms": int,
+        "tracks": int, "license": { "$ref": "#/components/schemas/Signed" }, "server_key": { "$ref": "#/components/schemas/ServerKey" } } });
+    schemas["Downloads"] = json!({ "type": "object", "properties": { "license": string, "tier": string, "expires_at": int,
+        "downloads": { "type": "array", "items": { "type": "object", "properties": { "track_id": string, "content_id": string,
+            "url": string, "fallback_url": string, "seek_table_url": string } } } } });
+    schemas["RenewRequest"] = json!({ "type": "object", "required": ["licenses"], "properties": {
+        "licenses": { "type": "array", "items": string, "minItems": 1, "maxItems": 1000 } } });
+    schemas["Renewals"] = json!({ "type": "object", "properties": {
+        "renewals": { "type": "array", "items": { "$ref": "#/components/schemas/Signed" } },
+        "refused": { "type": "array", "items": { "type": "object", "properties": { "license": string,
+            "error": { "enum": ["not_found", "revoked", "device_removed"] }, "message": string } } } } });
+    schemas["Subscription"] = json!({ "type": "object", "required": ["ends_ms"], "properties": { "ends_ms": int } });
+    let paths = &mut doc["paths"];
+    paths["/v1/drm/server-key"] = json!({ "get": op("the key licenses are signed with", "200", "ServerKey", None) });
+    paths["/v1/drm/devices"] = json!({
+        "post": op("register a device key (409 device_limit past drm.max_devices)", "201", "Device", Some("NewDevice")),
+        "get": op("the caller's devices", "200", "Devices", None) });
+    paths["/v1/drm/devices/{id}"] = json!({ "parameters": id_param(),
+        "delete": op("remove a device; its licenses are revoked", "200", "Device", None) });
+    paths["/v1/drm/licenses"] = json!({ "post": op(
+        "a license for tracks, an album or a playlist, keys sealed to the device (403 subscription_ended, forbidden, embargoed; 409 device_limit)",
+        "201", "Issued", Some("LicenseRequest")) });
+    paths["/v1/drm/licenses/{id}/downloads"] = json!({ "parameters": id_param(),
+        "get": op("signed edge URLs of the license's encrypted objects and seek tables", "200", "Downloads", None) });
+    paths["/v1/drm/renewals"] = json!({ "post": op("renew licenses by id: new dates and revoked tracks, signed", "200", "Renewals", Some("RenewRequest")) });
+    paths["/v1/admin/users/{id}/subscription"] = json!({ "parameters": id_param(),
+        "put": op("set when a user's subscription ends, 0: no end (admin)", "200", "Subscription", Some("Subscription")) });
+}
+
+fn catalog_and_plays() -> Value {
     let string = json!({ "type": "string" });
     let int = json!({ "type": "integer" });
     let artist_ref = json!({ "type": "object", "properties": { "id": string, "name": string } });
