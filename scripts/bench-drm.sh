@@ -81,8 +81,8 @@ read -r E2_TICKS E2_BYTES < <(serve_cpu enc)
 per_gb() { python3 -c "print(f'{($1 + $3) * 10 / (($2 + $4) / 1e9):.0f}')"; }
 A_MS_GB=$(per_gb "$A_TICKS" "$A_BYTES" "$A2_TICKS" "$A2_BYTES")
 E_MS_GB=$(per_gb "$E_TICKS" "$E_BYTES" "$E2_TICKS" "$E2_BYTES")
-AUDIO_MB=$(du -sm "$WORK/data/origin/audio" | cut -f1)
-ALL_MB=$(du -sm "$WORK/data/origin" | cut -f1)
+AUDIO_MB=$(du -sk "$WORK/data/origin/audio" | awk '{printf "%.1f", $1 / 1024}')
+ALL_MB=$(du -sk "$WORK/data/origin" | awk '{printf "%.1f", $1 / 1024}')
 log "origin CPU per GB: /a/ $A_MS_GB ms, /enc/ $E_MS_GB ms; audio $AUDIO_MB MB of $ALL_MB MB stored"
 
 # 3. License issue latency, a 500-track album of 500 contents. The license server needs a
