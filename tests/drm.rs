@@ -177,6 +177,51 @@ fn licenses_seal_content_keys_to_one_device_and_renewals_follow_rights_devices_a
     assert_eq!(r["renewals"].as_array().unwrap().len(), 1, "{r}");
     assert_eq!(r["refused"][0]["error"], "device_removed", "{r}");
 
+    // A playlist's tracks, in its order.
+    let (code, pl) = admin(up.app, "POST", "/v1/playlists", Some(&key), Some(r#"{"name":"trip"}"#));
+    assert_eq!(code, 201, "{pl}");
+    let pl_id = pl["id"].as_str().unwrap();
+    for (version, track) in [(0, &ids[3]), (1, &ids[1])] {
+        let edit =
+            serde_json::json!({ "version": version, "ops": [{ "op": "add", "track_id": track, "index": version }] });
+        let path = format!("/v1/playlists/{pl_id}/ops");
+        let (code, e) = admin(up.app, "POST", &path, Some(&key), Some(&edit.to_string()));
+        assert_eq!(code, 200, "{e}");
+    }
+    let body = serde_json::json!({ "device": device_id, "playlist": pl_id }).to_string();
+    let (code, issued3) = admin(up.app, "POST", "/v1/drm/licenses", Some(&key), Some(&body));
+    assert_eq!(code, 201, "{issued3}");
+    let lic3 = trust.license(&serde_json::from_value(issued3["license"].clone()).unwrap()).unwrap();
+    assert_eq!(lic3.tracks.iter().map(|t| t.track.as_str()).collect::<Vec<_>>(), [ids[3].as_str(), ids[1].as_str()]);
+
+    // Tracks per device are bounded (`drm.max_tracks_per_device`; 4 on a second app API
+    // over the same database and keys): the phone holds the album's 4, a fifth is refused.
+    let dir = up.dir.path();
+    let extra = format!(
+        "[signing]\nkid = \"up\"\nsecret_hex = \"{}\"\n[drm]\nkek_file = \"{}\"\norigin_key_token = \"{}\"\n\
+         signing_key_file = \"{}\"\nmax_tracks_per_device = 4\n",
+        std::fs::read_to_string(dir.join("signing.key")).unwrap().trim(),
+        dir.join("kek").display(),
+        std::fs::read_to_string(dir.join("origin-keys.token")).unwrap().trim(),
+        dir.join("drm-signing.key").display()
+    );
+    let db = format!("sqlite://{}", dir.join("app-api.db").display());
+    let strict_dir = dir.join("strict");
+    std::fs::create_dir_all(&strict_dir).unwrap();
+    let (strict, strict_addr) = spawn_app_api(&strict_dir, &db, up.origin, &extra);
+    let single =
+        admin(up.app, "GET", "/v1/search?q=standalone&types=track", Some(&key), None).1["hits"][0]["id"].clone();
+    let body = serde_json::json!({ "device": device_id, "tracks": [single] }).to_string();
+    let (code, e) = admin(strict_addr, "POST", "/v1/drm/licenses", Some(&key), Some(&body));
+    assert_eq!((code, e["error"].as_str()), (409, Some("device_limit")), "{e}");
+    let body = serde_json::json!({ "device": device_id, "tracks": [ids[0]] }).to_string();
+    assert_eq!(
+        admin(strict_addr, "POST", "/v1/drm/licenses", Some(&key), Some(&body)).0,
+        201,
+        "tracks held already count once"
+    );
+    assert!(terminate(strict).success());
+
     // The subscription ends: no renewal, no new license.
     let user_id = admin(up.app, "GET", "/v1/me", Some(&key), None).1["id"].as_str().unwrap().to_owned();
     let ended = format!(r#"{{"ends_ms":{}}}"#, now_ms() - 1000);
