@@ -1953,6 +1953,20 @@ fn app_api_catalog_scenario(dir: &std::path::Path, db: &str) {
     assert_eq!(code, 400);
     let (_, after) = admin(addr, "GET", &pl_path, Some(&key), None);
     assert_eq!((after["version"].as_i64(), after["items"].as_array().map(|i| i.len())), (Some(5), Some(2)), "{after}");
+    // Shuffle: the same items in a new order for an editor, the playlist unchanged.
+    let (code, sh) = admin(addr, "POST", &format!("{pl_path}/shuffle"), Some(&mo_key), None);
+    assert_eq!((code, sh["version"].as_i64()), (200, Some(5)), "{sh}");
+    let sorted = |v: &serde_json::Value| {
+        let mut t: Vec<String> = tracks_of(v).iter().map(|x| x.as_str().unwrap().to_owned()).collect();
+        t.sort();
+        t
+    };
+    assert_eq!(sorted(&sh), sorted(&after));
+    assert_eq!(admin(addr, "GET", &pl_path, Some(&key), None).1["items"], after["items"]);
+    let (_, stranger) =
+        admin(addr, "POST", "/v1/admin/users", Some(APP_ADMIN), Some(r#"{"name":"Kim","country":"SE"}"#));
+    let stranger = stranger["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(admin(addr, "POST", &format!("{pl_path}/shuffle"), Some(&stranger), None).0, 404);
     let (_, since) = admin(addr, "GET", &format!("{pl_path}/ops?since=3"), Some(&mo_key), None);
     assert_eq!(since["ops"].as_array().map(|o| o.len()), Some(2), "{since}");
     // Likes and the library.

@@ -430,6 +430,10 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             metrics::counter!("app_playlist_ops_total").increment(result.applied.len() as u64);
             Ok(json_response(StatusCode::OK, &result))
         }
+        (&Method::POST, ["v1", "playlists", id, "shuffle"]) => {
+            let p = playlists::get(&app.pool, id, &user).await?;
+            Ok(json_response(StatusCode::OK, &playlists::shuffled(&app.pool, &p).await?))
+        }
         (&Method::GET, ["v1", "playlists", id, "ops"]) => {
             let since = segue_core::server::query_param(req.uri().query(), "since").unwrap_or("0");
             let since: i64 =

@@ -28,6 +28,7 @@ pub mod reconcile;
 pub mod rights;
 pub mod royalty;
 pub mod search;
+pub mod shuffle;
 pub mod stream;
 
 use std::future::Future;

@@ -353,3 +353,38 @@ pub async fn likes(pool: &AnyPool, user: &User) -> Result<Vec<String>, Error> {
         .map(|r| r.try_get::<String, _>(0))
         .collect::<Result<_, _>>()?)
 }
+
+/// `POST /v1/playlists/ID/shuffle`: the playlist's items in a new random order with no
+/// artist (a track's first) twice in a row whenever that is possible (`shuffle`). The
+/// playlist itself is not changed.
+pub async fn shuffled(pool: &AnyPool, p: &Playlist) -> Result<serde_json::Value, Error> {
+    let ids: Vec<&str> = p.items.iter().map(|i| i.track_id.as_str()).collect();
+    let mut first_artist = std::collections::HashMap::new();
+    for chunk in ids.chunks(500) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT track_id, artist_id FROM track_artists WHERE position = 0 AND track_id IN ({})",
+            list.join(",")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(pool).await? {
+            first_artist.insert(r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?);
+        }
+    }
+    let artists: Vec<&str> = ids.iter().map(|t| first_artist.get(*t).map_or(*t, String::as_str)).collect();
+    let mut rng = {
+        use rand::SeedableRng;
+        rand::rngs::SmallRng::from_seed(segue_core::drm::random::<32>())
+    };
+    let order = crate::shuffle::shuffle(&artists, &mut rng);
+    let items: Vec<&Item> = order.iter().map(|&i| &p.items[i]).collect();
+    Ok(serde_json::json!({
+        "playlist": p.id,
+        "version": p.version,
+        "items": items,
+        "adjacencies": crate::shuffle::adjacencies(&artists, &order),
+    }))
+}
