@@ -13,19 +13,26 @@ trap 'scripts/services.sh stop' EXIT
 # Debian packages the tests use, installed when missing so this command works on a fresh
 # machine: curl (range checks), python3-pip (moto, the S3 server), and the reference tools
 # packaged audio is checked with: ogginfo (vorbis-tools), oggz-validate (oggz-tools),
-# ffmpeg; promtool (prometheus) checks the alert rules in config/alerts. PostgreSQL and
-# NATS are installed by scripts/services.sh when it starts them.
+# ffmpeg; sox makes the synthetic signals the audio features are checked on, against
+# librosa (PyPI); promtool (prometheus) checks the alert rules in config/alerts.
+# PostgreSQL and NATS are installed by scripts/services.sh when it starts them.
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v ogginfo >/dev/null || need+=(vorbis-tools)
 command -v oggz-validate >/dev/null || need+=(oggz-tools)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
+command -v sox >/dev/null || need+=(sox)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]} (Debian packages)" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+fi
+LIBROSA_VERSION=0.11.0
+if ! python3 -c "import librosa, sys; sys.exit(librosa.__version__ != '$LIBROSA_VERSION')" 2>/dev/null; then
+  echo "test.sh: installing librosa $LIBROSA_VERSION (PyPI, the audio features' reference)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "librosa==$LIBROSA_VERSION" >&2
 fi
 if ! command -v promtool >/dev/null; then
   # Only its promtool is used; no exporters, no daemon.

@@ -21,6 +21,7 @@ pub async fn open(url: &str) -> Result<AnyPool, Error> {
             (7, "abuse_limits", include_str!("../migrations/0007_abuse_limits.sql")),
             (8, "play_sessions", include_str!("../migrations/0008_play_sessions.sql")),
             (9, "drm", include_str!("../migrations/0009_drm.sql")),
+            (10, "audio_features", include_str!("../migrations/0010_audio_features.sql")),
         ],
     )
     .await
@@ -249,8 +250,8 @@ pub async fn create_track(
     let id = new_id("trk")?;
     sqlx::query(
         "INSERT INTO tracks (id, title, album_id, disc_number, track_number, genre, isrc, explicit, content_id, \
-         samples, sample_rate, loudness_lufs, true_peak_dbtp, created_ms, updated_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+         samples, sample_rate, loudness_lufs, true_peak_dbtp, created_ms, updated_ms, audio_features) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15)",
     )
     .bind(&id)
     .bind(t.title.trim())
@@ -266,6 +267,7 @@ pub async fn create_track(
     .bind(manifest.loudness.integrated_lufs)
     .bind(manifest.loudness.true_peak_dbtp)
     .bind(now)
+    .bind(manifest.features.as_ref().and_then(|f| serde_json::to_string(f).ok()).unwrap_or_default())
     .execute(&mut *tx)
     .await?;
     for (pos, a) in artist_ids.iter().enumerate() {

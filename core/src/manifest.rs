@@ -19,6 +19,36 @@ pub struct Manifest {
     pub source: SourceInfo,
     pub loudness: Loudness,
     pub tiers: BTreeMap<Tier, TierInfo>,
+    /// Audio features for recommendations; absent in manifests packaged before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<AudioFeatures>,
+}
+
+/// What the origin measures of a master's sound at ingest (origin `features`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioFeatures {
+    pub version: u32,
+    pub tempo_bpm: f64,
+    /// Mean frame RMS, dBFS, and the spread between loud and quiet frames (95th - 10th
+    /// percentile), dB.
+    pub loudness_db: f64,
+    pub dynamics_db: f64,
+    pub centroid_hz: f64,
+    pub centroid_std_hz: f64,
+    /// Frequency under which 85 % of the magnitude lies.
+    pub rolloff_hz: f64,
+    /// Spectral flatness (0 tonal .. 1 noise).
+    pub flatness: f64,
+    /// Zero crossings per sample.
+    pub zcr: f64,
+    /// Energy per pitch class from C, summing to 1.
+    pub chroma: Vec<f64>,
+    pub key: String,
+    pub mode: String,
+    pub mfcc_mean: Vec<f64>,
+    pub mfcc_std: Vec<f64>,
+    /// All of the above on fixed scales: the vector recommendations compare.
+    pub embedding: Vec<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

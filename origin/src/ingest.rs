@@ -19,6 +19,10 @@ pub struct IngestReport {
     pub created: bool,
     pub duration_secs: f64,
     pub tiers: Vec<TierReport>,
+    /// Tempo, key, spectral and timbre features and their embedding (none for content
+    /// packaged before features existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<segue_core::manifest::AudioFeatures>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +57,7 @@ impl IngestReport {
                     kbps: t.kbps,
                 })
                 .collect(),
+            features: m.features.clone(),
         }
     }
 }

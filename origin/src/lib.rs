@@ -6,6 +6,7 @@
 pub mod config;
 pub mod demo;
 mod error;
+pub mod features;
 pub mod ingest;
 pub mod keys;
 pub mod master;

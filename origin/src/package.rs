@@ -75,10 +75,10 @@ async fn package_locked(store: &dyn ObjectStore, master: Master, keks: Option<&K
     if let Some(existing) = read_manifest(store, &cid).await? {
         return Ok(Packaged { manifest: existing, created: false });
     }
-    let (tiers_encoded, loudness, master) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+    let (tiers_encoded, loudness, features, master) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
         let loudness = loudness(&master)?;
-        let encoded = encode_all(&master)?;
-        Ok((encoded, loudness, master))
+        let (encoded, features) = encode_all(&master)?;
+        Ok((encoded, loudness, features, master))
     })
     .await
     .map_err(|e| Error::Encode(format!("encoder task failed: {e}")))??;
@@ -116,6 +116,7 @@ async fn package_locked(store: &dyn ObjectStore, master: Master, keks: Option<&K
         },
         loudness,
         tiers,
+        features: Some(features),
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Encode(format!("manifest: {e}")))?;
     store::put_bytes(store, &ObjectKey::manifest(&cid), Bytes::from(json)).await?;
@@ -133,11 +134,14 @@ pub async fn read_manifest(store: &dyn ObjectStore, cid: &segue_core::ContentId)
     }
 }
 
-/// Encode every tier, one thread each (libvorbis is single-threaded per stream).
-pub fn encode_all(master: &Master) -> Result<Vec<EncodedTier>, Error> {
+/// Encode every tier, one thread each (libvorbis is single-threaded per stream), and
+/// measure the audio features on the low tier's input meanwhile.
+pub fn encode_all(master: &Master) -> Result<(Vec<EncodedTier>, crate::features::AudioFeatures), Error> {
     // The low tier's mono 22.05 kHz input is made once, before the threads start.
     let low_input = low_tier_input(master)?;
+    let low_rate = Tier::Low.sample_rate(master.sample_rate);
     std::thread::scope(|s| {
+        let features = s.spawn(|| crate::features::analyse(&low_input[0], low_rate));
         let handles: Vec<_> = Tier::ALL
             .into_iter()
             .map(|tier| {
@@ -148,10 +152,12 @@ pub fn encode_all(master: &Master) -> Result<Vec<EncodedTier>, Error> {
                 })
             })
             .collect();
-        handles
+        let tiers = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(Error::Encode("encoder thread panicked".into()))))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        let features = features.join().map_err(|_| Error::Encode("feature analysis panicked".into()))?;
+        Ok((tiers, features))
     })
 }
 
@@ -162,7 +168,7 @@ pub fn low_tier_frames(frames: u64, source_rate: u32) -> u64 {
     (frames * out + u64::from(source_rate) / 2) / u64::from(source_rate)
 }
 
-fn low_tier_input(master: &Master) -> Result<Vec<Vec<f32>>, Error> {
+pub(crate) fn low_tier_input(master: &Master) -> Result<Vec<Vec<f32>>, Error> {
     let mono: Vec<f32> = match master.channels.as_slice() {
         [m] => m.clone(),
         [l, r] => l.iter().zip(r).map(|(a, b)| 0.5 * (a + b)).collect(),

@@ -193,7 +193,7 @@ mod tests {
             channels: vec![l, r],
             content_id: segue_core::ContentId::digest(b"decode test"),
         };
-        let tiers = segue_origin::package::encode_all(&master).unwrap();
+        let (tiers, _) = segue_origin::package::encode_all(&master).unwrap();
         let high = tiers.into_iter().find(|t| t.tier == segue_core::Tier::High).unwrap();
         (high.ogg, high.seek)
     }
