@@ -25,6 +25,7 @@ pub mod play_stream;
 pub mod playlists;
 pub mod plays;
 pub mod reconcile;
+pub mod recs;
 pub mod rights;
 pub mod royalty;
 pub mod search;
