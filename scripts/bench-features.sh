@@ -21,7 +21,7 @@ for chord in "C4 E4 G4" "A3 C4 E4" "F3 A3 C4" "G3 B3 D4"; do
     synth 5 sine mix 110 remix 1-3 1-3 vol 0.3
 done
 sox "$WORK"/bar-C4.wav "$WORK"/bar-A3.wav "$WORK"/bar-F3.wav "$WORK"/bar-G3.wav "$WORK/loop.wav"
-sox "$WORK/loop.wav" "$WORK/music.wav" repeat 9 trim 0 210
+sox "$WORK/loop.wav" "$WORK/music.wav" repeat 10 trim 0 210
 ours=(); peer=()
 for _ in $(seq 1 "$RUNS"); do
   ours+=("$(taskset -c 1 "$EX" "$WORK/music.wav" | python3 -c 'import json,sys; print(json.load(sys.stdin)["seconds"])')")

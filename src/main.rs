@@ -12,6 +12,7 @@ mod keys;
 mod listen;
 mod offline;
 mod plays;
+mod recs;
 mod release;
 mod up;
 
@@ -198,6 +199,19 @@ enum Command {
         /// Object store (overrides the config's): a directory, or s3://bucket/prefix.
         #[arg(long, global = true, value_name = "DIR|URL")]
         data_dir: Option<String>,
+    },
+    /// Recommendation batch jobs: train implicit ALS on the play log.
+    ///
+    /// Reads the app API's config (its database).
+    Recs {
+        #[command(subcommand)]
+        action: recs::RecsAction,
+        /// The app API's TOML config file.
+        #[arg(long, global = true, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Database URL (overrides the config's).
+        #[arg(long, global = true, value_name = "URL")]
+        database: Option<String>,
     },
     /// Create, schedule, follow and cancel releases on the control plane.
     ///
@@ -595,6 +609,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             offline::offline(action, dir, app_api, token_file, json).await
         }
         Command::Keys { action, config, data_dir } => keys::keys(action, config, data_dir).await,
+        Command::Recs { action, config, database } => recs::recs(action, app_api_config(config, None, database)?).await,
         Command::Plays { action, config, database } => {
             plays::plays(action, app_api_config(config, None, database)?).await
         }

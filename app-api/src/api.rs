@@ -357,6 +357,35 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             let t = catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
             Ok(json_response(StatusCode::OK, &t))
         }
+        (&Method::GET, ["v1", "tracks", id, "radio"]) => {
+            let query = req.uri().query();
+            let limit = match segue_core::server::query_param(query, "limit") {
+                Some(l) => l
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|l| (1..=100).contains(l))
+                    .ok_or_else(|| Error::BadRequest(format!("limit {l:?} must be 1-100")))?,
+                None => 20,
+            };
+            catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
+            let country = crate::rights::listener_country(&user, None, app.geo.country(peer.ip(), req.headers()))?;
+            let snap = app.recs.snapshot(&app.pool).await?;
+            let now = now_ms();
+            let mut picked = Vec::with_capacity(limit);
+            for (track, score) in snap.similar(id, |_| true)? {
+                if picked.len() == limit {
+                    break;
+                }
+                // Only what the listener may play where they are.
+                if app.rights.check(&app.pool, &track, &country, now).await.is_ok() {
+                    picked.push(serde_json::json!({ "track_id": track, "score": score }));
+                }
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "track_id": id, "model": snap.model, "country": country, "tracks": picked }),
+            ))
+        }
         (&Method::GET, ["v1", "tracks", id, "stream"]) => {
             let query = req.uri().query();
             let tier = segue_core::server::query_param(query, "tier").unwrap_or("high");

@@ -22,6 +22,7 @@ pub async fn open(url: &str) -> Result<AnyPool, Error> {
             (8, "play_sessions", include_str!("../migrations/0008_play_sessions.sql")),
             (9, "drm", include_str!("../migrations/0009_drm.sql")),
             (10, "audio_features", include_str!("../migrations/0010_audio_features.sql")),
+            (11, "recs", include_str!("../migrations/0011_recs.sql")),
         ],
     )
     .await

@@ -60,6 +60,8 @@ pub struct App {
     pub signing: Option<segue_core::token::Key>,
     /// Where play events are made durable.
     pub plays: play_log::PlayLog,
+    /// Track vectors for recommendations, in memory.
+    pub recs: recs::serve::Vectors,
     /// Devices, licenses and renewals for offline listening.
     pub drm: drm::LicenseServer,
     /// Track id -> length in ms, to check play durations without a query per event.
@@ -159,6 +161,7 @@ pub async fn serve(
         geo,
         rate_limits: limits::RateLimits::new(config.limits.clone()),
         drm,
+        recs: recs::serve::Vectors::default(),
         config,
         plays,
         track_lengths: moka::sync::Cache::builder()
