@@ -32,7 +32,7 @@ pub enum RecsAction {
 pub async fn recs(action: RecsAction, config: Config) -> Result<(), Failure> {
     match action {
         RecsAction::Train { factors, iterations, regularization, alpha, json } => {
-            if !(regularization.is_finite() && regularization >= 0.0) || !(alpha.is_finite() && alpha > 0.0) {
+            if !(regularization.is_finite() && regularization >= 0.0 && alpha.is_finite() && alpha > 0.0) {
                 return Err(Failure::Usage("--regularization must be >= 0 and --alpha > 0".into()));
             }
             let pool =

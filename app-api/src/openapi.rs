@@ -35,10 +35,29 @@ fn id_param() -> Value {
 pub fn document() -> Value {
     let mut doc = catalog_and_plays();
     drm(&mut doc);
+    listening(&mut doc);
     doc
 }
 
-/// The license server's and the shuffle's schemas and routes.
+/// Shuffle and radio.
+fn listening(doc: &mut Value) {
+    let string = json!({ "type": "string" });
+    let int = json!({ "type": "integer" });
+    doc["components"]["schemas"]["Shuffled"] = json!({ "type": "object", "properties": { "playlist": string,
+        "version": int, "adjacencies": int, "items": { "type": "array", "items": { "type": "object",
+            "properties": { "item_id": string, "track_id": string } } } } });
+    doc["components"]["schemas"]["Radio"] = json!({ "type": "object", "properties": { "track_id": string,
+        "model": int, "country": string, "tracks": { "type": "array", "items": { "type": "object",
+            "properties": { "track_id": string, "score": { "type": "number" } } } } } });
+    doc["paths"]["/v1/playlists/{id}/shuffle"] = json!({ "parameters": id_param(),
+        "post": op("the items in a new random order, no artist twice in a row when possible (owner, editors)", "200", "Shuffled", None) });
+    doc["paths"]["/v1/tracks/{id}/radio"] = json!({ "parameters": [
+            { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+            { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 100 } } ],
+        "get": op("similar tracks the listener may play: collaborative and audio cosines", "200", "Radio", None) });
+}
+
+/// The license server's schemas and routes.
 fn drm(doc: &mut Value) {
     let string = json!({ "type": "string" });
     let int = json!({ "type": "integer" });
@@ -68,12 +87,7 @@ fn drm(doc: &mut Value) {
         "refused": { "type": "array", "items": { "type": "object", "properties": { "license": string,
             "error": { "enum": ["not_found", "revoked", "device_removed"] }, "message": string } } } } });
     schemas["Subscription"] = json!({ "type": "object", "required": ["ends_ms"], "properties": { "ends_ms": int } });
-    schemas["Shuffled"] = json!({ "type": "object", "properties": { "playlist": string,
-        "version": int, "adjacencies": int, "items": { "type": "array", "items": { "type": "object",
-            "properties": { "item_id": string, "track_id": string } } } } });
     let paths = &mut doc["paths"];
-    paths["/v1/playlists/{id}/shuffle"] = json!({ "parameters": id_param(),
-        "post": op("the items in a new random order, no artist twice in a row when possible (owner, editors)", "200", "Shuffled", None) });
     paths["/v1/drm/server-key"] = json!({ "get": op("the key licenses are signed with", "200", "ServerKey", None) });
     paths["/v1/drm/devices"] = json!({
         "post": op("register a device key (409 device_limit past drm.max_devices)", "201", "Device", Some("NewDevice")),
