@@ -3,6 +3,7 @@
 //! trains on the play log and stores the factors (`train`).
 
 pub mod als;
+pub mod cold;
 pub mod serve;
 pub mod synth;
 pub mod train;

@@ -33,7 +33,13 @@ pub struct Data {
     pub track_artist: Vec<u32>,
     pub track_cluster: Vec<u32>,
     pub user_clusters: Vec<Vec<u32>>,
+    /// A 16-value "audio embedding" per track: its cluster's centre plus noise, so sound
+    /// carries taste the way it does in music (genres sound alike), imperfectly.
+    pub track_embedding: Vec<Vec<f32>>,
 }
+
+/// Dimensions of the synthetic embeddings.
+pub const EMBEDDING_DIMS: usize = 16;
 
 /// Draw from cumulative weights.
 fn pick(cumulative: &[f64], rng: &mut SmallRng) -> usize {
@@ -95,7 +101,13 @@ pub fn generate(s: &Spec) -> Data {
         }
         user_clusters.push(mine);
     }
-    Data { plays, track_artist, track_cluster, user_clusters }
+    let centres: Vec<Vec<f32>> =
+        (0..s.clusters).map(|_| (0..EMBEDDING_DIMS).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect();
+    let track_embedding = track_cluster
+        .iter()
+        .map(|&c| centres[c as usize].iter().map(|x| x + rng.random_range(-0.6f32..0.6)).collect())
+        .collect();
+    Data { plays, track_artist, track_cluster, user_clusters, track_embedding }
 }
 
 /// Interaction strength of a play: a stream counts 1, a skip a quarter.
