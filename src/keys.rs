@@ -36,11 +36,7 @@ pub async fn keys(action: KeysAction, config: Option<PathBuf>, data_dir: Option<
         .map_err(|e| Failure::Usage(format!("--data-dir: {e}")))?;
     match action {
         KeysAction::Rotate { json } => {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} contents")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
+            let bar = crate::progress_bar(0, "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} contents");
             let done = segue_origin::keys::rotate(store.clone(), &keks, |n, total| {
                 bar.set_length(total);
                 bar.set_position(n);

@@ -390,6 +390,16 @@ fn main() -> ExitCode {
 
 /// Usage errors (bad config or flag values) exit 2, like clap's own; the rest exit 1.
 /// The API token from a file, if one is named.
+/// A progress bar of `len` steps drawn with `template` (indicatif draws nothing when
+/// stderr is not a terminal).
+pub(crate) fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 pub(crate) fn read_token(file: Option<PathBuf>) -> Result<Option<String>, Failure> {
     file.map(|f| {
         std::fs::read_to_string(&f)
@@ -682,11 +692,7 @@ async fn ingest(
         return Err(Failure::Usage("no WAV or FLAC masters found in the given paths".into()));
     }
 
-    let bar = indicatif::ProgressBar::new(files.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} masters  {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(files.len() as u64, "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} masters  {msg}");
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let started = std::time::Instant::now();
     let (store, keks) = (store.as_ref(), keks.as_ref());

@@ -71,13 +71,8 @@ pub async fn offline(
                     .map(|h| h.trim().to_owned())
                     .unwrap_or_else(|_| "device".into())
             });
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
+            let bar =
+                crate::progress_bar(0, "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec}");
             let synced = segue_player::sync::sync(&api()?, &device_dir, &name, &what, tier, |done, total| {
                 bar.set_length(total);
                 bar.set_position(done);

@@ -147,11 +147,8 @@ pub async fn plays(action: PlaysAction, config: Config) -> Result<(), Failure> {
                 .transpose()?;
             let pool = segue_app_api::catalog::open(&config.database).await.map_err(runtime)?;
             let (head, _) = play_store::head(&pool).await.map_err(runtime)?;
-            let bar = indicatif::ProgressBar::new(head.max(0) as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} events")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
+            let bar =
+                crate::progress_bar(head.max(0) as u64, "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} events");
             let audit = play_store::verify(&pool, anchor.as_ref().map(|(s, h)| (*s, h.as_str())), |seq| {
                 bar.set_position(seq.max(0) as u64)
             })

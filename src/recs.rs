@@ -44,12 +44,9 @@ pub async fn recs(action: RecsAction, config: Config) -> Result<(), Failure> {
                 alpha,
                 ..Params::default()
             };
-            let bar = indicatif::ProgressBar::new(u64::from(iterations));
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} iterations",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            let bar = crate::progress_bar(
+                u64::from(iterations),
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} iterations",
             );
             let tick = bar.clone();
             let done = segue_app_api::recs::train::train(&pool, params, segue_app_api::now_ms(), move |it| {

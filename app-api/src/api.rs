@@ -196,6 +196,18 @@ fn admin_only(user: &User) -> Result<(), Error> {
     }
 }
 
+/// A `limit` query parameter: 1-100, default 20.
+fn limit(given: Option<&str>) -> Result<usize, Error> {
+    match given {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| Error::BadRequest(format!("limit {l:?} must be 1-100"))),
+        None => Ok(20),
+    }
+}
+
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<ReqBody>) -> Result<T, Error> {
     segue_core::server::read_json(req, MAX_BODY).await.map_err(Error::BadRequest)
 }
@@ -340,14 +352,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             if let Some(bad) = kinds.iter().find(|k| !matches!(**k, "track" | "album" | "artist")) {
                 return Err(Error::BadRequest(format!("types: {bad:?} is not track, album or artist")));
             }
-            let limit = match param("limit") {
-                Some(l) => l
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=100).contains(l))
-                    .ok_or_else(|| Error::BadRequest(format!("limit {l:?} must be 1-100")))?,
-                None => 20,
-            };
+            let limit = limit(param("limit").as_deref())?;
             let started = std::time::Instant::now();
             let hits = app.search.search(&q, &kinds, limit)?;
             metrics::histogram!("app_search_seconds").record(started.elapsed().as_secs_f64());
@@ -358,15 +363,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             Ok(json_response(StatusCode::OK, &t))
         }
         (&Method::GET, ["v1", "tracks", id, "radio"]) => {
-            let query = req.uri().query();
-            let limit = match segue_core::server::query_param(query, "limit") {
-                Some(l) => l
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|l| (1..=100).contains(l))
-                    .ok_or_else(|| Error::BadRequest(format!("limit {l:?} must be 1-100")))?,
-                None => 20,
-            };
+            let limit = limit(segue_core::server::query_param(req.uri().query(), "limit"))?;
             catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
             let country = crate::rights::listener_country(&user, None, app.geo.country(peer.ip(), req.headers()))?;
             let snap = app.recs.snapshot(&app.pool).await?;

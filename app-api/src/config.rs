@@ -102,10 +102,7 @@ impl DrmSettings {
             "drm.origin_key_token",
             "must be at least 16 characters",
         )?;
-        segue_core::drm::kek::Keks::load(&self.kek_file).map(|_| ()).map_err(|message| FieldError {
-            field: if self.kek_file.is_empty() { segue_core::drm::kek::ENV.into() } else { "drm.kek_file".into() },
-            message,
-        })
+        segue_core::drm::kek::Keks::load_for(&self.kek_file, "drm.kek_file").map(|_| ())
     }
 }
 

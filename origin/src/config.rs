@@ -58,10 +58,7 @@ pub struct DrmSettings {
 impl DrmSettings {
     /// The KEKs, if configured.
     pub fn keks(&self) -> Result<Option<segue_core::drm::kek::Keks>, FieldError> {
-        segue_core::drm::kek::Keks::load(&self.kek_file).map_err(|message| FieldError {
-            field: if self.kek_file.is_empty() { segue_core::drm::kek::ENV.into() } else { "drm.kek_file".into() },
-            message,
-        })
+        segue_core::drm::kek::Keks::load_for(&self.kek_file, "drm.kek_file")
     }
 }
 

@@ -14,13 +14,10 @@ use crate::error::Error;
 
 /// The wrapped key of `cid`, if it has one.
 pub async fn wrapped(store: &dyn ObjectStore, cid: &ContentId) -> Result<Option<WrappedKey>, Error> {
-    match store::read_all(store, &kek::object_key(cid)).await {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Key(format!("stored key of {cid} is unreadable: {e}"))),
-        Err(segue_core::Error::NotFound(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    crate::package::read_json(store, &kek::object_key(cid)).await.map_err(|e| match e {
+        Error::Encode(why) => Error::Key(format!("stored key of {cid} is unreadable: {why}")),
+        e => e,
+    })
 }
 
 async fn put(store: &dyn ObjectStore, cid: &ContentId, w: &WrappedKey) -> Result<(), Error> {

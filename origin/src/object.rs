@@ -114,12 +114,13 @@ impl ObjectReader for Encrypted {
         let mut cipher = ObjectCipher::new(&self.key, &self.cid, self.tier);
         let mut offset = range.start;
         let stream = self.plain.read(range).await?;
+        let encrypted = metrics::counter!("origin_encrypted_bytes_total");
         Ok(Box::pin(stream.map(move |chunk| {
             chunk.map(|b| {
                 let mut out = bytes::BytesMut::from(&b[..]);
                 cipher.apply(offset, &mut out);
                 offset += out.len() as u64;
-                metrics::counter!("origin_encrypted_bytes_total").increment(out.len() as u64);
+                encrypted.increment(out.len() as u64);
                 out.freeze()
             })
         })))

@@ -125,10 +125,19 @@ async fn package_locked(store: &dyn ObjectStore, master: Master, keks: Option<&K
 
 /// The stored manifest of `cid`, if the content is complete in `store`.
 pub async fn read_manifest(store: &dyn ObjectStore, cid: &segue_core::ContentId) -> Result<Option<Manifest>, Error> {
-    match store::read_all(store, &ObjectKey::manifest(cid)).await {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Encode(format!("stored manifest of {cid} is unreadable: {e}"))),
+    read_json(store, &ObjectKey::manifest(cid)).await.map_err(|e| match e {
+        Error::Encode(why) => Error::Encode(format!("stored manifest of {cid} is unreadable: {why}")),
+        e => e,
+    })
+}
+
+/// A small JSON object of the store, `None` when it is not there; unparsable is `Encode`.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    store: &dyn ObjectStore,
+    key: &ObjectKey,
+) -> Result<Option<T>, Error> {
+    match store::read_all(store, key).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Encode(e.to_string())),
         Err(segue_core::Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }

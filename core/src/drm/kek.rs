@@ -94,6 +94,15 @@ impl Keks {
         }
     }
 
+    /// [`Keks::load`] for a config: errors name `field` (the `kek_file` setting), or the
+    /// variable when the setting is empty.
+    pub fn load_for(file: &str, field: &str) -> Result<Option<Keks>, crate::config::FieldError> {
+        Keks::load(file).map_err(|message| crate::config::FieldError {
+            field: if file.is_empty() { ENV.into() } else { field.into() },
+            message,
+        })
+    }
+
     /// Write a file holding one new random KEK (mode 0600), unless `path` exists.
     pub fn create_file(path: &Path, id: &str) -> std::io::Result<bool> {
         if path.exists() {
