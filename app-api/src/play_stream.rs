@@ -41,6 +41,10 @@ pub fn partition(track: &str, n: usize) -> usize {
     (h % n.max(1) as u64) as usize
 }
 
+/// How many times (a second apart) starting up retries what a cluster electing its
+/// leaders answers with a timeout.
+const STARTUP_RETRIES: u32 = 30;
+
 /// The JetStream side of the log: publishing (app API) and the streams both sides share.
 #[derive(Clone)]
 pub struct JetStream {
@@ -103,7 +107,27 @@ impl JetStream {
         };
         for cfg in [plays, dead] {
             let name = cfg.name.clone();
-            js.create_or_update_stream(cfg).await.map_err(|e| nats_error(&format!("stream {name}"), e))?;
+            // A cluster that has just formed (or lost a node) answers with a timeout until
+            // it has a meta leader: retry for a while rather than exit at start.
+            let mut tries = 0;
+            loop {
+                match js.create_or_update_stream(cfg.clone()).await {
+                    Ok(_) => break,
+                    Err(e)
+                        if tries < STARTUP_RETRIES
+                            && matches!(
+                                e.kind(),
+                                jetstream::context::CreateStreamErrorKind::TimedOut
+                                    | jetstream::context::CreateStreamErrorKind::JetStreamUnavailable
+                            ) =>
+                    {
+                        tries += 1;
+                        tracing::warn!(stream = name, error = %e, "cannot create the stream yet; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => return Err(nats_error(&format!("stream {name}"), e)),
+                }
+            }
         }
         Ok(JetStream { js, settings: n.clone(), pool })
     }
@@ -233,7 +257,7 @@ pub async fn consume(
         let consumer: jetstream::consumer::PullConsumer = loop {
             match stream.get_or_create_consumer(&name, config.clone()).await {
                 Ok(c) => break c,
-                Err(e) if tries < 30 => {
+                Err(e) if tries < STARTUP_RETRIES => {
                     tries += 1;
                     tracing::warn!(consumer = name, error = %e, "cannot create the consumer yet; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
