@@ -367,21 +367,27 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
             let country = crate::rights::listener_country(&user, None, app.geo.country(peer.ip(), req.headers()))?;
             let snap = app.recs.snapshot(&app.pool).await?;
-            let now = now_ms();
-            let mut picked = Vec::with_capacity(limit);
-            for (track, score) in snap.similar(id, |_| true)? {
-                if picked.len() == limit {
-                    break;
-                }
-                // Only what the listener may play where they are.
-                if app.rights.check(&app.pool, &track, &country, now).await.is_ok() {
-                    picked.push(serde_json::json!({ "track_id": track, "score": score }));
-                }
-            }
+            let similar = snap.similar(id, crate::recs::discover::CANDIDATES)?;
+            let picked =
+                crate::recs::discover::playable(app, &snap, similar.into_iter(), &country, now_ms(), limit).await?;
+            let picked: Vec<_> = picked
+                .into_iter()
+                .map(|(t, score)| serde_json::json!({ "track_id": snap.ids[t as usize], "score": score }))
+                .collect();
             Ok(json_response(
                 StatusCode::OK,
                 &serde_json::json!({ "track_id": id, "model": snap.model, "country": country, "tracks": picked }),
             ))
+        }
+        (&Method::GET, ["v1", "me", "discover-weekly"]) => {
+            let country = crate::rights::listener_country(&user, None, app.geo.country(peer.ip(), req.headers()))?;
+            let list = crate::recs::discover::discover_weekly(app, &user, &country, now_ms()).await?;
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        (&Method::GET, ["v1", "me", "daily-mixes"]) => {
+            let country = crate::rights::listener_country(&user, None, app.geo.country(peer.ip(), req.headers()))?;
+            let mixes = crate::recs::discover::daily_mixes(app, &user, &country, now_ms()).await?;
+            Ok(json_response(StatusCode::OK, &mixes))
         }
         (&Method::GET, ["v1", "tracks", id, "stream"]) => {
             let query = req.uri().query();

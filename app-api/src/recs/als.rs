@@ -52,16 +52,31 @@ impl Csr {
 
     /// The transpose: columns become rows.
     pub fn transpose(&self, columns: usize) -> Csr {
-        let mut triples = Vec::with_capacity(self.idx.len());
-        for r in 0..self.rows() {
-            let (idx, val) = self.row(r);
-            triples.extend(idx.iter().zip(val).map(|(&c, &v)| (c, r as u32, v)));
+        // A counting sort: rows come out in order, so each new row's columns do too.
+        let mut indptr = vec![0usize; columns + 1];
+        for &c in &self.idx {
+            indptr[c as usize + 1] += 1;
         }
-        Csr::from_triples(columns, &triples)
+        for c in 0..columns {
+            indptr[c + 1] += indptr[c];
+        }
+        let mut next = indptr.clone();
+        let (mut idx, mut val) = (vec![0u32; self.idx.len()], vec![0f32; self.val.len()]);
+        for r in 0..self.rows() {
+            let (cols, vals) = self.row(r);
+            for (&c, &v) in cols.iter().zip(vals) {
+                let at = &mut next[c as usize];
+                idx[*at] = r as u32;
+                val[*at] = v;
+                *at += 1;
+            }
+        }
+        Csr { indptr, idx, val }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Params {
     pub factors: usize,
     pub iterations: usize,
@@ -114,20 +129,38 @@ impl Model {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// `a . b` over the shorter length. Eight running sums rather than one, so the
+/// compiler can keep them in vector registers (a single f32 sum must be added in order
+/// and does not vectorise); this is most of the training time.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut tail = 0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += x * y;
+    }
+    let mut acc = [0f32; 8];
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// `other^T other`, f x f.
-fn gram(other: &[f32], f: usize) -> Vec<f32> {
+/// `other^T other`, f x f: each thread sums the outer products of a share of the rows.
+fn gram(other: &[f32], f: usize, threads: usize) -> Vec<f32> {
+    let rows_per = (other.len() / f.max(1)).div_ceil(threads.max(1)).max(1);
+    let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            other.chunks(rows_per * f).map(|part| s.spawn(move || gram_part(part, f))).collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
     let mut g = vec![0f32; f * f];
-    for row in other.chunks_exact(f) {
-        for a in 0..f {
-            let ra = row[a];
-            for b in a..f {
-                g[a * f + b] += ra * row[b];
-            }
-        }
+    for part in parts {
+        g.iter_mut().zip(part).for_each(|(a, b)| *a += b);
     }
     for a in 0..f {
         for b in 0..a {
@@ -137,68 +170,149 @@ fn gram(other: &[f32], f: usize) -> Vec<f32> {
     g
 }
 
+/// The upper triangle of `rows^T rows`, with AVX2 where the CPU has it.
+fn gram_part(rows: &[f32], f: usize) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        #[allow(unsafe_code)]
+        return unsafe { gram_part_avx2(rows, f) };
+    }
+    gram_part_portable(rows, f)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unsafe_code)]
+unsafe fn gram_part_avx2(rows: &[f32], f: usize) -> Vec<f32> {
+    gram_part_portable(rows, f)
+}
+
+#[inline(always)]
+fn gram_part_portable(rows: &[f32], f: usize) -> Vec<f32> {
+    let mut g = vec![0f32; f * f];
+    for row in rows.chunks_exact(f) {
+        for a in 0..f {
+            let ra = row[a];
+            for (gb, rb) in g[a * f + a..(a + 1) * f].iter_mut().zip(&row[a..]) {
+                *gb += ra * rb;
+            }
+        }
+    }
+    g
+}
+
+/// What every row's solve reads.
+struct Side<'a> {
+    other: &'a [f32],
+    data: &'a Csr,
+    g: &'a [f32],
+    p: &'a Params,
+}
+
 /// Solve every row of `target` against the fixed `other` side.
 fn solve_side(target: &mut [f32], other: &[f32], data: &Csr, p: &Params, threads: usize) {
     let f = p.factors;
-    let g = gram(other, f);
-    let rows_per = data.rows().div_ceil(threads.max(1)).max(1);
+    let g = gram(other, f, threads);
+    let side = Side { other, data, g: &g, p };
+    // Threads take blocks of rows as they finish the last: rows differ in length (a
+    // popular track has many listeners), so equal shares would leave a thread idle.
+    const BLOCK: usize = 256;
+    let blocks = std::sync::Mutex::new(target.chunks_mut(BLOCK * f).enumerate());
     std::thread::scope(|s| {
-        for (chunk, rows) in target.chunks_mut(rows_per * f).enumerate() {
-            let g = &g;
+        for _ in 0..threads.max(1) {
+            let (side, blocks) = (&side, &blocks);
             s.spawn(move || {
-                let (mut r, mut dir, mut ad) = (vec![0f32; f], vec![0f32; f], vec![0f32; f]);
-                for (k, x) in rows.chunks_exact_mut(f).enumerate() {
-                    let (idx, val) = data.row(chunk * rows_per + k);
-                    // r = b - A x, with A = G + reg I + sum (c - 1) y y^T and b = sum c y.
-                    matvec(g, x, &mut r, f);
-                    for (ri, xi) in r.iter_mut().zip(x.iter()) {
-                        *ri = -*ri - p.regularization * xi;
-                    }
-                    for (&i, &v) in idx.iter().zip(val) {
-                        let y = &other[i as usize * f..(i as usize + 1) * f];
-                        let c = 1.0 + p.alpha * v;
-                        let w = c - (c - 1.0) * dot(y, x);
-                        for (ri, yi) in r.iter_mut().zip(y) {
-                            *ri += w * yi;
-                        }
-                    }
-                    dir.copy_from_slice(&r);
-                    let mut rs_old = dot(&r, &r);
-                    for _ in 0..p.cg_steps {
-                        if rs_old < 1e-20 {
-                            break;
-                        }
-                        matvec(g, &dir, &mut ad, f);
-                        for (a, d) in ad.iter_mut().zip(&dir) {
-                            *a += p.regularization * d;
-                        }
-                        for (&i, &v) in idx.iter().zip(val) {
-                            let y = &other[i as usize * f..(i as usize + 1) * f];
-                            let w = p.alpha * v * dot(y, &dir);
-                            for (a, yi) in ad.iter_mut().zip(y) {
-                                *a += w * yi;
-                            }
-                        }
-                        let step = rs_old / dot(&dir, &ad).max(1e-30);
-                        for j in 0..f {
-                            x[j] += step * dir[j];
-                            r[j] -= step * ad[j];
-                        }
-                        let rs_new = dot(&r, &r);
-                        for j in 0..f {
-                            dir[j] = r[j] + rs_new / rs_old * dir[j];
-                        }
-                        rs_old = rs_new;
-                    }
+                let mut scratch = vec![0f32; 3 * f];
+                loop {
+                    let Some((block, rows)) = blocks.lock().unwrap_or_else(|e| e.into_inner()).next() else { break };
+                    solve_rows(side, rows, block * BLOCK, &mut scratch);
                 }
             });
         }
     });
 }
 
+/// The rows' solves, compiled for AVX2 where the CPU has it (checked once per call;
+/// the portable build targets SSE2 only, and this loop is the training time).
+fn solve_rows(side: &Side, rows: &mut [f32], first: usize, scratch: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        #[allow(unsafe_code)]
+        unsafe { solve_rows_avx2(side, rows, first, scratch) };
+        return;
+    }
+    solve_rows_portable(side, rows, first, scratch);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unsafe_code)]
+unsafe fn solve_rows_avx2(side: &Side, rows: &mut [f32], first: usize, scratch: &mut [f32]) {
+    solve_rows_portable(side, rows, first, scratch);
+}
+
+#[inline(always)]
+fn solve_rows_portable(side: &Side, rows: &mut [f32], first: usize, scratch: &mut [f32]) {
+    let (p, f, other, g) = (side.p, side.p.factors, side.other, side.g);
+    let (r, rest) = scratch.split_at_mut(f);
+    let (dir, ad) = rest.split_at_mut(f);
+    for (k, x) in rows.chunks_exact_mut(f).enumerate() {
+        let (idx, val) = side.data.row(first + k);
+        // r = b - A x, with A = G + reg I + sum (c - 1) y y^T and b = sum c y.
+        matvec(g, x, r, f);
+        for (ri, xi) in r.iter_mut().zip(x.iter()) {
+            *ri = -*ri - p.regularization * xi;
+        }
+        for (&i, &v) in idx.iter().zip(val) {
+            let y = &other[i as usize * f..(i as usize + 1) * f];
+            let c = 1.0 + p.alpha * v;
+            let w = c - (c - 1.0) * dot(y, x);
+            for (ri, yi) in r.iter_mut().zip(y) {
+                *ri += w * yi;
+            }
+        }
+        dir.copy_from_slice(r);
+        let mut rs_old = dot(r, r);
+        for _ in 0..p.cg_steps {
+            if rs_old < 1e-20 {
+                break;
+            }
+            matvec(g, dir, ad, f);
+            for (a, d) in ad.iter_mut().zip(dir.iter()) {
+                *a += p.regularization * d;
+            }
+            for (&i, &v) in idx.iter().zip(val) {
+                let y = &other[i as usize * f..(i as usize + 1) * f];
+                let w = p.alpha * v * dot(y, dir);
+                for (a, yi) in ad.iter_mut().zip(y) {
+                    *a += w * yi;
+                }
+            }
+            let step = rs_old / dot(dir, ad).max(1e-30);
+            for j in 0..f {
+                x[j] += step * dir[j];
+                r[j] -= step * ad[j];
+            }
+            let rs_new = dot(r, r);
+            for j in 0..f {
+                dir[j] = r[j] + rs_new / rs_old * dir[j];
+            }
+            rs_old = rs_new;
+        }
+    }
+}
+
+/// `out = G x` for symmetric `G`, as a sum of G's rows scaled by x: independent lanes
+/// that vectorise, where a dot product per row would end in a reduction each.
+#[inline(always)]
 fn matvec(g: &[f32], x: &[f32], out: &mut [f32], f: usize) {
-    for (a, o) in out.iter_mut().enumerate() {
-        *o = dot(&g[a * f..(a + 1) * f], x);
+    out.fill(0.0);
+    for (j, &xj) in x.iter().enumerate().take(f) {
+        for (o, gj) in out.iter_mut().zip(&g[j * f..(j + 1) * f]) {
+            *o += xj * gj;
+        }
     }
 }
 

@@ -13,7 +13,7 @@ pub struct AudioMap {
 
 /// Solve `a x = b` for symmetric positive definite `a` (n x n) by Cholesky; `b` has `m`
 /// right-hand sides as columns (n x m, row-major). `None` if `a` is not positive definite.
-fn cholesky_solve(a: &[f64], n: usize, b: &[f64], m: usize) -> Option<Vec<f64>> {
+pub(crate) fn cholesky_solve(a: &[f64], n: usize, b: &[f64], m: usize) -> Option<Vec<f64>> {
     let mut l = vec![0f64; n * n];
     for i in 0..n {
         for j in 0..=i {

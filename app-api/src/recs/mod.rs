@@ -4,6 +4,7 @@
 
 pub mod als;
 pub mod cold;
+pub mod discover;
 pub mod serve;
 pub mod synth;
 pub mod train;

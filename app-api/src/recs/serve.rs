@@ -1,6 +1,11 @@
 //! Serving recommendations from vectors in memory: the latest trained model's track
-//! factors (collaborative) and every track's audio embedding (from ingest), reloaded
-//! when a newer model is trained or the snapshot is a minute old.
+//! factors (collaborative), factors from sound for tracks the model has not seen (its
+//! audio map), and every track's audio embedding (from ingest). Reloaded when the
+//! snapshot is a minute old.
+//!
+//! Everything is scored exactly, by a scan over contiguous rows: at 100,000 tracks and
+//! 64 factors a scan is 6.4 M multiply-adds, a few milliseconds on one core, with no
+//! index to build or to drift from the model (docs/BENCHMARKS.md has the figures).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -8,86 +13,320 @@ use std::time::{Duration, Instant};
 
 use sqlx::{AnyPool, Row};
 
+use super::als::dot;
+use super::cold;
 use crate::error::Error;
 
 const MAX_AGE: Duration = Duration::from_secs(60);
 
+/// Where a track's collaborative factors come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// None: neither plays in the model nor an embedding the map could use.
+    None,
+    /// Trained on plays.
+    Warm,
+    /// Predicted from its sound by the model's audio map: a cold-start track.
+    Cold,
+}
+
+/// One model's vectors, laid out for scans. Tracks are numbered `0..ids.len()`.
 #[derive(Default)]
 pub struct Snapshot {
     pub model: i64,
-    pub cf: HashMap<String, Vec<f32>>,
-    pub audio: HashMap<String, Vec<f32>>,
+    pub factors: usize,
+    pub dims: usize,
+    pub ids: Vec<String>,
+    index: HashMap<String, u32>,
+    /// Each track's first artist, as an index into `artists`.
+    pub artist: Vec<u32>,
+    pub artists: Vec<String>,
+    pub origin: Vec<Origin>,
+    /// `factors` per track, raw (dot products are affinities); zeros where `None`.
+    cf: Vec<f32>,
+    cf_norm: Vec<f32>,
+    /// `dims` per track, unit length; zeros where a track has no embedding.
+    audio: Vec<f32>,
+    /// `Y^T Y` over the warm tracks: what folding a listener in starts from.
+    gram: Vec<f64>,
+    pub regularization: f32,
+    pub alpha: f32,
+    /// Exploration's record per track: (impressions, streams) from the last training.
+    pub explore: Vec<(u32, u32)>,
 }
 
 #[derive(Default)]
 pub struct Vectors {
     current: RwLock<Option<(Instant, Arc<Snapshot>)>>,
+    /// One request reloads a stale snapshot; the others serve the old one meanwhile.
+    reloading: std::sync::atomic::AtomicBool,
 }
 
-fn unit(mut v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+fn unit(v: &mut [f32]) {
+    let n = dot(v, v).sqrt();
     if n > 0.0 {
         v.iter_mut().for_each(|x| *x /= n);
     }
-    v
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// The `k` best of `scored`, best first (ties by index, so the order is stable).
+pub fn top_k(mut scored: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
+    let by_score = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if scored.len() > k && k > 0 {
+        scored.select_nth_unstable_by(k - 1, by_score);
+        scored.truncate(k);
+    }
+    scored.sort_unstable_by(by_score);
+    scored
 }
 
 impl Vectors {
     pub async fn snapshot(&self, pool: &AnyPool) -> Result<Arc<Snapshot>, Error> {
-        if let Some((at, s)) = self.current.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            if at.elapsed() < MAX_AGE {
-                return Ok(s.clone());
+        use std::sync::atomic::Ordering;
+        let held = self.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((at, s)) = held {
+            let reload = at.elapsed() >= MAX_AGE
+                && self.reloading.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok();
+            if !reload {
+                return Ok(s);
             }
         }
-        let (model, cf) = super::train::track_vectors(pool).await?;
-        let mut audio = HashMap::new();
-        for r in sqlx::query("SELECT id, audio_features FROM tracks WHERE audio_features <> ''").fetch_all(pool).await?
-        {
-            let json: String = r.try_get(1)?;
-            let f: Option<segue_core::manifest::AudioFeatures> = serde_json::from_str(&json).ok();
-            if let Some(f) = f {
-                audio.insert(r.try_get::<String, _>(0)?, unit(f.embedding));
+        // Cleared however the load ends, a dropped request included.
+        struct Reloading<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Reloading<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, std::sync::atomic::Ordering::Release);
             }
         }
-        let cf = cf.into_iter().map(|(k, v)| (k, unit(v))).collect();
-        let snap = Arc::new(Snapshot { model, cf, audio });
+        let _reloading = Reloading(&self.reloading);
+        let snap = Arc::new(Snapshot::load(pool).await?);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), snap.clone()));
         Ok(snap)
+    }
+
+    /// Forget the snapshot: the next request loads the newest model (after training).
+    pub fn invalidate(&self) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
 impl Snapshot {
-    /// Tracks most like `track`, best first, with their scores: the mean of the
+    pub async fn load(pool: &AnyPool) -> Result<Snapshot, Error> {
+        let trained = super::train::latest(pool).await?;
+        let mut embeddings: Vec<(String, Vec<f32>)> = Vec::new();
+        for r in sqlx::query("SELECT id, audio_features FROM tracks WHERE audio_features <> ''").fetch_all(pool).await?
+        {
+            let json: String = r.try_get(1)?;
+            if let Ok(f) = serde_json::from_str::<segue_core::manifest::AudioFeatures>(&json) {
+                embeddings.push((r.try_get(0)?, f.embedding));
+            }
+        }
+        let mut first_artist = HashMap::new();
+        for r in sqlx::query("SELECT track_id, artist_id FROM track_artists WHERE position = 0").fetch_all(pool).await?
+        {
+            first_artist.insert(r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?);
+        }
+        let (model, params, map, cf, explore) = match trained {
+            Some(t) => (t.id, t.params, t.audio_map, t.tracks, t.explore),
+            None => (0, super::als::Params::default(), None, HashMap::new(), HashMap::new()),
+        };
+        let factors = cf.values().next().map_or(map.as_ref().map_or(0, |m| m.factors), Vec::len);
+        let dims = embeddings.first().map_or(0, |e| e.1.len());
+        let mut ids: Vec<String> = cf.keys().cloned().chain(embeddings.iter().map(|e| e.0.clone())).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let n = ids.len();
+        let index: HashMap<String, u32> = ids.iter().enumerate().map(|(i, id)| (id.clone(), i as u32)).collect();
+        let mut s = Snapshot {
+            model,
+            factors,
+            dims,
+            artist: vec![0; n],
+            origin: vec![Origin::None; n],
+            cf: vec![0.0; n * factors],
+            cf_norm: vec![0.0; n],
+            audio: vec![0.0; n * dims],
+            gram: vec![0.0; factors * factors],
+            regularization: params.regularization,
+            alpha: params.alpha,
+            explore: vec![(0, 0); n],
+            ids,
+            index,
+            artists: Vec::new(),
+        };
+        let mut artist_index: HashMap<String, u32> = HashMap::new();
+        for i in 0..n {
+            let a = first_artist.get(&s.ids[i]).cloned().unwrap_or_else(|| s.ids[i].clone());
+            let next = artist_index.len() as u32;
+            s.artist[i] = *artist_index.entry(a.clone()).or_insert_with(|| {
+                s.artists.push(a);
+                next
+            });
+        }
+        for (id, v) in &cf {
+            if v.len() == factors {
+                let i = s.index[id] as usize;
+                s.cf[i * factors..(i + 1) * factors].copy_from_slice(v);
+                s.origin[i] = Origin::Warm;
+            }
+        }
+        for (id, mut e) in embeddings {
+            if e.len() != dims {
+                continue;
+            }
+            let i = s.index[&id] as usize;
+            if s.origin[i] == Origin::None {
+                if let Some(m) = map.as_ref().filter(|m| m.dims == dims && m.factors == factors) {
+                    s.cf[i * factors..(i + 1) * factors].copy_from_slice(&m.predict(&e));
+                    s.origin[i] = Origin::Cold;
+                }
+            }
+            unit(&mut e);
+            s.audio[i * dims..(i + 1) * dims].copy_from_slice(&e);
+        }
+        for i in 0..n {
+            let row = &s.cf[i * factors..(i + 1) * factors];
+            s.cf_norm[i] = dot(row, row).sqrt();
+            if s.origin[i] == Origin::Warm {
+                for a in 0..factors {
+                    let ra = f64::from(row[a]);
+                    for b in a..factors {
+                        s.gram[a * factors + b] += ra * f64::from(row[b]);
+                    }
+                }
+            }
+        }
+        for a in 0..factors {
+            for b in 0..a {
+                s.gram[a * factors + b] = s.gram[b * factors + a];
+            }
+        }
+        for (id, e) in explore {
+            if let Some(&i) = s.index.get(&id) {
+                s.explore[i as usize] = e;
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn index_of(&self, track: &str) -> Option<u32> {
+        self.index.get(track).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn cf(&self, i: u32) -> Option<&[f32]> {
+        let i = i as usize;
+        (self.origin[i] != Origin::None).then(|| &self.cf[i * self.factors..(i + 1) * self.factors])
+    }
+
+    pub fn audio(&self, i: u32) -> Option<&[f32]> {
+        let i = i as usize;
+        let row = &self.audio[i * self.dims..(i + 1) * self.dims];
+        row.iter().any(|x| *x != 0.0).then_some(row)
+    }
+
+    /// A listener's factors from their plays against the model's track factors: the ALS
+    /// user step (Hu et al.), solved exactly. Fresh, so plays since training count and a
+    /// listener who joined after it gets a vector too. `None` with no usable plays.
+    pub fn fold_in(&self, plays: &[(u32, f32)]) -> Option<Vec<f32>> {
+        let f = self.factors;
+        let mut a = self.gram.clone();
+        for d in 0..f {
+            a[d * f + d] += f64::from(self.regularization);
+        }
+        let mut b = vec![0f64; f];
+        let mut used = 0;
+        for &(i, r) in plays {
+            let Some(y) = self.cf(i) else { continue };
+            used += 1;
+            let c = 1.0 + f64::from(self.alpha) * f64::from(r);
+            for p in 0..f {
+                let yp = f64::from(y[p]);
+                b[p] += c * yp;
+                for q in 0..f {
+                    a[p * f + q] += (c - 1.0) * yp * f64::from(y[q]);
+                }
+            }
+        }
+        if used == 0 || f == 0 {
+            return None;
+        }
+        let x = cold::cholesky_solve(&a, f, &b, 1)?;
+        Some(x.into_iter().map(|v| v as f32).collect())
+    }
+
+    /// Tracks by affinity to a listener vector, best `k` first, among those `keep` lets by.
+    pub fn rank(&self, x: &[f32], k: usize, keep: impl Fn(u32) -> bool) -> Vec<(u32, f32)> {
+        let f = self.factors;
+        let scored = (0..self.len() as u32)
+            .filter(|&i| self.origin[i as usize] != Origin::None && keep(i))
+            .map(|i| (i, dot(x, &self.cf[i as usize * f..(i as usize + 1) * f])))
+            .collect();
+        top_k(scored, k)
+    }
+
+    /// Tracks most like `track`, the best `k` first, with their scores: the mean of the
     /// collaborative and audio cosines where both exist, else the one that does.
-    pub fn similar(&self, track: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<(String, f32)>, Error> {
-        let (cf, audio) = (self.cf.get(track), self.audio.get(track));
-        if cf.is_none() && audio.is_none() {
+    pub fn similar(&self, track: &str, k: usize) -> Result<Vec<(u32, f32)>, Error> {
+        let me = self.index_of(track);
+        let (cf, audio) = match me {
+            Some(i) => (self.cf(i), self.audio(i)),
+            None => (None, None),
+        };
+        let (Some(me), true) = (me, cf.is_some() || audio.is_some()) else {
             return Err(Error::NotFound(format!(
                 "track {track:?} has neither plays in the trained model nor audio features"
             )));
-        }
-        let mut ids: Vec<&String> = self.audio.keys().chain(self.cf.keys()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut scored: Vec<(String, f32)> = ids
-            .into_iter()
-            .filter(|id| id.as_str() != track && keep(id))
-            .filter_map(|id| {
-                let c = cf.zip(self.cf.get(id)).map(|(a, b)| cosine(a, b));
-                let a = audio.zip(self.audio.get(id)).map(|(a, b)| cosine(a, b));
+        };
+        let cf_norm = self.cf_norm[me as usize];
+        let scored = (0..self.len() as u32)
+            .filter(|&i| i != me)
+            .filter_map(|i| {
+                let c = cf.zip(self.cf(i)).and_then(|(a, b)| {
+                    let n = cf_norm * self.cf_norm[i as usize];
+                    (n > 0.0).then(|| dot(a, b) / n)
+                });
+                let a = audio.zip(self.audio(i)).map(|(a, b)| dot(a, b));
                 let score = match (c, a) {
                     (Some(c), Some(a)) => (c + a) / 2.0,
                     (Some(s), None) | (None, Some(s)) => s,
                     (None, None) => return None,
                 };
-                Some((id.clone(), score))
+                Some((i, score))
             })
             .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        Ok(scored)
+        Ok(top_k(scored, k))
+    }
+
+    /// The mean of some tracks' unit audio embeddings: a playlist's or a mix's sound.
+    pub fn audio_profile(&self, tracks: &[u32]) -> Option<Vec<f32>> {
+        let mut sum = vec![0f32; self.dims];
+        let mut n = 0;
+        for &t in tracks {
+            if let Some(a) = self.audio(t) {
+                sum.iter_mut().zip(a).for_each(|(s, x)| *s += x);
+                n += 1;
+            }
+        }
+        (n > 0).then(|| {
+            unit(&mut sum);
+            sum
+        })
+    }
+
+    /// Tracks by audio cosine to `profile`, best `k` first, among those `keep` lets by.
+    pub fn by_sound(&self, profile: &[f32], k: usize, keep: impl Fn(u32) -> bool) -> Vec<(u32, f32)> {
+        let scored = (0..self.len() as u32)
+            .filter(|&i| keep(i))
+            .filter_map(|i| Some((i, dot(profile, self.audio(i)?))))
+            .collect();
+        top_k(scored, k)
     }
 }
