@@ -106,8 +106,11 @@ fn write_npy(path: &Path, rows: usize, cols: usize, values: &[f32]) -> Result<()
     segue_core::fsutil::write_atomic(path, &out, 0o644).map_err(|e| io_failure(path, e))
 }
 
-/// Read `user\ttrack\tweight` lines.
-fn read_triples(path: &Path) -> Result<(usize, usize, Vec<(u32, u32, f32)>), Failure> {
+/// (user, track, weight) interactions.
+type Triples = Vec<(u32, u32, f32)>;
+
+/// Read `user\ttrack\tweight` lines: (users, tracks, interactions).
+fn read_triples(path: &Path) -> Result<(usize, usize, Triples), Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| io_failure(path, e))?;
     let (mut users, mut tracks, mut triples) = (0usize, 0usize, Vec::new());
     for (n, line) in text.lines().enumerate() {

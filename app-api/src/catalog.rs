@@ -23,6 +23,7 @@ pub async fn open(url: &str) -> Result<AnyPool, Error> {
             (9, "drm", include_str!("../migrations/0009_drm.sql")),
             (10, "audio_features", include_str!("../migrations/0010_audio_features.sql")),
             (11, "recs", include_str!("../migrations/0011_recs.sql")),
+            (12, "discovery", include_str!("../migrations/0012_discovery.sql")),
         ],
     )
     .await

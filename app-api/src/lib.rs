@@ -5,7 +5,8 @@
 //!
 //! State lives in SQLite or PostgreSQL (`catalog`, through `segue_core::sql`).
 
-#![deny(unsafe_code)] // allowed only in `recs::als`, to run its solver with AVX2 where the CPU has it
+#![deny(unsafe_code)]
+// allowed only in `recs::als`, to run its solver with AVX2 where the CPU has it
 // The OpenAPI document is one large `json!` literal.
 #![recursion_limit = "256"]
 

@@ -151,11 +151,10 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `other^T other`, f x f: each thread sums the outer products of a share of the rows.
-fn gram(other: &[f32], f: usize, threads: usize) -> Vec<f32> {
+pub(crate) fn gram(other: &[f32], f: usize, threads: usize) -> Vec<f32> {
     let rows_per = (other.len() / f.max(1)).div_ceil(threads.max(1)).max(1);
     let parts: Vec<Vec<f32>> = std::thread::scope(|s| {
-        let handles: Vec<_> =
-            other.chunks(rows_per * f).map(|part| s.spawn(move || gram_part(part, f))).collect();
+        let handles: Vec<_> = other.chunks(rows_per * f).map(|part| s.spawn(move || gram_part(part, f))).collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
     let mut g = vec![0f32; f * f];
@@ -240,7 +239,9 @@ fn solve_rows(side: &Side, rows: &mut [f32], first: usize, scratch: &mut [f32]) 
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
         #[allow(unsafe_code)]
-        unsafe { solve_rows_avx2(side, rows, first, scratch) };
+        unsafe {
+            solve_rows_avx2(side, rows, first, scratch)
+        };
         return;
     }
     solve_rows_portable(side, rows, first, scratch);

@@ -3,13 +3,14 @@
 //! Daily Mixes (their listening grouped by taste, each group topped up with tracks like
 //! it). Both are rights-filtered for the listener's country at the moment they are read.
 //!
-//! Exploration is Thompson sampling: each cold-start track near the listener's taste is
-//! an arm whose chance of being streamed when shown has a Beta(1 + streams, 1 +
-//! impressions - streams) posterior, counted by each training from the lists served
-//! since (`discover_weekly` is the impression log); the arms with the highest draws get
-//! the explore slots. A track nobody was shown yet draws from Beta(1, 1), so new tracks
-//! get their turn; one shown often and never streamed stops being drawn high. Its plays
-//! make it warm at the next training.
+//! Exploration is Thompson sampling: each cold-start track the listener is predicted to
+//! like (a positive affinity through the audio map) is an arm whose chance of being
+//! streamed when shown has a Beta(1 + streams, 1 + impressions - streams) posterior,
+//! counted by each training from the lists served since (`discover_weekly` is the
+//! impression log). Each arm draws from its posterior, the draw is weighed by the
+//! listener's affinity, and the highest get the explore slots. A track nobody was shown
+//! yet draws from Beta(1, 1), so new tracks get their turn; one shown often and never
+//! streamed stops being drawn high; its plays make it warm at the next training.
 
 use std::collections::{HashMap, HashSet};
 
@@ -228,14 +229,15 @@ async fn generate_weekly(
     let mut per_artist = HashMap::new();
     // Explore: cold-start tracks near the listener's taste compete by Thompson draws.
     let arms = snap.rank(&x, EXPLORE_ARMS, |i| snap.origin[i as usize] == Origin::Cold && !heard.contains(&i));
-    let arms = playable(app, snap, arms.into_iter(), country, now, EXPLORE_ARMS).await?;
+    let arms = arms.into_iter().filter(|(_, affinity)| *affinity > 0.0);
+    let arms = playable(app, snap, arms, country, now, EXPLORE_ARMS).await?;
     let mut drawn: Vec<(u32, f32)> = arms
         .into_iter()
-        .map(|(t, _)| {
+        .map(|(t, affinity)| {
             let (shown, streamed) = snap.explore[t as usize];
             let (a, b) = (1.0 + f64::from(streamed), 1.0 + f64::from(shown.saturating_sub(streamed)));
             let theta = Beta::new(a, b).map_or(0.5, |d| d.sample(&mut rng));
-            (t, theta as f32)
+            (t, theta as f32 * affinity)
         })
         .collect();
     drawn.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -313,7 +315,7 @@ pub async fn daily_mixes(app: &App, user: &User, country: &str, now: i64) -> Res
     let (plays, heard) = history(app, &snap, &user.id, day * DAY_MS).await?;
     let liked: Vec<(u32, f32)> = plays.into_iter().filter(|(t, w)| *w >= 1.0 && snap.cf(*t).is_some()).collect();
     let mut mixes = Vec::new();
-    if liked.len() >= 5 {
+    if liked.len() >= 3 {
         let units: Vec<Vec<f32>> = liked
             .iter()
             .map(|(t, _)| {

@@ -15,6 +15,7 @@ use sqlx::{AnyPool, Row};
 
 use super::als::dot;
 use super::cold;
+use super::train::Latest;
 use crate::error::Error;
 
 const MAX_AGE: Duration = Duration::from_secs(60);
@@ -126,10 +127,30 @@ impl Snapshot {
         {
             first_artist.insert(r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?);
         }
-        let (model, params, map, cf, explore) = match trained {
-            Some(t) => (t.id, t.params, t.audio_map, t.tracks, t.explore),
-            None => (0, super::als::Params::default(), None, HashMap::new(), HashMap::new()),
-        };
+        Ok(match trained {
+            Some(t) => Snapshot::build(t, embeddings, &first_artist),
+            None => Snapshot::build(
+                Latest {
+                    id: 0,
+                    params: super::als::Params::default(),
+                    audio_map: None,
+                    tracks: HashMap::new(),
+                    explore: HashMap::new(),
+                },
+                embeddings,
+                &first_artist,
+            ),
+        })
+    }
+
+    /// Lay a model out for serving: its track factors, the factors its audio map gives
+    /// tracks it has not seen, unit audio embeddings, first artists, `Y^T Y`.
+    pub fn build(
+        trained: Latest,
+        embeddings: Vec<(String, Vec<f32>)>,
+        first_artist: &HashMap<String, String>,
+    ) -> Snapshot {
+        let Latest { id: model, params, audio_map: map, tracks: cf, explore } = trained;
         let factors = cf.values().next().map_or(map.as_ref().map_or(0, |m| m.factors), Vec::len);
         let dims = embeddings.first().map_or(0, |e| e.1.len());
         let mut ids: Vec<String> = cf.keys().cloned().chain(embeddings.iter().map(|e| e.0.clone())).collect();
@@ -184,29 +205,37 @@ impl Snapshot {
             unit(&mut e);
             s.audio[i * dims..(i + 1) * dims].copy_from_slice(&e);
         }
+        // A linear map extrapolates: a sound unlike any warm track's can come out with a
+        // long vector that outscores everything. Cold vectors keep their direction but
+        // are no longer than the median warm track's.
+        let mut warm_norms: Vec<f32> = (0..n)
+            .filter(|&i| s.origin[i] == Origin::Warm)
+            .map(|i| dot(&s.cf[i * factors..(i + 1) * factors], &s.cf[i * factors..(i + 1) * factors]).sqrt())
+            .collect();
+        warm_norms.sort_by(f32::total_cmp);
+        let cap = warm_norms.get(warm_norms.len() / 2).copied().unwrap_or(f32::MAX);
         for i in 0..n {
+            let row = &mut s.cf[i * factors..(i + 1) * factors];
+            let norm = dot(row, row).sqrt();
+            if s.origin[i] == Origin::Cold && norm > cap {
+                row.iter_mut().for_each(|x| *x *= cap / norm);
+            }
             let row = &s.cf[i * factors..(i + 1) * factors];
             s.cf_norm[i] = dot(row, row).sqrt();
-            if s.origin[i] == Origin::Warm {
-                for a in 0..factors {
-                    let ra = f64::from(row[a]);
-                    for b in a..factors {
-                        s.gram[a * factors + b] += ra * f64::from(row[b]);
-                    }
-                }
-            }
         }
-        for a in 0..factors {
-            for b in 0..a {
-                s.gram[a * factors + b] = s.gram[b * factors + a];
-            }
+        let warm: Vec<f32> = (0..n)
+            .filter(|&i| s.origin[i] == Origin::Warm)
+            .flat_map(|i| s.cf[i * factors..(i + 1) * factors].iter().copied())
+            .collect();
+        if factors > 0 {
+            s.gram = super::als::gram(&warm, factors, 1).into_iter().map(f64::from).collect();
         }
         for (id, e) in explore {
             if let Some(&i) = s.index.get(&id) {
                 s.explore[i as usize] = e;
             }
         }
-        Ok(s)
+        s
     }
 
     pub fn index_of(&self, track: &str) -> Option<u32> {
@@ -328,5 +357,51 @@ impl Snapshot {
             .filter_map(|i| Some((i, dot(profile, self.audio(i)?))))
             .collect();
         top_k(scored, k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recs::als::{self, Csr, Params};
+    use crate::recs::synth::{generate, weight, Spec};
+
+    /// A snapshot of a model trained on synthetic plays: tracks `t0..`, users `0..`.
+    fn trained(spec: &Spec, params: &Params) -> (crate::recs::synth::Data, Csr, als::Model, Snapshot) {
+        let data = generate(spec);
+        let triples: Vec<(u32, u32, f32)> = data.plays.iter().map(|p| (p.user, p.track, weight(p))).collect();
+        let by_user = Csr::from_triples(spec.users, &triples);
+        let model = als::train(&by_user, spec.tracks, params, |_| {});
+        let tracks = (0..spec.tracks).map(|t| (format!("t{t:05}"), model.item_vec(t).to_vec())).collect();
+        let artists = (0..spec.tracks).map(|t| (format!("t{t:05}"), format!("a{}", data.track_artist[t]))).collect();
+        let latest = Latest { id: 1, params: *params, audio_map: None, tracks, explore: HashMap::new() };
+        let snap = Snapshot::build(latest, Vec::new(), &artists);
+        (data, by_user, model, snap)
+    }
+
+    /// Folding a listener in from their plays gives the vector training gave them, so
+    /// serving can use plays made since training.
+    #[test]
+    fn folding_in_a_listener_recovers_their_trained_vector() {
+        let spec = Spec { users: 400, tracks: 300, artists: 60, clusters: 6, plays: (10, 30), in_taste: 0.8, seed: 3 };
+        let params =
+            Params { factors: 16, iterations: 12, regularization: 0.1, alpha: 10.0, cg_steps: 8, ..Params::default() };
+        let (_, by_user, model, snap) = trained(&spec, &params);
+        let mut agree = 0;
+        for u in 0..spec.users {
+            let (idx, val) = by_user.row(u);
+            let plays: Vec<(u32, f32)> =
+                idx.iter().zip(val).map(|(&t, &v)| (snap.index_of(&format!("t{t:05}")).unwrap(), v)).collect();
+            let x = snap.fold_in(&plays).unwrap();
+            let y = model.user_vec(u);
+            let cos = dot(&x, y) / (dot(&x, &x).sqrt() * dot(y, y).sqrt());
+            agree += usize::from(cos > 0.99);
+            // The same top 10 as the model's own ranking.
+            let ours: Vec<u32> =
+                snap.rank(&x, 10, |i| idx.binary_search(&i).is_err()).into_iter().map(|r| r.0).collect();
+            let theirs = model.top_k(y, 10, idx);
+            assert!(ours.iter().filter(|t| theirs.contains(t)).count() >= 8, "user {u}: {ours:?} against {theirs:?}");
+        }
+        assert!(agree >= spec.users * 95 / 100, "{agree} of {} folded-in vectors agree", spec.users);
     }
 }

@@ -23,6 +23,8 @@ pub struct Trained {
     pub audio_map_tracks: usize,
     /// Cold-start tracks shown in explore slots since the last training.
     pub explored_tracks: usize,
+    /// Streams of them by listeners they were shown to.
+    pub explore_streams: i64,
     pub seconds: f64,
 }
 
@@ -107,6 +109,7 @@ pub async fn train(
     )
     .fetch_all(pool)
     .await?;
+    let explore_streams = explored.iter().map(|r| r.try_get::<i64, _>(2)).sum::<Result<i64, _>>()?;
     let mut tx = segue_core::sql::begin_write(pool).await?;
     let id: i64 =
         sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM rec_models").fetch_one(&mut *tx).await?.try_get(0)?;
@@ -160,6 +163,7 @@ pub async fn train(
         factors: params.factors,
         audio_map_tracks,
         explored_tracks: explored.len(),
+        explore_streams,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
