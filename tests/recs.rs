@@ -295,6 +295,32 @@ fn a_cold_start_track_reaches_the_discover_weekly_of_listeners_of_its_sound() {
     let first_b = (0..6).filter_map(|k| at(warm_id(&format!("b{k}")))).min().unwrap_or(usize::MAX);
     assert!(fresh_a.iter().all(|p| p.is_some_and(|p| p < first_b)), "{mixes}");
     assert_eq!(mixes["mixes"][0]["artists"].as_array().unwrap().len(), 3, "{mixes}");
+    // Smart shuffle of a1's playlist of a0-a4: one track after every two, none of the
+    // playlist's, all of its sound (tones, not noise).
+    let (code, pl) = admin(app2, "POST", "/v1/playlists", Some(&keys["a1"]), Some(r#"{"name":"tones"}"#));
+    assert_eq!(code, 201, "{pl}");
+    let pl_path = format!("/v1/playlists/{}", pl["id"].as_str().unwrap());
+    let adds: Vec<serde_json::Value> = (0..5)
+        .map(|k| serde_json::json!({"op": "add", "track_id": warm_id(&format!("a{k}")), "index": 0}))
+        .collect();
+    let body = serde_json::json!({"version": pl["version"], "ops": adds}).to_string();
+    let (code, r) = admin(app2, "POST", &format!("{pl_path}/ops"), Some(&keys["a1"]), Some(&body));
+    assert_eq!(code, 200, "{r}");
+    let (code, sh) =
+        admin(app2, "POST", &format!("{pl_path}/shuffle?smart=true&every=2"), Some(&keys["a1"]), None);
+    assert_eq!(code, 200, "{sh}");
+    let items = sh["items"].as_array().unwrap();
+    assert_eq!((items.len(), sh["recommended"].as_u64()), (7, Some(2)), "{sh}");
+    for (k, item) in items.iter().enumerate() {
+        let t = item["track_id"].as_str().unwrap();
+        let ours = (0..5).any(|j| warm_id(&format!("a{j}")) == t);
+        assert_eq!(item["recommended"] == true, !ours, "{sh}");
+        assert_eq!(item["recommended"] == true, k % 3 == 2, "one after every two: {sh}");
+        let noise = warm.iter().chain(&cold).any(|(n, i)| n.starts_with('b') && i == t);
+        assert!(!noise, "{t} sounds like noise: {sh}");
+    }
+    let bad = admin(app2, "POST", &format!("{pl_path}/shuffle?smart=maybe"), Some(&keys["a1"]), None);
+    assert_eq!(bad.0, 400, "{}", bad.1);
     // Unauthenticated: refused.
     assert_eq!(admin(app2, "GET", "/v1/me/discover-weekly", None, None).0, 401);
     let trained = train(&up);

@@ -463,8 +463,25 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             Ok(json_response(StatusCode::OK, &result))
         }
         (&Method::POST, ["v1", "playlists", id, "shuffle"]) => {
+            let query = req.uri().query();
+            let smart = match segue_core::server::query_param(query, "smart") {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(v) => return Err(Error::BadRequest(format!("smart {v:?} is not true or false"))),
+            };
+            let every = match segue_core::server::query_param(query, "every") {
+                None => crate::recs::smart_shuffle::EVERY,
+                Some(v) => v.parse::<usize>().ok().filter(|n| (1..=50).contains(n)).ok_or_else(|| {
+                    Error::BadRequest(format!("every {v:?} is not a number of tracks from 1 to 50"))
+                })?,
+            };
             let p = playlists::get(&app.pool, id, &user).await?;
-            Ok(json_response(StatusCode::OK, &playlists::shuffled(&app.pool, &p).await?))
+            if !smart {
+                return Ok(json_response(StatusCode::OK, &playlists::shuffled(&app.pool, &p).await?));
+            }
+            let country = crate::rights::listener_country(&user, None, app.geo.country(peer.ip(), req.headers()))?;
+            let out = crate::recs::smart_shuffle::smart_shuffled(app, &p, &country, every, now_ms()).await?;
+            Ok(json_response(StatusCode::OK, &out))
         }
         (&Method::GET, ["v1", "playlists", id, "ops"]) => {
             let since = segue_core::server::query_param(req.uri().query(), "since").unwrap_or("0");
