@@ -300,14 +300,12 @@ fn a_cold_start_track_reaches_the_discover_weekly_of_listeners_of_its_sound() {
     let (code, pl) = admin(app2, "POST", "/v1/playlists", Some(&keys["a1"]), Some(r#"{"name":"tones"}"#));
     assert_eq!(code, 201, "{pl}");
     let pl_path = format!("/v1/playlists/{}", pl["id"].as_str().unwrap());
-    let adds: Vec<serde_json::Value> = (0..5)
-        .map(|k| serde_json::json!({"op": "add", "track_id": warm_id(&format!("a{k}")), "index": 0}))
-        .collect();
+    let adds: Vec<serde_json::Value> =
+        (0..5).map(|k| serde_json::json!({"op": "add", "track_id": warm_id(&format!("a{k}")), "index": 0})).collect();
     let body = serde_json::json!({"version": pl["version"], "ops": adds}).to_string();
     let (code, r) = admin(app2, "POST", &format!("{pl_path}/ops"), Some(&keys["a1"]), Some(&body));
     assert_eq!(code, 200, "{r}");
-    let (code, sh) =
-        admin(app2, "POST", &format!("{pl_path}/shuffle?smart=true&every=2"), Some(&keys["a1"]), None);
+    let (code, sh) = admin(app2, "POST", &format!("{pl_path}/shuffle?smart=true&every=2"), Some(&keys["a1"]), None);
     assert_eq!(code, 200, "{sh}");
     let items = sh["items"].as_array().unwrap();
     assert_eq!((items.len(), sh["recommended"].as_u64()), (7, Some(2)), "{sh}");

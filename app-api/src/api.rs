@@ -369,7 +369,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             let snap = app.recs.snapshot(&app.pool).await?;
             let similar = snap.similar(id, crate::recs::discover::CANDIDATES)?;
             let picked =
-                crate::recs::discover::playable(app, &snap, similar.into_iter(), &country, now_ms(), limit).await?;
+                crate::recs::discover::playable(app, &snap, similar.iter().copied(), &country, now_ms(), limit).await?;
             let picked: Vec<_> = picked
                 .into_iter()
                 .map(|(t, score)| serde_json::json!({ "track_id": snap.ids[t as usize], "score": score }))
@@ -469,12 +469,13 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
                 Some("true") => true,
                 Some(v) => return Err(Error::BadRequest(format!("smart {v:?} is not true or false"))),
             };
-            let every = match segue_core::server::query_param(query, "every") {
-                None => crate::recs::smart_shuffle::EVERY,
-                Some(v) => v.parse::<usize>().ok().filter(|n| (1..=50).contains(n)).ok_or_else(|| {
-                    Error::BadRequest(format!("every {v:?} is not a number of tracks from 1 to 50"))
-                })?,
-            };
+            let every =
+                match segue_core::server::query_param(query, "every") {
+                    None => crate::recs::smart_shuffle::EVERY,
+                    Some(v) => v.parse::<usize>().ok().filter(|n| (1..=50).contains(n)).ok_or_else(|| {
+                        Error::BadRequest(format!("every {v:?} is not a number of tracks from 1 to 50"))
+                    })?,
+                };
             let p = playlists::get(&app.pool, id, &user).await?;
             if !smart {
                 return Ok(json_response(StatusCode::OK, &playlists::shuffled(&app.pool, &p).await?));

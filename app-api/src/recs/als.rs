@@ -201,6 +201,38 @@ fn gram_part_portable(rows: &[f32], f: usize) -> Vec<f32> {
     g
 }
 
+/// `out[r] = rows[r] . x` for each `f`-long row: an exact scan, with AVX2 where the
+/// CPU has it (serving ranks every track this way).
+pub fn scan(rows: &[f32], f: usize, x: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        #[allow(unsafe_code)]
+        unsafe {
+            scan_avx2(rows, f, x, out)
+        };
+        return;
+    }
+    scan_portable(rows, f, x, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(unsafe_code)]
+unsafe fn scan_avx2(rows: &[f32], f: usize, x: &[f32], out: &mut [f32]) {
+    scan_portable(rows, f, x, out);
+}
+
+#[inline(always)]
+fn scan_portable(rows: &[f32], f: usize, x: &[f32], out: &mut [f32]) {
+    if f == 0 {
+        return;
+    }
+    for (o, row) in out.iter_mut().zip(rows.chunks_exact(f)) {
+        *o = dot(row, x);
+    }
+}
+
 /// What every row's solve reads.
 struct Side<'a> {
     other: &'a [f32],

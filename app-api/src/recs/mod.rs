@@ -5,7 +5,7 @@
 pub mod als;
 pub mod cold;
 pub mod discover;
-pub mod smart_shuffle;
 pub mod serve;
+pub mod smart_shuffle;
 pub mod synth;
 pub mod train;

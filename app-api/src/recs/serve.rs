@@ -19,6 +19,11 @@ use super::train::Latest;
 use crate::error::Error;
 
 const MAX_AGE: Duration = Duration::from_secs(60);
+/// Radio rankings kept per snapshot (500 candidates each: about 4 KB).
+const SIMILAR_CACHE: u64 = 20_000;
+
+/// Tracks (snapshot indices) with their scores, best first.
+pub type Ranked = Arc<Vec<(u32, f32)>>;
 
 /// Where a track's collaborative factors come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +37,6 @@ pub enum Origin {
 }
 
 /// One model's vectors, laid out for scans. Tracks are numbered `0..ids.len()`.
-#[derive(Default)]
 pub struct Snapshot {
     pub model: i64,
     pub factors: usize,
@@ -48,12 +52,16 @@ pub struct Snapshot {
     cf_norm: Vec<f32>,
     /// `dims` per track, unit length; zeros where a track has no embedding.
     audio: Vec<f32>,
+    has_audio: Vec<bool>,
     /// `Y^T Y` over the warm tracks: what folding a listener in starts from.
     gram: Vec<f64>,
     pub regularization: f32,
     pub alpha: f32,
     /// Exploration's record per track: (impressions, streams) from the last training.
     pub explore: Vec<(u32, u32)>,
+    /// Radio's rankings by seed track, for this snapshot's life: seeds follow track
+    /// popularity, so most radio requests are of a seed asked for moments ago.
+    similar_cache: moka::sync::Cache<(u32, usize), Ranked>,
 }
 
 #[derive(Default)]
@@ -70,15 +78,40 @@ fn unit(v: &mut [f32]) {
     }
 }
 
-/// The `k` best of `scored`, best first (ties by index, so the order is stable).
-pub fn top_k(mut scored: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
-    let by_score = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    if scored.len() > k && k > 0 {
-        scored.select_nth_unstable_by(k - 1, by_score);
-        scored.truncate(k);
+/// The `k` best of `scored`, best first (ties by index, so the order is stable): a
+/// min-heap of the best so far, so most candidates cost one comparison.
+pub fn top_k(scored: impl IntoIterator<Item = (u32, f32)>, k: usize) -> Vec<(u32, f32)> {
+    use std::cmp::{Ordering, Reverse};
+    use std::collections::BinaryHeap;
+    #[derive(PartialEq)]
+    struct Scored(f32, Reverse<u32>);
+    impl Eq for Scored {}
+    impl PartialOrd for Scored {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.cmp(other))
+        }
     }
-    scored.sort_unstable_by(by_score);
-    scored
+    impl Ord for Scored {
+        fn cmp(&self, other: &Self) -> Ordering {
+            self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+        }
+    }
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut heap: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(k + 1);
+    for (i, s) in scored {
+        let item = Scored(s, Reverse(i));
+        if heap.len() < k {
+            heap.push(Reverse(item));
+        } else if heap.peek().is_some_and(|worst| item > worst.0) {
+            heap.pop();
+            heap.push(Reverse(item));
+        }
+    }
+    let mut out: Vec<(u32, f32)> = heap.into_iter().map(|Reverse(Scored(s, Reverse(i)))| (i, s)).collect();
+    out.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
 }
 
 impl Vectors {
@@ -166,7 +199,9 @@ impl Snapshot {
             origin: vec![Origin::None; n],
             cf: vec![0.0; n * factors],
             cf_norm: vec![0.0; n],
+            similar_cache: moka::sync::Cache::new(SIMILAR_CACHE),
             audio: vec![0.0; n * dims],
+            has_audio: vec![false; n],
             gram: vec![0.0; factors * factors],
             regularization: params.regularization,
             alpha: params.alpha,
@@ -204,6 +239,7 @@ impl Snapshot {
             }
             unit(&mut e);
             s.audio[i * dims..(i + 1) * dims].copy_from_slice(&e);
+            s.has_audio[i] = e.iter().any(|x| *x != 0.0);
         }
         // A linear map extrapolates: a sound unlike any warm track's can come out with a
         // long vector that outscores everything. Cold vectors keep their direction but
@@ -257,8 +293,11 @@ impl Snapshot {
 
     pub fn audio(&self, i: u32) -> Option<&[f32]> {
         let i = i as usize;
-        let row = &self.audio[i * self.dims..(i + 1) * self.dims];
-        row.iter().any(|x| *x != 0.0).then_some(row)
+        self.has_audio(i as u32).then(|| &self.audio[i * self.dims..(i + 1) * self.dims])
+    }
+
+    fn has_audio(&self, i: u32) -> bool {
+        self.has_audio[i as usize]
     }
 
     /// A listener's factors from their plays against the model's track factors: the ALS
@@ -293,17 +332,31 @@ impl Snapshot {
 
     /// Tracks by affinity to a listener vector, best `k` first, among those `keep` lets by.
     pub fn rank(&self, x: &[f32], k: usize, keep: impl Fn(u32) -> bool) -> Vec<(u32, f32)> {
-        let f = self.factors;
-        let scored = (0..self.len() as u32)
-            .filter(|&i| self.origin[i as usize] != Origin::None && keep(i))
-            .map(|i| (i, dot(x, &self.cf[i as usize * f..(i as usize + 1) * f])))
-            .collect();
+        let mut scores = vec![0f32; self.len()];
+        super::als::scan(&self.cf, self.factors, x, &mut scores);
+        let scored = scores
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (i as u32, s))
+            .filter(|&(i, _)| self.origin[i as usize] != Origin::None && keep(i));
         top_k(scored, k)
     }
 
     /// Tracks most like `track`, the best `k` first, with their scores: the mean of the
     /// collaborative and audio cosines where both exist, else the one that does.
-    pub fn similar(&self, track: &str, k: usize) -> Result<Vec<(u32, f32)>, Error> {
+    pub fn similar(&self, track: &str, k: usize) -> Result<Ranked, Error> {
+        if let Some(hit) = self.index_of(track).and_then(|i| self.similar_cache.get(&(i, k))) {
+            return Ok(hit);
+        }
+        let ranked = Arc::new(self.similar_uncached(track, k)?);
+        if let Some(i) = self.index_of(track) {
+            self.similar_cache.insert((i, k), ranked.clone());
+        }
+        Ok(ranked)
+    }
+
+    /// `similar`, computed: a scan of every track.
+    pub fn similar_uncached(&self, track: &str, k: usize) -> Result<Vec<(u32, f32)>, Error> {
         let me = self.index_of(track);
         let (cf, audio) = match me {
             Some(i) => (self.cf(i), self.audio(i)),
@@ -314,23 +367,26 @@ impl Snapshot {
                 "track {track:?} has neither plays in the trained model nor audio features"
             )));
         };
-        let cf_norm = self.cf_norm[me as usize];
-        let scored = (0..self.len() as u32)
-            .filter(|&i| i != me)
-            .filter_map(|i| {
-                let c = cf.zip(self.cf(i)).and_then(|(a, b)| {
-                    let n = cf_norm * self.cf_norm[i as usize];
-                    (n > 0.0).then(|| dot(a, b) / n)
-                });
-                let a = audio.zip(self.audio(i)).map(|(a, b)| dot(a, b));
-                let score = match (c, a) {
-                    (Some(c), Some(a)) => (c + a) / 2.0,
-                    (Some(s), None) | (None, Some(s)) => s,
-                    (None, None) => return None,
-                };
-                Some((i, score))
-            })
-            .collect();
+        let n = self.len();
+        let (mut cf_scores, mut audio_scores) = (vec![0f32; n], vec![0f32; n]);
+        if let Some(v) = cf {
+            super::als::scan(&self.cf, self.factors, v, &mut cf_scores);
+        }
+        if let Some(v) = audio {
+            super::als::scan(&self.audio, self.dims, v, &mut audio_scores);
+        }
+        let my_norm = self.cf_norm[me as usize];
+        let scored = (0..n as u32).filter(|&i| i != me).filter_map(|i| {
+            let norm = my_norm * self.cf_norm[i as usize];
+            let c = (cf.is_some() && norm > 0.0).then(|| cf_scores[i as usize] / norm);
+            // A track without an embedding has a zero row, and no audio score.
+            let a = (audio.is_some() && self.has_audio(i)).then(|| audio_scores[i as usize]);
+            match (c, a) {
+                (Some(c), Some(a)) => Some((i, (c + a) / 2.0)),
+                (Some(s), None) | (None, Some(s)) => Some((i, s)),
+                (None, None) => None,
+            }
+        });
         Ok(top_k(scored, k))
     }
 
@@ -352,10 +408,8 @@ impl Snapshot {
 
     /// Tracks by audio cosine to `profile`, best `k` first, among those `keep` lets by.
     pub fn by_sound(&self, profile: &[f32], k: usize, keep: impl Fn(u32) -> bool) -> Vec<(u32, f32)> {
-        let scored = (0..self.len() as u32)
-            .filter(|&i| keep(i))
-            .filter_map(|i| Some((i, dot(profile, self.audio(i)?))))
-            .collect();
+        let scored =
+            (0..self.len() as u32).filter(|&i| keep(i)).filter_map(|i| Some((i, dot(profile, self.audio(i)?))));
         top_k(scored, k)
     }
 }
