@@ -44,13 +44,31 @@ fn listening(doc: &mut Value) {
     let string = json!({ "type": "string" });
     let int = json!({ "type": "integer" });
     doc["components"]["schemas"]["Shuffled"] = json!({ "type": "object", "properties": { "playlist": string,
-        "version": int, "adjacencies": int, "items": { "type": "array", "items": { "type": "object",
-            "properties": { "item_id": string, "track_id": string } } } } });
+        "version": int, "adjacencies": int, "recommended": int, "model": int, "items": { "type": "array", "items": { "type": "object",
+            "properties": { "item_id": string, "track_id": string, "recommended": { "type": "boolean" },
+                "score": { "type": "number" } } } } } });
     doc["components"]["schemas"]["Radio"] = json!({ "type": "object", "properties": { "track_id": string,
         "model": int, "country": string, "tracks": { "type": "array", "items": { "type": "object",
             "properties": { "track_id": string, "score": { "type": "number" } } } } } });
-    doc["paths"]["/v1/playlists/{id}/shuffle"] = json!({ "parameters": id_param(),
-        "post": op("the items in a new random order, no artist twice in a row when possible (owner, editors)", "200", "Shuffled", None) });
+    doc["components"]["schemas"]["DiscoverWeekly"] = json!({ "type": "object", "properties": {
+        "week_start": string, "model": int, "generated": string, "country": string, "reason": string,
+        "tracks": { "type": "array", "items": { "type": "object",
+            "properties": { "track_id": string, "explore": { "type": "boolean" } } } } } });
+    doc["components"]["schemas"]["DailyMixes"] = json!({ "type": "object", "properties": {
+        "day": string, "model": int, "country": string, "mixes": { "type": "array", "items": { "type": "object",
+            "properties": { "name": string, "artists": { "type": "array", "items": { "type": "object" } },
+                "tracks": { "type": "array", "items": { "type": "object", "properties": {
+                    "track_id": string, "familiar": { "type": "boolean" } } } } } } } } });
+    doc["paths"]["/v1/playlists/{id}/shuffle"] = json!({ "parameters": [
+            { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+            { "name": "smart", "in": "query", "schema": { "type": "boolean" } },
+            { "name": "every", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 50 } } ],
+        "post": op("the items in a new random order, no artist twice in a row when possible; with smart=true one \
+            recommendation of the playlist's sound after every `every` (3) tracks (owner, editors)", "200", "Shuffled", None) });
+    doc["paths"]["/v1/me/discover-weekly"] = json!({
+        "get": op("30 tracks the listener never played, the same all week; 3 explore new releases", "200", "DiscoverWeekly", None) });
+    doc["paths"]["/v1/me/daily-mixes"] = json!({
+        "get": op("the listener's streams grouped by taste, each topped up with unheard tracks like it", "200", "DailyMixes", None) });
     doc["paths"]["/v1/tracks/{id}/radio"] = json!({ "parameters": [
             { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
             { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 100 } } ],
