@@ -70,8 +70,16 @@ pub struct PlayArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Play a playlist, shuffled by the app API (no artist twice in a row where
+    /// possible), after the TRACKs given.
+    #[arg(long, value_name = "ID", conflicts_with = "offline")]
+    playlist: Option<String>,
+    /// With --playlist: smart shuffle, one recommendation of the playlist's sound after
+    /// every three tracks.
+    #[arg(long, requires = "playlist")]
+    smart: bool,
     /// Track ids, in play order.
-    #[arg(required_unless_present_any = ["sync", "offline"], value_name = "TRACK")]
+    #[arg(required_unless_present_any = ["sync", "offline", "playlist"], value_name = "TRACK")]
     tracks: Vec<String>,
 }
 
@@ -195,7 +203,14 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
             let tracks = if a.tracks.is_empty() { library.tracks() } else { a.tracks.clone() };
             (segue_player::engine::Engine::offline(Arc::new(library), opts), tracks)
         }
-        _ => (segue_player::engine::Engine::new(api.clone(), opts), a.tracks.clone()),
+        _ => {
+            let mut tracks = a.tracks.clone();
+            if let Some(p) = &a.playlist {
+                let queue = api.shuffled_queue(p, a.smart).await.map_err(|e| Failure::Runtime(e.to_string()))?;
+                tracks.extend(queue);
+            }
+            (segue_player::engine::Engine::new(api.clone(), opts), tracks)
+        }
     };
     let played = segue_player::render::render(engine, &tracks, &out, on_play).await;
     let earlier = match sender {

@@ -317,6 +317,21 @@ fn a_cold_start_track_reaches_the_discover_weekly_of_listeners_of_its_sound() {
         let noise = warm.iter().chain(&cold).any(|(n, i)| n.starts_with('b') && i == t);
         assert!(!noise, "{t} sounds like noise: {sh}");
     }
+    // The player's queue: `segue play --playlist --smart` plays the five and one more
+    // (through the first app API: it signs stream URLs).
+    let key_file = up.dir.path().join("a1.key");
+    std::fs::write(&key_file, &keys["a1"]).unwrap();
+    let run = segue()
+        .args(["play", "--no-report", "--json", "--app-api", &format!("http://{}", up.app), "--token-file"])
+        .arg(&key_file)
+        .arg("--out")
+        .arg(up.dir.path().join("smart.wav"))
+        .args(["--playlist", pl["id"].as_str().unwrap(), "--smart"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["tracks"].as_u64(), Some(6), "{report}");
     let bad = admin(app2, "POST", &format!("{pl_path}/shuffle?smart=maybe"), Some(&keys["a1"]), None);
     assert_eq!(bad.0, 400, "{}", bad.1);
     // Unauthenticated: refused.

@@ -93,6 +93,15 @@ impl AppApi {
         Ok(json)
     }
 
+    /// A playlist's tracks as a queue: in a fresh shuffle (no artist twice in a row where
+    /// possible), with `smart` one recommendation of its sound after every three.
+    pub async fn shuffled_queue(&self, playlist: &str, smart: bool) -> Result<Vec<String>, Error> {
+        let path = format!("/v1/playlists/{playlist}/shuffle{}", if smart { "?smart=true" } else { "" });
+        let answer = self.call(Method::POST, &path, None).await?;
+        let items = answer["items"].as_array().ok_or_else(|| Error::Api(format!("{path}: no items in {answer}")))?;
+        Ok(items.iter().filter_map(|i| i["track_id"].as_str().map(str::to_owned)).collect())
+    }
+
     /// Stream info for `track` at `tier`, in `country` (default: the user's).
     pub async fn stream(&self, track: &str, tier: &str, country: Option<&str>) -> Result<StreamInfo, Error> {
         let mut path = format!("/v1/tracks/{track}/stream?tier={tier}");

@@ -160,20 +160,17 @@ impl Snapshot {
         {
             first_artist.insert(r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?);
         }
-        Ok(match trained {
-            Some(t) => Snapshot::build(t, embeddings, &first_artist),
-            None => Snapshot::build(
-                Latest {
-                    id: 0,
-                    params: super::als::Params::default(),
-                    audio_map: None,
-                    tracks: HashMap::new(),
-                    explore: HashMap::new(),
-                },
-                embeddings,
-                &first_artist,
-            ),
-        })
+        let trained = trained.unwrap_or_else(|| Latest {
+            id: 0,
+            params: super::als::Params::default(),
+            audio_map: None,
+            tracks: HashMap::new(),
+            explore: HashMap::new(),
+        });
+        // A large catalog takes a few hundred ms to lay out: off the request threads.
+        tokio::task::spawn_blocking(move || Snapshot::build(trained, embeddings, &first_artist))
+            .await
+            .map_err(|e| Error::Database(format!("loading recommendation vectors: {e}")))
     }
 
     /// Lay a model out for serving: its track factors, the factors its audio map gives
