@@ -221,6 +221,10 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
         (&Method::GET, "/openapi.json") => return Ok(json_response(StatusCode::OK, &crate::openapi::document())),
         _ => {}
     }
+    // The Subsonic API authenticates and answers errors its own way.
+    if let Some(name) = crate::subsonic::endpoint(&path) {
+        return Ok(crate::subsonic::handle(app, name, req).await);
+    }
     let user = caller(app, req.headers()).await?;
     app.rate_limits.request(&user)?;
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();

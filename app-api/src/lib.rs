@@ -32,6 +32,7 @@ pub mod royalty;
 pub mod search;
 pub mod shuffle;
 pub mod stream;
+pub mod subsonic;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -338,6 +338,12 @@ pub fn json_response(status: StatusCode, v: &impl serde::Serialize) -> Response<
 /// Read a JSON request body of at most `max` bytes into `T`; the error says what is
 /// wrong with it (too large, unreadable, not the expected JSON), for a 400 answer.
 pub async fn read_json<T: serde::de::DeserializeOwned>(req: Request<ReqBody>, max: usize) -> Result<T, String> {
+    let bytes = read_body(req, max).await?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+/// Read a request body of at most `max` bytes; the error says what went wrong.
+pub async fn read_body(req: Request<ReqBody>, max: usize) -> Result<Vec<u8>, String> {
     let mut body = req.into_body();
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -349,7 +355,7 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(req: Request<ReqBody>, ma
             bytes.extend_from_slice(&data);
         }
     }
-    serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON body: {e}"))
+    Ok(bytes)
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header.

@@ -1,0 +1,354 @@
+//! The OpenSubsonic API (`/rest/*`), for the players that speak it (DSub, Symfonium,
+//! Feishin, Supersonic...), served from the same catalog, users and keys as `/v1`.
+//!
+//! The conventions clients rely on: every endpoint answers with and without `.view`;
+//! parameters come from the query or, for POST, a form body (the `formPost`
+//! extension); `f=json` answers JSON, anything else XML (Subsonic's default); failures
+//! are HTTP 200 with `status: "failed"` and a Subsonic error code (even where the
+//! success would have been audio); boolean parameters are case-insensitive.
+//!
+//! Authentication is the `apiKeyAuthentication` extension: `apiKey=` carries the app
+//! API's user key. The legacy password schemes (`u` with `p`, or `t` and `s`) answer
+//! error 42 with the URL of the docs on API keys.
+
+use std::collections::HashMap;
+
+use http::{Method, Request, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::catalog::User;
+use crate::error::Error;
+use crate::App;
+use segue_core::server::{Body, ReqBody};
+
+/// The Subsonic API version these answers follow.
+pub const API_VERSION: &str = "1.16.1";
+/// Where a client can send its user to learn about API keys (error 42's `helpUrl`).
+pub const HELP_URL: &str = "https://github.com/segue-music/segue/blob/main/docs/OPERATING.md#subsonic-clients";
+/// The largest form body read (parameters only).
+const MAX_FORM: usize = 64 << 10;
+
+/// A Subsonic error: its code and message (the spec's wording where it has one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub code: u16,
+    pub message: String,
+    pub help_url: Option<&'static str>,
+}
+
+impl Failure {
+    fn new(code: u16, message: impl Into<String>) -> Failure {
+        Failure { code, message: message.into(), help_url: None }
+    }
+
+    pub fn missing(name: &str) -> Failure {
+        Failure::new(10, format!("Required parameter is missing: {name}"))
+    }
+}
+
+/// The app API's errors in Subsonic's codes.
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        match e {
+            Error::NotFound(m) => Failure::new(70, format!("The requested data was not found: {m}")),
+            Error::Unauthorized => Failure::new(44, "Invalid API key or username"),
+            Error::Forbidden(m) | Error::Embargoed(m) | Error::CountryMismatch(m) => {
+                Failure::new(50, format!("User is not authorized for the given operation: {m}"))
+            }
+            Error::BadRequest(m) => Failure::new(10, m),
+            other => Failure::new(0, other.to_string()),
+        }
+    }
+}
+
+/// The merged parameters of a call: the query string, then a form body's.
+pub struct Params(HashMap<String, Vec<String>>);
+
+impl Params {
+    fn parse(into: &mut HashMap<String, Vec<String>>, text: &str) {
+        for pair in text.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode =
+                |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+            into.entry(decode(k)).or_default().push(decode(v));
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.first()).map(String::as_str)
+    }
+
+    pub fn all(&self, name: &str) -> &[String] {
+        self.0.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn required(&self, name: &str) -> Result<&str, Failure> {
+        self.get(name).filter(|v| !v.is_empty()).ok_or_else(|| Failure::missing(name))
+    }
+
+    /// A boolean: `true`/`false` in any case; absent is `default`.
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool, Failure> {
+        match self.get(name) {
+            None | Some("") => Ok(default),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+            Some(v) => Err(Failure::new(0, format!("{name} {v:?} is not true or false"))),
+        }
+    }
+}
+
+/// Read a call's parameters: the query, and for POST a form body.
+async fn params(req: Request<ReqBody>) -> Result<Params, Failure> {
+    let mut map = HashMap::new();
+    if let Some(q) = req.uri().query() {
+        Params::parse(&mut map, q);
+    }
+    if req.method() == Method::POST {
+        let form = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        let body = segue_core::server::read_body(req, MAX_FORM).await.map_err(|e| Failure::new(0, e))?;
+        if form {
+            Params::parse(&mut map, &String::from_utf8_lossy(&body));
+        }
+    }
+    Ok(Params(map))
+}
+
+/// The caller, by the `apiKeyAuthentication` extension.
+async fn authenticate(app: &App, p: &Params) -> Result<User, Failure> {
+    let key = p.get("apiKey").filter(|k| !k.is_empty());
+    let legacy = p.get("p").is_some() || p.get("t").is_some() || p.get("s").is_some();
+    match key {
+        Some(_) if p.get("u").is_some() || legacy => {
+            Err(Failure::new(43, "Multiple conflicting authentication mechanisms provided"))
+        }
+        Some(k) => crate::catalog::user_by_token(&app.pool, k)
+            .await
+            .map_err(Failure::from)?
+            .ok_or_else(|| Failure::new(44, "Invalid API key or username")),
+        None if legacy || p.get("u").is_some() => Err(Failure {
+            code: 42,
+            message: "Password authentication not supported. Use API keys".into(),
+            help_url: Some(HELP_URL),
+        }),
+        None => Err(Failure::new(10, "Required parameter is missing: apiKey")),
+    }
+}
+
+/// `/rest/NAME` or `/rest/NAME.view`: NAME, if the path is one.
+pub fn endpoint(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/rest/")?;
+    let name = name.strip_suffix(".view").unwrap_or(name);
+    (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
+/// Serve one `/rest/` call.
+pub async fn handle(app: &App, name: &str, req: Request<ReqBody>) -> Response<Body> {
+    let mut json_format = segue_core::server::query_param(req.uri().query(), "f") == Some("json");
+    let method = req.method().clone();
+    let answer = async {
+        if method != Method::GET && method != Method::POST {
+            return Err(Failure::new(0, format!("{method} is not GET or POST")));
+        }
+        let p = params(req).await?;
+        // `f` may come in a form body too.
+        json_format = p.get("f") == Some("json");
+        let user = authenticate(app, &p).await?;
+        app.rate_limits.request(&user).map_err(Failure::from)?;
+        call(app, name, &user, &p).await
+    }
+    .await;
+    metrics::counter!("app_subsonic_requests_total", "status" => if answer.is_ok() { "ok" } else { "failed" })
+        .increment(1);
+    match answer {
+        Ok(payload) => render(payload, None, json_format),
+        Err(f) => {
+            tracing::info!(endpoint = name, code = f.code, message = %f.message, "subsonic call failed");
+            render(Map::new(), Some(&f), json_format)
+        }
+    }
+}
+
+/// The OpenSubsonic extensions served, with their versions.
+fn extensions() -> Value {
+    json!([
+        { "name": "apiKeyAuthentication", "versions": [1] },
+        { "name": "formPost", "versions": [1] },
+    ])
+}
+
+async fn call(app: &App, name: &str, user: &User, _p: &Params) -> Result<Map<String, Value>, Failure> {
+    let mut out = Map::new();
+    match name {
+        "ping" => {}
+        "getLicense" => {
+            out.insert("license".into(), json!({ "valid": true }));
+        }
+        "getOpenSubsonicExtensions" => {
+            out.insert("openSubsonicExtensions".into(), extensions());
+        }
+        "getMusicFolders" => {
+            out.insert("musicFolders".into(), json!({ "musicFolder": [{ "id": 1, "name": "Segue" }] }));
+        }
+        "getUser" => {
+            let _ = app;
+            out.insert(
+                "user".into(),
+                json!({
+                    "username": user.name, "scrobblingEnabled": true, "adminRole": user.admin,
+                    "settingsRole": false, "downloadRole": true, "uploadRole": false, "playlistRole": true,
+                    "coverArtRole": false, "commentRole": false, "podcastRole": false, "streamRole": true,
+                    "jukeboxRole": false, "shareRole": false, "videoConversionRole": false, "folder": [1],
+                }),
+            );
+        }
+        _ => return Err(Failure::new(0, format!("unknown endpoint {name:?}"))),
+    }
+    Ok(out)
+}
+
+/// The `subsonic-response` envelope around `payload` (or `failure`), as JSON or XML.
+fn render(payload: Map<String, Value>, failure: Option<&Failure>, json_format: bool) -> Response<Body> {
+    let mut body = Map::new();
+    body.insert("status".into(), json!(if failure.is_some() { "failed" } else { "ok" }));
+    body.insert("version".into(), json!(API_VERSION));
+    body.insert("type".into(), json!("segue"));
+    body.insert("serverVersion".into(), json!(env!("CARGO_PKG_VERSION")));
+    body.insert("openSubsonic".into(), json!(true));
+    if let Some(f) = failure {
+        let mut e = json!({ "code": f.code, "message": f.message });
+        if let Some(u) = f.help_url {
+            e["helpUrl"] = json!(u);
+        }
+        body.insert("error".into(), e);
+    }
+    body.extend(payload);
+    let (content_type, bytes) = if json_format {
+        ("application/json", serde_json::to_vec(&json!({ "subsonic-response": body })).unwrap_or_default())
+    } else {
+        let mut xml = String::from(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+        element(&mut xml, "subsonic-response", &body, Some("http://subsonic.org/restapi"));
+        ("text/xml; charset=utf-8", xml.into_bytes())
+    };
+    let mut r = Response::new(segue_core::server::full(bytes));
+    *r.status_mut() = StatusCode::OK;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn escape(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Subsonic's XML from the JSON shape: scalars are attributes, objects child elements,
+/// arrays repeated elements of their key's name, and a `value` field the text.
+fn element(out: &mut String, name: &str, obj: &Map<String, Value>, xmlns: Option<&str>) {
+    out.push('<');
+    out.push_str(name);
+    if let Some(ns) = xmlns {
+        out.push_str(" xmlns=\"");
+        out.push_str(ns);
+        out.push('"');
+    }
+    for (k, v) in obj {
+        if k == "value" {
+            continue;
+        }
+        if let Some(s) = scalar(v) {
+            out.push(' ');
+            out.push_str(k);
+            out.push_str("=\"");
+            escape(&s, out);
+            out.push('"');
+        }
+    }
+    out.push('>');
+    if let Some(text) = obj.get("value").and_then(scalar) {
+        escape(&text, out);
+    }
+    for (k, v) in obj {
+        match v {
+            Value::Object(child) => element(out, k, child, None),
+            Value::Array(items) => {
+                for item in items {
+                    match item {
+                        Value::Object(child) => element(out, k, child, None),
+                        other => {
+                            let mut m = Map::new();
+                            if let Some(s) = scalar(other) {
+                                m.insert("value".into(), json!(s));
+                            }
+                            element(out, k, &m, None);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_answer_with_and_without_view() {
+        assert_eq!(endpoint("/rest/ping.view"), Some("ping"));
+        assert_eq!(endpoint("/rest/ping"), Some("ping"));
+        assert_eq!(endpoint("/rest/"), None);
+        assert_eq!(endpoint("/rest/a/b"), None);
+        assert_eq!(endpoint("/v1/ping"), None);
+    }
+
+    #[test]
+    fn xml_has_scalars_as_attributes_and_arrays_as_repeated_elements() {
+        let obj = json!({ "a": 1, "name": "x<y", "item": [{ "id": "1" }, { "id": "2" }], "one": { "b": true },
+            "genre": [{ "value": "Rock & Roll", "songCount": 3 }] });
+        let mut out = String::new();
+        element(&mut out, "r", obj.as_object().unwrap(), None);
+        assert_eq!(
+            out,
+            r#"<r a="1" name="x&lt;y"><genre songCount="3">Rock &amp; Roll</genre><item id="1"></item><item id="2"></item><one b="true"></one></r>"#
+        );
+    }
+
+    #[test]
+    fn parameters_merge_and_decode() {
+        let mut m = HashMap::new();
+        Params::parse(&mut m, "id=a&id=b&query=hello+world%21&flag=TRUE");
+        let p = Params(m);
+        assert_eq!(p.all("id"), ["a", "b"]);
+        assert_eq!(p.get("query"), Some("hello world!"));
+        assert_eq!(p.flag("flag", false), Ok(true));
+        assert_eq!(p.flag("absent", true), Ok(true));
+        assert!(p.flag("query", false).is_err());
+        assert_eq!(p.required("nope").unwrap_err().code, 10);
+    }
+}

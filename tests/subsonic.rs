@@ -1,0 +1,95 @@
+//! The OpenSubsonic API on `segue up`: the envelope every client parses, in JSON and
+//! XML, API-key authentication and the errors of the other schemes, form posts.
+
+mod common;
+
+use common::*;
+
+fn rest(up: &Up, path_and_query: &str) -> (u16, String) {
+    let (code, body) = get(&format!("http://{}/rest/{path_and_query}", up.app), &[]);
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn rest_json(up: &Up, path_and_query: &str) -> serde_json::Value {
+    let (code, body) = rest(up, path_and_query);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["subsonic-response"].clone()
+}
+
+#[test]
+fn the_envelope_authentication_and_errors_follow_opensubsonic() {
+    let up = start_up();
+    let (code, user) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"sonic","country":"SE"}"#));
+    assert_eq!(code, 201, "{user}");
+    let key = user["api_key"].as_str().unwrap().to_owned();
+
+    // ping, with and without .view, JSON: the OpenSubsonic fields.
+    for path in ["ping", "ping.view"] {
+        let r = rest_json(&up, &format!("{path}?f=json&v=1.16.1&c=test&apiKey={key}"));
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(
+            (r["version"].as_str(), r["type"].as_str(), r["openSubsonic"].as_bool()),
+            (Some("1.16.1"), Some("segue"), Some(true))
+        );
+        assert!(r["serverVersion"].is_string(), "{r}");
+    }
+    // XML is the default format.
+    let (code, xml) = rest(&up, &format!("getLicense?apiKey={key}"));
+    assert_eq!(code, 200);
+    assert!(
+        xml.starts_with(
+            r#"<?xml version="1.0" encoding="UTF-8"?><subsonic-response xmlns="http://subsonic.org/restapi""#
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"status="ok""#)
+            && xml.contains(r#"openSubsonic="true""#)
+            && xml.contains(r#"<license valid="true"></license>"#),
+        "{xml}"
+    );
+    let ext = rest_json(&up, &format!("getOpenSubsonicExtensions?f=json&apiKey={key}"));
+    let names: Vec<&str> =
+        ext["openSubsonicExtensions"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"apiKeyAuthentication") && names.contains(&"formPost"), "{ext}");
+    let me = rest_json(&up, &format!("getUser?f=json&username=sonic&apiKey={key}"));
+    assert_eq!(
+        (me["user"]["username"].as_str(), me["user"]["streamRole"].as_bool()),
+        (Some("sonic"), Some(true)),
+        "{me}"
+    );
+    assert_eq!(
+        rest_json(&up, &format!("getMusicFolders?f=json&apiKey={key}"))["musicFolders"]["musicFolder"][0]["id"],
+        1
+    );
+
+    // Errors are HTTP 200 with status failed and the spec's codes.
+    let failed = |q: &str, code: u64| {
+        let r = rest_json(&up, q);
+        assert_eq!((r["status"].as_str(), r["error"]["code"].as_u64()), (Some("failed"), Some(code)), "{q}: {r}");
+        r
+    };
+    failed("ping?f=json", 10);
+    failed("ping?f=json&apiKey=wrong", 44);
+    failed(&format!("ping?f=json&apiKey={key}&u=sonic"), 43);
+    let r = failed("ping?f=json&u=sonic&t=abc&s=salt", 42);
+    assert!(r["error"]["helpUrl"].is_string(), "{r}");
+    failed("ping?f=json&u=sonic&p=secret", 42);
+    failed(&format!("noSuchEndpoint?f=json&apiKey={key}"), 0);
+    let (_, xml) = rest(&up, "ping?apiKey=wrong");
+    assert!(xml.contains(r#"status="failed""#) && xml.contains(r#"<error code="44""#), "{xml}");
+
+    // formPost: parameters from a form body.
+    let url = format!("http://{}/rest/ping.view", up.app);
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-X", "POST", "-H", "Content-Type: application/x-www-form-urlencoded", "--data"])
+        .arg(format!("apiKey={key}&c=test&f=json"))
+        .arg(&url)
+        .output()
+        .expect("curl");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["subsonic-response"]["status"], "ok", "{r}");
+    assert!(terminate(up.up).success());
+}
