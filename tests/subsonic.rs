@@ -93,3 +93,48 @@ fn the_envelope_authentication_and_errors_follow_opensubsonic() {
     assert_eq!(r["subsonic-response"]["status"], "ok", "{r}");
     assert!(terminate(up.up).success());
 }
+
+#[test]
+fn browsing_by_tags_walks_artist_album_and_song() {
+    let up = start_up();
+    let ids = album_ids(up.app, &up.token);
+    let (_, user) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"browser","country":"SE"}"#));
+    let key = user["api_key"].as_str().unwrap().to_owned();
+    let call = |q: &str| rest_json(&up, &format!("{q}&f=json&apiKey={key}"));
+
+    let artists = call("getArtists?x=1");
+    assert_eq!(artists["status"], "ok", "{artists}");
+    let index = artists["artists"]["index"].as_array().unwrap();
+    let s = index.iter().find(|i| i["name"] == "S").unwrap_or_else(|| panic!("no S in {artists}"));
+    let demo = s["artist"].as_array().unwrap().iter().find(|a| a["name"] == "Segue Demo").unwrap();
+    assert!(demo["albumCount"].as_u64().unwrap() >= 1, "{demo}");
+
+    let artist = call(&format!("getArtist?id={}", demo["id"].as_str().unwrap()));
+    let albums = artist["artist"]["album"].as_array().unwrap();
+    let (_, track) = admin(up.app, "GET", &format!("/v1/tracks/{}", ids[0]), Some(&up.token), None);
+    let album_id = track["album"]["id"].as_str().unwrap();
+    let listed = albums.iter().find(|a| a["id"] == album_id).unwrap_or_else(|| panic!("{artist}"));
+    assert_eq!(listed["songCount"], 4, "{listed}");
+
+    let album = call(&format!("getAlbum?id={album_id}"));
+    let songs = album["album"]["song"].as_array().unwrap();
+    let song_ids: Vec<&str> = songs.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(song_ids, ids.iter().map(String::as_str).collect::<Vec<_>>(), "{album}");
+    for (n, song) in songs.iter().enumerate() {
+        assert_eq!((song["track"].as_u64(), song["isDir"].as_bool()), (Some(n as u64 + 1), Some(false)), "{song}");
+        assert_eq!((song["albumId"].as_str(), song["suffix"].as_str()), (Some(album_id), Some("ogg")), "{song}");
+        assert!(song["duration"].as_u64().unwrap() >= 2, "{song}");
+        assert!(song.as_object().unwrap().values().all(|v| !v.is_null()), "optional fields are omitted: {song}");
+    }
+    let song = call(&format!("getSong?id={}", ids[1]));
+    assert_eq!(song["song"]["title"], songs[1]["title"], "{song}");
+    assert!(call("getGenres?x=1")["genres"]["genre"].is_array());
+
+    // Not found is 70, a missing id 10; XML has the songs as repeated elements.
+    assert_eq!(call("getAlbum?id=alb_nope")["error"]["code"], 70);
+    assert_eq!(call("getSong?x=1")["error"]["code"], 10);
+    let (_, xml) = rest(&up, &format!("getAlbum?id={album_id}&apiKey={key}"));
+    assert_eq!(xml.matches("<song ").count(), 4, "{xml}");
+    assert!(terminate(up.up).success());
+}
