@@ -138,3 +138,62 @@ fn browsing_by_tags_walks_artist_album_and_song() {
     assert_eq!(xml.matches("<song ").count(), 4, "{xml}");
     assert!(terminate(up.up).success());
 }
+
+/// curl without following redirects: (status, Location).
+fn no_follow(url: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (code, location) = text.split_once(' ').unwrap_or((&text, ""));
+    (code.parse().unwrap(), location.to_owned())
+}
+
+#[test]
+fn stream_redirects_to_a_signed_edge_url_that_serves_ranges_and_rights_apply() {
+    let up = start_up();
+    let ids = album_ids(up.app, &up.token);
+    let (_, track) = admin(up.app, "GET", &format!("/v1/tracks/{}", ids[0]), Some(&up.token), None);
+    let cid = track["content_id"].as_str().unwrap();
+    let (_, user) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"streamer","country":"SE"}"#));
+    let key = user["api_key"].as_str().unwrap().to_owned();
+    let base = format!("http://{}/rest", up.app);
+    for (query, tier) in [
+        ("", "high"),
+        ("&maxBitRate=96", "normal"),
+        ("&maxBitRate=30", "low"),
+        ("&maxBitRate=8", "low"),
+        ("&format=raw", "very_high"),
+    ] {
+        let (code, location) = no_follow(&format!("{base}/stream.view?id={}&apiKey={key}{query}", ids[0]));
+        assert_eq!(code, 302, "{query}");
+        assert!(location.starts_with(&format!("http://{}/a/{cid}/{tier}.ogg?", up.edge)), "{query}: {location}");
+    }
+    let (code, location) = no_follow(&format!("{base}/download?id={}&apiKey={key}", ids[0]));
+    assert_eq!(code, 302);
+    assert!(location.contains("/very_high.ogg?"), "{location}");
+
+    // The redirect carries its own authorisation and honours Range, byte for byte.
+    let (_, location) = no_follow(&format!("{base}/stream?id={}&apiKey={key}", ids[0]));
+    let (code, bytes) = get(&location, &["-H", "Range: bytes=100-4195"]);
+    assert_eq!(code, 206);
+    let (_, whole) = get(&format!("http://{}/a/{cid}/high.ogg", up.origin), &[]);
+    assert_eq!(bytes, whole[100..4196], "the edge's bytes are the origin's");
+
+    // Rights: a listener where the track is not licensed gets error 70, not audio.
+    let (_, far) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"far away","country":"MX"}"#));
+    let far_key = far["api_key"].as_str().unwrap();
+    let r = rest_json(&up, &format!("stream?id={}&apiKey={far_key}&f=json", ids[0]));
+    assert_eq!((r["status"].as_str(), r["error"]["code"].as_u64()), (Some("failed"), Some(70)), "{r}");
+    let (code, xml) = rest(&up, &format!("stream?id=trk_nope&apiKey={key}"));
+    assert!(code == 200 && xml.contains(r#"<error code="70""#), "{xml}");
+    assert_eq!(rest_json(&up, &format!("stream?apiKey={key}&f=json"))["error"]["code"], 10);
+    assert_eq!(
+        rest_json(&up, &format!("stream?id={}&maxBitRate=lots&apiKey={key}&f=json", ids[0]))["error"]["code"],
+        0
+    );
+    assert!(terminate(up.up).success());
+}

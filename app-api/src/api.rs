@@ -223,7 +223,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
     }
     // The Subsonic API authenticates and answers errors its own way.
     if let Some(name) = crate::subsonic::endpoint(&path) {
-        return Ok(crate::subsonic::handle(app, name, req).await);
+        return Ok(crate::subsonic::handle(app, name, req, peer).await);
     }
     let user = caller(app, req.headers()).await?;
     app.rate_limits.request(&user)?;
@@ -622,7 +622,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
 }
 
 /// Rights check, POP choice and signing for one stream request.
-async fn stream_url(
+pub(crate) async fn stream_url(
     app: &Arc<App>,
     user: &User,
     id: &str,

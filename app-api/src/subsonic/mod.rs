@@ -15,6 +15,7 @@ mod browse;
 mod xml;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
@@ -149,9 +150,10 @@ pub fn endpoint(path: &str) -> Option<&str> {
 }
 
 /// Serve one `/rest/` call.
-pub async fn handle(app: &App, name: &str, req: Request<ReqBody>) -> Response<Body> {
+pub async fn handle(app: &Arc<App>, name: &str, req: Request<ReqBody>, peer: std::net::SocketAddr) -> Response<Body> {
     let mut json_format = segue_core::server::query_param(req.uri().query(), "f") == Some("json");
     let method = req.method().clone();
+    let located = app.geo.country(peer.ip(), req.headers());
     let answer = async {
         if method != Method::GET && method != Method::POST {
             return Err(Failure::new(0, format!("{method} is not GET or POST")));
@@ -161,18 +163,54 @@ pub async fn handle(app: &App, name: &str, req: Request<ReqBody>) -> Response<Bo
         json_format = p.get("f") == Some("json");
         let user = authenticate(app, &p).await?;
         app.rate_limits.request(&user).map_err(Failure::from)?;
-        call(app, name, &user, &p).await
+        call(app, name, &user, &p, located).await
     }
     .await;
     metrics::counter!("app_subsonic_requests_total", "status" => if answer.is_ok() { "ok" } else { "failed" })
         .increment(1);
     match answer {
-        Ok(payload) => render(payload, None, json_format),
+        Ok(Answer::Payload(payload)) => render(payload, None, json_format),
+        Ok(Answer::Redirect(url)) => redirect(&url),
         Err(f) => {
             tracing::info!(endpoint = name, code = f.code, message = %f.message, "subsonic call failed");
             render(Map::new(), Some(&f), json_format)
         }
     }
+}
+
+/// What a call answers: a payload in the envelope, or audio elsewhere.
+enum Answer {
+    Payload(Map<String, Value>),
+    /// A 302 to a signed edge URL: clients replay it as GET, with their `Range`, and the
+    /// URL carries its own authorisation.
+    Redirect(String),
+}
+
+fn redirect(url: &str) -> Response<Body> {
+    let mut r = Response::new(segue_core::server::full(Vec::new()));
+    *r.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = http::HeaderValue::from_str(url) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The tier for a client's `maxBitRate` (kbps; 0 or absent: no limit) and `format`
+/// (`raw`: the best stored): the best tier within the limit, the lowest when none is.
+fn tier_for(p: &Params, download: bool) -> Result<segue_core::Tier, Failure> {
+    use segue_core::Tier;
+    let max: u32 = match p.get("maxBitRate").filter(|v| !v.is_empty()) {
+        None => 0,
+        Some(v) => v.parse().map_err(|_| Failure::new(0, format!("maxBitRate {v:?} is not a number")))?,
+    };
+    if download || p.get("format") == Some("raw") {
+        return Ok(Tier::VeryHigh);
+    }
+    if max == 0 {
+        return Ok(Tier::High);
+    }
+    Ok(Tier::ALL.into_iter().filter(|t| t.kbps() <= max).max_by_key(|t| t.kbps()).unwrap_or(Tier::Low))
 }
 
 /// The OpenSubsonic extensions served, with their versions.
@@ -183,9 +221,22 @@ fn extensions() -> Value {
     ])
 }
 
-async fn call(app: &App, name: &str, user: &User, p: &Params) -> Result<Map<String, Value>, Failure> {
+async fn call(app: &Arc<App>, name: &str, user: &User, p: &Params, located: Option<String>) -> Result<Answer, Failure> {
     let mut out = Map::new();
     match name {
+        "stream" | "download" => {
+            let id = p.required("id")?;
+            let tier = tier_for(p, name == "download")?;
+            let country = crate::rights::listener_country(user, None, located).map_err(Failure::from)?;
+            // A track the listener may not play where they are is not there for them.
+            let s = crate::api::stream_url(app, user, id, tier, &country).await.map_err(|e| match e {
+                Error::Forbidden(m) | Error::Embargoed(m) => {
+                    Failure::new(70, format!("The requested data was not found: {m}"))
+                }
+                other => Failure::from(other),
+            })?;
+            return Ok(Answer::Redirect(s.url));
+        }
         "ping" => {}
         "getLicense" => {
             out.insert("license".into(), json!({ "valid": true }));
@@ -224,7 +275,7 @@ async fn call(app: &App, name: &str, user: &User, p: &Params) -> Result<Map<Stri
         }
         _ => return Err(Failure::new(0, format!("unknown endpoint {name:?}"))),
     }
-    Ok(out)
+    Ok(Answer::Payload(out))
 }
 
 /// The `subsonic-response` envelope around `payload` (or `failure`), as JSON or XML.
