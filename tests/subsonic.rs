@@ -197,3 +197,38 @@ fn stream_redirects_to_a_signed_edge_url_that_serves_ranges_and_rights_apply() {
     );
     assert!(terminate(up.up).success());
 }
+
+#[test]
+fn search3_finds_by_words_and_lists_the_library_for_an_empty_query() {
+    let up = start_up();
+    let ids = album_ids(up.app, &up.token);
+    let (_, user) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"seeker","country":"SE"}"#));
+    let key = user["api_key"].as_str().unwrap().to_owned();
+    let search = |q: &str| rest_json(&up, &format!("search3?f=json&apiKey={key}&{q}"))["searchResult3"].clone();
+    // The demo album is "Continuum" by "Segue Demo".
+    let r = search("query=continuum");
+    assert!(
+        r["album"].as_array().unwrap().iter().any(|a| a["name"].as_str().unwrap().to_lowercase().contains("continuum")),
+        "{r}"
+    );
+    let songs = r["song"].as_array().unwrap();
+    assert!(songs.len() >= 4 && songs.iter().all(|s| s["isDir"] == false), "{r}");
+    assert!(search("query=segue%20demo")["artist"].as_array().unwrap().iter().any(|a| a["name"] == "Segue Demo"));
+    // An empty query pages through everything: two pages of two songs, disjoint.
+    let first = search("query=%22%22&songCount=2&artistCount=0&albumCount=0");
+    let second = search("query=%22%22&songCount=2&songOffset=2&artistCount=0&albumCount=0");
+    let page = |v: &serde_json::Value| -> Vec<String> {
+        v["song"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let (a, b) = (page(&first), page(&second));
+    assert_eq!((a.len(), b.len()), (2, 2), "{first} {second}");
+    assert!(a.iter().all(|x| !b.contains(x)));
+    assert!(first["artist"].as_array().unwrap().is_empty(), "artistCount=0: {first}");
+    let all = search("query=&songCount=500");
+    assert!(ids.iter().all(|id| all["song"].as_array().unwrap().iter().any(|s| s["id"] == id.as_str())), "{all}");
+    let (_, xml) = rest(&up, &format!("search3?apiKey={key}&query=continuum"));
+    assert!(xml.contains("<searchResult3>") && xml.contains("<song "), "{xml}");
+    assert_eq!(rest_json(&up, &format!("search3?f=json&apiKey={key}&query=x&songCount=many"))["error"]["code"], 0);
+    assert!(terminate(up.up).success());
+}

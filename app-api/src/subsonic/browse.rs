@@ -80,7 +80,7 @@ pub async fn artists(app: &App) -> Result<Value, Failure> {
     Ok(json!({ "ignoredArticles": IGNORED_ARTICLES, "index": index }))
 }
 
-fn db(e: sqlx::Error) -> Failure {
+pub fn db(e: sqlx::Error) -> Failure {
     Failure::from(crate::error::Error::from(e))
 }
 
@@ -99,23 +99,7 @@ fn album_fields(id: &str, title: &str, artist: (&str, &str), created_ms: i64, so
 
 /// `getAlbum`: the album with its songs in disc and track order.
 pub async fn album(app: &App, id: &str) -> Result<Value, Failure> {
-    let head = sqlx::query(
-        "SELECT al.title, al.created_ms, ar.id, ar.name FROM albums al JOIN artists ar ON ar.id = al.artist_id \
-         WHERE al.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&app.pool)
-    .await
-    .map_err(db)?
-    .ok_or_else(|| not_found("album", id))?;
-    let songs = album_songs(app, id).await?;
-    let (title, created, artist_id, artist): (String, i64, String, String) = (
-        head.try_get(0).map_err(db)?,
-        head.try_get(1).map_err(db)?,
-        head.try_get(2).map_err(db)?,
-        head.try_get(3).map_err(db)?,
-    );
-    let mut a = album_fields(id, &title, (&artist_id, &artist), created, &songs);
+    let (mut a, songs) = album_and_songs(app, id).await?.ok_or_else(|| not_found("album", id))?;
     a["song"] = json!(songs.iter().map(child).collect::<Vec<_>>());
     Ok(a)
 }
@@ -187,4 +171,48 @@ pub async fn genres(app: &App) -> Result<Value, Failure> {
         .collect::<Result<Vec<Value>, sqlx::Error>>()
         .map_err(db)?;
     Ok(json!({ "genre": genres }))
+}
+
+/// One artist's `ArtistID3` (no albums), if it exists.
+pub async fn artist_id3(app: &App, id: &str) -> Result<Option<Value>, Failure> {
+    let row = sqlx::query(
+        "SELECT ar.name, (SELECT COUNT(*) FROM albums al WHERE al.artist_id = ar.id) FROM artists ar WHERE ar.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&app.pool)
+    .await
+    .map_err(db)?;
+    row.map(|r| {
+        Ok(json!({ "id": id, "name": r.try_get::<String, _>(0)?, "albumCount": r.try_get::<i64, _>(1)?,
+            "coverArt": format!("ar-{id}") }))
+    })
+    .transpose()
+    .map_err(db)
+}
+
+/// One album's `AlbumID3` (no songs), if it exists.
+pub async fn album_id3(app: &App, id: &str) -> Result<Option<Value>, Failure> {
+    Ok(album_and_songs(app, id).await?.map(|(a, _)| a))
+}
+
+async fn album_and_songs(app: &App, id: &str) -> Result<Option<(Value, Vec<Track>)>, Failure> {
+    let Some(head) = sqlx::query(
+        "SELECT al.title, al.created_ms, ar.id, ar.name FROM albums al JOIN artists ar ON ar.id = al.artist_id \
+         WHERE al.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&app.pool)
+    .await
+    .map_err(db)?
+    else {
+        return Ok(None);
+    };
+    let songs = album_songs(app, id).await?;
+    let (title, created, artist_id, artist): (String, i64, String, String) = (
+        head.try_get(0).map_err(db)?,
+        head.try_get(1).map_err(db)?,
+        head.try_get(2).map_err(db)?,
+        head.try_get(3).map_err(db)?,
+    );
+    Ok(Some((album_fields(id, &title, (&artist_id, &artist), created, &songs), songs)))
 }

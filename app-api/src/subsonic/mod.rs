@@ -12,6 +12,7 @@
 //! error 42 with the URL of the docs on API keys.
 
 mod browse;
+mod search;
 mod xml;
 
 use std::collections::HashMap;
@@ -41,7 +42,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(code: u16, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(code: u16, message: impl Into<String>) -> Failure {
         Failure { code, message: message.into(), help_url: None }
     }
 
@@ -269,6 +270,9 @@ async fn call(app: &Arc<App>, name: &str, user: &User, p: &Params, located: Opti
         }
         "getSong" => {
             out.insert("song".into(), browse::song(app, p.required("id")?).await?);
+        }
+        "search3" => {
+            out.insert("searchResult3".into(), search::search3(app, p).await?);
         }
         "getGenres" => {
             out.insert("genres".into(), browse::genres(app).await?);
