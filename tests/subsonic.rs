@@ -232,3 +232,55 @@ fn search3_finds_by_words_and_lists_the_library_for_an_empty_query() {
     assert_eq!(rest_json(&up, &format!("search3?f=json&apiKey={key}&query=x&songCount=many"))["error"]["code"], 0);
     assert!(terminate(up.up).success());
 }
+
+#[test]
+fn album_lists_of_every_type_and_random_songs() {
+    let up = start_up();
+    let ids = album_ids(up.app, &up.token);
+    let (_, track) = admin(up.app, "GET", &format!("/v1/tracks/{}", ids[0]), Some(&up.token), None);
+    let album = track["album"]["id"].as_str().unwrap().to_owned();
+    let (_, user) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"lister","country":"SE"}"#));
+    let key = user["api_key"].as_str().unwrap().to_owned();
+    let list = |q: &str| -> Vec<String> {
+        let r = rest_json(&up, &format!("getAlbumList2?f=json&apiKey={key}&{q}"));
+        assert_eq!(r["status"], "ok", "{q}: {r}");
+        r["albumList2"]["album"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let year =
+        1970 + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 31_556_952;
+    for q in [
+        "type=newest",
+        "type=alphabeticalByName",
+        "type=alphabeticalByArtist",
+        "type=random&size=500",
+        &format!("type=byYear&fromYear={}&toYear={}", year - 1, year + 1),
+    ] {
+        assert!(list(q).contains(&album), "{q}");
+    }
+    assert!(list("type=byYear&fromYear=1990&toYear=1991").is_empty());
+    // Nothing played or liked yet; then a play and a like.
+    for q in ["type=frequent", "type=recent", "type=starred", "type=highest"] {
+        assert!(list(q).is_empty(), "{q}");
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let body = serde_json::json!({ "sent_ms": now, "events": [{ "event_id": "0190f0e0-0000-7000-8000-00000000abcd",
+        "track": ids[0], "started_ms": now - 60_000, "ms_played": 2_500, "tier": "high", "device": "phone" }] });
+    let (code, r) = admin(up.app, "POST", "/v1/play-events", Some(&key), Some(&body.to_string()));
+    assert_eq!(code, 200, "{r}");
+    let (code, r) = admin(up.app, "PUT", &format!("/v1/me/likes/{}", ids[1]), Some(&key), None);
+    assert!(code == 200 || code == 201, "{r}");
+    for q in ["type=frequent", "type=recent", "type=starred", "type=highest"] {
+        assert_eq!(list(q), [album.clone()], "{q}");
+    }
+    assert_eq!(list("type=newest&size=1&offset=0").len(), 1);
+    if let Some(genre) = track["genre"].as_str().filter(|g| !g.is_empty()) {
+        assert!(list(&format!("type=byGenre&genre={}", genre.replace(' ', "%20"))).contains(&album));
+    }
+    let bad = rest_json(&up, &format!("getAlbumList2?f=json&apiKey={key}&type=bogus"));
+    assert_eq!(bad["error"]["code"], 0, "{bad}");
+    assert_eq!(rest_json(&up, &format!("getAlbumList2?f=json&apiKey={key}"))["error"]["code"], 10);
+    let random = rest_json(&up, &format!("getRandomSongs?f=json&apiKey={key}&size=3"));
+    assert_eq!(random["randomSongs"]["song"].as_array().unwrap().len(), 3, "{random}");
+    assert!(terminate(up.up).success());
+}

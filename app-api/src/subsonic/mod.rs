@@ -12,6 +12,7 @@
 //! error 42 with the URL of the docs on API keys.
 
 mod browse;
+mod lists;
 mod search;
 mod xml;
 
@@ -270,6 +271,12 @@ async fn call(app: &Arc<App>, name: &str, user: &User, p: &Params, located: Opti
         }
         "getSong" => {
             out.insert("song".into(), browse::song(app, p.required("id")?).await?);
+        }
+        "getAlbumList2" => {
+            out.insert("albumList2".into(), lists::album_list2(app, user, p).await?);
+        }
+        "getRandomSongs" => {
+            out.insert("randomSongs".into(), lists::random_songs(app, p).await?);
         }
         "search3" => {
             out.insert("searchResult3".into(), search::search3(app, p).await?);
