@@ -284,3 +284,72 @@ fn album_lists_of_every_type_and_random_songs() {
     assert_eq!(random["randomSongs"]["song"].as_array().unwrap().len(), 3, "{random}");
     assert!(terminate(up.up).success());
 }
+
+#[test]
+fn scrobbles_count_once_and_stars_are_likes() {
+    let up = start_up();
+    let ids = album_ids(up.app, &up.token);
+    let (_, track) = admin(up.app, "GET", &format!("/v1/tracks/{}", ids[0]), Some(&up.token), None);
+    let (album, artist) = (track["album"]["id"].as_str().unwrap(), track["album"]["artist"]["id"].as_str().unwrap());
+    let (_, user) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"scrobbler","country":"SE"}"#));
+    let key = user["api_key"].as_str().unwrap().to_owned();
+    let call = |q: &str| rest_json(&up, &format!("{q}&f=json&c=Feishin&apiKey={key}"));
+    let plays = || {
+        let (code, r) =
+            admin(up.app, "GET", &format!("/v1/admin/plays/counts?track={}", ids[0]), Some(&up.token), None);
+        assert_eq!(code, 200, "{r}");
+        r["counts"].as_array().unwrap().iter().map(|c| c["plays"].as_u64().unwrap()).sum::<u64>()
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let started = now - 120_000;
+    // A client retrying a scrobble: counted once.
+    for _ in 0..2 {
+        let r = call(&format!("scrobble?id={}&time={started}&submission=true", ids[0]));
+        assert_eq!(r["status"], "ok", "{r}");
+    }
+    assert_eq!(plays(), 1);
+    // Another play of it later is another play.
+    assert_eq!(call(&format!("scrobble?id={}&time={}", ids[0], started + 60_000))["status"], "ok");
+    assert_eq!(plays(), 2);
+    assert_eq!(call("scrobble?id=trk_nope&time=1")["error"]["code"], 70);
+    assert_eq!(call("scrobble?x=1")["error"]["code"], 10);
+
+    // Now playing.
+    assert_eq!(call(&format!("scrobble?id={}&submission=FALSE", ids[2]))["status"], "ok");
+    let np = call("getNowPlaying?x=1");
+    let entry = &np["nowPlaying"]["entry"][0];
+    assert_eq!(
+        (entry["id"].as_str(), entry["username"].as_str(), entry["playerName"].as_str()),
+        (Some(ids[2].as_str()), Some("scrobbler"), Some("Feishin")),
+        "{np}"
+    );
+    assert_eq!(plays(), 2, "now playing is not a play");
+
+    // Stars: a song is a like; albums and artists are starred.
+    let r = call(&format!("star?id={}&albumId={album}&artistId={artist}", ids[1]));
+    assert_eq!(r["status"], "ok", "{r}");
+    let (_, likes) = admin(up.app, "GET", "/v1/me/likes", Some(&key), None);
+    assert_eq!(likes["likes"], serde_json::json!([ids[1]]));
+    let s = call("getStarred2?x=1")["starred2"].clone();
+    assert_eq!(
+        (s["song"][0]["id"].as_str(), s["album"][0]["id"].as_str(), s["artist"][0]["id"].as_str()),
+        (Some(ids[1].as_str()), Some(album), Some(artist)),
+        "{s}"
+    );
+    assert!(s["song"][0]["starred"].is_string(), "{s}");
+    assert_eq!(call(&format!("unstar?id={}&albumId={album}", ids[1]))["status"], "ok");
+    let s = call("getStarred2?x=1")["starred2"].clone();
+    assert_eq!(
+        (
+            s["song"].as_array().unwrap().len(),
+            s["album"].as_array().unwrap().len(),
+            s["artist"].as_array().unwrap().len()
+        ),
+        (0, 0, 1),
+        "{s}"
+    );
+    assert_eq!(call("star?albumId=alb_nope")["error"]["code"], 70);
+    assert_eq!(call("star?x=1")["error"]["code"], 10);
+    assert!(terminate(up.up).success());
+}

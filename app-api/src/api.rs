@@ -55,12 +55,12 @@ fn required(query: Option<&str>, name: &str) -> Result<String, Error> {
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PlayBatch {
+pub(crate) struct PlayBatch {
     /// The device's clock when it sent the batch, Unix ms: how wrong it is corrects the
     /// events' `started_ms`.
     #[serde(default)]
-    sent_ms: Option<i64>,
-    events: Vec<serde_json::Value>,
+    pub(crate) sent_ms: Option<i64>,
+    pub(crate) events: Vec<serde_json::Value>,
 }
 
 #[derive(serde::Serialize)]
@@ -71,7 +71,7 @@ struct PlayResult {
 }
 
 /// Check each event, log the good ones durably, and say what became of each.
-async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<serde_json::Value, Error> {
+pub(crate) async fn play_events(app: &Arc<App>, user: &User, batch: PlayBatch) -> Result<serde_json::Value, Error> {
     use crate::play_store::Applied;
     use crate::plays::{self, Outcome};
     let max = app.config.plays.max_batch;

@@ -24,6 +24,7 @@ pub async fn open(url: &str) -> Result<AnyPool, Error> {
             (10, "audio_features", include_str!("../migrations/0010_audio_features.sql")),
             (11, "recs", include_str!("../migrations/0011_recs.sql")),
             (12, "discovery", include_str!("../migrations/0012_discovery.sql")),
+            (13, "subsonic_stars", include_str!("../migrations/0013_subsonic_stars.sql")),
         ],
     )
     .await

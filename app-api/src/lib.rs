@@ -66,6 +66,8 @@ pub struct App {
     pub recs: recs::serve::Vectors,
     /// Devices, licenses and renewals for offline listening.
     pub drm: drm::LicenseServer,
+    /// Who reported playing what through a Subsonic client (`scrobble?submission=false`).
+    pub now_playing: subsonic::NowPlaying,
     /// Track id -> length in ms, to check play durations without a query per event.
     pub track_lengths: moka::sync::Cache<String, i64>,
 }
@@ -166,6 +168,7 @@ pub async fn serve(
         recs: recs::serve::Vectors::default(),
         config,
         plays,
+        now_playing: subsonic::now_playing_cache(),
         track_lengths: moka::sync::Cache::builder()
             .max_capacity(1_000_000)
             .time_to_live(Duration::from_secs(300))

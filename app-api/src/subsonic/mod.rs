@@ -11,10 +11,13 @@
 //! API's user key. The legacy password schemes (`u` with `p`, or `t` and `s`) answer
 //! error 42 with the URL of the docs on API keys.
 
+mod activity;
 mod browse;
 mod lists;
 mod search;
 mod xml;
+
+pub use activity::{now_playing_cache, NowPlaying};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -277,6 +280,14 @@ async fn call(app: &Arc<App>, name: &str, user: &User, p: &Params, located: Opti
         }
         "getRandomSongs" => {
             out.insert("randomSongs".into(), lists::random_songs(app, p).await?);
+        }
+        "scrobble" => activity::scrobble(app, user, p).await?,
+        "getNowPlaying" => {
+            out.insert("nowPlaying".into(), activity::now_playing(app).await?);
+        }
+        "star" | "unstar" => activity::star(app, user, p, name == "star").await?,
+        "getStarred2" => {
+            out.insert("starred2".into(), activity::starred2(app, user).await?);
         }
         "search3" => {
             out.insert("searchResult3".into(), search::search3(app, p).await?);
