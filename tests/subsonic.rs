@@ -353,3 +353,54 @@ fn scrobbles_count_once_and_stars_are_likes() {
     assert_eq!(call("star?x=1")["error"]["code"], 10);
     assert!(terminate(up.up).success());
 }
+
+#[test]
+fn playlists_are_the_collaborative_playlists() {
+    let up = start_up();
+    let ids = album_ids(up.app, &up.token);
+    let (_, user) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"curator","country":"SE"}"#));
+    let key = user["api_key"].as_str().unwrap().to_owned();
+    let call = |q: &str| rest_json(&up, &format!("{q}&f=json&apiKey={key}"));
+    let songs = |v: &serde_json::Value| -> Vec<String> {
+        v["entry"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let created =
+        call(&format!("createPlaylist?name=Road%20trip&songId={}&songId={}&songId={}", ids[2], ids[0], ids[3]));
+    assert_eq!(created["status"], "ok", "{created}");
+    let pl = &created["playlist"];
+    let id = pl["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (pl["name"].as_str(), pl["owner"].as_str(), pl["songCount"].as_u64()),
+        (Some("Road trip"), Some("curator"), Some(3)),
+        "{pl}"
+    );
+    assert_eq!(songs(pl), [ids[2].clone(), ids[0].clone(), ids[3].clone()], "in the order given");
+    // The same playlist through /v1.
+    let (code, v1) = admin(up.app, "GET", &format!("/v1/playlists/{id}"), Some(&key), None);
+    assert_eq!(code, 200, "{v1}");
+    assert_eq!(v1["items"].as_array().unwrap().len(), 3);
+    // Rename, remove the first, add one at the end.
+    let r =
+        call(&format!("updatePlaylist?playlistId={id}&name=Night%20drive&songIndexToRemove=0&songIdToAdd={}", ids[1]));
+    assert_eq!(r["status"], "ok", "{r}");
+    let got = call(&format!("getPlaylist?id={id}"));
+    assert_eq!(got["playlist"]["name"], "Night drive");
+    assert_eq!(songs(&got["playlist"]), [ids[0].clone(), ids[3].clone(), ids[1].clone()], "{got}");
+    let all = call("getPlaylists?x=1");
+    assert_eq!(all["playlists"]["playlist"][0]["id"], id.as_str(), "{all}");
+    assert!(all["playlists"]["playlist"][0].get("entry").is_none());
+    // Replacing the songs of an existing playlist.
+    let r = call(&format!("createPlaylist?playlistId={id}&songId={}", ids[2]));
+    assert_eq!(songs(&r["playlist"]), [ids[2].clone()], "{r}");
+    assert_eq!(call(&format!("updatePlaylist?playlistId={id}&songIndexToRemove=7"))["error"]["code"], 70);
+    // Someone else's playlist is not there for them.
+    let (_, other) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"other","country":"SE"}"#));
+    let other_key = other["api_key"].as_str().unwrap();
+    assert_eq!(rest_json(&up, &format!("getPlaylist?id={id}&f=json&apiKey={other_key}"))["error"]["code"], 70);
+    assert_eq!(call(&format!("deletePlaylist?id={id}"))["status"], "ok");
+    assert_eq!(call(&format!("getPlaylist?id={id}"))["error"]["code"], 70);
+    assert_eq!(call("createPlaylist?x=1")["error"]["code"], 10);
+    assert!(terminate(up.up).success());
+}

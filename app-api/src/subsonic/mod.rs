@@ -14,6 +14,7 @@
 mod activity;
 mod browse;
 mod lists;
+mod playlists;
 mod search;
 mod xml;
 
@@ -289,6 +290,17 @@ async fn call(app: &Arc<App>, name: &str, user: &User, p: &Params, located: Opti
         "getStarred2" => {
             out.insert("starred2".into(), activity::starred2(app, user).await?);
         }
+        "getPlaylists" => {
+            out.insert("playlists".into(), playlists::list(app, user).await?);
+        }
+        "getPlaylist" => {
+            out.insert("playlist".into(), playlists::get(app, user, p.required("id")?).await?);
+        }
+        "createPlaylist" => {
+            out.insert("playlist".into(), playlists::create(app, user, p).await?);
+        }
+        "updatePlaylist" => playlists::update(app, user, p).await?,
+        "deletePlaylist" => playlists::delete(app, user, p.required("id")?).await?,
         "search3" => {
             out.insert("searchResult3".into(), search::search3(app, p).await?);
         }
