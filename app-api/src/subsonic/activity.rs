@@ -149,13 +149,6 @@ pub async fn star(app: &App, user: &User, p: &Params, on: bool) -> Result<(), Fa
     Ok(())
 }
 
-fn iso(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 /// `getStarred2`: the caller's starred artists and albums and liked songs, newest first,
 /// each with `starred` (when).
 pub async fn starred2(app: &App, user: &User) -> Result<Value, Failure> {
@@ -179,7 +172,7 @@ pub async fn starred2(app: &App, user: &User) -> Result<Value, Failure> {
                 browse::album_id3(app, &id).await?
             };
             if let Some(mut v) = item {
-                v["starred"] = json!(iso(at));
+                v["starred"] = json!(browse::iso(at));
                 list.push(v);
             }
         }
@@ -195,7 +188,7 @@ pub async fn starred2(app: &App, user: &User) -> Result<Value, Failure> {
     for r in &rows {
         let (id, at): (String, i64) = (r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?);
         if let Ok(mut s) = browse::song(app, &id).await {
-            s["starred"] = json!(iso(at));
+            s["starred"] = json!(browse::iso(at));
             songs.push(s);
         }
     }

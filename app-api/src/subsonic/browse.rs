@@ -16,7 +16,8 @@ fn not_found(what: &str, id: &str) -> Failure {
     Failure { code: 70, message: format!("The requested data was not found: no {what} {id:?}"), help_url: None }
 }
 
-fn iso(ms: i64) -> String {
+/// Unix ms as RFC 3339, as Subsonic dates are.
+pub fn iso(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())

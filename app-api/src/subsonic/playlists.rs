@@ -12,13 +12,6 @@ use crate::ot::Op;
 use crate::playlists::{self, Edit, NewPlaylist, Playlist};
 use crate::App;
 
-fn iso(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 /// A playlist's Subsonic fields (and its songs, with `entries`).
 async fn describe(app: &App, p: &Playlist, entries: bool) -> Result<Value, Failure> {
     let row = sqlx::query(
@@ -39,7 +32,7 @@ async fn describe(app: &App, p: &Playlist, entries: bool) -> Result<Value, Failu
         "id": p.id, "name": p.name, "owner": row.try_get::<Option<String>, _>(2).map_err(db)?.unwrap_or_default(),
         "public": false, "songCount": songs.len(),
         "duration": songs.iter().map(|s| s["duration"].as_i64().unwrap_or(0)).sum::<i64>(),
-        "created": iso(row.try_get(0).map_err(db)?), "changed": iso(row.try_get(1).map_err(db)?),
+        "created": browse::iso(row.try_get(0).map_err(db)?), "changed": browse::iso(row.try_get(1).map_err(db)?),
     });
     if entries {
         v["entry"] = json!(songs);
