@@ -182,7 +182,7 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result
         }
         result
     });
-    tokio::spawn(demo_catalog(app_addr, app_token, tracks));
+    tokio::spawn(demo_catalog(app_addr, app_token, tracks, data_dir.join("listener.key")));
     segue_edge::register(&edge_state, &edge_cfg, &edge_listener, None);
     let edge = tokio::spawn(segue_edge::serve(
         edge_listener,
@@ -198,9 +198,16 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result
     Ok(())
 }
 
-/// Put the demo tracks in the app API's catalog, with rights in `DEMO_COUNTRIES`.
-/// Idempotent: a track already there (409) keeps its entry.
-async fn demo_catalog(app: SocketAddr, token: String, tracks: Vec<segue_origin::demo::DemoTrack>) {
+/// Put the demo tracks in the app API's catalog, with rights in `DEMO_COUNTRIES`, and
+/// make a demo listener (in SE) whose API key is kept in `listener_key` (0600), for
+/// Subsonic players. Idempotent: a track already there (409) keeps its entry, a
+/// listener already made is not made again.
+async fn demo_catalog(
+    app: SocketAddr,
+    token: String,
+    tracks: Vec<segue_origin::demo::DemoTrack>,
+    listener_key: PathBuf,
+) {
     let call = |method: http::Method, path: String, body: serde_json::Value| {
         let token = token.clone();
         async move {
@@ -234,4 +241,22 @@ async fn demo_catalog(app: SocketAddr, token: String, tracks: Vec<segue_origin::
     if added > 0 {
         eprintln!("segue up: {added} demo tracks added to the app API's catalog");
     }
+    if !listener_key.exists() {
+        let body = serde_json::json!({ "name": "demo listener", "country": "SE" });
+        match call(http::Method::POST, "/v1/admin/users".into(), body).await {
+            Ok((status, v)) if status == http::StatusCode::CREATED => {
+                let key = v["api_key"].as_str().unwrap_or_default();
+                if let Err(e) = segue_core::fsutil::write_atomic(&listener_key, format!("{key}\n").as_bytes(), 0o600) {
+                    eprintln!("segue up: {}: {e}", listener_key.display());
+                    return;
+                }
+            }
+            Ok((status, v)) => return eprintln!("segue up: demo listener: {status} {v}"),
+            Err(e) => return eprintln!("segue up: demo listener: {e}"),
+        }
+    }
+    eprintln!(
+        "segue up: Subsonic players: server http://{app}, API key (apiKey) in {} (docs/OPERATING.md, \"Subsonic clients\")",
+        listener_key.display()
+    );
 }

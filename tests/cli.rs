@@ -85,6 +85,17 @@ fn up_creates_the_demo_catalog_once_and_serves_it() {
         found["hits"].as_array().is_some_and(|h| h.len() == 4)
     });
     let track = found["hits"][0]["id"].as_str().unwrap();
+    // A demo listener for Subsonic players, its key kept private on disk.
+    let key_file = dir.path().join("listener.key");
+    wait_for("the demo listener's key", 20, || key_file.exists());
+    let listener_key = std::fs::read_to_string(&key_file).unwrap().trim().to_owned();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let (code, ping) = get(&format!("http://{app}/rest/ping.view?f=json&apiKey={listener_key}"), &[]);
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&ping).contains(r#""status":"ok""#), "{}", String::from_utf8_lossy(&ping));
     let (code, stream) = admin(app, "GET", &format!("/v1/tracks/{track}/stream?country=SE"), Some(app_token), None);
     assert_eq!(code, 200, "{stream}");
     assert_eq!(get(stream["url"].as_str().unwrap(), &["-r", "0-3"]), (206, b"OggS".to_vec()));
@@ -121,6 +132,7 @@ fn up_creates_the_demo_catalog_once_and_serves_it() {
     let (child, addr, _, _) = start();
     assert_eq!(std::fs::metadata(&manifests[0]).unwrap().modified().unwrap(), before);
     assert_eq!(get(&format!("http://{addr}/m/{cid}.json"), &[]).0, 200);
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), listener_key, "the same demo listener");
     assert!(terminate(child).success());
 }
 
