@@ -137,24 +137,12 @@ impl Vectors {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), snap.clone()));
         Ok(snap)
     }
-
-    /// Forget the snapshot: the next request loads the newest model (after training).
-    pub fn invalidate(&self) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = None;
-    }
 }
 
 impl Snapshot {
     pub async fn load(pool: &AnyPool) -> Result<Snapshot, Error> {
         let trained = super::train::latest(pool).await?;
-        let mut embeddings: Vec<(String, Vec<f32>)> = Vec::new();
-        for r in sqlx::query("SELECT id, audio_features FROM tracks WHERE audio_features <> ''").fetch_all(pool).await?
-        {
-            let json: String = r.try_get(1)?;
-            if let Ok(f) = serde_json::from_str::<segue_core::manifest::AudioFeatures>(&json) {
-                embeddings.push((r.try_get(0)?, f.embedding));
-            }
-        }
+        let embeddings = super::embeddings(pool).await?;
         let mut first_artist = HashMap::new();
         for r in sqlx::query("SELECT track_id, artist_id FROM track_artists WHERE position = 0").fetch_all(pool).await?
         {

@@ -81,16 +81,11 @@ pub async fn train(
     .await
     .map_err(|e| Error::Database(format!("training failed: {e}")))?;
     // The audio map, fit on the tracks that have both plays and an embedding.
-    let mut pairs: Vec<(Vec<f32>, &[f32])> = Vec::new();
-    for r in sqlx::query("SELECT id, audio_features FROM tracks WHERE audio_features <> ''").fetch_all(pool).await? {
-        let id: String = r.try_get(0)?;
-        let (Some(&i), Ok(f)) =
-            (tracks.get(&id), serde_json::from_str::<segue_core::manifest::AudioFeatures>(&r.try_get::<String, _>(1)?))
-        else {
-            continue;
-        };
-        pairs.push((f.embedding, model.item_vec(i as usize)));
-    }
+    let pairs: Vec<(Vec<f32>, &[f32])> = super::embeddings(pool)
+        .await?
+        .into_iter()
+        .filter_map(|(id, e)| Some((e, model.item_vec(*tracks.get(&id)? as usize))))
+        .collect();
     let pair_refs: Vec<(&[f32], &[f32])> = pairs.iter().map(|(e, y)| (e.as_slice(), *y)).collect();
     let audio_map = AudioMap::fit(&pair_refs, MAP_LAMBDA);
     let audio_map_tracks = if audio_map.is_some() { pairs.len() } else { 0 };
