@@ -507,12 +507,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             &serde_json::json!({ "likes": playlists::likes(&app.pool, &user).await? }),
         )),
         (&Method::PUT | &Method::DELETE, ["v1", "me", "likes", track]) => {
-            playlists::like(&app.pool, &user, track, method == Method::PUT, now_ms()).await?;
-            // Likes are the popularity search ranks by.
-            if let Some(t) = catalog::track(&app.pool, track).await? {
-                let likes = playlists::like_count(&app.pool, track).await?;
-                app.search.put(crate::search::Entry::for_track(&t, likes))?;
-            }
+            playlists::set_like(app, &user, track, method == Method::PUT, now_ms()).await?;
             Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": track, "liked": method == Method::PUT })))
         }
         (&Method::GET, ["v1", "albums", id]) => {

@@ -339,6 +339,17 @@ pub async fn like(pool: &AnyPool, user: &User, track: &str, on: bool, now: i64) 
 }
 
 /// How many users like `track`.
+/// Like or unlike for `user`, and re-rank the track in search: likes are the
+/// popularity search ranks by. What `/v1/me/likes` and Subsonic stars both do.
+pub async fn set_like(app: &crate::App, user: &User, track: &str, on: bool, now: i64) -> Result<(), Error> {
+    like(&app.pool, user, track, on, now).await?;
+    if let Some(t) = crate::catalog::track(&app.pool, track).await? {
+        let likes = like_count(&app.pool, track).await?;
+        app.search.put(crate::search::Entry::for_track(&t, likes))?;
+    }
+    Ok(())
+}
+
 pub async fn like_count(pool: &AnyPool, track: &str) -> Result<u64, Error> {
     let r = sqlx::query("SELECT COUNT(*) FROM likes WHERE track_id = $1").bind(track).fetch_one(pool).await?;
     Ok(r.try_get::<i64, _>(0)?.max(0) as u64)

@@ -104,11 +104,7 @@ pub async fn now_playing(app: &App) -> Result<Value, Failure> {
 pub async fn star(app: &App, user: &User, p: &Params, on: bool) -> Result<(), Failure> {
     let now = crate::now_ms();
     for id in p.all("id") {
-        crate::playlists::like(&app.pool, user, id, on, now).await.map_err(Failure::from)?;
-        if let Some(t) = crate::catalog::track(&app.pool, id).await.map_err(Failure::from)? {
-            let likes = crate::playlists::like_count(&app.pool, id).await.map_err(Failure::from)?;
-            app.search.put(crate::search::Entry::for_track(&t, likes)).map_err(Failure::from)?;
-        }
+        crate::playlists::set_like(app, user, id, on, now).await.map_err(Failure::from)?;
     }
     for (kind, param, table) in [("album", "albumId", "albums"), ("artist", "artistId", "artists")] {
         for id in p.all(param) {

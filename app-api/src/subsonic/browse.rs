@@ -105,16 +105,22 @@ pub async fn album(app: &App, id: &str) -> Result<Value, Failure> {
     Ok(a)
 }
 
+/// The first column of a query's rows (ids): `binds` bound first, then `page` as
+/// (limit, offset).
+pub async fn ids(app: &App, sql: &str, binds: &[&str], page: Option<(i64, i64)>) -> Result<Vec<String>, Failure> {
+    let mut q = sqlx::query(sql);
+    for b in binds {
+        q = q.bind(*b);
+    }
+    if let Some((limit, offset)) = page {
+        q = q.bind(limit).bind(offset);
+    }
+    q.fetch_all(&app.pool).await.map_err(db)?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>().map_err(db)
+}
+
 async fn album_songs(app: &App, id: &str) -> Result<Vec<Track>, Failure> {
-    let ids: Vec<String> = sqlx::query("SELECT id FROM tracks WHERE album_id = $1 ORDER BY disc_number, track_number")
-        .bind(id)
-        .fetch_all(&app.pool)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()
-        .map_err(db)?;
+    let sql = "SELECT id FROM tracks WHERE album_id = $1 ORDER BY disc_number, track_number";
+    let ids = ids(app, sql, &[id], None).await?;
     let mut songs = Vec::with_capacity(ids.len());
     for t in ids {
         if let Some(track) = catalog::track(&app.pool, &t).await.map_err(Failure::from)? {

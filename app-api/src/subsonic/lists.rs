@@ -9,83 +9,64 @@
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::browse::{self, db};
+use super::browse::{self, db, ids};
 use super::{Failure, Params};
 use crate::catalog::User;
 use crate::App;
 
 const MAX_SIZE: usize = 500;
 
-fn number(p: &Params, name: &str, default: i64) -> Result<i64, Failure> {
-    match p.get(name).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| Failure::new(0, format!("{name} {v:?} is not a number"))),
-    }
-}
-
 fn year_of(ms: i64) -> i64 {
     time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).map_or(1970, |t| i64::from(t.year()))
-}
-
-async fn ids(app: &App, sql: &str, binds: &[&str], size: i64, offset: i64) -> Result<Vec<String>, Failure> {
-    let mut q = sqlx::query(sql);
-    for b in binds {
-        q = q.bind(*b);
-    }
-    q.bind(size)
-        .bind(offset)
-        .fetch_all(&app.pool)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()
-        .map_err(db)
 }
 
 /// `getAlbumList2`.
 pub async fn album_list2(app: &App, user: &User, p: &Params) -> Result<Value, Failure> {
     let kind = p.required("type")?;
-    let size = number(p, "size", 10)?.clamp(0, MAX_SIZE as i64);
-    let offset = number(p, "offset", 0)?.max(0);
+    let size = p.number("size", 10)?.clamp(0, MAX_SIZE as i64);
+    let offset = p.number("offset", 0)?.max(0);
     let me = user.id.as_str();
     let album_ids = match kind {
-        "random" => ids(app, "SELECT id FROM albums ORDER BY RANDOM() LIMIT $1 OFFSET $2", &[], size, offset).await?,
+        "random" => {
+            ids(app, "SELECT id FROM albums ORDER BY RANDOM() LIMIT $1 OFFSET $2", &[], Some((size, offset))).await?
+        }
         "newest" => {
-            ids(app, "SELECT id FROM albums ORDER BY created_ms DESC, id LIMIT $1 OFFSET $2", &[], size, offset).await?
+            ids(app, "SELECT id FROM albums ORDER BY created_ms DESC, id LIMIT $1 OFFSET $2", &[], Some((size, offset)))
+                .await?
         }
         "alphabeticalByName" => {
-            ids(app, "SELECT id FROM albums ORDER BY title_key, id LIMIT $1 OFFSET $2", &[], size, offset).await?
+            ids(app, "SELECT id FROM albums ORDER BY title_key, id LIMIT $1 OFFSET $2", &[], Some((size, offset)))
+                .await?
         }
         "alphabeticalByArtist" => {
             let sql = "SELECT al.id FROM albums al JOIN artists ar ON ar.id = al.artist_id \
                        ORDER BY ar.name_key, al.title_key, al.id LIMIT $1 OFFSET $2";
-            ids(app, sql, &[], size, offset).await?
+            ids(app, sql, &[], Some((size, offset))).await?
         }
         "frequent" => {
             let sql = "SELECT t.album_id FROM play_counts c JOIN tracks t ON t.id = c.track_id \
                        GROUP BY t.album_id ORDER BY SUM(c.plays) DESC, t.album_id LIMIT $1 OFFSET $2";
-            ids(app, sql, &[], size, offset).await?
+            ids(app, sql, &[], Some((size, offset))).await?
         }
         "recent" => {
             let sql = "SELECT t.album_id FROM play_events e JOIN tracks t ON t.id = e.track_id WHERE e.user_id = $1 \
                        GROUP BY t.album_id ORDER BY MAX(e.started_ms) DESC, t.album_id LIMIT $2 OFFSET $3";
-            ids(app, sql, &[me], size, offset).await?
+            ids(app, sql, &[me], Some((size, offset))).await?
         }
         "starred" => {
             let sql = "SELECT t.album_id FROM likes l JOIN tracks t ON t.id = l.track_id WHERE l.user_id = $1 \
                        GROUP BY t.album_id ORDER BY MAX(l.created_ms) DESC, t.album_id LIMIT $2 OFFSET $3";
-            ids(app, sql, &[me], size, offset).await?
+            ids(app, sql, &[me], Some((size, offset))).await?
         }
         "highest" => {
             let sql = "SELECT t.album_id FROM likes l JOIN tracks t ON t.id = l.track_id \
                        GROUP BY t.album_id ORDER BY COUNT(*) DESC, t.album_id LIMIT $1 OFFSET $2";
-            ids(app, sql, &[], size, offset).await?
+            ids(app, sql, &[], Some((size, offset))).await?
         }
         "byGenre" => {
             let genre = p.required("genre")?;
             let sql = "SELECT DISTINCT album_id FROM tracks WHERE genre = $1 ORDER BY album_id LIMIT $2 OFFSET $3";
-            ids(app, sql, &[genre], size, offset).await?
+            ids(app, sql, &[genre], Some((size, offset))).await?
         }
         "byYear" => {
             let (from, to) = (p.required("fromYear")?, p.required("toYear")?);
@@ -122,13 +103,18 @@ pub async fn album_list2(app: &App, user: &User, p: &Params) -> Result<Value, Fa
 
 /// `getRandomSongs?size=&genre=`: random songs, of one genre if given.
 pub async fn random_songs(app: &App, p: &Params) -> Result<Value, Failure> {
-    let size = number(p, "size", 10)?.clamp(0, MAX_SIZE as i64);
+    let size = p.number("size", 10)?.clamp(0, MAX_SIZE as i64);
     let song_ids = match p.get("genre").filter(|g| !g.is_empty()) {
         Some(g) => {
-            ids(app, "SELECT id FROM tracks WHERE genre = $1 ORDER BY RANDOM() LIMIT $2 OFFSET $3", &[g], size, 0)
-                .await?
+            ids(
+                app,
+                "SELECT id FROM tracks WHERE genre = $1 ORDER BY RANDOM() LIMIT $2 OFFSET $3",
+                &[g],
+                Some((size, 0)),
+            )
+            .await?
         }
-        None => ids(app, "SELECT id FROM tracks ORDER BY RANDOM() LIMIT $1 OFFSET $2", &[], size, 0).await?,
+        None => ids(app, "SELECT id FROM tracks ORDER BY RANDOM() LIMIT $1 OFFSET $2", &[], Some((size, 0))).await?,
     };
     let mut songs = Vec::with_capacity(song_ids.len());
     for id in &song_ids {

@@ -96,6 +96,14 @@ impl Params {
         self.get(name).filter(|v| !v.is_empty()).ok_or_else(|| Failure::missing(name))
     }
 
+    /// A whole number; absent or empty is `default`.
+    pub fn number(&self, name: &str, default: i64) -> Result<i64, Failure> {
+        match self.get(name).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| Failure::new(0, format!("{name} {v:?} is not a number"))),
+        }
+    }
+
     /// A boolean: `true`/`false` in any case; absent is `default`.
     pub fn flag(&self, name: &str, default: bool) -> Result<bool, Failure> {
         match self.get(name) {

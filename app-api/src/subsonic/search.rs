@@ -3,9 +3,8 @@
 //! as clients send to sync a library) lists the whole library in name order, paged.
 
 use serde_json::{json, Value};
-use sqlx::Row;
 
-use super::browse::{self, db};
+use super::browse;
 use super::{Failure, Params};
 use crate::App;
 
@@ -13,14 +12,11 @@ use crate::App;
 const MAX_COUNT: usize = 500;
 
 fn page(p: &Params, kind: &str) -> Result<(usize, usize), Failure> {
-    let number = |name: String, default: usize| -> Result<usize, Failure> {
-        match p.get(&name).filter(|v| !v.is_empty()) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| Failure::new(0, format!("{name} {v:?} is not a number"))),
-        }
+    let count_of = |name: String, default: i64| -> Result<usize, Failure> {
+        let n = p.number(&name, default)?;
+        usize::try_from(n).map_err(|_| Failure::new(0, format!("{name} \"{n}\" is not a number")))
     };
-    let count = number(format!("{kind}Count"), 20)?.min(MAX_COUNT);
-    Ok((count, number(format!("{kind}Offset"), 0)?))
+    Ok((count_of(format!("{kind}Count"), 20)?.min(MAX_COUNT), count_of(format!("{kind}Offset"), 0)?))
 }
 
 pub async fn search3(app: &App, p: &Params) -> Result<Value, Failure> {
@@ -37,16 +33,8 @@ pub async fn search3(app: &App, p: &Params) -> Result<Value, Failure> {
             continue;
         }
         let ids: Vec<String> = if query.is_empty() {
-            sqlx::query(&format!("SELECT id FROM {table} LIMIT $1 OFFSET $2"))
-                .bind(count as i64)
-                .bind(offset as i64)
-                .fetch_all(&app.pool)
-                .await
-                .map_err(db)?
-                .iter()
-                .map(|r| r.try_get(0))
-                .collect::<Result<_, _>>()
-                .map_err(db)?
+            let sql = format!("SELECT id FROM {table} LIMIT $1 OFFSET $2");
+            browse::ids(app, &sql, &[], Some((count as i64, offset as i64))).await?
         } else {
             let hits = app.search.search(query, &[field], offset.saturating_add(count)).map_err(Failure::from)?;
             hits.into_iter().skip(offset).take(count).map(|h| h.id).collect()
