@@ -15,18 +15,8 @@ pub enum RecsAction {
     /// Train implicit ALS on every play in the log and store the factors as the new
     /// model (the app API picks it up within a minute). Weekly in production.
     Train {
-        /// Latent factors per user and track.
-        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(2..=512))]
-        factors: u16,
-        /// Alternating iterations.
-        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u16).range(1..=200))]
-        iterations: u16,
-        /// L2 regularization.
-        #[arg(long, default_value_t = 0.01)]
-        regularization: f32,
-        /// Confidence per unit of listening (c = 1 + alpha r; a stream is 1, a skip 0.25).
-        #[arg(long, default_value_t = 40.0)]
-        alpha: f32,
+        #[command(flatten)]
+        als: AlsArgs,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -64,26 +54,52 @@ pub enum RecsAction {
         /// Directory to write the factors into (created).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(2..=512))]
-        factors: u16,
-        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u16).range(1..=200))]
-        iterations: u16,
-        #[arg(long, default_value_t = 0.01)]
-        regularization: f32,
-        #[arg(long, default_value_t = 40.0)]
-        alpha: f32,
+        #[command(flatten)]
+        als: AlsArgs,
         /// Worker threads (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
 }
 
-fn check_params(regularization: f32, alpha: f32) -> Result<(), Failure> {
-    if regularization.is_finite() && regularization >= 0.0 && alpha.is_finite() && alpha > 0.0 {
-        Ok(())
-    } else {
-        Err(Failure::Usage("--regularization must be >= 0 and --alpha > 0".into()))
+/// The model's settings, shared by `train` and `fit`.
+#[derive(clap::Args)]
+pub struct AlsArgs {
+    /// Latent factors per user and track.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(2..=512))]
+    factors: u16,
+    /// Alternating iterations.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u16).range(1..=200))]
+    iterations: u16,
+    /// L2 regularization.
+    #[arg(long, default_value_t = 0.01)]
+    regularization: f32,
+    /// Confidence per unit of listening (c = 1 + alpha r; a stream is 1, a skip 0.25).
+    #[arg(long, default_value_t = 40.0)]
+    alpha: f32,
+}
+
+impl AlsArgs {
+    /// Checked training parameters, on `threads` (0: one per core).
+    fn params(&self, threads: usize) -> Result<Params, Failure> {
+        let (regularization, alpha) = (self.regularization, self.alpha);
+        if !(regularization.is_finite() && regularization >= 0.0 && alpha.is_finite() && alpha > 0.0) {
+            return Err(Failure::Usage("--regularization must be >= 0 and --alpha > 0".into()));
+        }
+        Ok(Params {
+            factors: usize::from(self.factors),
+            iterations: usize::from(self.iterations),
+            regularization,
+            alpha,
+            threads,
+            ..Params::default()
+        })
     }
+}
+
+/// A progress bar over training iterations.
+fn iteration_bar(iterations: usize) -> indicatif::ProgressBar {
+    crate::progress_bar(iterations as u64, "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} iterations")
 }
 
 fn io_failure(path: &Path, e: impl std::fmt::Display) -> Failure {
@@ -131,21 +147,11 @@ fn read_triples(path: &Path) -> Result<(usize, usize, Triples), Failure> {
 
 pub async fn recs(action: RecsAction, config: Config) -> Result<(), Failure> {
     match action {
-        RecsAction::Train { factors, iterations, regularization, alpha, json } => {
-            check_params(regularization, alpha)?;
+        RecsAction::Train { als, json } => {
+            let params = als.params(0)?;
             let pool =
                 segue_app_api::catalog::open(&config.database).await.map_err(|e| Failure::Runtime(e.to_string()))?;
-            let params = Params {
-                factors: usize::from(factors),
-                iterations: usize::from(iterations),
-                regularization,
-                alpha,
-                ..Params::default()
-            };
-            let bar = crate::progress_bar(
-                u64::from(iterations),
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} iterations",
-            );
+            let bar = iteration_bar(params.iterations);
             let tick = bar.clone();
             let done = segue_app_api::recs::train::train(&pool, params, segue_app_api::now_ms(), move |it| {
                 tick.set_position(it as u64)
@@ -193,22 +199,11 @@ pub async fn recs(action: RecsAction, config: Config) -> Result<(), Failure> {
             );
             Ok(())
         }
-        RecsAction::Fit { train, out, factors, iterations, regularization, alpha, threads } => {
-            check_params(regularization, alpha)?;
+        RecsAction::Fit { train, out, als: settings, threads } => {
+            let params = settings.params(threads)?;
             let (users, tracks, triples) = read_triples(&train)?;
-            let params = Params {
-                factors: usize::from(factors),
-                iterations: usize::from(iterations),
-                regularization,
-                alpha,
-                threads,
-                ..Params::default()
-            };
             let by_user = Csr::from_triples(users, &triples);
-            let bar = crate::progress_bar(
-                u64::from(iterations),
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} iterations",
-            );
+            let bar = iteration_bar(params.iterations);
             let tick = bar.clone();
             let started = std::time::Instant::now();
             let model = als::train(&by_user, tracks, &params, move |it| tick.set_position(it as u64));
