@@ -407,12 +407,21 @@ pub async fn track(pool: &AnyPool, id: &str) -> Result<Option<Track>, Error> {
     Ok(Some(track_from(pool, &r).await?))
 }
 
-/// An album with its tracks in disc and track order.
-pub async fn album(pool: &AnyPool, id: &str) -> Result<Option<serde_json::Value>, Error> {
+/// An album's tracks in disc and track order (none for an unknown album).
+pub async fn album_tracks(pool: &AnyPool, id: &str) -> Result<Vec<Track>, Error> {
     let rows = sqlx::query(&format!("{TRACK_SELECT} WHERE t.album_id = $1 ORDER BY t.disc_number, t.track_number"))
         .bind(id)
         .fetch_all(pool)
         .await?;
+    let mut tracks = Vec::with_capacity(rows.len());
+    for r in &rows {
+        tracks.push(track_from(pool, r).await?);
+    }
+    Ok(tracks)
+}
+
+/// An album with its tracks in disc and track order.
+pub async fn album(pool: &AnyPool, id: &str) -> Result<Option<serde_json::Value>, Error> {
     let Some(head) = sqlx::query(
         "SELECT al.id, al.title, ar.id, ar.name FROM albums al JOIN artists ar ON ar.id = al.artist_id WHERE al.id = $1",
     )
@@ -422,10 +431,7 @@ pub async fn album(pool: &AnyPool, id: &str) -> Result<Option<serde_json::Value>
     else {
         return Ok(None);
     };
-    let mut tracks = Vec::with_capacity(rows.len());
-    for r in &rows {
-        tracks.push(track_from(pool, r).await?);
-    }
+    let tracks = album_tracks(pool, id).await?;
     Ok(Some(serde_json::json!({
         "id": head.try_get::<String, _>(0)?,
         "title": head.try_get::<String, _>(1)?,

@@ -119,15 +119,7 @@ pub async fn ids(app: &App, sql: &str, binds: &[&str], page: Option<(i64, i64)>)
 }
 
 async fn album_songs(app: &App, id: &str) -> Result<Vec<Track>, Failure> {
-    let sql = "SELECT id FROM tracks WHERE album_id = $1 ORDER BY disc_number, track_number";
-    let ids = ids(app, sql, &[id], None).await?;
-    let mut songs = Vec::with_capacity(ids.len());
-    for t in ids {
-        if let Some(track) = catalog::track(&app.pool, &t).await.map_err(Failure::from)? {
-            songs.push(track);
-        }
-    }
-    Ok(songs)
+    catalog::album_tracks(&app.pool, id).await.map_err(Failure::from)
 }
 
 /// `getArtist`: the artist with their albums.
