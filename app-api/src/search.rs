@@ -14,9 +14,13 @@ use std::sync::Mutex;
 use serde::Serialize;
 use sqlx::{AnyPool, Row};
 use tantivy::collector::TopDocs;
+use tantivy::directory::error::OpenReadError;
 use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, Value, FAST, STORED, STRING, TEXT};
-use tantivy::{doc, DocId, Index, IndexReader, IndexWriter, Score, SegmentReader, TantivyDocument, Term};
+use tantivy::{
+    doc, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader, TantivyDocument, TantivyError,
+    Term,
+};
 
 use crate::error::Error;
 
@@ -25,6 +29,8 @@ const WRITER_HEAP: usize = 64 << 20;
 /// Longest query accepted (bytes) and most words used.
 const MAX_QUERY: usize = 256;
 const MAX_WORDS: usize = 8;
+/// Attempts at opening the newest commit when a merge retires a segment under us.
+const RELOAD_RETRIES: u32 = 5;
 
 #[derive(Clone, Copy)]
 struct Fields {
@@ -79,7 +85,9 @@ impl Search {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         let index = Index::create_in_dir(dir, schema).map_err(err)?;
         let writer = index.writer_with_num_threads(1, WRITER_HEAP).map_err(err)?;
-        let reader = index.reader().map_err(err)?;
+        // Reloads happen in `put`, under the writer lock, right after each commit: a second,
+        // file-watching reloader would only race them.
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(err)?;
         Ok(Search { index, reader, writer: Mutex::new(writer), f })
     }
 
@@ -150,9 +158,26 @@ impl Search {
             ))
             .map_err(err)?;
         }
-        w.commit().map_err(err)?;
-        drop(w);
-        self.reader.reload().map_err(err)
+        w.commit().map_err(|e| err(format!("commit: {e}")))?;
+        self.reload()
+    }
+
+    /// Opens the newest commit. Under concurrent commits and background merges tantivy has
+    /// been seen (in CI) to report a just-retired segment's file as missing while opening;
+    /// each attempt re-reads meta.json, so a missing file is retried rather than failing a
+    /// write the database has already made.
+    fn reload(&self) -> Result<(), Error> {
+        let mut attempt = 0;
+        loop {
+            match self.reader.reload() {
+                Ok(()) => return Ok(()),
+                Err(TantivyError::OpenReadError(OpenReadError::FileDoesNotExist(path))) if attempt < RELOAD_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(path = %path.display(), attempt, "search index: segment retired while opening; retrying");
+                }
+                Err(e) => return Err(err(format!("reload: {e}"))),
+            }
+        }
     }
 
     /// Up to `limit` hits for `q` among `kinds` (empty: all), best first.
@@ -285,5 +310,43 @@ impl Entry {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: usize, pop: u64) -> Entry {
+        Entry {
+            kind: "track",
+            id: format!("trk_{id:012}"),
+            name: format!("song number {id}"),
+            artist: "someone".into(),
+            album: "an album".into(),
+            popularity: pop,
+        }
+    }
+
+    #[test]
+    fn concurrent_replacements_and_searches_never_fail() {
+        let dir = std::env::temp_dir().join(format!("segue-search-test-{}", std::process::id()));
+        let search = std::sync::Arc::new(Search::create(&dir).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let s = search.clone();
+                std::thread::spawn(move || {
+                    for i in 0..40 {
+                        s.put(vec![entry((i * 7 + t) % 10, i as u64), entry(100 + t, i as u64)]).unwrap();
+                        s.search("song", &[], 10).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(search.search("number", &["track"], 50).unwrap().len(), 14);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -174,8 +174,11 @@ async fn a_client_that_leaves_does_not_cancel_the_fetch() {
 async fn a_dead_first_upstream_fails_over_to_the_next() {
     let data = pattern(300_000, 6);
     let up = start_scripted(data.clone()).await;
-    // A port nobody listens on.
-    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    // A port bound but not listening: connections to it are refused, and holding the socket
+    // keeps the port from going to another test's listener (a dropped listener's would not).
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = held.local_addr().unwrap();
     let edge = start_edge(vec![format!("http://{dead}"), format!("http://{}", up.addr)], |_| {}).await;
     let r = get(edge, "/failover.ogg", &[]).await;
     assert_eq!(r.status, 200);
