@@ -49,6 +49,10 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result
     segue_core::drm::kek::Keks::create_file(&kek_file, "up1")
         .map_err(|e| Failure::Runtime(format!("{}: {e}", kek_file.display())))?;
     let (_, keys_token) = persistent_secret(&data_dir, "origin-keys.token")?;
+    // Users' Subsonic passwords (for players that only know u+t+s) rest sealed under this.
+    let subsonic_keys = data_dir.join("subsonic-password.keys");
+    segue_core::drm::kek::Keks::create_file(&subsonic_keys, "up1")
+        .map_err(|e| Failure::Runtime(format!("{}: {e}", subsonic_keys.display())))?;
     use segue_core::server;
     use std::sync::Arc;
 
@@ -131,6 +135,10 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result
             kek_file: kek_file.to_string_lossy().into_owned(),
             origin_key_token: keys_token,
             signing_key_file: data_dir.join("drm-signing.key").to_string_lossy().into_owned(),
+            ..Default::default()
+        },
+        subsonic: segue_app_api::config::SubsonicSettings {
+            password_keys_file: subsonic_keys.to_string_lossy().into_owned(),
             ..Default::default()
         },
         ..Default::default()

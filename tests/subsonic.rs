@@ -74,9 +74,10 @@ fn the_envelope_authentication_and_errors_follow_opensubsonic() {
     failed("ping?f=json", 10);
     failed("ping?f=json&apiKey=wrong", 44);
     failed(&format!("ping?f=json&apiKey={key}&u=sonic"), 43);
-    let r = failed("ping?f=json&u=sonic&t=abc&s=salt", 42);
+    // A user without a Subsonic login: wrong username or password.
+    failed("ping?f=json&u=sonic&t=abc&s=salt", 40);
+    let r = failed("ping?f=json&u=sonic&p=secret", 42);
     assert!(r["error"]["helpUrl"].is_string(), "{r}");
-    failed("ping?f=json&u=sonic&p=secret", 42);
     failed(&format!("noSuchEndpoint?f=json&apiKey={key}"), 0);
     let (_, xml) = rest(&up, "ping?apiKey=wrong");
     assert!(xml.contains(r#"status="failed""#) && xml.contains(r#"<error code="44""#), "{xml}");
@@ -195,6 +196,62 @@ fn stream_redirects_to_a_signed_edge_url_that_serves_ranges_and_rights_apply() {
         rest_json(&up, &format!("stream?id={}&maxBitRate=lots&apiKey={key}&f=json", ids[0]))["error"]["code"],
         0
     );
+    assert!(terminate(up.up).success());
+}
+
+fn md5_hex(s: &str) -> String {
+    use md5::Digest;
+    md5::Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn the_legacy_token_scheme_checks_a_sealed_password_the_user_sets() {
+    let up = start_up();
+    let make = |name: &str| {
+        let body = format!(r#"{{"name":"{name}","country":"SE"}}"#);
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(&body)).1["api_key"].as_str().unwrap().to_owned()
+    };
+    let (alice, bob) = (make("alice"), make("bob"));
+    let login = |key: &str, body: &str| admin(up.app, "PUT", "/v1/me/subsonic-login", Some(key), Some(body));
+    let password = "correct horse battery";
+    let (code, r) = login(&alice, &format!(r#"{{"username":"alice","password":"{password}"}}"#));
+    assert_eq!((code, r["username"].as_str()), (200, Some("alice")), "{r}");
+    // Bad input changes nothing; a taken name is a conflict; the admin token has no login.
+    assert_eq!(login(&bob, r#"{"username":"bob","password":"short"}"#).0, 400);
+    assert_eq!(login(&bob, r#"{"username":"b o b","password":"long enough"}"#).0, 400);
+    assert_eq!(login(&bob, r#"{"username":"alice","password":"long enough"}"#).0, 409);
+    assert_eq!(login(&up.token, r#"{"username":"root","password":"long enough"}"#).0, 403);
+
+    let token = |pw: &str, salt: &str| format!("u=alice&t={}&s={salt}", md5_hex(&format!("{pw}{salt}")));
+    let ping = |auth: &str| rest_json(&up, &format!("ping?f=json&v=1.13.0&c=test&{auth}"));
+    assert_eq!(ping(&token(password, "c19b2d"))["status"], "ok");
+    let me = rest_json(&up, &format!("getUser?f=json&username=alice&{}", token(password, "a1b2c3")));
+    assert_eq!(me["user"]["username"], "alice", "{me}");
+    // Upper-case hex is the same token.
+    let upper = format!("u=alice&t={}&s=x9y8z7", md5_hex(&format!("{password}x9y8z7")).to_uppercase());
+    assert_eq!(ping(&upper)["status"], "ok");
+    let code = |auth: &str| ping(auth)["error"]["code"].as_u64();
+    assert_eq!(code(&token("wrong password", "c19b2d")), Some(40));
+    assert_eq!(code(&token(password, "c19b2d").replace("u=alice", "u=nobody")), Some(40));
+    assert_eq!(code("u=alice&t=0123"), Some(10), "t without s");
+    // The password in the URL is off unless the operator turns it on.
+    let plain = password.replace(' ', "%20");
+    assert_eq!(code(&format!("u=alice&p={plain}")), Some(42));
+    assert_eq!(code(&format!("u=alice&p={plain}&t=x&s=y")), Some(43));
+
+    // At rest the password is sealed: neither the database nor its log holds it.
+    for file in ["app-api.db", "app-api.db-wal"] {
+        let bytes = std::fs::read(up.dir.path().join(file)).unwrap_or_default();
+        assert!(!bytes.windows(password.len()).any(|w| w == password.as_bytes()), "{file} holds the password");
+    }
+    // A new password replaces the old one.
+    assert_eq!(login(&alice, r#"{"username":"alice","password":"another secret"}"#).0, 200);
+    assert_eq!(code(&token(password, "c19b2d")), Some(40));
+    assert_eq!(ping(&token("another secret", "c19b2d"))["status"], "ok");
+    // Removed: the API key still works, the password no longer does.
+    assert_eq!(admin(up.app, "DELETE", "/v1/me/subsonic-login", Some(&alice), None).0, 200);
+    assert_eq!(code(&token("another secret", "c19b2d")), Some(40));
+    assert_eq!(rest_json(&up, &format!("ping?f=json&apiKey={alice}"))["status"], "ok");
     assert!(terminate(up.up).success());
 }
 

@@ -383,6 +383,14 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
                 &serde_json::json!({ "track_id": id, "model": snap.model, "country": country, "tracks": picked }),
             ))
         }
+        (&Method::PUT, ["v1", "me", "subsonic-login"]) => {
+            let new: crate::subsonic::auth::NewLogin = read_json(req).await?;
+            Ok(json_response(StatusCode::OK, &crate::subsonic::auth::set(app, &user, new, now_ms()).await?))
+        }
+        (&Method::DELETE, ["v1", "me", "subsonic-login"]) => {
+            crate::subsonic::auth::remove(app, &user).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "removed": true })))
+        }
         (&Method::GET, ["v1", "me", "discover-weekly"]) => {
             let country = crate::rights::listener_country(&user, None, app.geo.country(peer.ip(), req.headers()))?;
             let list = crate::recs::discover::discover_weekly(app, &user, &country, now_ms()).await?;

@@ -25,6 +25,7 @@ pub async fn open(url: &str) -> Result<AnyPool, Error> {
             (11, "recs", include_str!("../migrations/0011_recs.sql")),
             (12, "discovery", include_str!("../migrations/0012_discovery.sql")),
             (13, "subsonic_stars", include_str!("../migrations/0013_subsonic_stars.sql")),
+            (14, "subsonic_logins", include_str!("../migrations/0014_subsonic_logins.sql")),
         ],
     )
     .await

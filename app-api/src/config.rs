@@ -48,6 +48,46 @@ pub struct Config {
     pub plays: Plays,
     /// The license server: devices, licenses for offline listening, renewals.
     pub drm: DrmSettings,
+    /// `[subsonic]`: the OpenSubsonic API for existing players.
+    pub subsonic: SubsonicSettings,
+}
+
+/// `[subsonic]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubsonicSettings {
+    /// Keys that seal users' Subsonic passwords at rest, in the KEK format (`ID:HEX`
+    /// lines, the first current). Empty: `SEGUE_SUBSONIC_KEYS`; neither turns the legacy
+    /// `u`+`t`+`s` scheme off (API keys still work). The token scheme needs the password
+    /// itself on the server, so it is kept encrypted rather than hashed.
+    pub password_keys_file: String,
+    /// Accept `p=` (the password itself, or `enc:` hex of it) in URLs. Default false: it
+    /// ends up in logs and histories; clients should use `t`+`s` or `apiKey`.
+    pub allow_plain_password: bool,
+    /// How `stream` and `download` hand over audio: `redirect` (a 302 to a signed edge URL,
+    /// the CDN path; default) or `proxy` (the app API fetches from the edge and relays,
+    /// for clients that cannot follow redirects).
+    pub stream: StreamMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamMode {
+    #[default]
+    Redirect,
+    Proxy,
+}
+
+pub const SUBSONIC_KEYS_VAR: &str = "SEGUE_SUBSONIC_KEYS";
+
+impl Default for SubsonicSettings {
+    fn default() -> Self {
+        SubsonicSettings {
+            password_keys_file: String::new(),
+            allow_plain_password: false,
+            stream: StreamMode::Redirect,
+        }
+    }
 }
 
 /// `[drm]`.
@@ -126,6 +166,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             plays: Plays::default(),
             drm: DrmSettings::default(),
+            subsonic: SubsonicSettings::default(),
         }
     }
 }
@@ -377,6 +418,11 @@ impl Validate for Config {
         ensure(self.origin.starts_with("http://"), "origin", "must be an http:// URL")?;
         ensure(!self.search_dir.is_empty(), "search_dir", "is required")?;
         self.drm.validate()?;
+        segue_core::drm::kek::Keks::load_for_var(
+            &self.subsonic.password_keys_file,
+            "subsonic.password_keys_file",
+            SUBSONIC_KEYS_VAR,
+        )?;
         for (i, t) in self.admin_tokens.iter().enumerate() {
             ensure(
                 t.len() >= segue_core::token::MIN_SECRET_LEN && t.bytes().all(|b| b.is_ascii_graphic()),

@@ -68,6 +68,8 @@ pub struct App {
     pub drm: drm::LicenseServer,
     /// Who reported playing what through a Subsonic client (`scrobble?submission=false`).
     pub now_playing: subsonic::NowPlaying,
+    /// Subsonic passwords for the legacy token scheme: sealing keys and settings.
+    pub logins: subsonic::auth::Logins,
     /// Track id -> length in ms, to check play durations without a query per event.
     pub track_lengths: moka::sync::Cache<String, i64>,
 }
@@ -160,6 +162,7 @@ pub async fn serve(
     };
     let plays = play_log::PlayLog::open(&config, pool.clone()).await?;
     let drm = drm::LicenseServer::open(&config.drm)?;
+    let logins = subsonic::auth::Logins::open(&config.subsonic)?;
     let geo = config.geo.open().map_err(|e| Error::BadRequest(format!("{}: {}", e.field, e.message)))?;
     let app = Arc::new(App {
         geo,
@@ -169,6 +172,7 @@ pub async fn serve(
         config,
         plays,
         now_playing: subsonic::now_playing_cache(),
+        logins,
         track_lengths: moka::sync::Cache::builder()
             .max_capacity(1_000_000)
             .time_to_live(Duration::from_secs(300))

@@ -7,11 +7,11 @@
 //! are HTTP 200 with `status: "failed"` and a Subsonic error code (even where the
 //! success would have been audio); boolean parameters are case-insensitive.
 //!
-//! Authentication is the `apiKeyAuthentication` extension: `apiKey=` carries the app
-//! API's user key. The legacy password schemes (`u` with `p`, or `t` and `s`) answer
-//! error 42 with the URL of the docs on API keys.
+//! Authentication: `apiKey=` (the `apiKeyAuthentication` extension), or the legacy
+//! password schemes for older players (see `auth`).
 
 mod activity;
+pub mod auth;
 mod browse;
 mod lists;
 mod playlists;
@@ -61,7 +61,7 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         match e {
             Error::NotFound(m) => Failure::new(70, format!("The requested data was not found: {m}")),
-            Error::Unauthorized => Failure::new(44, "Invalid API key or username"),
+            Error::Unauthorized => Failure::new(44, "Invalid API key"),
             Error::Forbidden(m) | Error::Embargoed(m) | Error::CountryMismatch(m) => {
                 Failure::new(50, format!("User is not authorized for the given operation: {m}"))
             }
@@ -135,27 +135,6 @@ async fn params(req: Request<ReqBody>) -> Result<Params, Failure> {
     Ok(Params(map))
 }
 
-/// The caller, by the `apiKeyAuthentication` extension.
-async fn authenticate(app: &App, p: &Params) -> Result<User, Failure> {
-    let key = p.get("apiKey").filter(|k| !k.is_empty());
-    let legacy = p.get("p").is_some() || p.get("t").is_some() || p.get("s").is_some();
-    match key {
-        Some(_) if p.get("u").is_some() || legacy => {
-            Err(Failure::new(43, "Multiple conflicting authentication mechanisms provided"))
-        }
-        Some(k) => crate::catalog::user_by_token(&app.pool, k)
-            .await
-            .map_err(Failure::from)?
-            .ok_or_else(|| Failure::new(44, "Invalid API key or username")),
-        None if legacy || p.get("u").is_some() => Err(Failure {
-            code: 42,
-            message: "Password authentication not supported. Use API keys".into(),
-            help_url: Some(HELP_URL),
-        }),
-        None => Err(Failure::new(10, "Required parameter is missing: apiKey")),
-    }
-}
-
 /// `/rest/NAME` or `/rest/NAME.view`: NAME, if the path is one.
 pub fn endpoint(path: &str) -> Option<&str> {
     let name = path.strip_prefix("/rest/")?;
@@ -175,7 +154,7 @@ pub async fn handle(app: &Arc<App>, name: &str, req: Request<ReqBody>, peer: std
         let p = params(req).await?;
         // `f` may come in a form body too.
         json_format = p.get("f") == Some("json");
-        let user = authenticate(app, &p).await?;
+        let user = auth::authenticate(app, &p).await?;
         app.rate_limits.request(&user).map_err(Failure::from)?;
         call(app, name, &user, &p, located).await
     }

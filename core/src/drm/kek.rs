@@ -84,12 +84,17 @@ impl Keks {
 
     /// From `file` when set, else from `SEGUE_KEK`; `None` when neither is.
     pub fn load(file: &str) -> Result<Option<Keks>, String> {
+        Keks::load_or_var(file, ENV)
+    }
+
+    /// From `file` when set, else from the variable `var`; `None` when neither is.
+    pub fn load_or_var(file: &str, var: &str) -> Result<Option<Keks>, String> {
         if !file.is_empty() {
             let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
             return Keks::parse(file, &text).map(Some);
         }
-        match std::env::var(ENV) {
-            Ok(text) if !text.trim().is_empty() => Keks::parse(ENV, &text).map(Some),
+        match std::env::var(var) {
+            Ok(text) if !text.trim().is_empty() => Keks::parse(var, &text).map(Some),
             _ => Ok(None),
         }
     }
@@ -97,8 +102,13 @@ impl Keks {
     /// [`Keks::load`] for a config: errors name `field` (the `kek_file` setting), or the
     /// variable when the setting is empty.
     pub fn load_for(file: &str, field: &str) -> Result<Option<Keks>, crate::config::FieldError> {
-        Keks::load(file).map_err(|message| crate::config::FieldError {
-            field: if file.is_empty() { ENV.into() } else { field.into() },
+        Keks::load_for_var(file, field, ENV)
+    }
+
+    /// [`Keks::load_or_var`] for a config, errors naming `field` or `var`.
+    pub fn load_for_var(file: &str, field: &str, var: &str) -> Result<Option<Keks>, crate::config::FieldError> {
+        Keks::load_or_var(file, var).map_err(|message| crate::config::FieldError {
+            field: if file.is_empty() { var.into() } else { field.into() },
             message,
         })
     }
@@ -128,17 +138,28 @@ impl Keks {
     /// Wrap `key` of `cid` under the current KEK. The content id is authenticated with
     /// it: a wrapped key copied to another content does not open.
     pub fn wrap(&self, cid: &ContentId, key: &ContentKey) -> WrappedKey {
+        self.seal(&Self::aad(cid), key.expose())
+    }
+
+    pub fn unwrap(&self, cid: &ContentId, w: &WrappedKey) -> Result<ContentKey, DrmError> {
+        let plain = self.open(&Self::aad(cid), w)?;
+        ContentKey::from_bytes(&plain).ok_or_else(|| DrmError::Malformed("a content key is 16 bytes".into()))
+    }
+
+    /// Seal any small secret under the current KEK, bound to `aad` (what it belongs to:
+    /// the same bytes must be given to open it).
+    pub fn seal(&self, aad: &[u8], plain: &[u8]) -> WrappedKey {
         let kek = &self.keys[&self.current];
         let nonce = random::<12>();
-        let aad = Self::aad(cid);
         let sealed = Aes256Gcm::new((&**kek).into())
-            .encrypt(&nonce.into(), Payload { msg: key.expose(), aad: &aad })
-            // AES-GCM encryption of 16 bytes cannot fail.
+            .encrypt(&nonce.into(), Payload { msg: plain, aad })
+            // AES-GCM encryption fails only past 64 GiB.
             .unwrap_or_default();
         WrappedKey { version: 1, kek: self.current.clone(), nonce: b64(&nonce), wrapped: b64(&sealed) }
     }
 
-    pub fn unwrap(&self, cid: &ContentId, w: &WrappedKey) -> Result<ContentKey, DrmError> {
+    /// Open what [`Keks::seal`] sealed with the same `aad`, under whichever KEK it names.
+    pub fn open(&self, aad: &[u8], w: &WrappedKey) -> Result<Zeroizing<Vec<u8>>, DrmError> {
         if w.version != 1 {
             return Err(DrmError::Malformed(format!("wrapped key version {} is not 1", w.version)));
         }
@@ -147,13 +168,10 @@ impl Keks {
             .try_into()
             .map_err(|_| DrmError::Malformed("the nonce is not 12 bytes".into()))?;
         let sealed = unb64("wrapped key", &w.wrapped)?;
-        let aad = Self::aad(cid);
-        let plain = Zeroizing::new(
-            Aes256Gcm::new((&**kek).into())
-                .decrypt(&nonce.into(), Payload { msg: &sealed, aad: &aad })
-                .map_err(|_| DrmError::Sealed("the wrapped key does not open under its KEK"))?,
-        );
-        ContentKey::from_bytes(&plain).ok_or_else(|| DrmError::Malformed("a content key is 16 bytes".into()))
+        Aes256Gcm::new((&**kek).into())
+            .decrypt(&nonce.into(), Payload { msg: &sealed, aad })
+            .map(Zeroizing::new)
+            .map_err(|_| DrmError::Sealed("the wrapped key does not open under its KEK"))
     }
 
     /// Whether `w` is wrapped under the current KEK (else `segue keys rotate` rewraps it).
