@@ -370,6 +370,11 @@ fn scrobbles_count_once_and_stars_are_likes() {
     assert_eq!(call(&format!("scrobble?id={}&time={}", ids[0], started + 60_000))["status"], "ok");
     assert_eq!(plays(), 2);
     assert_eq!(call("scrobble?id=trk_nope&time=1")["error"]["code"], 70);
+    // A play the play checks refuse (here: one ending in the future) is an error, not an ok.
+    let future = call(&format!("scrobble?id={}&time={}", ids[0], now * 1000));
+    assert_eq!(future["status"], "failed", "{future}");
+    assert!(future["error"]["message"].as_str().unwrap().contains("future"), "{future}");
+    assert_eq!(plays(), 2);
     assert_eq!(call("scrobble?x=1")["error"]["code"], 10);
 
     // Now playing.

@@ -76,7 +76,7 @@ pub async fn scrobble(app: &Arc<App>, user: &User, p: &Params) -> Result<(), Fai
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|r| r["outcome"] == "rejected")
+        .filter(|r| r["status"] == "rejected")
         .map(|r| r["message"].as_str().unwrap_or("refused").to_owned())
         .collect();
     if let Some(why) = refused.first() {
