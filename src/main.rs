@@ -55,6 +55,10 @@ enum Command {
         /// Length of each demo track in seconds.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=600))]
         demo_track_secs: u32,
+        /// How Subsonic players get audio: `redirect` (a 302 to the signed edge URL) or
+        /// `proxy` (relayed by the app API, for players that cannot follow redirects).
+        #[arg(long, default_value = "redirect", value_parser = ["redirect", "proxy"])]
+        subsonic_stream: String,
     },
     /// Package masters (WAV or FLAC files, or folders of them) into the origin's store.
     ///
@@ -430,9 +434,18 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }
-        Command::Up { data_dir, origin_listen, edge_listen, control_plane_listen, app_api_listen, demo_track_secs } => {
+        Command::Up {
+            data_dir,
+            origin_listen,
+            edge_listen,
+            control_plane_listen,
+            app_api_listen,
+            demo_track_secs,
+            subsonic_stream,
+        } => {
             let listen = [origin_listen, edge_listen, control_plane_listen, app_api_listen];
-            up::up(data_dir, listen, demo_track_secs).await
+            let proxy = subsonic_stream == "proxy";
+            up::up(data_dir, listen, demo_track_secs, proxy).await
         }
         Command::Edge {
             config,

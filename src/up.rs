@@ -35,7 +35,7 @@ fn persistent_secret(data_dir: &std::path::Path, name: &str) -> Result<(PathBuf,
 const DEMO_COUNTRIES: [&str; 16] =
     ["SE", "NO", "DK", "FI", "DE", "FR", "GB", "NL", "ES", "IT", "US", "CA", "BR", "JP", "AU", "IN"];
 
-pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result<(), Failure> {
+pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32, subsonic_proxy: bool) -> Result<(), Failure> {
     let [origin_listen, edge_listen, cp_listen, app_listen] = listen;
     std::fs::create_dir_all(&data_dir).map_err(|e| Failure::Runtime(format!("{}: {e}", data_dir.display())))?;
     let (token_file, api_token) = persistent_secret(&data_dir, "control-plane.token")?;
@@ -139,6 +139,11 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32) -> Result
         },
         subsonic: segue_app_api::config::SubsonicSettings {
             password_keys_file: subsonic_keys.to_string_lossy().into_owned(),
+            stream: if subsonic_proxy {
+                segue_app_api::config::StreamMode::Proxy
+            } else {
+                segue_app_api::config::StreamMode::Redirect
+            },
             ..Default::default()
         },
         ..Default::default()

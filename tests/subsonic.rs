@@ -466,3 +466,88 @@ fn playlists_are_the_collaborative_playlists() {
     assert_eq!(call("createPlaylist?x=1")["error"]["code"], 10);
     assert!(terminate(up.up).success());
 }
+
+#[test]
+fn folder_browsing_walks_artist_album_song_directories_and_covers_are_pngs() {
+    let up = start_up();
+    let ids = album_ids(up.app, &up.token);
+    let (_, user) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"folders","country":"SE"}"#));
+    let key = user["api_key"].as_str().unwrap().to_owned();
+    let call = |q: &str| rest_json(&up, &format!("{q}&f=json&apiKey={key}"));
+    let idx = call("getIndexes?musicFolderId=1")["indexes"].clone();
+    let changed = idx["lastModified"].as_i64().unwrap();
+    assert!(changed > 0, "{idx}");
+    let s = idx["index"].as_array().unwrap().iter().find(|i| i["name"] == "S").expect("an S index").clone();
+    let artist = s["artist"].as_array().unwrap().iter().find(|a| a["name"] == "Segue Demo").unwrap().clone();
+    // Nothing changed since then: no index, only the stamp.
+    let same = call(&format!("getIndexes?ifModifiedSince={changed}"))["indexes"].clone();
+    assert!(same.get("index").is_none() && same["lastModified"] == changed, "{same}");
+
+    let dir = call(&format!("getMusicDirectory?id={}", artist["id"].as_str().unwrap()))["directory"].clone();
+    assert_eq!(dir["name"], "Segue Demo");
+    let albums = dir["child"].as_array().unwrap();
+    let continuum = albums.iter().find(|a| a["title"] == "Continuum (gapless)").expect("the album").clone();
+    assert_eq!((continuum["isDir"].as_bool(), continuum["songCount"].as_i64()), (Some(true), Some(4)), "{dir}");
+    assert_eq!(continuum["parent"], artist["id"]);
+    let album_id = continuum["id"].as_str().unwrap();
+    let songs = call(&format!("getMusicDirectory?id={album_id}"))["directory"].clone();
+    assert_eq!(songs["parent"], artist["id"], "{songs}");
+    let children: Vec<&str> = songs["child"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(children, ids.iter().map(String::as_str).collect::<Vec<_>>(), "songs in track order");
+    assert!(songs["child"].as_array().unwrap().iter().all(|c| c["isDir"] == false && c["parent"] == album_id));
+    assert_eq!(call("getMusicDirectory?id=alb_nope")["error"]["code"], 70);
+    let (_, xml) = rest(&up, &format!("getIndexes?apiKey={key}"));
+    assert!(xml.contains("<indexes ") && xml.contains(r#"<artist id=""#), "{xml}");
+
+    // Covers: a PNG of the size asked, the same for an album and its songs, distinct
+    // between albums; an unknown id is a Subsonic error, not an image.
+    let cover = |id: &str, size: u32| {
+        let url = format!("http://{}/rest/getCoverArt?id={id}&size={size}&apiKey={key}", up.app);
+        let (code, body) = get(&url, &[]);
+        assert_eq!(code, 200);
+        body
+    };
+    let png = cover(album_id, 120);
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 120, "width");
+    assert_eq!(cover(&ids[0], 120), png, "a song's cover is its album's");
+    let standalone = call("search3?query=standalone")["searchResult3"]["song"][0]["coverArt"].clone();
+    assert_ne!(cover(standalone.as_str().unwrap(), 120), png);
+    let artist_cover = cover(&format!("ar-{}", artist["id"].as_str().unwrap()), 64);
+    assert_eq!(u32::from_be_bytes(artist_cover[16..20].try_into().unwrap()), 64);
+    let (_, headers) =
+        get(&format!("http://{}/rest/getCoverArt?id={album_id}&apiKey={key}", up.app), &["-D", "-", "-o", "/dev/null"]);
+    let headers = String::from_utf8_lossy(&headers).to_lowercase();
+    assert!(headers.contains("content-type: image/png") && headers.contains("max-age="), "{headers}");
+    assert_eq!(call("getCoverArt?id=alb_nope")["error"]["code"], 70);
+    assert!(terminate(up.up).success());
+}
+
+#[test]
+fn proxy_mode_relays_ranges_from_the_edge_for_players_that_cannot_redirect() {
+    let up = start_up_with(&["--subsonic-stream", "proxy"]);
+    let ids = album_ids(up.app, &up.token);
+    let (_, track) = admin(up.app, "GET", &format!("/v1/tracks/{}", ids[0]), Some(&up.token), None);
+    let cid = track["content_id"].as_str().unwrap();
+    let (_, user) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"noredirect","country":"SE"}"#));
+    let key = user["api_key"].as_str().unwrap().to_owned();
+    let (_, whole) = get(&format!("http://{}/a/{cid}/high.ogg", up.origin), &[]);
+    let url = format!("http://{}/rest/stream?id={}&apiKey={key}", up.app, ids[0]);
+    // No -L: the app API answers the audio itself.
+    let (code, part) = get(&url, &["-H", "Range: bytes=100-4195"]);
+    assert_eq!(code, 206);
+    assert_eq!(part, whole[100..4196], "the relayed bytes are the origin's");
+    let (code, all) = get(&url, &[]);
+    assert_eq!((code, all.len()), (200, whole.len()));
+    let (_, headers) = get(&url, &["-H", "Range: bytes=0-99", "-D", "-", "-o", "/dev/null"]);
+    let headers = String::from_utf8_lossy(&headers).to_lowercase();
+    assert!(headers.contains(&format!("content-range: bytes 0-99/{}", whole.len())), "{headers}");
+    assert!(headers.contains("content-type: audio/ogg") && headers.contains("accept-ranges: bytes"), "{headers}");
+    // Failures are still Subsonic answers.
+    let (code, body) = get(&format!("http://{}/rest/stream?id=trk_nope&apiKey={key}", up.app), &[]);
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains(r#"code="70""#));
+    assert!(terminate(up.up).success());
+}

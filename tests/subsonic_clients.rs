@@ -21,11 +21,9 @@ fn walk(program: &str, script: &str, env: &[(&str, String)]) -> serde_json::Valu
         .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test.sh installs it)"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{script} failed (scripts/test.sh installs the client):\n{stdout}\n{stderr}"
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{script}: {e}: {stdout}"))
+    assert!(out.status.success(), "{script} failed (scripts/test.sh installs the client):\n{stdout}\n{stderr}");
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{script}: {e}: {stdout}"))
 }
 
 #[test]

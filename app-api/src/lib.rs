@@ -70,6 +70,8 @@ pub struct App {
     pub now_playing: subsonic::NowPlaying,
     /// Subsonic passwords for the legacy token scheme: sealing keys and settings.
     pub logins: subsonic::auth::Logins,
+    /// Generated cover art (PNG) by (id, size).
+    pub covers: moka::sync::Cache<(String, u32), bytes::Bytes>,
     /// Track id -> length in ms, to check play durations without a query per event.
     pub track_lengths: moka::sync::Cache<String, i64>,
 }
@@ -173,6 +175,10 @@ pub async fn serve(
         plays,
         now_playing: subsonic::now_playing_cache(),
         logins,
+        covers: moka::sync::Cache::builder()
+            .max_capacity(64 << 20)
+            .weigher(|_, png: &bytes::Bytes| png.len().try_into().unwrap_or(u32::MAX))
+            .build(),
         track_lengths: moka::sync::Cache::builder()
             .max_capacity(1_000_000)
             .time_to_live(Duration::from_secs(300))

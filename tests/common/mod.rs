@@ -193,9 +193,14 @@ pub struct Up {
 }
 
 pub fn start_up() -> Up {
+    start_up_with(&[])
+}
+
+/// `start_up` with more `segue up` flags.
+pub fn start_up_with(flags: &[&str]) -> Up {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = segue();
-    cmd.args(["up", "--demo-track-secs", "3", "--data-dir"]).arg(dir.path());
+    cmd.args(["up", "--demo-track-secs", "3", "--data-dir"]).arg(dir.path()).args(flags);
     for flag in ["--origin-listen", "--edge-listen", "--control-plane-listen", "--app-api-listen"] {
         cmd.args([flag, "127.0.0.1:0"]);
     }

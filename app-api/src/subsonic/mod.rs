@@ -13,8 +13,11 @@
 mod activity;
 pub mod auth;
 mod browse;
+mod cover;
+mod folders;
 mod lists;
 mod playlists;
+mod proxy;
 mod search;
 mod xml;
 
@@ -151,12 +154,19 @@ pub async fn handle(app: &Arc<App>, name: &str, req: Request<ReqBody>, peer: std
         if method != Method::GET && method != Method::POST {
             return Err(Failure::new(0, format!("{method} is not GET or POST")));
         }
+        let client_headers = req.headers().clone();
         let p = params(req).await?;
         // `f` may come in a form body too.
         json_format = p.get("f") == Some("json");
         let user = auth::authenticate(app, &p).await?;
         app.rate_limits.request(&user).map_err(Failure::from)?;
-        call(app, name, &user, &p, located).await
+        match call(app, name, &user, &p, located).await? {
+            Answer::Proxy(url) => {
+                let timeout = std::time::Duration::from_secs(app.config.request_timeout_secs);
+                Ok(Answer::Relayed(proxy::relay(&url, &client_headers, timeout).await?))
+            }
+            other => Ok(other),
+        }
     }
     .await;
     metrics::counter!("app_subsonic_requests_total", "status" => if answer.is_ok() { "ok" } else { "failed" })
@@ -164,6 +174,17 @@ pub async fn handle(app: &Arc<App>, name: &str, req: Request<ReqBody>, peer: std
     match answer {
         Ok(Answer::Payload(payload)) => render(payload, None, json_format),
         Ok(Answer::Redirect(url)) => redirect(&url),
+        Ok(Answer::Relayed(r)) => r,
+        // `call` answers a URL to proxy only for the block above to relay it.
+        Ok(Answer::Proxy(url)) => redirect(&url),
+        Ok(Answer::Image(png)) => {
+            let mut r = Response::new(segue_core::server::full(png));
+            let headers = r.headers_mut();
+            headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("image/png"));
+            // A cover depends only on its id and size: clients and caches keep it.
+            headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("public, max-age=604800"));
+            r
+        }
         Err(f) => {
             tracing::info!(endpoint = name, code = f.code, message = %f.message, "subsonic call failed");
             render(Map::new(), Some(&f), json_format)
@@ -177,6 +198,12 @@ enum Answer {
     /// A 302 to a signed edge URL: clients replay it as GET, with their `Range`, and the
     /// URL carries its own authorisation.
     Redirect(String),
+    /// A picture (`getCoverArt`).
+    Image(bytes::Bytes),
+    /// Audio to fetch from this signed edge URL and relay (`[subsonic] stream = "proxy"`).
+    Proxy(String),
+    /// The edge's answer, relayed.
+    Relayed(Response<Body>),
 }
 
 fn redirect(url: &str) -> Response<Body> {
@@ -228,7 +255,10 @@ async fn call(app: &Arc<App>, name: &str, user: &User, p: &Params, located: Opti
                 }
                 other => Failure::from(other),
             })?;
-            return Ok(Answer::Redirect(s.url));
+            return Ok(match app.config.subsonic.stream {
+                crate::config::StreamMode::Redirect => Answer::Redirect(s.url),
+                crate::config::StreamMode::Proxy => Answer::Proxy(s.url),
+            });
         }
         "ping" => {}
         "getLicense" => {
@@ -290,6 +320,13 @@ async fn call(app: &Arc<App>, name: &str, user: &User, p: &Params, located: Opti
         "deletePlaylist" => playlists::delete(app, user, p.required("id")?).await?,
         "search3" => {
             out.insert("searchResult3".into(), search::search3(app, p).await?);
+        }
+        "getCoverArt" => return Ok(Answer::Image(cover::cover(app, p).await?)),
+        "getIndexes" => {
+            out.insert("indexes".into(), folders::indexes(app, p).await?);
+        }
+        "getMusicDirectory" => {
+            out.insert("directory".into(), folders::directory(app, p.required("id")?).await?);
         }
         "getGenres" => {
             out.insert("genres".into(), browse::genres(app).await?);
