@@ -81,6 +81,30 @@ fn the_envelope_authentication_and_errors_follow_opensubsonic() {
     failed(&format!("noSuchEndpoint?f=json&apiKey={key}"), 0);
     let (_, xml) = rest(&up, "ping?apiKey=wrong");
     assert!(xml.contains(r#"status="failed""#) && xml.contains(r#"<error code="44""#), "{xml}");
+    // Another major protocol version cannot be spoken; minor ones can.
+    failed(&format!("ping?f=json&v=2.0.0&apiKey={key}"), 30);
+    failed(&format!("ping?f=json&v=0.9&apiKey={key}"), 20);
+    assert_eq!(rest_json(&up, &format!("ping?f=json&v=1.2.0&apiKey={key}"))["status"], "ok");
+
+    // apiKeyAuthentication: tokenInfo names the key's user; the user sees which key is
+    // active (a fingerprint) and can revoke it by rotating; so can an admin.
+    assert_eq!(rest_json(&up, &format!("tokenInfo?f=json&apiKey={key}"))["tokenInfo"]["username"], "sonic");
+    let (code, fp) = admin(up.app, "GET", "/v1/me/api-key", Some(&key), None);
+    assert_eq!(code, 200);
+    assert_eq!(fp["fingerprint"].as_str().map(str::len), Some(12), "{fp}");
+    let (code, rotated) = admin(up.app, "POST", "/v1/me/api-key", Some(&key), None);
+    assert_eq!(code, 200, "{rotated}");
+    let new_key = rotated["api_key"].as_str().unwrap().to_owned();
+    failed(&format!("ping?f=json&apiKey={key}"), 44);
+    assert_eq!(rest_json(&up, &format!("ping?f=json&apiKey={new_key}"))["status"], "ok");
+    assert_ne!(admin(up.app, "GET", "/v1/me/api-key", Some(&new_key), None).1["fingerprint"], fp["fingerprint"]);
+    let uid = user["user"]["id"].as_str().unwrap();
+    let (code, by_admin) = admin(up.app, "POST", &format!("/v1/admin/users/{uid}/api-key"), Some(&up.token), None);
+    assert_eq!(code, 200, "{by_admin}");
+    failed(&format!("ping?f=json&apiKey={new_key}"), 44);
+    let key = by_admin["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(admin(up.app, "POST", "/v1/admin/users/usr_nope/api-key", Some(&up.token), None).0, 404);
+    assert_eq!(admin(up.app, "POST", &format!("/v1/admin/users/{uid}/api-key"), Some(&key), None).0, 403);
 
     // formPost: parameters from a form body.
     let url = format!("http://{}/rest/ping.view", up.app);

@@ -383,6 +383,24 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
                 &serde_json::json!({ "track_id": id, "model": snap.model, "country": country, "tracks": picked }),
             ))
         }
+        (&Method::GET | &Method::POST, ["v1", "me", "api-key"]) => {
+            if user.id == "admin" {
+                return Err(Error::Forbidden("admin tokens live in the config, not in the database".into()));
+            }
+            if method == Method::GET {
+                let fingerprint = catalog::token_fingerprint(&app.pool, &user.id).await?;
+                return Ok(json_response(StatusCode::OK, &serde_json::json!({ "fingerprint": fingerprint })));
+            }
+            let key = catalog::rotate_token(&app.pool, &user.id).await?;
+            tracing::info!(user = user.id, "api key rotated by its user");
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "api_key": key })))
+        }
+        (&Method::POST, ["v1", "admin", "users", id, "api-key"]) => {
+            admin_only(&user)?;
+            let key = catalog::rotate_token(&app.pool, id).await?;
+            tracing::info!(user = id, by = user.id, "api key revoked and replaced");
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "api_key": key })))
+        }
         (&Method::PUT, ["v1", "me", "subsonic-login"]) => {
             let new: crate::subsonic::auth::NewLogin = read_json(req).await?;
             Ok(json_response(StatusCode::OK, &crate::subsonic::auth::set(app, &user, new, now_ms()).await?))

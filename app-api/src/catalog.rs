@@ -484,6 +484,34 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
+fn new_token() -> Result<String, Error> {
+    Ok(format!("{}{}", new_id("key")?, &new_id("x")?[2..]))
+}
+
+/// Replace a user's API key (the old one stops working at once); the new one, shown once.
+pub async fn rotate_token(pool: &AnyPool, user_id: &str) -> Result<String, Error> {
+    let token = new_token()?;
+    let done = sqlx::query("UPDATE users SET token_sha256 = $1 WHERE id = $2")
+        .bind(token_hash(&token))
+        .bind(user_id)
+        .execute(pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound(format!("no user {user_id:?}")));
+    }
+    Ok(token)
+}
+
+/// What identifies a user's active API key without revealing it: the start of its hash.
+pub async fn token_fingerprint(pool: &AnyPool, user_id: &str) -> Result<String, Error> {
+    let row = sqlx::query("SELECT token_sha256 FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no user {user_id:?}")))?;
+    Ok(row.try_get::<String, _>(0)?.chars().take(12).collect())
+}
+
 /// Create a user; returns it and its API key (shown once, stored hashed).
 pub async fn create_user(
     pool: &AnyPool,
@@ -498,7 +526,7 @@ pub async fn create_user(
         return Err(Error::BadRequest(format!("country {country:?} must be an ISO 3166-1 alpha-2 code (SE, US, ...)")));
     }
     let id = new_id("usr")?;
-    let token = format!("{}{}", new_id("key")?, &new_id("x")?[2..]);
+    let token = new_token()?;
     sqlx::query(
         "INSERT INTO users (id, name, country, token_sha256, admin, gateway, created_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

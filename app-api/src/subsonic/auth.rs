@@ -126,7 +126,19 @@ fn unsupported(why: &str) -> Failure {
 async fn by_password(app: &App, p: &Params) -> Result<User, Failure> {
     let wrong = || Failure::new(40, "Wrong username or password");
     let username = p.required("u")?;
-    let keys = app.logins.keys.as_ref().ok_or_else(|| unsupported("this server takes API keys (apiKey) only"))?;
+    let Some(keys) = app.logins.keys.as_ref() else {
+        // The apiKeyAuthentication extension: a server without token authentication
+        // answers 41 to it, 42 to any other scheme it lacks.
+        return Err(match p.get("t") {
+            Some(_) => Failure {
+                code: 41,
+                message: "Token authentication not supported for LDAP users: this server takes API keys (apiKey)"
+                    .into(),
+                help_url: Some(HELP_URL),
+            },
+            None => unsupported("this server takes API keys (apiKey) only"),
+        });
+    };
     // What the client proves: md5(password + salt), or the password itself.
     enum Proof<'a> {
         Token { t: &'a str, s: &'a str },

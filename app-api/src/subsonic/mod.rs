@@ -158,6 +158,7 @@ pub async fn handle(app: &Arc<App>, name: &str, req: Request<ReqBody>, peer: std
         let p = params(req).await?;
         // `f` may come in a form body too.
         json_format = p.get("f") == Some("json");
+        check_version(p.get("v"))?;
         let user = auth::authenticate(app, &p).await?;
         app.rate_limits.request(&user).map_err(Failure::from)?;
         match call(app, name, &user, &p, located).await? {
@@ -189,6 +190,20 @@ pub async fn handle(app: &Arc<App>, name: &str, req: Request<ReqBody>, peer: std
             tracing::info!(endpoint = name, code = f.code, message = %f.message, "subsonic call failed");
             render(Map::new(), Some(&f), json_format)
         }
+    }
+}
+
+/// The client's protocol version `v`: another major version cannot be spoken (20: the
+/// client's is older, 30: newer). Minor versions are compatible both ways, as clients
+/// expect.
+fn check_version(v: Option<&str>) -> Result<(), Failure> {
+    let Some(major) = v.and_then(|v| v.split('.').next()).and_then(|m| m.trim().parse::<u32>().ok()) else {
+        return Ok(());
+    };
+    match major {
+        0 => Err(Failure::new(20, "Incompatible Subsonic REST protocol version. Client must upgrade")),
+        1 => Ok(()),
+        _ => Err(Failure::new(30, "Incompatible Subsonic REST protocol version. Server must upgrade")),
     }
 }
 
@@ -261,6 +276,9 @@ async fn call(app: &Arc<App>, name: &str, user: &User, p: &Params, located: Opti
             });
         }
         "ping" => {}
+        "tokenInfo" => {
+            out.insert("tokenInfo".into(), json!({ "username": user.name }));
+        }
         "getLicense" => {
             out.insert("license".into(), json!({ "valid": true }));
         }
