@@ -261,6 +261,10 @@ impl Search {
                 score,
             });
         }
+        // Equal matches in a stable order (by name): the scores of equal matches differ in
+        // their last bits with the index's segment layout, which clients should not see.
+        let key = |h: &Hit| (h.score * 1000.0).round() as i64;
+        hits.sort_by(|a, b| key(b).cmp(&key(a)).then_with(|| a.name.cmp(&b.name)).then_with(|| a.id.cmp(&b.id)));
         Ok(hits)
     }
 }

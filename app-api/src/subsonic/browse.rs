@@ -36,7 +36,11 @@ pub fn child(t: &Track) -> Value {
         "bitRate": 160, "type": "music", "mediaType": "song", "isVideo": false,
         "explicitStatus": if t.explicit { "explicit" } else { "clean" },
         "artists": t.artists.iter().map(|a| json!({ "id": a.id, "name": a.name })).collect::<Vec<_>>(),
-        "replayGain": { "trackGain": -18.0 - t.loudness.integrated_lufs, "trackPeak": 10f64.powf(t.loudness.true_peak_dbtp / 20.0) },
+        "replayGain": {
+            // dB to a hundredth and a linear peak to a millionth: what the measurement holds.
+            "trackGain": ((-18.0 - t.loudness.integrated_lufs) * 100.0).round() / 100.0,
+            "trackPeak": (10f64.powf(t.loudness.true_peak_dbtp / 20.0) * 1e6).round() / 1e6,
+        },
     });
     if !t.genre.is_empty() {
         c["genre"] = json!(t.genre);

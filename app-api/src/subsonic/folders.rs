@@ -55,7 +55,7 @@ pub async fn directory(app: &App, id: &str) -> Result<Value, Failure> {
         return Err(Failure::new(70, format!("The requested data was not found: no directory {id:?}")));
     };
     let rows = sqlx::query(
-        "SELECT al.id, al.title, al.created_ms, COUNT(t.id), COALESCE(SUM(t.samples * 1000 / t.sample_rate), 0), \
+        "SELECT al.id, al.title, al.created_ms, COALESCE(SUM(t.samples * 1000 / t.sample_rate), 0), \
          MIN(t.genre) FROM albums al LEFT JOIN tracks t ON t.album_id = al.id WHERE al.artist_id = $1 \
          GROUP BY al.id, al.title, al.created_ms, al.title_key ORDER BY al.title_key",
     )
@@ -66,14 +66,13 @@ pub async fn directory(app: &App, id: &str) -> Result<Value, Failure> {
     let mut children = Vec::with_capacity(rows.len());
     for r in &rows {
         let (album_id, title): (String, String) = (r.try_get(0).map_err(db)?, r.try_get(1).map_err(db)?);
-        let ms: i64 = r.try_get(4).map_err(db)?;
+        let ms: i64 = r.try_get(3).map_err(db)?;
         let mut c = json!({
             "id": album_id, "parent": id, "isDir": true, "title": title, "album": title,
             "artist": artist["name"], "artistId": id, "coverArt": album_id,
-            "created": iso(r.try_get(2).map_err(db)?), "duration": (ms + 500) / 1000,
-            "songCount": r.try_get::<i64, _>(3).map_err(db)?, "mediaType": "album",
+            "created": iso(r.try_get(2).map_err(db)?), "duration": (ms + 500) / 1000, "mediaType": "album",
         });
-        if let Some(g) = r.try_get::<Option<String>, _>(5).map_err(db)?.filter(|g| !g.is_empty()) {
+        if let Some(g) = r.try_get::<Option<String>, _>(4).map_err(db)?.filter(|g| !g.is_empty()) {
             c["genre"] = json!(g);
         }
         children.push(c);
