@@ -575,3 +575,46 @@ fn proxy_mode_relays_ranges_from_the_edge_for_players_that_cannot_redirect() {
     assert!(String::from_utf8_lossy(&body).contains(r#"code="70""#));
     assert!(terminate(up.up).success());
 }
+
+#[test]
+fn lyrics_set_by_admins_reach_the_app_and_players() {
+    let up = start_up();
+    let ids = album_ids(up.app, &up.token);
+    let (_, user) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"singer","country":"SE"}"#));
+    let key = user["api_key"].as_str().unwrap().to_owned();
+    let put = |who: &str, track: &str, lang: &str, body: &str| {
+        admin(up.app, "PUT", &format!("/v1/admin/tracks/{track}/lyrics/{lang}"), Some(who), Some(body))
+    };
+    let lrc = r#"{"text":"[00:01.00]One\n[00:02.00]Two"}"#;
+    // Bad input changes nothing and says why; only admins write.
+    assert_eq!(put(&up.token, &ids[0], "English", lrc).0, 400);
+    assert_eq!(put(&up.token, "trk_000000000000", "eng", lrc).0, 404);
+    assert_eq!(put(&up.token, &ids[0], "eng", r#"{"text":"  \n "}"#).0, 400);
+    assert_eq!(put(&up.token, &ids[0], "eng", r#"{"lyrics":"x"}"#).0, 400);
+    assert_eq!(put(&key, &ids[0], "eng", lrc).0, 403);
+    let lyrics = |track: &str| admin(up.app, "GET", &format!("/v1/tracks/{track}/lyrics"), Some(&key), None).1;
+    assert_eq!(lyrics(&ids[0])["lyrics"], serde_json::json!([]));
+    let (code, set) = put(&up.token, &ids[0], "eng", lrc);
+    assert_eq!(code, 200, "{set}");
+    let got = lyrics(&ids[0]);
+    assert_eq!(got["lyrics"][0]["synced"], true, "{got}");
+    assert_eq!(got["lyrics"][0]["lines"][1], serde_json::json!({ "start_ms": 2000, "value": "Two" }));
+    // Players see it through songLyrics.
+    let call = |q: &str| rest_json(&up, &format!("{q}&f=json&apiKey={key}"));
+    let ext = call("getOpenSubsonicExtensions?x=1");
+    assert!(ext.to_string().contains("songLyrics"), "{ext}");
+    let by_id = call(&format!("getLyricsBySongId?id={}", ids[0]));
+    assert_eq!(by_id["lyricsList"]["structuredLyrics"][0]["line"][0]["start"], 1000, "{by_id}");
+    assert_eq!(call("getLyricsBySongId?id=trk_000000000000")["error"]["code"], 70);
+    // Removed: gone for both; removing again is a 404.
+    let del =
+        |who: &str| admin(up.app, "DELETE", &format!("/v1/admin/tracks/{}/lyrics/eng", ids[0]), Some(who), None).0;
+    assert_eq!(del(&up.token), 200);
+    assert_eq!(del(&up.token), 404);
+    assert_eq!(
+        call(&format!("getLyricsBySongId?id={}", ids[0]))["lyricsList"]["structuredLyrics"],
+        serde_json::json!([])
+    );
+    assert!(terminate(up.up).success());
+}

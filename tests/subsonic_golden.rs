@@ -87,6 +87,10 @@ const TYPES: &[(&str, &str)] = &[
          allowedUser:[s] readonly:b validUntil:d",
     ),
     ("PlaylistWithSongs", "+Playlist entry:[Child]"),
+    ("LyricsList", "structuredLyrics:[StructuredLyrics]"),
+    ("StructuredLyrics", "!lang:s !synced:b !line:[Line] displayArtist:s displayTitle:s offset:n"),
+    ("Line", "!value:s start:n"),
+    ("Lyrics", "!value:s artist:s title:s"),
 ];
 
 /// The type of each payload key of `subsonic-response`.
@@ -110,6 +114,8 @@ const PAYLOADS: &[(&str, &str)] = &[
     ("nowPlaying", "NowPlaying"),
     ("playlists", "Playlists"),
     ("playlist", "PlaylistWithSongs"),
+    ("lyricsList", "LyricsList"),
+    ("lyrics", "Lyrics"),
 ];
 
 struct Spec(HashMap<&'static str, Vec<(bool, &'static str, &'static str)>>);
@@ -284,12 +290,36 @@ fn every_endpoint_answers_as_its_golden_files_and_the_spec_types() {
         assert_eq!(code, 200, "{q}");
         String::from_utf8(body).unwrap()
     };
-    // Writes first, so the reads below show them.
+    // Empty answers first: empty lists are sent as [], as clients expect.
+    let empty = |q: &str, path: &[&str]| {
+        let v: Value = serde_json::from_str(&rest(&format!("{q}&f=json"))).unwrap();
+        let mut at = &v["subsonic-response"];
+        for p in path {
+            at = &at[*p];
+        }
+        assert_eq!(at, &serde_json::json!([]), "{q}: {v}");
+    };
+    empty("getStarred2?x=1", &["starred2", "song"]);
+    empty("getStarred2?x=1", &["starred2", "album"]);
+    empty("getPlaylists?x=1", &["playlists", "playlist"]);
+    empty("getNowPlaying?x=1", &["nowPlaying", "entry"]);
+    empty("search3?query=zzzzqqqq", &["searchResult3", "song"]);
+    empty("getAlbumList2?type=starred", &["albumList2", "album"]);
+    // Writes next, so the reads below show them.
     let made = rest(&format!("createPlaylist?name=Golden&songId={}&songId={}&f=json", ids[0], ids[1]));
     let made: Value = serde_json::from_str(&made).unwrap();
     let playlist = made["subsonic-response"]["playlist"]["id"].as_str().unwrap().to_owned();
     rest(&format!("star?id={}&albumId={album}&f=json", ids[1]));
     rest(&format!("scrobble?id={}&submission=false&f=json", ids[2]));
+    let lrc = r#"{"text":"[ti:Continuum]\n[00:00.50]First light\n[00:01.75]Second wave\n[00:02.90]Gone"}"#;
+    let (code, set) =
+        admin(up.app, "PUT", &format!("/v1/admin/tracks/{}/lyrics/eng", ids[0]), Some(&up.token), Some(lrc));
+    assert_eq!(code, 200, "{set}");
+    let plain = r#"{"text":"Verse one\nstill one\n\nVerse two"}"#;
+    assert_eq!(
+        admin(up.app, "PUT", &format!("/v1/admin/tracks/{}/lyrics/swe", ids[1]), Some(&up.token), Some(plain)).0,
+        200
+    );
 
     let calls: Vec<(&str, String)> = vec![
         ("ping", "ping".into()),
@@ -312,6 +342,10 @@ fn every_endpoint_answers_as_its_golden_files_and_the_spec_types() {
         ("getNowPlaying", "getNowPlaying".into()),
         ("getPlaylists", "getPlaylists".into()),
         ("getPlaylist", format!("getPlaylist?id={playlist}")),
+        ("getLyricsBySongId-synced", format!("getLyricsBySongId?id={}", ids[0])),
+        ("getLyricsBySongId-plain", format!("getLyricsBySongId?id={}", ids[1])),
+        ("getLyricsBySongId-none", format!("getLyricsBySongId?id={}", ids[2])),
+        ("getLyrics", "getLyrics?artist=Segue%20Demo&title=Continuum,%20part%202".into()),
         ("error-not-found", "getAlbum?id=alb_000000000000".into()),
         ("error-missing-parameter", "getSong".into()),
     ];

@@ -446,6 +446,27 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             tracing::info!(track = id, countries = grant.countries.len(), by = user.id, "rights granted");
             Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": id, "rights": rights })))
         }
+        (&Method::PUT | &Method::DELETE, ["v1", "admin", "tracks", id, "lyrics", lang]) => {
+            admin_only(&user)?;
+            crate::lyrics::check_lang(lang)?;
+            catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
+            if method == Method::DELETE {
+                if !crate::lyrics::remove(&app.pool, id, lang).await? {
+                    return Err(Error::NotFound(format!("track {id:?} has no lyrics in {lang:?}")));
+                }
+                return Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": id, "removed": lang })));
+            }
+            let new: crate::lyrics::NewLyrics = read_json(req).await?;
+            let lyrics = crate::lyrics::parse(lang, &new.text)?;
+            crate::lyrics::put(&app.pool, id, &lyrics, now_ms()).await?;
+            tracing::info!(track = id, lang, synced = lyrics.synced, by = user.id, "lyrics set");
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": id, "lyrics": lyrics })))
+        }
+        (&Method::GET, ["v1", "tracks", id, "lyrics"]) => {
+            catalog::track(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no track {id:?}")))?;
+            let lyrics = crate::lyrics::of_track(&app.pool, id).await?;
+            Ok(json_response(StatusCode::OK, &serde_json::json!({ "track_id": id, "lyrics": lyrics })))
+        }
         (&Method::GET, ["v1", "admin", "tracks", id, "rights"]) => {
             admin_only(&user)?;
             let rights = app.rights.list(&app.pool, id).await?;

@@ -26,6 +26,7 @@ pub async fn open(url: &str) -> Result<AnyPool, Error> {
             (12, "discovery", include_str!("../migrations/0012_discovery.sql")),
             (13, "subsonic_stars", include_str!("../migrations/0013_subsonic_stars.sql")),
             (14, "subsonic_logins", include_str!("../migrations/0014_subsonic_logins.sql")),
+            (15, "lyrics", include_str!("../migrations/0015_lyrics.sql")),
         ],
     )
     .await

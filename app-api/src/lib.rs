@@ -17,6 +17,7 @@ pub mod drm;
 pub mod error;
 pub mod fraud;
 pub mod limits;
+pub mod lyrics;
 pub mod openapi;
 pub mod ot;
 pub mod periods;

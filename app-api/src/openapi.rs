@@ -36,7 +36,43 @@ pub fn document() -> Value {
     let mut doc = catalog_and_plays();
     drm(&mut doc);
     listening(&mut doc);
+    accounts_and_lyrics(&mut doc);
     doc
+}
+
+/// API keys, Subsonic logins and lyrics.
+fn accounts_and_lyrics(doc: &mut Value) {
+    let string = json!({ "type": "string" });
+    let int = json!({ "type": "integer" });
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["ApiKey"] = json!({ "type": "object", "properties": { "api_key": string } });
+    schemas["KeyFingerprint"] = json!({ "type": "object", "properties": {
+        "fingerprint": { "type": "string", "description": "the first 12 hex digits of the key's SHA-256" } } });
+    schemas["SubsonicLogin"] = json!({ "type": "object", "required": ["username", "password"], "properties": {
+        "username": { "type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$" },
+        "password": { "type": "string", "minLength": 8, "maxLength": 128 } } });
+    schemas["NewLyrics"] = json!({ "type": "object", "required": ["text"], "properties": {
+        "text": { "type": "string", "description": "LRC ([mm:ss.xx] stamps: synced) or plain text, up to 64 KiB" } } });
+    schemas["TrackLyrics"] = json!({ "type": "object", "properties": { "track_id": string, "lyrics": { "type": "array",
+        "items": { "type": "object", "properties": { "lang": string, "synced": { "type": "boolean" }, "offset_ms": int,
+            "lines": { "type": "array", "items": { "type": "object", "properties": { "start_ms": int, "value": string } } } } } } } });
+    let lang = json!({ "name": "lang", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[a-z]{2,3}$" } });
+    let paths = &mut doc["paths"];
+    paths["/v1/me/api-key"] = json!({
+        "get": op("which API key is active: a fingerprint", "200", "KeyFingerprint", None),
+        "post": op("replace the caller's API key; the old one stops working at once (shown once)", "200", "ApiKey", None) });
+    paths["/v1/admin/users/{id}/api-key"] = json!({ "parameters": id_param(),
+        "post": op("revoke a user's API key and issue a new one (admin)", "200", "ApiKey", None) });
+    paths["/v1/me/subsonic-login"] = json!({
+        "put": op("set the caller's Subsonic username and password (sealed at rest) for token-scheme players", "200",
+            "SubsonicLogin", Some("SubsonicLogin")),
+        "delete": op("remove the caller's Subsonic login", "200", "SubsonicLogin", None) });
+    paths["/v1/tracks/{id}/lyrics"] = json!({ "parameters": id_param(),
+        "get": op("the track's lyrics in every language, synced first", "200", "TrackLyrics", None) });
+    paths["/v1/admin/tracks/{id}/lyrics/{lang}"] = json!({
+        "parameters": [ { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }, lang ],
+        "put": op("set the track's lyrics in a language (admin)", "200", "TrackLyrics", Some("NewLyrics")),
+        "delete": op("remove the track's lyrics in a language (admin)", "200", "TrackLyrics", None) });
 }
 
 /// Shuffle and radio.

@@ -16,6 +16,7 @@ mod browse;
 mod cover;
 mod folders;
 mod lists;
+mod lyrics;
 mod playlists;
 mod proxy;
 mod search;
@@ -253,6 +254,7 @@ fn extensions() -> Value {
     json!([
         { "name": "apiKeyAuthentication", "versions": [1] },
         { "name": "formPost", "versions": [1] },
+        { "name": "songLyrics", "versions": [1] },
     ])
 }
 
@@ -338,6 +340,12 @@ async fn call(app: &Arc<App>, name: &str, user: &User, p: &Params, located: Opti
         "deletePlaylist" => playlists::delete(app, user, p.required("id")?).await?,
         "search3" => {
             out.insert("searchResult3".into(), search::search3(app, p).await?);
+        }
+        "getLyricsBySongId" => {
+            out.insert("lyricsList".into(), lyrics::by_song(app, p.required("id")?).await?);
+        }
+        "getLyrics" => {
+            out.insert("lyrics".into(), lyrics::by_name(app, p).await?);
         }
         "getCoverArt" => return Ok(Answer::Image(cover::cover(app, p).await?)),
         "getIndexes" => {
