@@ -146,6 +146,10 @@ pub struct Config {
     /// Targeted fields removed from responses before clients see them (a POP facing
     /// listeners; a parent POP keeps them for its children). Default: none.
     pub strip_targeted: Vec<String>,
+    /// Origins whose pages may read what this POP serves (CORS: a web player fetching
+    /// audio by Range): `*` (default; signed URLs authorise themselves and no cookie is
+    /// used) or a list of `https://app.example`; empty turns CORS off.
+    pub cors_origins: Vec<String>,
     /// Register with a control plane and heartbeat to it; the answers carry this POP's
     /// jobs (pre-warm, purge) and embargoes. Unset: standalone.
     pub control_plane: Option<ControlPlaneSettings>,
@@ -226,6 +230,7 @@ impl Default for Config {
             paths: crate::policy::defaults(),
             targeted_cache_control: vec!["segue-cache-control".into(), "cdn-cache-control".into()],
             strip_targeted: Vec::new(),
+            cors_origins: vec!["*".into()],
         }
     }
 }
@@ -241,6 +246,13 @@ pub enum Eviction {
 impl Validate for Config {
     fn validate(&self) -> Result<(), FieldError> {
         ensure(!self.upstreams.is_empty(), "upstreams", "at least one upstream (http://host:port) is required")?;
+        for o in &self.cors_origins {
+            let origin = o == "*"
+                || (o.starts_with("http://") || o.starts_with("https://"))
+                    && o.trim_end_matches('/').matches('/').count() == 2
+                    && http::HeaderValue::from_str(o).is_ok();
+            ensure(origin, "cors_origins", "each is * or an origin such as https://app.example (no path)")?;
+        }
         for (i, u) in self.upstreams.iter().enumerate() {
             let ok = u.parse::<http::Uri>().ok().is_some_and(|uri| {
                 matches!(uri.scheme_str(), Some("http" | "https"))

@@ -12,6 +12,7 @@ mod bans;
 pub mod cache;
 pub mod coalesce;
 pub mod config;
+mod cors;
 mod error;
 mod fetch;
 
@@ -53,6 +54,7 @@ pub struct State {
     targeted: Vec<HeaderName>,
     /// Targeted fields removed before responses reach clients.
     strip_targeted: Vec<HeaderName>,
+    cors: cors::Cors,
     reader_timeout: Duration,
     writer_max_age: Duration,
     /// Slices fetched ahead of a sequential reader.
@@ -115,6 +117,7 @@ impl State {
             policies: std::sync::RwLock::new(Arc::new(policy::compile(&config.paths))),
             targeted: header_names(&config.targeted_cache_control).map_err(|e| invalid("targeted_cache_control", e))?,
             strip_targeted: header_names(&config.strip_targeted).map_err(|e| invalid("strip_targeted", e))?,
+            cors: cors::Cors::new(&config.cors_origins),
             reader_timeout: Duration::from_secs(config.reader_timeout_secs),
             writer_max_age: Duration::from_secs(config.writer_max_age_secs),
             read_ahead: config.read_ahead_slices,
@@ -483,6 +486,9 @@ async fn handle(state: Arc<State>, mut req: Request<ReqBody>, peer: SocketAddr) 
             server::json_error(http::StatusCode::NOT_FOUND, "not_found", "/metrics is served on the admin listener")
         }
         _ if state.is_loop(req.headers()) => Error::Loop(state.via.to_str().unwrap_or("").to_owned()).into_response(),
+        (&Method::OPTIONS, _) if req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) => {
+            state.cors.preflight(&req).unwrap_or_else(|| Error::BadPath("not a CORS preflight").into_response())
+        }
         (m, path) => {
             let policy = state.policy_for(path);
             if !policy.allows(m) {
@@ -504,6 +510,9 @@ async fn handle(state: Arc<State>, mut req: Request<ReqBody>, peer: SocketAddr) 
         }
     };
     let mut resp = resp;
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        state.cors.decorate(req.headers(), &mut resp);
+    }
     if let Some(alt) = state.alt_svc.get() {
         if req.version() != http::Version::HTTP_3 {
             resp.headers_mut().insert(header::ALT_SVC, alt.clone());

@@ -821,3 +821,36 @@ async fn access_log_lines_record_bytes_sent_and_aborted_responses() {
     let cut = lines[1]["bytes"].as_u64().unwrap();
     assert!(lines[1]["aborted"] == true && cut < data.len() as u64, "{}", lines[1]);
 }
+
+/// A web player on another origin reads audio by Range: the preflight is answered at the
+/// POP (never forwarded), and ranged answers name the origin and expose Content-Range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_players_on_other_origins_read_ranges() {
+    let data = pattern(100_000, 21);
+    let up = start_scripted(data.clone()).await;
+    let edge = start_edge(vec![format!("http://{}", up.addr)], |_| {}).await;
+    let pre = request(
+        edge,
+        "OPTIONS",
+        "/a/web/high.ogg",
+        &[
+            ("Origin", "http://127.0.0.1:7090"),
+            ("Access-Control-Request-Method", "GET"),
+            ("Access-Control-Request-Headers", "range"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(pre.status, 204);
+    assert_eq!(pre.h("access-control-allow-origin"), "*");
+    assert!(pre.h("access-control-allow-headers").contains("Range"));
+    assert_eq!(up.count(), 0, "a preflight is not forwarded");
+    let r = get(edge, "/a/web/high.ogg", &[("Origin", "http://127.0.0.1:7090"), ("Range", "bytes=10-19")]).await;
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &data[10..20]);
+    assert_eq!(r.h("access-control-allow-origin"), "*");
+    assert!(r.h("access-control-expose-headers").contains("Content-Range"));
+    // Without an Origin (not a browser's cross-origin read) nothing is added.
+    let plain = get(edge, "/a/web/high.ogg", &[("Range", "bytes=10-19")]).await;
+    assert_eq!(plain.h("access-control-allow-origin"), "");
+}
