@@ -49,12 +49,6 @@ fn wav_samples(path: &std::path::Path) -> Vec<i16> {
     hound::WavReader::open(path).unwrap().samples::<i16>().map(Result::unwrap).collect()
 }
 
-/// The edge's access log in `dir` so far: one JSON object per complete line.
-fn access_log(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(dir.join("edge-access.log")).unwrap_or_default();
-    text.split_inclusive('\n').filter(|l| l.ends_with('\n')).map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 /// Another app API, `name`, on `segue up`'s catalog (same database and signing key) whose
 /// POPs are `pops`, in order: the process and its address.
 fn app_api_with_pops(

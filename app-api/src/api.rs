@@ -219,6 +219,11 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
         (&Method::GET, "/healthz") => return Ok(segue_core::server::health_response()),
         (&Method::GET, "/metrics") => return Ok(segue_core::server::metrics_response()),
         (&Method::GET, "/openapi.json") => return Ok(json_response(StatusCode::OK, &crate::openapi::document())),
+        (&Method::GET | &Method::HEAD, p) if p == "/" || p.starts_with("/web/") || p == "/index.html" => {
+            if let Some(file) = crate::web::serve(p, req.headers()) {
+                return Ok(file);
+            }
+        }
         _ => {}
     }
     // The Subsonic API authenticates and answers errors its own way.
@@ -511,6 +516,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             let edit: playlists::Edit = read_json(req).await?;
             let result = playlists::edit(&app.pool, id, &user, &edit, now_ms()).await?;
             metrics::counter!("app_playlist_ops_total").increment(result.applied.len() as u64);
+            app.live.playlist_changed(id);
             Ok(json_response(StatusCode::OK, &result))
         }
         (&Method::POST, ["v1", "playlists", id, "shuffle"]) => {
@@ -535,6 +541,7 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             let out = crate::recs::smart_shuffle::smart_shuffled(app, &p, &country, every, now_ms()).await?;
             Ok(json_response(StatusCode::OK, &out))
         }
+        (&Method::GET, ["v1", "playlists", id, "events"]) => crate::live::playlist_events(app, id, &user).await,
         (&Method::GET, ["v1", "playlists", id, "ops"]) => {
             let since = segue_core::server::query_param(req.uri().query(), "since").unwrap_or("0");
             let since: i64 =
@@ -560,6 +567,17 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
         (&Method::GET, ["v1", "albums", id]) => {
             let a = catalog::album(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no album {id:?}")))?;
             Ok(json_response(StatusCode::OK, &a))
+        }
+        (&Method::GET, ["v1", "albums", id, "cover"]) => {
+            catalog::album(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no album {id:?}")))?;
+            let size = segue_core::server::query_param(req.uri().query(), "size").and_then(|s| s.parse().ok()).unwrap_or(512);
+            let png = crate::subsonic::cover::cached(app, (*id).to_owned(), size)
+                .await
+                .map_err(|e| Error::Database(format!("cover art: {e}")))?;
+            let mut r = Response::new(segue_core::server::full(png));
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("image/png"));
+            r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("private, max-age=604800"));
+            Ok(r)
         }
         (&Method::GET, ["v1", "artists", id]) => {
             let a =

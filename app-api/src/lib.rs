@@ -17,6 +17,7 @@ pub mod drm;
 pub mod error;
 pub mod fraud;
 pub mod limits;
+pub mod live;
 pub mod lyrics;
 pub mod openapi;
 pub mod ot;
@@ -34,6 +35,7 @@ pub mod search;
 pub mod shuffle;
 pub mod stream;
 pub mod subsonic;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -71,6 +73,8 @@ pub struct App {
     pub now_playing: subsonic::NowPlaying,
     /// Subsonic passwords for the legacy token scheme: sealing keys and settings.
     pub logins: subsonic::auth::Logins,
+    /// Wakes live playlist streams when an edit lands here.
+    pub live: live::Live,
     /// Generated cover art (PNG) by (id, size).
     pub covers: moka::sync::Cache<(String, u32), bytes::Bytes>,
     /// Track id -> length in ms, to check play durations without a query per event.
@@ -176,6 +180,7 @@ pub async fn serve(
         plays,
         now_playing: subsonic::now_playing_cache(),
         logins,
+        live: live::Live::default(),
         covers: moka::sync::Cache::builder()
             .max_capacity(64 << 20)
             .weigher(|_, png: &bytes::Bytes| png.len().try_into().unwrap_or(u32::MAX))

@@ -223,3 +223,9 @@ pub fn album_ids(app: std::net::SocketAddr, token: &str) -> Vec<String> {
     });
     album["tracks"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
 }
+
+/// The edge's access log in `dir` so far: one JSON object per complete line.
+pub fn access_log(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("edge-access.log")).unwrap_or_default();
+    text.split_inclusive('\n').filter(|l| l.ends_with('\n')).map(|l| serde_json::from_str(l).unwrap()).collect()
+}

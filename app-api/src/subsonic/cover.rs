@@ -36,14 +36,17 @@ pub async fn cover(app: &App, p: &Params) -> Result<Bytes, Failure> {
             .map(|t| t.album.id)
             .ok_or_else(|| Failure::new(70, format!("The requested data was not found: no cover art {id:?}")))?
     };
-    let key = (seed, size);
+    cached(app, seed, size).await.map_err(|e| Failure::new(0, format!("cover art: {e}")))
+}
+
+/// The cover of `id` at `size` pixels, drawn once and then kept (`App::covers`).
+pub async fn cached(app: &App, id: String, size: u32) -> Result<Bytes, tokio::task::JoinError> {
+    let key = (id, size);
     if let Some(png) = app.covers.get(&key) {
         return Ok(png);
     }
     let seed = key.0.clone();
-    let png = tokio::task::spawn_blocking(move || Bytes::from(render(&seed, size)))
-        .await
-        .map_err(|e| Failure::new(0, format!("cover art: {e}")))?;
+    let png = tokio::task::spawn_blocking(move || Bytes::from(render(&seed, size.clamp(MIN_SIZE as u32, MAX_SIZE as u32)))).await?;
     app.covers.insert(key, png.clone());
     Ok(png)
 }

@@ -13,7 +13,7 @@
 mod activity;
 pub mod auth;
 mod browse;
-mod cover;
+pub mod cover;
 mod folders;
 mod lists;
 mod lyrics;

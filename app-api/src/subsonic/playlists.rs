@@ -65,6 +65,7 @@ async fn apply(app: &App, user: &User, id: &str, ops: Vec<Op>) -> Result<(), Fai
     let p = playlists::get(&app.pool, id, user).await.map_err(Failure::from)?;
     let edit = Edit { version: p.version, ops };
     playlists::edit(&app.pool, id, user, &edit, crate::now_ms()).await.map_err(Failure::from)?;
+    app.live.playlist_changed(id);
     Ok(())
 }
 
@@ -78,6 +79,7 @@ pub async fn create(app: &App, user: &User, p: &Params) -> Result<Value, Failure
             ops.extend(songs.iter().map(|s| Op::Add { track_id: s.clone(), index: current.items.len() }));
             let edit = Edit { version: current.version, ops };
             playlists::edit(&app.pool, id, user, &edit, crate::now_ms()).await.map_err(Failure::from)?;
+            app.live.playlist_changed(id);
             id.to_owned()
         }
         None => {
@@ -113,6 +115,7 @@ pub async fn update(app: &App, user: &User, p: &Params) -> Result<(), Failure> {
     let edit = Edit { version: current.version, ops };
     if !edit.ops.is_empty() {
         playlists::edit(&app.pool, id, user, &edit, crate::now_ms()).await.map_err(Failure::from)?;
+        app.live.playlist_changed(id);
     }
     Ok(())
 }
