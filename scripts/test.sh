@@ -24,6 +24,7 @@ command -v ffmpeg >/dev/null || need+=(ffmpeg)
 command -v sox >/dev/null || need+=(sox)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
@@ -36,14 +37,15 @@ if ! python3 -c "import librosa, sys; sys.exit(librosa.__version__ != '$LIBROSA_
   echo "test.sh: installing librosa $LIBROSA_VERSION (PyPI, the audio features' reference)" >&2
   python3 -m pip install --quiet --disable-pip-version-check "librosa==$LIBROSA_VERSION" >&2
 fi
-# Third-party Subsonic clients the OpenSubsonic API is walked with (tests/subsonic_clients.rs).
+# Third-party clients the tests drive: Subsonic clients (tests/subsonic_clients.rs), and
+# playwright-core with axe-core driving Debian's Chromium (tests/web.rs; no browser download).
 OPENSONIC_VERSION=10.4.1
 if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('py-opensonic') != '$OPENSONIC_VERSION')" 2>/dev/null; then
   echo "test.sh: installing py-opensonic $OPENSONIC_VERSION (PyPI, a Subsonic client)" >&2
   python3 -m pip install --quiet --disable-pip-version-check "py-opensonic==$OPENSONIC_VERSION" >&2
 fi
 if ! (cd tests/clients && npm ls --silent >/dev/null 2>&1); then
-  echo "test.sh: installing the npm Subsonic client (tests/clients/package-lock.json)" >&2
+  echo "test.sh: installing the npm test clients (tests/clients/package-lock.json)" >&2
   (cd tests/clients && npm ci --silent --no-audit --no-fund >&2)
 fi
 if ! command -v promtool >/dev/null; then

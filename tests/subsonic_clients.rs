@@ -5,26 +5,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::*;
-
-/// Run a client walk; its last stdout line is its JSON summary.
-fn walk(program: &str, script: &str, env: &[(&str, String)]) -> serde_json::Value {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(program)
-        .arg(root.join("tests/clients").join(script))
-        .current_dir(root.join("tests/clients"))
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test.sh installs it)"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{script} failed (scripts/test.sh installs the client):\n{stdout}\n{stderr}");
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("{script}: {e}: {stdout}"))
-}
 
 #[test]
 fn py_opensonic_and_subsonic_api_walk_a_listeners_session() {
@@ -58,7 +39,7 @@ fn py_opensonic_and_subsonic_api_walk_a_listeners_session() {
     let key = user("pythonista");
     let mut env = common.to_vec();
     env.push(("SEGUE_API_KEY", key.clone()));
-    let summary = walk("python3", "opensonic_walk.py", &env);
+    let summary = client_walk("python3", "opensonic_walk.py", &env);
     assert_eq!(summary["scrobbled"], ids[0].as_str(), "{summary}");
     assert_eq!(plays(), 1, "two identical scrobbles are one play");
     let (_, likes) = admin(up.app, "GET", "/v1/me/likes", Some(&key), None);
@@ -71,7 +52,7 @@ fn py_opensonic_and_subsonic_api_walk_a_listeners_session() {
     let mut env = common.to_vec();
     env.push(("SEGUE_SUBSONIC_USER", "typescripter".into()));
     env.push(("SEGUE_SUBSONIC_PASSWORD", "a long passphrase".into()));
-    let summary = walk("node", "subsonic_api_walk.mjs", &env);
+    let summary = client_walk("node", "subsonic_api_walk.mjs", &env);
     assert_eq!(summary["scrobbled"], ids[0].as_str(), "{summary}");
     assert_eq!(plays(), 2, "another listener's play counts; their retry does not");
     let (_, lists) = admin(up.app, "GET", "/v1/me/playlists", Some(&key), None);

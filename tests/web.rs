@@ -1,16 +1,24 @@
 //! The listener web app in a real browser (Debian's Chromium driven by playwright-core,
 //! tests/clients/web_walk.mjs) against `segue up`: search, an album played gaplessly from
 //! the edge by Range, a seek that fetches only from its seek point, a like, and a
-//! playlist two browsers edit at once. Here we check what the servers saw. The
-//! screenshots go to docs/screenshots/. scripts/test.sh installs Chromium and the npm
-//! packages.
+//! playlist two browsers edit at once. Here we check what the servers saw.
+//! `SEGUE_UPDATE_SCREENSHOTS=1` rewrites the screenshots in docs/screenshots/.
+//! scripts/test.sh installs Chromium and the npm packages.
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::*;
+
+/// Where a walk's screenshots go: docs/screenshots/ when `SEGUE_UPDATE_SCREENSHOTS` is
+/// set, else the run's own directory.
+fn shots(up: &Up) -> String {
+    match std::env::var_os("SEGUE_UPDATE_SCREENSHOTS") {
+        Some(_) => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots"),
+        None => up.dir.path().join("screenshots"),
+    }
+    .to_string_lossy()
+    .into_owned()
+}
 
 #[test]
 fn a_listener_searches_plays_gaplessly_seeks_likes_and_edits_a_playlist_with_another() {
@@ -23,24 +31,17 @@ fn a_listener_searches_plays_gaplessly_seeks_likes_and_edits_a_playlist_with_ano
         (u["api_key"].as_str().unwrap().to_owned(), u["user"]["id"].as_str().unwrap().to_owned())
     };
     let ((key_a, _), (key_b, user_b)) = (user("ada"), user("bo"));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("node")
-        .arg(root.join("tests/clients/web_walk.mjs"))
-        .current_dir(root.join("tests/clients"))
-        .env("SEGUE_APP", format!("http://{}", up.app))
-        .env("SEGUE_KEY_A", &key_a)
-        .env("SEGUE_KEY_B", &key_b)
-        .env("SEGUE_USER_B", &user_b)
-        .env("SEGUE_SHOTS", root.join("docs/screenshots"))
-        .output()
-        .expect("node (scripts/test.sh installs it)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the browser walk failed (scripts/test.sh installs chromium and playwright-core):\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let s = client_walk(
+        "node",
+        "web_walk.mjs",
+        &[
+            ("SEGUE_APP", format!("http://{}", up.app)),
+            ("SEGUE_KEY_A", key_a.clone()),
+            ("SEGUE_KEY_B", key_b.clone()),
+            ("SEGUE_USER_B", user_b),
+            ("SEGUE_SHOTS", shots(&up)),
+        ],
     );
-    let s: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
 
     // Gapless: the second track starts on the first one's last sample, each lasts its
     // exact sample count, and the signal steps no more across the boundary than inside.
@@ -93,4 +94,59 @@ fn a_listener_searches_plays_gaplessly_seeks_likes_and_edits_a_playlist_with_ano
         assert_eq!(found, &serde_json::json!([]), "axe on {screen}");
     }
     assert!(terminate(up.up).success());
+}
+
+#[test]
+fn an_operator_watches_a_release_prewarm_every_pop_and_confirms_a_purge() {
+    let up = start_up();
+    let ids = album_ids(up.app, &up.token);
+    let content: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            admin(up.app, "GET", &format!("/v1/tracks/{id}"), Some(&up.token), None).1["content_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let (_, listener) =
+        admin(up.app, "POST", "/v1/admin/users", Some(&up.token), Some(r#"{"name":"curious","country":"SE"}"#));
+    let cp_token = std::fs::read_to_string(up.dir.path().join("control-plane.token")).unwrap().trim().to_owned();
+    let s = client_walk(
+        "node",
+        "console_walk.mjs",
+        &[
+            ("SEGUE_CONSOLE", format!("http://{}", up.control_plane)),
+            ("SEGUE_CP_TOKEN", cp_token.clone()),
+            ("SEGUE_LISTENER_KEY", listener["api_key"].as_str().unwrap().to_owned()),
+            ("SEGUE_CONTENT", content[..2].join(",")),
+            ("SEGUE_SHOTS", shots(&up)),
+        ],
+    );
+    assert_eq!(s["listener_refused"], true);
+    // The one POP of segue up, up, with its numbers.
+    let pops = s["pops"].as_array().unwrap();
+    assert_eq!(pops.len(), 1, "{s}");
+    assert_eq!(pops[0]["cells"][0], "up", "{s}");
+    // Every POP reached 100 %, and the control plane agrees.
+    let prewarm = s["prewarm"].as_array().unwrap();
+    assert!(!prewarm.is_empty() && prewarm.iter().all(|p| p["percent"] == 100), "{s}");
+    assert_eq!(s["embargo"], "embargoed", "the drop is an hour away: {s}");
+    let release = s["release"].as_str().unwrap();
+    let (code, status) = get_with_token(up.control_plane, &format!("/v1/releases/{release}"), &cp_token);
+    assert_eq!(code, 200);
+    assert!(status["jobs"].as_array().unwrap().iter().all(|j| j["state"] == "done"), "{status}");
+    // The purge: confirmed by every POP, as the page showed.
+    let purge = s["purge"].as_array().unwrap();
+    assert!(!purge.is_empty() && purge.iter().all(|p| p["state"] == "done"), "{s}");
+    for (screen, found) in s["accessibility"].as_object().unwrap() {
+        assert_eq!(found, &serde_json::json!([]), "axe on {screen}");
+    }
+    assert!(terminate(up.up).success());
+}
+
+/// GET a control-plane path with its token: status and JSON.
+fn get_with_token(addr: std::net::SocketAddr, path: &str, token: &str) -> (u16, serde_json::Value) {
+    let (code, body) = get(&format!("http://{addr}{path}"), &["-H", &format!("Authorization: Bearer {token}")]);
+    (code, serde_json::from_slice(&body).unwrap_or_default())
 }

@@ -570,13 +570,15 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
         }
         (&Method::GET, ["v1", "albums", id, "cover"]) => {
             catalog::album(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no album {id:?}")))?;
-            let size = segue_core::server::query_param(req.uri().query(), "size").and_then(|s| s.parse().ok()).unwrap_or(512);
+            let size =
+                segue_core::server::query_param(req.uri().query(), "size").and_then(|s| s.parse().ok()).unwrap_or(512);
             let png = crate::subsonic::cover::cached(app, (*id).to_owned(), size)
                 .await
                 .map_err(|e| Error::Database(format!("cover art: {e}")))?;
             let mut r = Response::new(segue_core::server::full(png));
             r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("image/png"));
-            r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("private, max-age=604800"));
+            r.headers_mut()
+                .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("private, max-age=604800"));
             Ok(r)
         }
         (&Method::GET, ["v1", "artists", id]) => {

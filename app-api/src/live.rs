@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use http::Response;
 use segue_core::server::Body;
 use tokio::sync::{broadcast, mpsc};
 
@@ -97,32 +95,23 @@ pub async fn playlist_events(app: &Arc<App>, id: &str, user: &User) -> Result<Re
                     quiet += 1;
                     if quiet >= KEEPALIVE_EVERY {
                         quiet = 0;
-                        if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                        if tx.send(segue_core::web::KEEP_ALIVE).await.is_err() {
                             return;
                         }
                     }
                 }
                 // Deleted, or the user lost access: the stream ends.
                 Err(Error::NotFound(_)) | Err(Error::Forbidden(_)) => {
-                    let _ = tx.send(Bytes::from_static(b"event: gone\ndata: {}\n\n")).await;
+                    let _ = tx.send(segue_core::web::event("gone", "{}")).await;
                     return;
                 }
                 Err(e) => tracing::debug!(playlist = id, error = %e, "live playlist check failed; retrying"),
             }
         }
     });
-    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, segue_core::server::BoxError>(Frame::data(b)), rx))
-    });
-    let mut resp = Response::new(StreamBody::new(frames).boxed_unsync());
-    *resp.status_mut() = StatusCode::OK;
-    let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
-    h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
-    h.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
-    Ok(resp)
+    Ok(segue_core::web::event_stream(rx))
 }
 
 fn event(version: i64) -> Bytes {
-    Bytes::from(format!("event: version\ndata: {{\"version\":{version}}}\n\n"))
+    segue_core::web::event("version", &format!("{{\"version\":{version}}}"))
 }

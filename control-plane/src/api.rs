@@ -53,6 +53,11 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
         (&Method::GET, "/healthz") => return Ok(segue_core::server::health_response()),
         (&Method::GET, "/metrics") => return Ok(segue_core::server::metrics_response()),
         (&Method::POST, "/v1/pops/heartbeat") => return heartbeat(app, req).await,
+        (&Method::GET | &Method::HEAD, p) if p == "/" || p == "/index.html" || p.starts_with("/web/") => {
+            if let Some(file) = crate::console::serve(p, req.headers()) {
+                return Ok(file);
+            }
+        }
         _ => {}
     }
     if !app.api_authorized(req.headers()) {
@@ -67,6 +72,15 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
             }
             let pops = db::pops(&app.pool, region, now_ms(), app.heartbeat_timeout_ms()).await?;
             json(StatusCode::OK, &serde_json::json!({ "pops": pops }))
+        }
+        (&Method::GET, ["v1", "regions"]) => {
+            json(StatusCode::OK, &serde_json::json!({ "regions": app.config.regions }))
+        }
+        (&Method::GET, ["v1", "releases", id, "events"]) => {
+            crate::console::status_events(app, crate::console::Watched::Release, id).await
+        }
+        (&Method::GET, ["v1", "purges", id, "events"]) => {
+            crate::console::status_events(app, crate::console::Watched::Purge, id).await
         }
         (&Method::POST, ["v1", "releases"]) => {
             let body: CreateRelease = read_json(req).await?;
@@ -126,11 +140,13 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Body>, 
             tracing::info!(content = content_id, country, lifted, "withdrawal lifted");
             json(StatusCode::OK, &serde_json::json!({ "content_id": content_id, "country": country, "lifted": lifted }))
         }
-        (_, ["v1", "pops" | "releases" | "purges" | "withdrawals", ..]) => Ok(segue_core::server::json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            &format!("{method} {path}"),
-        )),
+        (_, ["v1", "pops" | "releases" | "purges" | "withdrawals" | "regions", ..]) => {
+            Ok(segue_core::server::json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                &format!("{method} {path}"),
+            ))
+        }
         _ => Err(Error::NotFound(format!("no route {path}"))),
     }
 }
@@ -194,6 +210,8 @@ async fn heartbeat(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Bod
         mem_bytes: hb.mem_bytes.min(i64::MAX as u64) as i64,
         ssd_bytes: hb.ssd_bytes.min(i64::MAX as u64) as i64,
         hit_ratio: hb.hit_ratio,
+        requests: hb.requests.min(i64::MAX as u64) as i64,
+        errors: hb.errors.min(i64::MAX as u64) as i64,
         healthy: hb.healthy,
     };
     let came_up = db::heartbeat(&app.pool, &h, now, app.heartbeat_timeout_ms()).await?;
@@ -416,7 +434,7 @@ pub struct JobView {
     job: db::Job,
 }
 
-async fn release_status(app: &Arc<App>, id: &str) -> Result<ReleaseStatus, Error> {
+pub(crate) async fn release_status(app: &Arc<App>, id: &str) -> Result<ReleaseStatus, Error> {
     let release = db::release(&app.pool, id).await?.ok_or_else(|| no_release(id))?;
     let jobs = db::jobs_of(&app.pool, "prewarm", id).await?;
     let pops = db::pops(&app.pool, None, now_ms(), app.heartbeat_timeout_ms()).await?;
@@ -484,7 +502,7 @@ fn rand_u32() -> u32 {
     nanos ^ std::process::id().rotate_left(16)
 }
 
-async fn purge_status(app: &Arc<App>, id: &str) -> Result<serde_json::Value, Error> {
+pub(crate) async fn purge_status(app: &Arc<App>, id: &str) -> Result<serde_json::Value, Error> {
     let purge = db::purge(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no purge {id:?}")))?;
     let jobs = db::jobs_of(&app.pool, "purge", id).await?;
     let done = jobs.iter().filter(|j| j.state == "done").count();

@@ -7,7 +7,7 @@ use segue_core::config::{ensure, FieldError, Validate};
 use serde::Deserialize;
 
 /// One region POPs can belong to and releases can target.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Region {
     pub name: String,

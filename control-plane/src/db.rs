@@ -18,6 +18,7 @@ pub async fn open(url: &str) -> Result<Pool, Error> {
         &[
             (1, "init", include_str!("../migrations/0001_init.sql")),
             (2, "withdrawals", include_str!("../migrations/0002_withdrawals.sql")),
+            (3, "pop_rates", include_str!("../migrations/0003_pop_rates.sql")),
         ],
     )
     .await
@@ -34,6 +35,9 @@ pub struct Pop {
     pub mem_bytes: i64,
     pub ssd_bytes: i64,
     pub hit_ratio: f64,
+    /// Requests and 5xx answers per second between the last two heartbeats.
+    pub requests_per_s: f64,
+    pub errors_per_s: f64,
     pub reported_healthy: bool,
     pub last_seen_ms: i64,
     /// Heard from recently and reporting itself healthy.
@@ -51,6 +55,8 @@ fn pop(r: &AnyRow, now: i64, timeout_ms: i64) -> Result<Pop, sqlx::Error> {
         admin_url: r.try_get("admin_url")?,
         mem_bytes: r.try_get("mem_bytes")?,
         ssd_bytes: r.try_get("ssd_bytes")?,
+        requests_per_s: r.try_get("requests_per_s")?,
+        errors_per_s: r.try_get("errors_per_s")?,
         hit_ratio: r.try_get("hit_ratio")?,
         reported_healthy,
         last_seen_ms,
@@ -67,6 +73,8 @@ pub struct Heartbeat<'a> {
     pub mem_bytes: i64,
     pub ssd_bytes: i64,
     pub hit_ratio: f64,
+    pub requests: i64,
+    pub errors: i64,
     pub healthy: bool,
 }
 
@@ -78,13 +86,32 @@ pub async fn heartbeat(pool: &Pool, h: &Heartbeat<'_>, now: i64, timeout_ms: i64
         Some(r) => pop(r, now, timeout_ms)?.healthy,
         None => false,
     };
+    // Rates from the counts' growth since the last report; a POP that restarted counts
+    // from zero, so its new totals are this interval's.
+    let (mut requests_per_s, mut errors_per_s) = (0.0, 0.0);
+    if let Some(r) = &before {
+        let (last_ms, last_requests, last_errors): (i64, i64, i64) =
+            (r.try_get("last_seen_ms")?, r.try_get("requests")?, r.try_get("errors")?);
+        let secs = (now - last_ms) as f64 / 1000.0;
+        if secs > 0.0 {
+            let grew = |new: i64, old: i64| if new >= old { new - old } else { new };
+            requests_per_s = grew(h.requests, last_requests) as f64 / secs;
+            errors_per_s = grew(h.errors, last_errors) as f64 / secs;
+        } else {
+            requests_per_s = r.try_get("requests_per_s")?;
+            errors_per_s = r.try_get("errors_per_s")?;
+        }
+    }
     sqlx::query(
         "INSERT INTO pops (id, region, version, public_url, admin_url, mem_bytes, ssd_bytes, hit_ratio, \
-         reported_healthy, first_seen_ms, last_seen_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+         reported_healthy, first_seen_ms, last_seen_ms, requests, errors, requests_per_s, errors_per_s) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14) \
          ON CONFLICT (id) DO UPDATE SET region = excluded.region, version = excluded.version, \
          public_url = excluded.public_url, admin_url = excluded.admin_url, mem_bytes = excluded.mem_bytes, \
          ssd_bytes = excluded.ssd_bytes, hit_ratio = excluded.hit_ratio, \
-         reported_healthy = excluded.reported_healthy, last_seen_ms = excluded.last_seen_ms",
+         reported_healthy = excluded.reported_healthy, last_seen_ms = excluded.last_seen_ms, \
+         requests = excluded.requests, errors = excluded.errors, requests_per_s = excluded.requests_per_s, \
+         errors_per_s = excluded.errors_per_s",
     )
     .bind(h.id)
     .bind(h.region)
@@ -96,6 +123,10 @@ pub async fn heartbeat(pool: &Pool, h: &Heartbeat<'_>, now: i64, timeout_ms: i64
     .bind(h.hit_ratio)
     .bind(h.healthy as i64)
     .bind(now)
+    .bind(h.requests)
+    .bind(h.errors)
+    .bind(requests_per_s)
+    .bind(errors_per_s)
     .execute(pool)
     .await?;
     Ok(h.healthy && !was_healthy)

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod error;
 pub mod scheduler;

@@ -30,6 +30,12 @@ pub struct Heartbeat {
     /// Requests answered from cache / requests, since start.
     #[serde(default)]
     pub hit_ratio: f64,
+    /// Requests answered since the POP started, and those answered with a 5xx: the control
+    /// plane turns successive reports into rates.
+    #[serde(default)]
+    pub requests: u64,
+    #[serde(default)]
+    pub errors: u64,
     #[serde(default = "yes")]
     pub healthy: bool,
     /// Progress of every job the POP was handed and still remembers.

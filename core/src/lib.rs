@@ -28,6 +28,7 @@ pub mod telemetry;
 pub mod tier;
 pub mod tls;
 pub mod token;
+pub mod web;
 pub mod zerocopy;
 
 pub use error::{Error, Result};

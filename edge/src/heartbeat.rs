@@ -50,6 +50,8 @@ pub fn spawn(state: &Arc<State>, config: &Config, cp: ControlPlaneSettings) {
         mem_bytes: 0,
         ssd_bytes: 0,
         hit_ratio: 0.0,
+        requests: 0,
+        errors: 0,
         healthy: true,
         jobs: Vec::new(),
         wait_ms: 0,
@@ -100,6 +102,8 @@ impl Beat {
             hb.mem_bytes = state.cache.memory_bytes();
             hb.ssd_bytes = state.cache.ssd_io().0;
             hb.hit_ratio = if requests == 0 { 0.0 } else { hits as f64 / requests as f64 };
+            hb.requests = state.answered.load(Ordering::Relaxed);
+            hb.errors = state.server_errors.load(Ordering::Relaxed);
         }
         hb.jobs = self
             .jobs

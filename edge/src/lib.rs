@@ -84,6 +84,9 @@ pub struct State {
     withdrawn: std::sync::RwLock<Arc<Withdrawn>>,
     /// Object requests answered, and those answered from the cache (for heartbeats).
     pub(crate) served: std::sync::atomic::AtomicU64,
+    /// Every request answered, and those answered 5xx (for the heartbeat's rates).
+    pub(crate) answered: std::sync::atomic::AtomicU64,
+    pub(crate) server_errors: std::sync::atomic::AtomicU64,
     pub(crate) hits: std::sync::atomic::AtomicU64,
     access_log: Option<Arc<access_log::AccessLog>>,
 }
@@ -137,6 +140,8 @@ impl State {
             embargoes: Default::default(),
             withdrawn: Default::default(),
             served: Default::default(),
+            answered: Default::default(),
+            server_errors: Default::default(),
             hits: Default::default(),
             access_log: if config.access_log.is_empty() {
                 None
@@ -561,6 +566,10 @@ fn finish(
         _ => "http/1.1",
     };
     metrics::counter!("edge_requests_total", "status" => status.to_string(), "protocol" => protocol).increment(1);
+    state.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if status >= 500 {
+        state.server_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     metrics::histogram!("edge_response_head_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(%peer, %method, path, status, "request");
     let Some(log) = &state.access_log else { return resp };

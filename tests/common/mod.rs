@@ -186,6 +186,7 @@ pub struct Up {
     pub up: std::process::Child,
     pub origin: std::net::SocketAddr,
     pub edge: std::net::SocketAddr,
+    pub control_plane: std::net::SocketAddr,
     pub app: std::net::SocketAddr,
     /// The app API's admin token, and the file holding it.
     pub token: String,
@@ -207,7 +208,7 @@ pub fn start_up_with(flags: &[&str]) -> Up {
     let (up, addrs) = spawn_servers(cmd, 4);
     let token_file = dir.path().join("app-api.token");
     let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
-    Up { up, origin: addrs[0], edge: addrs[1], app: addrs[3], token, token_file, dir }
+    Up { up, origin: addrs[0], edge: addrs[1], control_plane: addrs[2], app: addrs[3], token, token_file, dir }
 }
 
 /// The demo album's track ids in order, once the app API has them.
@@ -228,4 +229,21 @@ pub fn album_ids(app: std::net::SocketAddr, token: &str) -> Vec<String> {
 pub fn access_log(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(dir.join("edge-access.log")).unwrap_or_default();
     text.split_inclusive('\n').filter(|l| l.ends_with('\n')).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Run a client walk in tests/clients/ (`program` is `python3` or `node`) with `env`; its
+/// last stdout line is its JSON summary. scripts/test.sh installs what the walks need.
+pub fn client_walk(program: &str, script: &str, env: &[(&str, String)]) -> serde_json::Value {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let out = Command::new(program)
+        .arg(dir.join(script))
+        .current_dir(&dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e} (scripts/test.sh installs it)"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed (scripts/test.sh installs what it needs):\n{stdout}\n{stderr}");
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{script}: {e}: {stdout}"))
 }

@@ -46,7 +46,9 @@ pub async fn cached(app: &App, id: String, size: u32) -> Result<Bytes, tokio::ta
         return Ok(png);
     }
     let seed = key.0.clone();
-    let png = tokio::task::spawn_blocking(move || Bytes::from(render(&seed, size.clamp(MIN_SIZE as u32, MAX_SIZE as u32)))).await?;
+    let png =
+        tokio::task::spawn_blocking(move || Bytes::from(render(&seed, size.clamp(MIN_SIZE as u32, MAX_SIZE as u32))))
+            .await?;
     app.covers.insert(key, png.clone());
     Ok(png)
 }
