@@ -14,7 +14,7 @@ trap 'scripts/services.sh stop' EXIT
 # machine: curl (range checks), python3-pip (moto, the S3 server), and the reference tools
 # packaged audio is checked with: ogginfo (vorbis-tools), oggz-validate (oggz-tools),
 # ffmpeg; sox makes the synthetic signals the audio features are checked on, against
-# librosa (PyPI); promtool (prometheus) checks the alert rules in config/alerts.
+# librosa (PyPI); promtool (prometheus) checks config/prometheus and the Grafana dashboards' queries.
 # PostgreSQL and NATS are installed by scripts/services.sh when it starts them.
 need=()
 command -v curl >/dev/null || need+=(curl)

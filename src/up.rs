@@ -156,6 +156,7 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32, subsonic_
         "segue up: release manager token in {}: export SEGUE_CP_TOKEN=$(cat {0}) SEGUE_CONTROL_PLANE=http://{cp_addr}",
         token_file.display()
     );
+    eprintln!("segue up: operator console on http://{cp_addr}/ (sign in with that token)");
     for t in &tracks {
         eprintln!("  {:<24} {:<22} {base}/a/{}/high.ogg", t.title, t.album, t.content_id);
     }
@@ -272,4 +273,5 @@ async fn demo_catalog(
         "segue up: Subsonic players: server http://{app}, API key (apiKey) in {} (docs/OPERATING.md, \"Subsonic clients\")",
         listener_key.display()
     );
+    eprintln!("segue up: listener web app on http://{app}/ (sign in with that key)");
 }

@@ -123,7 +123,7 @@ pub async fn run(
     }
     let lag = plays.lag().await?;
     let result = report(pool, request, lag, config.plays.report_max_lag_secs, &closes).await;
-    // For alerting (config/alerts): 1 while the last report was refused for lag.
+    // For alerting (config/prometheus/rules): 1 while the last report was refused for lag.
     match &result {
         Ok(_) => metrics::gauge!("royalty_report_blocked").set(0.0),
         Err(Error::Lagging(_)) => {
