@@ -195,7 +195,7 @@ fn faulty_pop(upstream: std::net::SocketAddr, fault: Fault) -> std::net::SocketA
 /// over 500 ms and fills with silence until it arrives: no click, no cut.
 #[test]
 fn a_stalled_next_track_fades_out_instead_of_clicking() {
-    let Up { dir, up, origin, edge, app, token, token_file } = start_up();
+    let Up { dir, up, origin, edge, app, token, token_file, .. } = start_up();
     let ids = album_ids(app, &token);
     let (_, second) = admin(app, "GET", &format!("/v1/tracks/{}", ids[1]), Some(&token), None);
     let stall = format!("/a/{}/high.ogg", second["content_id"].as_str().unwrap());
@@ -230,7 +230,7 @@ fn a_stalled_next_track_fades_out_instead_of_clicking() {
 /// than the tier gets a warning in the report.
 #[test]
 fn a_slow_pop_rebuffers_mid_track_and_the_report_warns_of_the_tier() {
-    let Up { dir, up, origin, edge, app, token, token_file } = start_up();
+    let Up { dir, up, origin, edge, app, token, token_file, .. } = start_up();
     let ids = album_ids(app, &token);
     let track = &ids[..1];
     let whole = dir.path().join("whole.wav");
@@ -306,7 +306,7 @@ fn long_track(dir: &std::path::Path, app: std::net::SocketAddr, token: &str) -> 
 /// the next byte, with no byte fetched twice.
 #[test]
 fn a_long_track_starts_early_seeks_to_two_minutes_and_resumes_on_the_second_pop() {
-    let Up { dir, up, origin, edge, app, token, token_file } = start_up();
+    let Up { dir, up, origin, edge, app, token, token_file, .. } = start_up();
     let id = long_track(dir.path(), app, &token);
     let (_, stream) = admin(app, "GET", &format!("/v1/tracks/{id}/stream?country=SE"), Some(&token), None);
     let (_, table_json) = get(stream["seek_table_url"].as_str().unwrap(), &[]);
