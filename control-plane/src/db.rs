@@ -547,3 +547,39 @@ pub async fn withdrawals(pool: &Pool, now: i64) -> Result<Vec<segue_core::contro
     })
     .collect::<Result<_, sqlx::Error>>()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(requests: i64, errors: i64) -> Heartbeat<'static> {
+        Heartbeat {
+            id: "pop-1",
+            region: "eu",
+            version: "1",
+            public_url: "http://pop-1",
+            admin_url: "",
+            mem_bytes: 0,
+            ssd_bytes: 0,
+            hit_ratio: 0.5,
+            requests,
+            errors,
+            healthy: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn rates_come_from_the_counts_between_heartbeats_and_survive_a_restart() {
+        let dir = std::env::temp_dir().join(format!("segue-cp-rates-{}", std::process::id()));
+        let pool = open(&format!("sqlite://{}/cp.db", dir.display())).await.unwrap();
+        let rates = |pops: Vec<Pop>| (pops[0].requests_per_s, pops[0].errors_per_s);
+        assert!(heartbeat(&pool, &beat(1_000, 10), 10_000, 15_000).await.unwrap(), "a new POP came up");
+        assert_eq!(rates(pops(&pool, None, 10_000, 15_000).await.unwrap()), (0.0, 0.0));
+        heartbeat(&pool, &beat(1_500, 15), 15_000, 15_000).await.unwrap();
+        assert_eq!(rates(pops(&pool, None, 15_000, 15_000).await.unwrap()), (100.0, 1.0));
+        // The POP restarted: its counts began again from zero.
+        heartbeat(&pool, &beat(200, 0), 20_000, 15_000).await.unwrap();
+        assert_eq!(rates(pops(&pool, None, 20_000, 15_000).await.unwrap()), (40.0, 0.0));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

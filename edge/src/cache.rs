@@ -655,6 +655,11 @@ impl Cache {
         self.ssd.as_ref().map_or((0, 0), SsdStore::io)
     }
 
+    /// Bytes of the slices on the SSD now.
+    pub fn ssd_bytes(&self) -> u64 {
+        self.ssd.as_ref().map_or(0, SsdStore::stored_bytes)
+    }
+
     /// Slices on the SSD now.
     pub fn ssd_slices(&self) -> usize {
         self.ssd.as_ref().map_or(0, SsdStore::slices)

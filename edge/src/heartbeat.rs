@@ -100,7 +100,7 @@ impl Beat {
             let requests = state.served.load(Ordering::Relaxed);
             let hits = state.hits.load(Ordering::Relaxed);
             hb.mem_bytes = state.cache.memory_bytes();
-            hb.ssd_bytes = state.cache.ssd_io().0;
+            hb.ssd_bytes = state.cache.ssd_bytes();
             hb.hit_ratio = if requests == 0 { 0.0 } else { hits as f64 / requests as f64 };
             hb.requests = state.answered.load(Ordering::Relaxed);
             hb.errors = state.server_errors.load(Ordering::Relaxed);

@@ -379,6 +379,12 @@ impl SsdStore {
         self.inner.lock().index.len()
     }
 
+    /// Bytes the stored slices take: slots times their size (an object's last slice may
+    /// use less of its slot). O(1), so a heartbeat never holds the index lock long.
+    pub fn stored_bytes(&self) -> u64 {
+        self.slices() as u64 * self.inner.stride as u64
+    }
+
     /// Bytes written to and served from the store since it was opened.
     pub fn io(&self) -> (u64, u64) {
         (self.inner.written.load(Ordering::Relaxed), self.inner.read.load(Ordering::Relaxed))
