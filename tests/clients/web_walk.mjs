@@ -151,19 +151,19 @@ const addBy = async (page, words, title) => {
 };
 await addBy(a, 'continuum part 1', 'Continuum, part 1');
 let since = Date.now();
-await b.waitForFunction(() => document.querySelectorAll('#playlist-items li').length === 1, null, { timeout: 5000 });
+await b.waitForFunction(() => document.querySelectorAll('#playlist-items li').length === 1, null, { timeout: 15000 });
 summary.seen_by_b_ms = Date.now() - since;
 await addBy(b, 'standalone', 'Standalone');
 since = Date.now();
-await a.waitForFunction(() => document.querySelectorAll('#playlist-items li').length === 2, null, { timeout: 5000 });
+await a.waitForFunction(() => document.querySelectorAll('#playlist-items li').length === 2, null, { timeout: 15000 });
 summary.seen_by_a_ms = Date.now() - since;
 // Both edit at once: A moves the second up while B adds a third.
 await Promise.all([
   a.getByRole('button', { name: 'Move Standalone up' }).click(),
   addBy(b, 'continuum part 2', 'Continuum, part 2'),
 ]);
-await a.waitForFunction(() => document.querySelectorAll('#playlist-items li').length === 3, null, { timeout: 5000 });
-await b.waitForFunction(() => document.querySelectorAll('#playlist-items li').length === 3, null, { timeout: 5000 });
+await a.waitForFunction(() => document.querySelectorAll('#playlist-items li').length === 3, null, { timeout: 15000 });
+await b.waitForFunction(() => document.querySelectorAll('#playlist-items li').length === 3, null, { timeout: 15000 });
 await a.waitForTimeout(1500);
 const order = (page) => items(page).evaluateAll((lis) => lis.map((li) => li.dataset.track));
 summary.playlist = { id: playlist, a: await order(a), b: await order(b) };
