@@ -284,6 +284,12 @@ export class Player {
 
   finished() {
     this.endPlay(false);
+    const next = this.index + 1;
+    if (next < this.queue.length) {
+      // The next track was not ready in time (a slow network): a gap, then it plays.
+      this.play(this.queue, next);
+      return;
+    }
     this.playing = false;
     clearInterval(this.timer);
     this.onChange(this.state());

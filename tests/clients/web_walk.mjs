@@ -164,7 +164,12 @@ await Promise.all([
 ]);
 await a.waitForFunction(() => document.querySelectorAll('#playlist-items li').length === 3, null, { timeout: 15000 });
 await b.waitForFunction(() => document.querySelectorAll('#playlist-items li').length === 3, null, { timeout: 15000 });
-await a.waitForTimeout(1500);
+// Both settle on the server's latest version.
+const latest = await a.evaluate(async (id) => (await window.segue.api.get(`/v1/playlists/${id}`)).version, playlist);
+for (const page of [a, b]) {
+  await page.waitForFunction((v) => document.querySelector('#playlist-version')?.textContent === `version ${v}`, latest,
+    { timeout: 15000 });
+}
 const order = (page) => items(page).evaluateAll((lis) => lis.map((li) => li.dataset.track));
 summary.playlist = { id: playlist, a: await order(a), b: await order(b) };
 await audit(a, 'playlist');
