@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use segue_core::config::validated;
 
 mod keys;
+mod lab;
 mod listen;
 mod offline;
 mod plays;
@@ -59,6 +60,33 @@ enum Command {
         /// `proxy` (relayed by the app API, for players that cannot follow redirects).
         #[arg(long, default_value = "redirect", value_parser = ["redirect", "proxy"])]
         subsonic_stream: String,
+    },
+    /// A fleet on this machine: the origin, a shield POP in front of it (with --shield),
+    /// POPs spread over listener regions (eu, us, ap) behind it, the control plane they
+    /// register with and the app API, with the demo catalog. Prints where each one is.
+    ///
+    /// Ports: origin P, control plane P+1, app API P+2, shield P+10, POPs P+11 on
+    /// (P = --ports-from; 0: every listener on a free port). Each POP keeps its cache and
+    /// access log in DATA_DIR/pops/NAME. Stop with Ctrl-C or SIGTERM.
+    Lab {
+        /// Where all state lives.
+        #[arg(long, default_value = "./lab", value_name = "DIR")]
+        data_dir: PathBuf,
+        /// POPs, spread over the regions in turn.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+        pops: u16,
+        /// Listener regions (eu, us, ap: the first ones).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=3))]
+        regions: u16,
+        /// Put a shield POP between the POPs and the origin.
+        #[arg(long)]
+        shield: bool,
+        /// First port (see above); 0 for free ports.
+        #[arg(long, default_value_t = 7100, value_name = "P")]
+        ports_from: u16,
+        /// Length of each demo track in seconds.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=600))]
+        demo_track_secs: u32,
     },
     /// Package masters (WAV or FLAC files, or folders of them) into the origin's store.
     ///
@@ -446,6 +474,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let listen = [origin_listen, edge_listen, control_plane_listen, app_api_listen];
             let proxy = subsonic_stream == "proxy";
             up::up(data_dir, listen, demo_track_secs, proxy).await
+        }
+        Command::Lab { data_dir, pops, regions, shield, ports_from, demo_track_secs } => {
+            lab::lab(data_dir, pops, regions, shield, ports_from, demo_track_secs).await
         }
         Command::Edge {
             config,

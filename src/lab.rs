@@ -1,0 +1,66 @@
+//! `segue lab`: a fleet on one machine (issue "At scale"): the origin, a shield POP,
+//! POPs in listener regions behind it, the control plane and the app API, all real
+//! servers on loopback, started the way `segue up` starts its one POP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::up::{Plan, PopPlan};
+use crate::Failure;
+
+/// Listener regions: name, UTC offset in minutes, the countries they serve.
+const REGIONS: [(&str, i32, &[&str]); 3] = [
+    ("eu", 60, &["SE", "NO", "DK", "FI", "DE", "FR", "GB", "NL", "ES", "IT"]),
+    ("us", -300, &["US", "CA", "BR"]),
+    ("ap", 540, &["JP", "AU", "IN"]),
+];
+
+pub async fn lab(
+    data_dir: PathBuf,
+    pops: u16,
+    regions: u16,
+    shield: bool,
+    ports_from: u16,
+    demo_track_secs: u32,
+) -> Result<(), Failure> {
+    let at = |offset: u16| -> Result<SocketAddr, Failure> {
+        if ports_from == 0 {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
+        let port = ports_from
+            .checked_add(offset)
+            .ok_or_else(|| Failure::Usage(format!("--ports-from {ports_from}: the POPs' ports would pass 65535")))?;
+        Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+    };
+    let regions: Vec<(String, i32, Vec<String>)> = REGIONS[..usize::from(regions)]
+        .iter()
+        .map(|(name, offset, countries)| {
+            ((*name).to_owned(), *offset, countries.iter().map(|c| (*c).to_owned()).collect())
+        })
+        .collect();
+    let mut plan_pops = Vec::with_capacity(usize::from(pops));
+    let mut per_region = vec![0u16; regions.len()];
+    for i in 0..pops {
+        let r = usize::from(i) % regions.len();
+        per_region[r] += 1;
+        plan_pops.push(PopPlan {
+            name: format!("pop-{}-{}", regions[r].0, per_region[r]),
+            region: regions[r].0.clone(),
+            listen: at(11 + i)?,
+            behind_shield: shield,
+        });
+    }
+    crate::up::run(Plan {
+        label: "segue lab",
+        data_dir,
+        origin_listen: at(0)?,
+        cp_listen: at(1)?,
+        app_listen: at(2)?,
+        pops: plan_pops,
+        shield: if shield { Some(at(10)?) } else { None },
+        regions,
+        demo_track_secs,
+        subsonic_proxy: false,
+    })
+    .await
+}
