@@ -569,7 +569,9 @@ async fn route(app: &Arc<App>, req: Request<ReqBody>, peer: std::net::SocketAddr
             Ok(json_response(StatusCode::OK, &a))
         }
         (&Method::GET, ["v1", "albums", id, "cover"]) => {
-            catalog::album(&app.pool, id).await?.ok_or_else(|| Error::NotFound(format!("no album {id:?}")))?;
+            if !catalog::album_exists(&app.pool, id).await? {
+                return Err(Error::NotFound(format!("no album {id:?}")));
+            }
             let size =
                 segue_core::server::query_param(req.uri().query(), "size").and_then(|s| s.parse().ok()).unwrap_or(512);
             let png = crate::subsonic::cover::cached(app, (*id).to_owned(), size)

@@ -423,6 +423,11 @@ pub async fn album_tracks(pool: &AnyPool, id: &str) -> Result<Vec<Track>, Error>
 }
 
 /// An album with its tracks in disc and track order.
+/// Whether album `id` exists (one indexed read; `album` loads its tracks too).
+pub async fn album_exists(pool: &AnyPool, id: &str) -> Result<bool, Error> {
+    Ok(sqlx::query("SELECT 1 FROM albums WHERE id = $1").bind(id).fetch_optional(pool).await?.is_some())
+}
+
 pub async fn album(pool: &AnyPool, id: &str) -> Result<Option<serde_json::Value>, Error> {
     let Some(head) = sqlx::query(
         "SELECT al.id, al.title, ar.id, ar.name FROM albums al JOIN artists ar ON ar.id = al.artist_id WHERE al.id = $1",
@@ -552,13 +557,18 @@ pub async fn user_by_token(pool: &AnyPool, token: &str) -> Result<Option<User>, 
     else {
         return Ok(None);
     };
-    Ok(Some(User {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        country: r.try_get(2)?,
-        admin: r.try_get::<i64, _>(3)? != 0,
-        gateway: r.try_get::<i64, _>(4)? != 0,
-    }))
+    Ok(Some(user_at(&r, 0)?))
+}
+
+/// A user from `id, name, country, admin, gateway`, the row's columns from `at` on.
+pub(crate) fn user_at(r: &AnyRow, at: usize) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: r.try_get(at)?,
+        name: r.try_get(at + 1)?,
+        country: r.try_get(at + 2)?,
+        admin: r.try_get::<i64, _>(at + 3)? != 0,
+        gateway: r.try_get::<i64, _>(at + 4)? != 0,
+    })
 }
 
 #[cfg(test)]

@@ -174,13 +174,7 @@ async fn by_password(app: &App, p: &Params) -> Result<User, Failure> {
     let get = |e: sqlx::Error| Failure::from(Error::from(e));
     let sealed: WrappedKey =
         serde_json::from_str(&row.try_get::<String, _>(0).map_err(get)?).map_err(|e| Failure::new(0, e.to_string()))?;
-    let user = User {
-        id: row.try_get(1).map_err(get)?,
-        name: row.try_get(2).map_err(get)?,
-        country: row.try_get(3).map_err(get)?,
-        admin: row.try_get::<i64, _>(4).map_err(get)? != 0,
-        gateway: row.try_get::<i64, _>(5).map_err(get)? != 0,
-    };
+    let user = crate::catalog::user_at(&row, 1).map_err(get)?;
     let password = keys.open(&aad(&user.id), &sealed).map_err(|e| {
         tracing::warn!(user = user.id, error = %e, "a sealed Subsonic password does not open");
         Failure::new(0, "the stored password cannot be opened; set it again")

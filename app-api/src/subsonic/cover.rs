@@ -19,12 +19,14 @@ const DEFAULT_SIZE: i64 = 512;
 pub async fn cover(app: &App, p: &Params) -> Result<Bytes, Failure> {
     let id = p.required("id")?;
     let size = p.number("size", DEFAULT_SIZE)?.clamp(MIN_SIZE, MAX_SIZE) as u32;
-    let exists = |sql: &'static str, id: String| async move {
-        sqlx::query(sql).bind(id).fetch_optional(&app.pool).await.map(|r| r.is_some()).map_err(db)
-    };
     let known = match id.strip_prefix("ar-") {
-        Some(artist) => exists("SELECT 1 FROM artists WHERE id = $1", artist.to_owned()).await?,
-        None => exists("SELECT 1 FROM albums WHERE id = $1", id.to_owned()).await?,
+        Some(artist) => sqlx::query("SELECT 1 FROM artists WHERE id = $1")
+            .bind(artist)
+            .fetch_optional(&app.pool)
+            .await
+            .map_err(db)?
+            .is_some(),
+        None => crate::catalog::album_exists(&app.pool, id).await.map_err(Failure::from)?,
     };
     let seed = if known {
         id.to_owned()
