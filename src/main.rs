@@ -15,6 +15,7 @@ mod offline;
 mod plays;
 mod recs;
 mod release;
+mod sim;
 mod up;
 
 #[derive(Parser)]
@@ -88,6 +89,7 @@ enum Command {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=600))]
         demo_track_secs: u32,
     },
+    Sim(sim::SimArgs),
     /// Package masters (WAV or FLAC files, or folders of them) into the origin's store.
     ///
     /// Each master is decoded, encoded into the five Ogg Vorbis tiers with seek tables,
@@ -478,6 +480,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Lab { data_dir, pops, regions, shield, ports_from, demo_track_secs } => {
             lab::lab(data_dir, pops, regions, shield, ports_from, demo_track_secs).await
         }
+        Command::Sim(args) => sim::sim(args).await,
         Command::Edge {
             config,
             listen,

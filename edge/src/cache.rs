@@ -73,6 +73,28 @@ pub struct ObjectInfo {
 }
 
 impl ObjectInfo {
+    /// A stored 200 of `len` bytes for the path-and-query `key` (one variant, never
+    /// stale), with the header fields it came with: what a fill learns from an upstream
+    /// answer, for code that stores objects without fetching them (`segue sim`).
+    pub fn new(key: &str, headers: HeaderMap, len: u64, freshness: Freshness) -> Self {
+        let key: Arc<str> = key.into();
+        ObjectInfo {
+            primary: key.clone(),
+            store_key: crate::fetch::store_key(&key),
+            key,
+            status: StatusCode::OK,
+            validators: validators_of(&headers),
+            headers,
+            len,
+            vary: Vec::new(),
+            freshness,
+            generation: 0,
+            stale: false,
+            present: None,
+            transient: false,
+        }
+    }
+
     pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -742,29 +764,16 @@ pub(crate) mod tests {
         if !etag.is_empty() {
             headers.insert(http::header::ETAG, HeaderValue::from_str(etag).unwrap());
         }
-        ObjectInfo {
-            primary: key.into(),
-            key: key.into(),
-            store_key: crate::fetch::store_key(key),
-            status: StatusCode::OK,
-            validators: validators_of(&headers),
-            headers,
-            len,
-            vary: Vec::new(),
-            freshness: Freshness {
-                lifetime: std::time::Duration::from_secs(60),
-                initial_age: std::time::Duration::ZERO,
-                response_time: SystemTime::now(),
-                no_cache: false,
-                no_stale: false,
-                stale_while_revalidate: std::time::Duration::ZERO,
-                stale_if_error: std::time::Duration::ZERO,
-            },
-            generation: 0,
-            stale: false,
-            present: None,
-            transient: false,
-        }
+        let freshness = Freshness {
+            lifetime: std::time::Duration::from_secs(60),
+            initial_age: std::time::Duration::ZERO,
+            response_time: SystemTime::now(),
+            no_cache: false,
+            no_stale: false,
+            stale_while_revalidate: std::time::Duration::ZERO,
+            stale_if_error: std::time::Duration::ZERO,
+        };
+        ObjectInfo::new(key, headers, len, freshness)
     }
 
     /// A strongly validated version gets the same generation in any edge, any run (so its

@@ -37,6 +37,7 @@ use segue_core::token::Verifier;
 
 pub use config::Config;
 pub use error::Error;
+pub use reader::{Client, Streams};
 
 use cache::Cache;
 use coalesce::Coalescer;

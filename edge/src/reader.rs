@@ -51,7 +51,7 @@ impl Streams {
 
     /// Whether `client` reading `range` of `object` continues its last range (and note
     /// where this one ends).
-    fn continues(&self, client: Option<Client>, object: &Arc<str>, range: &Range<u64>) -> bool {
+    pub fn continues(&self, client: Option<Client>, object: &Arc<str>, range: &Range<u64>) -> bool {
         let Some(client) = client else { return range.start == 0 };
         // A tag of 0 marks an empty slot, so tags are never 0.
         let tag = std::hash::BuildHasher::hash_one(&TAGS, (client, object.as_ref())) | 1;

@@ -13,6 +13,8 @@
 #![forbid(unsafe_code)]
 
 pub mod plays;
+pub mod sim;
+pub mod svg;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
