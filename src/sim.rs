@@ -26,9 +26,12 @@ pub struct SimArgs {
     /// Put one shield cache between the POPs and the origin.
     #[arg(long)]
     shield: bool,
-    /// Cache per POP in TB at full scale; a comma-separated list runs once per size.
+    /// SSD tier per POP in TB at full scale; a comma-separated list runs once per size.
     #[arg(long, default_value = "10", value_delimiter = ',', value_name = "TB")]
     cache_tb: Vec<f64>,
+    /// Memory tier per POP (and shield) in GB at full scale.
+    #[arg(long, default_value_t = 64.0, value_name = "GB")]
+    mem_gb: f64,
     /// The shield's cache in TB at full scale.
     #[arg(long, default_value_t = 100.0, value_name = "TB")]
     shield_cache_tb: f64,
@@ -112,7 +115,12 @@ fn rules(args: &SimArgs) -> Result<Rules, Failure> {
         }
         None => segue_edge::Config::default(),
     };
-    Ok(Rules { slice: cfg.slice_kib << 10, eviction: cfg.mem_eviction, read_ahead: cfg.read_ahead_slices })
+    Ok(Rules {
+        slice: cfg.slice_kib << 10,
+        eviction: cfg.mem_eviction,
+        read_ahead: cfg.read_ahead_slices,
+        ssd_admit_after: cfg.ssd_admit_after,
+    })
 }
 
 fn read(path: &PathBuf) -> Result<String, Failure> {
@@ -153,6 +161,7 @@ pub async fn sim(args: SimArgs) -> Result<(), Failure> {
         pops: args.pops as usize,
         shield: args.shield,
         pop_cache_bytes: args.cache_tb.iter().map(|&t| tb(t)).collect(),
+        pop_mem_bytes: (args.mem_gb * 1e9) as u64,
         shield_cache_bytes: tb(args.shield_cache_tb),
         rules,
         net: Network {

@@ -227,6 +227,9 @@ pub struct SsdOptions {
     pub bytes: u64,
     /// Requests a slice must have had before it is written to the SSD.
     pub admit_after: u8,
+    /// Keep no bytes (and no files: `dir` is unused): the tier's slots, CLOCK and
+    /// admission only, for `segue sim`.
+    pub simulated: bool,
 }
 
 pub struct Cache {
@@ -281,7 +284,13 @@ impl Cache {
         let mut admit_after = 1;
         let mut store = None;
         let mut journal = None;
-        if let Some(opts) = &ssd {
+        if let Some(opts) = ssd.as_ref().filter(|o| o.simulated) {
+            admit_after = opts.admit_after.max(1);
+            store = Some(
+                SsdStore::simulated(opts.bytes, slice_size)
+                    .map_err(|source| segue_core::Error::Io { path: "simulated SSD tier".into(), source })?,
+            );
+        } else if let Some(opts) = &ssd {
             admit_after = opts.admit_after.max(1);
             let started = std::time::Instant::now();
             let dir = opts.dir.clone();
@@ -327,7 +336,9 @@ impl Cache {
         }
         // The filesystem must keep room for a few slices beyond what the tier has written.
         let ssd_space = match (&ssd, &store) {
-            (Some(o), Some(_)) => Some((o.dir.clone(), o.bytes, (16 << 20).min(o.bytes / 4).max(slice_size * 2))),
+            (Some(o), Some(_)) if !o.simulated => {
+                Some((o.dir.clone(), o.bytes, (16 << 20).min(o.bytes / 4).max(slice_size * 2)))
+            }
             _ => None,
         };
         // Slots for every slice the memory tier can hold, with room for slices it has

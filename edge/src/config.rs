@@ -407,6 +407,7 @@ impl Config {
             dir: self.ssd_cache_dir.clone().into(),
             bytes: self.ssd_cache_mb << 20,
             admit_after: self.ssd_admit_after,
+            simulated: false,
         })
     }
 

@@ -120,11 +120,20 @@ struct State {
     seq: u64,
 }
 
-struct Inner {
+/// The files a store keeps its slices in.
+struct Device {
     /// Before `data`: dropped (and unregistered) first, once no view is left.
     mapping: Mapping,
     data: OwnedFd,
     headers: OwnedFd,
+}
+
+struct Inner {
+    /// `None` for a simulated store (`segue sim`): the same slots, index and CLOCK, with
+    /// no bytes kept; reads give zeros of the slice's length.
+    device: Option<Device>,
+    /// A simulated store's reads: zeros, one stride long.
+    zeros: Bytes,
     stride: usize,
     state: Mutex<State>,
     free_slots: AtomicU64,
@@ -148,7 +157,9 @@ enum Op {
 /// The SSD slice store; cheap to share (`Arc` inside).
 pub struct SsdStore {
     inner: Arc<Inner>,
-    tx: SyncSender<Op>,
+    /// The writer thread's queue; `None` for a simulated store, which writes (its index)
+    /// at once, so a simulation is deterministic.
+    tx: Option<SyncSender<Op>>,
 }
 
 /// What `open` found.
@@ -169,7 +180,10 @@ impl AsRef<[u8]> for View {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: the slot lies inside the mapping; a pinned slot is never written (the
         // writer only takes unpinned ones).
-        unsafe { self.inner.mapping.bytes(self.slot as usize * self.inner.stride, self.len) }
+        match &self.inner.device {
+            Some(d) => unsafe { d.mapping.bytes(self.slot as usize * self.inner.stride, self.len) },
+            None => &[],
+        }
     }
 }
 
@@ -269,9 +283,8 @@ impl SsdStore {
         let mapping = Mapping::new(data.as_fd(), len, zero_copy && punch)?;
         let free_slots = AtomicU64::new(st.free.len() as u64);
         let inner = Arc::new(Inner {
-            data,
-            headers,
-            mapping,
+            device: Some(Device { mapping, data, headers }),
+            zeros: Bytes::new(),
             stride,
             state: Mutex::new(st),
             free_slots,
@@ -281,7 +294,35 @@ impl SsdStore {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
         let writer = inner.clone();
         std::thread::Builder::new().name("ssd-writer".into()).spawn(move || writer.run(rx))?;
-        Ok(Opened { store: SsdStore { inner, tx }, recovered })
+        Ok(Opened { store: SsdStore { inner, tx: Some(tx) }, recovered })
+    }
+
+    /// A store with the slots, index, CLOCK and admission of one of `bytes`, keeping no
+    /// bytes (`segue sim` runs the edge's tiers at fleet scale with it).
+    pub fn simulated(bytes: u64, slice_size: u64) -> std::io::Result<SsdStore> {
+        let stride = (slice_size as usize).next_multiple_of(PAGE);
+        let slots = u32::try_from(bytes / stride as u64).unwrap_or(u32::MAX);
+        if slots == 0 {
+            return Err(std::io::Error::other("the SSD cap is smaller than one slice"));
+        }
+        let st = State {
+            index: HashMap::default(),
+            meta: vec![Meta::default(); slots as usize],
+            free: (0..slots).rev().collect(),
+            pending: HashSet::default(),
+            hand: 0,
+            seq: 0,
+        };
+        let inner = Arc::new(Inner {
+            device: None,
+            zeros: Bytes::from(vec![0u8; stride]),
+            stride,
+            free_slots: AtomicU64::new(slots as u64),
+            state: Mutex::new(st),
+            written: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+        });
+        Ok(SsdStore { inner, tx: None })
     }
 
     /// The slice stored under `hash`: its start within the slice and a view of its bytes.
@@ -295,14 +336,18 @@ impl SsdStore {
             if m.hash != hash {
                 return None;
             }
-            m.pins += 1;
             m.flags |= REFERENCED;
+            if inner.device.is_none() {
+                inner.read.fetch_add(m.len as u64, Ordering::Relaxed);
+                return Some((m.start as u64, inner.zeros.slice(..m.len as usize)));
+            }
+            m.pins += 1;
             (slot, *m)
         };
         let bytes = Bytes::from_owner(View { inner: inner.clone(), slot, len: m.len as usize });
-        if m.flags & VERIFIED == 0 {
+        if let (0, Some(device)) = (m.flags & VERIFIED, &inner.device) {
             let mut header = [0u8; HEADER];
-            let checksum = read_full_at(&inner.headers, &mut header, inner.header_offset(slot))
+            let checksum = read_full_at(&device.headers, &mut header, inner.header_offset(slot))
                 .ok()
                 .and_then(|_| parse_header(&header, inner.stride))
                 .filter(|h| h.0 == hash)
@@ -347,8 +392,12 @@ impl SsdStore {
             }
             st.pending.insert(hash);
         }
+        let Some(tx) = &self.tx else {
+            self.inner.write(hash, start as u32, &data);
+            return;
+        };
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.tx.try_send(Op::Write { hash, start: start as u32, data })
+            tx.try_send(Op::Write { hash, start: start as u32, data })
         {
             self.inner.lock().pending.remove(&hash);
             metrics::counter!("edge_ssd_write_drops_total").increment(1);
@@ -366,7 +415,9 @@ impl SsdStore {
             st.release(slot, &self.inner.free_slots);
             slot
         };
-        let _ = self.tx.try_send(Op::Clear { slot });
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(Op::Clear { slot });
+        }
     }
 
     /// Whether never-used (or freed) slots are left: admission takes every slice then.
@@ -392,8 +443,8 @@ impl SsdStore {
 
     /// Wait until every queued write is on disk (written and synced).
     pub async fn flush(&self) {
+        let Some(op) = self.tx.clone() else { return };
         let (tx, rx) = std::sync::mpsc::channel();
-        let op = self.tx.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if op.send(Op::Flush(tx)).is_ok() {
                 let _ = rx.recv();
@@ -476,6 +527,7 @@ impl Inner {
 
     /// The writer thread: one op at a time, in queue order.
     fn run(self: Arc<Self>, rx: Receiver<Op>) {
+        let Some(device) = &self.device else { return };
         while let Ok(op) = rx.recv() {
             match op {
                 Op::Write { hash, start, data } => self.write(hash, start, &data),
@@ -483,13 +535,16 @@ impl Inner {
                     // Only the writer takes slots, so an unused slot cannot be taken meanwhile.
                     let unused = self.lock().meta[slot as usize].flags & (USED | WRITING) == 0;
                     if unused {
-                        let _ =
-                            write_all_at(&self.headers, &mut [IoSlice::new(&[0u8; HEADER])], self.header_offset(slot));
+                        let _ = write_all_at(
+                            &device.headers,
+                            &mut [IoSlice::new(&[0u8; HEADER])],
+                            self.header_offset(slot),
+                        );
                     }
                 }
                 Op::Flush(done) => {
-                    let _ = rustix::fs::fdatasync(&self.data);
-                    let _ = rustix::fs::fdatasync(&self.headers);
+                    let _ = rustix::fs::fdatasync(&device.data);
+                    let _ = rustix::fs::fdatasync(&device.headers);
                     let _ = done.send(());
                 }
             }
@@ -511,12 +566,13 @@ impl Inner {
         let checksum = twox_hash::XxHash3_64::oneshot(data);
         let header = make_header(hash, start, data.len() as u32, checksum, seq);
         let written = (|| {
+            let Some(device) = &self.device else { return Ok(()) };
             if reused {
                 // Fresh pages for the new bytes: a send may still hold the old ones.
-                punch_hole(&self.data, offset, self.stride as u64)?;
+                punch_hole(&device.data, offset, self.stride as u64)?;
             }
-            write_all_at(&self.data, &mut [IoSlice::new(data)], offset)?;
-            write_all_at(&self.headers, &mut [IoSlice::new(&header)], self.header_offset(slot))
+            write_all_at(&device.data, &mut [IoSlice::new(data)], offset)?;
+            write_all_at(&device.headers, &mut [IoSlice::new(&header)], self.header_offset(slot))
         })();
         let mut st = self.lock();
         st.pending.remove(&hash);
@@ -663,6 +719,38 @@ mod tests {
         wait_written(&s, 3);
         assert!(s.contains(1) && !s.contains(2) && s.contains(5));
         assert!(pinned.iter().all(|&b| b == 1));
+    }
+
+    /// A simulated store (no files) keeps and evicts exactly the slices a real one does,
+    /// for the same inserts and reads (views dropped at once), and reads give zeros of
+    /// the stored length.
+    #[test]
+    fn a_simulated_store_evicts_like_the_real_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let slice = 16 << 10;
+        let real = SsdStore::open(dir.path(), 40 * slice as u64, slice as u64, true).unwrap().store;
+        let sim = SsdStore::simulated(40 * slice as u64, slice as u64).unwrap();
+        let mut x = 7u64;
+        for step in 0..600u64 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let h = u128::from((x >> 33) % 90 + 1);
+            if step % 3 == 0 {
+                assert_eq!(real.get(h).map(|g| g.1.len()), sim.get(h).map(|g| g.1.len()), "step {step}");
+            } else {
+                let len = slice - (h as usize % 5) * 100;
+                real.insert(h, 0, Bytes::from(vec![1u8; len]));
+                sim.insert(h, 0, Bytes::from(vec![1u8; len]));
+                wait_written(&real, real.slices().min(39));
+                while !real.inner.lock().pending.is_empty() {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            let held = |s: &SsdStore| (1..=90u128).filter(|&h| s.contains(h)).collect::<Vec<_>>();
+            assert_eq!(held(&real), held(&sim), "step {step}");
+        }
+        assert_eq!(sim.slices(), 40);
+        let (_, zeros) = sim.get((1..=90u128).find(|&h| sim.contains(h)).unwrap()).unwrap();
+        assert!(!zeros.is_empty() && zeros.iter().all(|&b| b == 0));
     }
 
     /// On a big tier where every slice was read lately, one write moves the hand a

@@ -166,7 +166,7 @@ async fn the_simulator_and_a_real_edge_label_every_request_the_same() {
     // stores the same ones.
     let learned: HashMap<String, segue_edge::cache::ObjectInfo> =
         objects.iter().map(|(path, _, _)| (path.clone(), state.cache.object(path).unwrap().as_ref().clone())).collect();
-    let rules = Rules { slice: SLICE, eviction: Eviction::TinyLfu, read_ahead: 0 };
+    let rules = Rules { slice: SLICE, eviction: Eviction::TinyLfu, read_ahead: 0, ssd_admit_after: 2 };
     let label = |o: Vec<sim::node::Outcome>| o.iter().map(|o| o.x_cache().to_owned()).collect::<Vec<_>>();
     let mut sim_resident = Vec::new();
     let simulated = label(

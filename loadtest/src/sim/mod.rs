@@ -28,8 +28,10 @@ use workload::{Action, Catalog, Play, Scale};
 pub struct Options {
     pub pops: usize,
     pub shield: bool,
-    /// Each POP's cache, bytes at full scale (one run per size).
+    /// Each POP's SSD tier, bytes at full scale (one run per size).
     pub pop_cache_bytes: Vec<u64>,
+    /// Each POP's memory tier at full scale.
+    pub pop_mem_bytes: u64,
     pub shield_cache_bytes: u64,
     pub rules: Rules,
     pub net: Network,
@@ -111,11 +113,6 @@ pub struct Report {
     pub seconds: f64,
 }
 
-/// The edge's memory index capacity for a cache of `bytes` (its own rule).
-fn index_objects(bytes: u64) -> u64 {
-    segue_edge::Config { mem_cache_mb: bytes >> 20, ..Default::default() }.index_objects()
-}
-
 /// The share of bytes read that cost no upstream fetch.
 fn offload(s: &node::Stats) -> f64 {
     if s.bytes == 0 {
@@ -159,6 +156,14 @@ pub async fn simulate_traced(
     Ok((Report { runs, seconds: started.elapsed().as_secs_f64() }, trace))
 }
 
+/// A node's tiers at the run's scale: each at least 16 slices.
+fn scaled_tiers(opts: &Options, mem: u64, ssd: u64) -> (u64, u64) {
+    let s = opts.scale.sample;
+    let floor = opts.rules.slice * 16;
+    let ssd = if ssd == 0 { 0 } else { ((ssd as f64 * s) as u64).max(floor) };
+    (((mem as f64 * s) as u64).max(floor), ssd)
+}
+
 async fn run(
     opts: &Options,
     pop_cache: u64,
@@ -173,14 +178,12 @@ async fn run(
     for i in 0..opts.pops {
         let r = i % regions;
         pops_by_region[r].push(i);
-        let bytes = ((pop_cache as f64 * s) as u64).max(opts.rules.slice * 16);
-        nodes.push(
-            Node::new(format!("pop-{r}-{}", pops_by_region[r].len()), bytes, opts.rules, index_objects(bytes)).await?,
-        );
+        let (mem, ssd) = scaled_tiers(opts, opts.pop_mem_bytes, pop_cache);
+        nodes.push(Node::new(format!("pop-{r}-{}", pops_by_region[r].len()), mem, ssd, opts.rules).await?);
     }
     let shield = if opts.shield {
-        let bytes = ((opts.shield_cache_bytes as f64 * s) as u64).max(opts.rules.slice * 16);
-        nodes.push(Node::new("shield".into(), bytes, opts.rules, index_objects(bytes)).await?);
+        let (mem, ssd) = scaled_tiers(opts, opts.pop_mem_bytes, opts.shield_cache_bytes);
+        nodes.push(Node::new("shield".into(), mem, ssd, opts.rules).await?);
         Some(nodes.len() - 1)
     } else {
         None
@@ -276,6 +279,7 @@ async fn run(
             let targets: Vec<usize> = pops_by_region[r].iter().copied().chain(shield).collect();
             for node in targets {
                 for o in 0..fleet.drop_until {
+                    fleet.nodes[node].want(&fleet.objects, o);
                     let len = fleet.objects[o as usize].len;
                     let ask = Ask {
                         node,
@@ -602,7 +606,7 @@ pub async fn replay_inspect(
     learned: &HashMap<String, segue_edge::cache::ObjectInfo>,
     mut inspect: impl FnMut(usize, &segue_edge::cache::Cache),
 ) -> Result<Vec<Outcome>, String> {
-    let node = Node::new("pop".into(), cache_bytes, rules, index_objects(cache_bytes)).await?;
+    let node = Node::new("pop".into(), cache_bytes, 0, rules).await?;
     let net = Network { shield_rtt_us: 0, origin_rtt_us: 100, flow_bytes_per_s: 1e9, origin_bytes_per_s: 1e12 };
     let mut fleet = Fleet::new(vec![node], None, net, rules, 1_000_000);
     let mut ids: HashMap<&str, u32> = HashMap::new();
@@ -665,8 +669,8 @@ pub async fn policies(text: &str, cache_bytes: u64, slice: u64) -> Result<Vec<Po
     for (name, eviction) in
         [("W-TinyLFU (edge)", Eviction::TinyLfu), ("S3-FIFO (edge)", Eviction::S3Fifo), ("LRU (edge)", Eviction::Lru)]
     {
-        let rules = Rules { slice, eviction, read_ahead: 0 };
-        let node = Node::new(name.into(), cache_bytes, rules, index_objects(cache_bytes)).await?;
+        let rules = Rules { slice, eviction, read_ahead: 0, ssd_admit_after: 1 };
+        let node = Node::new(name.into(), cache_bytes, 0, rules).await?;
         let (mut misses, mut miss_bytes, mut bytes) = (0u64, 0u64, 0u64);
         let mut names: HashMap<u64, std::sync::Arc<str>> = HashMap::new();
         for &(id, size) in &accesses {

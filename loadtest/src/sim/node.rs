@@ -42,6 +42,8 @@ pub struct Rules {
     pub slice: u64,
     pub eviction: segue_edge::config::Eviction,
     pub read_ahead: u64,
+    /// Requests a slice needs before the SSD tier takes it (once that tier is full).
+    pub ssd_admit_after: u8,
 }
 
 /// An object of the catalog: its path (the cache key), length and the header fields the
@@ -115,15 +117,17 @@ fn first_part(len: u64, slice: u64) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Outcome {
     Hit,
+    HitSsd,
     Coalesced,
     Miss,
 }
 
 impl Outcome {
-    /// The edge's `X-Cache` value for it (the simulator has no SSD tier).
+    /// The edge's `X-Cache` value for it.
     pub fn x_cache(self) -> &'static str {
         match self {
             Outcome::Hit => "HIT-MEM",
+            Outcome::HitSsd => "HIT-SSD",
             Outcome::Coalesced => "COALESCED",
             Outcome::Miss => "MISS",
         }
@@ -187,8 +191,23 @@ pub struct Reader {
 }
 
 impl Node {
-    pub async fn new(name: String, cache_bytes: u64, rules: Rules, index_objects: u64) -> Result<Node, String> {
-        let cache = Cache::new(cache_bytes, rules.slice, rules.eviction, None, index_objects, false)
+    /// A node with a memory tier of `mem_bytes` and, unless 0, an SSD tier of
+    /// `ssd_bytes` (simulated: its slots, CLOCK and admission, no bytes kept).
+    pub async fn new(name: String, mem_bytes: u64, ssd_bytes: u64, rules: Rules) -> Result<Node, String> {
+        let ssd = (ssd_bytes > 0).then(|| segue_edge::cache::SsdOptions {
+            dir: Default::default(),
+            bytes: ssd_bytes,
+            admit_after: rules.ssd_admit_after,
+            simulated: true,
+        });
+        // The edge's own rule for its memory index.
+        let config = segue_edge::Config {
+            mem_cache_mb: mem_bytes >> 20,
+            ssd_cache_mb: ssd_bytes >> 20,
+            ssd_cache_dir: if ssd_bytes > 0 { "sim".into() } else { String::new() },
+            ..Default::default()
+        };
+        let cache = Cache::new(mem_bytes, rules.slice, rules.eviction, ssd, config.index_objects(), false)
             .await
             .map_err(|e| format!("{name}: cannot build the cache: {e}"))?;
         Ok(Node {
@@ -234,7 +253,7 @@ impl Node {
             Outcome::Coalesced
         };
         match outcome {
-            Outcome::Hit => self.stats.hits += 1,
+            Outcome::Hit | Outcome::HitSsd => self.stats.hits += 1,
             Outcome::Coalesced => self.stats.coalesced += 1,
             Outcome::Miss => self.stats.misses += 1,
         }
@@ -248,8 +267,15 @@ impl Node {
     fn classify(&self, objects: &[Object], object: u32, first: u64, last: u64) -> Outcome {
         let mut result = Outcome::Hit;
         for index in first / self.rules.slice..=last / self.rules.slice {
-            if self.cache.tier_of(&self.key(objects, object, index)) == Some(Tier::Mem) {
-                continue;
+            match self.cache.tier_of(&self.key(objects, object, index)) {
+                Some(Tier::Mem) => continue,
+                Some(Tier::Ssd) => {
+                    if result == Outcome::Hit {
+                        result = Outcome::HitSsd;
+                    }
+                    continue;
+                }
+                None => {}
             }
             if self.inflight.contains_key(&(object, index)) {
                 result = Outcome::Coalesced;
@@ -311,6 +337,15 @@ impl Node {
             self.inflight.insert((r.object, next), u64::MAX);
             wants.push(Want { object: r.object, index: next, discovery: false });
         }
+    }
+
+    /// A pre-warm wants the whole object: every slice counts as asked for often enough
+    /// for the SSD tier (the edge's pre-warm job does the same).
+    pub fn want(&self, objects: &[Object], object: u32) {
+        let o = &objects[object as usize];
+        let mut info = o.info();
+        info.generation = o.generation;
+        self.cache.want(&info);
     }
 
     /// A fill the node started is scheduled to be done at `at`.
