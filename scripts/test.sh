@@ -44,6 +44,12 @@ if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('py-ope
   echo "test.sh: installing py-opensonic $OPENSONIC_VERSION (PyPI, a Subsonic client)" >&2
   python3 -m pip install --quiet --disable-pip-version-check "py-opensonic==$OPENSONIC_VERSION" >&2
 fi
+# The cache simulator's peer for eviction policies (tests/sim.rs).
+LIBCACHESIM_VERSION=0.3.5
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('libcachesim') != '$LIBCACHESIM_VERSION')" 2>/dev/null; then
+  echo "test.sh: installing libcachesim $LIBCACHESIM_VERSION (PyPI, cache policies to compare with)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "libcachesim==$LIBCACHESIM_VERSION" >&2
+fi
 if ! (cd tests/clients && npm ls --silent >/dev/null 2>&1); then
   echo "test.sh: installing the npm test clients (tests/clients/package-lock.json)" >&2
   (cd tests/clients && npm ci --silent --no-audit --no-fund >&2)

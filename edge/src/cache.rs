@@ -192,6 +192,9 @@ pub enum Tier {
     Ssd,
 }
 
+/// Pre-warmed objects remembered for SSD admission (a few albums' worth many times over).
+const WANTED: u64 = 100_000;
+
 /// Variants kept per URL.
 const MAX_VARIANTS: usize = 16;
 /// Per-entry bookkeeping the cache costs beyond the bytes themselves.
@@ -244,6 +247,10 @@ pub struct Cache {
     next_generation: AtomicU64,
     /// Requests per slice (approximate, decaying), for SSD admission.
     demand: Demand,
+    /// Objects (key, generation) a pre-warm asked for: their slices are admitted to the
+    /// SSD whatever the demand sketch says by then (it halves as traffic flows, and a
+    /// job over a whole album takes a while).
+    wanted: moka::sync::Cache<(Arc<str>, u64), ()>,
     admit_after: u8,
     /// The SSD tier, when configured and usable.
     ssd: Option<SsdStore>,
@@ -356,6 +363,10 @@ impl Cache {
             slice_size,
             next_generation: AtomicU64::new(max_generation + 1),
             demand: Demand::new(),
+            wanted: moka::sync::Cache::builder()
+                .max_capacity(WANTED)
+                .time_to_live(std::time::Duration::from_secs(2 * 3600))
+                .build(),
             admit_after,
             ssd: store,
             ssd_space,
@@ -599,18 +610,11 @@ impl Cache {
         self.objects.iter().map(|(_, v)| v.len() as u64).sum()
     }
 
-    /// An object that is wanted whole (pre-warm): every slice counts as asked for often
-    /// enough to be admitted to the SSD.
+    /// An object that is wanted whole (pre-warm): for the next two hours its slices are
+    /// admitted to the SSD as they are stored or read (the job reads every one).
     pub fn want(&self, info: &ObjectInfo) {
-        if self.ssd.is_none() {
-            return;
-        }
-        for index in 0..info.len.div_ceil(self.slice_size) {
-            let key = SliceKey { object: info.key.clone(), generation: info.generation, index };
-            let hash = key.hash128() as u64;
-            for _ in 0..self.admit_after {
-                self.demand.note(hash);
-            }
+        if self.ssd.is_some() {
+            self.wanted.insert((info.key.clone(), info.generation), ());
         }
     }
 
@@ -667,7 +671,9 @@ impl Cache {
     fn promote(&self, key: &SliceKey, slice: &Slice) {
         let Some(ssd) = self.ssd.as_ref().filter(|_| !self.ssd_full.load(Ordering::Relaxed)) else { return };
         let hash = key.hash128();
-        if ssd.has_room() || self.demand.count(hash as u64) >= self.admit_after {
+        if self.wanted.contains_key(&(key.object.clone(), key.generation)) {
+            ssd.insert_wanted(hash, slice.start, slice.data.clone());
+        } else if ssd.has_room() || self.demand.count(hash as u64) >= self.admit_after {
             ssd.insert(hash, slice.start, slice.data.clone());
         }
     }
@@ -785,6 +791,31 @@ pub(crate) mod tests {
             stale_if_error: std::time::Duration::ZERO,
         };
         ObjectInfo::new(key, headers, len, freshness)
+    }
+
+    /// Once the SSD tier is full, a slice asked for once stays in memory, but one of an
+    /// object a pre-warm wants goes to the SSD, however long after the want it is stored.
+    #[tokio::test]
+    async fn a_wanted_object_is_admitted_to_a_full_ssd() {
+        let slice = 1u64 << 16;
+        let ssd = SsdOptions { dir: PathBuf::new(), bytes: 4 * slice, admit_after: 2, simulated: true };
+        let cache = Cache::new(1 << 20, slice, Eviction::Lru, Some(ssd), 100, false).await.unwrap();
+        let on_ssd = |key: &SliceKey| cache.ssd.as_ref().unwrap().contains(key.hash128());
+        let key = |o: &str, index| SliceKey { object: o.into(), generation: 7, index };
+        for i in 0..4 {
+            cache.put_slice(key("/a/old", i), 0, Bytes::from(vec![0u8; slice as usize]));
+        }
+        assert!(!cache.ssd.as_ref().unwrap().has_room());
+        cache.put_slice(key("/a/once", 0), 0, Bytes::from(vec![0u8; slice as usize]));
+        assert!(!on_ssd(&key("/a/once", 0)), "asked for once: memory only");
+        let mut info = version("/a/new", "\"n\"", 2 * slice);
+        info.generation = 7;
+        cache.want(&info);
+        for _ in 0..3 * RESET / 2 {
+            cache.demand.note(1);
+        }
+        cache.put_slice(key("/a/new", 1), 0, Bytes::from(vec![0u8; slice as usize]));
+        assert!(on_ssd(&key("/a/new", 1)), "wanted: on the SSD");
     }
 
     /// A strongly validated version gets the same generation in any edge, any run (so its

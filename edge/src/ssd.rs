@@ -146,6 +146,8 @@ enum Op {
         hash: u128,
         start: u32,
         data: Bytes,
+        /// Start with a second chance (a pre-warmed slice).
+        referenced: bool,
     },
     /// The slot's slice was removed: clear its header unless the slot holds another now.
     Clear {
@@ -372,16 +374,23 @@ impl SsdStore {
     /// Queue a slice for writing (once: not if it is stored or queued already). Dropped,
     /// and counted, when the writer is that far behind.
     pub fn insert(&self, hash: u128, start: u64, data: Bytes) {
-        self.queue(hash, start, data, false);
+        self.queue(hash, start, data, false, false);
+    }
+
+    /// [`SsdStore::insert`] for a slice a pre-warm wants: it starts with the second
+    /// chance a read would give it, so the CLOCK hand passes it once before it can go
+    /// (a pre-warm lands well before anyone reads it).
+    pub fn insert_wanted(&self, hash: u128, start: u64, data: Bytes) {
+        self.queue(hash, start, data, false, true);
     }
 
     /// Queue bytes that replace whatever is stored under `hash` (an object's records):
     /// writes land in queue order, so the last one queued is what stays.
     pub fn replace(&self, hash: u128, start: u64, data: Bytes) {
-        self.queue(hash, start, data, true);
+        self.queue(hash, start, data, true, false);
     }
 
-    fn queue(&self, hash: u128, start: u64, data: Bytes, replace: bool) {
+    fn queue(&self, hash: u128, start: u64, data: Bytes, replace: bool, referenced: bool) {
         if data.len() > self.inner.stride || start > u32::MAX as u64 {
             return;
         }
@@ -393,11 +402,11 @@ impl SsdStore {
             st.pending.insert(hash);
         }
         let Some(tx) = &self.tx else {
-            self.inner.write(hash, start as u32, &data);
+            self.inner.write(hash, start as u32, &data, referenced);
             return;
         };
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            tx.try_send(Op::Write { hash, start: start as u32, data })
+            tx.try_send(Op::Write { hash, start: start as u32, data, referenced })
         {
             self.inner.lock().pending.remove(&hash);
             metrics::counter!("edge_ssd_write_drops_total").increment(1);
@@ -530,7 +539,7 @@ impl Inner {
         let Some(device) = &self.device else { return };
         while let Ok(op) = rx.recv() {
             match op {
-                Op::Write { hash, start, data } => self.write(hash, start, &data),
+                Op::Write { hash, start, data, referenced } => self.write(hash, start, &data, referenced),
                 Op::Clear { slot } => {
                     // Only the writer takes slots, so an unused slot cannot be taken meanwhile.
                     let unused = self.lock().meta[slot as usize].flags & (USED | WRITING) == 0;
@@ -551,7 +560,7 @@ impl Inner {
         }
     }
 
-    fn write(&self, hash: u128, start: u32, data: &[u8]) {
+    fn write(&self, hash: u128, start: u32, data: &[u8], referenced: bool) {
         let (slot, reused, seq) = {
             let mut st = self.lock();
             let Some((slot, reused)) = st.take(&self.free_slots) else {
@@ -563,10 +572,10 @@ impl Inner {
             (slot, reused, st.seq)
         };
         let offset = slot as u64 * self.stride as u64;
-        let checksum = twox_hash::XxHash3_64::oneshot(data);
-        let header = make_header(hash, start, data.len() as u32, checksum, seq);
         let written = (|| {
             let Some(device) = &self.device else { return Ok(()) };
+            let checksum = twox_hash::XxHash3_64::oneshot(data);
+            let header = make_header(hash, start, data.len() as u32, checksum, seq);
             if reused {
                 // Fresh pages for the new bytes: a send may still hold the old ones.
                 punch_hole(&device.data, offset, self.stride as u64)?;
@@ -581,7 +590,8 @@ impl Inner {
                 if let Some(old) = st.index.insert(short(hash), slot) {
                     st.release(old, &self.free_slots);
                 }
-                st.meta[slot as usize] = Meta { hash, start, len: data.len() as u32, pins: 0, flags: USED | VERIFIED };
+                let flags = USED | VERIFIED | if referenced { REFERENCED } else { 0 };
+                st.meta[slot as usize] = Meta { hash, start, len: data.len() as u32, pins: 0, flags };
                 self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
@@ -719,6 +729,27 @@ mod tests {
         wait_written(&s, 3);
         assert!(s.contains(1) && !s.contains(2) && s.contains(5));
         assert!(pinned.iter().all(|&b| b == 1));
+    }
+
+    /// A pre-warmed slice starts with a second chance: the CLOCK hand passes it once
+    /// where it takes a slice written the ordinary way.
+    #[test]
+    fn a_wanted_slice_survives_one_lap_of_the_hand() {
+        let slice = 16 << 10;
+        for wanted in [false, true] {
+            let s = SsdStore::simulated(3 * slice as u64, slice as u64).unwrap();
+            let put = |h: u128| s.insert(h, 0, Bytes::from(vec![0u8; slice]));
+            (1..=3).for_each(put);
+            if wanted {
+                s.insert_wanted(4, 0, Bytes::from(vec![0u8; slice]));
+            } else {
+                put(4);
+            }
+            assert!(s.contains(4) && !s.contains(1));
+            // Three more slices: the hand comes round to 4's slot on the third.
+            (5..=7).for_each(put);
+            assert_eq!(s.contains(4), wanted, "wanted: {wanted}");
+        }
     }
 
     /// A simulated store (no files) keeps and evicts exactly the slices a real one does,

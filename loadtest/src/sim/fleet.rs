@@ -48,6 +48,8 @@ pub struct Ask {
     pub last: u64,
     pub pace: Option<Pace>,
     pub class: Class,
+    /// For a fill asked of the shield: the request it serves (else this one).
+    pub cause: Option<Cause>,
 }
 
 /// Which tally a request counts in.
@@ -55,7 +57,17 @@ pub struct Ask {
 pub enum Class {
     Listener,
     Drop,
+    /// A pre-warm job's reads.
+    Prewarm,
+    /// A POP's fill asked of the shield.
     Internal,
+}
+
+/// Which POP's request, of which class, led to a fill (through the shield too).
+#[derive(Debug, Clone, Copy)]
+pub struct Cause {
+    pub node: usize,
+    pub class: Class,
 }
 
 struct Active {
@@ -63,6 +75,7 @@ struct Active {
     reader: Reader,
     pace: Option<Pace>,
     class: Class,
+    cause: Cause,
     arrived: u64,
     first_done: bool,
 }
@@ -140,6 +153,8 @@ pub struct Fleet {
     pub background_scale: f64,
     /// Slice reads of the dropped album by its listeners.
     pub drop_reads: u64,
+    /// Origin fetches of the album for listeners (not pre-warm): when, and for which POP.
+    pub album_fetches: Vec<(u64, usize)>,
     origin_free_at: u64,
     pub origin_requests: u64,
     pub origin_bytes: u64,
@@ -166,6 +181,7 @@ impl Fleet {
             drop_until: 0,
             background_scale: 1.0,
             drop_reads: 0,
+            album_fetches: Vec::new(),
             origin_free_at: 0,
             origin_requests: 0,
             origin_bytes: 0,
@@ -217,13 +233,14 @@ impl Fleet {
     /// A request arrives now; its reader starts at once (or once the object is known).
     /// Returns what the edge would label it.
     pub async fn request(&mut self, ask: Ask) -> Outcome {
-        let Ask { node, client: client_id, object, first, last, pace, class } = ask;
+        let Ask { node, client: client_id, object, first, last, pace, class, cause } = ask;
+        let cause = cause.unwrap_or(Cause { node, class });
         let mut wants = Vec::new();
         let (outcome, waits, reader) =
             self.nodes[node].request(&self.objects, client(client_id), object, first, last, &mut wants).await;
-        self.start_fills(node, wants).await;
+        self.start_fills(node, wants, cause).await;
         let discovered = if waits { self.nodes[node].discovered_at(object) } else { None };
-        let active = Active { node, reader, pace, class, arrived: self.now, first_done: false };
+        let active = Active { node, reader, pace, class, cause, arrived: self.now, first_done: false };
         let id = match self.free.pop() {
             Some(id) => {
                 self.readers[id] = Some(active);
@@ -248,7 +265,7 @@ impl Fleet {
             let Some(mut a) = self.readers[id].take() else { return };
             let mut wants = Vec::new();
             let read = self.nodes[a.node].read(&self.objects, &mut a.reader, &mut wants).await;
-            self.start_fills(a.node, wants).await;
+            self.start_fills(a.node, wants, a.cause).await;
             if a.class == Class::Drop && read.is_some() {
                 self.drop_reads += 1;
             }
@@ -270,7 +287,7 @@ impl Fleet {
             };
             if !a.first_done {
                 a.first_done = true;
-                if a.class != Class::Internal {
+                if matches!(a.class, Class::Listener | Class::Drop) {
                     self.ttfb.push((a.arrived, ready.saturating_sub(a.arrived), a.class));
                 }
             }
@@ -305,7 +322,7 @@ impl Fleet {
 
     /// Schedule the fills a node asked for: from the shield (a request there, read at
     /// once) or from the origin.
-    async fn start_fills(&mut self, node: usize, wants: Vec<Want>) {
+    async fn start_fills(&mut self, node: usize, wants: Vec<Want>, cause: Cause) {
         for want in wants {
             let o = &self.objects[want.object as usize];
             let size = self.rules.slice;
@@ -324,6 +341,7 @@ impl Fleet {
                         last,
                         pace: None,
                         class: Class::Internal,
+                        cause: Some(cause),
                     };
                     Box::pin(self.request(ask)).await;
                     let ready = self.nodes[shield].fill_done_at(want.object, want.index).unwrap_or(self.now);
@@ -334,6 +352,9 @@ impl Fleet {
                     self.origin_requests += 1;
                     self.origin_bytes += bytes;
                     self.series.add(self.now, bytes, drop);
+                    if drop && cause.class != Class::Prewarm {
+                        self.album_fetches.push((self.now, cause.node));
+                    }
                     if drop {
                         // The album's fills queue for what the rest of the load leaves
                         // of the cap (never less than a twentieth of it).
@@ -350,7 +371,7 @@ impl Fleet {
                 }
             };
             self.nodes[node].scheduled(want, done);
-            self.nodes[node].count_fill_bytes(bytes);
+            self.nodes[node].count_fill_bytes(want.object, bytes);
             self.push(done, Event::Fill { node, want });
         }
     }

@@ -75,9 +75,9 @@ pub struct DropReport {
 pub struct RegionDrop {
     pub region: usize,
     pub release_h: f64,
-    /// Origin requests and bytes for the album in the 10 minutes from the release.
+    /// Origin requests for the album made for this region's listeners in the 10
+    /// minutes from its release (pre-warm fetches are not counted).
     pub origin_requests_at_release: u64,
-    pub origin_bytes_at_release: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,20 +113,15 @@ pub struct Report {
     pub seconds: f64,
 }
 
-/// The share of bytes read that cost no upstream fetch.
-fn offload(s: &node::Stats) -> f64 {
-    if s.bytes == 0 {
-        return 0.0;
-    }
-    (1.0 - s.fill_bytes as f64 / s.bytes as f64).max(0.0)
-}
-
 fn percentile(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
     sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1] as f64 / 1000.0
 }
+
+/// Every node's tallies (catalog, album) at the end of the warm-up.
+type Snapshot = (Vec<(node::Stats, node::Stats)>,);
 
 /// Slice reads of one POP: (µs, slice id, bytes).
 pub type SliceTrace = Vec<(u64, u64, u64)>;
@@ -156,11 +151,22 @@ pub async fn simulate_traced(
     Ok((Report { runs, seconds: started.elapsed().as_secs_f64() }, trace))
 }
 
-/// A node's tiers at the run's scale: each at least 16 slices.
+/// A node's tiers at the run's scale: each at least 16 slices. The album is simulated
+/// whole, not sampled, so the SSD tier gets room for it on top of its scaled size: at
+/// full scale an album is a sliver of a POP's cache, and it must stay one here.
 fn scaled_tiers(opts: &Options, mem: u64, ssd: u64) -> (u64, u64) {
     let s = opts.scale.sample;
     let floor = opts.rules.slice * 16;
-    let ssd = if ssd == 0 { 0 } else { ((ssd as f64 * s) as u64).max(floor) };
+    let album = opts.scale.drop.as_ref().map_or(0, |d| {
+        let slices: u64 = (0..u64::from(d.tracks))
+            .flat_map(|t| {
+                segue_core::Tier::ALL.map(|tier| workload::object_len(opts.scale.catalog_tracks + 1 + t, tier))
+            })
+            .map(|len| len.div_ceil(opts.rules.slice) + 1)
+            .sum();
+        slices * opts.rules.slice.next_multiple_of(4096)
+    });
+    let ssd = if ssd == 0 { 0 } else { ((ssd as f64 * s) as u64).max(floor) + album };
     (((mem as f64 * s) as u64).max(floor), ssd)
 }
 
@@ -212,6 +218,9 @@ async fn run(
             album.push(segue_core::Tier::ALL.map(|tier| catalog.object(&mut fleet, track, tier)));
         }
         fleet.drop_until = fleet.objects.len() as u32;
+        for n in &mut fleet.nodes {
+            n.album_until = fleet.drop_until;
+        }
         let listeners = (d.listeners as f64 * d.listener_sample / regions as f64).round() as u64;
         for r in 0..regions {
             let release = ((d.at_h * 60.0 + d.stagger_mins * r as f64) * 60e6) as u64;
@@ -251,7 +260,7 @@ async fn run(
     let mut next: Vec<u64> = (0..regions).map(|_| (-(1.0 - rng.random::<f64>()).ln() / peak * 1e6) as u64).collect();
     let listeners_per_region = (scale.peak_plays_per_s * 240.0 / regions as f64).max(1.0) as u64;
     let warmup = (opts.warmup_h * hour as f64) as u64;
-    let mut warm: Option<(Vec<node::Stats>, u64, u64)> = None;
+    let mut warm: Option<Snapshot> = None;
     let mut reported_h = 0;
     loop {
         let (r, at) = next.iter().enumerate().min_by_key(|(_, &a)| a).map(|(r, &a)| (r, a)).unwrap_or((0, u64::MAX));
@@ -263,11 +272,7 @@ async fn run(
         }
         if warm.is_none() && t >= warmup {
             fleet.run_until(warmup).await;
-            warm = Some((
-                fleet.nodes.iter().map(|n| n.stats.clone()).collect(),
-                fleet.origin_requests,
-                fleet.origin_bytes,
-            ));
+            warm = Some((fleet.nodes.iter().map(|n| (n.stats.clone(), n.album.clone())).collect(),));
         }
         fleet.run_until(t).await;
         if t / hour > reported_h {
@@ -288,7 +293,8 @@ async fn run(
                         first: 0,
                         last: len - 1,
                         pace: None,
-                        class: Class::Internal,
+                        class: Class::Prewarm,
+                        cause: None,
                     };
                     fleet.request(ask).await;
                 }
@@ -305,6 +311,7 @@ async fn run(
                 last: a.last,
                 pace: a.pace,
                 class: p.class,
+                cause: None,
             };
             fleet.request(ask).await;
         } else {
@@ -343,52 +350,34 @@ fn summarize(
     opts: &Options,
     pop_cache: u64,
     fleet: &Fleet,
-    warm: Option<(Vec<node::Stats>, u64, u64)>,
+    warm: Option<Snapshot>,
     warmup: u64,
     end: u64,
     releases: &[(usize, u64)],
 ) -> RunReport {
     let s = opts.scale.sample;
-    let zero = (vec![node::Stats::default(); fleet.nodes.len()], 0, 0);
-    let (before, _, _) = warm.unwrap_or(zero);
+    let ds = opts.scale.drop.as_ref().map_or(1.0, |d| d.listener_sample);
+    let before = warm.map(|w| w.0).unwrap_or_else(|| vec![Default::default(); fleet.nodes.len()]);
     let since = |i: usize| {
-        let (a, b) = (&fleet.nodes[i].stats, &before[i]);
-        node::Stats {
-            requests: a.requests - b.requests,
-            hits: a.hits - b.hits,
-            coalesced: a.coalesced - b.coalesced,
-            misses: a.misses - b.misses,
-            slice_reads: a.slice_reads - b.slice_reads,
-            slice_hits: a.slice_hits - b.slice_hits,
-            bytes: a.bytes - b.bytes,
-            hit_bytes: a.hit_bytes - b.hit_bytes,
-            joins: a.joins - b.joins,
-            fills: a.fills - b.fills,
-            fill_bytes: a.fill_bytes - b.fill_bytes,
-        }
+        let n = &fleet.nodes[i];
+        node::Full::of(&n.stats.since(&before[i].0), &n.album.since(&before[i].1), s, ds)
     };
     let regions = opts.scale.regions.max(1);
     let mut pops = Vec::new();
-    let mut total = node::Stats::default();
+    let mut total = node::Full::default();
     for i in 0..opts.pops {
         let st = since(i);
-        total.requests += st.requests;
-        total.hits += st.hits;
-        total.slice_reads += st.slice_reads;
-        total.slice_hits += st.slice_hits;
-        total.bytes += st.bytes;
-        total.hit_bytes += st.hit_bytes;
-        total.fill_bytes += st.fill_bytes;
+        total.add(&st);
         pops.push(PopReport {
             name: fleet.nodes[i].name.clone(),
             region: i % regions,
-            requests: st.requests,
-            request_hit_ratio: node::ratio(st.hits, st.requests),
-            slice_hit_ratio: node::ratio(st.slice_hits, st.slice_reads),
-            byte_hit_ratio: offload(&st),
-            slice_reads: st.slice_reads,
-            joins: st.joins,
-            fills: st.fills,
+            requests: st.requests.round() as u64,
+            request_hit_ratio: st.request_hit_ratio(),
+            slice_hit_ratio: st.slice_hit_ratio(),
+            byte_hit_ratio: st.offload(),
+            slice_reads: st.slice_reads.round() as u64,
+            joins: st.joins.round() as u64,
+            fills: st.fills.round() as u64,
         });
     }
     let secs = (end.saturating_sub(warmup)) as f64 / 1e6;
@@ -424,13 +413,12 @@ fn summarize(
     let drop = opts.scale.drop.as_ref().map(|d| {
         let mut regions_out = Vec::new();
         for &(r, at) in releases {
-            let b = (at / series.bucket_us) as usize;
-            let window = b..(b + (600.0 / per_bucket) as usize).min(buckets);
+            let window = at..at + 600_000_000;
+            let n = fleet.album_fetches.iter().filter(|(t, node)| window.contains(t) && node % regions == r).count();
             regions_out.push(RegionDrop {
                 region: r,
                 release_h: at as f64 / 3.6e9,
-                origin_requests_at_release: window.clone().map(|i| series.origin_drop_requests[i]).sum(),
-                origin_bytes_at_release: window.map(|i| series.origin_drop_bytes[i]).sum(),
+                origin_requests_at_release: n as u64,
             });
         }
         let mut ttfb: Vec<u64> = fleet.ttfb.iter().filter(|t| t.2 == Class::Drop).map(|t| t.1).collect();
@@ -463,16 +451,13 @@ fn summarize(
             drop_per_s.push((d as f64, bytes as f64 * 8.0 / per_bucket / 1e9, p99));
         }
     }
-    let shield_byte_hit_ratio = fleet.shield.map(|i| {
-        let st = since(i);
-        offload(&st)
-    });
+    let shield_byte_hit_ratio = fleet.shield.map(|i| since(i).offload());
     RunReport {
         pop_cache_bytes: pop_cache,
-        request_hit_ratio: node::ratio(total.hits, total.requests),
-        slice_hit_ratio: node::ratio(total.slice_hits, total.slice_reads),
-        byte_hit_ratio: offload(&total),
-        requests_per_s: total.requests as f64 / s / secs.max(1.0),
+        request_hit_ratio: total.request_hit_ratio(),
+        slice_hit_ratio: total.slice_hit_ratio(),
+        byte_hit_ratio: total.offload(),
+        requests_per_s: total.requests / secs.max(1.0),
         origin_requests_per_s: req_sum / secs.max(1.0),
         origin_requests_per_s_peak: peak_req,
         origin_gbps_mean: bytes_sum * 8.0 / secs.max(1.0) / 1e9,
@@ -635,6 +620,7 @@ pub async fn replay_inspect(
             last: l.last,
             pace: None,
             class: Class::Listener,
+            cause: None,
         };
         out.push(fleet.request(ask).await);
         // Fills take a millisecond: all are in before the trace's next millisecond.

@@ -153,6 +153,94 @@ pub struct Stats {
     pub fill_bytes: u64,
 }
 
+impl Stats {
+    /// What was tallied since `before` (a snapshot of this).
+    pub fn since(&self, before: &Stats) -> Stats {
+        Stats {
+            requests: self.requests - before.requests,
+            hits: self.hits - before.hits,
+            coalesced: self.coalesced - before.coalesced,
+            misses: self.misses - before.misses,
+            slice_reads: self.slice_reads - before.slice_reads,
+            slice_hits: self.slice_hits - before.slice_hits,
+            bytes: self.bytes - before.bytes,
+            hit_bytes: self.hit_bytes - before.hit_bytes,
+            joins: self.joins - before.joins,
+            fills: self.fills - before.fills,
+            fill_bytes: self.fill_bytes - before.fill_bytes,
+        }
+    }
+}
+
+/// Tallies at full scale: the catalog's scaled up by its sample, the album's reads by
+/// the listeners' sample (its fills are not sampled: every POP fetches each slice once
+/// however many listeners it has).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Full {
+    pub requests: f64,
+    pub hits: f64,
+    pub slice_reads: f64,
+    pub slice_hits: f64,
+    pub bytes: f64,
+    pub fill_bytes: f64,
+    pub fills: f64,
+    pub joins: f64,
+}
+
+impl Full {
+    pub fn of(catalog: &Stats, album: &Stats, sample: f64, album_sample: f64) -> Full {
+        let (c, a) = (1.0 / sample, 1.0 / album_sample);
+        let f = |x: u64, k: f64| x as f64 * k;
+        Full {
+            requests: f(catalog.requests, c) + f(album.requests, a),
+            hits: f(catalog.hits, c) + f(album.hits, a),
+            slice_reads: f(catalog.slice_reads, c) + f(album.slice_reads, a),
+            slice_hits: f(catalog.slice_hits, c) + f(album.slice_hits, a),
+            bytes: f(catalog.bytes, c) + f(album.bytes, a),
+            fill_bytes: f(catalog.fill_bytes, c) + album.fill_bytes as f64,
+            fills: f(catalog.fills, c) + album.fills as f64,
+            joins: f(catalog.joins, c) + f(album.joins, a),
+        }
+    }
+
+    pub fn add(&mut self, o: &Full) {
+        self.requests += o.requests;
+        self.hits += o.hits;
+        self.slice_reads += o.slice_reads;
+        self.slice_hits += o.slice_hits;
+        self.bytes += o.bytes;
+        self.fill_bytes += o.fill_bytes;
+        self.fills += o.fills;
+        self.joins += o.joins;
+    }
+
+    /// The share of bytes sent that cost no upstream fetch.
+    pub fn offload(&self) -> f64 {
+        if self.bytes <= 0.0 {
+            return 0.0;
+        }
+        (1.0 - self.fill_bytes / self.bytes).max(0.0)
+    }
+}
+
+fn div(a: f64, b: f64) -> f64 {
+    if b <= 0.0 {
+        0.0
+    } else {
+        a / b
+    }
+}
+
+impl Full {
+    pub fn request_hit_ratio(&self) -> f64 {
+        div(self.hits, self.requests)
+    }
+
+    pub fn slice_hit_ratio(&self) -> f64 {
+        div(self.slice_hits, self.slice_reads)
+    }
+}
+
 /// A client address for a listener or a child POP: never a socket, only the key the
 /// sequential-reader table files readers under.
 pub fn client(id: u64) -> Client {
@@ -176,7 +264,11 @@ pub struct Node {
     inflight: HashMap<(u32, u64), u64>,
     /// Objects being discovered.
     discovering: HashMap<u32, u64>,
+    /// Tallies for the catalog's objects, and for the dropped album's (objects below
+    /// `album_until`), which are sampled differently.
     pub stats: Stats,
+    pub album: Stats,
+    pub album_until: u32,
 }
 
 /// One reader going through a range of an object, slice by slice.
@@ -218,7 +310,17 @@ impl Node {
             inflight: HashMap::new(),
             discovering: HashMap::new(),
             stats: Stats::default(),
+            album: Stats::default(),
+            album_until: 0,
         })
+    }
+
+    fn tally(&mut self, object: u32) -> &mut Stats {
+        if object < self.album_until {
+            &mut self.album
+        } else {
+            &mut self.stats
+        }
     }
 
     fn key(&self, objects: &[Object], object: u32, index: u64) -> SliceKey {
@@ -239,7 +341,7 @@ impl Node {
         last: u64,
         wants: &mut Vec<Want>,
     ) -> (Outcome, bool, Reader) {
-        self.stats.requests += 1;
+        self.tally(object).requests += 1;
         let o = &objects[object as usize];
         let known = self.cache.load_object(&o.path).await.is_some();
         let outcome = if known {
@@ -253,9 +355,9 @@ impl Node {
             Outcome::Coalesced
         };
         match outcome {
-            Outcome::Hit | Outcome::HitSsd => self.stats.hits += 1,
-            Outcome::Coalesced => self.stats.coalesced += 1,
-            Outcome::Miss => self.stats.misses += 1,
+            Outcome::Hit | Outcome::HitSsd => self.tally(object).hits += 1,
+            Outcome::Coalesced => self.tally(object).coalesced += 1,
+            Outcome::Miss => self.tally(object).misses += 1,
         }
         let range = first..last + 1;
         let sequential = self.streams.continues(Some(client), &o.path, &range);
@@ -306,15 +408,17 @@ impl Node {
         }
         let bytes = r.end.min(slice_end) - r.pos;
         r.pos = r.end.min(slice_end);
-        self.stats.slice_reads += 1;
-        self.stats.bytes += bytes;
+        let t = self.tally(r.object);
+        t.slice_reads += 1;
+        t.bytes += bytes;
         if self.cache.slice(&key).await.is_some() {
-            self.stats.slice_hits += 1;
-            self.stats.hit_bytes += bytes;
+            let t = self.tally(r.object);
+            t.slice_hits += 1;
+            t.hit_bytes += bytes;
             return Some(None);
         }
         if let Some(&at) = self.inflight.get(&(r.object, index)) {
-            self.stats.joins += 1;
+            self.tally(r.object).joins += 1;
             return Some(Some(at));
         }
         self.inflight.insert((r.object, index), u64::MAX);
@@ -350,15 +454,15 @@ impl Node {
 
     /// A fill the node started is scheduled to be done at `at`.
     pub fn scheduled(&mut self, want: Want, at: u64) {
-        self.stats.fills += 1;
+        self.tally(want.object).fills += 1;
         self.inflight.insert((want.object, want.index), at);
         if want.discovery {
             self.discovering.insert(want.object, at);
         }
     }
 
-    pub fn count_fill_bytes(&mut self, bytes: u64) {
-        self.stats.fill_bytes += bytes;
+    pub fn count_fill_bytes(&mut self, object: u32, bytes: u64) {
+        self.tally(object).fill_bytes += bytes;
     }
 
     /// When the object's discovery will be done, if one is in flight.
@@ -384,12 +488,6 @@ impl Node {
         let len = ((want.index * size + size).min(o.len) - want.index * size) as usize;
         let key = self.key(objects, want.object, want.index);
         self.cache.put_slice(key, 0, zeros(len as u64));
-    }
-
-    /// Slices read since the start, and the share the cache answered (by reads and bytes).
-    pub fn hit_ratios(&self) -> (f64, f64) {
-        let s = &self.stats;
-        (ratio(s.slice_hits, s.slice_reads), ratio(s.hit_bytes, s.bytes))
     }
 }
 
