@@ -258,6 +258,14 @@ impl Fleet {
         outcome
     }
 
+    /// A HEAD request arrives at `node` now: it learns the object, reads nothing.
+    pub async fn head(&mut self, node: usize, object: u32) -> Outcome {
+        let mut wants = Vec::new();
+        let outcome = self.nodes[node].head(&self.objects, object, &mut wants).await;
+        self.start_fills(node, wants, Cause { node, class: Class::Listener }).await;
+        outcome
+    }
+
     /// The reader reads its next slice (all of them when it has no pace), then waits for
     /// that slice and for its listener to want the next.
     async fn step(&mut self, id: usize) {

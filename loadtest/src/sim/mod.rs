@@ -52,10 +52,13 @@ pub struct PopReport {
     pub request_hit_ratio: f64,
     pub slice_hit_ratio: f64,
     pub byte_hit_ratio: f64,
-    /// Slice reads, reads that joined a fill in flight, and upstream fetches.
+    /// Slice reads, reads that joined a fill in flight, and upstream fetches (of which
+    /// read-ahead's and discoveries).
     pub slice_reads: u64,
     pub joins: u64,
     pub fills: u64,
+    pub read_ahead_fills: u64,
+    pub discoveries: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -378,6 +381,8 @@ fn summarize(
             slice_reads: st.slice_reads.round() as u64,
             joins: st.joins.round() as u64,
             fills: st.fills.round() as u64,
+            read_ahead_fills: st.read_ahead_fills.round() as u64,
+            discoveries: st.discoveries.round() as u64,
         });
     }
     let secs = (end.saturating_sub(warmup)) as f64 / 1e6;
@@ -519,9 +524,10 @@ pub fn write(dir: &Path, report: &Report) -> Result<Vec<std::path::PathBuf>, Str
 }
 
 /// One line of a request trace: at `at_ms`, `client` asks for bytes `first..=last` of the
-/// object at `path` (`len` bytes, with this strong ETag).
+/// object at `path` (`len` bytes, with this strong ETag), or only its head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceLine {
+    pub head: bool,
     pub at_ms: u64,
     pub client: u64,
     pub path: String,
@@ -531,7 +537,8 @@ pub struct TraceLine {
     pub last: u64,
 }
 
-/// Parse a request trace: CSV `at_ms,client,path,len,etag,first,last` with a header line.
+/// Parse a request trace: CSV `at_ms,client,path,len,etag,first,last[,method]` with a
+/// header line; the method is GET (the default) or HEAD.
 pub fn parse_trace(text: &str, file: &str) -> Result<Vec<TraceLine>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate().skip(1) {
@@ -540,12 +547,18 @@ pub fn parse_trace(text: &str, file: &str) -> Result<Vec<TraceLine>, String> {
         }
         let f: Vec<&str> = line.split(',').collect();
         let bad = |what: &str| format!("{file}:{}: {what}", n + 1);
-        if f.len() != 7 {
-            return Err(bad("expected at_ms,client,path,len,etag,first,last"));
+        if f.len() != 7 && f.len() != 8 {
+            return Err(bad("expected at_ms,client,path,len,etag,first,last[,method]"));
         }
+        let head = match f.get(7).map(|m| m.trim()) {
+            None | Some("GET") => false,
+            Some("HEAD") => true,
+            Some(m) => return Err(bad(&format!("method {m:?}: expected GET or HEAD"))),
+        };
         let num =
             |i: usize, name: &str| f[i].trim().parse::<u64>().map_err(|_| bad(&format!("{name} is not a number")));
         let l = TraceLine {
+            head,
             at_ms: num(0, "at_ms")?,
             client: num(1, "client")?,
             path: f[2].trim().to_owned(),
@@ -563,9 +576,13 @@ pub fn parse_trace(text: &str, file: &str) -> Result<Vec<TraceLine>, String> {
 }
 
 pub fn format_trace(lines: &[TraceLine]) -> String {
-    let mut s = String::from("at_ms,client,path,len,etag,first,last\n");
+    let mut s = String::from("at_ms,client,path,len,etag,first,last,method\n");
     for l in lines {
-        s.push_str(&format!("{},{},{},{},{},{},{}\n", l.at_ms, l.client, l.path, l.len, l.etag, l.first, l.last));
+        let method = if l.head { "HEAD" } else { "GET" };
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{method}\n",
+            l.at_ms, l.client, l.path, l.len, l.etag, l.first, l.last
+        ));
     }
     s
 }
@@ -622,7 +639,7 @@ pub async fn replay_inspect(
             class: Class::Listener,
             cause: None,
         };
-        out.push(fleet.request(ask).await);
+        out.push(if l.head { fleet.head(0, id).await } else { fleet.request(ask).await });
         // Fills take a millisecond: all are in before the trace's next millisecond.
         fleet.run_until(l.at_ms * 1000 + 999).await;
         inspect(out.len() - 1, &fleet.nodes[0].cache);

@@ -151,6 +151,9 @@ pub struct Stats {
     /// Upstream fetches (fills, discoveries and read-ahead included) and their bytes.
     pub fills: u64,
     pub fill_bytes: u64,
+    /// Of the fills, those read-ahead started, and discoveries.
+    pub read_ahead_fills: u64,
+    pub discoveries: u64,
 }
 
 impl Stats {
@@ -168,6 +171,8 @@ impl Stats {
             joins: self.joins - before.joins,
             fills: self.fills - before.fills,
             fill_bytes: self.fill_bytes - before.fill_bytes,
+            read_ahead_fills: self.read_ahead_fills - before.read_ahead_fills,
+            discoveries: self.discoveries - before.discoveries,
         }
     }
 }
@@ -185,6 +190,8 @@ pub struct Full {
     pub fill_bytes: f64,
     pub fills: f64,
     pub joins: f64,
+    pub read_ahead_fills: f64,
+    pub discoveries: f64,
 }
 
 impl Full {
@@ -200,6 +207,8 @@ impl Full {
             fill_bytes: f(catalog.fill_bytes, c) + album.fill_bytes as f64,
             fills: f(catalog.fills, c) + album.fills as f64,
             joins: f(catalog.joins, c) + f(album.joins, a),
+            read_ahead_fills: f(catalog.read_ahead_fills, c) + album.read_ahead_fills as f64,
+            discoveries: f(catalog.discoveries, c) + album.discoveries as f64,
         }
     }
 
@@ -212,6 +221,8 @@ impl Full {
         self.fill_bytes += o.fill_bytes;
         self.fills += o.fills;
         self.joins += o.joins;
+        self.read_ahead_fills += o.read_ahead_fills;
+        self.discoveries += o.discoveries;
     }
 
     /// The share of bytes sent that cost no upstream fetch.
@@ -350,6 +361,7 @@ impl Node {
             v.insert(u64::MAX);
             self.inflight.insert((object, 0), u64::MAX);
             wants.push(Want { object, index: 0, discovery: true });
+            self.tally(object).discoveries += 1;
             Outcome::Miss
         } else {
             Outcome::Coalesced
@@ -362,6 +374,22 @@ impl Node {
         let range = first..last + 1;
         let sequential = self.streams.continues(Some(client), &o.path, &range);
         (outcome, !known, Reader { client, object, pos: first, end: last + 1, sequential, ahead_done: 0 })
+    }
+
+    /// A HEAD request: the object's identity (a discovery if it is unknown), no body.
+    pub async fn head(&mut self, objects: &[Object], object: u32, wants: &mut Vec<Want>) -> Outcome {
+        self.tally(object).requests += 1;
+        if self.cache.load_object(&objects[object as usize].path).await.is_some() {
+            return Outcome::Hit;
+        }
+        if let std::collections::hash_map::Entry::Vacant(v) = self.discovering.entry(object) {
+            v.insert(u64::MAX);
+            self.inflight.insert((object, 0), u64::MAX);
+            wants.push(Want { object, index: 0, discovery: true });
+            self.tally(object).discoveries += 1;
+            return Outcome::Miss;
+        }
+        Outcome::Coalesced
     }
 
     /// The edge's `classify` for a known object: a hit if every slice is cached,
@@ -439,6 +467,7 @@ impl Node {
                 continue;
             }
             self.inflight.insert((r.object, next), u64::MAX);
+            self.tally(r.object).read_ahead_fills += 1;
             wants.push(Want { object: r.object, index: next, discovery: false });
         }
     }
