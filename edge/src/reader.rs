@@ -145,6 +145,7 @@ impl Cursor {
                 state.coalescer.join(&info.key, info.generation, next, state.writer_max_age, cached)
             {
                 metrics::counter!("edge_read_ahead_fills_total").increment(1);
+                state.cache.expect(&k);
                 fetch::spawn_fill(state, &f, info.key.clone(), info.generation, next, Some(info.clone()), None);
             }
         }

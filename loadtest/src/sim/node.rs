@@ -467,6 +467,7 @@ impl Node {
                 continue;
             }
             self.inflight.insert((r.object, next), u64::MAX);
+            self.cache.expect(&key);
             self.tally(r.object).read_ahead_fills += 1;
             wants.push(Want { object: r.object, index: next, discovery: false });
         }
