@@ -1674,7 +1674,7 @@ fn control_plane_scenario(dir: &std::path::Path, db: &str) {
     // A POP that joins the region after the pre-warm still gets the job; one that cannot
     // reach any upstream reports failure, is retried, then flagged failed.
     let late = spawn_pop(dir, "e4", "eu", shield_addr, cp_port, CP_ADMIN);
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (_held, dead) = dead_addr();
     let broken = spawn_pop(dir, "e5", "eu", dead, cp_port, CP_ADMIN);
     wait_for("the late POP pre-warmed and the broken one flagged", 30, || {
         let v = status("drop1");
@@ -1743,12 +1743,12 @@ fn app_api_catalog_scenario(dir: &std::path::Path, db: &str) {
         .arg(&edge_cfg);
     let (edge, edge_addr) = spawn_server(e);
     // The control plane is down: POPs come from fallback_pops (documented fallback).
+    let (_held, cp_down) = dead_addr();
     let extra = format!(
         "fallback_pops = [\"http://{edge_addr}\", \"http://{origin_addr}\"]\n\
          [signing]\nkid = \"k1\"\nsecret_hex = \"{SIGNING_HEX}\"\nttl_secs = 120\n\
-         [control_plane]\nurl = \"http://127.0.0.1:{}\"\ntoken = \"cp-token-unreachable-01\"\n\
-         [regions]\neu = [\"SE\", \"NO\"]\n",
-        free_port()
+         [control_plane]\nurl = \"http://{cp_down}\"\ntoken = \"cp-token-unreachable-01\"\n\
+         [regions]\neu = [\"SE\", \"NO\"]\n"
     );
     let (app, addr) = spawn_app_api(dir, db, origin_addr, &extra);
 

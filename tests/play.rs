@@ -102,7 +102,8 @@ fn a_dead_pop_fails_over_to_the_second() {
     let Up { dir, up, origin, edge, app, token, .. } = start_up();
     let ids = album_ids(app, &token);
     // A second app API on the same catalog whose POPs are a dead one and the edge.
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (_held, dead) = dead_addr();
+    let dead = format!("http://{dead}");
     let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[dead.clone(), format!("http://{edge}")]);
     let (key, id) = listener_on(app2_addr, &token, &ids, &dead);
     std::fs::write(dir.path().join("listener.key"), &key).unwrap();

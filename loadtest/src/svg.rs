@@ -31,6 +31,8 @@ fn esc(s: &str) -> String {
 }
 
 fn label(v: f64) -> String {
+    // A tick computed as -0.0 prints as "-0".
+    let v = if v == 0.0 { 0.0 } else { v };
     if v.abs() >= 100.0 || v == v.trunc() {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {

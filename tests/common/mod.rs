@@ -137,6 +137,16 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// An address nothing answers on: a port bound but not listening, so connections are
+/// refused, held by the returned socket so no other test's listener can take it (a
+/// dropped listener's port could be).
+pub fn dead_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = held.local_addr().unwrap();
+    (held, addr)
+}
+
 pub fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
     while !ok() {

@@ -510,7 +510,7 @@ pub fn write(dir: &Path, report: &Report) -> Result<Vec<std::path::PathBuf>, Str
         let tb = |r: &RunReport| r.pop_cache_bytes as f64 / 1e12;
         let lines = vec![
             Line {
-                name: "byte hit ratio".into(),
+                name: "offload (bytes sent at no upstream cost)".into(),
                 points: report.runs.iter().map(|r| (tb(r), r.byte_hit_ratio)).collect(),
             },
             Line {
@@ -518,7 +518,7 @@ pub fn write(dir: &Path, report: &Report) -> Result<Vec<std::path::PathBuf>, Str
                 points: report.runs.iter().map(|r| (tb(r), r.request_hit_ratio)).collect(),
             },
         ];
-        put("hit-ratio.svg", chart("POP hit ratio by cache size", "cache per POP (TB)", "hit ratio", &lines))?;
+        put("hit-ratio.svg", chart("POPs by SSD tier size", "SSD tier per POP (TB)", "ratio", &lines))?;
     }
     Ok(written)
 }
