@@ -19,6 +19,7 @@ const FILES: &[File] = &[
         bytes: include_bytes!("../web/player.js"),
     },
     File { path: "/web/style.css", content_type: "text/css; charset=utf-8", bytes: include_bytes!("../web/style.css") },
+    segue_core::web::EVENTS_JS,
 ];
 
 /// Scripts and styles only from here; audio, seek tables and manifests come from the

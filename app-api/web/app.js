@@ -3,6 +3,7 @@
 // served by the app API; the API key stays in this browser (localStorage) and goes out
 // only as a bearer token to this origin.
 
+import { followEvents } from './events.js';
 import { Player } from './player.js';
 
 const KEY = 'segue.key';
@@ -210,37 +211,17 @@ async function showPlaylist(id) {
   });
 }
 
-// The playlist's server-sent events (fetch, so the key goes in a header).
+// The playlist's server-sent events, followed until the view changes or the playlist
+// is gone.
 function follow(id, onVersion) {
   const ctl = new AbortController();
   live = ctl;
-  (async () => {
-    while (!ctl.signal.aborted) {
-      try {
-        const r = await fetch(`/v1/playlists/${encodeURIComponent(id)}/events`, {
-          headers: { Authorization: `Bearer ${api.key}` }, signal: ctl.signal,
-        });
-        const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buf = '';
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buf += value;
-          let end;
-          while ((end = buf.indexOf('\n\n')) >= 0) {
-            const block = buf.slice(0, end);
-            buf = buf.slice(end + 2);
-            const data = block.split('\n').find((l) => l.startsWith('data: '));
-            if (block.startsWith('event: version') && data) await onVersion(JSON.parse(data.slice(6)).version);
-            if (block.startsWith('event: gone')) return;
-          }
-        }
-      } catch {
-        if (ctl.signal.aborted) return;
-      }
-      await new Promise((ok) => setTimeout(ok, 1000));
-    }
-  })();
+  const url = `/v1/playlists/${encodeURIComponent(id)}/events`;
+  followEvents(url, { Authorization: `Bearer ${api.key}` }, ctl.signal, async (name, data) => {
+    if (name === 'gone') return false;
+    if (name === 'version' && data) await onVersion(data.version);
+    return true;
+  }, { again: true });
 }
 
 async function showDiscover() {

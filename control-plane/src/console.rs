@@ -30,6 +30,7 @@ const FILES: &[File] = &[
         content_type: "text/css; charset=utf-8",
         bytes: include_bytes!("../web/console.css"),
     },
+    segue_core::web::EVENTS_JS,
 ];
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

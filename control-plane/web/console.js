@@ -3,6 +3,8 @@
 // events), and purges confirmed POP by POP. Every call carries the control-plane token
 // kept in this browser's sessionStorage.
 
+import { followEvents } from './events.js';
+
 const KEY = 'segue.console.token';
 const $ = (sel) => document.querySelector(sel);
 let token = sessionStorage.getItem(KEY) || '';
@@ -50,34 +52,13 @@ function every(ms, f) {
   stop.push(() => clearInterval(t));
 }
 
-// Server-sent events through fetch, so the token goes in a header.
+// A release's or purge's status events, until the view changes or the stream ends.
 function follow(path, onStatus) {
   const ctl = new AbortController();
   stop.push(() => ctl.abort());
-  (async () => {
-    while (!ctl.signal.aborted) {
-      try {
-        const r = await fetch(path, { headers: { Authorization: `Bearer ${token}` }, signal: ctl.signal });
-        const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buf = '';
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) return;
-          buf += value;
-          let end;
-          while ((end = buf.indexOf('\n\n')) >= 0) {
-            const block = buf.slice(0, end);
-            buf = buf.slice(end + 2);
-            const data = block.split('\n').find((l) => l.startsWith('data: '));
-            if (data) onStatus(JSON.parse(data.slice(6)));
-          }
-        }
-      } catch {
-        if (ctl.signal.aborted) return;
-      }
-      await new Promise((ok) => setTimeout(ok, 1000));
-    }
-  })();
+  followEvents(path, { Authorization: `Bearer ${token}` }, ctl.signal, (name, data) => {
+    if (data) onStatus(data);
+  }, { again: false });
 }
 
 async function showPops() {

@@ -18,6 +18,13 @@ pub struct File {
     pub bytes: &'static [u8],
 }
 
+/// The server-sent events reader both pages import (`/web/events.js`).
+pub const EVENTS_JS: File = File {
+    path: "/web/events.js",
+    content_type: "text/javascript; charset=utf-8",
+    bytes: include_bytes!("../web/events.js"),
+};
+
 /// The file of `files` at `path` (`/index.html` is `/`), with `csp`; `304` when the
 /// client's copy is current.
 pub fn serve(files: &[File], path: &str, request: &HeaderMap, csp: &'static str) -> Option<Response<Body>> {
