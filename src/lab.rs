@@ -61,6 +61,9 @@ pub async fn lab(
         regions,
         demo_track_secs,
         subsonic_proxy: false,
+        processes: true,
+        // A lab marks a killed POP down within seconds, not the production 15.
+        heartbeat_secs: 1,
     })
     .await
 }

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use segue_core::config::validated;
 
+mod child;
 mod keys;
 mod lab;
 mod listen;

@@ -61,6 +61,11 @@ pub struct Plan {
     pub regions: Vec<(String, i32, Vec<String>)>,
     pub demo_track_secs: u32,
     pub subsonic_proxy: bool,
+    /// Run the origin and every POP as child processes (`segue lab`: a scenario can kill
+    /// one), rather than in this process (`segue up`).
+    pub processes: bool,
+    /// Seconds between POP heartbeats; a POP silent for three is down.
+    pub heartbeat_secs: u64,
 }
 
 /// The region of the shield POP: the control plane must know it, listeners never map to it
@@ -85,21 +90,59 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32, subsonic_
         regions: vec![("default".into(), 0, Vec::new())],
         demo_track_secs: secs,
         subsonic_proxy,
+        processes: false,
+        heartbeat_secs: 5,
     })
     .await
 }
 
-/// A running edge: its config, state and listener.
+/// An edge of the fleet, before it starts.
+struct EdgeSpec {
+    name: String,
+    region: String,
+    listen: SocketAddr,
+    upstreams: Vec<String>,
+    dir: PathBuf,
+    behind_shield: bool,
+}
+
+/// An edge running in this process (`segue up`).
 struct Edge {
     cfg: segue_edge::Config,
     state: std::sync::Arc<segue_edge::State>,
     listener: tokio::net::TcpListener,
 }
 
+/// A role's config as the TOML its file would hold, checked the way its command checks
+/// it. One source for both ways a role runs: in this process, or a child given the file.
+fn config_of<T>(source: &std::path::Path, table: &toml::Table) -> Result<T, Failure>
+where
+    T: serde::de::DeserializeOwned + segue_core::config::Validate,
+{
+    let cfg: T = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e| Failure::Usage(format!("{}: {e}", source.display())))?;
+    validated(source, cfg).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+/// Build a TOML table from `key = value` pairs.
+fn table<const N: usize>(pairs: [(&str, toml::Value); N]) -> toml::Table {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+fn strings(v: &[String]) -> toml::Value {
+    toml::Value::Array(v.iter().map(|s| toml::Value::String(s.clone())).collect())
+}
+
+fn path_value(p: &std::path::Path) -> toml::Value {
+    toml::Value::String(p.to_string_lossy().into_owned())
+}
+
 /// Start `plan`'s fleet and run it until SIGTERM or Ctrl-C.
 pub async fn run(plan: Plan) -> Result<(), Failure> {
     use segue_core::server;
     use std::sync::Arc;
+    use toml::Value;
     let label = plan.label;
     let data_dir = plan.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|e| Failure::Runtime(format!("{}: {e}", data_dir.display())))?;
@@ -119,17 +162,16 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
     segue_core::drm::kek::Keks::create_file(&subsonic_keys, "up1")
         .map_err(|e| Failure::Runtime(format!("{}: {e}", subsonic_keys.display())))?;
     let origin_dir = data_dir.join("origin");
-    let origin_cfg = segue_origin::Config {
-        listen: plan.origin_listen,
-        data_dir: origin_dir.to_string_lossy().into_owned(),
-        drm: segue_origin::config::DrmSettings {
-            kek_file: kek_file.to_string_lossy().into_owned(),
-            key_tokens: vec![keys_token.clone()],
-        },
-        ..Default::default()
-    };
+    let origin_table = table([
+        ("listen", Value::String(plan.origin_listen.to_string())),
+        ("data_dir", path_value(&origin_dir)),
+        (
+            "drm",
+            Value::Table(table([("kek_file", path_value(&kek_file)), ("key_tokens", strings(&[keys_token.clone()]))])),
+        ),
+    ]);
     let source = PathBuf::from(format!("({label})"));
-    let origin_cfg = validated(&source, origin_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
+    let origin_cfg: segue_origin::Config = config_of(&source, &origin_table)?;
     let store = segue_core::store::FsStore::new(&origin_dir).map_err(|e| Failure::Runtime(e.to_string()))?;
     eprintln!("{label}: preparing the demo catalog in {}", origin_dir.display());
     let keks = origin_cfg.drm.keks().map_err(|e| Failure::Runtime(format!("{}: {}", e.field, e.message)))?;
@@ -139,6 +181,64 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
     let made = tracks.iter().filter(|t| t.created).count();
     eprintln!("{label}: demo catalog ready ({} tracks, {made} packaged now)", tracks.len());
 
+    // Each edge heartbeats with a per-start token; the release manager's token persists
+    // in DATA_DIR.
+    let mut pop_tokens = std::collections::BTreeMap::new();
+    let mut specs = Vec::new();
+    let dir_of = |name: &str| {
+        // `segue up`'s one POP keeps its files at the top of DATA_DIR, as it always has.
+        if plan.pops.len() == 1 && plan.shield.is_none() {
+            data_dir.clone()
+        } else {
+            data_dir.join("pops").join(name)
+        }
+    };
+    if let Some(addr) = plan.shield {
+        specs.push(EdgeSpec {
+            name: "shield".into(),
+            region: SHIELD_REGION.into(),
+            listen: addr,
+            upstreams: Vec::new(),
+            dir: data_dir.join("pops/shield"),
+            behind_shield: false,
+        });
+    }
+    for p in &plan.pops {
+        specs.push(EdgeSpec {
+            name: p.name.clone(),
+            region: p.region.clone(),
+            listen: p.listen,
+            upstreams: Vec::new(),
+            dir: dir_of(&p.name),
+            behind_shield: p.behind_shield,
+        });
+    }
+    for s in &specs {
+        pop_tokens.insert(s.name.clone(), random_token()?);
+    }
+    let edge_table = |s: &EdgeSpec, cp_addr: SocketAddr| {
+        let cp = table([
+            ("url", Value::String(format!("http://{cp_addr}"))),
+            ("token", Value::String(pop_tokens.get(&s.name).cloned().unwrap_or_default())),
+            ("region", Value::String(s.region.clone())),
+            ("heartbeat_secs", Value::Integer(plan.heartbeat_secs as i64)),
+        ]);
+        table([
+            ("listen", Value::String(s.listen.to_string())),
+            ("upstreams", strings(&s.upstreams)),
+            ("mem_cache_mb", Value::Integer(256)),
+            ("ssd_cache_dir", path_value(&s.dir.join("edge-cache"))),
+            ("ssd_cache_mb", Value::Integer(1024)),
+            ("access_log", path_value(&s.dir.join("edge-access.log"))),
+            ("name", Value::String(s.name.clone())),
+            ("control_plane", Value::Table(cp)),
+            (
+                "tokens",
+                Value::Table(table([("keys", Value::Table(table([("up", Value::String(signing_key.clone()))])))])),
+            ),
+        ])
+    };
+
     // Bind every listener first: each role needs the others' real addresses (port 0 works).
     let io = |what: &str, e: std::io::Error| Failure::Runtime(format!("cannot listen for the {what}: {e}"));
     let bind = |addr: SocketAddr, what: String| async move {
@@ -146,75 +246,88 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         let a = l.local_addr().map_err(|e| io(&what, e))?;
         Ok::<_, Failure>((l, a))
     };
-    // In this order (each prints `listening on ADDR`): origin, shield, POPs, control
-    // plane, app API.
-    let (origin_listener, origin_addr) = bind(origin_cfg.listen, "origin".into()).await?;
-    let shield = match plan.shield {
-        Some(addr) => Some(bind(addr, "shield POP".into()).await?),
-        None => None,
+    // Quietly: the lab prints these lines once its children listen, in the same order.
+    let bind_quiet = |addr: SocketAddr, what: &'static str| async move {
+        segue_core::telemetry::metrics();
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| io(what, e))?;
+        let a = l.local_addr().map_err(|e| io(what, e))?;
+        Ok::<_, Failure>((l, a))
     };
-    let mut pop_listeners = Vec::with_capacity(plan.pops.len());
-    for p in &plan.pops {
-        pop_listeners.push(bind(p.listen, format!("POP {}", p.name)).await?);
+    let mut in_process = Vec::new();
+    let mut children = Vec::new();
+    let origin_listener;
+    let origin_addr;
+    let cp_listener;
+    let cp_addr;
+    let app_listener;
+    let app_addr;
+    if plan.processes {
+        (cp_listener, cp_addr) = bind_quiet(plan.cp_listen, "control plane").await?;
+        (app_listener, app_addr) = bind_quiet(plan.app_listen, "app-api").await?;
+        let (conf, log) = crate::child::files(&data_dir, "origin");
+        let origin = crate::child::spawn("origin", "origin", &origin_table, &conf, &log).await?;
+        origin_addr = origin.addr;
+        origin_listener = None;
+        children.push(origin);
+        let origin_url = format!("http://{origin_addr}");
+        let mut shield_url: Option<String> = None;
+        for mut s in specs {
+            s.upstreams = match &shield_url {
+                // Through the shield, the origin as a fallback should the shield be down.
+                Some(shield) if s.behind_shield => vec![shield.clone(), origin_url.clone()],
+                _ => vec![origin_url.clone()],
+            };
+            std::fs::create_dir_all(&s.dir).map_err(|e| Failure::Runtime(format!("{}: {e}", s.dir.display())))?;
+            let t = edge_table(&s, cp_addr);
+            let _: segue_edge::Config = config_of(&source, &t)?;
+            let (conf, log) = crate::child::files(&s.dir, "edge");
+            let child = crate::child::spawn(&s.name, "edge", &t, &conf, &log).await?;
+            if s.name == "shield" {
+                shield_url = Some(format!("http://{}", child.addr));
+            }
+            children.push(child);
+        }
+        for c in &children {
+            println!("listening on {}", c.addr);
+        }
+        println!("listening on {cp_addr}");
+        println!("listening on {app_addr}");
+    } else {
+        // In this order (each prints `listening on ADDR`): origin, shield, POPs, control
+        // plane, app API.
+        let (l, a) = bind(origin_cfg.listen, "origin".into()).await?;
+        (origin_listener, origin_addr) = (Some(l), a);
+        let mut listeners = Vec::new();
+        for s in &specs {
+            listeners.push(bind(s.listen, format!("POP {}", s.name)).await?);
+        }
+        (cp_listener, cp_addr) = bind(plan.cp_listen, "control plane".into()).await?;
+        (app_listener, app_addr) = bind(plan.app_listen, "app-api".into()).await?;
+        let origin_url = format!("http://{origin_addr}");
+        let shield_url = plan.shield.and_then(|_| listeners.first().map(|(_, a)| format!("http://{a}")));
+        for (mut s, (listener, addr)) in specs.into_iter().zip(listeners) {
+            s.listen = addr;
+            s.upstreams = match &shield_url {
+                Some(shield) if s.behind_shield => vec![shield.clone(), origin_url.clone()],
+                _ => vec![origin_url.clone()],
+            };
+            let cfg: segue_edge::Config = config_of(&source, &edge_table(&s, cp_addr))?;
+            in_process.push((s.name, cfg, listener));
+        }
     }
-    let (cp_listener, cp_addr) = bind(plan.cp_listen, "control plane".into()).await?;
-    let (app_listener, app_addr) = bind(plan.app_listen, "app-api".into()).await?;
-
-    // Each edge heartbeats with a per-start token; the release manager's token persists
-    // in DATA_DIR.
-    let mut pop_tokens = std::collections::BTreeMap::new();
-    let mut edge_cfgs = Vec::new();
     let origin_url = format!("http://{origin_addr}");
-    let mut edge = |name: &str, region: &str, addr: SocketAddr, upstreams: Vec<String>, dir: PathBuf| {
-        let token = random_token()?;
-        pop_tokens.insert(name.to_owned(), token.clone());
-        let cfg = segue_edge::Config {
-            listen: addr,
-            upstreams,
-            mem_cache_mb: 256,
-            ssd_cache_dir: dir.join("edge-cache").to_string_lossy().into_owned(),
-            ssd_cache_mb: 1024,
-            access_log: dir.join("edge-access.log").to_string_lossy().into_owned(),
-            name: name.into(),
-            control_plane: Some(segue_edge::config::ControlPlaneSettings {
-                url: format!("http://{cp_addr}"),
-                token,
-                region: region.into(),
-                public_url: String::new(),
-                admin_url: String::new(),
-                heartbeat_secs: 5,
-            }),
-            tokens: segue_core::token::TokenSettings {
-                keys: [("up".to_owned(), signing_key.clone())].into_iter().collect(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        validated(&source, cfg).map_err(|e| Failure::Usage(e.to_string()))
+    // The POPs listeners are handed (not the shield), in plan order.
+    let pop_addrs: Vec<SocketAddr> = if plan.processes {
+        children.iter().filter(|c| c.name != "origin" && c.name != "shield").map(|c| c.addr).collect()
+    } else {
+        in_process.iter().filter(|(n, _, _)| n != "shield").filter_map(|(_, _, l)| l.local_addr().ok()).collect()
     };
-    // `segue up`'s one POP keeps its files at the top of DATA_DIR, as it always has.
-    let dir_of = |name: &str| {
-        if plan.pops.len() == 1 && plan.shield.is_none() {
-            data_dir.clone()
-        } else {
-            data_dir.join("pops").join(name)
-        }
+    let shield_addr: Option<SocketAddr> = if plan.processes {
+        children.iter().find(|c| c.name == "shield").map(|c| c.addr)
+    } else {
+        in_process.iter().find(|(n, _, _)| n == "shield").and_then(|(_, _, l)| l.local_addr().ok())
     };
-    let shield_url = shield.as_ref().map(|(_, a)| format!("http://{a}"));
-    let shield_cfg = match &shield {
-        Some((_, addr)) => {
-            Some(edge("shield", SHIELD_REGION, *addr, vec![origin_url.clone()], data_dir.join("pops/shield"))?)
-        }
-        None => None,
-    };
-    for (p, (_, addr)) in plan.pops.iter().zip(&pop_listeners) {
-        let upstreams = match (&shield_url, p.behind_shield) {
-            // Through the shield, the origin as a fallback should the shield be down.
-            (Some(s), true) => vec![s.clone(), origin_url.clone()],
-            _ => vec![origin_url.clone()],
-        };
-        edge_cfgs.push(edge(&p.name, &p.region, *addr, upstreams, dir_of(&p.name))?);
-    }
+
     let mut cp_regions: Vec<segue_control_plane::config::Region> = plan
         .regions
         .iter()
@@ -223,7 +336,7 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
             utc_offset_minutes: *offset,
         })
         .collect();
-    if shield_cfg.is_some() {
+    if plan.shield.is_some() {
         cp_regions.push(segue_control_plane::config::Region { name: SHIELD_REGION.into(), utc_offset_minutes: 0 });
     }
     let cp_cfg = segue_control_plane::Config {
@@ -233,6 +346,7 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         api_tokens: vec![api_token.clone()],
         pop_tokens,
         regions: cp_regions,
+        heartbeat_timeout_secs: plan.heartbeat_secs * 3,
         ..Default::default()
     };
     let cp_cfg = validated(&source, cp_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
@@ -244,7 +358,8 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         admin_tokens: vec![app_token.clone()],
         signing: segue_app_api::config::Signing { kid: "up".into(), secret_hex: signing_key.clone(), ttl_secs: 3600 },
         control_plane: Some(segue_app_api::config::ControlPlane { url: format!("http://{cp_addr}"), token: api_token }),
-        fallback_pops: pop_listeners.iter().map(|(_, a)| format!("http://{a}")).collect(),
+        pop_cache_secs: plan.heartbeat_secs.min(10),
+        fallback_pops: pop_addrs.iter().map(|a| format!("http://{a}")).collect(),
         regions: plan
             .regions
             .iter()
@@ -271,22 +386,16 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
     };
     let app_cfg = validated(&source, app_cfg).map_err(|e| Failure::Usage(e.to_string()))?;
 
-    let base = format!("http://{}", pop_listeners[0].1);
-    let pops_text: Vec<String> = plan
-        .pops
-        .iter()
-        .zip(&pop_listeners)
-        .map(|(p, (_, a))| format!("{} ({}) on http://{a}", p.name, p.region))
-        .collect();
-    if plan.pops.len() == 1 && shield_cfg.is_none() {
+    let base = format!("http://{}", pop_addrs[0]);
+    if plan.pops.len() == 1 && plan.shield.is_none() {
         eprintln!("{label}: origin on http://{origin_addr}, edge (POP) on {base}, control plane on http://{cp_addr}");
     } else {
         eprintln!("{label}: origin on http://{origin_addr}, control plane on http://{cp_addr}");
-        if let Some(s) = &shield_url {
-            eprintln!("{label}: shield POP on {s} (region {SHIELD_REGION}), in front of the origin");
+        if let Some(s) = shield_addr {
+            eprintln!("{label}: shield POP on http://{s} (region {SHIELD_REGION}), in front of the origin");
         }
-        for line in &pops_text {
-            eprintln!("{label}: POP {line}");
+        for (p, a) in plan.pops.iter().zip(&pop_addrs) {
+            eprintln!("{label}: POP {} ({}) on http://{a}", p.name, p.region);
         }
     }
     eprintln!(
@@ -302,29 +411,31 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         "{label}: app API on http://{app_addr} (admin token in {}); try GET /v1/search?q=continuum",
         app_token_file.display()
     );
-
-    let origin_state =
-        Arc::new(segue_origin::State::new(&origin_cfg).await.map_err(|e| Failure::Runtime(e.to_string()))?);
-    let mut edges = Vec::new();
-    for (cfg, listener) in shield_cfg
-        .into_iter()
-        .zip(shield.map(|(l, _)| l))
-        .chain(edge_cfgs.into_iter().zip(pop_listeners.into_iter().map(|(l, _)| l)))
-    {
-        let state = Arc::new(segue_edge::State::new(&cfg).await.map_err(|e| Failure::Runtime(e.to_string()))?);
-        edges.push(Edge { cfg, state, listener });
+    if plan.processes {
+        write_lab_file(&data_dir, &children, &plan, origin_addr, cp_addr, app_addr)?;
     }
+
     // One signal stops every role; each drains its own connections.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
     };
-    let origin = tokio::spawn(segue_origin::serve(
-        origin_listener,
-        origin_state,
-        segue_origin::server_options(&origin_cfg),
-        stopped(stop_rx.clone()),
-    ));
+    let mut running = Vec::new();
+    if let Some(listener) = origin_listener {
+        let origin_state =
+            Arc::new(segue_origin::State::new(&origin_cfg).await.map_err(|e| Failure::Runtime(e.to_string()))?);
+        running.push(tokio::spawn(segue_origin::serve(
+            listener,
+            origin_state,
+            segue_origin::server_options(&origin_cfg),
+            stopped(stop_rx.clone()),
+        )));
+    }
+    let mut edges = Vec::new();
+    for (_, cfg, listener) in in_process {
+        let state = Arc::new(segue_edge::State::new(&cfg).await.map_err(|e| Failure::Runtime(e.to_string()))?);
+        edges.push(Edge { cfg, state, listener });
+    }
     let cp_stop = stopped(stop_rx.clone());
     let control_plane = tokio::spawn(async move {
         let result = segue_control_plane::serve(cp_listener, cp_cfg, cp_stop).await;
@@ -342,7 +453,6 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         result
     });
     tokio::spawn(demo_catalog(app_addr, app_token, tracks, data_dir.join("listener.key")));
-    let mut running = Vec::new();
     let mut states = Vec::new();
     for e in edges {
         segue_edge::register(&e.state, &e.cfg, &e.listener, None);
@@ -356,7 +466,12 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
     }
     server::shutdown_signal().await;
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(origin, control_plane, app_api);
+    // POPs first, the origin last: a draining POP may still be filling from it.
+    let grace = std::time::Duration::from_secs(30);
+    for c in children.into_iter().rev() {
+        c.stop(grace).await;
+    }
+    let _ = tokio::join!(control_plane, app_api);
     for r in running {
         let _ = r.await;
     }
@@ -365,6 +480,48 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         s.cache.close().await;
     }
     Ok(())
+}
+
+/// `DATA_DIR/lab.json`: where every role of a lab is and which process it is, for
+/// `segue loadtest --scenario ... --lab DATA_DIR`.
+fn write_lab_file(
+    data_dir: &std::path::Path,
+    children: &[crate::child::Child],
+    plan: &Plan,
+    origin: SocketAddr,
+    cp: SocketAddr,
+    app: SocketAddr,
+) -> Result<(), Failure> {
+    let region_of = |name: &str| plan.pops.iter().find(|p| p.name == name).map(|p| p.region.clone());
+    let pops: Vec<serde_json::Value> = children
+        .iter()
+        .filter(|c| c.name != "origin")
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name,
+                "region": region_of(&c.name).unwrap_or_else(|| SHIELD_REGION.into()),
+                "url": format!("http://{}", c.addr),
+                "pid": c.pid,
+                "dir": data_dir.join("pops").join(&c.name),
+                "shield": c.name == "shield",
+            })
+        })
+        .collect();
+    let origin_pid = children.iter().find(|c| c.name == "origin").map(|c| c.pid);
+    let lab = serde_json::json!({
+        "origin": { "url": format!("http://{origin}"), "pid": origin_pid },
+        "control_plane": format!("http://{cp}"),
+        "app_api": format!("http://{app}"),
+        "pops": pops,
+        "regions": plan.regions.iter().map(|(n, _, c)| serde_json::json!({"name": n, "countries": c})).collect::<Vec<_>>(),
+        "control_plane_token_file": data_dir.join("control-plane.token"),
+        "app_api_token_file": data_dir.join("app-api.token"),
+        "heartbeat_secs": plan.heartbeat_secs,
+    });
+    let path = data_dir.join("lab.json");
+    let text = serde_json::to_string_pretty(&lab).unwrap_or_default();
+    segue_core::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
+        .map_err(|e| Failure::Runtime(format!("{}: {e}", path.display())))
 }
 
 /// Put the demo tracks in the app API's catalog, with rights in `DEMO_COUNTRIES`, and
