@@ -16,7 +16,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A running role.
 pub struct Child {
-    pub name: String,
     pub addr: SocketAddr,
     pub pid: u32,
     process: tokio::process::Child,
@@ -35,7 +34,12 @@ pub async fn spawn(
     let text = toml::to_string(config).map_err(|e| fail(format!("config: {e}")))?;
     segue_core::fsutil::write_atomic(config_path, text.as_bytes(), 0o600)
         .map_err(|e| fail(format!("{}: {e}", config_path.display())))?;
-    let exe = std::env::current_exe().map_err(|e| fail(format!("cannot find this program: {e}")))?;
+    // The path as at the first start: after a rebuild, /proc/self/exe names a deleted file.
+    static EXE: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let exe = EXE
+        .get_or_init(|| std::env::current_exe().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| fail(format!("cannot find this program: {e}")))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -69,7 +73,7 @@ pub async fn spawn(
     };
     // Keep reading so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Child { name: name.to_owned(), addr, pid, process })
+    Ok(Child { addr, pid, process })
 }
 
 impl Child {
@@ -85,7 +89,94 @@ impl Child {
     }
 }
 
-/// Where a child keeps its files.
-pub fn files(dir: &Path, role: &str) -> (PathBuf, PathBuf) {
-    (dir.join(format!("{role}.toml")), dir.join(format!("{role}.log")))
+/// Where a child keeps its config, log and pid.
+pub struct Files {
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub pid: PathBuf,
+}
+
+pub fn files(dir: &Path, role: &str) -> Files {
+    Files {
+        config: dir.join(format!("{role}.toml")),
+        log: dir.join(format!("{role}.log")),
+        pid: dir.join(format!("{role}.pid")),
+    }
+}
+
+/// A child the lab restarts when it dies (as systemd's `Restart=on-failure` would), on
+/// the address it had, after `restart_after`; `None`: a dead child stays dead.
+pub struct Supervised {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub pid: u32,
+    pub pid_file: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn write_pid(path: &Path, pid: u32) {
+    if let Err(e) = segue_core::fsutil::write_atomic(path, format!("{pid}\n").as_bytes(), 0o644) {
+        eprintln!("segue lab: {}: {e}", path.display());
+    }
+}
+
+pub async fn supervise(
+    name: &str,
+    role: &'static str,
+    mut config: toml::Table,
+    files: Files,
+    restart_after: Option<Duration>,
+) -> Result<Supervised, Failure> {
+    let mut child = spawn(name, role, &config, &files.config, &files.log).await?;
+    let (addr, pid) = (child.addr, child.pid);
+    write_pid(&files.pid, pid);
+    // A restart binds the port it had: everything that knows the address keeps working.
+    config.insert("listen".into(), toml::Value::String(addr.to_string()));
+    let (stop, mut stopping) = tokio::sync::watch::channel(false);
+    let label = name.to_owned();
+    let pid_file = files.pid.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                status = child.process.wait() => {
+                    let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    let Some(after) = restart_after else {
+                        eprintln!("segue lab: {label} exited ({how}); not restarting");
+                        let _ = stopping.changed().await;
+                        return;
+                    };
+                    eprintln!("segue lab: {label} exited ({how}); restarting in {after:?}");
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(after) => {}
+                            _ = stopping.changed() => return,
+                        }
+                        match spawn(&label, role, &config, &files.config, &files.log).await {
+                            Ok(c) => {
+                                eprintln!("segue lab: {label} is back on {} (pid {})", c.addr, c.pid);
+                                write_pid(&files.pid, c.pid);
+                                child = c;
+                                break;
+                            }
+                            Err(Failure::Usage(e) | Failure::Runtime(e)) => eprintln!("segue lab: {e}"),
+                        }
+                    }
+                }
+                _ = stopping.changed() => {
+                    child.stop(Duration::from_secs(30)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Supervised { name: name.to_owned(), addr, pid, pid_file, stop, task })
+}
+
+impl Supervised {
+    /// Stop the child (SIGTERM, then SIGKILL after 30 s) and stop restarting it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
 }

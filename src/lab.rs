@@ -22,6 +22,7 @@ pub async fn lab(
     shield: bool,
     ports_from: u16,
     demo_track_secs: u32,
+    restart_after_secs: u64,
 ) -> Result<(), Failure> {
     let at = |offset: u16| -> Result<SocketAddr, Failure> {
         if ports_from == 0 {
@@ -64,6 +65,7 @@ pub async fn lab(
         processes: true,
         // A lab marks a killed POP down within seconds, not the production 15.
         heartbeat_secs: 1,
+        restart_after: (restart_after_secs > 0).then(|| std::time::Duration::from_secs(restart_after_secs)),
     })
     .await
 }

@@ -89,6 +89,10 @@ enum Command {
         /// Length of each demo track in seconds.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=600))]
         demo_track_secs: u32,
+        /// Restart a POP or the origin that dies (a scenario killed it) after this many
+        /// seconds, on the same port; 0: leave it dead.
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        restart_after_secs: u64,
     },
     Sim(sim::SimArgs),
     /// Package masters (WAV or FLAC files, or folders of them) into the origin's store.
@@ -302,11 +306,45 @@ enum Command {
     /// Scenario `plays`: post batches of --batch play events (fresh idempotency keys,
     /// plays of --track ids by --users listeners) to an app API's /v1/play-events with
     /// the token in --token-file; reports events/s and batch latency.
+    ///
+    /// Fleet scenarios, against a running `segue lab` (--lab, its data directory):
+    /// --listeners simulated listeners do what the player does (stream URL from the app
+    /// API, first 256 KiB, ranges at --speed times playback, the next track prefetched
+    /// 30 s before the end, skips, seeks, play events), Zipf-popular tracks, spread over
+    /// the lab's regions. `listeners` just plays; `album-drop` purges the demo album,
+    /// releases it to two regions after --lead-secs (--stagger-secs apart), pre-warmed
+    /// with --prewarm, and has --listeners per region press play at their drop;
+    /// `pop-outage` kills a POP (SIGKILL) a third of the way in; `origin-outage` kills the
+    /// origin. Each writes report.json, origin-egress.svg and ttfb.svg to --out.
     Loadtest {
-        /// ranges (audio byte ranges from an edge or origin) or plays (play events to an
-        /// app API).
-        #[arg(long, default_value = "ranges", value_parser = ["ranges", "plays"])]
+        /// ranges (audio byte ranges from an edge or origin), plays (play events to an
+        /// app API), or a fleet scenario: listeners, album-drop, pop-outage, origin-outage.
+        #[arg(long, default_value = "ranges", value_parser = ["ranges", "plays", "listeners", "album-drop", "pop-outage", "origin-outage"])]
         scenario: String,
+        /// Fleet scenarios: the lab's data directory (where `segue lab` wrote lab.json).
+        #[arg(long, value_name = "DIR")]
+        lab: Option<PathBuf>,
+        /// Fleet scenarios: the folder for report.json and the plots.
+        #[arg(long, value_name = "DIR", default_value = "./loadtest-out")]
+        out: PathBuf,
+        /// Fleet scenarios: simulated listeners (album-drop: per region).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        listeners: u32,
+        /// Fleet scenarios: playback speed (1 = real time).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Fleet scenarios: the tier listeners stream.
+        #[arg(long, default_value = "high")]
+        tier: String,
+        /// album-drop: pre-warm every POP of each region before its drop.
+        #[arg(long)]
+        prewarm: bool,
+        /// album-drop: the second region drops this many seconds after the first.
+        #[arg(long, default_value_t = 0)]
+        stagger_secs: u64,
+        /// album-drop: seconds from the start of the run to the first drop.
+        #[arg(long, default_value_t = 15)]
+        lead_secs: u64,
         /// plays: file holding the bearer token (an admin token posts for many users).
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
@@ -320,9 +358,9 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         users: u64,
         /// Target, e.g. http://127.0.0.1:8080 (h1) or https://localhost:8443 (h1-tls, h2,
-        /// h3; for h3 the port is the edge's UDP h3_listen port).
+        /// h3; for h3 the port is the edge's UDP h3_listen port). Not for fleet scenarios.
         #[arg(long, value_name = "URL")]
-        target: String,
+        target: Option<String>,
         /// Wire protocol: h1, h1-tls, h2 or h3.
         #[arg(long, default_value = "h1", value_parser = clap::value_parser!(segue_core::client::Protocol))]
         protocol: segue_core::client::Protocol,
@@ -478,8 +516,8 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let proxy = subsonic_stream == "proxy";
             up::up(data_dir, listen, demo_track_secs, proxy).await
         }
-        Command::Lab { data_dir, pops, regions, shield, ports_from, demo_track_secs } => {
-            lab::lab(data_dir, pops, regions, shield, ports_from, demo_track_secs).await
+        Command::Lab { data_dir, pops, regions, shield, ports_from, demo_track_secs, restart_after_secs } => {
+            lab::lab(data_dir, pops, regions, shield, ports_from, demo_track_secs, restart_after_secs).await
         }
         Command::Sim(args) => sim::sim(args).await,
         Command::Edge {
@@ -548,6 +586,52 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Loadtest {
             scenario,
+            lab,
+            out,
+            listeners,
+            speed,
+            tier,
+            prewarm,
+            stagger_secs,
+            lead_secs,
+            zipf,
+            duration_secs,
+            seed,
+            json,
+            ..
+        } if !["ranges", "plays"].contains(&scenario.as_str()) => {
+            let lab = lab.ok_or_else(|| {
+                Failure::Usage(format!(
+                    "the {scenario} scenario needs --lab DIR (a running `segue lab`'s data directory)"
+                ))
+            })?;
+            let opts = segue_loadtest::scenario::Options {
+                kind: scenario.parse().map_err(Failure::Usage)?,
+                lab,
+                out,
+                listeners: listeners as usize,
+                duration: std::time::Duration::from_secs(duration_secs),
+                speed,
+                tier,
+                zipf,
+                prewarm,
+                stagger: std::time::Duration::from_secs(stagger_secs),
+                lead: std::time::Duration::from_secs(lead_secs),
+                seed,
+            };
+            let report = segue_loadtest::scenario::run(opts).await.map_err(|e| match e {
+                segue_loadtest::scenario::Error::Setup(m) if m.starts_with("--") => Failure::Usage(m),
+                e => Failure::Runtime(e.to_string()),
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                println!("{}", report.table());
+            }
+            Ok(())
+        }
+        Command::Loadtest {
+            scenario,
             token_file,
             tracks,
             batch,
@@ -561,6 +645,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } if scenario == "plays" => {
             let token = read_token(token_file)?
                 .ok_or_else(|| Failure::Usage("the plays scenario needs --token-file".into()))?;
+            let target = target.ok_or_else(|| Failure::Usage("the plays scenario needs --target URL".into()))?;
             let opts = segue_loadtest::plays::PlaysOptions {
                 target: segue_loadtest::target(&target, segue_core::client::Protocol::Http1, None, None)
                     .map_err(|e| Failure::Usage(e.to_string()))?,
@@ -610,6 +695,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             if !(0.0..=5.0).contains(&zipf) {
                 return Err(Failure::Usage("--zipf must be between 0 and 5".into()));
             }
+            let target = target.ok_or_else(|| Failure::Usage("the ranges scenario needs --target URL".into()))?;
             let opts = segue_loadtest::Options {
                 target: segue_loadtest::target(&target, protocol, server_name.as_deref(), ca.as_deref())
                     .map_err(|e| Failure::Usage(e.to_string()))?

@@ -66,6 +66,8 @@ pub struct Plan {
     pub processes: bool,
     /// Seconds between POP heartbeats; a POP silent for three is down.
     pub heartbeat_secs: u64,
+    /// With `processes`: restart a child that dies after this long (`None`: never).
+    pub restart_after: Option<std::time::Duration>,
 }
 
 /// The region of the shield POP: the control plane must know it, listeners never map to it
@@ -92,6 +94,7 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32, subsonic_
         subsonic_proxy,
         processes: false,
         heartbeat_secs: 5,
+        restart_after: None,
     })
     .await
 }
@@ -167,7 +170,7 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         ("data_dir", path_value(&origin_dir)),
         (
             "drm",
-            Value::Table(table([("kek_file", path_value(&kek_file)), ("key_tokens", strings(&[keys_token.clone()]))])),
+            Value::Table(table([("kek_file", path_value(&kek_file)), ("key_tokens", strings(std::slice::from_ref(&keys_token)))])),
         ),
     ]);
     let source = PathBuf::from(format!("({label})"));
@@ -264,8 +267,9 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
     if plan.processes {
         (cp_listener, cp_addr) = bind_quiet(plan.cp_listen, "control plane").await?;
         (app_listener, app_addr) = bind_quiet(plan.app_listen, "app-api").await?;
-        let (conf, log) = crate::child::files(&data_dir, "origin");
-        let origin = crate::child::spawn("origin", "origin", &origin_table, &conf, &log).await?;
+        let files = crate::child::files(&data_dir, "origin");
+        let origin =
+            crate::child::supervise("origin", "origin", origin_table.clone(), files, plan.restart_after).await?;
         origin_addr = origin.addr;
         origin_listener = None;
         children.push(origin);
@@ -280,8 +284,8 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
             std::fs::create_dir_all(&s.dir).map_err(|e| Failure::Runtime(format!("{}: {e}", s.dir.display())))?;
             let t = edge_table(&s, cp_addr);
             let _: segue_edge::Config = config_of(&source, &t)?;
-            let (conf, log) = crate::child::files(&s.dir, "edge");
-            let child = crate::child::spawn(&s.name, "edge", &t, &conf, &log).await?;
+            let files = crate::child::files(&s.dir, "edge");
+            let child = crate::child::supervise(&s.name, "edge", t, files, plan.restart_after).await?;
             if s.name == "shield" {
                 shield_url = Some(format!("http://{}", child.addr));
             }
@@ -467,9 +471,8 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
     server::shutdown_signal().await;
     let _ = stop_tx.send(true);
     // POPs first, the origin last: a draining POP may still be filling from it.
-    let grace = std::time::Duration::from_secs(30);
     for c in children.into_iter().rev() {
-        c.stop(grace).await;
+        c.stop().await;
     }
     let _ = tokio::join!(control_plane, app_api);
     for r in running {
@@ -486,7 +489,7 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
 /// `segue loadtest --scenario ... --lab DATA_DIR`.
 fn write_lab_file(
     data_dir: &std::path::Path,
-    children: &[crate::child::Child],
+    children: &[crate::child::Supervised],
     plan: &Plan,
     origin: SocketAddr,
     cp: SocketAddr,
@@ -502,14 +505,16 @@ fn write_lab_file(
                 "region": region_of(&c.name).unwrap_or_else(|| SHIELD_REGION.into()),
                 "url": format!("http://{}", c.addr),
                 "pid": c.pid,
+                "pid_file": c.pid_file,
                 "dir": data_dir.join("pops").join(&c.name),
                 "shield": c.name == "shield",
             })
         })
         .collect();
-    let origin_pid = children.iter().find(|c| c.name == "origin").map(|c| c.pid);
+    let o = children.iter().find(|c| c.name == "origin");
     let lab = serde_json::json!({
-        "origin": { "url": format!("http://{origin}"), "pid": origin_pid },
+        "origin": { "url": format!("http://{origin}"), "pid": o.map(|c| c.pid), "pid_file": o.map(|c| &c.pid_file) },
+        "restart_after_secs": plan.restart_after.map(|d| d.as_secs()),
         "control_plane": format!("http://{cp}"),
         "app_api": format!("http://{app}"),
         "pops": pops,

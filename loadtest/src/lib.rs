@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod plays;
+pub mod scenario;
 pub mod sim;
 pub mod svg;
 
@@ -265,7 +266,7 @@ async fn sizes(target: &Connector, paths: &[String]) -> Result<Vec<u64>, Error> 
 }
 
 /// Cumulative Zipf weights over `n` ranks.
-fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
+pub(crate) fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
     let mut acc = 0.0;
     let mut cdf: Vec<f64> = (1..=n)
         .map(|k| {

@@ -153,6 +153,15 @@ async fn handle(state: Arc<State>, req: Request<ReqBody>, peer: SocketAddr) -> R
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // What was asked for, so content fetches can be told from health checks and scrapes
+    // (a pre-warmed drop must reach the origin with no content request at all).
+    let kind = match path.as_str() {
+        "/healthz" => "health",
+        "/metrics" => "metrics",
+        "/v1/masters" => "masters",
+        p if p.starts_with("/v1/keys/") => "keys",
+        _ => "content",
+    };
     let resp = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => server::health_response(),
         (&Method::GET, "/metrics") => server::metrics_response(),
@@ -168,8 +177,11 @@ async fn handle(state: Arc<State>, req: Request<ReqBody>, peer: SocketAddr) -> R
         },
     };
     let status = resp.status().as_u16();
-    metrics::counter!("origin_requests_total", "method" => method_label(&method), "status" => status.to_string())
-        .increment(1);
+    metrics::counter!(
+        "origin_requests_total",
+        "method" => method_label(&method), "status" => status.to_string(), "kind" => kind
+    )
+    .increment(1);
     metrics::histogram!("origin_response_head_seconds").record(started.elapsed().as_secs_f64());
     tracing::debug!(%peer, %method, %path, status, "request");
     resp

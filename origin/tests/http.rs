@@ -295,7 +295,7 @@ async fn metrics_and_health() {
     let m = raw(o.addr, "GET", "/metrics", &[]).await;
     assert_eq!(m.status, 200);
     let text = String::from_utf8(m.body).unwrap();
-    assert!(text.contains("origin_requests_total{method=\"GET\",status=\"206\"}"), "{text}");
+    assert!(text.contains("origin_requests_total{method=\"GET\",status=\"206\",kind=\"content\"}"), "{text}");
     assert!(text.contains("origin_body_bytes_total"));
     assert_eq!(raw(o.addr, "GET", "/healthz", &[]).await.body, b"ok\n");
 }
