@@ -260,7 +260,7 @@ mod tests {
         }
         assert_eq!(w.origin_between(f64::MIN, f64::MAX), (8, 800));
         assert_eq!(w.origin_between(0.5, 1.5), (5, 500));
-        assert_eq!(w.origin_between(1.5, 3.5), (0, 0));
+        assert_eq!(w.origin_between(1.5, 3.5), (1, 100));
         assert_eq!(w.origin_totals().unreachable_polls, 1);
     }
 
