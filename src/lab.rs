@@ -15,6 +15,12 @@ const REGIONS: [(&str, i32, &[&str]); 3] = [
     ("ap", 540, &["JP", "AU", "IN"]),
 ];
 
+/// Overflow settings of a lab.
+pub struct Extra {
+    pub overflow: bool,
+    pub capacity_connections: u64,
+}
+
 pub async fn lab(
     data_dir: PathBuf,
     pops: u16,
@@ -23,6 +29,7 @@ pub async fn lab(
     ports_from: u16,
     demo_track_secs: u32,
     restart_after_secs: u64,
+    opts: Extra,
 ) -> Result<(), Failure> {
     let at = |offset: u16| -> Result<SocketAddr, Failure> {
         if ports_from == 0 {
@@ -66,6 +73,8 @@ pub async fn lab(
         // A lab marks a killed POP down within seconds, not the production 15.
         heartbeat_secs: 1,
         restart_after: (restart_after_secs > 0).then(|| std::time::Duration::from_secs(restart_after_secs)),
+        overflow: opts.overflow,
+        capacity_connections: opts.capacity_connections,
     })
     .await
 }

@@ -93,6 +93,15 @@ enum Command {
         /// seconds, on the same port; 0: leave it dead.
         #[arg(long, default_value_t = 10, value_name = "SECS")]
         restart_after_secs: u64,
+        /// Start one more edge outside the control plane, in front of the origin, as the
+        /// app API's overflow CDN (for the overflow scenario). Its `listening on` line
+        /// comes last.
+        #[arg(long)]
+        overflow: bool,
+        /// Each POP reports itself saturated with this many client connections open (its
+        /// `capacity_connections`); 0: never.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        pop_capacity_connections: u64,
     },
     Sim(sim::SimArgs),
     /// Package masters (WAV or FLAC files, or folders of them) into the origin's store.
@@ -315,11 +324,15 @@ enum Command {
     /// releases it to two regions after --lead-secs (--stagger-secs apart), pre-warmed
     /// with --prewarm, and has --listeners per region press play at their drop;
     /// `pop-outage` kills a POP (SIGKILL) a third of the way in; `origin-outage` kills the
-    /// origin. Each writes report.json, origin-egress.svg and ttfb.svg to --out.
+    /// origin; `overflow` (a lab with --overflow --pop-capacity-connections N) adds a
+    /// surge of listeners for the middle third, so POPs report saturation and the app
+    /// API sends new streams to the overflow CDN. Each writes report.json,
+    /// origin-egress.svg, ttfb.svg and pops.svg to --out.
     Loadtest {
         /// ranges (audio byte ranges from an edge or origin), plays (play events to an
-        /// app API), or a fleet scenario: listeners, album-drop, pop-outage, origin-outage.
-        #[arg(long, default_value = "ranges", value_parser = ["ranges", "plays", "listeners", "album-drop", "pop-outage", "origin-outage"])]
+        /// app API), or a fleet scenario: listeners, album-drop, pop-outage, origin-outage,
+        /// overflow.
+        #[arg(long, default_value = "ranges", value_parser = ["ranges", "plays", "listeners", "album-drop", "pop-outage", "origin-outage", "overflow"])]
         scenario: String,
         /// Fleet scenarios: the lab's data directory (where `segue lab` wrote lab.json).
         #[arg(long, value_name = "DIR")]
@@ -516,8 +529,19 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let proxy = subsonic_stream == "proxy";
             up::up(data_dir, listen, demo_track_secs, proxy).await
         }
-        Command::Lab { data_dir, pops, regions, shield, ports_from, demo_track_secs, restart_after_secs } => {
-            lab::lab(data_dir, pops, regions, shield, ports_from, demo_track_secs, restart_after_secs).await
+        Command::Lab {
+            data_dir,
+            pops,
+            regions,
+            shield,
+            ports_from,
+            demo_track_secs,
+            restart_after_secs,
+            overflow,
+            pop_capacity_connections,
+        } => {
+            let extra = lab::Extra { overflow, capacity_connections: pop_capacity_connections };
+            lab::lab(data_dir, pops, regions, shield, ports_from, demo_track_secs, restart_after_secs, extra).await
         }
         Command::Sim(args) => sim::sim(args).await,
         Command::Edge {

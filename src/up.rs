@@ -68,11 +68,19 @@ pub struct Plan {
     pub heartbeat_secs: u64,
     /// With `processes`: restart a child that dies after this long (`None`: never).
     pub restart_after: Option<std::time::Duration>,
+    /// With `processes`: one more edge, in front of the origin and outside the control
+    /// plane, as the app API's overflow CDN.
+    pub overflow: bool,
+    /// POPs report themselves saturated with this many client connections (0: never).
+    pub capacity_connections: u64,
 }
 
 /// The region of the shield POP: the control plane must know it, listeners never map to it
 /// (so no embargo list of theirs applies to the shield's fetches).
 const SHIELD_REGION: &str = "core";
+
+/// The lab's stand-in for a secondary CDN (`segue lab --overflow`).
+const OVERFLOW: &str = "overflow-cdn";
 
 pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32, subsonic_proxy: bool) -> Result<(), Failure> {
     let [origin_listen, edge_listen, cp_listen, app_listen] = listen;
@@ -95,6 +103,8 @@ pub async fn up(data_dir: PathBuf, listen: [SocketAddr; 4], secs: u32, subsonic_
         processes: false,
         heartbeat_secs: 5,
         restart_after: None,
+        overflow: false,
+        capacity_connections: 0,
     })
     .await
 }
@@ -170,7 +180,10 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         ("data_dir", path_value(&origin_dir)),
         (
             "drm",
-            Value::Table(table([("kek_file", path_value(&kek_file)), ("key_tokens", strings(std::slice::from_ref(&keys_token)))])),
+            Value::Table(table([
+                ("kek_file", path_value(&kek_file)),
+                ("key_tokens", strings(std::slice::from_ref(&keys_token))),
+            ])),
         ),
     ]);
     let source = PathBuf::from(format!("({label})"));
@@ -220,13 +233,16 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         pop_tokens.insert(s.name.clone(), random_token()?);
     }
     let edge_table = |s: &EdgeSpec, cp_addr: SocketAddr| {
-        let cp = table([
+        let mut cp = table([
             ("url", Value::String(format!("http://{cp_addr}"))),
             ("token", Value::String(pop_tokens.get(&s.name).cloned().unwrap_or_default())),
             ("region", Value::String(s.region.clone())),
             ("heartbeat_secs", Value::Integer(plan.heartbeat_secs as i64)),
         ]);
-        table([
+        if plan.capacity_connections > 0 && s.name != "shield" {
+            cp.insert("capacity_connections".into(), Value::Integer(plan.capacity_connections as i64));
+        }
+        let mut t = table([
             ("listen", Value::String(s.listen.to_string())),
             ("upstreams", strings(&s.upstreams)),
             ("mem_cache_mb", Value::Integer(256)),
@@ -239,7 +255,12 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
                 "tokens",
                 Value::Table(table([("keys", Value::Table(table([("up", Value::String(signing_key.clone()))])))])),
             ),
-        ])
+        ]);
+        // The overflow CDN is someone else's: it knows the signing key, not our control plane.
+        if s.name == OVERFLOW {
+            t.remove("control_plane");
+        }
+        t
     };
 
     // Bind every listener first: each role needs the others' real addresses (port 0 works).
@@ -275,6 +296,16 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         children.push(origin);
         let origin_url = format!("http://{origin_addr}");
         let mut shield_url: Option<String> = None;
+        if plan.overflow {
+            specs.push(EdgeSpec {
+                name: OVERFLOW.into(),
+                region: String::new(),
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                upstreams: Vec::new(),
+                dir: data_dir.join("pops").join(OVERFLOW),
+                behind_shield: false,
+            });
+        }
         for mut s in specs {
             s.upstreams = match &shield_url {
                 // Through the shield, the origin as a fallback should the shield be down.
@@ -291,11 +322,14 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
             }
             children.push(child);
         }
-        for c in &children {
+        for c in children.iter().filter(|c| c.name != OVERFLOW) {
             println!("listening on {}", c.addr);
         }
         println!("listening on {cp_addr}");
         println!("listening on {app_addr}");
+        for c in children.iter().filter(|c| c.name == OVERFLOW) {
+            println!("listening on {}", c.addr);
+        }
     } else {
         // In this order (each prints `listening on ADDR`): origin, shield, POPs, control
         // plane, app API.
@@ -322,7 +356,7 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
     let origin_url = format!("http://{origin_addr}");
     // The POPs listeners are handed (not the shield), in plan order.
     let pop_addrs: Vec<SocketAddr> = if plan.processes {
-        children.iter().filter(|c| c.name != "origin" && c.name != "shield").map(|c| c.addr).collect()
+        children.iter().filter(|c| !["origin", "shield", OVERFLOW].contains(&c.name.as_str())).map(|c| c.addr).collect()
     } else {
         in_process.iter().filter(|(n, _, _)| n != "shield").filter_map(|(_, _, l)| l.local_addr().ok()).collect()
     };
@@ -364,6 +398,11 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         control_plane: Some(segue_app_api::config::ControlPlane { url: format!("http://{cp_addr}"), token: api_token }),
         pop_cache_secs: plan.heartbeat_secs.min(10),
         fallback_pops: pop_addrs.iter().map(|a| format!("http://{a}")).collect(),
+        overflow_url: children
+            .iter()
+            .find(|c| c.name == OVERFLOW)
+            .map(|c| format!("http://{}", c.addr))
+            .unwrap_or_default(),
         regions: plan
             .regions
             .iter()
@@ -498,7 +537,7 @@ fn write_lab_file(
     let region_of = |name: &str| plan.pops.iter().find(|p| p.name == name).map(|p| p.region.clone());
     let pops: Vec<serde_json::Value> = children
         .iter()
-        .filter(|c| c.name != "origin")
+        .filter(|c| c.name != "origin" && c.name != OVERFLOW)
         .map(|c| {
             serde_json::json!({
                 "name": c.name,
@@ -515,6 +554,9 @@ fn write_lab_file(
     let lab = serde_json::json!({
         "origin": { "url": format!("http://{origin}"), "pid": o.map(|c| c.pid), "pid_file": o.map(|c| &c.pid_file) },
         "restart_after_secs": plan.restart_after.map(|d| d.as_secs()),
+        "overflow": children.iter().find(|c| c.name == OVERFLOW).map(|c| serde_json::json!({
+            "url": format!("http://{}", c.addr), "pid": c.pid, "pid_file": c.pid_file,
+        })),
         "control_plane": format!("http://{cp}"),
         "app_api": format!("http://{app}"),
         "pops": pops,

@@ -38,6 +38,10 @@ pub struct Config {
     /// POP base URLs used when the control plane is unreachable and nothing is cached
     /// from it (or it knows no healthy POP).
     pub fallback_pops: Vec<String>,
+    /// A secondary CDN's base URL (it serves the same paths and checks the same signed
+    /// URLs): new streams go there when every healthy POP of the listener's region reports
+    /// itself saturated. Empty (the default): saturated POPs are still handed out.
+    pub overflow_url: String,
     /// Region -> the countries (ISO 3166-1 alpha-2) whose clients it serves.
     pub regions: std::collections::BTreeMap<String, Vec<String>>,
     /// Region of countries not listed in `regions`. Default `default`.
@@ -161,6 +165,7 @@ impl Default for Config {
             limits: Limits::default(),
             pop_cache_secs: 10,
             fallback_pops: Vec::new(),
+            overflow_url: String::new(),
             regions: Default::default(),
             default_region: "default".into(),
             shutdown_grace_secs: 10,
@@ -462,6 +467,13 @@ impl Validate for Config {
                 "must be an http(s) URL",
             )?;
         }
+        ensure(
+            self.overflow_url.is_empty()
+                || self.overflow_url.starts_with("http://")
+                || self.overflow_url.starts_with("https://"),
+            "overflow_url",
+            "must be an http(s) URL (or empty)",
+        )?;
         for (r, countries) in &self.regions {
             for c in countries {
                 ensure(

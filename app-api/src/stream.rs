@@ -4,7 +4,10 @@
 //!
 //! POP choice: the control plane's healthy POPs of the client's region, ordered by a hash
 //! of (user, track) so a listener sticks to one POP per track and load spreads. The
-//! fallback is the next POP of the region, else a healthy POP of another region. The
+//! fallback is the next POP of the region, else a healthy POP of another region. POPs
+//! reporting themselves saturated go last; when every POP of the region is saturated and
+//! an `overflow_url` (a secondary CDN) is configured, it is the primary and the region's
+//! first POP the fallback. The
 //! list is asked for every `pop_cache_secs`; when the control plane is unreachable, the
 //! last list it gave is used (for up to `STALE_POPS`); without one, the configured
 //! `fallback_pops`.
@@ -28,6 +31,9 @@ pub struct Pop {
     pub region: String,
     pub public_url: String,
     pub healthy: bool,
+    /// Over its capacity (from its heartbeats).
+    #[serde(default)]
+    pub saturated: bool,
 }
 
 #[derive(Default)]
@@ -73,6 +79,7 @@ impl PopDirectory {
                 region: String::new(),
                 public_url: url.clone(),
                 healthy: true,
+                saturated: false,
             })
             .collect();
         (fallback, "fallback_pops")
@@ -101,21 +108,25 @@ pub async fn choose(
     track: &str,
 ) -> Result<(String, Option<String>, &'static str), Error> {
     let (pops, source) = dir.pops(config).await;
-    let mut local: Vec<&Pop> = pops.iter().filter(|p| p.region == region || p.region.is_empty()).collect();
-    let mut other: Vec<&Pop> = pops.iter().filter(|p| p.region != region && !p.region.is_empty()).collect();
-    local.sort_by(|a, b| a.id.cmp(&b.id));
-    other.sort_by(|a, b| a.id.cmp(&b.id));
+    let in_region = |p: &&Pop| p.region == region || p.region.is_empty();
+    let mut pops: Vec<&Pop> = pops.iter().collect();
+    pops.sort_by(|a, b| a.id.cmp(&b.id));
+    let free: Vec<&Pop> = pops.iter().copied().filter(|p| in_region(p) && !p.saturated).collect();
+    let busy: Vec<&Pop> = pops.iter().copied().filter(|p| in_region(p) && p.saturated).collect();
+    let other: Vec<&Pop> = pops.iter().copied().filter(|p| !in_region(p)).collect();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (user, track).hash(&mut h);
     let pick = h.finish() as usize;
-    let ordered: Vec<&Pop> = if local.is_empty() {
-        rotate(&other, pick)
-    } else {
-        let mut v = rotate(&local, pick);
-        v.extend(rotate(&other, pick));
-        v
-    };
-    let mut urls = ordered.into_iter().map(|p| p.public_url.trim_end_matches('/').to_owned());
+    let mut ordered = rotate(&free, pick);
+    ordered.extend(rotate(&busy, pick));
+    ordered.extend(rotate(&other, pick));
+    let mut urls: Vec<String> = ordered.into_iter().map(|p| p.public_url.trim_end_matches('/').to_owned()).collect();
+    let mut source = source;
+    if free.is_empty() && !busy.is_empty() && !config.overflow_url.is_empty() {
+        urls.insert(0, config.overflow_url.trim_end_matches('/').to_owned());
+        source = "overflow";
+    }
+    let mut urls = urls.into_iter();
     let primary = urls
         .next()
         .ok_or_else(|| Error::Unavailable("no healthy POP is known (control plane and fallback_pops)".into()))?;

@@ -213,6 +213,9 @@ async fn heartbeat(app: &Arc<App>, req: Request<ReqBody>) -> Result<Response<Bod
         requests: hb.requests.min(i64::MAX as u64) as i64,
         errors: hb.errors.min(i64::MAX as u64) as i64,
         healthy: hb.healthy,
+        connections: hb.connections.min(i64::MAX as u64) as i64,
+        egress_mbps: if hb.egress_mbps.is_finite() { hb.egress_mbps.max(0.0) } else { 0.0 },
+        saturated: hb.saturated,
     };
     let came_up = db::heartbeat(&app.pool, &h, now, app.heartbeat_timeout_ms()).await?;
     metrics::counter!("cp_heartbeats_total").increment(1);

@@ -19,6 +19,7 @@ pub async fn open(url: &str) -> Result<Pool, Error> {
             (1, "init", include_str!("../migrations/0001_init.sql")),
             (2, "withdrawals", include_str!("../migrations/0002_withdrawals.sql")),
             (3, "pop_rates", include_str!("../migrations/0003_pop_rates.sql")),
+            (4, "pop_load", include_str!("../migrations/0004_pop_load.sql")),
         ],
     )
     .await
@@ -38,6 +39,11 @@ pub struct Pop {
     /// Requests and 5xx answers per second between the last two heartbeats.
     pub requests_per_s: f64,
     pub errors_per_s: f64,
+    /// Client connections open and egress (Mbit/s) at the last heartbeat, and whether the
+    /// POP is over its capacity.
+    pub connections: i64,
+    pub egress_mbps: f64,
+    pub saturated: bool,
     pub reported_healthy: bool,
     pub last_seen_ms: i64,
     /// Heard from recently and reporting itself healthy.
@@ -58,6 +64,9 @@ fn pop(r: &AnyRow, now: i64, timeout_ms: i64) -> Result<Pop, sqlx::Error> {
         requests_per_s: r.try_get("requests_per_s")?,
         errors_per_s: r.try_get("errors_per_s")?,
         hit_ratio: r.try_get("hit_ratio")?,
+        connections: r.try_get("connections")?,
+        egress_mbps: r.try_get("egress_mbps")?,
+        saturated: r.try_get::<i64, _>("saturated")? != 0,
         reported_healthy,
         last_seen_ms,
         healthy: reported_healthy && now - last_seen_ms <= timeout_ms,
@@ -76,6 +85,9 @@ pub struct Heartbeat<'a> {
     pub requests: i64,
     pub errors: i64,
     pub healthy: bool,
+    pub connections: i64,
+    pub egress_mbps: f64,
+    pub saturated: bool,
 }
 
 /// Record a heartbeat. True when the POP was unknown or down until now (it may have
@@ -104,14 +116,16 @@ pub async fn heartbeat(pool: &Pool, h: &Heartbeat<'_>, now: i64, timeout_ms: i64
     }
     sqlx::query(
         "INSERT INTO pops (id, region, version, public_url, admin_url, mem_bytes, ssd_bytes, hit_ratio, \
-         reported_healthy, first_seen_ms, last_seen_ms, requests, errors, requests_per_s, errors_per_s) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14) \
+         reported_healthy, first_seen_ms, last_seen_ms, requests, errors, requests_per_s, errors_per_s, \
+         connections, egress_mbps, saturated) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, $15, $16, $17) \
          ON CONFLICT (id) DO UPDATE SET region = excluded.region, version = excluded.version, \
          public_url = excluded.public_url, admin_url = excluded.admin_url, mem_bytes = excluded.mem_bytes, \
          ssd_bytes = excluded.ssd_bytes, hit_ratio = excluded.hit_ratio, \
          reported_healthy = excluded.reported_healthy, last_seen_ms = excluded.last_seen_ms, \
          requests = excluded.requests, errors = excluded.errors, requests_per_s = excluded.requests_per_s, \
-         errors_per_s = excluded.errors_per_s",
+         errors_per_s = excluded.errors_per_s, connections = excluded.connections, \
+         egress_mbps = excluded.egress_mbps, saturated = excluded.saturated",
     )
     .bind(h.id)
     .bind(h.region)
@@ -127,6 +141,9 @@ pub async fn heartbeat(pool: &Pool, h: &Heartbeat<'_>, now: i64, timeout_ms: i64
     .bind(h.errors)
     .bind(requests_per_s)
     .bind(errors_per_s)
+    .bind(h.connections)
+    .bind(h.egress_mbps)
+    .bind(h.saturated as i64)
     .execute(pool)
     .await?;
     Ok(h.healthy && !was_healthy)

@@ -38,6 +38,15 @@ pub struct Heartbeat {
     pub errors: u64,
     #[serde(default = "yes")]
     pub healthy: bool,
+    /// Client connections open now, and the egress over the last interval (Mbit/s).
+    #[serde(default)]
+    pub connections: u64,
+    #[serde(default)]
+    pub egress_mbps: f64,
+    /// Over its configured capacity (connections or egress): the app API then sends new
+    /// streams elsewhere (another POP of the region, or the overflow CDN).
+    #[serde(default)]
+    pub saturated: bool,
     /// Progress of every job the POP was handed and still remembers.
     #[serde(default)]
     pub jobs: Vec<JobReport>,

@@ -10,6 +10,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Client connections open in this process, over every listener (what a POP reports in
+/// its heartbeat).
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+pub fn open_connections() -> usize {
+    OPEN.load(Ordering::Relaxed)
+}
+
 #[derive(Debug, Default)]
 pub struct ConnLimits {
     /// 0: no cap.
@@ -54,6 +62,7 @@ impl ConnLimits {
             *n += 1;
         }
         metrics::gauge!("http_connections_open").set(open as f64);
+        OPEN.fetch_add(1, Ordering::Relaxed);
         Some(Admitted { limits: self.clone(), ip })
     }
 
@@ -72,6 +81,7 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         let l = &self.limits;
         let open = l.open.fetch_sub(1, Ordering::Relaxed) - 1;
+        OPEN.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("http_connections_open").set(open as f64);
         if l.max_per_ip > 0 {
             let mut per_ip = l.per_ip.lock().unwrap_or_else(|p| p.into_inner());

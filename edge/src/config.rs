@@ -177,6 +177,14 @@ pub struct ControlPlaneSettings {
     /// Seconds between heartbeats. Default 5.
     #[serde(default = "default_heartbeat_secs")]
     pub heartbeat_secs: u64,
+    /// This POP's capacity: with this many client connections open or more, or this much
+    /// egress (Mbit/s, over the last heartbeat interval) or more, it reports itself
+    /// saturated and the app API sends new streams to another POP of the region or to
+    /// its overflow CDN. Default 0 for each: never saturated on that count.
+    #[serde(default)]
+    pub capacity_connections: u64,
+    #[serde(default)]
+    pub capacity_egress_mbps: u64,
 }
 
 fn default_heartbeat_secs() -> u64 {

@@ -33,6 +33,8 @@ struct Beat {
     tls: Arc<rustls::ClientConfig>,
     base: Heartbeat,
     jobs: HashMap<String, Handled>,
+    /// When the last heartbeat was sent and the egress count then.
+    last_egress: Option<(std::time::Instant, u64)>,
 }
 
 /// Send heartbeats until the edge is gone. The first goes out at once.
@@ -55,9 +57,12 @@ pub fn spawn(state: &Arc<State>, config: &Config, cp: ControlPlaneSettings) {
         healthy: true,
         jobs: Vec::new(),
         wait_ms: 0,
+        connections: 0,
+        egress_mbps: 0.0,
+        saturated: false,
     };
     let weak = Arc::downgrade(state);
-    let mut beat = Beat { cp, tls: state.tls_client.clone(), base, jobs: HashMap::new() };
+    let mut beat = Beat { cp, tls: state.tls_client.clone(), base, jobs: HashMap::new(), last_egress: None };
     tokio::spawn(async move {
         let period = Duration::from_secs(beat.cp.heartbeat_secs);
         let mut failing = false;
@@ -86,6 +91,12 @@ pub fn spawn(state: &Arc<State>, config: &Config, cp: ControlPlaneSettings) {
     });
 }
 
+/// Over either configured capacity.
+fn saturated(cp: &ControlPlaneSettings, connections: u64, egress_mbps: f64) -> bool {
+    (cp.capacity_connections > 0 && connections >= cp.capacity_connections)
+        || (cp.capacity_egress_mbps > 0 && egress_mbps >= cp.capacity_egress_mbps as f64)
+}
+
 impl Beat {
     /// Whether a job is still running (None once the edge is gone).
     fn running(&self, weak: &Weak<State>) -> Option<bool> {
@@ -104,6 +115,17 @@ impl Beat {
             hb.hit_ratio = if requests == 0 { 0.0 } else { hits as f64 / requests as f64 };
             hb.requests = state.answered.load(Ordering::Relaxed);
             hb.errors = state.server_errors.load(Ordering::Relaxed);
+            let egress = state.egress_bytes.load(Ordering::Relaxed);
+            let now = std::time::Instant::now();
+            if let Some((at, bytes)) = self.last_egress {
+                let secs = now.duration_since(at).as_secs_f64();
+                if secs > 0.0 {
+                    hb.egress_mbps = egress.saturating_sub(bytes) as f64 * 8.0 / 1e6 / secs;
+                }
+            }
+            self.last_egress = Some((now, egress));
+            hb.connections = segue_core::limits::open_connections() as u64;
+            hb.saturated = saturated(&self.cp, hb.connections, hb.egress_mbps);
         }
         hb.jobs = self
             .jobs

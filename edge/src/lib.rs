@@ -89,6 +89,9 @@ pub struct State {
     pub(crate) answered: std::sync::atomic::AtomicU64,
     pub(crate) server_errors: std::sync::atomic::AtomicU64,
     pub(crate) hits: std::sync::atomic::AtomicU64,
+    /// Body bytes of the responses answered (their Content-Length), for the heartbeat's
+    /// egress and saturation.
+    pub(crate) egress_bytes: std::sync::atomic::AtomicU64,
     access_log: Option<Arc<access_log::AccessLog>>,
 }
 
@@ -142,6 +145,7 @@ impl State {
             withdrawn: Default::default(),
             served: Default::default(),
             answered: Default::default(),
+            egress_bytes: Default::default(),
             server_errors: Default::default(),
             hits: Default::default(),
             access_log: if config.access_log.is_empty() {
@@ -568,6 +572,10 @@ fn finish(
     };
     metrics::counter!("edge_requests_total", "status" => status.to_string(), "protocol" => protocol).increment(1);
     state.answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if method != Method::HEAD {
+        let length = resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        state.egress_bytes.fetch_add(length.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
     if status >= 500 {
         state.server_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }

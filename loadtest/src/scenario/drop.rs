@@ -197,7 +197,7 @@ pub async fn album_drop(lab: &Lab, opts: &Options) -> Result<Report, Error> {
         "prewarm_jobs": prewarm,
     });
     let clients = ListenerStats::sum(&stats, api, &watch, drop_t[0] - 1.0);
-    Ok(report(opts, &watch, clients, findings))
+    Ok(report(lab, opts, &watch, clients, findings))
 }
 
 #[cfg(test)]

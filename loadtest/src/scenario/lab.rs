@@ -47,6 +47,9 @@ pub struct Lab {
     pub control_plane_token_file: String,
     pub app_api_token_file: String,
     pub heartbeat_secs: u64,
+    /// The lab's stand-in for a secondary CDN (`segue lab --overflow`).
+    #[serde(default)]
+    pub overflow: Option<Process>,
     /// The lab restarts a killed process after this long.
     #[serde(default)]
     pub restart_after_secs: Option<u64>,
@@ -141,14 +144,20 @@ impl Lab {
         }
     }
 
-    /// The control plane's POP list: name and whether it is healthy.
-    pub async fn pop_health(&self) -> Result<Vec<(String, bool)>, Error> {
+    /// The control plane's POP list, as it stands.
+    pub async fn pop_states(&self) -> Result<Vec<PopState>, Error> {
         let v = self.cp(Method::GET, "/v1/pops", None).await?;
         Ok(v["pops"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|p| (p["id"].as_str().unwrap_or_default().to_owned(), p["healthy"] == true))
+            .map(|p| PopState {
+                id: p["id"].as_str().unwrap_or_default().to_owned(),
+                region: p["region"].as_str().unwrap_or_default().to_owned(),
+                healthy: p["healthy"] == true,
+                saturated: p["saturated"] == true,
+                connections: p["connections"].as_u64().unwrap_or(0),
+            })
             .collect())
     }
 
@@ -188,6 +197,16 @@ pub fn kill(pid: u32, pid_file: Option<&str>) -> Result<(), Error> {
     let p = rustix::process::Pid::from_raw(pid as i32).ok_or_else(|| Error::Setup(format!("bad pid {pid}")))?;
     rustix::process::kill_process(p, rustix::process::Signal::KILL)
         .map_err(|e| Error::Setup(format!("cannot kill process {pid}: {e}")))
+}
+
+/// One POP as the control plane sees it.
+#[derive(Debug, Clone)]
+pub struct PopState {
+    pub id: String,
+    pub region: String,
+    pub healthy: bool,
+    pub saturated: bool,
+    pub connections: u64,
 }
 
 #[derive(Debug, Clone)]

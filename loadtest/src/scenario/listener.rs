@@ -36,6 +36,8 @@ const LOW_WATER_MS: f64 = 10_000.0;
 /// plays are skipped; seeks are rare).
 const SKIP_RATE: f64 = 0.25;
 const SEEK_RATE: f64 = 0.05;
+/// Kept-alive connections unused this long are closed.
+const IDLE: Duration = Duration::from_secs(10);
 /// How a request that got no response head at all fails.
 const NO_HEAD: &str = "no response";
 /// A response head or body chunk may take this long.
@@ -166,7 +168,8 @@ pub struct Listener {
     speed: f64,
     rng: SmallRng,
     watch: Arc<Watch>,
-    conns: HashMap<String, Connection>,
+    /// Kept-alive connections by POP, with when each was last used.
+    conns: HashMap<String, (Connection, Instant)>,
     /// The device's clock for play events, Unix ms (advances by the audio heard).
     clock_ms: i64,
     pub stats: ListenerStats,
@@ -281,6 +284,8 @@ impl Listener {
     async fn get(&mut self, url: &str, first: u64, last: u64, is_first: bool) -> Option<(u64, u64)> {
         let (base, path) = split(url)?;
         let sent = Instant::now();
+        // Connections idle this long are closed, as a player's HTTP stack does.
+        self.conns.retain(|_, (_, used)| used.elapsed() < IDLE);
         let reused = self.conns.contains_key(base);
         let mut result = self.exchange(base, path, first, last, sent).await;
         if reused && result.as_ref().is_err_and(|e| e.starts_with(NO_HEAD)) {
@@ -328,9 +333,10 @@ impl Listener {
                 .await
                 .map_err(|_| "connect timed out".to_owned())?
                 .map_err(|e| e.to_string())?;
-            self.conns.insert(base.to_owned(), conn);
+            self.conns.insert(base.to_owned(), (conn, Instant::now()));
         }
-        let conn = self.conns.get_mut(base).ok_or("no connection")?;
+        let (conn, used) = self.conns.get_mut(base).ok_or("no connection")?;
+        *used = Instant::now();
         let req = Request::get(path)
             .header(header::RANGE, format!("bytes={first}-{last}"))
             .body(())

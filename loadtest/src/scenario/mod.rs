@@ -10,6 +10,7 @@ mod drop;
 mod lab;
 mod listener;
 mod outage;
+mod overflow;
 mod watch;
 
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ pub enum Kind {
     AlbumDrop,
     PopOutage,
     OriginOutage,
+    Overflow,
 }
 
 impl std::str::FromStr for Kind {
@@ -49,6 +51,7 @@ impl std::str::FromStr for Kind {
             "album-drop" => Kind::AlbumDrop,
             "pop-outage" => Kind::PopOutage,
             "origin-outage" => Kind::OriginOutage,
+            "overflow" => Kind::Overflow,
             _ => return Err(format!("unknown scenario {s:?}")),
         })
     }
@@ -96,6 +99,8 @@ pub struct Report {
     pub origin: watch::OriginTotals,
     /// What the scenario itself found (drop phases, outage recovery, ...).
     pub findings: serde_json::Value,
+    /// POP base URL -> name.
+    pub pop_names: std::collections::BTreeMap<String, String>,
     pub timeline: Timeline,
 }
 
@@ -146,6 +151,9 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
     if !(opts.speed > 0.0 && opts.speed <= 100.0) {
         return Err(Error::Setup(format!("--speed {} must be above 0 and at most 100", opts.speed)));
     }
+    if !(0.0..=5.0).contains(&opts.zipf) {
+        return Err(Error::Setup(format!("--zipf {} must be between 0 and 5", opts.zipf)));
+    }
     if opts.tier.parse::<segue_core::Tier>().is_err() {
         return Err(Error::Setup(format!(
             "--tier {:?} is not a tier (low, normal, high, very_high, lossless)",
@@ -160,12 +168,13 @@ pub async fn run(opts: Options) -> Result<Report, Error> {
         Kind::PopOutage => outage::pop_outage(&lab, &opts).await?,
         Kind::OriginOutage => outage::origin_outage(&lab, &opts).await?,
         Kind::AlbumDrop => drop::album_drop(&lab, &opts).await?,
+        Kind::Overflow => overflow::overflow(&lab, &opts).await?,
     };
     write(&opts.out, &report)?;
     Ok(report)
 }
 
-/// `report.json`, `origin-egress.svg` and `ttfb.svg`.
+/// `report.json`, `origin-egress.svg`, `ttfb.svg` and `pops.svg`.
 fn write(dir: &std::path::Path, report: &Report) -> Result<(), Error> {
     let put = |name: &str, text: String| {
         let path = dir.join(name);
@@ -198,5 +207,15 @@ fn write(dir: &std::path::Path, report: &Report) -> Result<(), Error> {
     };
     let title = format!("{:?}: listeners' ranges", report.scenario);
     put("ttfb.svg", crate::svg::chart(&title, "seconds into the run", "ms, or per second", &[p50, p99, errors]))?;
+    let pops: std::collections::BTreeSet<&String> = t.seconds.iter().flat_map(|s| s.per_pop.keys()).collect();
+    let lines: Vec<crate::svg::Line> = pops
+        .into_iter()
+        .map(|pop| crate::svg::Line {
+            name: report.pop_names.get(pop).cloned().unwrap_or_else(|| pop.clone()),
+            points: t.seconds.iter().map(|s| (s.t, s.per_pop.get(pop).copied().unwrap_or(0) as f64)).collect(),
+        })
+        .collect();
+    let title = format!("{:?}: ranges answered per POP", report.scenario);
+    put("pops.svg", crate::svg::chart(&title, "seconds into the run", "ranges/s", &lines))?;
     Ok(())
 }

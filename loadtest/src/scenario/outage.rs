@@ -89,8 +89,14 @@ pub fn watch_origin(lab: &Lab, watch: &Arc<Watch>) -> (tokio::sync::watch::Sende
     (tx, task)
 }
 
-pub fn report(opts: &Options, watch: &Watch, clients: ListenerStats, findings: serde_json::Value) -> Report {
+pub fn report(lab: &Lab, opts: &Options, watch: &Watch, clients: ListenerStats, findings: serde_json::Value) -> Report {
+    let mut pop_names: std::collections::BTreeMap<String, String> =
+        lab.pops.iter().map(|p| (p.url.clone(), p.name.clone())).collect();
+    if let Some(o) = &lab.overflow {
+        pop_names.insert(o.url.clone(), "overflow CDN".into());
+    }
     Report {
+        pop_names,
         scenario: opts.kind,
         listeners: opts.listeners,
         seconds: watch.now(),
@@ -114,7 +120,7 @@ pub async fn listeners(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let _ = stop.send(true);
     let _ = poller.await;
     let clients = ListenerStats::sum(&stats, api, &watch, from);
-    Ok(report(opts, &watch, clients, serde_json::Value::Null))
+    Ok(report(lab, opts, &watch, clients, serde_json::Value::Null))
 }
 
 /// Figures of the ranges sent between `a` and `b` seconds.
@@ -171,8 +177,8 @@ pub async fn pop_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let mut k = 0usize;
     while Instant::now() < until {
         let t = watch.now();
-        if let Ok(pops) = lab.pop_health().await {
-            let healthy = pops.iter().find(|(id, _)| *id == victim.name).map(|(_, h)| *h);
+        if let Ok(pops) = lab.pop_states().await {
+            let healthy = pops.iter().find(|p| p.id == victim.name).map(|p| p.healthy);
             match (down_at, up_at, healthy) {
                 (None, _, Some(false)) => {
                     down_at = Some(t);
@@ -225,7 +231,7 @@ pub async fn pop_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
         "after": window(&samples, back, end),
     });
     let clients = ListenerStats::sum(&stats, api, &watch, from);
-    Ok(report(opts, &watch, clients, findings))
+    Ok(report(lab, opts, &watch, clients, findings))
 }
 
 /// The origin dies with the fleet in three states: most tracks cached and fresh, some
@@ -295,7 +301,7 @@ pub async fn origin_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
         "after": by_class(back, end),
     });
     let clients = ListenerStats::sum(&stats, api, &watch, from);
-    Ok(report(opts, &watch, clients, findings))
+    Ok(report(lab, opts, &watch, clients, findings))
 }
 
 /// Stream answers for one listener, as the app API gives them.

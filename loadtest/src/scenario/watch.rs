@@ -55,6 +55,8 @@ pub struct Second {
     pub hits: u64,
     pub ttfb_p50_ms: f64,
     pub ttfb_p99_ms: f64,
+    /// Ranges answered, by POP (base URL).
+    pub per_pop: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -226,6 +228,10 @@ impl Watch {
             let mut ttfb: Vec<f64> = here.iter().filter(|s| s.ok).map(|s| s.ttfb_ms).collect();
             ttfb.sort_by(f64::total_cmp);
             let (origin_requests, origin_bytes) = self.origin_between(a, b);
+            let mut per_pop = std::collections::BTreeMap::new();
+            for s in here.iter().filter(|s| s.ok) {
+                *per_pop.entry(s.pop.clone()).or_insert(0) += 1;
+            }
             seconds.push(Second {
                 t: a,
                 origin_requests,
@@ -235,6 +241,7 @@ impl Watch {
                 hits: here.iter().filter(|s| s.ok && s.hit).count() as u64,
                 ttfb_p50_ms: pct(&ttfb, 0.5),
                 ttfb_p99_ms: pct(&ttfb, 0.99),
+                per_pop,
             });
         }
         Timeline { marks: self.marks.lock().map(|m| m.clone()).unwrap_or_default(), seconds }
