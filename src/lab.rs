@@ -15,22 +15,54 @@ const REGIONS: [(&str, i32, &[&str]); 3] = [
     ("ap", 540, &["JP", "AU", "IN"]),
 ];
 
-/// Overflow settings of a lab.
-pub struct Extra {
-    pub overflow: bool,
-    pub capacity_connections: u64,
+/// `segue lab`'s options.
+#[derive(clap::Args)]
+pub struct LabArgs {
+    /// Where all state lives.
+    #[arg(long, default_value = "./lab", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// POPs, spread over the regions in turn.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pops: u16,
+    /// Listener regions (eu, us, ap: the first ones).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=3))]
+    regions: u16,
+    /// Put a shield POP between the POPs and the origin.
+    #[arg(long)]
+    shield: bool,
+    /// First port (see above); 0 for free ports.
+    #[arg(long, default_value_t = 7100, value_name = "P")]
+    ports_from: u16,
+    /// Length of each demo track in seconds.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=600))]
+    demo_track_secs: u32,
+    /// Restart a POP or the origin that dies (a scenario killed it) after this many
+    /// seconds, on the same port; 0: leave it dead.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    restart_after_secs: u64,
+    /// Start one more edge outside the control plane, in front of the origin, as the
+    /// app API's overflow CDN (for the overflow scenario). Its `listening on` line
+    /// comes last.
+    #[arg(long)]
+    overflow: bool,
+    /// Each POP reports itself saturated with this many client connections open (its
+    /// `capacity_connections`); 0: never.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pop_capacity_connections: u64,
 }
 
-pub async fn lab(
-    data_dir: PathBuf,
-    pops: u16,
-    regions: u16,
-    shield: bool,
-    ports_from: u16,
-    demo_track_secs: u32,
-    restart_after_secs: u64,
-    opts: Extra,
-) -> Result<(), Failure> {
+pub async fn lab(args: LabArgs) -> Result<(), Failure> {
+    let LabArgs {
+        data_dir,
+        pops,
+        regions,
+        shield,
+        ports_from,
+        demo_track_secs,
+        restart_after_secs,
+        overflow,
+        pop_capacity_connections,
+    } = args;
     let at = |offset: u16| -> Result<SocketAddr, Failure> {
         if ports_from == 0 {
             return Ok(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -73,8 +105,8 @@ pub async fn lab(
         // A lab marks a killed POP down within seconds, not the production 15.
         heartbeat_secs: 1,
         restart_after: (restart_after_secs > 0).then(|| std::time::Duration::from_secs(restart_after_secs)),
-        overflow: opts.overflow,
-        capacity_connections: opts.capacity_connections,
+        overflow,
+        capacity_connections: pop_capacity_connections,
     })
     .await
 }

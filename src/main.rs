@@ -70,39 +70,7 @@ enum Command {
     /// Ports: origin P, control plane P+1, app API P+2, shield P+10, POPs P+11 on
     /// (P = --ports-from; 0: every listener on a free port). Each POP keeps its cache and
     /// access log in DATA_DIR/pops/NAME. Stop with Ctrl-C or SIGTERM.
-    Lab {
-        /// Where all state lives.
-        #[arg(long, default_value = "./lab", value_name = "DIR")]
-        data_dir: PathBuf,
-        /// POPs, spread over the regions in turn.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
-        pops: u16,
-        /// Listener regions (eu, us, ap: the first ones).
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=3))]
-        regions: u16,
-        /// Put a shield POP between the POPs and the origin.
-        #[arg(long)]
-        shield: bool,
-        /// First port (see above); 0 for free ports.
-        #[arg(long, default_value_t = 7100, value_name = "P")]
-        ports_from: u16,
-        /// Length of each demo track in seconds.
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(2..=600))]
-        demo_track_secs: u32,
-        /// Restart a POP or the origin that dies (a scenario killed it) after this many
-        /// seconds, on the same port; 0: leave it dead.
-        #[arg(long, default_value_t = 10, value_name = "SECS")]
-        restart_after_secs: u64,
-        /// Start one more edge outside the control plane, in front of the origin, as the
-        /// app API's overflow CDN (for the overflow scenario). Its `listening on` line
-        /// comes last.
-        #[arg(long)]
-        overflow: bool,
-        /// Each POP reports itself saturated with this many client connections open (its
-        /// `capacity_connections`); 0: never.
-        #[arg(long, default_value_t = 0, value_name = "N")]
-        pop_capacity_connections: u64,
-    },
+    Lab(lab::LabArgs),
     Sim(sim::SimArgs),
     /// Package masters (WAV or FLAC files, or folders of them) into the origin's store.
     ///
@@ -529,20 +497,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let proxy = subsonic_stream == "proxy";
             up::up(data_dir, listen, demo_track_secs, proxy).await
         }
-        Command::Lab {
-            data_dir,
-            pops,
-            regions,
-            shield,
-            ports_from,
-            demo_track_secs,
-            restart_after_secs,
-            overflow,
-            pop_capacity_connections,
-        } => {
-            let extra = lab::Extra { overflow, capacity_connections: pop_capacity_connections };
-            lab::lab(data_dir, pops, regions, shield, ports_from, demo_track_secs, restart_after_secs, extra).await
-        }
+        Command::Lab(args) => lab::lab(args).await,
         Command::Sim(args) => sim::sim(args).await,
         Command::Edge {
             config,

@@ -219,4 +219,37 @@ mod tests {
         assert_eq!(super::session_country(&key, "usr_a", &s.replace("-SE-", "-US-")), None, "an edited country");
         assert_eq!(super::session_country(&key, "usr_a", "ses_planted"), None);
     }
+
+    fn pop(id: &str, region: &str, saturated: bool) -> super::Pop {
+        super::Pop {
+            id: id.into(),
+            region: region.into(),
+            public_url: format!("http://{id}"),
+            healthy: true,
+            saturated,
+        }
+    }
+
+    async fn choose(pops: Vec<super::Pop>, overflow: &str) -> (String, Option<String>, &'static str) {
+        let dir = super::PopDirectory::default();
+        *dir.last.lock().unwrap() = Some((std::time::Instant::now(), pops));
+        let config = crate::config::Config { overflow_url: overflow.into(), ..Default::default() };
+        super::choose(&dir, &config, "eu", "usr_a", "trk_1").await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn saturated_pops_go_last_and_the_overflow_cdn_takes_a_full_region() {
+        let cdn = "http://cdn2";
+        // One of two saturated: the other is primary, the saturated one the fallback.
+        let (p, f, _) = choose(vec![pop("eu-1", "eu", true), pop("eu-2", "eu", false)], cdn).await;
+        assert_eq!((p.as_str(), f.as_deref()), ("http://eu-2", Some("http://eu-1")));
+        // Every POP of the region saturated: the overflow CDN, a POP of the region behind it.
+        let full = vec![pop("eu-1", "eu", true), pop("eu-2", "eu", true), pop("us-1", "us", false)];
+        let (p, f, source) = choose(full.clone(), cdn).await;
+        assert_eq!((p.as_str(), source), (cdn, "overflow"));
+        assert!(f.as_deref().is_some_and(|f| f.starts_with("http://eu-")), "{f:?}");
+        // No overflow CDN configured: saturated POPs are still handed out.
+        let (p, _, source) = choose(full, "").await;
+        assert!(p.starts_with("http://eu-") && source == "control_plane", "{p} {source}");
+    }
 }

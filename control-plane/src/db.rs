@@ -582,6 +582,9 @@ mod tests {
             requests,
             errors,
             healthy: true,
+            connections: 0,
+            egress_mbps: 0.0,
+            saturated: false,
         }
     }
 
