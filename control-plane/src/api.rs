@@ -40,8 +40,12 @@ pub async fn handle(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
         Err(e) => e.response(),
     };
     metrics::counter!("cp_requests_total", "status" => resp.status().as_str().to_owned()).increment(1);
-    if method != Method::GET || !resp.status().is_success() {
+    // Reads and heartbeats (every POP, every few seconds) that succeed are routine.
+    let routine = method == Method::GET || path == "/v1/pops/heartbeat";
+    if !routine || !resp.status().is_success() {
         tracing::info!(%method, path, status = resp.status().as_u16(), "request");
+    } else {
+        tracing::debug!(%method, path, status = resp.status().as_u16(), "request");
     }
     resp
 }

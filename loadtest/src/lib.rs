@@ -265,6 +265,11 @@ async fn sizes(target: &Connector, paths: &[String]) -> Result<Vec<u64>, Error> 
     Ok(out)
 }
 
+/// The wall clock, Unix ms (play events and release times are stamped with it).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Cumulative Zipf weights over `n` ranks.
 pub(crate) fn zipf_cdf(n: usize, s: f64) -> Vec<f64> {
     let mut acc = 0.0;

@@ -2,6 +2,7 @@
 //! (`POST /v1/play-events`) over keep-alive connections, each event with a fresh
 //! idempotency key. Reports sustained events/s and exact request latency percentiles.
 
+use crate::now_ms;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,10 +65,6 @@ impl PlaysReport {
             self.statuses
         )
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Where each listener of one connection is in their day: their plays follow each other

@@ -44,6 +44,11 @@ fn label(v: f64) -> String {
 
 /// A chart of `lines` over a shared x axis; y starts at 0.
 pub fn chart(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> String {
+    chart_marked(title, x_label, y_label, lines, &[])
+}
+
+/// [`chart`] with dashed vertical lines at `marks` (x, label): a kill, a drop.
+pub fn chart_marked(title: &str, x_label: &str, y_label: &str, lines: &[Line], marks: &[(f64, String)]) -> String {
     let pts = || lines.iter().flat_map(|l| l.points.iter());
     let (x0, x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let (x0, x1) = if x0.is_finite() && x1 > x0 { (x0, x1) } else { (0.0, 1.0) };
@@ -102,6 +107,19 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> Strin
         TOP + ph / 2.0,
         esc(y_label)
     );
+    for (i, (x, what)) in marks.iter().filter(|(x, _)| (x0..=x1).contains(x)).enumerate() {
+        // Labels step down so neighbouring marks stay readable.
+        let _ = write!(
+            s,
+            "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{TOP}\" y2=\"{1}\" stroke=\"#555\" stroke-dasharray=\"4 3\"/>\
+             <text x=\"{2:.1}\" y=\"{3:.1}\" font-size=\"10\" fill=\"#555\">{4}</text>",
+            sx(*x),
+            TOP + ph,
+            sx(*x) + 3.0,
+            TOP + ph - 6.0 - 12.0 * (i % 4) as f64,
+            esc(what)
+        );
+    }
     for (i, l) in lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let path: Vec<String> = l.points.iter().map(|p| format!("{:.1},{:.1}", sx(p.0), sy(p.1))).collect();
@@ -134,5 +152,8 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(svg.contains("a&lt;b") && svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert!(svg.contains(">10<"), "an x tick at 10");
+        let marked = super::chart_marked("T", "x", "y", &lines, &[(5.0, "kill".into()), (50.0, "outside".into())]);
+        assert_eq!(marked.matches("stroke-dasharray").count(), 1, "marks outside the x range are left out");
+        assert!(marked.contains(">kill<"));
     }
 }

@@ -9,6 +9,7 @@
 //! drop, and errors. With pre-warm the origin must see no content request from the first
 //! drop on.
 
+use crate::now_ms;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,10 +20,6 @@ use super::listener::{Catalog, ListenerStats};
 use super::outage::{report, watch_origin, Crowd};
 use super::watch::{Sample, Watch};
 use super::{Error, Options, Report};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// `2026-12-01T00:00:00Z` for a Unix millisecond (whole seconds).
 fn rfc3339(ms: i64) -> String {
@@ -171,7 +168,12 @@ pub async fn album_drop(lab: &Lab, opts: &Options) -> Result<Report, Error> {
                 .filter(|s| s.first && s.t >= a - 0.5 && s.t < b && region_of(&s.pop) == region.name)
                 .collect();
             let (req, bytes) = watch.origin_between(a, b);
+            let mut labels = std::collections::BTreeMap::new();
+            for s in firsts.iter().filter(|s| s.ok) {
+                *labels.entry(s.cache.as_str()).or_insert(0u64) += 1;
+            }
             serde_json::json!({
+                "first_range_x_cache": labels,
                 "region": region.name,
                 "drop_at_s": a,
                 "first_range_ms": super::watch::ttfb(&firsts),

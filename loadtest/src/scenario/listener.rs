@@ -12,6 +12,7 @@
 //! The playhead runs on audio time; play events carry a device clock that advances by
 //! the audio heard, so plays at speed 4 do not overlap (the app API refuses those).
 
+use crate::now_ms;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -175,10 +176,6 @@ pub struct Listener {
     pub stats: ListenerStats,
     /// Stream API latencies, ms.
     pub api_ms: Vec<f64>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `http://host:port` and the path with its query.

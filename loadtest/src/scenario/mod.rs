@@ -183,6 +183,7 @@ fn write(dir: &std::path::Path, report: &Report) -> Result<(), Error> {
     };
     put("report.json", serde_json::to_string_pretty(report).unwrap_or_default())?;
     let t = &report.timeline;
+    let marks: Vec<(f64, String)> = t.marks.iter().map(|m| (m.t, m.what.clone())).collect();
     let egress = crate::svg::Line {
         name: "origin egress, MB/s".into(),
         points: t.seconds.iter().map(|s| (s.t, s.origin_bytes as f64 / 1e6)).collect(),
@@ -192,7 +193,10 @@ fn write(dir: &std::path::Path, report: &Report) -> Result<(), Error> {
         points: t.seconds.iter().map(|s| (s.t, s.origin_requests as f64)).collect(),
     };
     let title = format!("{:?}: origin", report.scenario);
-    put("origin-egress.svg", crate::svg::chart(&title, "seconds into the run", "per second", &[egress, requests]))?;
+    put(
+        "origin-egress.svg",
+        crate::svg::chart_marked(&title, "seconds into the run", "per second", &[egress, requests], &marks),
+    )?;
     let p50 = crate::svg::Line {
         name: "TTFB p50, ms".into(),
         points: t.seconds.iter().filter(|s| s.ranges > 0).map(|s| (s.t, s.ttfb_p50_ms)).collect(),
@@ -206,7 +210,10 @@ fn write(dir: &std::path::Path, report: &Report) -> Result<(), Error> {
         points: t.seconds.iter().map(|s| (s.t, s.errors as f64)).collect(),
     };
     let title = format!("{:?}: listeners' ranges", report.scenario);
-    put("ttfb.svg", crate::svg::chart(&title, "seconds into the run", "ms, or per second", &[p50, p99, errors]))?;
+    put(
+        "ttfb.svg",
+        crate::svg::chart_marked(&title, "seconds into the run", "ms, or per second", &[p50, p99, errors], &marks),
+    )?;
     let pops: std::collections::BTreeSet<&String> = t.seconds.iter().flat_map(|s| s.per_pop.keys()).collect();
     let lines: Vec<crate::svg::Line> = pops
         .into_iter()
@@ -216,6 +223,6 @@ fn write(dir: &std::path::Path, report: &Report) -> Result<(), Error> {
         })
         .collect();
     let title = format!("{:?}: ranges answered per POP", report.scenario);
-    put("pops.svg", crate::svg::chart(&title, "seconds into the run", "ranges/s", &lines))?;
+    put("pops.svg", crate::svg::chart_marked(&title, "seconds into the run", "ranges/s", &lines, &marks))?;
     Ok(())
 }

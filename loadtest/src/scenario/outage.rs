@@ -50,13 +50,19 @@ impl Crowd {
         Ok(Crowd { listeners, regions: of })
     }
 
-    /// Every listener plays `catalog` until `until`; returns their stats and stream API
-    /// latencies.
-    pub async fn play(self, catalog: &Catalog, until: Instant) -> (Vec<ListenerStats>, Vec<f64>) {
+    /// Every listener plays `catalog` until `until`, each starting at a random moment of
+    /// the first tenth of the time (at most 10 s) as listeners do, rather than in step;
+    /// returns their stats and stream API latencies.
+    pub async fn play(self, catalog: &Catalog, until: Instant, seed: u64) -> (Vec<ListenerStats>, Vec<f64>) {
+        use rand::{Rng, SeedableRng};
+        let ramp = (until.saturating_duration_since(Instant::now()) / 10).min(Duration::from_secs(10));
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
         let mut tasks = Vec::new();
         for mut l in self.listeners {
             let catalog = catalog.clone();
+            let start = ramp.mul_f64(rng.random::<f64>());
             tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(start).await;
                 l.session(&catalog, until).await;
                 (l.stats, l.api_ms)
             }));
@@ -116,7 +122,7 @@ pub async fn listeners(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let (stop, poller) = watch_origin(lab, &watch);
     let from = watch.now();
     watch.mark("listeners start");
-    let (stats, api) = crowd.play(&catalog, Instant::now() + opts.duration).await;
+    let (stats, api) = crowd.play(&catalog, Instant::now() + opts.duration, opts.seed).await;
     let _ = stop.send(true);
     let _ = poller.await;
     let clients = ListenerStats::sum(&stats, api, &watch, from);
@@ -160,9 +166,10 @@ pub async fn pop_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let (stop, poller) = watch_origin(lab, &watch);
     let from = watch.now();
     let until = Instant::now() + opts.duration;
+    let seed = opts.seed;
     let playing = tokio::spawn({
         let catalog = catalog.clone();
-        async move { crowd.play(&catalog, until).await }
+        async move { crowd.play(&catalog, until, seed).await }
     });
     tokio::time::sleep(opts.duration / 3).await;
     kill(victim.pid, victim.pid_file.as_deref())?;
@@ -214,6 +221,9 @@ pub async fn pop_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
         .filter(failed_on_victim)
         .map(|s| s.t)
         .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m: f64| m.max(t))));
+    // Recovered: from the kill to the last range that failed anywhere (each failed range
+    // costs its listener a failover, or an error when the fallback failed too).
+    let last_failure = samples.iter().filter(|s| !s.ok && s.t >= killed).map(|s| s.t).reduce(f64::max);
     let end = watch.now();
     let back = up_at.unwrap_or(end);
     let findings = serde_json::json!({
@@ -226,6 +236,7 @@ pub async fn pop_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
         "last_answer_naming_it_after_down_s": last_named_while_down.zip(down_at).map(|(t, d)| t - d),
         "requests_failed_on_it": samples.iter().filter(failed_on_victim).count(),
         "last_failed_request_after_s": last_failed.map(|t| t - killed),
+        "clients_recovered_after_s": last_failure.map_or(0.0, |t| t - killed),
         "before": window(&samples, from, killed),
         "while_down": window(&samples, killed, back),
         "after": window(&samples, back, end),
@@ -250,9 +261,10 @@ pub async fn origin_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let (stop, poller) = watch_origin(lab, &watch);
     let from = watch.now();
     let until = Instant::now() + opts.duration;
+    let seed = opts.seed;
     let playing = tokio::spawn({
         let catalog = catalog.clone();
-        async move { crowd.play(&catalog, until).await }
+        async move { crowd.play(&catalog, until, seed).await }
     });
     tokio::time::sleep(opts.duration / 3).await;
     // Ranks 1, 3, ... stale; the last one gone; the rest fresh.

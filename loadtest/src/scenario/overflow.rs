@@ -26,9 +26,10 @@ pub async fn overflow(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let from = watch.now();
     let until = Instant::now() + opts.duration;
     let third = opts.duration / 3;
+    let seed = opts.seed;
     let steady_task = tokio::spawn({
         let catalog = catalog.clone();
-        async move { steady.play(&catalog, until).await }
+        async move { steady.play(&catalog, until, seed).await }
     });
     let surge_task = tokio::spawn({
         let catalog = catalog.clone();
@@ -36,7 +37,7 @@ pub async fn overflow(lab: &Lab, opts: &Options) -> Result<Report, Error> {
         async move {
             tokio::time::sleep(third).await;
             w.mark("surge joins");
-            let out = surge.play(&catalog, Instant::now() + third).await;
+            let out = surge.play(&catalog, Instant::now() + third, seed.wrapping_add(1)).await;
             w.mark("surge leaves");
             out
         }
