@@ -599,7 +599,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 seed,
             };
             let report = segue_loadtest::scenario::run(opts).await.map_err(|e| match e {
-                segue_loadtest::scenario::Error::Setup(m) if m.starts_with("--") => Failure::Usage(m),
+                segue_loadtest::scenario::Error::Usage(m) => Failure::Usage(m),
                 e => Failure::Runtime(e.to_string()),
             })?;
             if json {

@@ -128,3 +128,31 @@ fn saturated_pops_overflow_to_the_secondary_cdn() {
     assert_eq!(n(&r["clients"]["errors"]), 0.0, "{}", r["clients"]);
     assert!(terminate(lab).success());
 }
+
+#[test]
+fn scenario_input_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let run = |args: &[&str]| {
+        let out = segue().args(["loadtest", "--out"]).arg(&out_dir).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&["--scenario", "album-drop"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--lab"), "{err}");
+    let nowhere = dir.path().join("nowhere");
+    let (code, err) = run(&["--scenario", "listeners", "--lab", nowhere.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("lab.json") && err.contains("segue lab"), "{err}");
+    std::fs::write(dir.path().join("lab.json"), "{\"origin\": 1}").unwrap();
+    let (code, err) = run(&["--scenario", "listeners", "--lab", dir.path().to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not a lab description"), "{err}");
+    let (code, err) = run(&["--scenario", "listeners", "--lab", dir.path().to_str().unwrap(), "--speed", "0"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--speed"), "{err}");
+    let (code, err) = run(&["--scenario", "listeners", "--lab", dir.path().to_str().unwrap(), "--tier", "loud"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--tier"), "{err}");
+    assert!(!out_dir.exists(), "bad input writes nothing");
+}

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 
+use super::crowd::{report, watch_origin, Crowd};
 use super::lab::{Lab, Track};
 use super::listener::{Catalog, ListenerStats};
-use super::outage::{report, watch_origin, Crowd};
 use super::watch::{Sample, Watch};
 use super::{Error, Options, Report};
 

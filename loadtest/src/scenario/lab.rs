@@ -64,19 +64,20 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 fn read_token(path: &str) -> Result<String, Error> {
     std::fs::read_to_string(path)
         .map(|t| t.trim().to_owned())
-        .map_err(|e| Error::Lab(format!("{path}: {e} (is the lab's data directory readable?)")))
+        .map_err(|e| Error::Usage(format!("{path}: {e} (is the lab's data directory readable?)")))
 }
 
 impl Lab {
     /// Read `DIR/lab.json` and the tokens it points at.
     pub fn load(dir: &Path) -> Result<Lab, Error> {
         let file = dir.join("lab.json");
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| Error::Lab(format!("{}: {e} (start one with `segue lab --data-dir DIR`)", file.display())))?;
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            Error::Usage(format!("{}: {e} (start one with `segue lab --data-dir DIR`)", file.display()))
+        })?;
         let mut lab: Lab = serde_json::from_str(&text)
-            .map_err(|e| Error::Lab(format!("{}: not a lab description: {e}", file.display())))?;
+            .map_err(|e| Error::Usage(format!("{}: not a lab description: {e}", file.display())))?;
         if lab.regions.is_empty() || lab.pops.iter().all(|p| p.shield) {
-            return Err(Error::Lab(format!("{}: a lab needs a region and a POP", file.display())));
+            return Err(Error::Usage(format!("{}: a lab needs a region and a POP", file.display())));
         }
         lab.cp_token = read_token(&lab.control_plane_token_file)?;
         lab.app_token = read_token(&lab.app_api_token_file)?;

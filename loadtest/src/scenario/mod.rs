@@ -6,6 +6,7 @@
 //! body bytes) and times every request its listeners make; it writes `report.json` and
 //! SVG plots (origin egress and time to first byte over the run) to its folder.
 
+mod crowd;
 mod drop;
 mod lab;
 mod listener;
@@ -24,6 +25,9 @@ pub use watch::{Timeline, Watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Bad options, or no lab where `--lab` points.
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Lab(String),
     #[error("{0}")]
@@ -149,22 +153,22 @@ impl Report {
 /// Run a scenario against the lab and write its report and plots to `opts.out`.
 pub async fn run(opts: Options) -> Result<Report, Error> {
     if !(opts.speed > 0.0 && opts.speed <= 100.0) {
-        return Err(Error::Setup(format!("--speed {} must be above 0 and at most 100", opts.speed)));
+        return Err(Error::Usage(format!("--speed {} must be above 0 and at most 100", opts.speed)));
     }
     if !(0.0..=5.0).contains(&opts.zipf) {
-        return Err(Error::Setup(format!("--zipf {} must be between 0 and 5", opts.zipf)));
+        return Err(Error::Usage(format!("--zipf {} must be between 0 and 5", opts.zipf)));
     }
     if opts.tier.parse::<segue_core::Tier>().is_err() {
-        return Err(Error::Setup(format!(
+        return Err(Error::Usage(format!(
             "--tier {:?} is not a tier (low, normal, high, very_high, lossless)",
             opts.tier
         )));
     }
+    let lab = Lab::load(&opts.lab)?;
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| Error::Write { path: opts.out.display().to_string(), detail: e.to_string() })?;
-    let lab = Lab::load(&opts.lab)?;
     let report = match opts.kind {
-        Kind::Listeners => outage::listeners(&lab, &opts).await?,
+        Kind::Listeners => crowd::listeners(&lab, &opts).await?,
         Kind::PopOutage => outage::pop_outage(&lab, &opts).await?,
         Kind::OriginOutage => outage::origin_outage(&lab, &opts).await?,
         Kind::AlbumDrop => drop::album_drop(&lab, &opts).await?,

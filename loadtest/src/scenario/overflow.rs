@@ -7,15 +7,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::crowd::{catalog, report, watch_origin, Crowd, POLL};
 use super::lab::Lab;
 use super::listener::ListenerStats;
-use super::outage::{catalog, report, watch_origin, Crowd, POLL};
 use super::watch::{Sample, Watch};
 use super::{Error, Options, Report};
 
 pub async fn overflow(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let cdn = lab.overflow.clone().ok_or_else(|| {
-        Error::Lab("overflow needs a lab started with --overflow --pop-capacity-connections N".into())
+        Error::Usage("overflow needs a lab started with --overflow --pop-capacity-connections N".into())
     })?;
     let watch = Arc::new(Watch::new());
     let (catalog, _) = catalog(lab, opts).await?;
