@@ -55,6 +55,11 @@ impl Crowd {
     /// Every listener plays `catalog` until `until`, each starting at a random moment of
     /// the first tenth of the time (at most 10 s) as listeners do, rather than in step;
     /// returns their stats and stream API latencies.
+    pub fn start(self, catalog: &Catalog, until: Instant, seed: u64) -> Playing {
+        let catalog = catalog.clone();
+        tokio::spawn(async move { self.play(&catalog, until, seed).await })
+    }
+
     pub async fn play(self, catalog: &Catalog, until: Instant, seed: u64) -> (Vec<ListenerStats>, Vec<f64>) {
         use rand::{Rng, SeedableRng};
         let ramp = (until.saturating_duration_since(Instant::now()) / 10).min(Duration::from_secs(10));
@@ -89,13 +94,29 @@ pub async fn catalog(lab: &Lab, opts: &Options) -> Result<(Catalog, Vec<Track>),
     Ok((Catalog::new(tracks.iter().map(|t| t.id.clone()).collect(), opts.zipf), tracks))
 }
 
-/// Poll the origin until the returned sender is dropped or set.
-pub fn watch_origin(lab: &Lab, watch: &Arc<Watch>) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = tokio::sync::watch::channel(false);
+/// The origin's metrics, polled in the background into the watch.
+pub struct OriginPoll {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OriginPoll {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+pub fn watch_origin(lab: &Lab, watch: &Arc<Watch>) -> OriginPoll {
+    let (stop, rx) = tokio::sync::watch::channel(false);
     let (w, origin) = (watch.clone(), lab.origin.url.clone());
     let task = tokio::spawn(async move { w.poll_origin(&origin, POLL, &rx).await });
-    (tx, task)
+    OriginPoll { stop, task }
 }
+
+/// What listeners playing in the background give back: their stats and stream API
+/// latencies.
+pub type Playing = tokio::task::JoinHandle<(Vec<ListenerStats>, Vec<f64>)>;
 
 pub fn report(lab: &Lab, opts: &Options, watch: &Watch, clients: ListenerStats, findings: serde_json::Value) -> Report {
     let mut pop_names: std::collections::BTreeMap<String, String> =
@@ -121,12 +142,10 @@ pub async fn listeners(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let watch = Arc::new(Watch::new());
     let (catalog, _) = catalog(lab, opts).await?;
     let crowd = Crowd::new(lab, opts, &watch, opts.listeners, false).await?;
-    let (stop, poller) = watch_origin(lab, &watch);
+    let poll = watch_origin(lab, &watch);
     let from = watch.now();
-    watch.mark("listeners start");
     let (stats, api) = crowd.play(&catalog, Instant::now() + opts.duration, opts.seed).await;
-    let _ = stop.send(true);
-    let _ = poller.await;
+    poll.stop().await;
     let clients = ListenerStats::sum(&stats, api, &watch, from);
     Ok(report(lab, opts, &watch, clients, serde_json::Value::Null))
 }

@@ -63,7 +63,7 @@ pub async fn album_drop(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let cids: Vec<String> = album.iter().map(|t| t.content_id.clone()).collect();
     let watch = Arc::new(Watch::new());
     let crowd = Crowd::new(lab, opts, &watch, opts.listeners, true).await?;
-    let (stop, poller) = watch_origin(lab, &watch);
+    let poll = watch_origin(lab, &watch);
 
     // Cold: no POP (nor the shield) holds the album.
     lab.purge(&cids, false).await?;
@@ -152,8 +152,7 @@ pub async fn album_drop(lab: &Lab, opts: &Options) -> Result<Report, Error> {
             api.extend(a);
         }
     }
-    let _ = stop.send(true);
-    let _ = poller.await;
+    poll.stop().await;
 
     let samples = watch.samples();
     let end = watch.now();

@@ -44,14 +44,10 @@ pub async fn pop_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
         .and_then(|r| r.countries.first().cloned())
         .unwrap_or_else(|| "SE".into());
     let probe = AppProbe { base: lab.app_api.clone(), key: lab.user("lt-outage-probe", &country).await? };
-    let (stop, poller) = watch_origin(lab, &watch);
+    let poll = watch_origin(lab, &watch);
     let from = watch.now();
     let until = Instant::now() + opts.duration;
-    let seed = opts.seed;
-    let playing = tokio::spawn({
-        let catalog = catalog.clone();
-        async move { crowd.play(&catalog, until, seed).await }
-    });
+    let playing = crowd.start(&catalog, until, opts.seed);
     tokio::time::sleep(opts.duration / 3).await;
     kill(victim.pid, victim.pid_file.as_deref())?;
     let killed = watch.now();
@@ -93,8 +89,7 @@ pub async fn pop_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
         tokio::time::sleep(POLL).await;
     }
     let (stats, api) = playing.await.unwrap_or_default();
-    let _ = stop.send(true);
-    let _ = poller.await;
+    poll.stop().await;
     let samples = watch.samples();
     let failed_on_victim = |s: &&Sample| s.pop == victim.url && !s.ok && s.t >= killed;
     let last_failed = samples
@@ -139,14 +134,10 @@ pub async fn origin_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
         return Err(Error::Usage("origin-outage needs a catalog of three tracks or more".into()));
     }
     let crowd = Crowd::new(lab, opts, &watch, opts.listeners, false).await?;
-    let (stop, poller) = watch_origin(lab, &watch);
+    let poll = watch_origin(lab, &watch);
     let from = watch.now();
     let until = Instant::now() + opts.duration;
-    let seed = opts.seed;
-    let playing = tokio::spawn({
-        let catalog = catalog.clone();
-        async move { crowd.play(&catalog, until, seed).await }
-    });
+    let playing = crowd.start(&catalog, until, opts.seed);
     tokio::time::sleep(opts.duration / 3).await;
     // Ranks 1, 3, ... stale; the last one gone; the rest fresh.
     let last = tracks.len() - 1;
@@ -159,8 +150,7 @@ pub async fn origin_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let killed = watch.now();
     watch.mark("killed the origin");
     let (stats, api) = playing.await.unwrap_or_default();
-    let _ = stop.send(true);
-    let _ = poller.await;
+    poll.stop().await;
     let samples = watch.samples();
     let end = watch.now();
     let back = watch.origin_back_after(killed).unwrap_or(end);

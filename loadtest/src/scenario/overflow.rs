@@ -22,15 +22,12 @@ pub async fn overflow(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let base = (opts.listeners / 4).max(1);
     let steady = Crowd::new(lab, opts, &watch, base, false).await?;
     let surge = Crowd::new(lab, opts, &watch, opts.listeners.saturating_sub(base).max(1), false).await?;
-    let (stop, poller) = watch_origin(lab, &watch);
+    let poll = watch_origin(lab, &watch);
     let from = watch.now();
     let until = Instant::now() + opts.duration;
     let third = opts.duration / 3;
     let seed = opts.seed;
-    let steady_task = tokio::spawn({
-        let catalog = catalog.clone();
-        async move { steady.play(&catalog, until, seed).await }
-    });
+    let steady_task = steady.start(&catalog, until, seed);
     let surge_task = tokio::spawn({
         let catalog = catalog.clone();
         let w = watch.clone();
@@ -64,8 +61,7 @@ pub async fn overflow(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let (s2, a2) = surge_task.await.unwrap_or_default();
     stats.extend(s2);
     api.extend(a2);
-    let _ = stop.send(true);
-    let _ = poller.await;
+    poll.stop().await;
     let samples = watch.samples();
     let end = watch.now();
     let (t1, t2) = (from + third.as_secs_f64(), from + 2.0 * third.as_secs_f64());
