@@ -52,6 +52,9 @@ pub struct PlayArgs {
     /// Stop after this much audio (a preview), milliseconds.
     #[arg(long, value_name = "MS")]
     duration_ms: Option<u64>,
+    /// Open a new connection for every request instead of keeping one per POP alive.
+    #[arg(long)]
+    no_keep_alive: bool,
     /// Pace playback like a sound device at this speed (1 = real time), so a late
     /// next track fades out instead of cutting; 0: render as fast as audio arrives.
     #[arg(long, default_value_t = 0.0)]
@@ -149,6 +152,7 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
         start_ms: a.start_ms,
         skip_after_ms: a.skip_after_ms,
         duration_ms: a.duration_ms,
+        keep_alive: !a.no_keep_alive,
         ..Default::default()
     };
     // Each play goes to the outbox as it ends, then a background sync sends it; what that
@@ -239,7 +243,7 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
     } else {
         println!(
             "{}: {} tracks, {:.1} s of audio at {} Hz x{}\ntime to first audio {:.0} ms (after {} bytes), \
-             {} bytes fetched, {} failovers, gaps {} samples, {} underruns, {} rebuffers, in {:.2} s",
+             {} bytes fetched over {} connections, {} failovers, gaps {} samples, {} underruns, {} rebuffers, in {:.2} s",
             out.display(),
             report.tracks,
             report.frames as f64 / f64::from(report.sample_rate.max(1)),
@@ -248,6 +252,7 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
             report.time_to_first_audio_ms,
             report.bytes_before_first_audio,
             report.bytes_fetched,
+            report.connections,
             report.failovers,
             report.gap_samples,
             report.underruns,

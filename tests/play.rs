@@ -135,7 +135,9 @@ enum Fault {
     Throttle(u64),
 }
 
-/// A TCP proxy in front of `upstream` with `fault`: its address.
+/// A TCP proxy in front of `upstream` with `fault`: its address. It carries one request
+/// per connection (it asks the edge to close after answering), so every request of a
+/// player that keeps connections alive still meets the fault.
 fn faulty_pop(upstream: std::net::SocketAddr, fault: Fault) -> std::net::SocketAddr {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -156,6 +158,8 @@ fn faulty_pop(upstream: std::net::SocketAddr, fault: Fault) -> std::net::SocketA
                     }
                 }
                 let Ok(mut up) = std::net::TcpStream::connect(upstream) else { return };
+                head.truncate(head.len().saturating_sub(2));
+                head.extend_from_slice(b"Connection: close\r\n\r\n");
                 let _ = up.write_all(&head);
                 let (mut c2, mut u2) = (client.try_clone().unwrap(), up.try_clone().unwrap());
                 std::thread::spawn(move || {
@@ -462,6 +466,25 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     }
     assert_eq!(audio_requests.len(), 3, "{audio_requests:?}");
     assert!(audio_requests.values().all(|n| *n == 1), "each object fetched once: {audio_requests:?}");
+
+    // Keep-alive: the run's requests came over fewer connections than requests (as the
+    // edge saw them: one client port per connection), the number the player reports;
+    // without it, one connection per request, and the same audio.
+    let run_log = |from: usize| -> (usize, usize) {
+        let lines = access_log(dir.path())[from..].to_vec();
+        let ports: std::collections::HashSet<&str> = lines.iter().filter_map(|l| l["peer"].as_str()).collect();
+        (lines.len(), ports.len())
+    };
+    let (requests, ports) = run_log(before);
+    assert_eq!(report["connections"].as_u64(), Some(ports as u64), "{report}");
+    assert!(ports < requests, "{requests} requests over {ports} connections");
+    let before = access_log(dir.path()).len();
+    let fresh = dir.path().join("fresh.wav");
+    let report = play(app, &token_file, &fresh, &["--skip-after-ms", "1000", "--no-keep-alive"], &ids[..3]);
+    wait_for("the second skip run in the access log", 10, || access_log(dir.path()).len() >= before + 6);
+    let (requests, ports) = run_log(before);
+    assert_eq!((report["connections"].as_u64(), ports), (Some(requests as u64), requests), "{report}");
+    assert_eq!(wav_samples(&fresh), s, "the same audio either way");
     assert!(terminate(up).success());
 }
 

@@ -47,6 +47,8 @@ pub struct Options {
     pub skip_after_ms: Option<u32>,
     /// Stop after this much audio in all (a preview).
     pub duration_ms: Option<u64>,
+    /// Keep connections to each POP alive between requests.
+    pub keep_alive: bool,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             start_ms: 0,
             skip_after_ms: None,
             duration_ms: None,
+            keep_alive: true,
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct Stats {
     /// Bytes of encrypted audio decrypted (offline only).
     pub bytes_decrypted: u64,
     pub failovers: u64,
+    /// Connections opened to POPs (with keep-alive, fewer than requests).
+    pub connections: u64,
     /// Boundaries where the next track was not ready, and the silence that filled them
     /// (with any mid-track rebuffering).
     pub underruns: u64,
@@ -223,7 +228,8 @@ impl Engine {
         Engine::with(Catalog::Offline(library), fetcher, opts)
     }
 
-    fn with(catalog: Catalog, fetcher: Fetcher, opts: Options) -> Engine {
+    fn with(catalog: Catalog, mut fetcher: Fetcher, opts: Options) -> Engine {
+        fetcher.keep_alive = opts.keep_alive;
         let src = Source { catalog, fetcher, tier: opts.tier.clone(), country: opts.country.clone() };
         Engine { src, opts, on_play: None }
     }
@@ -407,6 +413,7 @@ impl Engine {
             stats.warnings.extend(library.warnings());
         }
         stats.failovers = fetcher.failovers();
+        stats.connections = fetcher.connections();
         stats.bandwidth_kbps = fetcher.kbps();
         let need = tier_kbps(&self.opts.tier);
         if stats.bandwidth_kbps > 0.0 && stats.bandwidth_kbps < need * 1.2 {

@@ -1,6 +1,11 @@
 //! Fetching audio by HTTP Range from the edge, as a stream of chunks, with the second
 //! POP as fallback, counting every byte that crosses the network. A download that fails
 //! part way resumes from the next byte on the other POP rather than starting over.
+//!
+//! Connections are kept alive per POP: a request that read its body to the end gives
+//! its connection back, and the next request to that POP (the rest of a prefetched track,
+//! a skip, a seek) takes it instead of paying a new handshake. A connection the server
+//! closed while it was idle is replaced once, transparently.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,12 +14,40 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
-use segue_core::client::{ClientBody, Connector};
+use segue_core::client::{ClientBody, Connection, Connector};
 
 use crate::Error;
 
+/// Idle kept-alive connections, by POP (`http://host:port`).
+#[derive(Clone, Default)]
+struct Pool(Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<Connection>>>>);
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pool")
+    }
+}
+
+/// Idle connections kept per POP at most (a player has a handful of requests in flight).
+const IDLE_PER_POP: usize = 4;
+
+impl Pool {
+    fn take(&self, base: &str) -> Option<Connection> {
+        self.0.lock().ok()?.get_mut(base)?.pop()
+    }
+
+    fn put(&self, base: String, conn: Connection) {
+        if let Ok(mut p) = self.0.lock() {
+            let idle = p.entry(base).or_default();
+            if idle.len() < IDLE_PER_POP {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
 /// Fetches with a byte counter shared by the whole session.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Fetcher {
     bytes: Arc<AtomicU64>,
     /// Microseconds spent waiting for response heads and body chunks, for the
@@ -25,6 +58,26 @@ pub struct Fetcher {
     pub timeout: Option<Duration>,
     /// Where `offline:` URLs are read from (and decrypted), with no network.
     pub library: Option<Arc<crate::library::Library>>,
+    /// Reuse connections (the default); false opens one per request.
+    pub keep_alive: bool,
+    pool: Pool,
+    /// Connections opened.
+    connections: Arc<AtomicU64>,
+}
+
+impl Default for Fetcher {
+    fn default() -> Fetcher {
+        Fetcher {
+            bytes: Arc::default(),
+            busy_us: Arc::default(),
+            failovers: Arc::default(),
+            timeout: None,
+            library: None,
+            keep_alive: true,
+            pool: Pool::default(),
+            connections: Arc::default(),
+        }
+    }
 }
 
 /// `http://host:port` and the path with its query, of a URL.
@@ -59,12 +112,31 @@ impl Fetcher {
         self.failovers.load(Ordering::Relaxed)
     }
 
+    /// Connections opened so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    async fn connect(&self, connector: &Connector) -> Result<Connection, segue_core::server::BoxError> {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        connector.connect().await
+    }
+
     /// A download of `url` from byte `from` to `to` (inclusive; `None`: to the end),
     /// going to `fallback` when `url` fails.
     pub fn download(&self, url: &str, fallback: Option<&str>, from: u64, to: Option<u64>) -> Download {
         let mut urls = vec![url.to_owned()];
         urls.extend(fallback.map(str::to_owned));
-        Download { fetcher: self.clone(), urls, which: 0, next: from, end: to, body: None, errors: Vec::new() }
+        Download {
+            fetcher: self.clone(),
+            urls,
+            which: 0,
+            next: from,
+            end: to,
+            body: None,
+            conn: None,
+            errors: Vec::new(),
+        }
     }
 
     /// GET `url` whole (the bytes `range`, inclusive, when given); on an error or a 5xx,
@@ -90,6 +162,8 @@ pub struct Download {
     next: u64,
     end: Option<u64>,
     body: Option<ClientBody>,
+    /// The connection the body comes on, and its POP: back to the pool when the body ends.
+    conn: Option<(String, Connection)>,
     /// Failures since the last byte arrived, one per URL tried.
     errors: Vec<String>,
 }
@@ -112,6 +186,7 @@ impl Download {
         }
         loop {
             if self.end.is_some_and(|e| self.next > e) {
+                self.finish().await;
                 return Ok(None);
             }
             if self.body.is_none() {
@@ -155,8 +230,24 @@ impl Download {
                 None if self.end.is_some_and(|e| self.next <= e) => {
                     self.fail(format!("the body ended at byte {}, before byte {}", self.next, self.end.unwrap_or(0)))?
                 }
-                None => return Ok(None),
+                None => {
+                    self.finish().await;
+                    return Ok(None);
+                }
             }
+        }
+    }
+
+    /// Every wanted byte is in: give the connection back once its body has ended (a
+    /// connection with body bytes still to come cannot carry another request).
+    async fn finish(&mut self) {
+        let (Some(mut body), Some((base, conn))) = (self.body.take(), self.conn.take()) else { return };
+        if !self.fetcher.keep_alive {
+            return;
+        }
+        let ended = matches!(tokio::time::timeout(Duration::from_millis(100), body.frame()).await, Ok(None));
+        if ended {
+            self.fetcher.pool.put(base, conn);
         }
     }
 
@@ -173,15 +264,34 @@ impl Download {
         }
         let req = req.body(()).map_err(|e| e.to_string())?;
         let started = Instant::now();
+        let fetcher = &self.fetcher;
+        let pooled = if fetcher.keep_alive { fetcher.pool.take(&base) } else { None };
         let exchange = async {
-            let mut conn = connector.connect().await?;
-            conn.send(req).await
+            let again = copy(&req);
+            match pooled {
+                Some(mut conn) => match conn.send(req).await {
+                    Ok(resp) => Ok((conn, resp)),
+                    // Closed by the server while idle: once more on a new connection.
+                    Err(_) => {
+                        let mut conn = fetcher.connect(&connector).await?;
+                        let resp = conn.send(again).await?;
+                        Ok((conn, resp))
+                    }
+                },
+                None => {
+                    let mut conn = fetcher.connect(&connector).await?;
+                    let resp = conn.send(req).await?;
+                    Ok::<_, segue_core::server::BoxError>((conn, resp))
+                }
+            }
         };
         let resp = match self.fetcher.timeout {
             Some(t) => tokio::time::timeout(t, exchange).await.map_err(|_| format!("no answer within {t:?}"))?,
             None => exchange.await,
         }
         .map_err(|e| e.to_string())?;
+        let (conn, resp) = resp;
+        self.conn = Some((base, conn));
         self.fetcher.busy_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let (parts, body) = resp.into_parts();
         match parts.status {
@@ -217,6 +327,7 @@ impl Download {
     /// URL has failed since the last byte.
     fn fail(&mut self, detail: String) -> Result<(), Error> {
         self.body = None;
+        self.conn = None;
         let url = &self.urls[self.which];
         self.errors.push(format!("{url}: {detail}"));
         if self.errors.len() >= self.urls.len() {
@@ -227,6 +338,15 @@ impl Download {
         self.which = (self.which + 1) % self.urls.len();
         Ok(())
     }
+}
+
+/// A GET's method, path and headers again (its body is empty), for a retry.
+fn copy(req: &Request<()>) -> Request<()> {
+    let mut again = Request::new(());
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.headers_mut() = req.headers().clone();
+    again
 }
 
 /// The first and last byte of a `Content-Range: bytes A-B/LEN` value.
