@@ -55,6 +55,13 @@ pub struct PlayArgs {
     /// Open a new connection for every request instead of keeping one per POP alive.
     #[arg(long)]
     no_keep_alive: bool,
+    /// Prefetch the next track's head this long before the end on a poor network (fetches
+    /// below --poor-below-kbps, or a rebuffer or underrun this session), instead of 30 s.
+    #[arg(long, default_value_t = 45_000, value_name = "MS")]
+    poor_prefetch_lead_ms: u32,
+    /// A network is poor below this throughput, kbit/s; 0: twice the tier's bitrate.
+    #[arg(long, default_value_t = 0, value_name = "KBPS")]
+    poor_below_kbps: u32,
     /// Pace playback like a sound device at this speed (1 = real time), so a late
     /// next track fades out instead of cutting; 0: render as fast as audio arrives.
     #[arg(long, default_value_t = 0.0)]
@@ -153,6 +160,8 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
         skip_after_ms: a.skip_after_ms,
         duration_ms: a.duration_ms,
         keep_alive: !a.no_keep_alive,
+        poor_prefetch_lead_ms: a.poor_prefetch_lead_ms,
+        poor_below_kbps: a.poor_below_kbps,
         ..Default::default()
     };
     // Each play goes to the outbox as it ends, then a background sync sends it; what that

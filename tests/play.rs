@@ -488,6 +488,31 @@ fn the_gapless_album_renders_like_the_continuous_master() {
     assert!(terminate(up).success());
 }
 
+/// A network the player measures as poor (a POP throttled to 2 MB/s, against a 50 Mbit/s
+/// bar) makes it prefetch the next track's head 45 s before the end; the same queue from
+/// the POP directly, 30 s.
+#[test]
+fn a_poor_network_prefetches_the_next_track_earlier() {
+    let Up { dir, up, origin, edge, app, token, token_file, .. } = start_up();
+    let ids = album_ids(app, &token);
+    let long = long_track(dir.path(), app, &token);
+    let queue = [long, ids[0].clone()];
+    let proxy = faulty_pop(edge, Fault::Throttle(2 << 20));
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[format!("http://{proxy}")]);
+    let bar = ["--poor-below-kbps", "50000"];
+    let slow = play(app2_addr, &token_file, &dir.path().join("slow.wav"), &bar, &queue);
+    let lead = slow["prefetch_leads_ms"][0].as_f64().unwrap();
+    assert!((44_000.0..=45_000.0).contains(&lead), "prefetched {lead} ms before the end: {slow}");
+    assert_eq!(slow["poor_network_prefetches"].as_u64(), Some(1), "{slow}");
+    let fast = play(app, &token_file, &dir.path().join("fast.wav"), &bar, &queue);
+    let lead = fast["prefetch_leads_ms"][0].as_f64().unwrap();
+    assert!((29_000.0..=30_000.0).contains(&lead), "prefetched {lead} ms before the end: {fast}");
+    assert_eq!(fast["poor_network_prefetches"].as_u64(), Some(0), "{fast}");
+    assert_eq!(wav_samples(&dir.path().join("slow.wav")), wav_samples(&dir.path().join("fast.wav")));
+    assert!(terminate(app2).success());
+    assert!(terminate(up).success());
+}
+
 /// Where a proxy in front of the app API kills the player when its play report comes by.
 #[derive(Clone, Copy, PartialEq)]
 enum Cut {

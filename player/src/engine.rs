@@ -29,6 +29,11 @@ pub struct Options {
     /// When this much of the current track is left, the first `prefetch_bytes` of the
     /// next `prefetch_tracks` tracks are fetched.
     pub prefetch_lead_ms: u32,
+    /// The lead on a poor network: fetches slower than `poor_below_kbps`, or the session
+    /// has rebuffered or underrun.
+    pub poor_prefetch_lead_ms: u32,
+    /// A network is poor below this throughput, kbit/s; 0: twice the tier's bitrate.
+    pub poor_below_kbps: u32,
     pub prefetch_tracks: usize,
     pub prefetch_bytes: u64,
     /// When this much is left, deck B starts loading the next track.
@@ -58,6 +63,8 @@ impl Default for Options {
             country: None,
             crossfade_ms: 0,
             prefetch_lead_ms: 30_000,
+            poor_prefetch_lead_ms: 45_000,
+            poor_below_kbps: 0,
             prefetch_tracks: 3,
             prefetch_bytes: 256 << 10,
             decode_ahead_ms: 10_000,
@@ -102,6 +109,11 @@ pub struct Stats {
     pub warnings: Vec<String>,
     /// Per skip: from the skip to the next track's first audio, milliseconds.
     pub skip_latency_ms: Vec<f64>,
+    /// Per track followed by another: how much of it was left when the next one's head
+    /// was prefetched, milliseconds (the lead: longer on a poor network).
+    pub prefetch_leads_ms: Vec<f64>,
+    /// Tracks whose prefetch started early because the network looked poor.
+    pub poor_network_prefetches: u64,
     pub seconds: f64,
 }
 
@@ -240,6 +252,17 @@ impl Engine {
         self
     }
 
+    /// Whether the network looks poor: fetches so far ran below `poor_below_kbps` (default
+    /// twice the tier's bitrate), or this session has rebuffered or run out at a boundary.
+    fn poor_network(&self, stats: &Stats, fetcher: &Fetcher) -> bool {
+        let below = match self.opts.poor_below_kbps {
+            0 => tier_kbps(&self.opts.tier) * 2.0,
+            k => f64::from(k),
+        };
+        let kbps = fetcher.kbps();
+        stats.rebuffers + stats.underruns > 0 || (kbps > 0.0 && kbps < below)
+    }
+
     /// Fetch the first `prefetch_bytes` of `track` in the background.
     fn prefetch(&self, track: &str) -> JoinHandle<Option<Head>> {
         let (src, track, bytes) = (self.src.clone(), track.to_owned(), self.opts.prefetch_bytes);
@@ -287,8 +310,21 @@ impl Engine {
             let total = current.total;
             let left = total - pos;
             let has_next = index + 1 < tracks.len();
-            // Prefetch the heads of the next tracks, then start deck B on the next one.
-            if left <= ms(self.opts.prefetch_lead_ms) {
+            // Prefetch the heads of the next tracks (earlier on a poor network), then start
+            // deck B on the next one.
+            let poor = self.poor_network(&out.stats, fetcher);
+            let lead = if poor {
+                self.opts.poor_prefetch_lead_ms.max(self.opts.prefetch_lead_ms)
+            } else {
+                self.opts.prefetch_lead_ms
+            };
+            if has_next && left <= ms(lead) && !prefetched.contains_key(&(index + 1)) && next.is_none() {
+                out.stats.prefetch_leads_ms.push(left as f64 * 1000.0 / f64::from(rate));
+                if poor && left > ms(self.opts.prefetch_lead_ms) {
+                    out.stats.poor_network_prefetches += 1;
+                }
+            }
+            if left <= ms(lead) {
                 for (k, track) in tracks.iter().enumerate().skip(index + 1).take(self.opts.prefetch_tracks) {
                     if !prefetched.contains_key(&k) && (k != index + 1 || next.is_none()) {
                         prefetched.insert(k, self.prefetch(track));
