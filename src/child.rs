@@ -109,7 +109,7 @@ pub fn files(dir: &Path, role: &str) -> Files {
 pub struct Supervised {
     pub name: String,
     pub addr: SocketAddr,
-    pub pid: u32,
+    /// Holds the child's pid now (a restart changes it).
     pub pid_file: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -129,8 +129,8 @@ pub async fn supervise(
     restart_after: Option<Duration>,
 ) -> Result<Supervised, Failure> {
     let mut child = spawn(name, role, &config, &files.config, &files.log).await?;
-    let (addr, pid) = (child.addr, child.pid);
-    write_pid(&files.pid, pid);
+    let addr = child.addr;
+    write_pid(&files.pid, child.pid);
     // A restart binds the port it had: everything that knows the address keeps working.
     config.insert("listen".into(), toml::Value::String(addr.to_string()));
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
@@ -170,7 +170,7 @@ pub async fn supervise(
             }
         }
     });
-    Ok(Supervised { name: name.to_owned(), addr, pid, pid_file, stop, task })
+    Ok(Supervised { name: name.to_owned(), addr, pid_file, stop, task })
 }
 
 impl Supervised {

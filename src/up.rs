@@ -114,7 +114,6 @@ struct EdgeSpec {
     name: String,
     region: String,
     listen: SocketAddr,
-    upstreams: Vec<String>,
     dir: PathBuf,
     behind_shield: bool,
 }
@@ -214,7 +213,6 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
             name: "shield".into(),
             region: SHIELD_REGION.into(),
             listen: addr,
-            upstreams: Vec::new(),
             dir: data_dir.join("pops/shield"),
             behind_shield: false,
         });
@@ -224,7 +222,6 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
             name: p.name.clone(),
             region: p.region.clone(),
             listen: p.listen,
-            upstreams: Vec::new(),
             dir: dir_of(&p.name),
             behind_shield: p.behind_shield,
         });
@@ -232,7 +229,12 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
     for s in &specs {
         pop_tokens.insert(s.name.clone(), random_token()?);
     }
-    let edge_table = |s: &EdgeSpec, cp_addr: SocketAddr| {
+    // Through the shield, with the origin as a fallback should the shield be down.
+    let edge_table = |s: &EdgeSpec, cp_addr: SocketAddr, origin_url: &str, shield_url: Option<&str>| {
+        let upstreams: Vec<String> = match shield_url {
+            Some(shield) if s.behind_shield => vec![shield.into(), origin_url.into()],
+            _ => vec![origin_url.into()],
+        };
         let mut cp = table([
             ("url", Value::String(format!("http://{cp_addr}"))),
             ("token", Value::String(pop_tokens.get(&s.name).cloned().unwrap_or_default())),
@@ -244,7 +246,7 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         }
         let mut t = table([
             ("listen", Value::String(s.listen.to_string())),
-            ("upstreams", strings(&s.upstreams)),
+            ("upstreams", strings(&upstreams)),
             ("mem_cache_mb", Value::Integer(256)),
             ("ssd_cache_dir", path_value(&s.dir.join("edge-cache"))),
             ("ssd_cache_mb", Value::Integer(1024)),
@@ -279,6 +281,8 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
     };
     let mut in_process = Vec::new();
     let mut children = Vec::new();
+    // Every edge started, by name, whichever way it runs.
+    let mut started: Vec<(String, SocketAddr)> = Vec::new();
     let origin_listener;
     let origin_addr;
     let cp_listener;
@@ -301,25 +305,20 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
                 name: OVERFLOW.into(),
                 region: String::new(),
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                upstreams: Vec::new(),
                 dir: data_dir.join("pops").join(OVERFLOW),
                 behind_shield: false,
             });
         }
-        for mut s in specs {
-            s.upstreams = match &shield_url {
-                // Through the shield, the origin as a fallback should the shield be down.
-                Some(shield) if s.behind_shield => vec![shield.clone(), origin_url.clone()],
-                _ => vec![origin_url.clone()],
-            };
+        for s in specs {
             std::fs::create_dir_all(&s.dir).map_err(|e| Failure::Runtime(format!("{}: {e}", s.dir.display())))?;
-            let t = edge_table(&s, cp_addr);
+            let t = edge_table(&s, cp_addr, &origin_url, shield_url.as_deref());
             let _: segue_edge::Config = config_of(&source, &t)?;
             let files = crate::child::files(&s.dir, "edge");
             let child = crate::child::supervise(&s.name, "edge", t, files, plan.restart_after).await?;
             if s.name == "shield" {
                 shield_url = Some(format!("http://{}", child.addr));
             }
+            started.push((s.name, child.addr));
             children.push(child);
         }
         for c in children.iter().filter(|c| c.name != OVERFLOW) {
@@ -345,26 +344,18 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         let shield_url = plan.shield.and_then(|_| listeners.first().map(|(_, a)| format!("http://{a}")));
         for (mut s, (listener, addr)) in specs.into_iter().zip(listeners) {
             s.listen = addr;
-            s.upstreams = match &shield_url {
-                Some(shield) if s.behind_shield => vec![shield.clone(), origin_url.clone()],
-                _ => vec![origin_url.clone()],
-            };
-            let cfg: segue_edge::Config = config_of(&source, &edge_table(&s, cp_addr))?;
-            in_process.push((s.name, cfg, listener));
+            let cfg: segue_edge::Config =
+                config_of(&source, &edge_table(&s, cp_addr, &origin_url, shield_url.as_deref()))?;
+            started.push((s.name, addr));
+            in_process.push((cfg, listener));
         }
     }
     let origin_url = format!("http://{origin_addr}");
-    // The POPs listeners are handed (not the shield), in plan order.
-    let pop_addrs: Vec<SocketAddr> = if plan.processes {
-        children.iter().filter(|c| !["origin", "shield", OVERFLOW].contains(&c.name.as_str())).map(|c| c.addr).collect()
-    } else {
-        in_process.iter().filter(|(n, _, _)| n != "shield").filter_map(|(_, _, l)| l.local_addr().ok()).collect()
-    };
-    let shield_addr: Option<SocketAddr> = if plan.processes {
-        children.iter().find(|c| c.name == "shield").map(|c| c.addr)
-    } else {
-        in_process.iter().find(|(n, _, _)| n == "shield").and_then(|(_, _, l)| l.local_addr().ok())
-    };
+    // The POPs listeners are handed (not the shield, nor the overflow CDN), in plan order.
+    let pop_addrs: Vec<SocketAddr> =
+        started.iter().filter(|(n, _)| n != "shield" && n != OVERFLOW).map(|(_, a)| *a).collect();
+    let shield_addr = started.iter().find(|(n, _)| n == "shield").map(|(_, a)| *a);
+    let overflow_addr = started.iter().find(|(n, _)| n == OVERFLOW).map(|(_, a)| *a);
 
     let mut cp_regions: Vec<segue_control_plane::config::Region> = plan
         .regions
@@ -398,11 +389,7 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         control_plane: Some(segue_app_api::config::ControlPlane { url: format!("http://{cp_addr}"), token: api_token }),
         pop_cache_secs: plan.heartbeat_secs.min(10),
         fallback_pops: pop_addrs.iter().map(|a| format!("http://{a}")).collect(),
-        overflow_url: children
-            .iter()
-            .find(|c| c.name == OVERFLOW)
-            .map(|c| format!("http://{}", c.addr))
-            .unwrap_or_default(),
+        overflow_url: overflow_addr.map(|a| format!("http://{a}")).unwrap_or_default(),
         regions: plan
             .regions
             .iter()
@@ -475,7 +462,7 @@ pub async fn run(plan: Plan) -> Result<(), Failure> {
         )));
     }
     let mut edges = Vec::new();
-    for (_, cfg, listener) in in_process {
+    for (cfg, listener) in in_process {
         let state = Arc::new(segue_edge::State::new(&cfg).await.map_err(|e| Failure::Runtime(e.to_string()))?);
         edges.push(Edge { cfg, state, listener });
     }
@@ -543,7 +530,6 @@ fn write_lab_file(
                 "name": c.name,
                 "region": region_of(&c.name).unwrap_or_else(|| SHIELD_REGION.into()),
                 "url": format!("http://{}", c.addr),
-                "pid": c.pid,
                 "pid_file": c.pid_file,
                 "dir": data_dir.join("pops").join(&c.name),
                 "shield": c.name == "shield",
@@ -552,10 +538,10 @@ fn write_lab_file(
         .collect();
     let o = children.iter().find(|c| c.name == "origin");
     let lab = serde_json::json!({
-        "origin": { "url": format!("http://{origin}"), "pid": o.map(|c| c.pid), "pid_file": o.map(|c| &c.pid_file) },
+        "origin": { "url": format!("http://{origin}"), "pid_file": o.map(|c| &c.pid_file) },
         "restart_after_secs": plan.restart_after.map(|d| d.as_secs()),
         "overflow": children.iter().find(|c| c.name == OVERFLOW).map(|c| serde_json::json!({
-            "url": format!("http://{}", c.addr), "pid": c.pid, "pid_file": c.pid_file,
+            "url": format!("http://{}", c.addr), "pid_file": c.pid_file,
         })),
         "control_plane": format!("http://{cp}"),
         "app_api": format!("http://{app}"),

@@ -83,8 +83,9 @@ pub async fn album_drop(lab: &Lab, opts: &Options) -> Result<Report, Error> {
         for (r, region) in regions.iter().enumerate() {
             // Pre-warm as soon as the control plane schedules it: a second from now.
             let lead_secs = ((drops[r] - now_ms()) / 1000 - 1).max(1);
+            let id = format!("lt-drop-{run}-{}", region.name);
             let body = serde_json::json!({
-                "id": format!("lt-drop-{run}-{}", region.name),
+                "id": id,
                 "title": "loadtest album drop",
                 "content_ids": cids,
                 "tiers": [opts.tier],
@@ -93,11 +94,8 @@ pub async fn album_drop(lab: &Lab, opts: &Options) -> Result<Report, Error> {
                 "lead_secs": lead_secs,
                 "schedule": true,
             });
-            let v = lab.cp(Method::POST, "/v1/releases", Some(body)).await?;
-            releases.push((
-                region.name.clone(),
-                v["release"]["id"].as_str().or(v["id"].as_str()).unwrap_or_default().to_owned(),
-            ));
+            lab.cp(Method::POST, "/v1/releases", Some(body)).await?;
+            releases.push((region.name.clone(), id));
         }
         watch.mark("releases scheduled with pre-warm");
     }
@@ -167,12 +165,8 @@ pub async fn album_drop(lab: &Lab, opts: &Options) -> Result<Report, Error> {
                 .filter(|s| s.first && s.t >= a - 0.5 && s.t < b && region_of(&s.pop) == region.name)
                 .collect();
             let (req, bytes) = watch.origin_between(a, b);
-            let mut labels = std::collections::BTreeMap::new();
-            for s in firsts.iter().filter(|s| s.ok) {
-                *labels.entry(s.cache.as_str()).or_insert(0u64) += 1;
-            }
             serde_json::json!({
-                "first_range_x_cache": labels,
+                "first_range_x_cache": super::watch::x_cache(&firsts),
                 "region": region.name,
                 "drop_at_s": a,
                 "first_range_ms": super::watch::ttfb(&firsts),

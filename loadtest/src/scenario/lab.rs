@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::Method;
 use serde::Deserialize;
 
 use super::Error;
@@ -13,8 +13,8 @@ use super::Error;
 #[derive(Debug, Clone, Deserialize)]
 pub struct Process {
     pub url: String,
-    pub pid: Option<u32>,
-    /// Where the lab keeps the pid of the process now (it changes when the lab restarts one).
+    /// Where the lab keeps the pid of the process now (it changes when the lab restarts
+    /// one); none for a role in the lab's own process.
     #[serde(default)]
     pub pid_file: Option<String>,
 }
@@ -24,9 +24,7 @@ pub struct Pop {
     pub name: String,
     pub region: String,
     pub url: String,
-    pub pid: u32,
-    #[serde(default)]
-    pub pid_file: Option<String>,
+    pub pid_file: String,
     #[serde(default)]
     pub shield: bool,
 }
@@ -190,14 +188,27 @@ impl Lab {
 
 /// SIGKILL a process of the lab (its pid now, from its pid file): an outage with no
 /// warning.
-pub fn kill(pid: u32, pid_file: Option<&str>) -> Result<(), Error> {
-    let pid = pid_file
-        .and_then(|f| std::fs::read_to_string(f).ok())
+pub fn kill(pid_file: &str) -> Result<(), Error> {
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()
         .and_then(|t| t.trim().parse::<u32>().ok())
-        .unwrap_or(pid);
+        .ok_or_else(|| Error::Setup(format!("{pid_file}: no pid in it")))?;
     let p = rustix::process::Pid::from_raw(pid as i32).ok_or_else(|| Error::Setup(format!("bad pid {pid}")))?;
     rustix::process::kill_process(p, rustix::process::Signal::KILL)
         .map_err(|e| Error::Setup(format!("cannot kill process {pid}: {e}")))
+}
+
+/// A JSON call with a bearer token, as the player's app client makes it (a non-2xx answer
+/// is an error carrying the server's message).
+async fn call(
+    base: &str,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, Error> {
+    let api = segue_player::api::AppApi { base: base.to_owned(), token: token.to_owned(), timeout: TIMEOUT };
+    api.call(method, path, body).await.map_err(|e| Error::Setup(format!("{base}: {e}")))
 }
 
 /// One POP as the control plane sees it.
@@ -216,25 +227,4 @@ pub struct Track {
     pub content_id: String,
     pub album: String,
     pub track_number: u64,
-}
-
-async fn call(
-    base: &str,
-    token: &str,
-    method: Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<serde_json::Value, Error> {
-    let body = body.map(|b| bytes::Bytes::from(b.to_string()));
-    let (status, answer) = segue_core::client::call(base, method.clone(), path, Some(token), body, TIMEOUT)
-        .await
-        .map_err(|e| Error::Lab(format!("{base}: {e}")))?;
-    let json: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
-    if !status.is_success() && status != StatusCode::NOT_MODIFIED {
-        return Err(Error::Setup(format!(
-            "{method} {base}{path}: {status}: {}",
-            String::from_utf8_lossy(&answer).trim()
-        )));
-    }
-    Ok(json)
 }

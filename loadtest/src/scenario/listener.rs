@@ -478,16 +478,17 @@ impl Listener {
         if ms_played <= 0 {
             return;
         }
-        let event = serde_json::json!({
-            "event_id": segue_player::outbox::new_event_id(),
-            "track": info.track_id,
-            "started_ms": self.clock_ms,
-            "ms_played": ms_played,
-            "tier": info.tier,
-            "device": format!("loadtest-{}", self.name),
-            "skipped": skipped,
-            "session": info.session,
-        });
+        let event = segue_player::outbox::PlayRecord {
+            event_id: segue_player::outbox::new_event_id(),
+            track: info.track_id.clone(),
+            started_ms: self.clock_ms,
+            ms_played,
+            tier: info.tier.clone(),
+            device: format!("loadtest-{}", self.name),
+            skipped,
+            country: None,
+            session: info.session.clone(),
+        };
         self.clock_ms += ms_played + 1000;
         self.stats.plays_reported += 1;
         if ms_played >= 30_000 {

@@ -29,8 +29,6 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
-    Lab(String),
-    #[error("{0}")]
     Setup(String),
     #[error("{path}: {detail}")]
     Write { path: String, detail: String },

@@ -14,21 +14,17 @@ use super::{Error, Options, Report};
 fn window(samples: &[Sample], a: f64, b: f64) -> serde_json::Value {
     let here: Vec<&Sample> = samples.iter().filter(|s| s.t >= a && s.t < b).collect();
     let ok = here.iter().filter(|s| s.ok).count();
-    let mut labels = std::collections::BTreeMap::new();
-    for s in here.iter().filter(|s| s.ok) {
-        *labels.entry(s.cache.as_str()).or_insert(0u64) += 1;
-    }
     serde_json::json!({
         "from_s": a, "to_s": b,
         "ranges": here.len(),
         "failed": here.len() - ok,
-        "x_cache": labels,
+        "x_cache": super::watch::x_cache(&here),
         "ttfb_ms": super::watch::ttfb(&here),
     })
 }
 
 pub async fn pop_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
-    let victim = lab.edge_pops().next().cloned().ok_or_else(|| Error::Lab("the lab has no POP".into()))?;
+    let victim = lab.edge_pops().next().cloned().ok_or_else(|| Error::Usage("the lab has no POP".into()))?;
     // The victim needs a second POP for its listeners to fail over to.
     if lab.edge_pops().count() < 2 {
         return Err(Error::Usage("pop-outage needs a lab with two POPs or more (--pops 2)".into()));
@@ -49,7 +45,7 @@ pub async fn pop_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     let until = Instant::now() + opts.duration;
     let playing = crowd.start(&catalog, until, opts.seed);
     tokio::time::sleep(opts.duration / 3).await;
-    kill(victim.pid, victim.pid_file.as_deref())?;
+    kill(&victim.pid_file)?;
     let killed = watch.now();
     watch.mark(format!("killed {}", victim.name));
 
@@ -126,8 +122,9 @@ pub async fn pop_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
 /// popular one purged (uncached: nothing can serve it). Listeners keep playing through
 /// it and until the lab has restarted the origin.
 pub async fn origin_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
-    let pid =
-        lab.origin.pid.ok_or_else(|| Error::Lab("the lab's origin runs in its process: no pid to kill".into()))?;
+    let pid_file = lab.origin.pid_file.clone().ok_or_else(|| {
+        Error::Usage("the lab's origin runs in the lab's own process: there is no process to kill".into())
+    })?;
     let watch = Arc::new(Watch::new());
     let (catalog, tracks) = catalog(lab, opts).await?;
     if tracks.len() < 3 {
@@ -146,7 +143,7 @@ pub async fn origin_outage(lab: &Lab, opts: &Options) -> Result<Report, Error> {
     lab.purge(&stale, true).await?;
     lab.purge(&gone, false).await?;
     watch.mark("soft-purged ranks 1, 3, ...; purged the last");
-    kill(pid, lab.origin.pid_file.as_deref())?;
+    kill(&pid_file)?;
     let killed = watch.now();
     watch.mark("killed the origin");
     let (stats, api) = playing.await.unwrap_or_default();

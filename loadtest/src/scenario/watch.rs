@@ -248,6 +248,15 @@ impl Watch {
     }
 }
 
+/// How many of `samples` that succeeded carried each X-Cache label.
+pub fn x_cache<'a>(samples: &[&'a Sample]) -> std::collections::BTreeMap<&'a str, u64> {
+    let mut labels = std::collections::BTreeMap::new();
+    for s in samples.iter().filter(|s| s.ok) {
+        *labels.entry(s.cache.as_str()).or_insert(0) += 1;
+    }
+    labels
+}
+
 /// Percentiles of the time to first byte of `samples` that succeeded.
 pub fn ttfb(samples: &[&Sample]) -> crate::Percentiles {
     crate::Percentiles::of(samples.iter().filter(|s| s.ok).map(|s| (s.ttfb_ms * 1000.0) as u64).collect())
