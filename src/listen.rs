@@ -62,6 +62,18 @@ pub struct PlayArgs {
     /// A network is poor below this throughput, kbit/s; 0: twice the tier's bitrate.
     #[arg(long, default_value_t = 0, value_name = "KBPS")]
     poor_below_kbps: u32,
+    /// Prefetch the heads of this many next tracks.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    prefetch_tracks: usize,
+    /// Play every track at --tier. By default each next track (never the one playing)
+    /// comes at the best tier up to --tier that the measured bandwidth sustains, down to
+    /// low (24 kbit/s); the report lists each change and why.
+    #[arg(long)]
+    fixed_tier: bool,
+    /// A tier is sustained when the measured bandwidth is at least this many times its
+    /// bitrate.
+    #[arg(long, default_value_t = 1.5, value_name = "X")]
+    tier_margin: f64,
     /// Pace playback like a sound device at this speed (1 = real time), so a late
     /// next track fades out instead of cutting; 0: render as fast as audio arrives.
     #[arg(long, default_value_t = 0.0)]
@@ -122,6 +134,9 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
     if a.tier.parse::<segue_core::Tier>().is_err() {
         return Err(Failure::Usage(format!("--tier {:?} is not low, normal, standard, high or very_high", a.tier)));
     }
+    if !(1.0..=100.0).contains(&a.tier_margin) {
+        return Err(Failure::Usage("--tier-margin must be 1-100".into()));
+    }
     if !(0.0..=1000.0).contains(&a.speed) {
         return Err(Failure::Usage("--speed must be 0-1000".into()));
     }
@@ -162,6 +177,9 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
         keep_alive: !a.no_keep_alive,
         poor_prefetch_lead_ms: a.poor_prefetch_lead_ms,
         poor_below_kbps: a.poor_below_kbps,
+        adaptive_tier: !a.fixed_tier,
+        prefetch_tracks: a.prefetch_tracks,
+        tier_margin: a.tier_margin,
         ..Default::default()
     };
     // Each play goes to the outbox as it ends, then a background sync sends it; what that
@@ -171,14 +189,14 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
         None => (None, None),
         Some(r) => {
             let (keeper, wake_sender) = (r.clone(), wake.clone());
-            let (tier, country) = (a.tier.clone(), a.country.clone());
+            let country = a.country.clone();
             let on_play: OnPlay = Arc::new(move |p: Played| {
                 let record = PlayRecord {
                     event_id: new_event_id(),
                     track: p.track,
                     started_ms: p.started_ms,
                     ms_played: p.ms_played,
-                    tier: tier.clone(),
+                    tier: p.tier,
                     device: keeper.outbox().device().to_owned(),
                     skipped: p.skipped,
                     country: country.clone(),
@@ -268,6 +286,9 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
             report.rebuffers,
             report.seconds
         );
+        for c in &report.tier_changes {
+            println!("track {} ({}) at {} after {}: {}", c.index + 1, c.track, c.to, c.from, c.reason);
+        }
         if let (Some(s), Some(r)) = (&sync, &reporter) {
             print_sync(s, r.outbox());
         }

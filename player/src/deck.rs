@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::api::{Catalog, StreamInfo};
+use crate::convert::Convert;
 use crate::decode::{StreamDecoder, PREROLL};
 use crate::fetch::{Download, Fetcher};
 use crate::Error;
@@ -32,8 +33,11 @@ enum Event {
         total: u64,
     },
     Pcm(Vec<i16>),
-    /// The stream session the track is fetched in.
-    Session(String),
+    /// The stream answer: its session (when it has one) and tier.
+    Stream {
+        session: Option<String>,
+        tier: String,
+    },
     End,
     Failed(Error),
 }
@@ -49,8 +53,9 @@ pub(crate) struct Deck {
     pub total: u64,
     /// Decoded so far, interleaved, never past `total`.
     pub samples: Vec<i16>,
-    /// The stream session (from the stream answer), once known.
+    /// The stream session and tier (from the stream answer), once known.
     pub session: Option<String>,
+    pub tier: String,
     failed: Option<Error>,
 }
 
@@ -61,18 +66,27 @@ impl Drop for Deck {
 }
 
 impl Deck {
-    /// Start loading `track` from `start_ms` in, from its prefetched head when there is
-    /// one (the task fetching it, with the stream answer it used).
-    pub fn open(src: &Source, track: &str, head: Option<JoinHandle<Option<Head>>>, start_ms: u64) -> Deck {
+    /// Start loading `track` at `src.tier` from `start_ms` in, from its prefetched head
+    /// when there is one (the task fetching it, with the stream answer it used),
+    /// converted to `format` (rate, channels) when given: the format the queue plays at.
+    pub fn open(
+        src: &Source,
+        track: &str,
+        head: Option<JoinHandle<Option<Head>>>,
+        start_ms: u64,
+        format: Option<(u32, u16)>,
+    ) -> Deck {
         let (tx, events) = mpsc::unbounded_channel();
+        let tier = src.tier.clone();
         let (src, name) = (src.clone(), track.to_owned());
         let loader = tokio::spawn(async move {
             let head = match head {
                 Some(h) => h.await.ok().flatten(),
                 None => None,
             };
-            if let Err(e) = load(&src, &name, head, start_ms, &tx).await {
-                let _ = tx.send(Event::Failed(e));
+            let mut out = Out { tx, format, convert: None };
+            if let Err(e) = load(&src, &name, head, start_ms, &mut out).await {
+                let _ = out.tx.send(Event::Failed(e));
             }
         });
         Deck {
@@ -83,6 +97,7 @@ impl Deck {
             total: 0,
             samples: Vec::new(),
             session: None,
+            tier,
             failed: None,
         }
     }
@@ -116,7 +131,7 @@ impl Deck {
                     )));
                 }
             }
-            Event::Session(s) => self.session = Some(s),
+            Event::Stream { session, tier } => (self.session, self.tier) = (session, tier),
             Event::Failed(e) => self.failed = Some(e),
         }
     }
@@ -173,11 +188,50 @@ impl Deck {
     }
 }
 
-type Events = mpsc::UnboundedSender<Event>;
+/// Where a loader sends what it decodes: to the deck, converted to the queue's format
+/// when the track's differs (a low-tier track in a queue of high ones).
+struct Out {
+    tx: mpsc::UnboundedSender<Event>,
+    /// The queue's format, when the deck must play at it.
+    format: Option<(u32, u16)>,
+    convert: Option<Convert>,
+}
 
-/// Send decoded samples on (false once the deck is gone: stop loading).
-fn send(tx: &Events, pcm: &mut Vec<i16>) -> bool {
-    pcm.is_empty() || tx.send(Event::Pcm(std::mem::take(pcm))).is_ok()
+impl Out {
+    /// The track's format and exact frames are known; false once the deck is gone.
+    fn start(&mut self, rate: u32, channels: u16, total: u64) -> Result<bool, Error> {
+        let (rate, channels, total) = match self.format {
+            Some(to) if to != (rate, channels) => {
+                let convert = Convert::new((rate, channels), to, total)?;
+                let frames = convert.frames();
+                self.convert = Some(convert);
+                (to.0, to.1, frames)
+            }
+            _ => (rate, channels, total),
+        };
+        Ok(self.tx.send(Event::Start { rate, channels, total }).is_ok())
+    }
+
+    /// Send decoded samples on (false once the deck is gone: stop loading).
+    fn send(&mut self, pcm: &mut Vec<i16>) -> Result<bool, Error> {
+        if let Some(c) = self.convert.as_mut() {
+            let mut out = Vec::with_capacity(pcm.len() * 2);
+            c.push(pcm, &mut out)?;
+            *pcm = out;
+        }
+        Ok(pcm.is_empty() || self.tx.send(Event::Pcm(std::mem::take(pcm))).is_ok())
+    }
+
+    /// The track has been decoded to its end.
+    fn end(&mut self) -> Result<(), Error> {
+        if let Some(c) = self.convert.as_mut() {
+            let mut tail = Vec::new();
+            c.finish(&mut tail)?;
+            let _ = self.tx.send(Event::Pcm(tail));
+        }
+        let _ = self.tx.send(Event::End);
+        Ok(())
+    }
 }
 
 /// Bytes decoded at a time: a big network read is decoded (and its samples sent) in
@@ -202,11 +256,11 @@ fn push_until(
 
 /// Push `bytes` through `decoder` a slice at a time, sending the samples of each; false
 /// once the deck is gone.
-fn feed(decoder: &mut StreamDecoder, bytes: &[u8], tx: &Events) -> Result<bool, Error> {
+fn feed(decoder: &mut StreamDecoder, bytes: &[u8], out: &mut Out) -> Result<bool, Error> {
     let mut pcm = Vec::new();
     for slice in bytes.chunks(SLICE) {
         decoder.push(slice, &mut pcm)?;
-        if !send(tx, &mut pcm) {
+        if !out.send(&mut pcm)? {
             return Ok(false);
         }
     }
@@ -218,38 +272,35 @@ async fn stream(
     download: Option<Download>,
     decoder: &mut StreamDecoder,
     rest: Bytes,
-    tx: &Events,
+    out: &mut Out,
     track: &str,
 ) -> Result<(), Error> {
     let bad = |e: Error| Error::Decode(format!("{track}: {e}"));
-    if !feed(decoder, &rest, tx).map_err(bad)? {
+    if !feed(decoder, &rest, out).map_err(bad)? {
         return Ok(());
     }
     if let Some(mut download) = download {
         while let Some(chunk) = download.next().await? {
-            if !feed(decoder, &chunk, tx).map_err(bad)? {
+            if !feed(decoder, &chunk, out).map_err(bad)? {
                 return Ok(());
             }
         }
     }
-    let _ = tx.send(Event::End);
-    Ok(())
+    out.end().map_err(bad)
 }
 
-async fn load(src: &Source, track: &str, head: Option<Head>, start_ms: u64, tx: &Events) -> Result<(), Error> {
+async fn load(src: &Source, track: &str, head: Option<Head>, start_ms: u64, out: &mut Out) -> Result<(), Error> {
     let (info, head) = match head {
         Some((info, bytes)) => (info, Some(bytes)),
         None => (src.catalog.stream(track, &src.tier, src.country.as_deref()).await?, None),
     };
-    if let Some(s) = &info.session {
-        let _ = tx.send(Event::Session(s.clone()));
-    }
+    let _ = out.tx.send(Event::Stream { session: info.session.clone(), tier: info.tier.clone() });
     let table = async {
         let bytes = src.fetcher.get(&info.seek_table_url, info.seek_table_fallback().as_deref(), None).await?;
         segue_core::seek_table::SeekTable::from_json(&bytes).map_err(|e| Error::Decode(format!("{track}: {e}")))
     };
     if start_ms > 0 {
-        return seek(src, &info, &table.await?, start_ms, tx).await;
+        return seek(src, &info, &table.await?, start_ms, out).await;
     }
     let fallback = info.fallback_url.as_deref();
     let mut decoder = StreamDecoder::new();
@@ -274,7 +325,7 @@ async fn load(src: &Source, track: &str, head: Option<Head>, start_ms: u64, tx: 
     let (table, first) = tokio::join!(table, first_audio);
     let (table, (download, rest)) = (table?, first.map_err(|e| Error::Decode(format!("{track}: {e}")))?);
     let (rate, channels) = decoder.format().ok_or_else(|| Error::Decode(format!("{track}: no Vorbis headers")))?;
-    if tx.send(Event::Start { rate, channels, total: table.total_samples }).is_err() || !send(tx, &mut pcm) {
+    if !out.start(rate, channels, table.total_samples)? || !out.send(&mut pcm)? {
         return Ok(());
     }
     let have = head.as_ref().map_or(0, |h| h.len() as u64);
@@ -283,7 +334,7 @@ async fn load(src: &Source, track: &str, head: Option<Head>, start_ms: u64, tx: 
         None if have >= table.total_bytes => None,
         None => Some(src.fetcher.download(&info.url, fallback, have, Some(table.total_bytes - 1))),
     };
-    stream(download, &mut decoder, rest, tx, track).await
+    stream(download, &mut decoder, rest, out, track).await
 }
 
 /// Play `info` from `start_ms` in: the header pages, then the bytes from the seek entry
@@ -294,7 +345,7 @@ async fn seek(
     info: &StreamInfo,
     table: &segue_core::seek_table::SeekTable,
     start_ms: u64,
-    tx: &Events,
+    out: &mut Out,
 ) -> Result<(), Error> {
     let target = start_ms.saturating_mul(u64::from(table.sample_rate)) / 1000;
     let track = &info.track_id;
@@ -333,11 +384,10 @@ async fn seek(
         }
         let skip = ((target - start) as usize * usize::from(channels)).min(pcm.len());
         pcm.drain(..skip);
-        if tx.send(Event::Start { rate, channels, total: table.total_samples - target }).is_err() || !send(tx, &mut pcm)
-        {
+        if !out.start(rate, channels, table.total_samples - target)? || !out.send(&mut pcm)? {
             return Ok(());
         }
-        return stream(Some(download), &mut decoder, rest, tx, track).await;
+        return stream(Some(download), &mut decoder, rest, out, track).await;
     }
 }
 
@@ -359,6 +409,7 @@ mod tests {
             total: 0,
             samples: Vec::new(),
             session: None,
+            tier: "high".into(),
             failed: None,
         }
     }

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
+use segue_core::Tier;
+
+use crate::adapt::{Chooser, TierChange};
 use crate::api::{AppApi, Catalog};
 use crate::deck::{Deck, Head, Source};
 use crate::fetch::Fetcher;
@@ -54,6 +57,11 @@ pub struct Options {
     pub duration_ms: Option<u64>,
     /// Keep connections to each POP alive between requests.
     pub keep_alive: bool,
+    /// Choose each next track's tier from the measured bandwidth (never above `tier`);
+    /// false: every track at `tier`.
+    pub adaptive_tier: bool,
+    /// A tier is sustained when the estimate is at least this many times its bitrate.
+    pub tier_margin: f64,
 }
 
 impl Default for Options {
@@ -75,6 +83,8 @@ impl Default for Options {
             skip_after_ms: None,
             duration_ms: None,
             keep_alive: true,
+            adaptive_tier: true,
+            tier_margin: 1.5,
         }
     }
 }
@@ -114,12 +124,10 @@ pub struct Stats {
     pub prefetch_leads_ms: Vec<f64>,
     /// Tracks whose prefetch started early because the network looked poor.
     pub poor_network_prefetches: u64,
+    /// The tier each track played at, in order, and each change with its reason.
+    pub tiers: Vec<String>,
+    pub tier_changes: Vec<TierChange>,
     pub seconds: f64,
-}
-
-/// Nominal kbit/s of a tier name.
-fn tier_kbps(tier: &str) -> f64 {
-    tier.parse::<segue_core::Tier>().map_or(0.0, |t| f64::from(t.kbps()))
 }
 
 /// One track as the listener heard it: what a play event reports.
@@ -134,6 +142,8 @@ pub struct Played {
     pub skipped: bool,
     /// The stream session it was fetched in.
     pub session: Option<String>,
+    /// The tier it played at.
+    pub tier: String,
 }
 
 /// Told of each play as it ends (to put it in the outbox before anything else happens).
@@ -143,7 +153,11 @@ pub struct Engine {
     src: Source,
     opts: Options,
     on_play: Option<OnPlay>,
+    tiers: Chooser,
 }
+
+/// Prefetched heads by queue position, with the tier each was asked at.
+type Prefetched = HashMap<usize, (Tier, JoinHandle<Option<Head>>)>;
 
 /// The track playing now, for its play event.
 struct Listening {
@@ -174,6 +188,7 @@ impl Listening {
                 ms_played: (self.frames * 1000 / u64::from(rate.max(1))) as i64,
                 skipped,
                 session: deck.session.clone(),
+                tier: deck.tier.clone(),
             });
         }
     }
@@ -242,8 +257,10 @@ impl Engine {
 
     fn with(catalog: Catalog, mut fetcher: Fetcher, opts: Options) -> Engine {
         fetcher.keep_alive = opts.keep_alive;
-        let src = Source { catalog, fetcher, tier: opts.tier.clone(), country: opts.country.clone() };
-        Engine { src, opts, on_play: None }
+        let wanted = opts.tier.parse::<Tier>().unwrap_or(Tier::High);
+        let tiers = Chooser { wanted, adaptive: opts.adaptive_tier, margin: opts.tier_margin };
+        let src = Source { catalog, fetcher, tier: wanted.to_string(), country: opts.country.clone() };
+        Engine { src, opts, on_play: None, tiers }
     }
 
     /// Call `f` with each play as it ends.
@@ -256,21 +273,63 @@ impl Engine {
     /// twice the tier's bitrate), or this session has rebuffered or run out at a boundary.
     fn poor_network(&self, stats: &Stats, fetcher: &Fetcher) -> bool {
         let below = match self.opts.poor_below_kbps {
-            0 => tier_kbps(&self.opts.tier) * 2.0,
+            0 => f64::from(self.tiers.wanted.kbps()) * 2.0,
             k => f64::from(k),
         };
-        let kbps = fetcher.kbps();
+        let kbps = fetcher.estimate_kbps().unwrap_or(0.0);
         stats.rebuffers + stats.underruns > 0 || (kbps > 0.0 && kbps < below)
     }
 
-    /// Fetch the first `prefetch_bytes` of `track` in the background.
-    fn prefetch(&self, track: &str) -> JoinHandle<Option<Head>> {
-        let (src, track, bytes) = (self.src.clone(), track.to_owned(), self.opts.prefetch_bytes);
-        tokio::spawn(async move {
-            let info = src.catalog.stream(&track, &src.tier, src.country.as_deref()).await.ok()?;
-            let head = src.fetcher.get(&info.url, info.fallback_url.as_deref(), Some((0, bytes - 1))).await.ok()?;
-            Some((info, head))
-        })
+    /// The source for a track at `tier`.
+    fn at(&self, tier: Tier) -> Source {
+        Source { tier: tier.to_string(), ..self.src.clone() }
+    }
+
+    /// Fetch the first `prefetch_bytes` of `track` in the background, at the tier the
+    /// network sustains now.
+    fn prefetch(&self, track: &str) -> (Tier, JoinHandle<Option<Head>>) {
+        let tier = self.tiers.choose(self.src.fetcher.estimate_kbps());
+        let (src, track, bytes) = (self.at(tier), track.to_owned(), self.opts.prefetch_bytes);
+        (
+            tier,
+            tokio::spawn(async move {
+                let info = src.catalog.stream(&track, &src.tier, src.country.as_deref()).await.ok()?;
+                let head = src.fetcher.get(&info.url, info.fallback_url.as_deref(), Some((0, bytes - 1))).await.ok()?;
+                Some((info, head))
+            }),
+        )
+    }
+
+    /// Start loading queue position `k` on a deck at the tier the network sustains now
+    /// (from its prefetched head when that was asked at the same tier), converted to
+    /// `format`; a tier other than the last track's is noted with its reason.
+    fn open(
+        &self,
+        tracks: &[String],
+        k: usize,
+        prefetched: &mut Prefetched,
+        start_ms: u64,
+        format: Option<(u32, u16)>,
+        stats: &mut Stats,
+    ) -> Deck {
+        let kbps = self.src.fetcher.estimate_kbps();
+        let tier = self.tiers.choose(kbps);
+        let head = match prefetched.remove(&k) {
+            Some((t, head)) if t == tier => Some(head),
+            Some((_, head)) => {
+                head.abort();
+                None
+            }
+            None => None,
+        };
+        let last = stats.tiers.last().and_then(|t| t.parse::<Tier>().ok());
+        if let Some(last) = last.filter(|l| *l != tier) {
+            let change = self.tiers.change(k, &tracks[k], last, tier, kbps.unwrap_or(0.0));
+            tracing::info!(track = %tracks[k], from = %last, to = %tier, reason = %change.reason, "tier changed");
+            stats.tier_changes.push(change);
+        }
+        stats.tiers.push(tier.to_string());
+        Deck::open(&self.at(tier), &tracks[k], head, start_ms, format)
     }
 
     /// Play `tracks` in order into `sink`.
@@ -280,15 +339,18 @@ impl Engine {
         if tracks.is_empty() {
             return Ok(Stats::default());
         }
-        let mut current = Deck::open(&self.src, &tracks[0], None, self.opts.start_ms);
+        let mut prefetched = Prefetched::new();
+        let mut stats = Stats { tracks: tracks.len(), ..Stats::default() };
+        let mut current = self.open(tracks, 0, &mut prefetched, self.opts.start_ms, None, &mut stats);
         current.want(1).await?;
         let (rate, channels) = current.format.unwrap_or((44_100, 2));
+        let format = Some((rate, channels));
         let ms = |m: u32| u64::from(m) * u64::from(rate) / 1000;
         let ch = usize::from(channels.max(1));
         let mut out = Output {
             clock: Pacer::new(self.opts.speed, rate),
             sink,
-            stats: Stats { tracks: tracks.len(), sample_rate: rate, channels, ..Stats::default() },
+            stats: Stats { sample_rate: rate, channels, ..stats },
             channels: ch,
             chunk: (rate as usize / 50).max(1),
             start_buffer: ms(self.opts.start_buffer_ms),
@@ -299,7 +361,6 @@ impl Engine {
         let fade = ms(self.opts.underrun_fade_ms);
         // What deck B must hold before the boundary joins it.
         let b_needs = crossfade.max(out.start_buffer);
-        let mut prefetched: HashMap<usize, JoinHandle<Option<Head>>> = HashMap::new();
         let mut pos = 0u64; // frames of `current` already played
         let mut next: Option<Deck> = None;
         let mut index = 0usize;
@@ -332,15 +393,16 @@ impl Engine {
                 }
             }
             if next.is_none() && has_next && left <= ms(self.opts.decode_ahead_ms).max(crossfade + fade) {
-                next = Some(Deck::open(&self.src, &tracks[index + 1], prefetched.remove(&(index + 1)), 0));
+                next = Some(self.open(tracks, index + 1, &mut prefetched, 0, format, &mut out.stats));
             }
             let skip_at = self.opts.skip_after_ms.map(ms).filter(|_| has_next);
             if skip_at.is_some_and(|s| pos >= s.min(total)) {
                 // Skip: deck B if it is loading already, else a load from the prefetched head.
                 let asked = Instant::now();
-                let mut deck = next
-                    .take()
-                    .unwrap_or_else(|| Deck::open(&self.src, &tracks[index + 1], prefetched.remove(&(index + 1)), 0));
+                let mut deck = match next.take() {
+                    Some(deck) => deck,
+                    None => self.open(tracks, index + 1, &mut prefetched, 0, format, &mut out.stats),
+                };
                 deck.want_as(chunk, (rate, channels)).await?;
                 out.stats.skip_latency_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
                 std::mem::replace(&mut heard, Listening::new(index + 1)).end(tracks, &current, rate, true, on_play);
@@ -439,7 +501,7 @@ impl Engine {
             pos = end;
         }
         heard.end(tracks, &current, rate, false, on_play);
-        for (_, p) in prefetched {
+        for (_, (_, p)) in prefetched {
             p.abort();
         }
         let mut stats = out.stats;
@@ -451,8 +513,8 @@ impl Engine {
         stats.failovers = fetcher.failovers();
         stats.connections = fetcher.connections();
         stats.bandwidth_kbps = fetcher.kbps();
-        let need = tier_kbps(&self.opts.tier);
-        if stats.bandwidth_kbps > 0.0 && stats.bandwidth_kbps < need * 1.2 {
+        let need = f64::from(self.tiers.wanted.kbps());
+        if !self.tiers.adaptive && stats.bandwidth_kbps > 0.0 && stats.bandwidth_kbps < need * 1.2 {
             stats.warnings.push(format!(
                 "fetches ran at {:.0} kbit/s, too slow to sustain the {} tier ({need:.0} kbit/s): choose a lower tier",
                 stats.bandwidth_kbps, self.opts.tier

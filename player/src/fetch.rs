@@ -16,6 +16,7 @@ use http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use segue_core::client::{ClientBody, Connection, Connector};
 
+use crate::meter::{Meter, Transfer};
 use crate::Error;
 
 /// Idle kept-alive connections, by POP (`http://host:port`).
@@ -63,6 +64,8 @@ pub struct Fetcher {
     pool: Pool,
     /// Connections opened.
     connections: Arc<AtomicU64>,
+    /// The bandwidth estimate, from every transfer.
+    meter: Meter,
 }
 
 impl Default for Fetcher {
@@ -76,6 +79,7 @@ impl Default for Fetcher {
             keep_alive: true,
             pool: Pool::default(),
             connections: Arc::default(),
+            meter: Meter::default(),
         }
     }
 }
@@ -107,6 +111,12 @@ impl Fetcher {
         self.bytes() as f64 * 8.0 / (us as f64 / 1e6) / 1000.0
     }
 
+    /// The recent bandwidth, kbit/s, by the weighted median of recent transfers (what
+    /// tiers are chosen by); `None` before any.
+    pub fn estimate_kbps(&self) -> Option<f64> {
+        self.meter.estimate_kbps()
+    }
+
     /// Times a fetch went to the other POP.
     pub fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
@@ -136,6 +146,7 @@ impl Fetcher {
             body: None,
             conn: None,
             errors: Vec::new(),
+            transfer: None,
         }
     }
 
@@ -166,6 +177,8 @@ pub struct Download {
     conn: Option<(String, Connection)>,
     /// Failures since the last byte arrived, one per URL tried.
     errors: Vec<String>,
+    /// For the bandwidth estimate: running while a request is out.
+    transfer: Option<Transfer>,
 }
 
 impl Download {
@@ -190,7 +203,11 @@ impl Download {
                 return Ok(None);
             }
             if self.body.is_none() {
-                match self.open().await {
+                let transfer = self.transfer.get_or_insert_with(|| self.fetcher.meter.start());
+                let wait = transfer.wait();
+                let opened = self.open().await;
+                drop(wait);
+                match opened {
                     Ok(Some(body)) => self.body = Some(body),
                     Ok(None) => return Ok(None),
                     Err(e) => {
@@ -201,6 +218,7 @@ impl Download {
             }
             let Some(body) = self.body.as_mut() else { continue };
             let started = Instant::now();
+            let wait = self.transfer.as_ref().map(Transfer::wait);
             let frame = match self.fetcher.timeout {
                 Some(t) => match tokio::time::timeout(t, body.frame()).await {
                     Ok(f) => f,
@@ -212,6 +230,7 @@ impl Download {
                 None => body.frame().await,
             };
             self.fetcher.busy_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            drop(wait);
             match frame {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
@@ -223,6 +242,9 @@ impl Download {
                     let data = data.slice(..(data.len() as u64).min(want) as usize);
                     self.next += data.len() as u64;
                     self.fetcher.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if let Some(t) = &self.transfer {
+                        t.bytes(data.len() as u64);
+                    }
                     self.errors.clear();
                     return Ok(Some(data));
                 }
@@ -241,6 +263,7 @@ impl Download {
     /// Every wanted byte is in: give the connection back once its body has ended (a
     /// connection with body bytes still to come cannot carry another request).
     async fn finish(&mut self) {
+        self.transfer = None;
         let (Some(mut body), Some((base, conn))) = (self.body.take(), self.conn.take()) else { return };
         if !self.fetcher.keep_alive {
             return;
@@ -328,6 +351,7 @@ impl Download {
     fn fail(&mut self, detail: String) -> Result<(), Error> {
         self.body = None;
         self.conn = None;
+        self.transfer = None;
         let url = &self.urls[self.which];
         self.errors.push(format!("{url}: {detail}"));
         if self.errors.len() >= self.urls.len() {

@@ -10,12 +10,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod adapt;
 pub mod api;
+mod convert;
 mod deck;
 pub mod decode;
 pub mod engine;
 pub mod fetch;
 pub mod library;
+pub mod meter;
 pub mod outbox;
 pub mod render;
 pub mod report;

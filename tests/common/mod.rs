@@ -257,3 +257,4 @@ pub fn client_walk(program: &str, script: &str, env: &[(&str, String)]) -> serde
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{script}: {e}: {stdout}"))
 }
+pub mod player;

@@ -1,0 +1,181 @@
+//! The player on bad networks, against a real stack (`segue up`) through faulty POPs:
+//! stalls, pauses and throttled links.
+
+mod common;
+
+use common::player::*;
+use common::*;
+
+/// Paced like a sound device, a next track whose fetch stalls fades the current one out
+/// over 500 ms and fills with silence until it arrives: no click, no cut.
+#[test]
+fn a_stalled_next_track_fades_out_instead_of_clicking() {
+    let Up { dir, up, origin, edge, app, token, token_file, .. } = start_up();
+    let ids = album_ids(app, &token);
+    let (_, second) = admin(app, "GET", &format!("/v1/tracks/{}", ids[1]), Some(&token), None);
+    let stall = format!("/a/{}/high.ogg", second["content_id"].as_str().unwrap());
+    let proxy = faulty_pop(edge, Fault::StallRequest(stall, 3.0));
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[format!("http://{proxy}")]);
+    let out = dir.path().join("stalled.wav");
+    let report = play(app2_addr, &token_file, &out, &["--speed", "4"], &ids[..2]);
+    assert_eq!(report["underruns"].as_u64(), Some(1), "{report}");
+    let silence = report["silence_frames"].as_u64().unwrap() as usize;
+    assert!(silence > 0, "{report}");
+    let got = wav_samples(&out);
+    let first = 3 * 44_100;
+    assert_eq!(got.len(), (2 * first + silence) * 2, "track 1, silence, then all of track 2");
+    // The last 500 ms of track 1 fade to nothing, smoothly; then silence.
+    let fade = 44_100 / 2;
+    let level = |from: usize, frames: usize| {
+        (got[from * 2..(from + frames) * 2].iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / (frames * 2) as f64)
+            .sqrt()
+    };
+    let (start, end) = (level(first - fade, 441), level(first - 441, 441));
+    assert!(start > 1000.0 && end < start / 20.0, "faded: {start:.0} -> {end:.0} RMS");
+    let steps =
+        got[(first - 441) * 2..first * 2].windows(3).map(|w| (i32::from(w[2]) - i32::from(w[0])).abs()).max().unwrap();
+    assert!(steps < 2000, "no click at the end of the fade: a step of {steps}");
+    assert!(got[first * 2..(first + silence) * 2].iter().all(|s| *s == 0), "silence while the next track is late");
+    assert!(terminate(app2).success());
+    assert!(terminate(up).success());
+}
+
+/// Paced, a track whose bytes stop coming part way plays silence until 250 ms more have
+/// arrived, then goes on where it was: nothing skipped, nothing repeated. A POP slower
+/// than the tier gets a warning in the report.
+#[test]
+fn a_slow_pop_rebuffers_mid_track_and_the_report_warns_of_the_tier() {
+    let Up { dir, up, origin, edge, app, token, token_file, .. } = start_up();
+    let ids = album_ids(app, &token);
+    let track = &ids[..1];
+    let whole = dir.path().join("whole.wav");
+    play(app, &token_file, &whole, &[], track);
+    // About a second of audio in, the POP pauses for 2 s.
+    let slow = faulty_pop(edge, Fault::PauseAfter(24 << 10, 2.0));
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[format!("http://{slow}")]);
+    let out = dir.path().join("rebuffered.wav");
+    let report = play(app2_addr, &token_file, &out, &["--speed", "4"], track);
+    assert_eq!((report["rebuffers"].as_u64(), report["underruns"].as_u64()), (Some(1), Some(0)), "{report}");
+    let silence = report["silence_frames"].as_u64().unwrap() as usize * 2;
+    assert!(silence >= 44_100 / 4 * 2, "at least the 250 ms start buffer: {report}");
+    let (want, got) = (wav_samples(&whole), wav_samples(&out));
+    assert_eq!(got.len(), want.len() + silence, "the whole track and the silence");
+    // Where the silence sits: the track up to there, the silence, then the rest of it.
+    let at = (0..want.len()).find(|&i| got[i..i + silence].iter().all(|s| *s == 0)).unwrap();
+    assert!(at > 0 && at < want.len() - 44_100, "mid-track: at sample {at}");
+    assert!(got[..at] == want[..at], "the track up to the pause");
+    assert!(got[at + silence..] == want[at..], "then the rest, from where it stopped");
+
+    // A POP slower than the tier: the report warns (and a fast one did not).
+    assert_eq!(play(app, &token_file, &whole, &[], track)["warnings"], serde_json::json!([]));
+    let crawl = faulty_pop(edge, Fault::Throttle(16 << 10));
+    let (app3, app3_addr) = app_api_with_pops(dir.path(), "app3", origin, &[format!("http://{crawl}")]);
+    let report = play(app3_addr, &token_file, &out, &["--duration-ms", "1000", "--fixed-tier"], track);
+    let warnings = report["warnings"].to_string();
+    assert!(warnings.contains("too slow to sustain the high tier"), "{report}");
+    assert!(terminate(app3).success());
+    assert!(terminate(app2).success());
+    assert!(terminate(up).success());
+}
+
+/// A network the player measures as poor (a POP throttled to 512 KiB/s, against a 50 Mbit/s
+/// bar: the estimate counts only the time spent waiting for bytes, so it reads well above
+/// the throttle, and loopback well above the bar) makes it prefetch the next track's head 45 s before the end; the same queue from
+/// the POP directly, 30 s.
+#[test]
+fn a_poor_network_prefetches_the_next_track_earlier() {
+    let Up { dir, up, origin, edge, app, token, token_file, .. } = start_up();
+    let ids = album_ids(app, &token);
+    let long = long_track(dir.path(), app, &token);
+    let queue = [long, ids[0].clone()];
+    let proxy = faulty_pop(edge, Fault::Throttle(512 << 10));
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[format!("http://{proxy}")]);
+    let bar = ["--poor-below-kbps", "50000"];
+    let slow = play(app2_addr, &token_file, &dir.path().join("slow.wav"), &bar, &queue);
+    let lead = slow["prefetch_leads_ms"][0].as_f64().unwrap();
+    assert!((44_000.0..=45_000.0).contains(&lead), "prefetched {lead} ms before the end: {slow}");
+    assert_eq!(slow["poor_network_prefetches"].as_u64(), Some(1), "{slow}");
+    let fast = play(app, &token_file, &dir.path().join("fast.wav"), &bar, &queue);
+    let lead = fast["prefetch_leads_ms"][0].as_f64().unwrap();
+    assert!((29_000.0..=30_000.0).contains(&lead), "prefetched {lead} ms before the end: {fast}");
+    assert_eq!(fast["poor_network_prefetches"].as_u64(), Some(0), "{fast}");
+    assert_eq!(wav_samples(&dir.path().join("slow.wav")), wav_samples(&dir.path().join("fast.wav")));
+    assert!(terminate(app2).success());
+    assert!(terminate(up).success());
+}
+
+/// Frames of each demo album track (3 s at 44.1 kHz).
+const ALBUM_TRACK: usize = 3 * 44_100;
+
+/// SNR of a region of `got` (stereo) against the same region of `want` (stereo), each
+/// mixed to mono: aligned, and the best of some shifts that a gap or a filter delay
+/// left in would cause.
+fn mono_alignment(want: &[i16], got: &[i16]) -> (f64, f64) {
+    let mono =
+        |v: &[i16]| -> Vec<i16> { v.chunks(2).map(|f| ((i32::from(f[0]) + i32::from(f[1])) / 2) as i16).collect() };
+    let (w, g) = (mono(want), mono(got));
+    let shifted = [-256isize, -64, -16, 16, 64, 256].map(|s| snr_db(&w[300..w.len() - 300], &g, 1, s + 300));
+    (snr_db(&w, &g, 1, 0), shifted.into_iter().fold(f64::MIN, f64::max))
+}
+
+/// A POP whose one link slows to 10 KiB/s (82 kbit/s: not enough for the normal tier
+/// with margin) makes the next track come at the low tier, 22.05 kHz mono, resampled to
+/// the queue's 44.1 kHz stereo with no gap at the boundary: the render stays exactly the
+/// queue's length, every track where it belongs. When the link recovers (the first
+/// low-tier request reaches the edge), the listener's tier comes back on a later track,
+/// and the report says why each change happened.
+#[test]
+fn a_slow_link_lowers_the_next_tracks_tier_gaplessly_and_a_recovered_one_restores_it() {
+    let Up { dir, up, origin, edge, app, token, token_file, .. } = start_up();
+    let ids = album_ids(app, &token);
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let proxy = faulty_pop(edge, Fault::Link(10 << 10, slow.clone()));
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[format!("http://{proxy}")]);
+    let log_dir = dir.path().to_owned();
+    let recover = slow.clone();
+    std::thread::spawn(move || {
+        wait_for("a low-tier request at the edge", 120, || {
+            access_log(&log_dir).iter().any(|l| l["path"].as_str().is_some_and(|p| p.contains("/low.")))
+        });
+        recover.store(false, std::sync::atomic::Ordering::SeqCst);
+    });
+    let queue = [&ids[..], &ids[..]].concat();
+    let out = dir.path().join("adaptive.wav");
+    let report = play(app2_addr, &token_file, &out, &["--tier", "normal", "--prefetch-tracks", "1"], &queue);
+    assert!(!slow.load(std::sync::atomic::Ordering::SeqCst), "the link recovered: {report}");
+    let tiers: Vec<&str> = report["tiers"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(tiers.len(), queue.len(), "{report}");
+    assert_eq!(tiers[0], "normal", "the first track at the listener's tier: {report}");
+    let first_low = tiers.iter().position(|t| *t == "low").unwrap_or_else(|| panic!("no low tier: {report}"));
+    assert!(first_low < 4, "a low-tier track on the slow link: {report}");
+    assert_eq!(tiers[queue.len() - 1], "normal", "the listener's tier back after the recovery: {report}");
+    let changes = report["tier_changes"].as_array().unwrap();
+    assert!(changes[0]["reason"].as_str().unwrap().contains("cannot sustain normal"), "{report}");
+    assert!(changes.last().unwrap()["reason"].as_str().unwrap().contains("again"), "{report}");
+    assert_eq!((report["gap_samples"].as_u64(), report["underruns"].as_u64()), (Some(0), Some(0)), "{report}");
+    assert_eq!((report["sample_rate"].as_u64(), report["channels"].as_u64()), (Some(44_100), Some(2)), "{report}");
+
+    // Exactly the queue's length: no frame lost or added at any boundary, low tier or not.
+    let got = wav_samples(&out);
+    assert_eq!(got.len(), queue.len() * ALBUM_TRACK * 2, "{report}");
+    // Every album track where its cut of the continuous piece is; a low-tier one mono in
+    // both channels, and aligned (a gap or a delay would shift it).
+    let master = segue_origin::demo::music(1, 0, 12);
+    let want: Vec<i16> =
+        (0..master[0].len()).flat_map(|i| [0, 1].map(|c| (master[c][i] * 32767.0).round() as i16)).collect();
+    let track = ALBUM_TRACK * 2;
+    for (t, tier) in tiers.iter().enumerate() {
+        let w = &want[t % 4 * track..(t % 4 + 1) * track];
+        let g = &got[t * track..(t + 1) * track];
+        if *tier == "low" {
+            assert!(g.chunks(2).all(|f| f[0] == f[1]), "track {t}: mono in both channels");
+        }
+        let (aligned, shifted) = mono_alignment(w, g);
+        assert!(
+            aligned > 5.0 && aligned > shifted + 1.0,
+            "track {t} ({tier}): {aligned:.1} dB aligned, {shifted:.1} shifted"
+        );
+    }
+    assert!(terminate(app2).success());
+    assert!(terminate(up).success());
+}
