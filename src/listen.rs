@@ -24,9 +24,18 @@ pub struct PlayArgs {
     /// With no TRACK, every licensed track plays, in license order.
     #[arg(long, requires = "device_dir", conflicts_with = "sync")]
     offline: bool,
-    /// The offline device directory (with --offline).
-    #[arg(long, value_name = "DIR")]
+    /// The device directory: the offline library (`segue offline sync`) and, online, the
+    /// on-device cache of the most-played tracks. Online, tracks it holds (cached, or
+    /// licensed offline) play from it with no request to the edge.
+    #[arg(long, value_name = "DIR", env = "SEGUE_DEVICE_DIR")]
     device_dir: Option<PathBuf>,
+    /// Bytes the device directory may hold: cached tracks, with the offline library's
+    /// (which are never evicted). Suffixes K, M, G.
+    #[arg(long, default_value = "2G", value_name = "BYTES", value_parser = parse_bytes)]
+    cache_bytes: u64,
+    /// Online with --device-dir: neither read nor fill the cache.
+    #[arg(long)]
+    no_cache: bool,
     /// The time to check licenses against, Unix ms (tests of expiry; default: now).
     #[arg(long, hide = true, value_name = "MS")]
     clock_ms: Option<i64>,
@@ -103,6 +112,23 @@ pub struct PlayArgs {
     /// Track ids, in play order.
     #[arg(required_unless_present_any = ["sync", "offline", "playlist"], value_name = "TRACK")]
     tracks: Vec<String>,
+}
+
+/// `N`, `NK`, `NM` or `NG` bytes.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.trim().char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s.trim()[..i], c.to_ascii_uppercase()),
+        _ => (s.trim(), 'B'),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a byte count like 500M or 2G"))?;
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return Err(format!("{s:?}: the suffix must be K, M or G")),
+    };
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// The outbox folder when none is given.
@@ -240,7 +266,19 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
                 let queue = api.shuffled_queue(p, a.smart).await.map_err(|e| Failure::Runtime(e.to_string()))?;
                 tracks.extend(queue);
             }
-            (segue_player::engine::Engine::new(api.clone(), opts), tracks)
+            let mut engine = segue_player::engine::Engine::new(api.clone(), opts);
+            if let Some(dir) = a.device_dir.as_ref().filter(|_| !a.no_cache) {
+                let cache = segue_player::cache::Cache::open(dir, a.cache_bytes)
+                    .map_err(|e| Failure::Usage(format!("--device-dir {}: {e}", dir.display())))?;
+                engine = engine.cache(Arc::new(cache));
+                if dir.join("device.json").exists() {
+                    let now = a.clock_ms.unwrap_or_else(crate::offline::now_ms);
+                    let library = segue_player::library::Library::open(dir, now)
+                        .map_err(|e| Failure::Usage(format!("--device-dir {}: {e}", dir.display())))?;
+                    engine = engine.library(Arc::new(library));
+                }
+            }
+            (engine, tracks)
         }
     };
     let played = segue_player::render::render(engine, &tracks, &out, on_play).await;

@@ -466,6 +466,25 @@ fn a_synced_album_plays_offline_like_online_and_its_license_lives_by_the_device_
     assert!(status["licenses"].as_array().unwrap().iter().all(|l| l["state"] == "valid"), "{status}");
     let expires =
         status["licenses"].as_array().unwrap().iter().map(|l| l["expires_ms"].as_i64().unwrap()).max().unwrap();
+    // Online with the device directory, a track licensed offline plays from the device
+    // (the store the on-device cache shares): not a byte from the edge.
+    let from_device = work.path().join("device.wav");
+    let run = segue()
+        .args(["play", "--no-report", "--json", "--app-api", &app, "--token-file"])
+        .arg(&key_file)
+        .arg("--device-dir")
+        .arg(&device)
+        .arg("--out")
+        .arg(&from_device)
+        .args(&ids[..1])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["bytes_fetched"], 0, "{report}");
+    assert!(report["bytes_decrypted"].as_u64() > Some(0), "{report}");
+    let first = wav(&from_device);
+    assert!(first[..] == wav(&online)[..first.len()], "the device's copy sounds like the stream");
     assert!(terminate(up.up).success());
 
     // Offline: no server is running.

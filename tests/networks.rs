@@ -179,3 +179,91 @@ fn a_slow_link_lowers_the_next_tracks_tier_gaplessly_and_a_recovered_one_restore
     assert!(terminate(app2).success());
     assert!(terminate(up).success());
 }
+
+/// Lines of the edge's access log for `content`'s objects, once `sentinel`'s count has
+/// grown past `seen` (a play made after the ones being counted: its lines come later).
+fn edge_lines(dir: &std::path::Path, content: &str, sentinel: &str, seen: usize) -> (usize, usize) {
+    let count = |c: &str| {
+        access_log(dir).iter().filter(|l| l["path"].as_str().is_some_and(|p| p.contains(&format!("/{c}/")))).count()
+    };
+    wait_for("the sentinel play's access log lines", 20, || count(sentinel) > seen);
+    (count(content), count(sentinel))
+}
+
+/// The on-device cache: a second play of a track makes no request to the edge and
+/// sounds the same. What stays is what is played most: a track played less often never
+/// evicts a cached one, a track played more often does. A damaged cached object is
+/// dropped and the track comes from the edge again.
+#[test]
+fn a_cached_track_plays_again_with_no_request_to_the_edge() {
+    let Up { dir, up, app, token, token_file, .. } = start_up();
+    let ids = album_ids(app, &token);
+    let content = |id: &str| {
+        let (_, t) = admin(app, "GET", &format!("/v1/tracks/{id}"), Some(&token), None);
+        t["content_id"].as_str().unwrap().to_owned()
+    };
+    let (a, b, sentinel) = (&ids[0], &ids[1], &ids[2]);
+    let (ca, cb, cs) = (content(a), content(b), content(sentinel));
+    let device = dir.path().join("device");
+    let device_arg = device.to_str().unwrap().to_owned();
+    let mut bound = "2G".to_owned();
+    let mut seen = 0;
+    let mut run = |id: &str, out: &str, bound: &str| {
+        let flags = ["--device-dir", &device_arg, "--cache-bytes", bound];
+        let report = play(app, &token_file, &dir.path().join(out), &flags, &[id.to_owned()]);
+        // The sentinel, with no cache, makes sure the edge has logged that play.
+        play(
+            app,
+            &token_file,
+            &dir.path().join("s.wav"),
+            &["--device-dir", &device_arg, "--no-cache"],
+            std::slice::from_ref(sentinel),
+        );
+        let (lines_a, s) = edge_lines(dir.path(), &ca, &cs, seen);
+        let lines_b = edge_lines(dir.path(), &cb, &cs, seen).0;
+        seen = s;
+        (report, lines_a, lines_b)
+    };
+    let index = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(device.join("cache/index.json")).unwrap()).unwrap()
+    };
+    let (first, a1, _) = run(a, "a1.wav", &bound);
+    assert!(a1 > 0 && first["bytes_fetched"].as_u64() > Some(0), "{first}");
+    assert_eq!(first["cached"].as_u64(), Some(1), "{first}");
+    let (second, a2, _) = run(a, "a2.wav", &bound);
+    assert_eq!(a2, a1, "no request to the edge for a cached track: {second}");
+    assert_eq!((second["bytes_fetched"].as_u64(), second["from_cache"].as_u64()), (Some(0), Some(2)), "{second}");
+    assert_eq!(wav_samples(&dir.path().join("a1.wav")), wav_samples(&dir.path().join("a2.wav")));
+
+    // Room for one track: b, played less often than a (twice), does not take its place.
+    let entry = &index()["entries"][format!("{ca}/high")];
+    bound = ((entry["object_len"].as_u64().unwrap() + entry["table_len"].as_u64().unwrap()) * 3 / 2).to_string();
+    for n in 1..=2 {
+        let (r, ..) = run(b, &format!("b{n}.wav"), &bound);
+        assert_eq!(r["cached"].as_u64(), Some(0), "b's play {n}: {r}");
+        assert!(index()["entries"].get(format!("{ca}/high")).is_some(), "a stays cached");
+    }
+    // Its third play outnumbers a's two: b takes the room, and a comes from the edge again.
+    let (third, ..) = run(b, "b3.wav", &bound);
+    assert_eq!(third["cached"].as_u64(), Some(1), "{third}");
+    let entries = index()["entries"].clone();
+    assert!(entries.get(format!("{cb}/high")).is_some() && entries.get(format!("{ca}/high")).is_none(), "{entries}");
+    let (again, a3, _) = run(a, "a3.wav", &bound);
+    assert!(a3 > a2 && again["from_cache"].as_u64() == Some(0), "{again}");
+    let (cached_b, _, b4) = run(b, "b4.wav", &bound);
+    assert_eq!(cached_b["bytes_fetched"].as_u64(), Some(0), "{cached_b}");
+
+    // A damaged object (same length) is caught, dropped and fetched again.
+    let object = device.join(format!("cache/{cb}/high.ogg"));
+    let mut bytes = std::fs::read(&object).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&object, bytes).unwrap();
+    let (healed, _, b5) = run(b, "b5.wav", &bound);
+    assert!(b5 > b4 && healed["from_cache"].as_u64() == Some(0), "{healed}");
+    assert_eq!(healed["cached"].as_u64(), Some(1), "stored again whole: {healed}");
+    for n in 2..=5 {
+        assert_eq!(wav_samples(&dir.path().join("b1.wav")), wav_samples(&dir.path().join(format!("b{n}.wav"))));
+    }
+    assert!(terminate(up).success());
+}

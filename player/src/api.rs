@@ -37,11 +37,13 @@ impl StreamInfo {
     }
 }
 
-/// Where stream answers come from: the app API, or the offline library (no network).
+/// Where stream answers come from: the app API, the offline library (no network), or
+/// online with the library first (a track licensed offline plays from the device).
 #[derive(Clone)]
 pub enum Catalog {
     Online(AppApi),
     Offline(std::sync::Arc<crate::library::Library>),
+    Device(AppApi, std::sync::Arc<crate::library::Library>),
 }
 
 impl Catalog {
@@ -50,6 +52,11 @@ impl Catalog {
             Catalog::Online(api) => api.stream(track, tier, country).await,
             // The license says the tier; a device holds the one it synced.
             Catalog::Offline(library) => library.stream(track),
+            // A license that lapsed (or none) sends the track to the app API.
+            Catalog::Device(api, library) => match library.stream(track) {
+                Ok(info) => Ok(info),
+                Err(_) => api.stream(track, tier, country).await,
+            },
         }
     }
 }

@@ -37,6 +37,7 @@ enum Event {
     Stream {
         session: Option<String>,
         tier: String,
+        url: String,
     },
     End,
     Failed(Error),
@@ -56,6 +57,8 @@ pub(crate) struct Deck {
     /// The stream session and tier (from the stream answer), once known.
     pub session: Option<String>,
     pub tier: String,
+    /// The object's URL (the stream answer's first).
+    pub url: Option<String>,
     failed: Option<Error>,
 }
 
@@ -84,7 +87,7 @@ impl Deck {
                 Some(h) => h.await.ok().flatten(),
                 None => None,
             };
-            let mut out = Out { tx, format, convert: None };
+            let mut out = Out { tx, format, convert: None, keep: None };
             if let Err(e) = load(&src, &name, head, start_ms, &mut out).await {
                 let _ = out.tx.send(Event::Failed(e));
             }
@@ -98,6 +101,7 @@ impl Deck {
             samples: Vec::new(),
             session: None,
             tier,
+            url: None,
             failed: None,
         }
     }
@@ -131,7 +135,7 @@ impl Deck {
                     )));
                 }
             }
-            Event::Stream { session, tier } => (self.session, self.tier) = (session, tier),
+            Event::Stream { session, tier, url } => (self.session, self.tier, self.url) = (session, tier, Some(url)),
             Event::Failed(e) => self.failed = Some(e),
         }
     }
@@ -195,9 +199,38 @@ struct Out {
     /// The queue's format, when the deck must play at it.
     format: Option<(u32, u16)>,
     convert: Option<Convert>,
+    /// The object's bytes so far, while the on-device cache may want it.
+    keep: Option<Keep>,
+}
+
+/// A whole object being gathered for the on-device cache as it streams.
+struct Keep {
+    cache: std::sync::Arc<crate::cache::Cache>,
+    fetcher: crate::fetch::Fetcher,
+    url: String,
+    table: Bytes,
+    total: u64,
+    bytes: Vec<u8>,
 }
 
 impl Out {
+    /// The next bytes of the object arrived: once it is whole, offer it to the cache
+    /// (before its last samples go to the deck, so a session ending at once still
+    /// waits for the write).
+    fn kept(&mut self, bytes: &[u8]) {
+        let Some(keep) = self.keep.as_mut() else { return };
+        keep.bytes.extend_from_slice(bytes);
+        if (keep.bytes.len() as u64) < keep.total {
+            return;
+        }
+        if let Some(keep) = self.keep.take().filter(|k| k.bytes.len() as u64 == k.total) {
+            match keep.fetcher.etag(&keep.url) {
+                Some(etag) => keep.cache.offer(&keep.url, keep.bytes.into(), keep.table, etag),
+                None => tracing::debug!(url = keep.url, "not cached: no single strong ETag"),
+            }
+        }
+    }
+
     /// The track's format and exact frames are known; false once the deck is gone.
     fn start(&mut self, rate: u32, channels: u16, total: u64) -> Result<bool, Error> {
         let (rate, channels, total) = match self.format {
@@ -281,6 +314,7 @@ async fn stream(
     }
     if let Some(mut download) = download {
         while let Some(chunk) = download.next().await? {
+            out.kept(&chunk);
             if !feed(decoder, &chunk, out).map_err(bad)? {
                 return Ok(());
             }
@@ -294,21 +328,28 @@ async fn load(src: &Source, track: &str, head: Option<Head>, start_ms: u64, out:
         Some((info, bytes)) => (info, Some(bytes)),
         None => (src.catalog.stream(track, &src.tier, src.country.as_deref()).await?, None),
     };
-    let _ = out.tx.send(Event::Stream { session: info.session.clone(), tier: info.tier.clone() });
+    let _ =
+        out.tx.send(Event::Stream { session: info.session.clone(), tier: info.tier.clone(), url: info.url.clone() });
     let table = async {
         let bytes = src.fetcher.get(&info.seek_table_url, info.seek_table_fallback().as_deref(), None).await?;
-        segue_core::seek_table::SeekTable::from_json(&bytes).map_err(|e| Error::Decode(format!("{track}: {e}")))
+        let table =
+            segue_core::seek_table::SeekTable::from_json(&bytes).map_err(|e| Error::Decode(format!("{track}: {e}")))?;
+        Ok::<_, Error>((table, bytes))
     };
     if start_ms > 0 {
-        return seek(src, &info, &table.await?, start_ms, out).await;
+        return seek(src, &info, &table.await?.0, start_ms, out).await;
     }
     let fallback = info.fallback_url.as_deref();
     let mut decoder = StreamDecoder::new();
     let mut pcm = Vec::new();
     let has_format = |d: &StreamDecoder| d.format().is_some();
     // The seek table (for the exact length) and the first audio at once: the first
-    // sample waits for one round trip, not two.
+    // sample waits for one round trip, not two. The object's bytes are kept in order for
+    // the on-device cache.
+    let mut kept: Vec<u8> = Vec::new();
+    let kept_ref = &mut kept;
     let first_audio = async {
+        let kept = kept_ref;
         if let Some(head) = &head {
             return Ok((None, push_until(&mut decoder, head.clone(), &mut pcm, has_format)?));
         }
@@ -316,15 +357,29 @@ async fn load(src: &Source, track: &str, head: Option<Head>, start_ms: u64, out:
         let mut rest = Bytes::new();
         while !has_format(&decoder) {
             match download.next().await? {
-                Some(chunk) => rest = push_until(&mut decoder, chunk, &mut pcm, has_format)?,
+                Some(chunk) => {
+                    kept.extend_from_slice(&chunk);
+                    rest = push_until(&mut decoder, chunk, &mut pcm, has_format)?;
+                }
                 None => break,
             }
         }
         Ok::<_, Error>((Some(download), rest))
     };
     let (table, first) = tokio::join!(table, first_audio);
-    let (table, (download, rest)) = (table?, first.map_err(|e| Error::Decode(format!("{track}: {e}")))?);
+    let ((table, table_bytes), (download, rest)) = (table?, first.map_err(|e| Error::Decode(format!("{track}: {e}")))?);
     let (rate, channels) = decoder.format().ok_or_else(|| Error::Decode(format!("{track}: no Vorbis headers")))?;
+    if let Some(cache) = src.fetcher.cache.as_ref().filter(|c| !c.holds(&info.url)) {
+        out.keep = Some(Keep {
+            cache: cache.clone(),
+            fetcher: src.fetcher.clone(),
+            url: info.url.clone(),
+            table: table_bytes,
+            total: table.total_bytes,
+            bytes: Vec::new(),
+        });
+        out.kept(head.as_deref().unwrap_or(&kept));
+    }
     if !out.start(rate, channels, table.total_samples)? || !out.send(&mut pcm)? {
         return Ok(());
     }
@@ -410,6 +465,7 @@ mod tests {
             samples: Vec::new(),
             session: None,
             tier: "high".into(),
+            url: None,
             failed: None,
         }
     }

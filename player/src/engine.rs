@@ -19,6 +19,7 @@ use segue_core::Tier;
 
 use crate::adapt::{Chooser, TierChange};
 use crate::api::{AppApi, Catalog};
+use crate::cache::Cache;
 use crate::deck::{Deck, Head, Source};
 use crate::fetch::Fetcher;
 use crate::Error;
@@ -124,6 +125,11 @@ pub struct Stats {
     pub prefetch_leads_ms: Vec<f64>,
     /// Tracks whose prefetch started early because the network looked poor.
     pub poor_network_prefetches: u64,
+    /// Requests served from the on-device cache instead of the edge, their bytes, and
+    /// objects this session added to it.
+    pub from_cache: u64,
+    pub bytes_from_cache: u64,
+    pub cached: u64,
     /// The tier each track played at, in order, and each change with its reason.
     pub tiers: Vec<String>,
     pub tier_changes: Vec<TierChange>,
@@ -180,18 +186,32 @@ impl Listening {
         self.frames += frames;
     }
 
-    fn end(self, tracks: &[String], deck: &Deck, rate: u32, skipped: bool, on_play: Option<&OnPlay>) {
-        if let (Some(f), Some(started_ms)) = (on_play, self.started_ms) {
+    fn end(self, tracks: &[String], deck: &Deck, rate: u32, skipped: bool, ears: &Ears) {
+        let Some(started_ms) = self.started_ms else { return };
+        let ms_played = (self.frames * 1000 / u64::from(rate.max(1))) as i64;
+        // A favourite is a track heard, not one skipped in its first half minute.
+        if let (Some(cache), Some(url)) = (ears.cache, &deck.url) {
+            if !skipped || ms_played >= 30_000 {
+                cache.played(url);
+            }
+        }
+        if let Some(f) = ears.on_play {
             f(Played {
                 track: tracks[self.track].clone(),
                 started_ms,
-                ms_played: (self.frames * 1000 / u64::from(rate.max(1))) as i64,
+                ms_played,
                 skipped,
                 session: deck.session.clone(),
                 tier: deck.tier.clone(),
             });
         }
     }
+}
+
+/// Who hears of each play as it ends: the app (its play event) and the cache (its count).
+struct Ears<'a> {
+    on_play: Option<&'a OnPlay>,
+    cache: Option<&'a Cache>,
 }
 
 /// The output side of a session: the pacing clock, the sink and the counts.
@@ -261,6 +281,21 @@ impl Engine {
         let tiers = Chooser { wanted, adaptive: opts.adaptive_tier, margin: opts.tier_margin };
         let src = Source { catalog, fetcher, tier: wanted.to_string(), country: opts.country.clone() };
         Engine { src, opts, on_play: None, tiers }
+    }
+
+    /// Keep the most-played tracks in `cache`, and play what it holds from there.
+    pub fn cache(mut self, cache: Arc<Cache>) -> Engine {
+        self.src.fetcher.cache = Some(cache);
+        self
+    }
+
+    /// Play tracks licensed offline in `library` from the device, online too.
+    pub fn library(mut self, library: Arc<crate::library::Library>) -> Engine {
+        if let Catalog::Online(api) = &self.src.catalog {
+            self.src.catalog = Catalog::Device(api.clone(), library.clone());
+        }
+        self.src.fetcher.library = Some(library);
+        self
     }
 
     /// Call `f` with each play as it ends.
@@ -366,7 +401,7 @@ impl Engine {
         let mut index = 0usize;
         let mut first_audio = true;
         let mut heard = Listening::new(0);
-        let on_play = self.on_play.as_ref();
+        let ears = Ears { on_play: self.on_play.as_ref(), cache: fetcher.cache.as_deref() };
         while !out.done() {
             let total = current.total;
             let left = total - pos;
@@ -405,7 +440,7 @@ impl Engine {
                 };
                 deck.want_as(chunk, (rate, channels)).await?;
                 out.stats.skip_latency_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
-                std::mem::replace(&mut heard, Listening::new(index + 1)).end(tracks, &current, rate, true, on_play);
+                std::mem::replace(&mut heard, Listening::new(index + 1)).end(tracks, &current, rate, true, &ears);
                 current = deck;
                 pos = 0;
                 index += 1;
@@ -460,8 +495,7 @@ impl Engine {
                     // The fade is the end of this track and the start of the next: both heard.
                     let faded = out.stats.frames - before;
                     heard.heard(faded);
-                    std::mem::replace(&mut heard, Listening::new(index + 1))
-                        .end(tracks, &current, rate, false, on_play);
+                    std::mem::replace(&mut heard, Listening::new(index + 1)).end(tracks, &current, rate, false, &ears);
                     heard.heard(faded);
                     out.stats.gap_samples += left - n as u64;
                     pos = n as u64;
@@ -473,8 +507,7 @@ impl Engine {
                     pos = 0;
                 }
                 if heard.track == index {
-                    std::mem::replace(&mut heard, Listening::new(index + 1))
-                        .end(tracks, &current, rate, false, on_play);
+                    std::mem::replace(&mut heard, Listening::new(index + 1)).end(tracks, &current, rate, false, &ears);
                 }
                 current = deck;
                 index += 1;
@@ -500,7 +533,7 @@ impl Engine {
             heard.heard(out.stats.frames - before);
             pos = end;
         }
-        heard.end(tracks, &current, rate, false, on_play);
+        heard.end(tracks, &current, rate, false, &ears);
         for (_, (_, p)) in prefetched {
             p.abort();
         }
@@ -509,6 +542,10 @@ impl Engine {
         if let Some(library) = &fetcher.library {
             stats.bytes_decrypted = library.decrypted();
             stats.warnings.extend(library.warnings());
+        }
+        if let Some(cache) = &fetcher.cache {
+            cache.settle().await;
+            (stats.from_cache, stats.bytes_from_cache, stats.cached) = cache.counts();
         }
         stats.failovers = fetcher.failovers();
         stats.connections = fetcher.connections();

@@ -16,6 +16,7 @@ use http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use segue_core::client::{ClientBody, Connection, Connector};
 
+use crate::cache::{Cache, Local};
 use crate::meter::{Meter, Transfer};
 use crate::Error;
 
@@ -66,6 +67,11 @@ pub struct Fetcher {
     connections: Arc<AtomicU64>,
     /// The bandwidth estimate, from every transfer.
     meter: Meter,
+    /// The on-device cache: objects it holds are read from it, not the edge.
+    pub cache: Option<Arc<Cache>>,
+    /// The strong ETag each object path was served with (`None`: differing ones, or
+    /// none), for the cache.
+    etags: Arc<std::sync::Mutex<std::collections::HashMap<String, Option<String>>>>,
 }
 
 impl Default for Fetcher {
@@ -80,8 +86,17 @@ impl Default for Fetcher {
             pool: Pool::default(),
             connections: Arc::default(),
             meter: Meter::default(),
+            cache: None,
+            etags: Arc::default(),
         }
     }
+}
+
+/// The path of a URL, without its query.
+fn path_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').map_or("/", |i| &rest[i..]);
+    path.split('?').next().unwrap_or(path)
 }
 
 /// `http://host:port` and the path with its query, of a URL.
@@ -117,6 +132,25 @@ impl Fetcher {
         self.meter.estimate_kbps()
     }
 
+    /// The strong ETag every response for `url`'s path carried, when they all carried
+    /// the same one.
+    pub fn etag(&self, url: &str) -> Option<String> {
+        self.etags.lock().ok()?.get(path_of(url))?.clone()
+    }
+
+    fn saw_etag(&self, url: &str, etag: Option<&str>) {
+        let strong = etag.filter(|e| e.starts_with('"')).map(str::to_owned);
+        if let Ok(mut seen) = self.etags.lock() {
+            seen.entry(path_of(url).to_owned())
+                .and_modify(|e| {
+                    if *e != strong {
+                        *e = None;
+                    }
+                })
+                .or_insert(strong);
+        }
+    }
+
     /// Times a fetch went to the other POP.
     pub fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
@@ -137,7 +171,9 @@ impl Fetcher {
     pub fn download(&self, url: &str, fallback: Option<&str>, from: u64, to: Option<u64>) -> Download {
         let mut urls = vec![url.to_owned()];
         urls.extend(fallback.map(str::to_owned));
+        let local = self.cache.as_ref().and_then(|c| c.lookup(url));
         Download {
+            local,
             fetcher: self.clone(),
             urls,
             which: 0,
@@ -165,6 +201,8 @@ impl Fetcher {
 
 /// One object (or range of it) arriving chunk by chunk.
 pub struct Download {
+    /// The object's copy in the on-device cache, read instead of the network.
+    local: Option<Local>,
     fetcher: Fetcher,
     /// The POP URLs to try, the stream answer's first.
     urls: Vec<String>,
@@ -192,6 +230,13 @@ impl Download {
                 detail: "offline URLs need an offline library".into(),
             })?;
             let chunk = library.read(rel, self.next, self.end)?;
+            if let Some(c) = &chunk {
+                self.next += c.len() as u64;
+            }
+            return Ok(chunk);
+        }
+        if let (Some(local), Some(cache)) = (&self.local, &self.fetcher.cache) {
+            let chunk = cache.read(local, self.next, self.end)?;
             if let Some(c) = &chunk {
                 self.next += c.len() as u64;
             }
@@ -317,6 +362,10 @@ impl Download {
         self.conn = Some((base, conn));
         self.fetcher.busy_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let (parts, body) = resp.into_parts();
+        if parts.status.is_success() {
+            let etag = parts.headers.get(header::ETAG).and_then(|v| v.to_str().ok());
+            self.fetcher.saw_etag(&self.urls[self.which], etag);
+        }
         match parts.status {
             StatusCode::PARTIAL_CONTENT => {
                 // The range may end before the one asked for: the object is shorter.

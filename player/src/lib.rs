@@ -12,6 +12,7 @@
 
 pub mod adapt;
 pub mod api;
+pub mod cache;
 mod convert;
 mod deck;
 pub mod decode;
