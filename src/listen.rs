@@ -61,6 +61,14 @@ pub struct PlayArgs {
     /// Stop after this much audio (a preview), milliseconds.
     #[arg(long, value_name = "MS")]
     duration_ms: Option<u64>,
+    /// Trust the CA certificates in this PEM file for https:// POPs [default: the
+    /// system's trust store].
+    #[arg(long, value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// To https:// POPs: h2 (HTTP/2, every request to a POP on one connection) or h1-tls
+    /// (HTTP/1.1 over TLS).
+    #[arg(long, default_value = "h2", value_name = "PROTOCOL")]
+    tls_protocol: String,
     /// Open a new connection for every request instead of keeping one per POP alive.
     #[arg(long)]
     no_keep_alive: bool,
@@ -192,6 +200,19 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
         };
     }
     let out = a.out.ok_or_else(|| Failure::Usage("--out is required".into()))?;
+    let protocol = match a.tls_protocol.as_str() {
+        "h2" => segue_core::client::Protocol::Http2,
+        "h1-tls" => segue_core::client::Protocol::Http1Tls,
+        p => return Err(Failure::Usage(format!("--tls-protocol {p:?} is not h2 or h1-tls"))),
+    };
+    // The system's store is read only when there is no CA file; a device without one
+    // still plays http:// POPs.
+    let ca = a.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let tls = match segue_core::tls::trusted_roots(&ca, "--ca-file") {
+        Ok(roots) => Some(segue_player::fetch::Tls { roots, protocol }),
+        Err(e) if a.ca_file.is_some() => return Err(Failure::Usage(e.to_string())),
+        Err(_) => None,
+    };
     let opts = segue_player::engine::Options {
         tier: a.tier.clone(),
         country: a.country.clone(),
@@ -206,6 +227,7 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
         adaptive_tier: !a.fixed_tier,
         prefetch_tracks: a.prefetch_tracks,
         tier_margin: a.tier_margin,
+        tls,
         ..Default::default()
     };
     // Each play goes to the outbox as it ends, then a background sync sends it; what that

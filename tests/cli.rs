@@ -721,23 +721,6 @@ fn kill_9_during_ssd_writes_then_restart_serves_nothing_corrupt() {
     assert!(terminate(origin).success());
 }
 
-/// A throwaway CA for TLS tests.
-fn test_ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, "Segue test CA");
-    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
-}
-
-/// A leaf certificate for `names` signed by `ca`, written as `stem.pem` / `stem.key`.
-fn leaf_cert(ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>, names: &[&str], dir: &std::path::Path, stem: &str) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let cert = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, ca).unwrap();
-    std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).unwrap();
-    std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
-}
-
 /// curl over TLS to `name` (resolved to 127.0.0.1) with the test CA: (HTTP version, status, body).
 fn tls_get(port: u16, name: &str, ca: &std::path::Path, target: &str, extra: &[&str]) -> (String, u16, Vec<u8>) {
     let out = Command::new("curl")

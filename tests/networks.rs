@@ -104,8 +104,9 @@ fn a_poor_network_prefetches_the_next_track_earlier() {
     assert!(terminate(up).success());
 }
 
-/// Frames of each demo album track (3 s at 44.1 kHz).
+/// Frames of each demo album track (3 s at 44.1 kHz), and of `long_track` (130 s).
 const ALBUM_TRACK: usize = 3 * 44_100;
+const LONG: usize = 130 * 44_100;
 
 /// SNR of a region of `got` (stereo) against the same region of `want` (stereo), each
 /// mixed to mono: aligned, and the best of some shifts that a gap or a filter delay
@@ -139,7 +140,10 @@ fn a_slow_link_lowers_the_next_tracks_tier_gaplessly_and_a_recovered_one_restore
         });
         recover.store(false, std::sync::atomic::Ordering::SeqCst);
     });
-    let queue = [&ids[..], &ids[..]].concat();
+    // Two long tracks after the album: low-tier album tracks are a few kilobytes, too
+    // little to outweigh the slow samples; the long ones bring enough to.
+    let long = long_track(dir.path(), app, &token);
+    let queue = [&ids[..], &[long.clone(), long, ids[0].clone()]].concat();
     let out = dir.path().join("adaptive.wav");
     let report = play(app2_addr, &token_file, &out, &["--tier", "normal", "--prefetch-tracks", "1"], &queue);
     assert!(!slow.load(std::sync::atomic::Ordering::SeqCst), "the link recovered: {report}");
@@ -157,16 +161,19 @@ fn a_slow_link_lowers_the_next_tracks_tier_gaplessly_and_a_recovered_one_restore
 
     // Exactly the queue's length: no frame lost or added at any boundary, low tier or not.
     let got = wav_samples(&out);
-    assert_eq!(got.len(), queue.len() * ALBUM_TRACK * 2, "{report}");
+    assert_eq!(got.len(), (5 * ALBUM_TRACK + 2 * LONG) * 2, "{report}");
     // Every album track where its cut of the continuous piece is; a low-tier one mono in
     // both channels, and aligned (a gap or a delay would shift it).
     let master = segue_origin::demo::music(1, 0, 12);
     let want: Vec<i16> =
         (0..master[0].len()).flat_map(|i| [0, 1].map(|c| (master[c][i] * 32767.0).round() as i16)).collect();
     let track = ALBUM_TRACK * 2;
-    for (t, tier) in tiers.iter().enumerate() {
-        let w = &want[t % 4 * track..(t % 4 + 1) * track];
-        let g = &got[t * track..(t + 1) * track];
+    // The album, then the last track (the album's first again) at the end of the render.
+    for (t, tier) in tiers.iter().enumerate().filter(|(t, _)| *t < 4 || *t == queue.len() - 1) {
+        let (w, g) = match t {
+            0..4 => (&want[t * track..(t + 1) * track], &got[t * track..(t + 1) * track]),
+            _ => (&want[..track], &got[got.len() - track..]),
+        };
         if *tier == "low" {
             assert!(g.chunks(2).all(|f| f[0] == f[1]), "track {t}: mono in both channels");
         }
@@ -265,5 +272,44 @@ fn a_cached_track_plays_again_with_no_request_to_the_edge() {
     for n in 2..=5 {
         assert_eq!(wav_samples(&dir.path().join("b1.wav")), wav_samples(&dir.path().join(format!("b{n}.wav"))));
     }
+    assert!(terminate(up).success());
+}
+
+/// Over TLS the player plays exactly what it plays over plain HTTP: with HTTP/2 every
+/// request of the session (stream tables, prefetched heads, the rest of each track)
+/// shares one connection; with HTTP/1.1 over TLS kept-alive connections are reused, and
+/// without keep-alive each request pays its own handshake. A POP whose certificate the
+/// player does not trust is an error that says so.
+#[test]
+fn the_player_streams_over_tls_on_one_http2_connection() {
+    let Up { dir, up, origin, app, token, token_file, .. } = start_up();
+    let ids = album_ids(app, &token);
+    let (edge, tls_url, ca) = tls_edge(dir.path(), origin);
+    let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[tls_url]);
+    let wav = |name: &str| wav_samples(&dir.path().join(name));
+    play(app, &token_file, &dir.path().join("plain.wav"), &[], &ids);
+    let h2 = play(app2_addr, &token_file, &dir.path().join("h2.wav"), &["--ca-file", &ca], &ids);
+    assert_eq!(h2["connections"].as_u64(), Some(1), "{h2}");
+    assert!(wav("h2.wav") == wav("plain.wav"), "the same audio over HTTP/2 and TLS");
+    let flags = ["--ca-file", &ca, "--tls-protocol", "h1-tls"];
+    let h1 = play(app2_addr, &token_file, &dir.path().join("h1.wav"), &flags, &ids);
+    let fresh =
+        play(app2_addr, &token_file, &dir.path().join("fresh.wav"), &[&flags[..], &["--no-keep-alive"]].concat(), &ids);
+    let (kept, each) = (h1["connections"].as_u64().unwrap(), fresh["connections"].as_u64().unwrap());
+    assert!(kept >= 1 && each >= 2 * kept, "{kept} kept-alive connections, {each} without keep-alive");
+    assert!(wav("h1.wav") == wav("plain.wav") && wav("fresh.wav") == wav("plain.wav"));
+
+    let untrusted = segue()
+        .args(["play", "--no-report", "--country", "SE", "--app-api", &format!("http://{app2_addr}"), "--token-file"])
+        .arg(&token_file)
+        .arg("--out")
+        .arg(dir.path().join("x.wav"))
+        .arg(&ids[0])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success() && err.contains("certificate"), "{err}");
+    assert!(terminate(app2).success());
+    assert!(terminate(edge).success());
     assert!(terminate(up).success());
 }

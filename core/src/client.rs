@@ -111,6 +111,28 @@ pub fn roots_from_pem(path: &Path) -> Result<rustls::RootCertStore, BoxError> {
     Ok(roots)
 }
 
+/// The address, host name and scheme (true: https) of `http[s]://host[:port][/...]`,
+/// the host resolved now.
+pub fn resolve(base_url: &str) -> Result<(SocketAddr, String, bool), BoxError> {
+    let (rest, secure) = match (base_url.strip_prefix("http://"), base_url.strip_prefix("https://")) {
+        (Some(r), _) => (r, false),
+        (_, Some(r)) => (r, true),
+        _ => return Err(format!("{base_url:?} is not an http:// or https:// URL").into()),
+    };
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let with_port = if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:{}", if secure { 443 } else { 80 })
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(with_port.as_str())
+        .map_err(|e| format!("{base_url:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{base_url:?}: the host has no address"))?;
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+    Ok((addr, host.to_owned(), secure))
+}
+
 impl Connector {
     /// `server_name` is the TLS name (SNI and certificate check) and the authority sent;
     /// `roots` are trusted for TLS (required unless `protocol` is plain HTTP/1.1).
@@ -189,22 +211,8 @@ impl Connector {
     /// client certificate to present), `https://host:port` (default port 443); a
     /// trailing path is ignored and the host is resolved now.
     pub fn for_url(base_url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Self, BoxError> {
-        let (rest, secure) = match (base_url.strip_prefix("http://"), base_url.strip_prefix("https://")) {
-            (Some(r), _) => (r, false),
-            (_, Some(r)) => (r, true),
-            _ => return Err(format!("{base_url:?} is not an http:// or https:// URL").into()),
-        };
-        let hostport = rest.split('/').next().unwrap_or(rest);
-        let with_port = if hostport.contains(':') {
-            hostport.to_owned()
-        } else {
-            format!("{hostport}:{}", if secure { 443 } else { 80 })
-        };
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(with_port.as_str())
-            .map_err(|e| format!("{base_url:?}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{base_url:?}: the host has no address"))?;
-        let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+        let (addr, host, secure) = resolve(base_url)?;
+        let host = host.as_str();
         if !secure {
             return Connector::new(Protocol::Http1, addr, host, None);
         }

@@ -155,25 +155,32 @@ pub struct ClientSettings {
     pub client_key: String,
 }
 
-/// The client TLS config of `settings` (TLS 1.2 and 1.3; ALPN is the caller's).
-pub fn client_config(s: &ClientSettings) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let field = |name: &str| format!("upstream_tls.{name}");
+/// The CA certificates to trust: those of PEM file `ca_file`, or the system's when it is
+/// empty. `field` names the setting in errors.
+pub fn trusted_roots(ca_file: &str, field: &str) -> Result<rustls::RootCertStore, Error> {
     let mut roots = rustls::RootCertStore::empty();
-    if s.ca_file.is_empty() {
+    if ca_file.is_empty() {
         let native = rustls_native_certs::load_native_certs();
         let (added, _) = roots.add_parsable_certificates(native.certs);
         if added == 0 {
-            return Err(config_error(&field("ca_file"), "system trust store", "no trusted CA certificates found"));
+            return Err(config_error(field, "system trust store", "no trusted CA certificates found"));
         }
     } else {
-        let certs = CertificateDer::pem_file_iter(Path::new(&s.ca_file))
+        let certs = CertificateDer::pem_file_iter(Path::new(ca_file))
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| config_error(&field("ca_file"), &s.ca_file, e))?;
+            .map_err(|e| config_error(field, ca_file, e))?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
-            return Err(config_error(&field("ca_file"), &s.ca_file, "no usable CA certificate"));
+            return Err(config_error(field, ca_file, "no usable CA certificate"));
         }
     }
+    Ok(roots)
+}
+
+/// The client TLS config of `settings` (TLS 1.2 and 1.3; ALPN is the caller's).
+pub fn client_config(s: &ClientSettings) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let field = |name: &str| format!("upstream_tls.{name}");
+    let roots = trusted_roots(&s.ca_file, &field("ca_file"))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(TLS12_AND_13)

@@ -292,11 +292,14 @@ impl Cache {
     /// `etag`), during a play: keep it if the bound allows, written in the background.
     pub fn offer(self: &std::sync::Arc<Self>, url: &str, object: Bytes, table: Bytes, etag: String) {
         let Some((key, false, cid, tier)) = key_of(url) else { return };
+        // This play counts (it is under way), and only once: the write may run after the
+        // play has ended and been counted.
+        let Ok(mine) = self.index.lock().map(|i| i.plays(&key) + 1) else { return };
         let cache = self.clone();
         let write = tokio::task::spawn_blocking(move || {
             let mut sealed = object.to_vec();
             ObjectCipher::new(&cache.key, &cid, tier).apply(0, &mut sealed);
-            if let Err(e) = cache.store(&key, &sealed, &table, etag) {
+            if let Err(e) = cache.store(&key, &sealed, &table, etag, mine) {
                 tracing::warn!(key, error = %e, "not cached");
             }
         });
@@ -305,14 +308,13 @@ impl Cache {
         }
     }
 
-    fn store(&self, key: &str, object: &[u8], table: &[u8], etag: String) -> Result<(), Error> {
+    /// Keep `object` if tracks played fewer than `mine` times can make room for it.
+    fn store(&self, key: &str, object: &[u8], table: &[u8], etag: String, mine: u64) -> Result<(), Error> {
         let size = (object.len() + table.len()) as u64;
         let mut index = self.index.lock().map_err(|_| Error::Io("the cache index lock is poisoned".into()))?;
         if index.entries.contains_key(key) {
             return Ok(());
         }
-        // This play counts: it is under way.
-        let mine = index.plays(key) + 1;
         let room = self.max_bytes.saturating_sub(self.pinned);
         let mut victims: Vec<(String, u64, u64, i64)> = index
             .entries

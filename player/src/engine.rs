@@ -63,6 +63,8 @@ pub struct Options {
     pub adaptive_tier: bool,
     /// A tier is sustained when the estimate is at least this many times its bitrate.
     pub tier_margin: f64,
+    /// How to reach https:// POPs.
+    pub tls: Option<crate::fetch::Tls>,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             keep_alive: true,
             adaptive_tier: true,
             tier_margin: 1.5,
+            tls: None,
         }
     }
 }
@@ -277,6 +280,7 @@ impl Engine {
 
     fn with(catalog: Catalog, mut fetcher: Fetcher, opts: Options) -> Engine {
         fetcher.keep_alive = opts.keep_alive;
+        fetcher.tls = opts.tls.clone();
         let wanted = opts.tier.parse::<Tier>().unwrap_or(Tier::High);
         let tiers = Chooser { wanted, adaptive: opts.adaptive_tier, margin: opts.tier_margin };
         let src = Source { catalog, fetcher, tier: wanted.to_string(), country: opts.country.clone() };

@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
-use segue_core::client::{ClientBody, Connection, Connector};
+use segue_core::client::{ClientBody, Connection, Connector, Protocol};
 
 use crate::cache::{Cache, Local};
 use crate::meter::{Meter, Transfer};
 use crate::Error;
 
-/// Idle kept-alive connections, by POP (`http://host:port`).
+/// Kept-alive connections by POP (`http[s]://host:port`): idle HTTP/1.1 ones, or the one
+/// HTTP/2 connection every request to that POP shares.
 #[derive(Clone, Default)]
 struct Pool(Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<Connection>>>>);
 
@@ -34,18 +35,35 @@ impl std::fmt::Debug for Pool {
 const IDLE_PER_POP: usize = 4;
 
 impl Pool {
+    /// A connection for a request: an idle HTTP/1.1 one (taken out), or a handle on the
+    /// shared HTTP/2 one (which stays).
     fn take(&self, base: &str) -> Option<Connection> {
-        self.0.lock().ok()?.get_mut(base)?.pop()
+        let mut pool = self.0.lock().ok()?;
+        let conns = pool.get_mut(base)?;
+        match conns.last()?.share() {
+            Some(shared) => Some(shared),
+            None => conns.pop(),
+        }
     }
 
     fn put(&self, base: String, conn: Connection) {
         if let Ok(mut p) = self.0.lock() {
-            let idle = p.entry(base).or_default();
-            if idle.len() < IDLE_PER_POP {
-                idle.push(conn);
+            let conns = p.entry(base).or_default();
+            match conn.share() {
+                // One HTTP/2 connection per POP: a new one replaces one that failed.
+                Some(_) => *conns = vec![conn],
+                None if conns.len() < IDLE_PER_POP => conns.push(conn),
+                None => {}
             }
         }
     }
+}
+
+/// How to reach POPs over https: whom to trust, and HTTP/2 or HTTP/1.1 over TLS.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub roots: rustls::RootCertStore,
+    pub protocol: Protocol,
 }
 
 /// Fetches with a byte counter shared by the whole session.
@@ -69,6 +87,13 @@ pub struct Fetcher {
     meter: Meter,
     /// The on-device cache: objects it holds are read from it, not the edge.
     pub cache: Option<Arc<Cache>>,
+    /// How to reach https:// POPs (none: https URLs fail with a clear error).
+    pub tls: Option<Tls>,
+    /// A connector per POP, built once: its TLS config keeps the session cache that
+    /// lets a new connection resume instead of a full handshake.
+    connectors: Arc<std::sync::Mutex<std::collections::HashMap<String, Connector>>>,
+    /// One HTTP/2 connect at a time per POP.
+    gates: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// The strong ETag each object path was served with (`None`: differing ones, or
     /// none), for the cache.
     etags: Arc<std::sync::Mutex<std::collections::HashMap<String, Option<String>>>>,
@@ -87,6 +112,9 @@ impl Default for Fetcher {
             connections: Arc::default(),
             meter: Meter::default(),
             cache: None,
+            tls: None,
+            connectors: Arc::default(),
+            gates: Arc::default(),
             etags: Arc::default(),
         }
     }
@@ -99,11 +127,15 @@ fn path_of(url: &str) -> &str {
     path.split('?').next().unwrap_or(path)
 }
 
-/// `http://host:port` and the path with its query, of a URL.
+/// `http[s]://host:port` and the path with its query, of a URL.
 fn split(url: &str) -> Result<(String, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+    let (scheme, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => ("http", r),
+        (_, Some(r)) => ("https", r),
+        _ => return Err(format!("{url:?} is not an http:// or https:// URL")),
+    };
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    Ok((format!("http://{host}"), if path.is_empty() { "/".into() } else { path.into() }))
+    Ok((format!("{scheme}://{host}"), if path.is_empty() { "/".into() } else { path.into() }))
 }
 
 impl Fetcher {
@@ -159,6 +191,50 @@ impl Fetcher {
     /// Connections opened so far.
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// The connector for POP `base`, built on first use.
+    fn connector(&self, base: &str) -> Result<Connector, String> {
+        if let Some(c) = self.connectors.lock().ok().and_then(|m| m.get(base).cloned()) {
+            return Ok(c);
+        }
+        let (addr, host, secure) = segue_core::client::resolve(base).map_err(|e| e.to_string())?;
+        let connector = match (&self.tls, secure) {
+            (_, false) => Connector::new(Protocol::Http1, addr, &host, None),
+            (Some(tls), true) => Connector::new(tls.protocol, addr, &host, Some(tls.roots.clone())),
+            (None, true) => return Err(format!("{base}: https needs trusted CA certificates (--ca-file)")),
+        }
+        .map_err(|e| format!("{base}: {e}"))?;
+        if let Ok(mut m) = self.connectors.lock() {
+            m.insert(base.to_owned(), connector.clone());
+        }
+        Ok(connector)
+    }
+
+    /// A kept-alive connection to `base`, if there is one. HTTP/2 connects here, once:
+    /// requests that start together (the seek table and the first audio) wait for the
+    /// first one's connection and share it rather than each opening their own.
+    async fn pooled(
+        &self,
+        base: &str,
+        connector: &Connector,
+    ) -> Result<Option<Connection>, segue_core::server::BoxError> {
+        if let Some(conn) = self.pool.take(base) {
+            return Ok(Some(conn));
+        }
+        if !connector.protocol().multiplexes() {
+            return Ok(None);
+        }
+        let gate = self.gates.lock().map(|mut g| g.entry(base.to_owned()).or_default().clone());
+        let gate = gate.map_err(|_| "the connection gate lock is poisoned")?;
+        let _one = gate.lock().await;
+        if let Some(conn) = self.pool.take(base) {
+            return Ok(Some(conn));
+        }
+        let conn = self.connect(connector).await?;
+        let shared = conn.share();
+        self.pool.put(base.to_owned(), conn);
+        Ok(shared)
     }
 
     async fn connect(&self, connector: &Connector) -> Result<Connection, segue_core::server::BoxError> {
@@ -323,7 +399,7 @@ impl Download {
     /// server says there are none (416 on an open-ended range past the end).
     async fn open(&mut self) -> Result<Option<ClientBody>, String> {
         let (base, path) = split(&self.urls[self.which])?;
-        let connector = Connector::http(&base).map_err(|e| e.to_string())?;
+        let connector = self.fetcher.connector(&base)?;
         let mut req = Request::get(path);
         match self.end {
             Some(e) => req = req.header(header::RANGE, format!("bytes={}-{e}", self.next)),
@@ -333,9 +409,12 @@ impl Download {
         let req = req.body(()).map_err(|e| e.to_string())?;
         let started = Instant::now();
         let fetcher = &self.fetcher;
-        let pooled = if fetcher.keep_alive { fetcher.pool.take(&base) } else { None };
         let exchange = async {
             let again = copy(&req);
+            let pooled = match fetcher.keep_alive {
+                true => fetcher.pooled(&base, &connector).await?,
+                false => None,
+            };
             match pooled {
                 Some(mut conn) => match conn.send(req).await {
                     Ok(resp) => Ok((conn, resp)),
@@ -359,7 +438,14 @@ impl Download {
         }
         .map_err(|e| e.to_string())?;
         let (conn, resp) = resp;
-        self.conn = Some((base, conn));
+        if conn.share().is_some() {
+            // HTTP/2: shared at once; nothing to give back when the body ends.
+            if self.fetcher.keep_alive {
+                self.fetcher.pool.put(base, conn);
+            }
+        } else {
+            self.conn = Some((base, conn));
+        }
         self.fetcher.busy_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let (parts, body) = resp.into_parts();
         if parts.status.is_success() {

@@ -19,6 +19,11 @@ const MAX_WEIGHT: f64 = 2000.0;
 /// so a long download keeps the estimate current.
 const SAMPLE_WAIT: Duration = Duration::from_millis(500);
 const SAMPLE_BYTES: u64 = 256 << 10;
+/// No estimate until the session has waited this long or received this much: the first
+/// small transfers (a seek table over a fresh TLS connection, from a POP that missed)
+/// measure round trips, not the link.
+const FIRST_WAIT: Duration = Duration::from_secs(2);
+const FIRST_BYTES: u64 = 512 << 10;
 
 #[derive(Debug, Default)]
 struct State {
@@ -31,6 +36,9 @@ struct State {
     /// (weight, kbit/s), oldest first.
     samples: VecDeque<(f64, f64)>,
     weight: f64,
+    /// Waiting and bytes of every closed sample.
+    total_busy: Duration,
+    total_bytes: u64,
 }
 
 impl State {
@@ -40,7 +48,10 @@ impl State {
 
     /// Close the open sample (its bytes over its waiting), starting the next.
     fn sample(&mut self, now: Instant) {
-        let secs = self.busy(now).as_secs_f64();
+        let busy = self.busy(now);
+        let secs = busy.as_secs_f64();
+        self.total_busy += busy;
+        self.total_bytes += self.bytes;
         if self.bytes > 0 && secs > 0.0 {
             let weight = (self.bytes as f64).sqrt();
             self.samples.push_back((weight, self.bytes as f64 * 8.0 / secs / 1000.0));
@@ -85,9 +96,13 @@ impl Meter {
         }
     }
 
-    /// The weighted median of the recent samples, kbit/s; `None` before any.
+    /// The weighted median of the recent samples, kbit/s; `None` until the session has
+    /// waited 2 s or received 512 KiB.
     pub fn estimate_kbps(&self) -> Option<f64> {
         let s = self.0.lock().ok()?;
+        if s.total_busy < FIRST_WAIT && s.total_bytes < FIRST_BYTES {
+            return None;
+        }
         let mut sorted: Vec<(f64, f64)> = s.samples.iter().copied().collect();
         sorted.sort_by(|a, b| a.1.total_cmp(&b.1));
         let half = sorted.iter().map(|(w, _)| w).sum::<f64>() / 2.0;
@@ -172,13 +187,23 @@ mod tests {
         a.bytes(20_000);
         b.bytes(20_000);
         drop((a, b));
+        assert_eq!(m.estimate_kbps(), None, "40 KB in 100 ms: round trips more than the link");
+        // Past 512 KiB: two at a time, 32 KB every 10 ms, is ~26 Mbit/s, not twice that.
+        for _ in 0..20 {
+            let (a, b) = (m.start(), m.start());
+            let waits = (a.wait(), b.wait());
+            std::thread::sleep(Duration::from_millis(10));
+            drop(waits);
+            a.bytes(16_000);
+            b.bytes(16_000);
+        }
         let est = m.estimate_kbps().unwrap();
-        assert!(est < 3300.0 && est > 1000.0, "{est}");
+        assert!(est < 26_000.0 && est > 10_000.0, "{est}");
         // A much faster link for a good many bytes: the median moves to it.
         for _ in 0..12 {
             sample(&m, 250_000, 5);
         }
-        assert!(m.estimate_kbps().unwrap() > 20_000.0, "{:?}", m.estimate_kbps());
+        assert!(m.estimate_kbps().unwrap() > 100_000.0, "{:?}", m.estimate_kbps());
         // And back down when the link slows.
         for _ in 0..40 {
             sample(&m, 20_000, 20);

@@ -258,3 +258,25 @@ pub fn client_walk(program: &str, script: &str, env: &[(&str, String)]) -> serde
         .unwrap_or_else(|e| panic!("{script}: {e}: {stdout}"))
 }
 pub mod player;
+
+/// A throwaway CA for TLS tests.
+pub fn test_ca() -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Segue test CA");
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A leaf certificate for `names` signed by `ca`, written as `stem.pem` / `stem.key`.
+pub fn leaf_cert(
+    ca: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    names: &[&str],
+    dir: &std::path::Path,
+    stem: &str,
+) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, ca).unwrap();
+    std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+}

@@ -206,3 +206,31 @@ pub fn long_track(dir: &std::path::Path, app: std::net::SocketAddr, token: &str)
     assert_eq!(code, 200, "{v}");
     id
 }
+
+/// An edge in front of `origin` with a TLS listener (a certificate for 127.0.0.1 from a
+/// throwaway CA) that requires `segue up`'s signed URLs and places loopback listeners in
+/// SE: the process, its `https://` base URL and the CA's PEM file.
+pub fn tls_edge(dir: &std::path::Path, origin: std::net::SocketAddr) -> (std::process::Child, String, String) {
+    let ca = test_ca();
+    let ca_pem = dir.join("tls-ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    leaf_cert(&ca, &["127.0.0.1"], dir, "tls-edge");
+    let key = std::fs::read_to_string(dir.join("signing.key")).unwrap();
+    let cfg = dir.join("tls-edge.toml");
+    let d = dir.display();
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\nupstreams = [\"http://{origin}\"]\n\
+             unknown_country = \"SE\"\n\
+             [[tls_certs]]\ncert = \"{d}/tls-edge.pem\"\nkey = \"{d}/tls-edge.key\"\nnames = [\"127.0.0.1\"]\n\
+             [tokens]\nrequired = true\n[tokens.keys]\nup = \"{}\"\n",
+            key.trim()
+        ),
+    )
+    .unwrap();
+    let mut e = segue();
+    e.args(["edge", "--config"]).arg(&cfg);
+    let (child, addrs) = spawn_servers(e, 2);
+    (child, format!("https://127.0.0.1:{}", addrs[1].port()), ca_pem.display().to_string())
+}
