@@ -58,6 +58,9 @@ pub struct PlayArgs {
     /// Skip to the next track after this long in each (reports the skip latency).
     #[arg(long, value_name = "MS")]
     skip_after_ms: Option<u32>,
+    /// In each track, after AT_MS of it, seek to TO_MS (reports the seek latency).
+    #[arg(long, value_name = "AT_MS:TO_MS", value_parser = parse_seek)]
+    seek: Option<(u32, u32)>,
     /// Stop after this much audio (a preview), milliseconds.
     #[arg(long, value_name = "MS")]
     duration_ms: Option<u64>,
@@ -120,6 +123,13 @@ pub struct PlayArgs {
     /// Track ids, in play order.
     #[arg(required_unless_present_any = ["sync", "offline", "playlist"], value_name = "TRACK")]
     tracks: Vec<String>,
+}
+
+/// `AT:TO`, milliseconds.
+fn parse_seek(s: &str) -> Result<(u32, u32), String> {
+    let (at, to) = s.split_once(':').ok_or_else(|| format!("{s:?} is not AT_MS:TO_MS"))?;
+    let ms = |v: &str| v.trim().parse::<u32>().map_err(|_| format!("{v:?} in {s:?} is not a number of milliseconds"));
+    Ok((ms(at)?, ms(to)?))
 }
 
 /// `N`, `NK`, `NM` or `NG` bytes.
@@ -220,6 +230,7 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
         speed: (a.speed > 0.0).then_some(a.speed),
         start_ms: a.start_ms,
         skip_after_ms: a.skip_after_ms,
+        seek: a.seek,
         duration_ms: a.duration_ms,
         keep_alive: !a.no_keep_alive,
         poor_prefetch_lead_ms: a.poor_prefetch_lead_ms,

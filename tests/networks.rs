@@ -291,6 +291,23 @@ fn the_player_streams_over_tls_on_one_http2_connection() {
     let h2 = play(app2_addr, &token_file, &dir.path().join("h2.wav"), &["--ca-file", &ca], &ids);
     assert_eq!(h2["connections"].as_u64(), Some(1), "{h2}");
     assert!(wav("h2.wav") == wav("plain.wav"), "the same audio over HTTP/2 and TLS");
+    // In each track, a second in, a seek to 2 s: on the same connection, and exactly the
+    // audio from there.
+    let seeks =
+        play(app2_addr, &token_file, &dir.path().join("seek.wav"), &["--ca-file", &ca, "--seek", "1000:2000"], &ids);
+    assert_eq!(seeks["connections"].as_u64(), Some(1), "{seeks}");
+    assert_eq!(seeks["seek_latency_ms"].as_array().map(Vec::len), Some(4), "{seeks}");
+    let (plain, sought) = (wav("plain.wav"), wav("seek.wav"));
+    let second = 44_100 * 2;
+    assert_eq!(sought.len(), 4 * 2 * second, "a second before and after each seek");
+    for t in 0..4 {
+        let (at, from) = (t * 2 * second, t * 3 * second);
+        assert!(sought[at..at + second] == plain[from..from + second], "track {t}: its first second");
+        assert!(
+            sought[at + second..at + 2 * second] == plain[from + 2 * second..from + 3 * second],
+            "track {t} from 2 s"
+        );
+    }
     let flags = ["--ca-file", &ca, "--tls-protocol", "h1-tls"];
     let h1 = play(app2_addr, &token_file, &dir.path().join("h1.wav"), &flags, &ids);
     let fresh =

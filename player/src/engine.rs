@@ -54,6 +54,9 @@ pub struct Options {
     pub start_ms: u64,
     /// Skip to the next track after this long in each (a listener pressing next).
     pub skip_after_ms: Option<u32>,
+    /// In each track, after the first value's milliseconds of it, seek to the second's
+    /// (a listener scrubbing; skipped for tracks shorter than the target).
+    pub seek: Option<(u32, u32)>,
     /// Stop after this much audio in all (a preview).
     pub duration_ms: Option<u64>,
     /// Keep connections to each POP alive between requests.
@@ -84,6 +87,7 @@ impl Default for Options {
             speed: None,
             start_ms: 0,
             skip_after_ms: None,
+            seek: None,
             duration_ms: None,
             keep_alive: true,
             adaptive_tier: true,
@@ -123,6 +127,8 @@ pub struct Stats {
     pub warnings: Vec<String>,
     /// Per skip: from the skip to the next track's first audio, milliseconds.
     pub skip_latency_ms: Vec<f64>,
+    /// Per seek: from the seek to the first audio at the target, milliseconds.
+    pub seek_latency_ms: Vec<f64>,
     /// Per track followed by another: how much of it was left when the next one's head
     /// was prefetched, milliseconds (the lead: longer on a poor network).
     pub prefetch_leads_ms: Vec<f64>,
@@ -404,6 +410,8 @@ impl Engine {
         let mut next: Option<Deck> = None;
         let mut index = 0usize;
         let mut first_audio = true;
+        // The track a seek was made in (one per track).
+        let mut seeked: Option<usize> = None;
         let mut heard = Listening::new(0);
         let ears = Ears { on_play: self.on_play.as_ref(), cache: fetcher.cache.as_deref() };
         while !out.done() {
@@ -433,6 +441,21 @@ impl Engine {
             }
             if next.is_none() && has_next && left <= ms(self.opts.decode_ahead_ms).max(crossfade + fade) {
                 next = Some(self.open(tracks, index + 1, &mut prefetched, 0, format, &mut out.stats));
+            }
+            if let Some((at, to)) = self.opts.seek.filter(|_| seeked != Some(index)) {
+                if pos >= ms(at) && ms(to) < total {
+                    // Seek within the track: a deck from the seek table's entry before the
+                    // target, at the tier the track is playing at.
+                    seeked = Some(index);
+                    let asked = Instant::now();
+                    let tier = current.tier.parse::<Tier>().unwrap_or(self.tiers.wanted);
+                    let mut deck = Deck::open(&self.at(tier), &tracks[index], None, u64::from(to), format);
+                    deck.want_as(chunk, (rate, channels)).await?;
+                    out.stats.seek_latency_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
+                    current = deck;
+                    pos = 0;
+                    continue;
+                }
             }
             let skip_at = self.opts.skip_after_ms.map(ms).filter(|_| has_next);
             if skip_at.is_some_and(|s| pos >= s.min(total)) {
