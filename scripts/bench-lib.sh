@@ -21,7 +21,7 @@
 #                               core 0, user bench, trust auth; sets PSQL (psql as bench);
 #                               stopped by the cleanup
 #   make_cert                   a throwaway CA ($WORK/ca.pem) and a P-256 certificate for
-#                               pop.segue.test ($WORK/pop.pem, $WORK/pop.key)
+#                               pop.segue.test and 127.0.0.1 ($WORK/pop.pem, $WORK/pop.key)
 #   lt PORT ARGS...             segue loadtest on core 1 against 127.0.0.1:PORT, JSON out;
 #                               with LT_PROTO=h1-tls|h2|h3 over that protocol with TLS to
 #                               pop.segue.test (make_cert's CA)
@@ -174,7 +174,7 @@ make_cert() {
     -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=pop.segue.test" \
     -keyout "$WORK/pop.key" -out "$WORK/pop.csr" 2>/dev/null
-  printf 'subjectAltName=DNS:pop.segue.test\n' >"$WORK/san.ext"
+  printf 'subjectAltName=DNS:pop.segue.test,IP:127.0.0.1\n' >"$WORK/san.ext"
   openssl x509 -req -in "$WORK/pop.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial -days 2 \
     -extfile "$WORK/san.ext" -out "$WORK/pop.pem" 2>/dev/null
 }

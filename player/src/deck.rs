@@ -39,8 +39,27 @@ enum Event {
         tier: String,
         url: String,
     },
+    /// What a seek within this track can reuse.
+    Known(Known),
     End,
     Failed(Error),
+}
+
+/// What a deck learned that a seek within its track reuses instead of fetching again:
+/// the stream answer, the seek table and the header pages.
+#[derive(Clone)]
+pub(crate) struct Known {
+    info: StreamInfo,
+    table: std::sync::Arc<segue_core::seek_table::SeekTable>,
+    header: Bytes,
+}
+
+/// Where a deck starts from.
+enum Start {
+    /// A prefetched head (the task fetching it), or nothing.
+    Head(Option<JoinHandle<Option<Head>>>),
+    /// What a deck of the same track knew.
+    Known(Option<Known>),
 }
 
 pub(crate) struct Deck {
@@ -59,6 +78,8 @@ pub(crate) struct Deck {
     pub tier: String,
     /// The object's URL (the stream answer's first).
     pub url: Option<String>,
+    /// Its stream answer, seek table and header pages, once known.
+    pub known: Option<Known>,
     failed: Option<Error>,
 }
 
@@ -79,16 +100,38 @@ impl Deck {
         start_ms: u64,
         format: Option<(u32, u16)>,
     ) -> Deck {
+        Deck::start(src, track, Start::Head(head), start_ms, format)
+    }
+
+    /// Seek within this deck's track: a new deck from `start_ms` in that reuses what this
+    /// one knows (when it knows it) and fetches only the bytes from the seek entry on.
+    pub fn seek(&self, src: &Source, start_ms: u64, format: Option<(u32, u16)>) -> Deck {
+        Deck::start(src, &self.track, Start::Known(self.known.clone()), start_ms, format)
+    }
+
+    fn start(src: &Source, track: &str, from: Start, start_ms: u64, format: Option<(u32, u16)>) -> Deck {
         let (tx, events) = mpsc::unbounded_channel();
         let tier = src.tier.clone();
         let (src, name) = (src.clone(), track.to_owned());
         let loader = tokio::spawn(async move {
-            let head = match head {
-                Some(h) => h.await.ok().flatten(),
-                None => None,
-            };
             let mut out = Out { tx, format, convert: None, keep: None };
-            if let Err(e) = load(&src, &name, head, start_ms, &mut out).await {
+            let loaded = match from {
+                Start::Known(Some(k)) => {
+                    let (session, tier, url) = (k.info.session.clone(), k.info.tier.clone(), k.info.url.clone());
+                    let _ = out.tx.send(Event::Stream { session, tier, url });
+                    let _ = out.tx.send(Event::Known(k.clone()));
+                    seek(&src, &k.info, &k.table, Some(k.header), start_ms, &mut out).await
+                }
+                Start::Known(None) => load(&src, &name, None, start_ms, &mut out).await,
+                Start::Head(head) => {
+                    let head = match head {
+                        Some(h) => h.await.ok().flatten(),
+                        None => None,
+                    };
+                    load(&src, &name, head, start_ms, &mut out).await
+                }
+            };
+            if let Err(e) = loaded {
                 let _ = out.tx.send(Event::Failed(e));
             }
         });
@@ -102,6 +145,7 @@ impl Deck {
             session: None,
             tier,
             url: None,
+            known: None,
             failed: None,
         }
     }
@@ -135,6 +179,7 @@ impl Deck {
                     )));
                 }
             }
+            Event::Known(k) => self.known = Some(k),
             Event::Stream { session, tier, url } => (self.session, self.tier, self.url) = (session, tier, Some(url)),
             Event::Failed(e) => self.failed = Some(e),
         }
@@ -337,7 +382,8 @@ async fn load(src: &Source, track: &str, head: Option<Head>, start_ms: u64, out:
         Ok::<_, Error>((table, bytes))
     };
     if start_ms > 0 {
-        return seek(src, &info, &table.await?.0, start_ms, out).await;
+        let table = table.await?.0;
+        return seek(src, &info, &table, None, start_ms, out).await;
     }
     let fallback = info.fallback_url.as_deref();
     let mut decoder = StreamDecoder::new();
@@ -369,6 +415,11 @@ async fn load(src: &Source, track: &str, head: Option<Head>, start_ms: u64, out:
     let (table, first) = tokio::join!(table, first_audio);
     let ((table, table_bytes), (download, rest)) = (table?, first.map_err(|e| Error::Decode(format!("{track}: {e}")))?);
     let (rate, channels) = decoder.format().ok_or_else(|| Error::Decode(format!("{track}: no Vorbis headers")))?;
+    let first = head.as_deref().unwrap_or(&kept);
+    if let Some(header) = first.get(..table.header_bytes as usize) {
+        let known = Known { info: info.clone(), table: table.clone().into(), header: Bytes::copy_from_slice(header) };
+        let _ = out.tx.send(Event::Known(known));
+    }
     if let Some(cache) = src.fetcher.cache.as_ref().filter(|c| !c.holds(&info.url)) {
         out.keep = Some(Keep {
             cache: cache.clone(),
@@ -399,6 +450,7 @@ async fn seek(
     src: &Source,
     info: &StreamInfo,
     table: &segue_core::seek_table::SeekTable,
+    header: Option<Bytes>,
     start_ms: u64,
     out: &mut Out,
 ) -> Result<(), Error> {
@@ -411,7 +463,15 @@ async fn seek(
         )));
     }
     let fallback = info.fallback_url.as_deref();
-    let header = src.fetcher.get(&info.url, fallback, Some((0, table.header_bytes - 1))).await?;
+    let header = match header {
+        Some(h) => h,
+        None => {
+            let header = src.fetcher.get(&info.url, fallback, Some((0, table.header_bytes - 1))).await?;
+            let known = Known { info: info.clone(), table: table.clone().into(), header: header.clone() };
+            let _ = out.tx.send(Event::Known(known));
+            header
+        }
+    };
     let bad = |e: Error| Error::Decode(format!("{track}: {e}"));
     let mut from = target.saturating_sub(PREROLL);
     loop {
@@ -425,11 +485,14 @@ async fn seek(
         let positioned = |d: &StreamDecoder| d.start().is_some();
         let mut rest = Bytes::new();
         while !positioned(&decoder) {
-            let chunk =
-                download.next().await?.ok_or_else(|| bad(Error::Decode("no page ends after the seek".into())))?;
-            rest = push_until(&mut decoder, chunk, &mut pcm, positioned).map_err(bad)?;
+            match download.next().await? {
+                Some(chunk) => rest = push_until(&mut decoder, chunk, &mut pcm, positioned).map_err(bad)?,
+                None => break,
+            }
         }
-        let start = decoder.start().unwrap_or(0);
+        // The stream ended first (an entry near the end): the position from what it saw,
+        // or, with none, an entry earlier.
+        let start = decoder.start().or_else(|| decoder.start_at_end()).unwrap_or(u64::MAX);
         if start > target {
             if offset == table.header_bytes || from == 0 {
                 return Err(bad(Error::Decode(format!("no seek entry reaches sample {target}"))));
@@ -466,6 +529,7 @@ mod tests {
             session: None,
             tier: "high".into(),
             url: None,
+            known: None,
             failed: None,
         }
     }

@@ -445,11 +445,12 @@ impl Engine {
             if let Some((at, to)) = self.opts.seek.filter(|_| seeked != Some(index)) {
                 if pos >= ms(at) && ms(to) < total {
                     // Seek within the track: a deck from the seek table's entry before the
-                    // target, at the tier the track is playing at.
+                    // target, at the tier the track is playing at, reusing the stream
+                    // answer, seek table and header pages the playing deck has.
                     seeked = Some(index);
                     let asked = Instant::now();
                     let tier = current.tier.parse::<Tier>().unwrap_or(self.tiers.wanted);
-                    let mut deck = Deck::open(&self.at(tier), &tracks[index], None, u64::from(to), format);
+                    let mut deck = current.seek(&self.at(tier), u64::from(to), format);
                     deck.want_as(chunk, (rate, channels)).await?;
                     out.stats.seek_latency_ms.push(asked.elapsed().as_secs_f64() * 1000.0);
                     current = deck;

@@ -533,6 +533,8 @@ mod tests {
             super::split("http://127.0.0.1:8080/a/x/high.ogg?exp=1&sig=2").unwrap(),
             ("http://127.0.0.1:8080".into(), "/a/x/high.ogg?exp=1&sig=2".into())
         );
-        assert!(super::split("https://x/").is_err());
+        assert_eq!(super::split("https://pop.example:8443").unwrap(), ("https://pop.example:8443".into(), "/".into()));
+        assert!(super::split("ftp://x/").is_err());
+        assert_eq!(super::path_of("https://p:1/a/c/high.ogg?sig=1"), "/a/c/high.ogg");
     }
 }
