@@ -333,14 +333,17 @@ fn push_until(
 }
 
 /// Push `bytes` through `decoder` a slice at a time, sending the samples of each; false
-/// once the deck is gone.
-fn feed(decoder: &mut StreamDecoder, bytes: &[u8], out: &mut Out) -> Result<bool, Error> {
+/// once the deck is gone. It yields between slices: a read of 256 KiB is over ten seconds
+/// of audio to decode, and a deck dropped meanwhile (a seek, a skip) stops at the next
+/// slice instead of holding a worker thread the new deck needs.
+async fn feed(decoder: &mut StreamDecoder, bytes: &[u8], out: &mut Out) -> Result<bool, Error> {
     let mut pcm = Vec::new();
     for slice in bytes.chunks(SLICE) {
         decoder.push(slice, &mut pcm)?;
         if !out.send(&mut pcm)? {
             return Ok(false);
         }
+        tokio::task::yield_now().await;
     }
     Ok(true)
 }
@@ -354,13 +357,13 @@ async fn stream(
     track: &str,
 ) -> Result<(), Error> {
     let bad = |e: Error| Error::Decode(format!("{track}: {e}"));
-    if !feed(decoder, &rest, out).map_err(bad)? {
+    if !feed(decoder, &rest, out).await.map_err(bad)? {
         return Ok(());
     }
     if let Some(mut download) = download {
         while let Some(chunk) = download.next().await? {
             out.kept(&chunk);
-            if !feed(decoder, &chunk, out).map_err(bad)? {
+            if !feed(decoder, &chunk, out).await.map_err(bad)? {
                 return Ok(());
             }
         }
