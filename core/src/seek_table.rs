@@ -2,8 +2,12 @@
 //!
 //! A client fetches `[0, header_bytes)` once (the Vorbis identification, comment and
 //! setup headers), then for a seek to sample `s` it fetches from the offset of the last
-//! entry whose `granule <= s`, decodes, and discards up to `s`. Entries are at most one
-//! second apart, so a seek never downloads more than about a second of audio it skips.
+//! entry whose `granule <= s - 2048` (one long block before `s`: a decoder started at a
+//! page outputs nothing for its first packet; the first entry when none is), decodes,
+//! learns its position from the granule positions of the page ends that follow, and
+//! discards up to `s`. docs/API.md, "Seek tables", has the whole rule. Entries are at
+//! most one second apart, so a seek downloads at most about a second (and a block) of
+//! audio it skips.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,8 +37,8 @@ pub struct SeekTable {
 pub struct SeekEntry {
     /// Samples per channel completed by the pages before `offset` (the previous page's
     /// granule position). A Vorbis decoder started at `offset` needs one packet of overlap
-    /// before it outputs audio, so a seek to sample `s` should start from an entry at least
-    /// one block (2048 samples) before `s`, then decode and discard up to `s`.
+    /// before it outputs audio, so a seek to sample `s` starts from the last entry whose
+    /// `granule <= s - 2048` (the rule in the module comment), never simply `<= s`.
     pub granule: u64,
     /// Byte offset of an Ogg page start ("OggS" capture pattern).
     pub offset: u64,

@@ -277,3 +277,54 @@ async fn bad_masters_are_refused_naming_file_and_problem_and_write_nothing() {
     }
     assert!(store.list("").await.unwrap().is_empty());
 }
+
+/// ffmpeg's Ogg demuxer (mpv uses it too) seeking into a packaged tier lands within one
+/// block of the target: 50 targets spread over 10 s of music, each located by finding
+/// ffmpeg's decode from the target in its own decode of the whole file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_seeks_into_a_tier_land_within_a_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("master.wav");
+    write_wav(&wav, 44_100, 2, Fmt::I16, 10);
+    let store = FsStore::new(dir.path().join("store")).unwrap();
+    let packaged = package::package(&store, decode_file(&wav).unwrap(), None).await.unwrap();
+    let cid = packaged.manifest.content_id;
+    let ogg_bytes = store::read_all(&store, &ObjectKey::audio(&cid, Tier::High)).await.unwrap();
+    let file = dir.path().join("high.ogg");
+    std::fs::write(&file, &ogg_bytes).unwrap();
+    let decode = |seek: Option<f64>| -> Vec<i16> {
+        let mut c = Command::new("ffmpeg");
+        c.args(["-v", "error"]);
+        if let Some(s) = seek {
+            c.args(["-ss", &format!("{s:.6}")]);
+        }
+        c.arg("-i").arg(&file);
+        if seek.is_some() {
+            c.args(["-t", "0.05"]);
+        }
+        let out = run(c.args(["-f", "s16le", "-acodec", "pcm_s16le", "-"]));
+        out.stdout.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+    };
+    let whole = decode(None);
+    let frames = whole.len() / 2;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut worst = 0i64;
+    for _ in 0..50 {
+        // xorshift: fixed targets from 0.2 s to 9.7 s.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let target = 8_820 + (x % (9 * 44_100 + 22_050)) as usize;
+        let got = decode(Some(target as f64 / 44_100.0));
+        assert!(got.len() >= 256, "ffmpeg decoded nothing from {target}");
+        let window = target.saturating_sub(8_192)..(target + 8_192).min(frames - 128);
+        let landed = window
+            .clone()
+            .find(|&k| whole[k * 2..k * 2 + 256] == got[..256])
+            .unwrap_or_else(|| panic!("the decode from {target} is nowhere in {window:?} of the whole decode"));
+        let off = landed as i64 - target as i64;
+        worst = worst.max(off.abs());
+        assert!(off.abs() <= 2048, "a seek to sample {target} landed at {landed} ({off:+} samples)");
+    }
+    eprintln!("worst landing: {worst} samples from the target");
+}
