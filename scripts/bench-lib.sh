@@ -4,6 +4,8 @@
 #
 #   bench_setup NAME            sets BIN (a release build, or $SEGUE_BIN), WORK, PIDS;
 #                               defines log; traps cleanup
+#   need_oggenc                 installs vorbis-tools and ffmpeg if missing
+#   music_master OUT            the packaging benchmarks' 3.5-minute music-like master
 #   need_nginx                  installs nginx-light if missing; sets NGINX
 #   need_varnish                installs varnish if missing; sets VARNISHD
 #   start_varnish PORT ORIGIN_PORT CAP_MB
@@ -57,6 +59,23 @@ bench_cleanup() {
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
   [ -n "${PGBIN:-}" ] && [ -d "$WORK/pg" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+
+need_oggenc() {
+  command -v oggenc >/dev/null && command -v ffmpeg >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq vorbis-tools ffmpeg
+  }
+}
+
+# music_master OUT: 3.5 minutes of 44.1 kHz stereo music-like audio (tones with vibrato
+# and tremolo over decorrelated pink noise), the packaging benchmarks' master.
+music_master() {
+  ffmpeg -v error -filter_complex "
+    anoisesrc=c=pink:a=0.18:d=210:r=44100:seed=1[nl];
+    anoisesrc=c=pink:a=0.18:d=210:r=44100:seed=2[nr];
+    [nl][nr]amerge=inputs=2[noise];
+    aevalsrc='0.25*sin(2*PI*220*t+2*sin(2*PI*5*t))*(1+0.5*sin(2*PI*0.5*t))+0.15*sin(2*PI*660*t)|0.25*sin(2*PI*277*t+2*sin(2*PI*4*t))+0.15*sin(2*PI*880*t)*(1+0.5*sin(2*PI*2*t))':s=44100:d=210[tones];
+    [noise][tones]amix=inputs=2:normalize=0[out]" -map "[out]" -c:a pcm_s16le "$1"
 }
 
 need_nginx() {

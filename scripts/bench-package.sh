@@ -8,21 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-3}"
-command -v oggenc >/dev/null && command -v ffmpeg >/dev/null || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq vorbis-tools ffmpeg
-}
-cargo build --release --bin segue >&2
-BIN="${CARGO_TARGET_DIR:-target}/release/segue"
-WORK=$(mktemp -d /tmp/segue-pkg-bench.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
-
-# Music-like master: tones with vibrato and tremolo over decorrelated pink noise.
-ffmpeg -v error -filter_complex "
-  anoisesrc=c=pink:a=0.18:d=210:r=44100:seed=1[nl];
-  anoisesrc=c=pink:a=0.18:d=210:r=44100:seed=2[nr];
-  [nl][nr]amerge=inputs=2[noise];
-  aevalsrc='0.25*sin(2*PI*220*t+2*sin(2*PI*5*t))*(1+0.5*sin(2*PI*0.5*t))+0.15*sin(2*PI*660*t)|0.25*sin(2*PI*277*t+2*sin(2*PI*4*t))+0.15*sin(2*PI*880*t)*(1+0.5*sin(2*PI*2*t))':s=44100:d=210[tones];
-  [noise][tones]amix=inputs=2:normalize=0[out]" -map "[out]" -c:a pcm_s16le "$WORK/master.wav"
+. scripts/bench-lib.sh
+bench_setup pkg
+need_oggenc
+music_master "$WORK/master.wav"
 
 TIMEFORMAT='%R %U %S'
 measure() { # prints "wall cpu" of the best (lowest wall) run

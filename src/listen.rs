@@ -215,14 +215,16 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
         "h1-tls" => segue_core::client::Protocol::Http1Tls,
         p => return Err(Failure::Usage(format!("--tls-protocol {p:?} is not h2 or h1-tls"))),
     };
-    // The system's store is read only when there is no CA file; a device without one
-    // still plays http:// POPs.
-    let ca = a.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-    let tls = match segue_core::tls::trusted_roots(&ca, "--ca-file") {
-        Ok(roots) => Some(segue_player::fetch::Tls { roots, protocol }),
-        Err(e) if a.ca_file.is_some() => return Err(Failure::Usage(e.to_string())),
-        Err(_) => None,
+    // A CA file is read (and refused) now; the system's store only when an https:// POP
+    // comes up.
+    let roots = match &a.ca_file {
+        Some(path) => Some(
+            segue_core::tls::trusted_roots(&path.display().to_string(), "--ca-file")
+                .map_err(|e| Failure::Usage(e.to_string()))?,
+        ),
+        None => None,
     };
+    let tls = Some(segue_player::fetch::Tls { roots, protocol });
     let opts = segue_player::engine::Options {
         tier: a.tier.clone(),
         country: a.country.clone(),

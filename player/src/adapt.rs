@@ -12,8 +12,8 @@ pub struct TierChange {
     /// Its place in the queue, and its id.
     pub index: usize,
     pub track: String,
-    pub from: String,
-    pub to: String,
+    pub from: Tier,
+    pub to: Tier,
     /// The bandwidth estimate it was chosen by, kbit/s.
     pub kbps: f64,
     pub reason: String,
@@ -58,7 +58,7 @@ impl Chooser {
         } else {
             format!("measured {kbps:.0} kbit/s sustains {to}, not yet {}", self.wanted)
         };
-        TierChange { index, track: track.to_owned(), from: from.to_string(), to: to.to_string(), kbps, reason }
+        TierChange { index, track: track.to_owned(), from, to, kbps, reason }
     }
 }
 

@@ -20,7 +20,6 @@
 //! the track comes from the network again.
 
 use std::collections::{BTreeMap, HashSet};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -34,8 +33,6 @@ use crate::Error;
 
 /// Play counts kept for objects not in the cache, at most.
 const MAX_COUNTS: usize = 10_000;
-/// Bytes read at a time.
-const CHUNK: u64 = 64 << 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
@@ -102,8 +99,7 @@ impl std::fmt::Debug for Cache {
 /// What a URL names: the `{cid}/{tier}` key, whether it is the seek table, and the
 /// content and tier.
 fn key_of(url: &str) -> Option<(String, bool, ContentId, Tier)> {
-    let path = url.split_once("://").map_or(url, |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
-    let path = path.split('?').next()?;
+    let path = crate::fetch::path_of(url);
     let (table, rest) = match (path.strip_prefix("/a/"), path.strip_prefix("/seek/")) {
         (Some(r), _) => (false, r.strip_suffix(".ogg")?),
         (_, Some(r)) => (true, r.strip_suffix(".json")?),
@@ -249,14 +245,9 @@ impl Cache {
 
     /// The next chunk of `local` from byte `from` (to `to` inclusive, or its end).
     pub fn read(&self, local: &Local, from: u64, to: Option<u64>) -> Result<Option<Bytes>, Error> {
-        let end = to.map_or(local.len, |t| (t + 1).min(local.len));
-        if from >= end {
+        let Some(mut buf) = crate::library::read_piece(&local.path, Some(local.len), from, to)? else {
             return Ok(None);
-        }
-        let io = |e: std::io::Error| Error::Io(format!("{}: {e}", local.path.display()));
-        let file = std::fs::File::open(&local.path).map_err(io)?;
-        let mut buf = vec![0u8; (end - from).min(CHUNK) as usize];
-        file.read_exact_at(&mut buf, from).map_err(io)?;
+        };
         if let Some((cid, tier)) = &local.object {
             ObjectCipher::new(&self.key, cid, *tier).apply(from, &mut buf);
         }

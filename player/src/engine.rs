@@ -140,7 +140,7 @@ pub struct Stats {
     pub bytes_from_cache: u64,
     pub cached: u64,
     /// The tier each track played at, in order, and each change with its reason.
-    pub tiers: Vec<String>,
+    pub tiers: Vec<Tier>,
     pub tier_changes: Vec<TierChange>,
     pub seconds: f64,
 }
@@ -367,13 +367,12 @@ impl Engine {
             }
             None => None,
         };
-        let last = stats.tiers.last().and_then(|t| t.parse::<Tier>().ok());
-        if let Some(last) = last.filter(|l| *l != tier) {
+        if let Some(&last) = stats.tiers.last().filter(|l| **l != tier) {
             let change = self.tiers.change(k, &tracks[k], last, tier, kbps.unwrap_or(0.0));
             tracing::info!(track = %tracks[k], from = %last, to = %tier, reason = %change.reason, "tier changed");
             stats.tier_changes.push(change);
         }
-        stats.tiers.push(tier.to_string());
+        stats.tiers.push(tier);
         Deck::open(&self.at(tier), &tracks[k], head, start_ms, format)
     }
 
@@ -420,7 +419,9 @@ impl Engine {
             let has_next = index + 1 < tracks.len();
             // Prefetch the heads of the next tracks (earlier on a poor network), then start
             // deck B on the next one.
-            let poor = self.poor_network(&out.stats, fetcher);
+            // The estimate is only asked for once a prefetch could be due (it sorts its
+            // samples; this loop runs every 20 ms of audio).
+            let poor = left <= ms(self.opts.poor_prefetch_lead_ms) && self.poor_network(&out.stats, fetcher);
             let lead = if poor {
                 self.opts.poor_prefetch_lead_ms.max(self.opts.prefetch_lead_ms)
             } else {

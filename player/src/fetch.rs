@@ -62,7 +62,9 @@ impl Pool {
 /// How to reach POPs over https: whom to trust, and HTTP/2 or HTTP/1.1 over TLS.
 #[derive(Debug, Clone)]
 pub struct Tls {
-    pub roots: rustls::RootCertStore,
+    /// `None`: the system's trust store, read when the first https:// POP is reached
+    /// (a session of http:// POPs never reads it).
+    pub roots: Option<rustls::RootCertStore>,
     pub protocol: Protocol,
 }
 
@@ -121,7 +123,7 @@ impl Default for Fetcher {
 }
 
 /// The path of a URL, without its query.
-fn path_of(url: &str) -> &str {
+pub(crate) fn path_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let path = rest.find('/').map_or("/", |i| &rest[i..]);
     path.split('?').next().unwrap_or(path)
@@ -201,7 +203,14 @@ impl Fetcher {
         let (addr, host, secure) = segue_core::client::resolve(base).map_err(|e| e.to_string())?;
         let connector = match (&self.tls, secure) {
             (_, false) => Connector::new(Protocol::Http1, addr, &host, None),
-            (Some(tls), true) => Connector::new(tls.protocol, addr, &host, Some(tls.roots.clone())),
+            (Some(tls), true) => {
+                let roots = match &tls.roots {
+                    Some(roots) => roots.clone(),
+                    None => segue_core::tls::trusted_roots("", "--ca-file")
+                        .map_err(|e| format!("{base}: https needs trusted CA certificates (--ca-file): {e}"))?,
+                };
+                Connector::new(tls.protocol, addr, &host, Some(roots))
+            }
             (None, true) => return Err(format!("{base}: https needs trusted CA certificates (--ca-file)")),
         }
         .map_err(|e| format!("{base}: {e}"))?;

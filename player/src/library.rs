@@ -335,16 +335,7 @@ impl Library {
     /// The next chunk of the library object `rel` from byte `from` (to `to`, inclusive,
     /// or the end), decrypted when it is audio; `None` at the end.
     pub fn read(&self, rel: &str, from: u64, to: Option<u64>) -> Result<Option<Bytes>, Error> {
-        let path = self.dir.0.join(rel);
-        let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
-        let file = std::fs::File::open(&path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        let end = to.map_or(len, |t| (t + 1).min(len));
-        if from >= end {
-            return Ok(None);
-        }
-        let mut buf = vec![0u8; (end - from).min(CHUNK) as usize];
-        file.read_exact_at(&mut buf, from).map_err(io)?;
+        let Some(mut buf) = read_piece(&self.dir.0.join(rel), None, from, to)? else { return Ok(None) };
         if let Some((cid, tier)) = object_of(rel) {
             let key =
                 self.keys.get(&cid).ok_or_else(|| Error::Decode(format!("{rel}: no key for it on this device")))?;
@@ -353,6 +344,25 @@ impl Library {
         }
         Ok(Some(Bytes::from(buf)))
     }
+}
+
+/// The next piece (at most 64 KiB) of the file at `path` from byte `from` to `to`
+/// (inclusive) or its end; `len` is its length when known (else read from the file).
+/// `None` past the end. Shared by the library and the on-device cache.
+pub(crate) fn read_piece(path: &Path, len: Option<u64>, from: u64, to: Option<u64>) -> Result<Option<Vec<u8>>, Error> {
+    let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = match len {
+        Some(l) => l,
+        None => file.metadata().map_err(io)?.len(),
+    };
+    let end = to.map_or(len, |t| (t + 1).min(len));
+    if from >= end {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; (end - from).min(CHUNK) as usize];
+    file.read_exact_at(&mut buf, from).map_err(io)?;
+    Ok(Some(buf))
 }
 
 /// The content and tier of an `objects/{cid}/{tier}.ogg` path.
