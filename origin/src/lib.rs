@@ -13,6 +13,7 @@ pub mod master;
 mod object;
 pub mod ogg;
 pub mod package;
+pub mod repage;
 mod upload;
 
 use std::net::SocketAddr;

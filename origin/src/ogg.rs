@@ -23,6 +23,8 @@ pub enum OggError {
     BadCrc(u64),
     #[error("stream has no audio pages after its headers")]
     NoAudio,
+    #[error("stream ends inside a packet")]
+    UnfinishedPacket,
 }
 
 const HEADER_LEN: usize = 27;
@@ -51,6 +53,72 @@ pub fn pages(data: &[u8]) -> Result<Vec<Page>, OggError> {
         pos += len;
     }
     Ok(out)
+}
+
+/// One packet of a stream and the index of the page it ends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    pub data: Vec<u8>,
+    pub page: usize,
+}
+
+/// The packets of a single-stream Ogg file, joined across pages, in order.
+pub fn packets(data: &[u8], pages: &[Page]) -> Result<Vec<Packet>, OggError> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    for (index, page) in pages.iter().enumerate() {
+        let at = page.offset as usize;
+        let nsegs = data[at + 26] as usize;
+        let lacing = &data[at + HEADER_LEN..at + HEADER_LEN + nsegs];
+        let mut body = at + HEADER_LEN + nsegs;
+        for &len in lacing {
+            current.extend_from_slice(&data[body..body + len as usize]);
+            body += len as usize;
+            // A lacing value under 255 ends a packet; 255 means it goes on.
+            if len < 255 {
+                out.push(Packet { data: std::mem::take(&mut current), page: index });
+            }
+        }
+    }
+    if !current.is_empty() {
+        return Err(OggError::UnfinishedPacket);
+    }
+    Ok(out)
+}
+
+/// Header type flags of a page.
+pub const BEGINNING_OF_STREAM: u8 = 0x02;
+pub const END_OF_STREAM: u8 = 0x04;
+
+/// Append one page holding whole `packets` to `out`: `granule` is the position after the
+/// last of them. Panics in debug builds only if the packets need more than 255 lacing
+/// values; callers size pages with [`lacing_len`].
+pub fn write_page(out: &mut Vec<u8>, serial: u32, sequence: u32, flags: u8, granule: u64, packets: &[&[u8]]) {
+    let start = out.len();
+    let lacing: usize = packets.iter().map(|p| lacing_len(p.len())).sum();
+    debug_assert!(lacing <= 255, "{lacing} lacing values on one page");
+    out.extend_from_slice(b"OggS");
+    out.push(0);
+    out.push(flags);
+    out.extend_from_slice(&granule.to_le_bytes());
+    out.extend_from_slice(&serial.to_le_bytes());
+    out.extend_from_slice(&sequence.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.push(lacing as u8);
+    for p in packets {
+        out.extend(std::iter::repeat_n(255u8, p.len() / 255));
+        out.push((p.len() % 255) as u8);
+    }
+    for p in packets {
+        out.extend_from_slice(p);
+    }
+    let crc = crc(&out[start..]);
+    out[start + 22..start + 26].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Lacing values a packet of `len` bytes takes on a page (a multiple of 255 ends with 0).
+pub fn lacing_len(len: usize) -> usize {
+    len / 255 + 1
 }
 
 /// CRC-32 of an Ogg page (polynomial 0x04c11db7, not reflected) with the CRC field as zero.

@@ -226,35 +226,26 @@ fn resample(input: &[f32], from: u32, to: u32, want: usize) -> Result<Vec<f32>, 
 /// clients will rely on: a valid seek table and the exact sample count.
 fn encode_tier(tier: Tier, rate: u32, input: &[Vec<f32>]) -> Result<EncodedTier, Error> {
     let err = |what: &str, e: &dyn std::fmt::Display| Error::Encode(format!("{tier}: {what}: {e}"));
-    let bitrate = tier.kbps() * 1000;
-    // Pages of about 1/8 s at the nominal rate keep seek points well under a second
-    // apart even where the encoder spends fewer bits than nominal.
-    let page_bytes = (bitrate / 8 / 8).clamp(256, 4096) as u16;
     let frames = input.first().map_or(0, Vec::len);
     let rate_nz = NonZeroU32::new(rate).ok_or_else(|| Error::Encode("sample rate 0".into()))?;
     let channels = NonZeroU8::new(input.len() as u8).ok_or_else(|| Error::Encode("no channels".into()))?;
-    let build = |strategy| {
+    let build = |target_quality| {
         // A fixed serial per tier keeps packaging deterministic (same master, same bytes).
-        let mut builder = VorbisEncoderBuilder::new_with_serial(
-            rate_nz,
-            channels,
-            Vec::with_capacity(frames / 4),
-            0x5e60_0000 | tier.kbps() as i32,
-        );
-        builder.bitrate_management_strategy(strategy).minimum_page_data_size(Some(page_bytes));
+        let serial = 0x5e60_0000 | tier.kbps() as i32;
+        let mut builder =
+            VorbisEncoderBuilder::new_with_serial(rate_nz, channels, Vec::with_capacity(frames / 4), serial);
+        builder.bitrate_management_strategy(VorbisBitrateManagementStrategy::QualityVbr { target_quality });
         builder.comment_tag("ENCODER", "segue")?;
         builder.build()
     };
-    let abr = VorbisBitrateManagementStrategy::Abr {
-        average_bitrate: NonZeroU32::new(bitrate).ok_or_else(|| Error::Encode("bitrate 0".into()))?,
-    };
-    // libvorbis has no mode for some rate/channel/bitrate combinations (96 kbps at 8 kHz
-    // mono, 320 kbps mono): there the tier gets the best quality libvorbis offers, and the
-    // manifest records the bitrate actually reached.
-    let mut enc = match build(abr) {
+    // libvorbis has no setup at every quality for every rate (8 kHz stops short of the top
+    // tiers): there the tier gets the best quality it has, and the manifest records the
+    // bitrate reached.
+    let mut enc = match build(quality(tier)) {
         Ok(enc) => enc,
-        Err(_) => build(VorbisBitrateManagementStrategy::QualityVbr { target_quality: 1.0 })
-            .map_err(|e| err("encoder setup", &e))?,
+        Err(_) => (0..=10).rev().find_map(|q| build(q as f32 / 10.0).ok()).ok_or_else(|| {
+            Error::Encode(format!("{tier}: libvorbis has no setup for {rate} Hz, {channels} channels"))
+        })?,
     };
     const BLOCK: usize = 4096;
     for start in (0..frames).step_by(BLOCK) {
@@ -263,12 +254,33 @@ fn encode_tier(tier: Tier, rate: u32, input: &[Vec<f32>]) -> Result<EncodedTier,
         enc.encode_audio_block(&block).map_err(|e| err("encode", &e))?;
     }
     let ogg = enc.finish().map_err(|e| err("finish", &e))?;
+    // Pages of up to a second: seek entries (one per page) stay at most a second apart,
+    // and page headers cost ~0.2 kbit/s.
+    let ogg = crate::repage::by_time(&ogg, u64::from(rate)).map_err(|e| err("paging", &e))?;
     let seek = ogg::seek_table(&ogg, tier, rate).map_err(|e| err("seek table", &e))?;
     seek.validate().map_err(|e| err("seek table", &e))?;
     if seek.total_samples != frames as u64 {
         return Err(Error::Encode(format!("{tier}: encoded {} samples, expected {frames}", seek.total_samples)));
     }
     Ok(EncodedTier { tier, channels: input.len() as u16, ogg, seek })
+}
+
+/// libvorbis (aoTuV) quality of each tier, as vorbis_rs takes it (oggenc's -q / 10).
+///
+/// Quality mode encodes each block once; ABR (libvorbis's bitrate manager) encodes the
+/// residue at every one of its bitrate levels and picks one, which costs four times the
+/// CPU. These values put a 44.1 kHz stereo master within 5% of each nominal bitrate on
+/// the reference masters (docs/BENCHMARKS.md "Tier qualities"), except `normal`, which
+/// sits just under the step libvorbis takes at quality 0.2 (its next residue setup): on
+/// dense masters that step jumps from 6% under 96 kbit/s to 10% over it.
+fn quality(tier: Tier) -> f32 {
+    match tier {
+        Tier::Low => -0.09,
+        Tier::Normal => 0.199,
+        Tier::Standard => 0.33,
+        Tier::High => 0.5,
+        Tier::VeryHigh => 0.878,
+    }
 }
 
 /// EBU R128 integrated loudness and true peak of the master.

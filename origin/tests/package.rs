@@ -99,7 +99,11 @@ fn check_tier(dir: &Path, ogg_bytes: &[u8], table: &SeekTable, expect_frames: u6
     // Decoding from an entry (after the header pages) reproduces the full decode there.
     let full = lewton_decode(ogg_bytes.to_vec());
     let ch = usize::from(channels);
-    for e in table.entries.iter().step_by((table.entries.len() / 4).max(1)) {
+    // Entries within a block of the end are never where a seek starts (the contract starts
+    // 2048 samples before its target), and a page there may hold only a few samples.
+    let usable: Vec<_> = table.entries.iter().filter(|e| e.granule + 2048 <= table.total_samples).collect();
+    assert!(!usable.is_empty(), "{}: no entry before the last block", table.tier);
+    for e in usable.iter().step_by((usable.len() / 4).max(1)) {
         let mut partial_bytes = ogg_bytes[..table.header_bytes as usize].to_vec();
         partial_bytes.extend_from_slice(&ogg_bytes[e.offset as usize..]);
         let partial = lewton_decode(partial_bytes);
@@ -206,7 +210,10 @@ async fn flac_and_wav_of_the_same_audio_are_stored_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn music_like_input_hits_nominal_bitrates_within_10_percent() {
+async fn music_like_input_hits_nominal_bitrates_within_7_percent() {
+    // Quality-mode VBR spends what the music needs: the tier qualities are calibrated to
+    // ±5% on the reference masters of docs/BENCHMARKS.md ("Tier qualities"); a 15 s
+    // excerpt strays a little further.
     let store_dir = tempfile::tempdir().unwrap();
     let store = FsStore::new(store_dir.path()).unwrap();
     let [l, r] = demo::music(1, 0, 15);
@@ -214,7 +221,7 @@ async fn music_like_input_hits_nominal_bitrates_within_10_percent() {
     let m = package::package(&store, master, None).await.unwrap().manifest;
     for (tier, info) in &m.tiers {
         let nominal = f64::from(tier.kbps());
-        assert!((info.kbps - nominal).abs() <= nominal * 0.10, "{tier}: {} kbps vs nominal {nominal}", info.kbps);
+        assert!((info.kbps - nominal).abs() <= nominal * 0.07, "{tier}: {} kbps vs nominal {nominal}", info.kbps);
     }
     assert!(m.loudness.integrated_lufs < -5.0 && m.loudness.integrated_lufs > -40.0, "{:?}", m.loudness);
     assert!(m.loudness.true_peak_dbtp <= 0.5, "{:?}", m.loudness);

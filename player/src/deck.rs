@@ -485,17 +485,18 @@ async fn seek(
         let (rate, channels) = decoder.format().ok_or_else(|| bad(Error::Decode("no Vorbis headers".into())))?;
         decoder.seeked(offset);
         let mut download = src.fetcher.download(&info.url, fallback, offset, Some(table.total_bytes - 1));
-        let positioned = |d: &StreamDecoder| d.start().is_some();
+        // Decode until the position is known and past the target: the first page end
+        // after the entry can come before the target (pages hold up to a second).
+        let reached = |d: &StreamDecoder| d.position().is_some_and(|p| p > target);
         let mut rest = Bytes::new();
-        while !positioned(&decoder) {
+        while !reached(&decoder) {
             match download.next().await? {
-                Some(chunk) => rest = push_until(&mut decoder, chunk, &mut pcm, positioned).map_err(bad)?,
+                Some(chunk) => rest = push_until(&mut decoder, chunk, &mut pcm, reached).map_err(bad)?,
                 None => break,
             }
         }
-        // The stream ended first (an entry near the end): the position from what it saw,
-        // or, with none, an entry earlier.
-        let start = decoder.start().or_else(|| decoder.start_at_end()).unwrap_or(u64::MAX);
+        // The stream ended first (a seek into the last page): an entry earlier.
+        let start = decoder.start().unwrap_or(u64::MAX);
         if start > target {
             if offset == table.header_bytes || from == 0 {
                 return Err(bad(Error::Decode(format!("no seek entry reaches sample {target}"))));

@@ -4,7 +4,7 @@
 //! seek table: Vorbis ends on a whole block, and the last page's granule position says
 //! how much of it is padding; the packager writes that count as `total_samples`.
 
-use lewton::audio::{read_audio_packet_generic, PreviousWindowRight};
+use lewton::audio::{get_decoded_sample_count, read_audio_packet_generic, PreviousWindowRight};
 use lewton::header::{read_header_comment, read_header_ident, read_header_setup, IdentHeader, SetupHeader};
 use lewton::samples::InterleavedSamples;
 use ogg::reading::{BasePacketReader, PageParser};
@@ -40,10 +40,10 @@ pub struct StreamDecoder {
     /// Frames produced since the start (or since `seeked`).
     frames: u64,
     /// Stream position of the first frame produced: 0 from the start; after `seeked`,
-    /// learned from the granule positions of the first two page ends.
+    /// learned at the first packet after a page end.
     start: Option<u64>,
-    /// After `seeked`: the position the first page end implies.
-    first_guess: Option<u64>,
+    /// Whether the last packet decoded was a long block (`None` right after a seek).
+    previous_long: Option<bool>,
     /// Whether the first audio page end has been seen (from the start of the stream).
     first_page_seen: bool,
 }
@@ -60,7 +60,7 @@ impl Default for StreamDecoder {
             pwr: PreviousWindowRight::new(),
             frames: 0,
             start: Some(0),
-            first_guess: None,
+            previous_long: None,
             first_page_seen: false,
         }
     }
@@ -81,11 +81,9 @@ impl StreamDecoder {
         self.start
     }
 
-    /// The stream ended after one page end since `seeked` (besides the last page): the
-    /// position it implies; `None` when there was none (seek from an earlier entry).
-    pub fn start_at_end(&mut self) -> Option<u64> {
-        self.start = self.start.or(self.first_guess);
-        self.start
+    /// Stream position just past the last frame produced, once known.
+    pub fn position(&self) -> Option<u64> {
+        self.start.map(|s| s + self.frames)
     }
 
     /// The bytes pushed next begin at a page somewhere in the stream (a seek), not
@@ -98,7 +96,7 @@ impl StreamDecoder {
         self.pwr = PreviousWindowRight::new();
         self.frames = 0;
         self.start = None;
-        self.first_guess = None;
+        self.previous_long = None;
         self.first_page_seen = true;
     }
 
@@ -166,25 +164,36 @@ impl StreamDecoder {
         let ch = usize::from(ident.audio_channels.max(1));
         self.frames += (decoded.samples.len() / ch) as u64;
         out.extend_from_slice(&decoded.samples);
+        // lewton returns the part of a long block that no window overlaps as soon as it
+        // has it: before a short block, (long - short) / 4 samples ahead of the position
+        // the granule counts (1472 samples, then 448 fewer at the short block). Its
+        // window span of the packet tells: a short block spans half its size; a long one
+        // from its left window start (0, or (long - short) / 4 after a short block) to
+        // its right one (the middle, or that much past it before a short block).
+        let (short, long) = (1u64 << ident.blocksize_0, 1u64 << ident.blocksize_1);
+        let span = get_decoded_sample_count(ident, setup, &packet.data)
+            .map_err(|e| Error::Decode(format!("Vorbis audio near byte {}: {e}", self.offset)))?
+            as u64;
+        let is_long = span > short / 2;
+        let ahead = match (is_long, self.previous_long) {
+            (false, _) => Some(0),
+            (true, Some(previous_long)) => {
+                let left = if previous_long { 0 } else { (long - short) / 4 };
+                Some((span + left).saturating_sub(long / 2))
+            }
+            (true, None) => None,
+        };
+        self.previous_long = Some(is_long);
         // A page's granule position is the stream position at the end of its last
-        // complete packet (-1 on a page where none ends).
+        // complete packet (-1 on a page where none ends). The last page's is the end of
+        // the audio, short of the decoded frames by the last block's padding: no position
+        // comes from it.
         let end = packet.absgp_page();
         if !packet.last_in_page() || end == u64::MAX {
             return Ok(());
         }
-        // lewton sometimes returns a packet's samples early where block sizes change
-        // (1472 for a 1024-sample step, then 448 fewer later): at such a page end more
-        // frames are out than its granule position says, and the position implied is
-        // too low. It never happens at two page ends in a row, and only ever lowers the
-        // figure: the larger of the first two is right.
-        // The last page's granule position is the end of the audio, short of the decoded
-        // frames by the last block's padding: no position can come from it.
-        if self.start.is_none() && !packet.last_in_stream() {
-            let implied = end.saturating_sub(self.frames);
-            match self.first_guess {
-                None => self.first_guess = Some(implied),
-                Some(first) => self.start = Some(first.max(implied)),
-            }
+        if let (None, false, Some(ahead)) = (self.start, packet.last_in_stream(), ahead) {
+            self.start = Some((end + ahead).saturating_sub(self.frames));
         }
 
         if !self.first_page_seen {
@@ -192,6 +201,7 @@ impl StreamDecoder {
             // From the start of a stream, a first granule position below the samples
             // decoded means the first ones are encoder priming, to drop (Vorbis I spec,
             // A.2). They were all decoded from this page, so they are still in `out`.
+            let end = end + ahead.unwrap_or(0);
             if end < self.frames {
                 let first = out.len().saturating_sub(self.frames as usize * ch);
                 let drop = (self.frames - end) as usize * ch;
@@ -214,6 +224,10 @@ mod tests {
     }
 
     fn packaged_secs(secs: u32) -> (Vec<u8>, segue_core::seek_table::SeekTable) {
+        packaged_tier(secs, segue_core::Tier::High)
+    }
+
+    fn packaged_tier(secs: u32, tier: segue_core::Tier) -> (Vec<u8>, segue_core::seek_table::SeekTable) {
         let [l, r] = segue_origin::demo::music(1, 0, secs);
         let master = segue_origin::master::Master {
             sample_rate: 44_100,
@@ -221,7 +235,7 @@ mod tests {
             content_id: segue_core::ContentId::digest(b"decode test"),
         };
         let (tiers, _) = segue_origin::package::encode_all(&master).unwrap();
-        let high = tiers.into_iter().find(|t| t.tier == segue_core::Tier::High).unwrap();
+        let high = tiers.into_iter().find(|t| t.tier == tier).unwrap();
         (high.ogg, high.seek)
     }
 
@@ -260,30 +274,71 @@ mod tests {
 
     #[test]
     fn after_a_seek_the_position_comes_from_the_page_ends() {
-        // From every seek entry of 20 s of music (block sizes change at some of them,
+        // From every seek entry of every tier (block sizes change at some page ends,
         // where lewton hands out samples early), the position is exact.
-        let (ogg, table) = packaged_secs(20);
-        let whole = lewton_whole(&ogg);
-        for entry in &table.entries {
-            let mut d = StreamDecoder::new();
-            let mut out = Vec::new();
-            d.push(&ogg[..table.header_bytes as usize], &mut out).unwrap();
-            assert!(out.is_empty() && d.format().is_some());
-            d.seeked(entry.offset);
-            assert_eq!(d.start(), None);
-            d.push(&ogg[entry.offset as usize..(entry.offset as usize + (32 << 10)).min(ogg.len())], &mut out).unwrap();
-            // Too near the end for a position: the player steps back an entry.
-            let Some(start) = d.start().or_else(|| d.start_at_end()).map(|s| s as usize) else {
-                assert!(entry.granule + 8192 > table.total_samples, "{entry:?}");
-                continue;
-            };
-            assert!(start as u64 >= entry.granule && start as u64 <= entry.granule + 4096, "{start} vs {entry:?}");
-            let n = whole.len().saturating_sub(start * 2).min(out.len());
-            assert!(
-                out[..n] == whole[start * 2..start * 2 + n],
-                "from {entry:?}: the whole decode's samples from {start}"
-            );
+        for tier in segue_core::Tier::ALL {
+            let (ogg, table) = packaged_tier(6, tier);
+            let ch = usize::from(tier.channels());
+            let whole = lewton_whole(&ogg);
+            // From the start, too: a first page ending early in lewton's count is not
+            // encoder priming.
+            let mut from_start = Vec::new();
+            StreamDecoder::new().push(&ogg, &mut from_start).unwrap();
+            assert!(from_start.len() >= whole.len() && from_start[..whole.len()] == whole[..], "{tier} from the start");
+            for entry in &table.entries {
+                let mut d = StreamDecoder::new();
+                let mut out = Vec::new();
+                d.push(&ogg[..table.header_bytes as usize], &mut out).unwrap();
+                assert!(out.is_empty() && d.format().is_some());
+                d.seeked(entry.offset);
+                assert_eq!(d.start(), None);
+                d.push(&ogg[entry.offset as usize..], &mut out).unwrap();
+                // The last page: no position, the player steps back an entry.
+                let Some(start) = d.start().map(|s| s as usize) else {
+                    assert_eq!(entry, table.entries.last().unwrap(), "{tier}");
+                    continue;
+                };
+                assert!(
+                    start as u64 >= entry.granule && start as u64 <= entry.granule + 4096,
+                    "{tier}: {start} vs {entry:?}"
+                );
+                let n = whole.len().saturating_sub(start * ch).min(out.len());
+                assert!(
+                    out[..n] == whole[start * ch..start * ch + n],
+                    "{tier} from {entry:?}: the whole decode from {start}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn a_first_page_ending_where_lewton_is_ahead_is_not_priming() {
+        // The same packets re-paged so the first audio page ends on a long block before a
+        // short one, where lewton hands out samples ahead of the granule position: the
+        // decode from the start is the same.
+        let (ogg, _) = packaged_secs(6);
+        let mut want = Vec::new();
+        StreamDecoder::new().push(&ogg, &mut want).unwrap();
+        let mut reader = StreamDecoder::new();
+        reader.push(&ogg[..8192], &mut Vec::new()).unwrap();
+        let (ident, setup) = (reader.ident.as_ref().unwrap(), reader.setup.as_ref().unwrap());
+        let pages = segue_origin::ogg::pages(&ogg).unwrap();
+        let audio: Vec<_> =
+            segue_origin::ogg::packets(&ogg, &pages).unwrap().into_iter().skip(3).map(|p| p.data).collect();
+        let short = 1usize << ident.blocksize_0;
+        let blocks: Vec<usize> = audio
+            .iter()
+            .map(|p| get_decoded_sample_count(ident, setup, p).unwrap())
+            .map(|span| if span > short / 2 { 1 << ident.blocksize_1 } else { short })
+            .collect();
+        let k = (1..blocks.len() - 1).find(|&k| blocks[k] > short && blocks[k + 1] == short).expect("a transient");
+        let granule: usize = (1..=k).map(|i| blocks[i - 1] / 4 + blocks[i] / 4).sum();
+        let paged = segue_origin::repage::by_time(&ogg, granule as u64).unwrap();
+        let first = segue_origin::ogg::pages(&paged).unwrap().into_iter().find(|p| p.granule != Some(0)).unwrap();
+        assert_eq!(first.granule, Some(granule as u64));
+        let mut got = Vec::new();
+        StreamDecoder::new().push(&paged, &mut got).unwrap();
+        assert!(got == want);
     }
 
     #[test]
