@@ -50,8 +50,8 @@ fn a_slow_pop_rebuffers_mid_track_and_the_report_warns_of_the_tier() {
     let track = &ids[..1];
     let whole = dir.path().join("whole.wav");
     play(app, &token_file, &whole, &[], track);
-    // After the first page (a second of audio, ~25 KiB with the headers), the POP pauses
-    // for 2 s.
+    // Within the second page (the headers and the first half second are ~14 KiB, the
+    // next second ~20 KiB), the POP pauses for 2 s.
     let slow = faulty_pop(edge, Fault::PauseAfter(32 << 10, 2.0));
     let (app2, app2_addr) = app_api_with_pops(dir.path(), "app2", origin, &[format!("http://{slow}")]);
     let out = dir.path().join("rebuffered.wav");

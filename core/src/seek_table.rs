@@ -4,10 +4,10 @@
 //! setup headers), then for a seek to sample `s` it fetches from the offset of the last
 //! entry whose `granule <= s - 2048` (one long block before `s`: a decoder started at a
 //! page outputs nothing for its first packet; the first entry when none is), decodes,
-//! learns its position from the granule positions of the page ends that follow, and
-//! discards up to `s`. docs/API.md, "Seek tables", has the whole rule. Entries are at
-//! most one second apart, so a seek downloads at most about a second (and a block) of
-//! audio it skips.
+//! learns its position from the granule position of the first page end that follows,
+//! and discards up to `s`. docs/API.md, "Seek tables", has the whole rule. Pages hold up
+//! to a second of audio and entries are page starts, so a seek downloads at most about a
+//! second (and a block) of audio it skips.
 
 use serde::{Deserialize, Serialize};
 

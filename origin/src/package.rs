@@ -255,8 +255,10 @@ fn encode_tier(tier: Tier, rate: u32, input: &[Vec<f32>]) -> Result<EncodedTier,
     }
     let ogg = enc.finish().map_err(|e| err("finish", &e))?;
     // Pages of up to a second: seek entries (one per page) stay at most a second apart,
-    // and page headers cost ~0.2 kbit/s.
-    let ogg = crate::repage::by_time(&ogg, u64::from(rate)).map_err(|e| err("paging", &e))?;
+    // and page headers cost ~0.2 kbit/s. The first is half a second, so the first sound
+    // waits for half as many bytes.
+    let paging = crate::repage::Paging { first: u64::from(rate) / 2, max: u64::from(rate) };
+    let ogg = crate::repage::by_time(&ogg, paging).map_err(|e| err("paging", &e))?;
     let seek = ogg::seek_table(&ogg, tier, rate).map_err(|e| err("seek table", &e))?;
     seek.validate().map_err(|e| err("seek table", &e))?;
     if seek.total_samples != frames as u64 {

@@ -2,19 +2,28 @@
 //! fixed amount of data whatever the bitrate: small pages at low bitrates cost ~30 bytes
 //! of header each (8% of a 24 kbps tier at 1/8 s pages), and every page boundary is a
 //! place where demuxers that seek by granule (ffmpeg, so mpv) can land up to a block late.
-//! Here the same packets are laid out again in pages of up to `max_page_secs` of audio,
-//! each page's granule computed from the Vorbis block sizes, and checked against every
-//! granule libvorbis wrote, so the output decodes to exactly the same samples.
+//! Here the same packets are laid out again in pages of a chosen length in audio, each
+//! page's granule computed from the Vorbis block sizes and checked against every granule
+//! libvorbis wrote, so the output decodes to exactly the same samples.
 
 use lewton::audio::get_decoded_sample_count;
 use lewton::header::{read_header_ident, read_header_setup};
 
 use crate::ogg::{self, lacing_len, OggError, END_OF_STREAM};
 
-/// The stream in `data`, its audio packets regrouped in pages of at most `max_samples`
-/// samples of output each (fewer where 255 lacing values fill a page first). The header
-/// pages are kept byte for byte.
-pub fn by_time(data: &[u8], max_samples: u64) -> Result<Vec<u8>, RepageError> {
+/// Page lengths, in samples of output.
+#[derive(Debug, Clone, Copy)]
+pub struct Paging {
+    /// The first audio page ends at the first packet that reaches this: a player decodes
+    /// whole pages, so it is what the first sound waits for.
+    pub first: u64,
+    /// No page holds more (unless one packet does).
+    pub max: u64,
+}
+
+/// The stream in `data`, its audio packets regrouped in pages as `paging` says (shorter
+/// where 255 lacing values fill a page first). The header pages are kept byte for byte.
+pub fn by_time(data: &[u8], paging: Paging) -> Result<Vec<u8>, RepageError> {
     let pages = ogg::pages(data)?;
     let packets = ogg::packets(data, &pages)?;
     // Headers end on a page boundary (libvorbis flushes them): audio starts at the first
@@ -77,7 +86,7 @@ pub fn by_time(data: &[u8], max_samples: u64) -> Result<Vec<u8>, RepageError> {
         let mut lacing = 0;
         while end < audio.len() {
             let more = lacing_len(audio[end].data.len());
-            if end > start && (lacing + more > 255 || granules[end] - base > max_samples) {
+            if end > start && (lacing + more > 255 || granules[end] - base > paging.max) {
                 break;
             }
             if more > 255 {
@@ -85,6 +94,9 @@ pub fn by_time(data: &[u8], max_samples: u64) -> Result<Vec<u8>, RepageError> {
             }
             lacing += more;
             end += 1;
+            if start == 0 && granules[end - 1] >= paging.first {
+                break;
+            }
         }
         // The end of a stream is trimmed by its last page's granule, but a demuxer reads
         // a short first page as a late start instead (ffmpeg does): a stream that fits in
@@ -157,19 +169,25 @@ mod tests {
     fn pages_hold_up_to_the_limit_and_decode_to_the_same_samples() {
         let rate = 22_050;
         let original = encoded(rate, 10);
-        let repaged = by_time(&original, u64::from(rate)).unwrap();
+        let second = u64::from(rate);
+        let repaged = by_time(&original, Paging { first: second / 2, max: second }).unwrap();
         let pages = ogg::pages(&repaged).unwrap();
         let audio: Vec<_> = pages.iter().filter(|p| p.granule != Some(0)).collect();
         let mut before = 0;
         for (i, p) in audio.iter().enumerate() {
             let g = p.granule.unwrap();
-            assert!(g - before <= u64::from(rate), "page {i} holds {} samples", g - before);
+            let least = if i == 0 { second / 2 } else { second * 9 / 10 };
+            assert!(
+                g - before <= if i == 0 { second / 2 + 1024 } else { second },
+                "page {i} holds {} samples",
+                g - before
+            );
             if i + 1 < audio.len() {
-                assert!(g - before >= u64::from(rate) * 9 / 10, "page {i} holds only {} samples", g - before);
+                assert!(g - before >= least, "page {i} holds only {} samples", g - before);
             }
             before = g;
         }
-        assert_eq!(audio.len(), 11, "10.04 s in pages of up to 1 s");
+        assert_eq!(audio.len(), 11, "10.04 s in a first page of half a second, then pages of up to 1 s");
         assert_eq!(before, u64::from(rate) * 10 + 777, "the true end is kept");
         assert_eq!(repaged[repaged.len() - pages.last().unwrap().len as usize + 5], END_OF_STREAM);
         assert!(repaged.len() < original.len(), "fewer page headers");
@@ -179,7 +197,7 @@ mod tests {
     #[test]
     fn a_stream_shorter_than_a_page_ends_on_a_page_of_its_own() {
         let original = encoded(22_050, 0);
-        let repaged = by_time(&original, 22_050).unwrap();
+        let repaged = by_time(&original, Paging { first: 11_025, max: 22_050 }).unwrap();
         let pages = ogg::pages(&repaged).unwrap();
         let granules: Vec<_> = pages.iter().filter_map(|p| p.granule).filter(|&g| g > 0).collect();
         assert_eq!(granules.len(), 2, "{pages:?}");
@@ -201,6 +219,7 @@ mod tests {
         bytes[at + 22..at + 26].copy_from_slice(&[0; 4]);
         let crc = ogg::crc(&bytes[at..at + p.len as usize]);
         bytes[at + 22..at + 26].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(by_time(&bytes, 22_050), Err(RepageError::Granule { .. })), "{:?}", by_time(&bytes, 22_050));
+        let paging = Paging { first: 11_025, max: 22_050 };
+        assert!(matches!(by_time(&bytes, paging), Err(RepageError::Granule { .. })), "{:?}", by_time(&bytes, paging));
     }
 }

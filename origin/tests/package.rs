@@ -95,6 +95,21 @@ fn check_tier(dir: &Path, ogg_bytes: &[u8], table: &SeekTable, expect_frames: u6
     let pages = ogg::pages(ogg_bytes).expect("CRC-valid pages");
     let starts: std::collections::HashSet<u64> = pages.iter().map(|p| p.offset).collect();
     assert!(table.entries.iter().all(|e| starts.contains(&e.offset)), "{}: entry off a page start", table.tier);
+    // Entries at most a second apart; pages at least half a second, but for the last and
+    // those 255 lacing values fill first (192 kHz at the top tiers).
+    let rate = u64::from(table.sample_rate);
+    let mut bounds: Vec<u64> = table.entries.iter().map(|e| e.granule).collect();
+    bounds.push(table.total_samples);
+    let audio: Vec<_> = pages.iter().filter(|p| p.offset >= table.header_bytes).collect();
+    for (i, (w, page)) in bounds.windows(2).zip(&audio).enumerate() {
+        let (span, lacing) = (w[1] - w[0], ogg_bytes[page.offset as usize + 26]);
+        assert!(span <= rate, "{}: entry {i} spans {span} samples", table.tier);
+        assert!(
+            span >= rate / 2 || i + 1 == audio.len() || lacing > 240,
+            "{}: page {i} holds {span} samples ({lacing} lacing values)",
+            table.tier
+        );
+    }
 
     // Decoding from an entry (after the header pages) reproduces the full decode there.
     let full = lewton_decode(ogg_bytes.to_vec());

@@ -333,7 +333,8 @@ mod tests {
             .collect();
         let k = (1..blocks.len() - 1).find(|&k| blocks[k] > short && blocks[k + 1] == short).expect("a transient");
         let granule: usize = (1..=k).map(|i| blocks[i - 1] / 4 + blocks[i] / 4).sum();
-        let paged = segue_origin::repage::by_time(&ogg, granule as u64).unwrap();
+        let paging = segue_origin::repage::Paging { first: granule as u64, max: granule as u64 };
+        let paged = segue_origin::repage::by_time(&ogg, paging).unwrap();
         let first = segue_origin::ogg::pages(&paged).unwrap().into_iter().find(|p| p.granule != Some(0)).unwrap();
         assert_eq!(first.granule, Some(granule as u64));
         let mut got = Vec::new();
