@@ -97,3 +97,30 @@ for m in masters:
 s, o = (sum(c[i] for c in cpu.values()) for i in (0, 1))
 print(f"| all | {s:.2f} | {o:.2f} | **{s / o:.2f}×** |")
 EOF
+
+# ffmpeg (as in mpv) seeking into the high tier of the music master at 200 fixed targets:
+# how many land off the target sample, and the worst. segue against oggenc -q 5's pages.
+python3 - "$WORK" <<'EOF'
+import glob, subprocess, sys
+work = sys.argv[1]
+def pcm(path, at=None):
+    cmd = ["ffmpeg", "-v", "error"] + (["-ss", f"{at:.6f}"] if at is not None else []) + ["-i", path]
+    cmd += (["-t", "0.05"] if at is not None else []) + ["-f", "s16le", "-acodec", "pcm_s16le", "-"]
+    return subprocess.run(cmd, check=True, capture_output=True).stdout
+print()
+print("| high tier of music, ffmpeg -ss at 200 targets | landed off target | worst, samples |")
+print("|---|---|---|")
+for name, path in [("segue", glob.glob(f"{work}/store-music/audio/*/high.ogg")[0]), ("oggenc -q 5", f"{work}/oggenc-music-high.ogg")]:
+    whole = pcm(path)
+    x, off, worst = 0x2545F4914F6CDD1D, 0, 0
+    for _ in range(200):
+        x ^= (x << 13) & (2**64 - 1); x ^= x >> 7; x ^= (x << 17) & (2**64 - 1)
+        target = 8820 + x % (205 * 44100)
+        got = pcm(path, target / 44100)[:1024]
+        at = whole.find(got, max(0, (target - 8192) * 4), (target + 8192) * 4)
+        assert at >= 0 and at % 4 == 0, (name, target)
+        miss = abs(at // 4 - target)
+        off += miss > 0
+        worst = max(worst, miss)
+    print(f"| {name} | {off / 2:.1f}% | {worst} |")
+EOF

@@ -2,7 +2,9 @@
 # Packaging a 3.5-minute stereo 44.1 kHz master into the five tiers: `segue ingest`
 # (tiers in parallel, plus decode, content hash, loudness, resampling, seek tables,
 # fsynced writes) side by side with `oggenc` producing the same five tiers one after the
-# other (libvorbis ABR, --managed, like segue's). Best of RUNS for each. Prints a table.
+# other (libvorbis quality mode at each tier's nominal quality, -q -1, 2, 4, 5, 9, as
+# segue's; the low tier from oggenc's own downmix and resampling). Best of RUNS for each.
+# Prints a table.
 #
 #   scripts/bench-package.sh [RUNS]     default 3
 set -euo pipefail
@@ -28,8 +30,8 @@ measure() { # prints "wall cpu" of the best (lowest wall) run
 
 segue_run() { rm -rf "$WORK/store"; "$BIN" ingest --data-dir "$WORK/store" "$WORK/master.wav"; }
 oggenc_run() {
-  oggenc -Q --managed -b 24 --downmix --resample 22050 -o "$WORK/low.ogg" "$WORK/master.wav"
-  for b in 96 128 160 320; do oggenc -Q --managed -b "$b" -o "$WORK/$b.ogg" "$WORK/master.wav"; done
+  oggenc -Q -q -1 --downmix --resample 22050 -o "$WORK/low.ogg" "$WORK/master.wav"
+  for q in 2 4 5 9; do oggenc -Q -q "$q" -o "$WORK/$q.ogg" "$WORK/master.wav"; done
 }
 export -f segue_run oggenc_run
 export BIN WORK
