@@ -22,6 +22,7 @@ use crate::api::{AppApi, Catalog};
 use crate::cache::Cache;
 use crate::deck::{Deck, Head, Source};
 use crate::fetch::Fetcher;
+use crate::output::{Output, Pacer};
 use crate::Error;
 
 #[derive(Debug, Clone)]
@@ -221,55 +222,6 @@ impl Listening {
 struct Ears<'a> {
     on_play: Option<&'a OnPlay>,
     cache: Option<&'a Cache>,
-}
-
-/// The output side of a session: the pacing clock, the sink and the counts.
-struct Output<S> {
-    clock: Pacer,
-    sink: S,
-    stats: Stats,
-    channels: usize,
-    /// Frames per write (20 ms).
-    chunk: usize,
-    /// Frames a paced deck must hold to (re)start.
-    start_buffer: u64,
-    /// Frames to play in all before stopping.
-    limit: u64,
-}
-
-impl<S: FnMut(&[i16])> Output<S> {
-    async fn emit(&mut self, samples: &[i16]) {
-        let room = usize::try_from(self.limit - self.stats.frames.min(self.limit))
-            .unwrap_or(usize::MAX)
-            .saturating_mul(self.channels);
-        let samples = &samples[..samples.len().min(room)];
-        self.clock.emit(samples, self.channels, &mut self.sink).await;
-        self.stats.frames += (samples.len() / self.channels) as u64;
-    }
-
-    fn done(&self) -> bool {
-        self.stats.frames >= self.limit
-    }
-
-    /// Silence, a chunk at a time, until `deck` holds `frames` (or has failed).
-    async fn silence_until(&mut self, deck: &mut Deck, frames: u64) {
-        let silence = vec![0i16; self.chunk * self.channels];
-        while !deck.ready(frames) && !self.done() {
-            let before = self.stats.frames;
-            self.emit(&silence).await;
-            self.stats.silence_frames += self.stats.frames - before;
-        }
-    }
-
-    /// Wait until `deck` holds `frames`. Paced, a deck that has run dry plays silence
-    /// until it holds a start buffer beyond them: a sound device cannot wait.
-    async fn fill(&mut self, deck: &mut Deck, frames: u64) -> Result<(), Error> {
-        if self.clock.paced() && !deck.ready(frames) {
-            self.stats.rebuffers += 1;
-            self.silence_until(deck, frames + self.start_buffer).await;
-        }
-        deck.want(frames).await
-    }
 }
 
 impl Engine {
@@ -588,34 +540,5 @@ impl Engine {
         }
         stats.seconds = started.elapsed().as_secs_f64();
         Ok(stats)
-    }
-}
-
-/// Paces output like a sound device consuming `rate` frames a second (times `speed`).
-struct Pacer {
-    speed: Option<f64>,
-    rate: u32,
-    start: Instant,
-    frames: u64,
-}
-
-impl Pacer {
-    fn new(speed: Option<f64>, rate: u32) -> Pacer {
-        Pacer { speed: speed.filter(|s| *s > 0.0), rate, start: Instant::now(), frames: 0 }
-    }
-
-    fn paced(&self) -> bool {
-        self.speed.is_some()
-    }
-
-    async fn emit(&mut self, samples: &[i16], ch: usize, sink: &mut impl FnMut(&[i16])) {
-        sink(samples);
-        self.frames += (samples.len() / ch.max(1)) as u64;
-        if let Some(speed) = self.speed {
-            let due = Duration::from_secs_f64(self.frames as f64 / f64::from(self.rate) / speed);
-            if let Some(wait) = due.checked_sub(self.start.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
     }
 }

@@ -21,6 +21,7 @@ pub mod fetch;
 pub mod library;
 pub mod meter;
 pub mod outbox;
+mod output;
 pub mod render;
 pub mod report;
 pub mod sync;
