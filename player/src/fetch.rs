@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{header, Request, StatusCode};
@@ -72,9 +72,6 @@ pub struct Tls {
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     bytes: Arc<AtomicU64>,
-    /// Microseconds spent waiting for response heads and body chunks, for the
-    /// bandwidth estimate.
-    busy_us: Arc<AtomicU64>,
     failovers: Arc<AtomicU64>,
     /// How long a request may wait for its response head or its next chunk.
     pub timeout: Option<Duration>,
@@ -105,7 +102,6 @@ impl Default for Fetcher {
     fn default() -> Fetcher {
         Fetcher {
             bytes: Arc::default(),
-            busy_us: Arc::default(),
             failovers: Arc::default(),
             timeout: None,
             library: None,
@@ -151,13 +147,10 @@ impl Fetcher {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Throughput of the fetches so far, kbit/s (0 before any).
+    /// Throughput of the fetches so far, kbit/s (0 before any): bytes over the time
+    /// spent waiting for them, fetches at the same time counted once.
     pub fn kbps(&self) -> f64 {
-        let us = self.busy_us.load(Ordering::Relaxed);
-        if us == 0 {
-            return 0.0;
-        }
-        self.bytes() as f64 * 8.0 / (us as f64 / 1e6) / 1000.0
+        self.meter.mean_kbps()
     }
 
     /// The recent bandwidth, kbit/s, by the weighted median of recent transfers (what
@@ -347,7 +340,6 @@ impl Download {
                 }
             }
             let Some(body) = self.body.as_mut() else { continue };
-            let started = Instant::now();
             let wait = self.transfer.as_ref().map(Transfer::wait);
             let frame = match self.fetcher.timeout {
                 Some(t) => match tokio::time::timeout(t, body.frame()).await {
@@ -359,7 +351,6 @@ impl Download {
                 },
                 None => body.frame().await,
             };
-            self.fetcher.busy_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             drop(wait);
             match frame {
                 Some(Ok(frame)) => {
@@ -416,7 +407,6 @@ impl Download {
             None => {}
         }
         let req = req.body(()).map_err(|e| e.to_string())?;
-        let started = Instant::now();
         let fetcher = &self.fetcher;
         let exchange = async {
             let again = copy(&req);
@@ -455,7 +445,6 @@ impl Download {
         } else {
             self.conn = Some((base, conn));
         }
-        self.fetcher.busy_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let (parts, body) = resp.into_parts();
         if parts.status.is_success() {
             let etag = parts.headers.get(header::ETAG).and_then(|v| v.to_str().ok());

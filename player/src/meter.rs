@@ -117,6 +117,19 @@ impl Meter {
     }
 }
 
+impl Meter {
+    /// Bytes over the time spent waiting for them since the session began, kbit/s (0
+    /// before any): the session's mean, concurrent waits counted once.
+    pub fn mean_kbps(&self) -> f64 {
+        let Ok(s) = self.0.lock() else { return 0.0 };
+        let secs = (s.total_busy + s.busy(Instant::now())).as_secs_f64();
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        (s.total_bytes + s.bytes) as f64 * 8.0 / secs / 1000.0
+    }
+}
+
 /// A running transfer.
 #[derive(Debug)]
 pub struct Transfer(Meter);
@@ -173,6 +186,23 @@ mod tests {
         // Decoding between reads is not the network's time.
         std::thread::sleep(Duration::from_millis(ms));
         t.bytes(bytes);
+    }
+
+    #[test]
+    fn the_session_mean_counts_concurrent_waits_once() {
+        let (one, two) = (Meter::default(), Meter::default());
+        assert_eq!(one.mean_kbps(), 0.0);
+        // 40 KB over 200 ms of waiting: by one transfer, and by two at once.
+        sample(&one, 40_000, 200);
+        let (a, b) = (two.start(), two.start());
+        let waits = (a.wait(), b.wait());
+        std::thread::sleep(Duration::from_millis(200));
+        drop(waits);
+        a.bytes(20_000);
+        b.bytes(20_000);
+        let (single, double) = (one.mean_kbps(), two.mean_kbps());
+        assert!(single > 0.0 && single <= 1600.0, "{single}");
+        assert!(double > single * 0.75 && double <= 1600.0, "{double} vs {single}: the link, not half of it");
     }
 
     #[test]
