@@ -303,9 +303,15 @@ pub async fn play(a: PlayArgs) -> Result<(), Failure> {
             }
             let mut engine = segue_player::engine::Engine::new(api.clone(), opts);
             if let Some(dir) = a.device_dir.as_ref().filter(|_| !a.no_cache) {
-                let cache = segue_player::cache::Cache::open(dir, a.cache_bytes)
-                    .map_err(|e| Failure::Usage(format!("--device-dir {}: {e}", dir.display())))?;
-                engine = engine.cache(Arc::new(cache));
+                match segue_player::cache::Cache::open(dir, a.cache_bytes)
+                    .map_err(|e| Failure::Usage(format!("--device-dir {}: {e}", dir.display())))?
+                {
+                    Some(cache) => engine = engine.cache(Arc::new(cache)),
+                    None => tracing::warn!(
+                        device_dir = %dir.display(),
+                        "another player has the on-device cache open; playing without it"
+                    ),
+                }
                 if dir.join("device.json").exists() {
                     let now = a.clock_ms.unwrap_or_else(crate::offline::now_ms);
                     let library = segue_player::library::Library::open(dir, now)

@@ -76,6 +76,8 @@ pub struct Local {
 
 pub struct Cache {
     dir: PathBuf,
+    /// `cache/lock`, locked for as long as this process has the cache open.
+    _lock: std::fs::File,
     key: ContentKey,
     max_bytes: u64,
     /// Bytes of the offline library's objects: counted, never evicted.
@@ -126,10 +128,24 @@ fn now_ms() -> i64 {
 
 impl Cache {
     /// The cache in device directory `device_dir`, holding at most `max_bytes` with the
-    /// offline library's objects.
-    pub fn open(device_dir: &Path, max_bytes: u64) -> Result<Cache, Error> {
+    /// offline library's objects; `None` while another process has it open.
+    pub fn open(device_dir: &Path, max_bytes: u64) -> Result<Option<Cache>, Error> {
         let dir = device_dir.join("cache");
         std::fs::create_dir_all(&dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
+        // One process at a time: another's sweep would delete the objects this one is
+        // writing (not yet in the index), and their index writes would undo each other.
+        let lock_path = dir.join("lock");
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::Io(format!("{}: {e}", lock_path.display())))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::Io(format!("{}: {e}", lock_path.display()))),
+        }
         let path = dir.join("index.json");
         let index = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -154,6 +170,7 @@ impl Cache {
         };
         let cache = Cache {
             dir,
+            _lock: lock,
             key,
             max_bytes,
             pinned,
@@ -165,7 +182,7 @@ impl Cache {
             stored: AtomicU64::new(0),
         };
         cache.sweep();
-        Ok(cache)
+        Ok(Some(cache))
     }
 
     fn files(&self, key: &str) -> (PathBuf, PathBuf) {
@@ -179,12 +196,12 @@ impl Cache {
                 .entries
                 .keys()
                 .flat_map(|k| <[PathBuf; 2]>::from(self.files(k)))
-                .chain([self.dir.join("key")])
+                .chain([self.dir.join("key"), self.dir.join("lock")])
                 .collect(),
             Err(_) => return,
         };
         let Ok(dirs) = std::fs::read_dir(&self.dir) else { return };
-        // Only the per-content folders: index.json and key sit at the top.
+        // Only the per-content folders: index.json, key and lock sit at the top.
         for d in dirs.flatten().filter(|d| d.file_type().is_ok_and(|t| t.is_dir())) {
             for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
                 if !keep.contains(&f.path()) {
@@ -395,7 +412,7 @@ mod tests {
     #[tokio::test]
     async fn the_most_played_stay_and_a_damaged_file_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = std::sync::Arc::new(Cache::open(dir.path(), 150).unwrap());
+        let cache = std::sync::Arc::new(Cache::open(dir.path(), 150).unwrap().unwrap());
         let (ca, cb) = ("a".repeat(64), "b".repeat(64));
         let (a, b) = (&format!("http://p/a/{ca}/high.ogg"), &format!("http://p/a/{cb}/high.ogg"));
         let offer = |url: &str, fill: u8| {
@@ -420,13 +437,18 @@ mod tests {
         assert_eq!(cache.read(&local, 98, None).unwrap().unwrap().as_ref(), &[2, 2]);
         assert_eq!(cache.counts().2, 2);
 
+        // Not while it is open (another player, or this one twice).
+        assert!(Cache::open(dir.path(), 150).unwrap().is_none(), "the cache is locked");
+        drop(local);
+        drop(cache);
         // Another process finds b, checks it, and drops it once damaged.
-        let again = Cache::open(dir.path(), 150).unwrap();
+        let again = Cache::open(dir.path(), 150).unwrap().expect("unlocked when closed");
         assert!(again.lookup(&format!("http://p/seek/{cb}/high.json")).is_some());
         let stored = std::fs::read(dir.path().join(format!("cache/{cb}/high.ogg"))).unwrap();
         assert!(stored.len() == 100 && stored != [2u8; 100], "not in the clear");
         std::fs::write(dir.path().join(format!("cache/{cb}/high.ogg")), [9u8; 100]).unwrap();
-        let third = Cache::open(dir.path(), 150).unwrap();
+        drop(again);
+        let third = Cache::open(dir.path(), 150).unwrap().unwrap();
         assert!(third.lookup(b).is_none(), "a damaged object is not served");
         assert!(!dir.path().join(format!("cache/{cb}/high.ogg")).exists());
     }
