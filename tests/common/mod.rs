@@ -221,10 +221,16 @@ pub fn start_up_with(flags: &[&str]) -> Up {
     Up { up, origin: addrs[0], edge: addrs[1], control_plane: addrs[2], app: addrs[3], token, token_file, dir }
 }
 
-/// The demo album's track ids in order, once the app API has them.
+/// The demo album's track ids in order, once the app API has the whole demo catalog (the
+/// standalone single is added last: a test that reads the catalog's change stamp must not
+/// see it move).
 pub fn album_ids(app: std::net::SocketAddr, token: &str) -> Vec<String> {
     let mut album = serde_json::Value::Null;
     wait_for("the demo album in the app API", 30, || {
+        let (_, single) = admin(app, "GET", "/v1/search?q=standalone&types=track", Some(token), None);
+        if single["hits"][0]["id"].as_str().is_none() {
+            return false;
+        }
         let (_, hits) = admin(app, "GET", "/v1/search?q=continuum&types=track", Some(token), None);
         let Some(id) = hits["hits"][0]["id"].as_str() else { return false };
         let (_, track) = admin(app, "GET", &format!("/v1/tracks/{id}"), Some(token), None);
