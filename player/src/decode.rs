@@ -48,6 +48,29 @@ pub struct StreamDecoder {
     first_page_seen: bool,
 }
 
+/// How far lewton's output runs ahead of the granule position after a packet whose
+/// window span is `span` (`None` when it cannot tell: a long block right after a seek).
+/// lewton returns the part of a long block that no window overlaps as soon as it has it:
+/// before a short block, (long - short) / 4 samples ahead of the position the granule
+/// counts (1472 samples, then 448 fewer at the short block). The span tells: a short
+/// block spans half its size; a long one from its left window start (0, or (long -
+/// short) / 4 after a short block) to its right one (the middle, or that much past it
+/// before a short block). `previous_long` is the last packet's kind, updated.
+fn ahead_of_granule(ident: &IdentHeader, span: u64, previous_long: &mut Option<bool>) -> Option<u64> {
+    let (short, long) = (1u64 << ident.blocksize_0, 1u64 << ident.blocksize_1);
+    let is_long = span > short / 2;
+    let ahead = match (is_long, *previous_long) {
+        (false, _) => Some(0),
+        (true, Some(previous_long)) => {
+            let left = if previous_long { 0 } else { (long - short) / 4 };
+            Some((span + left).saturating_sub(long / 2))
+        }
+        (true, None) => None,
+    };
+    *previous_long = Some(is_long);
+    ahead
+}
+
 impl Default for StreamDecoder {
     fn default() -> Self {
         StreamDecoder {
@@ -159,31 +182,21 @@ impl StreamDecoder {
             }
             return Ok(());
         };
-        let decoded: InterleavedSamples<i16> = read_audio_packet_generic(ident, setup, &packet.data, &mut self.pwr)
-            .map_err(|e| Error::Decode(format!("Vorbis audio near byte {}: {e}", self.offset)))?;
+        let audio =
+            |e: lewton::audio::AudioReadError| Error::Decode(format!("Vorbis audio near byte {}: {e}", self.offset));
+        let decoded: InterleavedSamples<i16> =
+            read_audio_packet_generic(ident, setup, &packet.data, &mut self.pwr).map_err(audio)?;
         let ch = usize::from(ident.audio_channels.max(1));
         self.frames += (decoded.samples.len() / ch) as u64;
         out.extend_from_slice(&decoded.samples);
-        // lewton returns the part of a long block that no window overlaps as soon as it
-        // has it: before a short block, (long - short) / 4 samples ahead of the position
-        // the granule counts (1472 samples, then 448 fewer at the short block). Its
-        // window span of the packet tells: a short block spans half its size; a long one
-        // from its left window start (0, or (long - short) / 4 after a short block) to
-        // its right one (the middle, or that much past it before a short block).
-        let (short, long) = (1u64 << ident.blocksize_0, 1u64 << ident.blocksize_1);
-        let span = get_decoded_sample_count(ident, setup, &packet.data)
-            .map_err(|e| Error::Decode(format!("Vorbis audio near byte {}: {e}", self.offset)))?
-            as u64;
-        let is_long = span > short / 2;
-        let ahead = match (is_long, self.previous_long) {
-            (false, _) => Some(0),
-            (true, Some(previous_long)) => {
-                let left = if previous_long { 0 } else { (long - short) / 4 };
-                Some((span + left).saturating_sub(long / 2))
-            }
-            (true, None) => None,
+        // Block sizes matter only until the position is known (the first page end, from
+        // the start or after a seek); past it no packet needs them.
+        let ahead = if self.start.is_none() || !self.first_page_seen {
+            let span = get_decoded_sample_count(ident, setup, &packet.data).map_err(audio)? as u64;
+            ahead_of_granule(ident, span, &mut self.previous_long)
+        } else {
+            Some(0)
         };
-        self.previous_long = Some(is_long);
         // A page's granule position is the stream position at the end of its last
         // complete packet (-1 on a page where none ends). The last page's is the end of
         // the audio, short of the decoded frames by the last block's padding: no position
