@@ -188,18 +188,23 @@ mod tests {
         t.bytes(bytes);
     }
 
+    /// Two transfers waiting at once for `ms`, then `each` bytes for each.
+    fn together(m: &Meter, each: u64, ms: u64) {
+        let (a, b) = (m.start(), m.start());
+        let waits = (a.wait(), b.wait());
+        std::thread::sleep(Duration::from_millis(ms));
+        drop(waits);
+        a.bytes(each);
+        b.bytes(each);
+    }
+
     #[test]
     fn the_session_mean_counts_concurrent_waits_once() {
         let (one, two) = (Meter::default(), Meter::default());
         assert_eq!(one.mean_kbps(), 0.0);
         // 40 KB over 200 ms of waiting: by one transfer, and by two at once.
         sample(&one, 40_000, 200);
-        let (a, b) = (two.start(), two.start());
-        let waits = (a.wait(), b.wait());
-        std::thread::sleep(Duration::from_millis(200));
-        drop(waits);
-        a.bytes(20_000);
-        b.bytes(20_000);
+        together(&two, 20_000, 200);
         let (single, double) = (one.mean_kbps(), two.mean_kbps());
         assert!(single > 0.0 && single <= 1600.0, "{single}");
         assert!(double > single * 0.75 && double <= 1600.0, "{double} vs {single}: the link, not half of it");
@@ -210,22 +215,11 @@ mod tests {
         let m = Meter::default();
         assert_eq!(m.estimate_kbps(), None);
         // Two transfers at once, 40 KB in all over ~100 ms: ~3.2 Mbit/s, not twice that.
-        let (a, b) = (m.start(), m.start());
-        let waits = (a.wait(), b.wait());
-        std::thread::sleep(Duration::from_millis(100));
-        drop(waits);
-        a.bytes(20_000);
-        b.bytes(20_000);
-        drop((a, b));
+        together(&m, 20_000, 100);
         assert_eq!(m.estimate_kbps(), None, "40 KB in 100 ms: round trips more than the link");
         // Past 512 KiB: two at a time, 32 KB every 10 ms, is ~26 Mbit/s, not twice that.
         for _ in 0..20 {
-            let (a, b) = (m.start(), m.start());
-            let waits = (a.wait(), b.wait());
-            std::thread::sleep(Duration::from_millis(10));
-            drop(waits);
-            a.bytes(16_000);
-            b.bytes(16_000);
+            together(&m, 16_000, 10);
         }
         let est = m.estimate_kbps().unwrap();
         assert!(est < 26_000.0 && est > 10_000.0, "{est}");
