@@ -86,8 +86,7 @@ pub fn packets(data: &[u8], pages: &[Page]) -> Result<Vec<Packet>, OggError> {
     Ok(out)
 }
 
-/// Header type flags of a page.
-pub const BEGINNING_OF_STREAM: u8 = 0x02;
+/// Header type flag of a stream's last page.
 pub const END_OF_STREAM: u8 = 0x04;
 
 /// Append one page holding whole `packets` to `out`: `granule` is the position after the
@@ -121,6 +120,12 @@ pub fn lacing_len(len: usize) -> usize {
     len / 255 + 1
 }
 
+/// Index of the first audio page: header pages are the leading pages with granule 0
+/// (libvorbis ends the headers on a page boundary).
+pub fn first_audio_page(pages: &[Page]) -> Result<usize, OggError> {
+    pages.iter().position(|p| p.granule != Some(0)).ok_or(OggError::NoAudio)
+}
+
 /// CRC-32 of an Ogg page (polynomial 0x04c11db7, not reflected) with the CRC field as zero.
 pub fn crc(page: &[u8]) -> u32 {
     static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
@@ -143,12 +148,11 @@ pub fn crc(page: &[u8]) -> u32 {
     c
 }
 
-/// Build the seek table of a Vorbis stream. Header pages are the leading pages with
-/// granule 0 (libvorbis ends the headers on a page boundary); every audio page that
-/// follows a granule-bearing page is an entry, keyed by the granule reached before it.
+/// Build the seek table of a Vorbis stream: every audio page that follows a
+/// granule-bearing page is an entry, keyed by the granule reached before it.
 pub fn seek_table(data: &[u8], tier: Tier, sample_rate: u32) -> Result<SeekTable, OggError> {
     let pages = pages(data)?;
-    let first_audio = pages.iter().position(|p| p.granule != Some(0)).ok_or(OggError::NoAudio)?;
+    let first_audio = first_audio_page(&pages)?;
     let header_bytes = pages[first_audio].offset;
     let total_samples = pages.last().and_then(|p| p.granule).unwrap_or(0);
     let mut entries = Vec::new();

@@ -26,9 +26,7 @@ pub struct Paging {
 pub fn by_time(data: &[u8], paging: Paging) -> Result<Vec<u8>, RepageError> {
     let pages = ogg::pages(data)?;
     let packets = ogg::packets(data, &pages)?;
-    // Headers end on a page boundary (libvorbis flushes them): audio starts at the first
-    // page with a non-zero granule, as in the seek table.
-    let first_audio = pages.iter().position(|p| p.granule != Some(0)).ok_or(OggError::NoAudio)?;
+    let first_audio = ogg::first_audio_page(&pages)?;
     let headers = packets.iter().take_while(|p| p.page < first_audio).count();
     if headers != 3 {
         return Err(RepageError::Vorbis(format!("{headers} header packets, expected 3")));
