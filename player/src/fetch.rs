@@ -91,6 +91,8 @@ pub struct Fetcher {
     /// A connector per POP, built once: its TLS config keeps the session cache that
     /// lets a new connection resume instead of a full handshake.
     connectors: Arc<std::sync::Mutex<std::collections::HashMap<String, Connector>>>,
+    /// The system's trust store once read (for `Tls { roots: None }`), shared by POPs.
+    system_roots: Arc<std::sync::OnceLock<rustls::RootCertStore>>,
     /// One HTTP/2 connect at a time per POP.
     gates: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// The strong ETag each object path was served with (`None`: differing ones, or
@@ -112,6 +114,7 @@ impl Default for Fetcher {
             cache: None,
             tls: None,
             connectors: Arc::default(),
+            system_roots: Arc::default(),
             gates: Arc::default(),
             etags: Arc::default(),
         }
@@ -197,10 +200,13 @@ impl Fetcher {
         let connector = match (&self.tls, secure) {
             (_, false) => Connector::new(Protocol::Http1, addr, &host, None),
             (Some(tls), true) => {
-                let roots = match &tls.roots {
-                    Some(roots) => roots.clone(),
-                    None => segue_core::tls::trusted_roots("", "--ca-file")
-                        .map_err(|e| format!("{base}: https needs trusted CA certificates (--ca-file): {e}"))?,
+                let roots = match (&tls.roots, self.system_roots.get()) {
+                    (Some(roots), _) | (None, Some(roots)) => roots.clone(),
+                    (None, None) => {
+                        let roots = segue_core::tls::trusted_roots("", "--ca-file")
+                            .map_err(|e| format!("{base}: https needs trusted CA certificates (--ca-file): {e}"))?;
+                        self.system_roots.get_or_init(|| roots).clone()
+                    }
                 };
                 Connector::new(tls.protocol, addr, &host, Some(roots))
             }
